@@ -1,0 +1,148 @@
+//! Certificate templates: the SPIFFE X509-SVID profile (SPIFFE.md section 2)
+//! written down once, for the CA certificates and for workload leaves.
+//!
+//! Choices, and why:
+//! - Serials are 128 random bits from the system CSPRNG, as SPIRE does: they
+//!   double as unique keys in the issuance log.
+//! - NotBefore is backdated [`BACKDATE_SECS`] so a peer whose clock is a little
+//!   behind does not reject a fresh SVID.
+//! - Leaves carry KU digitalSignature only for EC keys (keyEncipherment is an
+//!   RSA key-transport usage and is wrong on EC); RSA leaves add keyEncipherment.
+//! - CA certificates carry no pathLen and no EKU (library behaviour with EKU on
+//!   intermediates varies; SPIFFE.md 2.1).
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyUsagePurpose, SanType, SerialNumber,
+};
+use ring::rand::SecureRandom as _;
+use time::OffsetDateTime;
+
+use crate::spiffe::{SpiffeId, TrustDomain};
+
+/// Seconds by which every certificate's NotBefore is moved into the past.
+pub const BACKDATE_SECS: i64 = 10;
+
+/// Why a template could not be filled in.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// A timestamp outside what X.509 can carry.
+    #[error("timestamp {0} is out of range for a certificate")]
+    BadTime(i64),
+    /// The CSPRNG failed.
+    #[error("the system random generator failed")]
+    Rng,
+    /// rcgen refused a value (for example a DNS name it cannot encode).
+    #[error("invalid certificate field: {0}")]
+    Field(String),
+}
+
+/// A fresh random 128-bit serial and its lowercase hex form.
+pub fn random_serial() -> Result<(SerialNumber, String), TemplateError> {
+    let mut bytes = [0u8; 16];
+    loop {
+        ring::rand::SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| TemplateError::Rng)?;
+        // Zero is not a valid serial; the odds are 2^-128 but the loop is free.
+        if bytes.iter().any(|b| *b != 0) {
+            break;
+        }
+    }
+    Ok((SerialNumber::from_slice(&bytes), serial_hex(&bytes)))
+}
+
+/// The canonical hex form of a serial: lowercase, no leading zero bytes.
+pub fn serial_hex(bytes: &[u8]) -> String {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    let s = hex::encode(&bytes[start..]);
+    if s.is_empty() {
+        "00".to_string()
+    } else {
+        s
+    }
+}
+
+fn time(unix: i64) -> Result<OffsetDateTime, TemplateError> {
+    OffsetDateTime::from_unix_timestamp(unix).map_err(|_| TemplateError::BadTime(unix))
+}
+
+/// Parameters for a CA certificate (self-signed root or intermediate) of `td`.
+pub fn ca_params(
+    td: &TrustDomain,
+    not_before: i64,
+    not_after: i64,
+) -> Result<(CertificateParams, String), TemplateError> {
+    let (serial, serial_hex) = random_serial()?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CountryName, "US");
+    dn.push(DnType::OrganizationName, "Herald");
+    // The serial in the subject keeps the names of successive CAs distinct,
+    // so chain builders never confuse an old authority with its successor.
+    dn.push(DnType::CommonName, format!("Herald CA {}", &serial_hex[..8.min(serial_hex.len())]));
+    params.distinguished_name = dn;
+    params.serial_number = Some(serial);
+    params.not_before = time(not_before - BACKDATE_SECS)?;
+    params.not_after = time(not_after)?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.subject_alt_names = vec![san_uri(&td.id_string())?];
+    Ok((params, serial_hex))
+}
+
+/// What a leaf X509-SVID certifies.
+#[derive(Debug, Clone)]
+pub struct LeafSpec<'a> {
+    /// The SPIFFE ID; it always comes from a registration entry (or the admin).
+    pub spiffe_id: &'a SpiffeId,
+    /// Extra DNS SANs from the entry; the first is also the subject CN.
+    pub dns_names: &'a [String],
+    /// Whether the leaf key is RSA (which adds keyEncipherment).
+    pub rsa_key: bool,
+    /// NotBefore before backdating.
+    pub not_before: i64,
+    /// NotAfter, already capped at the issuer's NotAfter.
+    pub not_after: i64,
+}
+
+/// Parameters for a workload (or agent, or server) X509-SVID.
+pub fn leaf_params(spec: &LeafSpec<'_>) -> Result<(CertificateParams, String), TemplateError> {
+    let (serial, serial_hex) = random_serial()?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CountryName, "US");
+    dn.push(DnType::OrganizationName, "Herald");
+    if let Some(first) = spec.dns_names.first() {
+        dn.push(DnType::CommonName, first.clone());
+    }
+    params.distinguished_name = dn;
+    params.serial_number = Some(serial);
+    params.not_before = time(spec.not_before - BACKDATE_SECS)?;
+    params.not_after = time(spec.not_after)?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = if spec.rsa_key {
+        vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment]
+    } else {
+        vec![KeyUsagePurpose::DigitalSignature]
+    };
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    let mut sans = vec![san_uri(spec.spiffe_id.as_str())?];
+    for dns in spec.dns_names {
+        let name = rcgen::string::Ia5String::try_from(dns.as_str())
+            .map_err(|e| TemplateError::Field(format!("dns name {dns:?}: {e}")))?;
+        sans.push(SanType::DnsName(name));
+    }
+    params.subject_alt_names = sans;
+    Ok((params, serial_hex))
+}
+
+fn san_uri(uri: &str) -> Result<SanType, TemplateError> {
+    rcgen::string::Ia5String::try_from(uri)
+        .map(SanType::URI)
+        .map_err(|e| TemplateError::Field(format!("URI SAN {uri:?}: {e}")))
+}

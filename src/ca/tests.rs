@@ -1,0 +1,293 @@
+//! Profile tests: what the CA puts in certificates and tokens, checked
+//! field by field against SPIFFE.md sections 2 and 3.
+
+use std::sync::Arc;
+
+use der::Decode as _;
+use x509_cert::ext::pkix::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
+    SubjectAltName, SubjectKeyIdentifier,
+};
+use x509_cert::Certificate;
+
+use super::*;
+use crate::spiffe::{Bundle, SpiffeId, TrustDomain};
+
+const NOW: i64 = 1_800_000_000;
+
+fn td() -> TrustDomain {
+    TrustDomain::new("example.org").unwrap()
+}
+
+fn root() -> X509Authority {
+    let key = Arc::new(KeyPair::generate(KeyType::EcP256).unwrap());
+    X509Authority::self_signed(&td(), key, 24 * 3600, NOW).unwrap()
+}
+
+fn leaf(ca: &X509Authority, id: &str, ttl: i64, dns: &[String]) -> (SignedCert, KeyPair) {
+    let key = KeyPair::generate(KeyType::EcP256).unwrap();
+    let spki = key.public_key_spki();
+    let id = SpiffeId::parse(id).unwrap();
+    let cert = ca
+        .sign_svid(
+            &SvidRequest {
+                spiffe_id: &id,
+                public_key_spki: &spki,
+                ttl_secs: ttl,
+                dns_names: dns,
+            },
+            NOW,
+        )
+        .unwrap();
+    (cert, key)
+}
+
+fn ext<T: der::Decode<'static> + const_oid::AssociatedOid + 'static>(
+    cert: &'static Certificate,
+) -> (bool, T) {
+    cert.tbs_certificate.get::<T>().unwrap().unwrap()
+}
+
+fn parse(der: &[u8]) -> &'static Certificate {
+    Box::leak(Box::new(Certificate::from_der(der).unwrap()))
+}
+
+#[test]
+fn leaf_follows_the_x509_svid_profile() {
+    let ca = root();
+    let (svid, _) = leaf(&ca, "spiffe://example.org/web", 3600, &[]);
+    let cert = parse(&svid.cert_der);
+    let ca_cert = parse(ca.cert_der());
+
+    let (san_critical, san) = ext::<SubjectAltName>(cert);
+    let uris: Vec<_> = san
+        .0
+        .iter()
+        .filter(|n| {
+            matches!(
+                n,
+                x509_cert::ext::pkix::name::GeneralName::UniformResourceIdentifier(_)
+            )
+        })
+        .collect();
+    assert_eq!(uris.len(), 1, "exactly one URI SAN");
+    // Our leaf subject is not empty, so SAN need not be critical.
+    assert!(!cert.tbs_certificate.subject.0.is_empty());
+    assert!(!san_critical);
+
+    let (bc_critical, bc) = ext::<BasicConstraints>(cert);
+    assert!(bc_critical && !bc.ca);
+    let (ku_critical, ku) = ext::<KeyUsage>(cert);
+    assert!(ku_critical);
+    assert!(ku.0.contains(KeyUsages::DigitalSignature));
+    assert!(!ku.0.contains(KeyUsages::KeyEncipherment), "no keyEncipherment on EC");
+    assert!(!ku.0.contains(KeyUsages::KeyCertSign) && !ku.0.contains(KeyUsages::CRLSign));
+    let (_, eku) = ext::<ExtendedKeyUsage>(cert);
+    assert!(eku.0.contains(&const_oid::db::rfc5280::ID_KP_SERVER_AUTH));
+    assert!(eku.0.contains(&const_oid::db::rfc5280::ID_KP_CLIENT_AUTH));
+
+    let (_, ski) = ext::<SubjectKeyIdentifier>(cert);
+    assert!(!ski.0.as_bytes().is_empty());
+    let (_, aki) = ext::<AuthorityKeyIdentifier>(cert);
+    let (_, ca_ski) = ext::<SubjectKeyIdentifier>(ca_cert);
+    assert_eq!(aki.key_identifier.unwrap().as_bytes(), ca_ski.0.as_bytes());
+
+    // 128 random bits: at most 16 magnitude bytes, and two serials differ.
+    let serial = cert.tbs_certificate.serial_number.as_bytes();
+    let magnitude = serial.iter().skip_while(|b| **b == 0).count();
+    assert!(magnitude <= 16 && magnitude >= 8, "serial {serial:?}");
+    let (other, _) = leaf(&ca, "spiffe://example.org/web", 3600, &[]);
+    assert_ne!(other.serial, svid.serial);
+
+    let nb = cert.tbs_certificate.validity.not_before.to_unix_duration().as_secs() as i64;
+    assert_eq!(nb, NOW - template::BACKDATE_SECS);
+    // With a self-signed CA the chain is just the leaf.
+    assert_eq!(svid.chain.len(), 1);
+}
+
+#[test]
+fn leaf_is_accepted_by_the_spiffe_crate() {
+    let ca = root();
+    let (svid, key) = leaf(&ca, "spiffe://example.org/ns/prod/sa/web", 3600, &[]);
+    let parsed = spiffe::X509Svid::parse_from_der(&svid.cert_der, key.pkcs8_der()).unwrap();
+    assert_eq!(parsed.spiffe_id().to_string(), "spiffe://example.org/ns/prod/sa/web");
+}
+
+#[test]
+fn not_after_is_capped_at_the_ca() {
+    let ca = root();
+    let (svid, _) = leaf(&ca, "spiffe://example.org/web", 10 * 24 * 3600, &[]);
+    assert_eq!(svid.not_after, ca.not_after());
+}
+
+#[test]
+fn dns_names_become_sans_and_cn() {
+    let ca = root();
+    let dns = vec!["web.example.org".to_string(), "web".to_string()];
+    let (svid, _) = leaf(&ca, "spiffe://example.org/web", 60, &dns);
+    let cert = parse(&svid.cert_der);
+    let (_, san) = ext::<SubjectAltName>(cert);
+    assert_eq!(san.0.len(), 3);
+    assert!(cert.tbs_certificate.subject.to_string().contains("CN=web.example.org"));
+}
+
+#[test]
+fn ca_certificate_profile() {
+    let ca = root();
+    let cert = parse(ca.cert_der());
+    let (bc_critical, bc) = ext::<BasicConstraints>(cert);
+    assert!(bc_critical && bc.ca && bc.path_len_constraint.is_none());
+    let (ku_critical, ku) = ext::<KeyUsage>(cert);
+    assert!(ku_critical && ku.0.contains(KeyUsages::KeyCertSign));
+    assert!(!ku.0.contains(KeyUsages::DigitalSignature));
+    let facts = x509::cert_facts(ca.cert_der()).unwrap();
+    assert_eq!(facts.uri_sans, vec!["spiffe://example.org".to_string()]);
+}
+
+#[test]
+fn refuses_other_trust_domains_root_ids_bad_ttls_and_expired_ca() {
+    let ca = root();
+    let key = KeyPair::generate(KeyType::EcP256).unwrap();
+    let spki = key.public_key_spki();
+    let sign = |id: &str, ttl: i64, now: i64| {
+        let id = SpiffeId::parse(id).unwrap();
+        ca.sign_svid(
+            &SvidRequest {
+                spiffe_id: &id,
+                public_key_spki: &spki,
+                ttl_secs: ttl,
+                dns_names: &[],
+            },
+            now,
+        )
+    };
+    assert!(matches!(sign("spiffe://other.org/x", 60, NOW), Err(X509Error::WrongTrustDomain { .. })));
+    assert!(matches!(sign("spiffe://example.org", 60, NOW), Err(X509Error::NotALeafId(_))));
+    assert!(matches!(sign("spiffe://example.org/x", 0, NOW), Err(X509Error::BadTtl(0))));
+    assert!(matches!(
+        sign("spiffe://example.org/x", 60, ca.not_after()),
+        Err(X509Error::CaExpired { .. })
+    ));
+}
+
+#[test]
+fn intermediate_chain_is_returned_without_the_root() {
+    let ca = root();
+    let ikey = Arc::new(KeyPair::generate(KeyType::EcP384).unwrap());
+    let signed = ca.sign_ca(&td(), &ikey.public_key_spki(), 3600, NOW).unwrap();
+    let inter = X509Authority::from_parts(&td(), signed.cert_der.clone(), vec![], ikey).unwrap();
+    let (svid, _) = leaf(&inter, "spiffe://example.org/web", 60, &[]);
+    assert_eq!(svid.chain.len(), 2);
+    assert_eq!(svid.chain[1], signed.cert_der);
+    // The intermediate's lifetime caps its leaves.
+    assert!(inter.not_after() <= ca.not_after());
+}
+
+#[test]
+fn from_parts_rejects_a_key_that_is_not_the_cas() {
+    let ca = root();
+    let other = Arc::new(KeyPair::generate(KeyType::EcP256).unwrap());
+    let err = X509Authority::from_parts(&td(), ca.cert_der().to_vec(), vec![], other).unwrap_err();
+    assert!(matches!(err, X509Error::KeyMismatch));
+    let (svid, _) = leaf(&ca, "spiffe://example.org/web", 60, &[]);
+    let any = Arc::new(KeyPair::generate(KeyType::EcP256).unwrap());
+    assert!(X509Authority::from_parts(&td(), svid.cert_der, vec![], any).is_err());
+}
+
+fn jwt_setup(key_type: KeyType) -> (JwtKey, Bundle) {
+    let key = Arc::new(KeyPair::generate(key_type).unwrap());
+    let jwt = JwtKey::new(jwt::new_kid().unwrap(), key, NOW + 3600);
+    let mut bundle = Bundle::new(td());
+    bundle.jwt_authorities.push(jwt.authority());
+    (jwt, bundle)
+}
+
+#[test]
+fn jwt_sign_and_verify() {
+    for kt in [KeyType::EcP256, KeyType::EcP384] {
+        let (key, bundle) = jwt_setup(kt);
+        assert_eq!(key.kid().len(), 32);
+        let sub = SpiffeId::parse("spiffe://example.org/web").unwrap();
+        let token = key.sign(&sub, &["db".to_string()], 300, NOW).unwrap();
+        let claims = verify_jwt_svid(&token, |t| (t == &bundle.trust_domain).then_some(&bundle), "db", NOW + 1).unwrap();
+        assert_eq!(claims.sub, sub);
+        assert_eq!(claims.exp, NOW + 300);
+        assert_eq!(claims.iat, Some(NOW));
+
+        // The header is exactly alg, kid, typ=JWT.
+        let parsed = crate::spiffe::jwt::parse_compact(&token).unwrap();
+        assert_eq!(parsed.header.typ.as_deref(), Some("JWT"));
+        assert_eq!(parsed.header.alg, kt.jwt_algorithm());
+    }
+}
+
+#[test]
+fn jwt_is_accepted_by_the_spiffe_crate() {
+    let (key, bundle) = jwt_setup(KeyType::EcP256);
+    let sub = SpiffeId::parse("spiffe://example.org/web").unwrap();
+    let token = key.sign(&sub, &["db".to_string()], 300, std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64).unwrap();
+    let parsed = spiffe::JwtSvid::parse_insecure(&token).unwrap();
+    assert_eq!(parsed.spiffe_id().to_string(), "spiffe://example.org/web");
+    let _ = bundle;
+}
+
+#[test]
+fn jwt_rejections() {
+    let (key, bundle) = jwt_setup(KeyType::EcP256);
+    let lookup = |t: &TrustDomain| (t == &bundle.trust_domain).then_some(&bundle);
+    let sub = SpiffeId::parse("spiffe://example.org/web").unwrap();
+    let token = key.sign(&sub, &["db".to_string()], 300, NOW).unwrap();
+
+    // Tampered payload: flip a character in the claims part.
+    let mut parts: Vec<String> = token.split('.').map(String::from).collect();
+    let mut claims = parts[1].clone().into_bytes();
+    claims[5] = if claims[5] == b'A' { b'B' } else { b'A' };
+    parts[1] = String::from_utf8(claims).unwrap();
+    let tampered = parts.join(".");
+    assert!(verify_jwt_svid(&tampered, lookup, "db", NOW).is_err());
+
+    // Tampered signature.
+    let mut sig_tampered = token.clone();
+    let last = sig_tampered.pop().unwrap();
+    sig_tampered.push(if last == 'A' { 'B' } else { 'A' });
+    assert!(matches!(
+        verify_jwt_svid(&sig_tampered, lookup, "db", NOW),
+        Err(JwtVerifyError::BadSignature | JwtVerifyError::Malformed(_))
+    ));
+
+    assert!(matches!(
+        verify_jwt_svid(&token, lookup, "other", NOW),
+        Err(JwtVerifyError::WrongAudience(_))
+    ));
+    assert!(matches!(
+        verify_jwt_svid(&token, lookup, "db", NOW + 300),
+        Err(JwtVerifyError::Expired { .. })
+    ));
+    // A key from another bundle does not verify it.
+    let (_, other_bundle) = jwt_setup(KeyType::EcP256);
+    assert!(matches!(
+        verify_jwt_svid(&token, |_| Some(&other_bundle), "db", NOW),
+        Err(JwtVerifyError::UnknownKey { .. })
+    ));
+    // No bundle for the trust domain.
+    assert!(matches!(
+        verify_jwt_svid(&token, |_| None, "db", NOW),
+        Err(JwtVerifyError::NoBundle(_))
+    ));
+    // Signing refuses what would make an invalid token.
+    assert!(matches!(key.sign(&sub, &[], 60, NOW), Err(JwtSignError::NoAudience)));
+    assert!(matches!(key.sign(&sub, &["a".into()], 0, NOW), Err(JwtSignError::BadTtl(0))));
+    assert!(matches!(
+        key.sign(&sub, &["a".into()], 60, NOW + 3600),
+        Err(JwtSignError::KeyExpired { .. })
+    ));
+}
+
+#[test]
+fn jwt_exp_is_capped_at_the_key() {
+    let (key, bundle) = jwt_setup(KeyType::EcP256);
+    let sub = SpiffeId::parse("spiffe://example.org/web").unwrap();
+    let token = key.sign(&sub, &["db".to_string()], 10 * 3600, NOW).unwrap();
+    let claims = verify_jwt_svid(&token, |_| Some(&bundle), "db", NOW).unwrap();
+    assert_eq!(claims.exp, key.not_after());
+}

@@ -1,0 +1,155 @@
+//! The `herald` command line: one file per command group.
+//!
+//! Every command reports failure as one line on stderr, `herald: <what went
+//! wrong>`, and an exit code: 2 for bad input (a flag, a file, an ID), 1 for
+//! a failure while doing the work. Nothing here panics on input.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bundle;
+mod data_dir;
+mod jwt;
+mod pending;
+mod x509;
+
+/// Herald: SPIFFE workload identity. A server is the CA of one trust domain;
+/// an agent on each node attests workloads and serves them SVIDs over the
+/// SPIFFE Workload API.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, global = true, default_value = "warn", env = "HERALD_LOG")]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The command groups (shared/design/ARCHITECTURE.md, "Roles").
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: the CA of one trust domain (`herald server run --config server.toml`).
+    #[command(subcommand)]
+    Server(pending::ServerCmd),
+    /// Run a node agent, or manage attested agents through the server.
+    #[command(subcommand)]
+    Agent(pending::AgentCmd),
+    /// Run server and agent in one process with zero configuration, for trying Herald out.
+    Dev(pending::DevArgs),
+    /// Registration entries: which workloads get which SPIFFE IDs.
+    #[command(subcommand)]
+    Entry(pending::EntryCmd),
+    /// Trust bundles: this trust domain's, and federated ones.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCmd),
+    /// Federation relationships with other trust domains.
+    #[command(subcommand)]
+    Federation(pending::FederationCmd),
+    /// Join tokens that let a new agent attest.
+    #[command(subcommand)]
+    Token(pending::TokenCmd),
+    /// X509-SVIDs minted directly, outside any agent.
+    #[command(subcommand)]
+    X509(x509::X509Cmd),
+    /// JWT-SVIDs minted directly, outside any agent.
+    #[command(subcommand)]
+    Jwt(jwt::JwtCmd),
+    /// The server's signing authorities: show, prepare, activate, taint, revoke.
+    #[command(subcommand)]
+    Authority(pending::AuthorityCmd),
+    /// Check a configuration file without starting anything.
+    Check(pending::CheckArgs),
+    /// Ask a running server or agent whether it is healthy (for probes).
+    Healthcheck(pending::HealthcheckArgs),
+    /// A Workload API client, for operators debugging a node.
+    #[command(subcommand)]
+    Api(pending::ApiCmd),
+}
+
+/// A command's failure: what to print and which exit code to use.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The user's input is wrong (exit code 2).
+    #[error("{0}")]
+    BadInput(String),
+    /// Doing the work failed (exit code 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::BadInput(_) => ExitCode::from(2),
+            CliError::Failed(_) => ExitCode::from(1),
+        }
+    }
+}
+
+/// Output formats shared by every command that prints records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub(crate) enum Output {
+    /// Human-readable text.
+    #[default]
+    Table,
+    /// One JSON document.
+    Json,
+}
+
+/// Parses the command line, runs the command, and maps errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // A second init (tests calling main twice) is harmless; ignore it.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::X509(cmd) => x509::run(cmd),
+        Command::Jwt(cmd) => jwt::run(cmd),
+        Command::Bundle(cmd) => bundle::run(cmd),
+        Command::Server(_) => pending::not_yet("server run"),
+        Command::Agent(_) => pending::not_yet("agent"),
+        Command::Dev(_) => pending::not_yet("dev"),
+        Command::Entry(_) => pending::not_yet("entry"),
+        Command::Federation(_) => pending::not_yet("federation"),
+        Command::Token(_) => pending::not_yet("token"),
+        Command::Authority(_) => pending::not_yet("authority"),
+        Command::Check(_) => pending::not_yet("check"),
+        Command::Healthcheck(_) => pending::not_yet("healthcheck"),
+        Command::Api(_) => pending::not_yet("api"),
+    }
+}
+
+/// Seconds since the Unix epoch, from the system clock.
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Parses a duration flag, naming the flag in the error.
+pub(crate) fn duration_flag(flag: &str, value: &str) -> Result<i64, CliError> {
+    crate::duration::parse_duration_secs(value)
+        .map_err(|e| CliError::BadInput(format!("--{flag}: {e}")))
+}

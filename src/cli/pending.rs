@@ -1,0 +1,137 @@
+//! Command groups whose commands arrive with the server and agent (issue #3
+//! and later). They are laid out now so that `herald --help` shows the whole
+//! shape of the tool; running one says plainly that it is not available yet
+//! and exits 2, rather than pretending to work.
+
+use clap::{Args, Subcommand};
+
+use super::CliError;
+
+/// Fails with the one-line message for a command not built yet.
+pub(super) fn not_yet(what: &str) -> Result<(), CliError> {
+    Err(CliError::BadInput(format!(
+        "`herald {what}` is not available in this build yet; it arrives with the server and agent"
+    )))
+}
+
+/// `herald server ...`
+#[derive(Debug, Subcommand)]
+pub(super) enum ServerCmd {
+    /// Start the server from a TOML configuration file.
+    Run {
+        /// Path of server.toml.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+}
+
+/// `herald agent ...`
+#[derive(Debug, Subcommand)]
+pub(super) enum AgentCmd {
+    /// Start the agent from a TOML configuration file.
+    Run {
+        /// Path of agent.toml.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// List attested agents.
+    List,
+    /// Show one attested agent.
+    Show,
+    /// Evict an agent: it must attest again.
+    Evict,
+    /// Ban an agent: it may never attest again under that ID.
+    Ban,
+}
+
+/// `herald dev`
+#[derive(Debug, Args)]
+pub(super) struct DevArgs {
+    /// Trust domain of the embedded server.
+    #[arg(long, default_value = "example.org")]
+    trust_domain: String,
+    /// Where server and agent keep their state.
+    #[arg(long, default_value = ".herald")]
+    data_dir: std::path::PathBuf,
+}
+
+/// `herald entry ...`
+#[derive(Debug, Subcommand)]
+pub(super) enum EntryCmd {
+    /// Create registration entries.
+    Create,
+    /// Update a registration entry.
+    Update,
+    /// Delete registration entries.
+    Delete,
+    /// Show one registration entry.
+    Show,
+    /// List registration entries, paged and filtered.
+    List,
+}
+
+/// `herald federation ...`
+#[derive(Debug, Subcommand)]
+pub(super) enum FederationCmd {
+    /// Create a federation relationship with another trust domain.
+    Create,
+    /// List federation relationships.
+    List,
+    /// Show one federation relationship.
+    Show,
+    /// Update a federation relationship.
+    Update,
+    /// Delete a federation relationship (and stop trusting its bundle).
+    Delete,
+    /// Fetch a federated bundle now instead of at its refresh hint.
+    Refresh,
+}
+
+/// `herald token ...`
+#[derive(Debug, Subcommand)]
+pub(super) enum TokenCmd {
+    /// Generate a single-use join token for a new agent.
+    Generate,
+}
+
+/// `herald authority ...`
+#[derive(Debug, Subcommand)]
+pub(super) enum AuthorityCmd {
+    /// Show the X.509 and JWT authorities and their states.
+    Show,
+    /// Prepare the next authority now.
+    Prepare,
+    /// Activate the prepared authority now.
+    Activate,
+    /// Taint an authority (key compromise): agents re-issue everything it signed.
+    Taint,
+    /// Revoke a tainted authority: remove it from the bundle.
+    Revoke,
+}
+
+/// `herald check`
+#[derive(Debug, Args)]
+pub(super) struct CheckArgs {
+    /// The configuration file to check.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+}
+
+/// `herald healthcheck`
+#[derive(Debug, Args)]
+pub(super) struct HealthcheckArgs {
+    /// Health address of the server or agent.
+    #[arg(long)]
+    address: Option<String>,
+}
+
+/// `herald api ...`
+#[derive(Debug, Subcommand)]
+pub(super) enum ApiCmd {
+    /// Fetch SVIDs or bundles from the Workload API (x509, jwt, bundles).
+    Fetch,
+    /// Validate a JWT-SVID through the Workload API.
+    Validate,
+    /// Watch the X.509 stream and print every update.
+    Watch,
+}

@@ -1,0 +1,54 @@
+//! The bodies of the fuzz targets, shared by `fuzz/` (cargo-fuzz, nightly)
+//! and by `tests/fuzz_corpus.rs`, which runs them over the seed corpus and
+//! mutations of it on stable. Each body must never panic; where a parse
+//! succeeds it also checks that encoding and re-parsing give the same value.
+
+use crate::spiffe::{jwt, Bundle, SpiffeId, TrustDomain};
+
+/// SPIFFE ID and trust-domain parsing.
+pub fn spiffe_id(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(id) = SpiffeId::parse(text) {
+        let again = SpiffeId::parse(id.as_str());
+        assert_eq!(again.as_ref().ok(), Some(&id), "SPIFFE ID did not round-trip");
+        assert!(id.as_str().len() <= 2048);
+    }
+    if let Ok(td) = TrustDomain::parse(text) {
+        assert_eq!(TrustDomain::new(td.name()).ok(), Some(td));
+    }
+}
+
+/// SPIFFE bundle JSON, as a federation peer or an operator may send it.
+pub fn bundle_json(data: &[u8]) {
+    let Ok(td) = TrustDomain::new("example.org") else {
+        return;
+    };
+    if let Ok(bundle) = Bundle::from_spiffe_json(td.clone(), data) {
+        let json = bundle
+            .to_spiffe_json()
+            .unwrap_or_else(|e| panic!("a parsed bundle failed to encode: {e}"));
+        let again = Bundle::from_spiffe_json(td, json.as_bytes())
+            .unwrap_or_else(|e| panic!("an encoded bundle failed to parse: {e}"));
+        assert_eq!(again.x509_authorities, bundle.x509_authorities);
+        assert_eq!(again.jwt_authorities.len(), bundle.jwt_authorities.len());
+        let _ = bundle.jwt_jwks_json();
+    }
+}
+
+/// PKCS#10 CSRs, as agents send them.
+pub fn csr(data: &[u8]) {
+    let _ = crate::ca::verify_csr(data);
+}
+
+/// JWT-SVIDs, as workloads present them for validation.
+pub fn jwt_svid(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(parsed) = jwt::parse_compact(text) {
+        assert!(!parsed.header.kid.is_empty());
+        assert!(!parsed.claims.aud.is_empty());
+    }
+}

@@ -1,0 +1,3 @@
+//! The server role: the CA of one trust domain, wired to its datastore.
+
+pub mod authorities;

@@ -1,0 +1,197 @@
+//! The server's durable state: registration entries, attested agents, join
+//! tokens, bundles, federation relationships, the CA journal and the
+//! issuance log.
+//!
+//! [`DataStore`] is the contract the server codes against; [`SledStore`] is
+//! the embedded backend. The trait is synchronous because sled is: the server
+//! calls it through `spawn_blocking`.
+//!
+//! Durability contract: a write method returns `Ok` only after its changes
+//! are on disk (sled `flush`, i.e. fsync). A write that touches several
+//! trees (an entry and its index rows) is atomic.
+
+mod error;
+mod records;
+mod sled_store;
+#[cfg(test)]
+mod tests;
+
+pub use error::StoreError;
+pub use records::{
+    AttestedAgent, AuthorityKind, AuthorityRecord, AuthorityState, BundleEndpointProfile,
+    EntryFilter, FederationRelationship, IssuanceRecord, JoinToken, Page, PageRequest,
+    RegistrationEntry, Selector, SelectorMatch,
+};
+pub use sled_store::SledStore;
+
+use crate::spiffe::{Bundle, SpiffeId, TrustDomain};
+
+/// The layout version of the data directory. Bumped whenever a stored record
+/// or index changes shape, so an older or newer Herald refuses the directory
+/// instead of misreading it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Page size used when a [`PageRequest`] asks for 0 items: large enough for
+/// most listings in one round trip, small enough to bound a response.
+pub const DEFAULT_PAGE_SIZE: usize = 500;
+
+/// Largest page a listing returns, whatever the request asks for, so that a
+/// single call cannot make the server decode the whole store into memory.
+pub const MAX_PAGE_SIZE: usize = 10_000;
+
+/// The server's durable state. Every write is durable when it returns `Ok`.
+pub trait DataStore: Send + Sync {
+    // --- registration entries ---
+
+    /// Creates a batch of entries with one durable commit, so that bulk
+    /// imports stay fast. Each entry gets a UUID v4 id if its id is empty and
+    /// revision 1. Results are per item, in request order: an entry fails
+    /// with `Invalid` (no selectors, bad selector), or `AlreadyExists` if its
+    /// id is taken or an entry with the same SPIFFE ID, parent ID and
+    /// selector set exists (the error names that entry's id) — including an
+    /// earlier entry of the same batch. The outer error means nothing was
+    /// written.
+    fn create_entries(
+        &self,
+        entries: Vec<RegistrationEntry>,
+    ) -> Result<Vec<Result<RegistrationEntry, StoreError>>, StoreError>;
+
+    /// Creates one entry; see [`DataStore::create_entries`].
+    fn create_entry(&self, entry: RegistrationEntry) -> Result<RegistrationEntry, StoreError> {
+        let mut results = self.create_entries(vec![entry])?;
+        match results.pop() {
+            Some(result) => result,
+            // create_entries returns exactly one result per input entry.
+            None => Err(StoreError::NotFound {
+                kind: "result for registration entry",
+                id: String::new(),
+            }),
+        }
+    }
+
+    /// Replaces the entry with the same id and bumps its revision; the
+    /// stored `created_at` is kept. `NotFound` if there is no such entry,
+    /// `AlreadyExists` if the change would make it similar to another entry.
+    fn update_entry(&self, entry: RegistrationEntry) -> Result<RegistrationEntry, StoreError>;
+
+    /// Deletes entries in one durable commit; per-id results in request order
+    /// (the deleted entry, or `NotFound`).
+    fn delete_entries(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Result<RegistrationEntry, StoreError>>, StoreError>;
+
+    /// The entry with this id, if any.
+    fn get_entry(&self, id: &str) -> Result<Option<RegistrationEntry>, StoreError>;
+
+    /// Entries matching `filter`, ordered by id. A page size of 0 means
+    /// [`DEFAULT_PAGE_SIZE`]; sizes above [`MAX_PAGE_SIZE`] are capped. Pass
+    /// back `next_token` to continue; it is opaque to callers.
+    fn list_entries(
+        &self,
+        filter: &EntryFilter,
+        page: &PageRequest,
+    ) -> Result<Page<RegistrationEntry>, StoreError>;
+
+    /// Every entry whose parent is `parent`, ordered by id (served by an index).
+    fn entries_by_parent(&self, parent: &SpiffeId) -> Result<Vec<RegistrationEntry>, StoreError>;
+
+    /// Every entry having `selector` among its selectors, ordered by id
+    /// (served by an index).
+    fn entries_by_selector(
+        &self,
+        selector: &Selector,
+    ) -> Result<Vec<RegistrationEntry>, StoreError>;
+
+    /// Number of registration entries.
+    fn count_entries(&self) -> Result<u64, StoreError>;
+
+    // --- attested agents ---
+
+    /// Creates or replaces the agent record.
+    fn put_agent(&self, agent: &AttestedAgent) -> Result<(), StoreError>;
+
+    /// The agent with this SPIFFE ID, if attested.
+    fn get_agent(&self, id: &SpiffeId) -> Result<Option<AttestedAgent>, StoreError>;
+
+    /// Agents ordered by SPIFFE ID, paged like [`DataStore::list_entries`].
+    fn list_agents(&self, page: &PageRequest) -> Result<Page<AttestedAgent>, StoreError>;
+
+    /// Removes the agent (it must attest again); `NotFound` if absent.
+    fn delete_agent(&self, id: &SpiffeId) -> Result<AttestedAgent, StoreError>;
+
+    // --- join tokens ---
+
+    /// Stores a new token; `AlreadyExists` if the value is taken.
+    fn create_join_token(&self, token: JoinToken) -> Result<(), StoreError>;
+
+    /// Takes the token out of the store: it can be used once. Of concurrent
+    /// callers only one succeeds. `NotFound` if unknown or already used;
+    /// `TokenExpired` if `expires_at <= now` (the token is removed anyway).
+    fn consume_join_token(&self, token: &str, now: i64) -> Result<JoinToken, StoreError>;
+
+    /// Removes tokens with `expires_at <= now`; returns how many.
+    fn prune_join_tokens(&self, now: i64) -> Result<usize, StoreError>;
+
+    // --- bundles ---
+
+    /// Creates or replaces the bundle of its trust domain (own or federated).
+    fn set_bundle(&self, bundle: &Bundle) -> Result<(), StoreError>;
+
+    /// The bundle of `td`, re-validated as it is read.
+    fn get_bundle(&self, td: &TrustDomain) -> Result<Option<Bundle>, StoreError>;
+
+    /// Every bundle, ordered by trust domain name.
+    fn list_bundles(&self) -> Result<Vec<Bundle>, StoreError>;
+
+    /// Removes the bundle of `td`; `NotFound` if absent.
+    fn delete_bundle(&self, td: &TrustDomain) -> Result<Bundle, StoreError>;
+
+    // --- federation relationships ---
+
+    /// Creates or replaces the relationship with its trust domain.
+    fn put_federation_relationship(&self, rel: &FederationRelationship) -> Result<(), StoreError>;
+
+    /// The relationship with `td`, if any.
+    fn get_federation_relationship(
+        &self,
+        td: &TrustDomain,
+    ) -> Result<Option<FederationRelationship>, StoreError>;
+
+    /// Every relationship, ordered by trust domain name.
+    fn list_federation_relationships(&self) -> Result<Vec<FederationRelationship>, StoreError>;
+
+    /// Removes the relationship with `td`; `NotFound` if absent.
+    fn delete_federation_relationship(
+        &self,
+        td: &TrustDomain,
+    ) -> Result<FederationRelationship, StoreError>;
+
+    // --- CA journal ---
+
+    /// Creates or replaces the journal record with this id.
+    fn put_authority(&self, record: &AuthorityRecord) -> Result<(), StoreError>;
+
+    /// The whole journal, ordered by `created_at` then id, so that rotation
+    /// state is rebuilt in the order it was made.
+    fn list_authorities(&self) -> Result<Vec<AuthorityRecord>, StoreError>;
+
+    /// Removes a journal record; `NotFound` if absent.
+    fn delete_authority(&self, id: &str) -> Result<AuthorityRecord, StoreError>;
+
+    // --- issuance log ---
+
+    /// Records issued certificates with one durable commit; a serial already
+    /// present is replaced.
+    fn append_issuances(&self, records: &[IssuanceRecord]) -> Result<(), StoreError>;
+
+    /// The record of this serial (hex, any case), if any.
+    fn get_issuance(&self, serial: &str) -> Result<Option<IssuanceRecord>, StoreError>;
+
+    /// Number of records in the issuance log.
+    fn count_issuances(&self) -> Result<u64, StoreError>;
+
+    /// Removes records whose certificate expired (`not_after < before`);
+    /// returns how many.
+    fn prune_issuances(&self, before: i64) -> Result<usize, StoreError>;
+}

@@ -1,0 +1,506 @@
+//! The embedded backend: one sled database in the server's data directory.
+//!
+//! Layout (one sled tree each; values are JSON unless noted):
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `meta` | `schema_version` | decimal ASCII |
+//! | `entries` | entry id | `RegistrationEntry` |
+//! | `entries_by_parent` | `parent\0id` | empty |
+//! | `entries_by_selector` | `kind:value\0id` | empty |
+//! | `entries_similar` | `spiffe_id\0parent_id\0sel\0sel…` (sorted, deduplicated) | entry id |
+//! | `agents` | agent SPIFFE ID | `AttestedAgent` |
+//! | `join_tokens` | token | `JoinToken` |
+//! | `bundles` | trust domain name | SPIFFE bundle JSON plus JWT key expiries |
+//! | `federation_relationships` | trust domain name | `FederationRelationship` |
+//! | `authorities` | record id | `AuthorityRecord` |
+//! | `issuances` | serial | `IssuanceRecord` |
+//! | `issuances_by_expiry` | `not_after` (order-preserving 8 bytes) + serial | empty |
+//!
+//! SPIFFE IDs, ids and selectors never contain NUL, so `\0` separates the
+//! parts of index keys unambiguously and a prefix scan on `parent\0` finds
+//! exactly that parent's rows.
+
+mod agents;
+mod bundles;
+mod entries;
+mod journal;
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Tree;
+
+use super::{
+    AttestedAgent, AuthorityRecord, DataStore, EntryFilter, FederationRelationship, IssuanceRecord,
+    JoinToken, Page, PageRequest, RegistrationEntry, Selector, StoreError, DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE, SCHEMA_VERSION,
+};
+use crate::spiffe::{Bundle, SpiffeId, TrustDomain};
+
+const META: &str = "meta";
+const SCHEMA_KEY: &[u8] = b"schema_version";
+const ENTRIES: &str = "entries";
+const ENTRIES_BY_PARENT: &str = "entries_by_parent";
+const ENTRIES_BY_SELECTOR: &str = "entries_by_selector";
+const ENTRIES_SIMILAR: &str = "entries_similar";
+const AGENTS: &str = "agents";
+const JOIN_TOKENS: &str = "join_tokens";
+const BUNDLES: &str = "bundles";
+const FEDERATION: &str = "federation_relationships";
+const AUTHORITIES: &str = "authorities";
+const ISSUANCES: &str = "issuances";
+const ISSUANCES_BY_EXPIRY: &str = "issuances_by_expiry";
+
+/// The embedded datastore. Cheap to share behind an `Arc`; sled handles
+/// concurrency internally.
+#[derive(Debug)]
+pub struct SledStore {
+    db: sled::Db,
+    entries: Tree,
+    entries_by_parent: Tree,
+    entries_by_selector: Tree,
+    entries_similar: Tree,
+    agents: Tree,
+    join_tokens: Tree,
+    bundles: Tree,
+    federation: Tree,
+    authorities: Tree,
+    issuances: Tree,
+    issuances_by_expiry: Tree,
+}
+
+impl SledStore {
+    /// Opens (or creates, mode 0700) the datastore in `path`. A new directory
+    /// is stamped with [`SCHEMA_VERSION`] before anything else is written;
+    /// an existing one is refused if stamped with another version, so that a
+    /// different Herald release never misreads our records.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private_dir(path)?;
+        let db = sled::open(path).map_err(StoreError::sled("open the database"))?;
+        let meta = open_tree(&db, META)?;
+        match meta
+            .get(SCHEMA_KEY)
+            .map_err(StoreError::sled("read the schema version"))?
+        {
+            Some(raw) => check_schema_version(&raw)?,
+            None => {
+                // A directory with records but no stamp was not written by
+                // us (or lost its meta tree): refuse rather than guess.
+                let foreign = db.tree_names().iter().any(|name| {
+                    name.as_ref() != META.as_bytes() && name.as_ref() != b"__sled__default"
+                });
+                if foreign {
+                    return Err(StoreError::Corrupt {
+                        tree: META,
+                        key: "schema_version".into(),
+                        reason: "missing, although the data directory already holds trees".into(),
+                    });
+                }
+                meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
+                    .map_err(StoreError::sled("write the schema version"))?;
+                db.flush()
+                    .map_err(StoreError::sled("flush the schema version"))?;
+            }
+        }
+        Ok(SledStore {
+            entries: open_tree(&db, ENTRIES)?,
+            entries_by_parent: open_tree(&db, ENTRIES_BY_PARENT)?,
+            entries_by_selector: open_tree(&db, ENTRIES_BY_SELECTOR)?,
+            entries_similar: open_tree(&db, ENTRIES_SIMILAR)?,
+            agents: open_tree(&db, AGENTS)?,
+            join_tokens: open_tree(&db, JOIN_TOKENS)?,
+            bundles: open_tree(&db, BUNDLES)?,
+            federation: open_tree(&db, FEDERATION)?,
+            authorities: open_tree(&db, AUTHORITIES)?,
+            issuances: open_tree(&db, ISSUANCES)?,
+            issuances_by_expiry: open_tree(&db, ISSUANCES_BY_EXPIRY)?,
+            db,
+        })
+    }
+
+    /// Makes every write so far durable; the last step of every write path.
+    fn flush(&self, op: &'static str) -> Result<(), StoreError> {
+        self.db.flush().map_err(StoreError::sled(op))?;
+        Ok(())
+    }
+}
+
+fn open_tree(db: &sled::Db, name: &'static str) -> Result<Tree, StoreError> {
+    db.open_tree(name).map_err(StoreError::sled("open a tree"))
+}
+
+fn check_schema_version(raw: &[u8]) -> Result<(), StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        tree: META,
+        key: "schema_version".into(),
+        reason,
+    };
+    let text = std::str::from_utf8(raw).map_err(|e| corrupt(format!("not UTF-8: {e}")))?;
+    let found: u32 = text
+        .parse()
+        .map_err(|e| corrupt(format!("{text:?} is not a version number: {e}")))?;
+    if found != SCHEMA_VERSION {
+        return Err(StoreError::UnsupportedSchemaVersion {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn create_private_dir(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| StoreError::Io {
+            op: "create",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(path: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(path).map_err(|source| StoreError::Io {
+        op: "create",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+// === codec helpers ===
+
+/// Renders a key for error messages; keys are UTF-8 except the expiry index.
+fn key_str(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).into_owned()
+}
+
+fn encode<T: Serialize>(kind: &'static str, id: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Encode {
+        kind,
+        id: id.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Decodes a stored value; failure is `Corrupt`, never a panic.
+fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree,
+        key: key_str(key),
+        reason: e.to_string(),
+    })
+}
+
+/// Turns an error raised inside a transaction closure into an abort.
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+/// Flattens a transaction's outcome into our error type.
+fn tx_result<T>(
+    op: &'static str,
+    r: Result<T, TransactionError<StoreError>>,
+) -> Result<T, StoreError> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(source) => StoreError::Sled { op, source },
+    })
+}
+
+fn page_size(page: &PageRequest) -> usize {
+    match page.size {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+/// The first four characters of a secret: enough to tell tokens apart in
+/// logs and error messages, too few to use.
+fn secret_prefix(secret: &str) -> String {
+    secret.chars().take(4).collect()
+}
+
+/// Decodes the value at `key` of a simple keyed tree.
+fn get_json<T: DeserializeOwned>(
+    tree: &Tree,
+    name: &'static str,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    match tree.get(key).map_err(StoreError::sled("read a record"))? {
+        Some(bytes) => decode(name, key, &bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Decodes every value of a simple keyed tree, in key order.
+fn list_json<T: DeserializeOwned>(tree: &Tree, name: &'static str) -> Result<Vec<T>, StoreError> {
+    tree.iter()
+        .map(|item| {
+            let (key, value) = item.map_err(StoreError::sled("scan records"))?;
+            decode(name, &key, &value)
+        })
+        .collect()
+}
+
+/// Removes the record at `key` and returns it decoded. The removal is a
+/// compare-and-swap against the bytes we decoded, so a concurrent replace is
+/// never reported as the deleted value. Flushes before returning.
+fn delete_with<T>(
+    store: &SledStore,
+    tree: &Tree,
+    kind: &'static str,
+    key: &[u8],
+    shown_id: &str,
+    decode: impl Fn(&[u8]) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    loop {
+        let Some(bytes) = tree.get(key).map_err(StoreError::sled("read a record"))? else {
+            return Err(StoreError::NotFound {
+                kind,
+                id: shown_id.to_owned(),
+            });
+        };
+        let value = decode(&bytes)?;
+        let swapped = tree
+            .compare_and_swap(key, Some(&bytes), None::<&[u8]>)
+            .map_err(StoreError::sled("delete a record"))?;
+        if swapped.is_ok() {
+            store.flush("flush a delete")?;
+            return Ok(value);
+        }
+    }
+}
+
+/// [`delete_with`] for trees holding plain JSON records.
+fn delete_json<T: DeserializeOwned>(
+    store: &SledStore,
+    tree: &Tree,
+    name: &'static str,
+    kind: &'static str,
+    key: &[u8],
+    shown_id: &str,
+) -> Result<T, StoreError> {
+    delete_with(store, tree, kind, key, shown_id, |bytes| {
+        decode(name, key, bytes)
+    })
+}
+
+/// One page of a simple keyed tree whose keys are the page tokens.
+fn page_json<T: DeserializeOwned>(
+    tree: &Tree,
+    name: &'static str,
+    page: &PageRequest,
+) -> Result<Page<T>, StoreError> {
+    use std::ops::Bound;
+    let size = page_size(page);
+    let start = match &page.token {
+        Some(token) => Bound::Excluded(token.as_bytes().to_vec()),
+        None => Bound::Unbounded,
+    };
+    let mut items = Vec::new();
+    let mut last_key = None;
+    let mut more = false;
+    for item in tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+        let (key, value) = item.map_err(StoreError::sled("scan records"))?;
+        if items.len() == size {
+            more = true;
+            break;
+        }
+        items.push(decode(name, &key, &value)?);
+        last_key = Some(key);
+    }
+    let next_token = match (more, last_key) {
+        (true, Some(key)) => Some(key_str(&key)),
+        _ => None,
+    };
+    Ok(Page { items, next_token })
+}
+
+// === impl DataStore ===
+
+impl DataStore for SledStore {
+    fn create_entries(
+        &self,
+        entries: Vec<RegistrationEntry>,
+    ) -> Result<Vec<Result<RegistrationEntry, StoreError>>, StoreError> {
+        self.create_entries_impl(entries)
+    }
+
+    fn update_entry(&self, entry: RegistrationEntry) -> Result<RegistrationEntry, StoreError> {
+        self.update_entry_impl(entry)
+    }
+
+    fn delete_entries(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Result<RegistrationEntry, StoreError>>, StoreError> {
+        self.delete_entries_impl(ids)
+    }
+
+    fn get_entry(&self, id: &str) -> Result<Option<RegistrationEntry>, StoreError> {
+        get_json(&self.entries, ENTRIES, id.as_bytes())
+    }
+
+    fn list_entries(
+        &self,
+        filter: &EntryFilter,
+        page: &PageRequest,
+    ) -> Result<Page<RegistrationEntry>, StoreError> {
+        self.list_entries_impl(filter, page)
+    }
+
+    fn entries_by_parent(&self, parent: &SpiffeId) -> Result<Vec<RegistrationEntry>, StoreError> {
+        self.entries_by_index(&self.entries_by_parent, parent.as_str(), |e| {
+            &e.parent_id == parent
+        })
+    }
+
+    fn entries_by_selector(
+        &self,
+        selector: &Selector,
+    ) -> Result<Vec<RegistrationEntry>, StoreError> {
+        self.entries_by_index(&self.entries_by_selector, &selector.to_string(), |e| {
+            entries::has_selector(e, selector)
+        })
+    }
+
+    fn count_entries(&self) -> Result<u64, StoreError> {
+        Ok(self.entries.len() as u64)
+    }
+
+    fn put_agent(&self, agent: &AttestedAgent) -> Result<(), StoreError> {
+        self.put_agent_impl(agent)
+    }
+
+    fn get_agent(&self, id: &SpiffeId) -> Result<Option<AttestedAgent>, StoreError> {
+        get_json(&self.agents, AGENTS, id.as_str().as_bytes())
+    }
+
+    fn list_agents(&self, page: &PageRequest) -> Result<Page<AttestedAgent>, StoreError> {
+        page_json(&self.agents, AGENTS, page)
+    }
+
+    fn delete_agent(&self, id: &SpiffeId) -> Result<AttestedAgent, StoreError> {
+        let _span = tracing::debug_span!("store.delete_agent", agent_id = id.as_str()).entered();
+        delete_json(
+            self,
+            &self.agents,
+            AGENTS,
+            "agent",
+            id.as_str().as_bytes(),
+            id.as_str(),
+        )
+    }
+
+    fn create_join_token(&self, token: JoinToken) -> Result<(), StoreError> {
+        self.create_join_token_impl(token)
+    }
+
+    fn consume_join_token(&self, token: &str, now: i64) -> Result<JoinToken, StoreError> {
+        self.consume_join_token_impl(token, now)
+    }
+
+    fn prune_join_tokens(&self, now: i64) -> Result<usize, StoreError> {
+        self.prune_join_tokens_impl(now)
+    }
+
+    fn set_bundle(&self, bundle: &Bundle) -> Result<(), StoreError> {
+        self.set_bundle_impl(bundle)
+    }
+
+    fn get_bundle(&self, td: &TrustDomain) -> Result<Option<Bundle>, StoreError> {
+        self.get_bundle_impl(td)
+    }
+
+    fn list_bundles(&self) -> Result<Vec<Bundle>, StoreError> {
+        self.list_bundles_impl()
+    }
+
+    fn delete_bundle(&self, td: &TrustDomain) -> Result<Bundle, StoreError> {
+        self.delete_bundle_impl(td)
+    }
+
+    fn put_federation_relationship(&self, rel: &FederationRelationship) -> Result<(), StoreError> {
+        self.put_federation_relationship_impl(rel)
+    }
+
+    fn get_federation_relationship(
+        &self,
+        td: &TrustDomain,
+    ) -> Result<Option<FederationRelationship>, StoreError> {
+        get_json(&self.federation, FEDERATION, td.name().as_bytes())
+    }
+
+    fn list_federation_relationships(&self) -> Result<Vec<FederationRelationship>, StoreError> {
+        list_json(&self.federation, FEDERATION)
+    }
+
+    fn delete_federation_relationship(
+        &self,
+        td: &TrustDomain,
+    ) -> Result<FederationRelationship, StoreError> {
+        let _span = tracing::debug_span!(
+            "store.delete_federation_relationship",
+            trust_domain = td.name()
+        )
+        .entered();
+        delete_json(
+            self,
+            &self.federation,
+            FEDERATION,
+            "federation relationship",
+            td.name().as_bytes(),
+            td.name(),
+        )
+    }
+
+    fn put_authority(&self, record: &AuthorityRecord) -> Result<(), StoreError> {
+        self.put_authority_impl(record)
+    }
+
+    fn list_authorities(&self) -> Result<Vec<AuthorityRecord>, StoreError> {
+        let mut records: Vec<AuthorityRecord> = list_json(&self.authorities, AUTHORITIES)?;
+        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(records)
+    }
+
+    fn delete_authority(&self, id: &str) -> Result<AuthorityRecord, StoreError> {
+        let _span = tracing::debug_span!("store.delete_authority", authority_id = id).entered();
+        delete_json(
+            self,
+            &self.authorities,
+            AUTHORITIES,
+            "authority",
+            id.as_bytes(),
+            id,
+        )
+    }
+
+    fn append_issuances(&self, records: &[IssuanceRecord]) -> Result<(), StoreError> {
+        self.append_issuances_impl(records)
+    }
+
+    fn get_issuance(&self, serial: &str) -> Result<Option<IssuanceRecord>, StoreError> {
+        let serial = serial.to_ascii_lowercase();
+        get_json(&self.issuances, ISSUANCES, serial.as_bytes())
+    }
+
+    fn count_issuances(&self) -> Result<u64, StoreError> {
+        Ok(self.issuances.len() as u64)
+    }
+
+    fn prune_issuances(&self, before: i64) -> Result<usize, StoreError> {
+        self.prune_issuances_impl(before)
+    }
+}

@@ -1,0 +1,119 @@
+//! Attested agents and single-use join tokens.
+//!
+//! Join token values are secrets: they appear in logs and errors only as a
+//! short prefix.
+
+use super::{decode, encode, secret_prefix, SledStore, JOIN_TOKENS};
+use crate::store::{AttestedAgent, JoinToken, StoreError};
+
+const TOKEN_KIND: &str = "join token";
+
+impl SledStore {
+    pub(super) fn put_agent_impl(&self, agent: &AttestedAgent) -> Result<(), StoreError> {
+        let id = agent.spiffe_id.as_str();
+        let _span = tracing::debug_span!("store.put_agent", agent_id = id).entered();
+        let bytes = encode("agent", id, agent)?;
+        self.agents
+            .insert(id.as_bytes(), bytes)
+            .map_err(StoreError::sled("write an agent"))?;
+        self.flush("flush an agent")
+    }
+
+    pub(super) fn create_join_token_impl(&self, token: JoinToken) -> Result<(), StoreError> {
+        let prefix = secret_prefix(&token.token);
+        let _span =
+            tracing::debug_span!("store.create_join_token", token_prefix = %prefix).entered();
+        if token.token.is_empty() {
+            return Err(StoreError::Invalid {
+                record: "join token".into(),
+                field: "token",
+                reason: "must not be empty".into(),
+            });
+        }
+        let bytes = encode(TOKEN_KIND, &prefix, &token)?;
+        // Insert only if absent, so that an existing token is never
+        // silently replaced (and its expiry extended).
+        let swapped = self
+            .join_tokens
+            .compare_and_swap(token.token.as_bytes(), None::<&[u8]>, Some(bytes))
+            .map_err(StoreError::sled("create a join token"))?;
+        if swapped.is_err() {
+            return Err(StoreError::AlreadyExists {
+                kind: TOKEN_KIND,
+                id: prefix,
+            });
+        }
+        self.flush("flush a join token")
+    }
+
+    pub(super) fn consume_join_token_impl(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<JoinToken, StoreError> {
+        let prefix = secret_prefix(token);
+        let _span =
+            tracing::debug_span!("store.consume_join_token", token_prefix = %prefix).entered();
+        let key = token.as_bytes();
+        loop {
+            let Some(bytes) = self
+                .join_tokens
+                .get(key)
+                .map_err(StoreError::sled("read a join token"))?
+            else {
+                return Err(StoreError::NotFound {
+                    kind: TOKEN_KIND,
+                    id: prefix,
+                });
+            };
+            let stored: JoinToken = decode(JOIN_TOKENS, prefix.as_bytes(), &bytes)?;
+            // The removal is a compare-and-swap against the value we read:
+            // of several concurrent consumers exactly one swaps; the others
+            // loop, find the key gone and get NotFound.
+            let swapped = self
+                .join_tokens
+                .compare_and_swap(key, Some(&bytes), None::<&[u8]>)
+                .map_err(StoreError::sled("consume a join token"))?;
+            if swapped.is_err() {
+                continue;
+            }
+            self.flush("flush a consumed join token")?;
+            if stored.expires_at <= now {
+                tracing::debug!(expires_at = stored.expires_at, "join token expired");
+                return Err(StoreError::TokenExpired {
+                    token_prefix: prefix,
+                    expires_at: stored.expires_at,
+                });
+            }
+            tracing::debug!("join token consumed");
+            return Ok(stored);
+        }
+    }
+
+    pub(super) fn prune_join_tokens_impl(&self, now: i64) -> Result<usize, StoreError> {
+        let _span = tracing::debug_span!("store.prune_join_tokens", now).entered();
+        let mut expired = Vec::new();
+        for item in self.join_tokens.iter() {
+            let (key, bytes) = item.map_err(StoreError::sled("scan join tokens"))?;
+            let prefix = secret_prefix(&String::from_utf8_lossy(&key));
+            let token: JoinToken = decode(JOIN_TOKENS, prefix.as_bytes(), &bytes)?;
+            if token.expires_at <= now {
+                expired.push((key, bytes));
+            }
+        }
+        let mut removed = 0;
+        for (key, bytes) in expired {
+            // Skips a token consumed since the scan.
+            let swapped = self
+                .join_tokens
+                .compare_and_swap(&key, Some(&bytes), None::<&[u8]>)
+                .map_err(StoreError::sled("prune join tokens"))?;
+            if swapped.is_ok() {
+                removed += 1;
+            }
+        }
+        self.flush("flush pruned join tokens")?;
+        tracing::debug!(removed, "pruned expired join tokens");
+        Ok(removed)
+    }
+}

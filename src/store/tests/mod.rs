@@ -1,0 +1,49 @@
+//! Tests of the sled backend, run against temporary data directories.
+
+mod entries;
+mod persistence;
+mod records;
+
+use tempfile::TempDir;
+
+use super::{RegistrationEntry, Selector, SledStore};
+use crate::spiffe::{SpiffeId, TrustDomain};
+
+/// A store in a fresh directory; keep the `TempDir` alive as long as the store.
+fn open_temp() -> (TempDir, SledStore) {
+    let dir = TempDir::new().unwrap();
+    let store = SledStore::open(&dir.path().join("data")).unwrap();
+    (dir, store)
+}
+
+fn id(path: &str) -> SpiffeId {
+    SpiffeId::parse(&format!("spiffe://example.org{path}")).unwrap()
+}
+
+fn td(name: &str) -> TrustDomain {
+    TrustDomain::new(name).unwrap()
+}
+
+fn sel(s: &str) -> Selector {
+    Selector::parse(s).unwrap()
+}
+
+/// An entry with an empty id (the store generates one).
+fn entry(spiffe_path: &str, parent_path: &str, selectors: &[&str]) -> RegistrationEntry {
+    RegistrationEntry {
+        id: String::new(),
+        spiffe_id: id(spiffe_path),
+        parent_id: id(parent_path),
+        selectors: selectors.iter().map(|s| sel(s)).collect(),
+        x509_svid_ttl: 0,
+        jwt_svid_ttl: 0,
+        dns_names: vec![],
+        admin: false,
+        downstream: false,
+        federates_with: vec![],
+        hint: String::new(),
+        expires_at: None,
+        revision: 0,
+        created_at: 1_700_000_000,
+    }
+}
