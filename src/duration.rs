@@ -8,7 +8,9 @@ pub enum DurationError {
     #[error("empty duration")]
     Empty,
     /// Not a number followed by a unit.
-    #[error("invalid duration {0:?}: use a number with an optional unit s, m, h or d, e.g. 30s, 5m, 1h")]
+    #[error(
+        "invalid duration {0:?}: use a number with an optional unit s, m, h or d, e.g. 30s, 5m, 1h"
+    )]
     Invalid(String),
     /// More than a century.
     #[error("duration {0:?} is too long")]
@@ -41,7 +43,9 @@ pub fn parse_duration_secs(text: &str) -> Result<i64, DurationError> {
         if digits.is_empty() {
             return Err(invalid());
         }
-        let n: i64 = digits.parse().map_err(|_| DurationError::TooLong(text.to_string()))?;
+        let n: i64 = digits
+            .parse()
+            .map_err(|_| DurationError::TooLong(text.to_string()))?;
         total = n
             .checked_mul(unit)
             .and_then(|v| total.checked_add(v))
@@ -54,7 +58,9 @@ pub fn parse_duration_secs(text: &str) -> Result<i64, DurationError> {
             // "1h30" is ambiguous; insist on a unit after the first.
             return Err(invalid());
         }
-        total = digits.parse().map_err(|_| DurationError::TooLong(text.to_string()))?;
+        total = digits
+            .parse()
+            .map_err(|_| DurationError::TooLong(text.to_string()))?;
     }
     if total > 100 * 365 * 86_400 {
         return Err(DurationError::TooLong(text.to_string()));
@@ -80,6 +86,9 @@ mod tests {
         for bad in ["", "h", "1x", "-5", "1h30", "1.5h", "99999999999999999999"] {
             assert!(parse_duration_secs(bad).is_err(), "{bad}");
         }
-        assert!(matches!(parse_duration_secs("999999999d"), Err(DurationError::TooLong(_))));
+        assert!(matches!(
+            parse_duration_secs("999999999d"),
+            Err(DurationError::TooLong(_))
+        ));
     }
 }

@@ -12,7 +12,11 @@ pub fn spiffe_id(data: &[u8]) {
     };
     if let Ok(id) = SpiffeId::parse(text) {
         let again = SpiffeId::parse(id.as_str());
-        assert_eq!(again.as_ref().ok(), Some(&id), "SPIFFE ID did not round-trip");
+        assert_eq!(
+            again.as_ref().ok(),
+            Some(&id),
+            "SPIFFE ID did not round-trip"
+        );
         assert!(id.as_str().len() <= 2048);
     }
     if let Ok(td) = TrustDomain::parse(text) {

@@ -9,7 +9,10 @@ fn assert_bad_input(args: &[&str], needle: &str) {
     let out = run(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "herald {args:?}: {stderr}");
-    assert!(stderr.contains(needle), "herald {args:?}: expected {needle:?} in {stderr:?}");
+    assert!(
+        stderr.contains(needle),
+        "herald {args:?}: expected {needle:?} in {stderr:?}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -17,8 +20,19 @@ fn assert_bad_input(args: &[&str], needle: &str) {
 fn help_lists_every_command_group() {
     let help = run_ok(&["--help"]);
     for group in [
-        "server", "agent", "dev", "entry", "bundle", "federation", "token", "x509", "jwt",
-        "authority", "check", "healthcheck", "api",
+        "server",
+        "agent",
+        "dev",
+        "entry",
+        "bundle",
+        "federation",
+        "token",
+        "x509",
+        "jwt",
+        "authority",
+        "check",
+        "healthcheck",
+        "api",
     ] {
         assert!(help.contains(group), "--help lacks {group}: {help}");
     }
@@ -29,15 +43,108 @@ fn bad_mint_input_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("d");
     let d = d.to_str().unwrap();
-    assert_bad_input(&["x509", "mint", "--data-dir", d, "--spiffe-id", "spiffe://Example.org/x"], "--spiffe-id");
-    assert_bad_input(&["x509", "mint", "--data-dir", d, "--spiffe-id", "spiffe://example.org/a//b"], "--spiffe-id");
-    assert_bad_input(&["x509", "mint", "--data-dir", d, "--spiffe-id", "spiffe://example.org"], "has no path");
-    assert_bad_input(&["x509", "mint", "--data-dir", d, "--spiffe-id", "spiffe://example.org/x", "--ttl", "1x"], "--ttl");
-    assert_bad_input(&["x509", "mint", "--data-dir", d, "--spiffe-id", "spiffe://example.org/x", "--ttl", "0"], "--ttl");
-    assert_bad_input(&["x509", "mint", "--data-dir", d, "--spiffe-id", "spiffe://example.org/x", "--key-type", "ed448"], "--key-type");
-    assert_bad_input(&["x509", "mint", "--data-dir", d, "--spiffe-id", "spiffe://example.org/x", "--dns-name", "bad name"], "--dns-name");
-    assert_bad_input(&["jwt", "mint", "--data-dir", d, "--spiffe-id", "spiffe://example.org/x", "--audience", ""], "--audience");
-    assert_bad_input(&["bundle", "show", "--data-dir", "/nonexistent/herald"], "--data-dir");
+    assert_bad_input(
+        &[
+            "x509",
+            "mint",
+            "--data-dir",
+            d,
+            "--spiffe-id",
+            "spiffe://Example.org/x",
+        ],
+        "--spiffe-id",
+    );
+    assert_bad_input(
+        &[
+            "x509",
+            "mint",
+            "--data-dir",
+            d,
+            "--spiffe-id",
+            "spiffe://example.org/a//b",
+        ],
+        "--spiffe-id",
+    );
+    assert_bad_input(
+        &[
+            "x509",
+            "mint",
+            "--data-dir",
+            d,
+            "--spiffe-id",
+            "spiffe://example.org",
+        ],
+        "has no path",
+    );
+    assert_bad_input(
+        &[
+            "x509",
+            "mint",
+            "--data-dir",
+            d,
+            "--spiffe-id",
+            "spiffe://example.org/x",
+            "--ttl",
+            "1x",
+        ],
+        "--ttl",
+    );
+    assert_bad_input(
+        &[
+            "x509",
+            "mint",
+            "--data-dir",
+            d,
+            "--spiffe-id",
+            "spiffe://example.org/x",
+            "--ttl",
+            "0",
+        ],
+        "--ttl",
+    );
+    assert_bad_input(
+        &[
+            "x509",
+            "mint",
+            "--data-dir",
+            d,
+            "--spiffe-id",
+            "spiffe://example.org/x",
+            "--key-type",
+            "ed448",
+        ],
+        "--key-type",
+    );
+    assert_bad_input(
+        &[
+            "x509",
+            "mint",
+            "--data-dir",
+            d,
+            "--spiffe-id",
+            "spiffe://example.org/x",
+            "--dns-name",
+            "bad name",
+        ],
+        "--dns-name",
+    );
+    assert_bad_input(
+        &[
+            "jwt",
+            "mint",
+            "--data-dir",
+            d,
+            "--spiffe-id",
+            "spiffe://example.org/x",
+            "--audience",
+            "",
+        ],
+        "--audience",
+    );
+    assert_bad_input(
+        &["bundle", "show", "--data-dir", "/nonexistent/herald"],
+        "--data-dir",
+    );
     // Missing required flags are clap usage errors: also exit 2.
     assert_bad_input(&["x509", "mint", "--data-dir", d], "--spiffe-id");
 }
@@ -47,18 +154,49 @@ fn a_data_dir_keeps_one_ca_across_processes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("d");
     let d = d.to_str().unwrap();
-    run_ok(&["x509", "mint", "--data-dir", d, "--spiffe-id", "spiffe://example.org/a", "--output", "json"]);
+    run_ok(&[
+        "x509",
+        "mint",
+        "--data-dir",
+        d,
+        "--spiffe-id",
+        "spiffe://example.org/a",
+        "--output",
+        "json",
+    ]);
     let first = run_ok(&["bundle", "show", "--data-dir", d]);
-    run_ok(&["x509", "mint", "--data-dir", d, "--spiffe-id", "spiffe://example.org/b"]);
+    run_ok(&[
+        "x509",
+        "mint",
+        "--data-dir",
+        d,
+        "--spiffe-id",
+        "spiffe://example.org/b",
+    ]);
     let second = run_ok(&["bundle", "show", "--data-dir", d]);
-    assert_eq!(first, second, "a second mint must reuse the CA, not make a new one");
+    assert_eq!(
+        first, second,
+        "a second mint must reuse the CA, not make a new one"
+    );
     let bundle: serde_json::Value = serde_json::from_str(&first).unwrap();
     assert_eq!(bundle["spiffe_sequence"], 1);
-    let uses: Vec<_> = bundle["keys"].as_array().unwrap().iter().map(|k| k["use"].as_str().unwrap().to_string()).collect();
+    let uses: Vec<_> = bundle["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["use"].as_str().unwrap().to_string())
+        .collect();
     assert!(uses.contains(&"x509-svid".to_string()) && uses.contains(&"jwt-svid".to_string()));
 
     // Another trust domain in the same data dir is refused with a clear line.
-    let out = run(&["x509", "mint", "--data-dir", d, "--spiffe-id", "spiffe://other.org/a"]);
+    let out = run(&[
+        "x509",
+        "mint",
+        "--data-dir",
+        d,
+        "--spiffe-id",
+        "spiffe://other.org/a",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("trust domain example.org"));
 }
@@ -68,12 +206,24 @@ fn jwt_mint_prints_a_verifiable_token() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("d");
     let d = d.to_str().unwrap();
-    let token = run_ok(&["jwt", "mint", "--data-dir", d, "--spiffe-id", "spiffe://example.org/w", "--audience", "db"]);
+    let token = run_ok(&[
+        "jwt",
+        "mint",
+        "--data-dir",
+        d,
+        "--spiffe-id",
+        "spiffe://example.org/w",
+        "--audience",
+        "db",
+    ]);
     let token = token.trim();
     let json = run_ok(&["bundle", "show", "--data-dir", d]);
     let td = herald::spiffe::TrustDomain::new("example.org").unwrap();
     let bundle = herald::spiffe::Bundle::from_spiffe_json(td, json.as_bytes()).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let claims = herald::ca::verify_jwt_svid(token, |_| Some(&bundle), "db", now).unwrap();
     assert_eq!(claims.sub.as_str(), "spiffe://example.org/w");
 }

@@ -25,9 +25,21 @@ fn openssl_csr_signed_by_herald_verifies() {
         let (ok, text) = openssl(
             dir.path(),
             &[
-                "req", "-new", "-newkey", "ec", "-pkeyopt", &format!("ec_paramgen_curve:{curve}"),
-                "-nodes", "-subj", "/CN=ignored", "-keyout", &format!("{name}.key"),
-                "-outform", "DER", "-out", &format!("{name}.csr"),
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                &format!("ec_paramgen_curve:{curve}"),
+                "-nodes",
+                "-subj",
+                "/CN=ignored",
+                "-keyout",
+                &format!("{name}.key"),
+                "-outform",
+                "DER",
+                "-out",
+                &format!("{name}.csr"),
             ],
         );
         assert!(ok, "openssl req: {text}");
@@ -50,19 +62,47 @@ fn openssl_csr_signed_by_herald_verifies() {
                 now(),
             )
             .unwrap();
-        std::fs::write(dir.path().join("ca.pem"), der_to_pem(ca.cert_der(), "CERTIFICATE")).unwrap();
-        std::fs::write(dir.path().join("leaf.pem"), der_to_pem(&svid.cert_der, "CERTIFICATE")).unwrap();
+        std::fs::write(
+            dir.path().join("ca.pem"),
+            der_to_pem(ca.cert_der(), "CERTIFICATE"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("leaf.pem"),
+            der_to_pem(&svid.cert_der, "CERTIFICATE"),
+        )
+        .unwrap();
         let (ok, text) = openssl(
             dir.path(),
-            &["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile", "ca.pem", "leaf.pem"],
+            &[
+                "verify",
+                "-x509_strict",
+                "-purpose",
+                "sslclient",
+                "-CAfile",
+                "ca.pem",
+                "leaf.pem",
+            ],
         );
-        assert!(ok && text.contains("leaf.pem: OK"), "openssl verify: {text}");
+        assert!(
+            ok && text.contains("leaf.pem: OK"),
+            "openssl verify: {text}"
+        );
         let (_, text) = openssl(dir.path(), &["x509", "-in", "leaf.pem", "-noout", "-text"]);
         assert!(text.contains("URI:spiffe://example.org/from-csr"), "{text}");
-        assert!(!text.contains("ignored"), "CSR subject leaked into the SVID: {text}");
+        assert!(
+            !text.contains("ignored"),
+            "CSR subject leaked into the SVID: {text}"
+        );
         // The certified key is the CSR's: the cert and the OpenSSL key agree.
-        let (_, a) = openssl(dir.path(), &["x509", "-in", "leaf.pem", "-noout", "-pubkey"]);
-        let (_, b) = openssl(dir.path(), &["pkey", "-in", &format!("{name}.key"), "-pubout"]);
+        let (_, a) = openssl(
+            dir.path(),
+            &["x509", "-in", "leaf.pem", "-noout", "-pubkey"],
+        );
+        let (_, b) = openssl(
+            dir.path(),
+            &["pkey", "-in", &format!("{name}.key"), "-pubout"],
+        );
         assert_eq!(a, b);
     }
 }
@@ -71,16 +111,44 @@ fn openssl_csr_signed_by_herald_verifies() {
 fn a_wrong_ca_does_not_verify() {
     let dir = tempfile::tempdir().unwrap();
     let td = TrustDomain::new("example.org").unwrap();
-    let ca = X509Authority::self_signed(&td, Arc::new(KeyPair::generate(KeyType::EcP256).unwrap()), 3600, now()).unwrap();
-    let other = X509Authority::self_signed(&td, Arc::new(KeyPair::generate(KeyType::EcP256).unwrap()), 3600, now()).unwrap();
+    let ca = X509Authority::self_signed(
+        &td,
+        Arc::new(KeyPair::generate(KeyType::EcP256).unwrap()),
+        3600,
+        now(),
+    )
+    .unwrap();
+    let other = X509Authority::self_signed(
+        &td,
+        Arc::new(KeyPair::generate(KeyType::EcP256).unwrap()),
+        3600,
+        now(),
+    )
+    .unwrap();
     let key = KeyPair::generate(KeyType::EcP256).unwrap();
     let id = SpiffeId::parse("spiffe://example.org/x").unwrap();
     let spki = key.public_key_spki();
     let svid = ca
-        .sign_svid(&SvidRequest { spiffe_id: &id, public_key_spki: &spki, ttl_secs: 60, dns_names: &[] }, now())
+        .sign_svid(
+            &SvidRequest {
+                spiffe_id: &id,
+                public_key_spki: &spki,
+                ttl_secs: 60,
+                dns_names: &[],
+            },
+            now(),
+        )
         .unwrap();
-    std::fs::write(dir.path().join("other.pem"), der_to_pem(other.cert_der(), "CERTIFICATE")).unwrap();
-    std::fs::write(dir.path().join("leaf.pem"), der_to_pem(&svid.cert_der, "CERTIFICATE")).unwrap();
+    std::fs::write(
+        dir.path().join("other.pem"),
+        der_to_pem(other.cert_der(), "CERTIFICATE"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("leaf.pem"),
+        der_to_pem(&svid.cert_der, "CERTIFICATE"),
+    )
+    .unwrap();
     let (ok, text) = openssl(dir.path(), &["verify", "-CAfile", "other.pem", "leaf.pem"]);
     assert!(!ok, "verified against the wrong CA: {text}");
 }
@@ -89,23 +157,59 @@ fn a_wrong_ca_does_not_verify() {
 fn chain_through_an_intermediate_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let td = TrustDomain::new("example.org").unwrap();
-    let root = X509Authority::self_signed(&td, Arc::new(KeyPair::generate(KeyType::EcP384).unwrap()), 7200, now()).unwrap();
+    let root = X509Authority::self_signed(
+        &td,
+        Arc::new(KeyPair::generate(KeyType::EcP384).unwrap()),
+        7200,
+        now(),
+    )
+    .unwrap();
     let ikey = Arc::new(KeyPair::generate(KeyType::EcP256).unwrap());
-    let signed = root.sign_ca(&td, &ikey.public_key_spki(), 3600, now()).unwrap();
+    let signed = root
+        .sign_ca(&td, &ikey.public_key_spki(), 3600, now())
+        .unwrap();
     let inter = X509Authority::from_parts(&td, signed.cert_der, vec![], ikey).unwrap();
     let key = KeyPair::generate(KeyType::EcP256).unwrap();
     let spki = key.public_key_spki();
     let id = SpiffeId::parse("spiffe://example.org/deep").unwrap();
     let svid = inter
-        .sign_svid(&SvidRequest { spiffe_id: &id, public_key_spki: &spki, ttl_secs: 60, dns_names: &[] }, now())
+        .sign_svid(
+            &SvidRequest {
+                spiffe_id: &id,
+                public_key_spki: &spki,
+                ttl_secs: 60,
+                dns_names: &[],
+            },
+            now(),
+        )
         .unwrap();
     assert_eq!(svid.chain.len(), 2);
-    std::fs::write(dir.path().join("root.pem"), der_to_pem(root.cert_der(), "CERTIFICATE")).unwrap();
-    std::fs::write(dir.path().join("inter.pem"), der_to_pem(&svid.chain[1], "CERTIFICATE")).unwrap();
-    std::fs::write(dir.path().join("leaf.pem"), der_to_pem(&svid.chain[0], "CERTIFICATE")).unwrap();
+    std::fs::write(
+        dir.path().join("root.pem"),
+        der_to_pem(root.cert_der(), "CERTIFICATE"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("inter.pem"),
+        der_to_pem(&svid.chain[1], "CERTIFICATE"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("leaf.pem"),
+        der_to_pem(&svid.chain[0], "CERTIFICATE"),
+    )
+    .unwrap();
     let (ok, text) = openssl(
         dir.path(),
-        &["verify", "-x509_strict", "-CAfile", "root.pem", "-untrusted", "inter.pem", "leaf.pem"],
+        &[
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "inter.pem",
+            "leaf.pem",
+        ],
     );
     assert!(ok, "openssl verify: {text}");
 }
@@ -116,16 +220,37 @@ fn cli_minted_svid_verifies_and_key_matches() {
     let data = dir.path().join("data");
     let out = dir.path().join("out");
     run_ok(&[
-        "x509", "mint", "--data-dir", data.to_str().unwrap(), "--spiffe-id",
-        "spiffe://example.org/cli", "--dns-name", "cli.example.org", "--write", out.to_str().unwrap(),
+        "x509",
+        "mint",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--spiffe-id",
+        "spiffe://example.org/cli",
+        "--dns-name",
+        "cli.example.org",
+        "--write",
+        out.to_str().unwrap(),
     ]);
-    let (ok, text) = openssl(&out, &["verify", "-x509_strict", "-CAfile", "bundle.pem", "svid.pem"]);
+    let (ok, text) = openssl(
+        &out,
+        &[
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            "bundle.pem",
+            "svid.pem",
+        ],
+    );
     assert!(ok, "openssl verify: {text}");
     let (_, a) = openssl(&out, &["x509", "-in", "svid.pem", "-noout", "-pubkey"]);
     let (_, b) = openssl(&out, &["pkey", "-in", "svid.key", "-pubout"]);
     assert_eq!(a, b, "svid.key is not the key of svid.pem");
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(out.join("svid.key")).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(out.join("svid.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     // Every key file under the data dir is 0600 too.
     for entry in std::fs::read_dir(data.join("keys")).unwrap() {

@@ -145,7 +145,10 @@ fn requested_sans(req: &CertReq) -> Result<(Vec<String>, Vec<String>), CsrError>
             let exts: x509_cert::ext::Extensions = value
                 .decode_as()
                 .map_err(|e| CsrError::Malformed(format!("extension request: {e}")))?;
-            for ext in exts.iter().filter(|e| e.extn_id.to_string() == OID_SUBJECT_ALT_NAME) {
+            for ext in exts
+                .iter()
+                .filter(|e| e.extn_id.to_string() == OID_SUBJECT_ALT_NAME)
+            {
                 let san = SubjectAltName::from_der(ext.extn_value.as_bytes())
                     .map_err(|e| CsrError::Malformed(format!("subjectAltName: {e}")))?;
                 for name in san.0 {
@@ -173,11 +176,17 @@ mod tests {
 
     #[test]
     fn accepts_p256_and_p384_and_reads_sans() {
-        for alg in [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ECDSA_P384_SHA384] {
+        for alg in [
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+        ] {
             let key = rcgen::KeyPair::generate_for(alg).unwrap();
             let der = csr_for(&key, vec!["svc.example.org".into()]);
             let v = verify_csr(&der).unwrap();
-            assert_eq!(v.public_key_spki, rcgen::PublicKeyData::subject_public_key_info(&key));
+            assert_eq!(
+                v.public_key_spki,
+                rcgen::PublicKeyData::subject_public_key_info(&key)
+            );
             assert_eq!(v.dns_sans, vec!["svc.example.org".to_string()]);
         }
     }
@@ -200,7 +209,10 @@ mod tests {
         let der = csr_for(&a, vec![]);
         let pa = rcgen::PublicKeyData::der_bytes(&a).to_vec();
         let pb = rcgen::PublicKeyData::der_bytes(&b).to_vec();
-        let pos = der.windows(pa.len()).position(|w| w == pa.as_slice()).unwrap();
+        let pos = der
+            .windows(pa.len())
+            .position(|w| w == pa.as_slice())
+            .unwrap();
         let mut forged = der.clone();
         forged[pos..pos + pa.len()].copy_from_slice(&pb);
         assert!(matches!(verify_csr(&forged), Err(CsrError::BadSignature)));
@@ -209,7 +221,13 @@ mod tests {
     #[test]
     fn rejects_garbage_empty_and_huge() {
         assert!(matches!(verify_csr(b""), Err(CsrError::Empty)));
-        assert!(matches!(verify_csr(b"\x30\x03\x02\x01"), Err(CsrError::Malformed(_))));
-        assert!(matches!(verify_csr(&vec![0u8; MAX_CSR_LEN + 1]), Err(CsrError::TooLarge(_))));
+        assert!(matches!(
+            verify_csr(b"\x30\x03\x02\x01"),
+            Err(CsrError::Malformed(_))
+        ));
+        assert!(matches!(
+            verify_csr(&vec![0u8; MAX_CSR_LEN + 1]),
+            Err(CsrError::TooLarge(_))
+        ));
     }
 }

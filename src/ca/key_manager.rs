@@ -19,7 +19,9 @@ use super::keys::{KeyError, KeyPair, KeyType};
 #[derive(Debug, thiserror::Error)]
 pub enum KeyManagerError {
     /// Key names become file names, so they are restricted.
-    #[error("invalid key name {0:?}: use 1-128 characters from [A-Za-z0-9._-], not starting with '.'")]
+    #[error(
+        "invalid key name {0:?}: use 1-128 characters from [A-Za-z0-9._-], not starting with '.'"
+    )]
     InvalidName(String),
     /// No key is stored under that name.
     #[error("no key named {0:?} in the key manager")]
@@ -216,12 +218,22 @@ mod tests {
         let path = dir.path().join("keys/x509-ca-1.key");
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dmode = fs::metadata(dir.path().join("keys")).unwrap().permissions().mode() & 0o777;
+        let dmode = fs::metadata(dir.path().join("keys"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(dmode, 0o700);
         let km2 = DiskKeyManager::open(&dir.path().join("keys")).unwrap();
-        assert_eq!(km2.get("x509-ca-1").unwrap().public_key_spki(), k.public_key_spki());
+        assert_eq!(
+            km2.get("x509-ca-1").unwrap().public_key_spki(),
+            k.public_key_spki()
+        );
         km2.delete("x509-ca-1").unwrap();
-        assert!(matches!(km2.get("x509-ca-1"), Err(KeyManagerError::NotFound(_))));
+        assert!(matches!(
+            km2.get("x509-ca-1"),
+            Err(KeyManagerError::NotFound(_))
+        ));
     }
 
     #[test]
@@ -236,7 +248,10 @@ mod tests {
         }
         km.generate("k", KeyType::EcP256).unwrap();
         fs::set_permissions(dir.path().join("k.key"), fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(km.get("k"), Err(KeyManagerError::LoosePermissions { .. })));
+        assert!(matches!(
+            km.get("k"),
+            Err(KeyManagerError::LoosePermissions { .. })
+        ));
         fs::write(dir.path().join("g.key"), "garbage").unwrap();
         fs::set_permissions(dir.path().join("g.key"), fs::Permissions::from_mode(0o600)).unwrap();
         let err = km.get("g").unwrap_err();

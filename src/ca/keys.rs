@@ -170,7 +170,11 @@ impl KeyPair {
             KeyType::Rsa2048 | KeyType::Rsa4096 => {
                 let kp = RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| invalid(e.to_string()))?;
                 let bits = kp.public().modulus_len() * 8;
-                let want = if key_type == KeyType::Rsa2048 { 2048 } else { 4096 };
+                let want = if key_type == KeyType::Rsa2048 {
+                    2048
+                } else {
+                    4096
+                };
                 if bits != want {
                     return Err(KeyError::RsaSizeMismatch {
                         bits,

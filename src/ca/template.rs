@@ -8,12 +8,18 @@
 //!   behind does not reject a fresh SVID.
 //! - Leaves carry KU digitalSignature only for EC keys (keyEncipherment is an
 //!   RSA key-transport usage and is wrong on EC); RSA leaves add keyEncipherment.
+//! - Subject key identifiers are the SHA-1 of the subjectPublicKey bits
+//!   (RFC 5280 section 4.2.1.2, method 1), the method SPIRE and most CAs use,
+//!   so linters and path builders recognise them.
+//! - Country is a PrintableString, as X.520 requires (rcgen's default for a
+//!   plain string would be UTF8String, which strict parsers reject).
 //! - CA certificates carry no pathLen and no EKU (library behaviour with EKU on
 //!   intermediates varies; SPIFFE.md 2.1).
 
+use rcgen::string::PrintableString;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, SanType, SerialNumber,
 };
 use ring::rand::SecureRandom as _;
 use time::OffsetDateTime;
@@ -63,24 +69,44 @@ pub fn serial_hex(bytes: &[u8]) -> String {
     }
 }
 
+/// The RFC 5280 method-1 key identifier: SHA-1 over the subjectPublicKey bits.
+pub fn key_identifier(subject_public_key_bits: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, subject_public_key_bits)
+        .as_ref()
+        .to_vec()
+}
+
+/// `C=US, O=Herald`, with the country encoded as a PrintableString.
+fn base_name() -> Result<DistinguishedName, TemplateError> {
+    let mut dn = DistinguishedName::new();
+    let country = PrintableString::try_from("US")
+        .map_err(|e| TemplateError::Field(format!("country: {e}")))?;
+    dn.push(DnType::CountryName, DnValue::PrintableString(country));
+    dn.push(DnType::OrganizationName, "Herald");
+    Ok(dn)
+}
+
 fn time(unix: i64) -> Result<OffsetDateTime, TemplateError> {
     OffsetDateTime::from_unix_timestamp(unix).map_err(|_| TemplateError::BadTime(unix))
 }
 
-/// Parameters for a CA certificate (self-signed root or intermediate) of `td`.
+/// Parameters for a CA certificate (self-signed root or intermediate) of
+/// `td`, certifying the key whose subjectPublicKey bits are given.
 pub fn ca_params(
     td: &TrustDomain,
+    subject_key_bits: &[u8],
     not_before: i64,
     not_after: i64,
 ) -> Result<(CertificateParams, String), TemplateError> {
     let (serial, serial_hex) = random_serial()?;
     let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CountryName, "US");
-    dn.push(DnType::OrganizationName, "Herald");
+    let mut dn = base_name()?;
     // The serial in the subject keeps the names of successive CAs distinct,
     // so chain builders never confuse an old authority with its successor.
-    dn.push(DnType::CommonName, format!("Herald CA {}", &serial_hex[..8.min(serial_hex.len())]));
+    dn.push(
+        DnType::CommonName,
+        format!("Herald CA {}", &serial_hex[..8.min(serial_hex.len())]),
+    );
     params.distinguished_name = dn;
     params.serial_number = Some(serial);
     params.not_before = time(not_before - BACKDATE_SECS)?;
@@ -88,6 +114,7 @@ pub fn ca_params(
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.subject_alt_names = vec![san_uri(&td.id_string())?];
+    params.key_identifier_method = KeyIdMethod::PreSpecified(key_identifier(subject_key_bits));
     Ok((params, serial_hex))
 }
 
@@ -100,6 +127,8 @@ pub struct LeafSpec<'a> {
     pub dns_names: &'a [String],
     /// Whether the leaf key is RSA (which adds keyEncipherment).
     pub rsa_key: bool,
+    /// The subjectPublicKey bits of the leaf key (for its SKI).
+    pub subject_key_bits: &'a [u8],
     /// NotBefore before backdating.
     pub not_before: i64,
     /// NotAfter, already capped at the issuer's NotAfter.
@@ -110,9 +139,7 @@ pub struct LeafSpec<'a> {
 pub fn leaf_params(spec: &LeafSpec<'_>) -> Result<(CertificateParams, String), TemplateError> {
     let (serial, serial_hex) = random_serial()?;
     let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CountryName, "US");
-    dn.push(DnType::OrganizationName, "Herald");
+    let mut dn = base_name()?;
     if let Some(first) = spec.dns_names.first() {
         dn.push(DnType::CommonName, first.clone());
     }
@@ -122,7 +149,10 @@ pub fn leaf_params(spec: &LeafSpec<'_>) -> Result<(CertificateParams, String), T
     params.not_after = time(spec.not_after)?;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = if spec.rsa_key {
-        vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment]
+        vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ]
     } else {
         vec![KeyUsagePurpose::DigitalSignature]
     };
@@ -131,6 +161,8 @@ pub fn leaf_params(spec: &LeafSpec<'_>) -> Result<(CertificateParams, String), T
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     params.use_authority_key_identifier_extension = true;
+    params.key_identifier_method =
+        KeyIdMethod::PreSpecified(key_identifier(spec.subject_key_bits));
     let mut sans = vec![san_uri(spec.spiffe_id.as_str())?];
     for dns in spec.dns_names {
         let name = rcgen::string::Ia5String::try_from(dns.as_str())

@@ -80,14 +80,23 @@ fn leaf_follows_the_x509_svid_profile() {
     let (ku_critical, ku) = ext::<KeyUsage>(cert);
     assert!(ku_critical);
     assert!(ku.0.contains(KeyUsages::DigitalSignature));
-    assert!(!ku.0.contains(KeyUsages::KeyEncipherment), "no keyEncipherment on EC");
+    assert!(
+        !ku.0.contains(KeyUsages::KeyEncipherment),
+        "no keyEncipherment on EC"
+    );
     assert!(!ku.0.contains(KeyUsages::KeyCertSign) && !ku.0.contains(KeyUsages::CRLSign));
     let (_, eku) = ext::<ExtendedKeyUsage>(cert);
     assert!(eku.0.contains(&const_oid::db::rfc5280::ID_KP_SERVER_AUTH));
     assert!(eku.0.contains(&const_oid::db::rfc5280::ID_KP_CLIENT_AUTH));
 
+    // SKI is RFC 5280 method 1: SHA-1 of the subjectPublicKey bits.
     let (_, ski) = ext::<SubjectKeyIdentifier>(cert);
-    assert!(!ski.0.as_bytes().is_empty());
+    let bits = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes();
+    assert_eq!(ski.0.as_bytes(), template::key_identifier(bits).as_slice());
     let (_, aki) = ext::<AuthorityKeyIdentifier>(cert);
     let (_, ca_ski) = ext::<SubjectKeyIdentifier>(ca_cert);
     assert_eq!(aki.key_identifier.unwrap().as_bytes(), ca_ski.0.as_bytes());
@@ -95,11 +104,16 @@ fn leaf_follows_the_x509_svid_profile() {
     // 128 random bits: at most 16 magnitude bytes, and two serials differ.
     let serial = cert.tbs_certificate.serial_number.as_bytes();
     let magnitude = serial.iter().skip_while(|b| **b == 0).count();
-    assert!(magnitude <= 16 && magnitude >= 8, "serial {serial:?}");
+    assert!((8..=16).contains(&magnitude), "serial {serial:?}");
     let (other, _) = leaf(&ca, "spiffe://example.org/web", 3600, &[]);
     assert_ne!(other.serial, svid.serial);
 
-    let nb = cert.tbs_certificate.validity.not_before.to_unix_duration().as_secs() as i64;
+    let nb = cert
+        .tbs_certificate
+        .validity
+        .not_before
+        .to_unix_duration()
+        .as_secs() as i64;
     assert_eq!(nb, NOW - template::BACKDATE_SECS);
     // With a self-signed CA the chain is just the leaf.
     assert_eq!(svid.chain.len(), 1);
@@ -110,7 +124,10 @@ fn leaf_is_accepted_by_the_spiffe_crate() {
     let ca = root();
     let (svid, key) = leaf(&ca, "spiffe://example.org/ns/prod/sa/web", 3600, &[]);
     let parsed = spiffe::X509Svid::parse_from_der(&svid.cert_der, key.pkcs8_der()).unwrap();
-    assert_eq!(parsed.spiffe_id().to_string(), "spiffe://example.org/ns/prod/sa/web");
+    assert_eq!(
+        parsed.spiffe_id().to_string(),
+        "spiffe://example.org/ns/prod/sa/web"
+    );
 }
 
 #[test]
@@ -128,7 +145,11 @@ fn dns_names_become_sans_and_cn() {
     let cert = parse(&svid.cert_der);
     let (_, san) = ext::<SubjectAltName>(cert);
     assert_eq!(san.0.len(), 3);
-    assert!(cert.tbs_certificate.subject.to_string().contains("CN=web.example.org"));
+    assert!(cert
+        .tbs_certificate
+        .subject
+        .to_string()
+        .contains("CN=web.example.org"));
 }
 
 #[test]
@@ -161,9 +182,18 @@ fn refuses_other_trust_domains_root_ids_bad_ttls_and_expired_ca() {
             now,
         )
     };
-    assert!(matches!(sign("spiffe://other.org/x", 60, NOW), Err(X509Error::WrongTrustDomain { .. })));
-    assert!(matches!(sign("spiffe://example.org", 60, NOW), Err(X509Error::NotALeafId(_))));
-    assert!(matches!(sign("spiffe://example.org/x", 0, NOW), Err(X509Error::BadTtl(0))));
+    assert!(matches!(
+        sign("spiffe://other.org/x", 60, NOW),
+        Err(X509Error::WrongTrustDomain { .. })
+    ));
+    assert!(matches!(
+        sign("spiffe://example.org", 60, NOW),
+        Err(X509Error::NotALeafId(_))
+    ));
+    assert!(matches!(
+        sign("spiffe://example.org/x", 0, NOW),
+        Err(X509Error::BadTtl(0))
+    ));
     assert!(matches!(
         sign("spiffe://example.org/x", 60, ca.not_after()),
         Err(X509Error::CaExpired { .. })
@@ -174,7 +204,9 @@ fn refuses_other_trust_domains_root_ids_bad_ttls_and_expired_ca() {
 fn intermediate_chain_is_returned_without_the_root() {
     let ca = root();
     let ikey = Arc::new(KeyPair::generate(KeyType::EcP384).unwrap());
-    let signed = ca.sign_ca(&td(), &ikey.public_key_spki(), 3600, NOW).unwrap();
+    let signed = ca
+        .sign_ca(&td(), &ikey.public_key_spki(), 3600, NOW)
+        .unwrap();
     let inter = X509Authority::from_parts(&td(), signed.cert_der.clone(), vec![], ikey).unwrap();
     let (svid, _) = leaf(&inter, "spiffe://example.org/web", 60, &[]);
     assert_eq!(svid.chain.len(), 2);
@@ -209,7 +241,13 @@ fn jwt_sign_and_verify() {
         assert_eq!(key.kid().len(), 32);
         let sub = SpiffeId::parse("spiffe://example.org/web").unwrap();
         let token = key.sign(&sub, &["db".to_string()], 300, NOW).unwrap();
-        let claims = verify_jwt_svid(&token, |t| (t == &bundle.trust_domain).then_some(&bundle), "db", NOW + 1).unwrap();
+        let claims = verify_jwt_svid(
+            &token,
+            |t| (t == &bundle.trust_domain).then_some(&bundle),
+            "db",
+            NOW + 1,
+        )
+        .unwrap();
         assert_eq!(claims.sub, sub);
         assert_eq!(claims.exp, NOW + 300);
         assert_eq!(claims.iat, Some(NOW));
@@ -225,7 +263,17 @@ fn jwt_sign_and_verify() {
 fn jwt_is_accepted_by_the_spiffe_crate() {
     let (key, bundle) = jwt_setup(KeyType::EcP256);
     let sub = SpiffeId::parse("spiffe://example.org/web").unwrap();
-    let token = key.sign(&sub, &["db".to_string()], 300, std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64).unwrap();
+    let token = key
+        .sign(
+            &sub,
+            &["db".to_string()],
+            300,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64,
+        )
+        .unwrap();
     let parsed = spiffe::JwtSvid::parse_insecure(&token).unwrap();
     assert_eq!(parsed.spiffe_id().to_string(), "spiffe://example.org/web");
     let _ = bundle;
@@ -275,8 +323,14 @@ fn jwt_rejections() {
         Err(JwtVerifyError::NoBundle(_))
     ));
     // Signing refuses what would make an invalid token.
-    assert!(matches!(key.sign(&sub, &[], 60, NOW), Err(JwtSignError::NoAudience)));
-    assert!(matches!(key.sign(&sub, &["a".into()], 0, NOW), Err(JwtSignError::BadTtl(0))));
+    assert!(matches!(
+        key.sign(&sub, &[], 60, NOW),
+        Err(JwtSignError::NoAudience)
+    ));
+    assert!(matches!(
+        key.sign(&sub, &["a".into()], 0, NOW),
+        Err(JwtSignError::BadTtl(0))
+    ));
     assert!(matches!(
         key.sign(&sub, &["a".into()], 60, NOW + 3600),
         Err(JwtSignError::KeyExpired { .. })

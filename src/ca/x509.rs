@@ -190,7 +190,8 @@ impl X509Authority {
         if ttl_secs < 1 {
             return Err(X509Error::BadTtl(ttl_secs));
         }
-        let (params, _) = template::ca_params(td, now, now + ttl_secs)?;
+        let (params, _) =
+            template::ca_params(td, key.rcgen().der_bytes(), now, now + ttl_secs)?;
         let signer = SharedKey(key.clone());
         let cert = params
             .self_signed(&signer)
@@ -208,7 +209,9 @@ impl X509Authority {
     ) -> Result<Self, X509Error> {
         let facts = cert_facts(&cert_der)?;
         if !facts.is_ca {
-            return Err(X509Error::BadCaCert("basic constraints cA is not true".into()));
+            return Err(X509Error::BadCaCert(
+                "basic constraints cA is not true".into(),
+            ));
         }
         if facts.public_key_spki != key.public_key_spki() {
             return Err(X509Error::KeyMismatch);
@@ -289,6 +292,7 @@ impl X509Authority {
             spiffe_id: req.spiffe_id,
             dns_names: req.dns_names,
             rsa_key,
+            subject_key_bits: public_key.der_bytes(),
             not_before: now,
             not_after,
         })?;
@@ -318,7 +322,8 @@ impl X509Authority {
         let not_after = self.validity(ttl_secs, now)?;
         let public_key = rcgen::SubjectPublicKeyInfo::from_der(public_key_spki)
             .map_err(|e| X509Error::BadPublicKey(e.to_string()))?;
-        let (mut params, serial) = template::ca_params(td, now, not_after)?;
+        let (mut params, serial) =
+            template::ca_params(td, public_key.der_bytes(), now, not_after)?;
         params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(&public_key, &self.issuer)

@@ -46,7 +46,11 @@ impl DataDir {
             .store
             .list_authorities()
             .map_err(|e| CliError::Failed(e.to_string()))?;
-        for rec in records.iter().rev().filter(|r| r.kind == AuthorityKind::X509) {
+        for rec in records
+            .iter()
+            .rev()
+            .filter(|r| r.kind == AuthorityKind::X509)
+        {
             let Some(cert) = &rec.cert_der else { continue };
             let facts = crate::ca::x509::cert_facts(cert)
                 .map_err(|e| CliError::Failed(format!("CA journal record {}: {e}", rec.id)))?;

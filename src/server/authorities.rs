@@ -227,10 +227,13 @@ fn load_x509(
 }
 
 fn load_jwt(rec: &AuthorityRecord, keys: &dyn KeyManager) -> Result<JwtKey, AuthorityError> {
-    let kid = rec.jwt_key_id.clone().ok_or_else(|| AuthorityError::BadRecord {
-        id: rec.id.clone(),
-        reason: "no kid".into(),
-    })?;
+    let kid = rec
+        .jwt_key_id
+        .clone()
+        .ok_or_else(|| AuthorityError::BadRecord {
+            id: rec.id.clone(),
+            reason: "no kid".into(),
+        })?;
     let key = keys.get(&rec.key_id)?;
     Ok(JwtKey::new(kid, key, rec.not_after))
 }
@@ -299,7 +302,9 @@ fn sync_bundle(
     x509: &X509Authority,
     jwt: &JwtKey,
 ) -> Result<Bundle, AuthorityError> {
-    let mut bundle = store.get_bundle(td)?.unwrap_or_else(|| Bundle::new(td.clone()));
+    let mut bundle = store
+        .get_bundle(td)?
+        .unwrap_or_else(|| Bundle::new(td.clone()));
     let mut changed = false;
     // Only self-signed CAs exist so far, so the CA itself is the root to
     // trust; an upstream authority will contribute its own root instead.

@@ -3,7 +3,8 @@
 //! Join token values are secrets: they appear in logs and errors only as a
 //! short prefix.
 
-use super::{decode, encode, secret_prefix, SledStore, JOIN_TOKENS};
+use super::codec::{decode, encode, secret_prefix};
+use super::{SledStore, JOIN_TOKENS};
 use crate::store::{AttestedAgent, JoinToken, StoreError};
 
 const TOKEN_KIND: &str = "join token";

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{decode, delete_with, encode, key_str, SledStore, BUNDLES};
+use super::codec::{decode, delete_with, encode, key_str};
+use super::{SledStore, BUNDLES};
 use crate::spiffe::{Bundle, TrustDomain};
 use crate::store::{FederationRelationship, StoreError};
 

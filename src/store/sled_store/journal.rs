@@ -6,7 +6,8 @@
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
-use super::{decode, encode, tx_result, SledStore, ISSUANCES};
+use super::codec::{decode, encode, tx_result};
+use super::{SledStore, ISSUANCES};
 use crate::store::{AuthorityRecord, IssuanceRecord, StoreError};
 
 /// Rows removed per transaction when pruning, to bound the memory a single
