@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-const MUTATIONS_PER_SEED: usize = 400;
+const MUTATIONS_PER_SEED: usize = 2_000;
 
 /// A small deterministic PRNG (xorshift64*), so failures reproduce.
 struct Rng(u64);

@@ -71,9 +71,12 @@ pub fn serial_hex(bytes: &[u8]) -> String {
 
 /// The RFC 5280 method-1 key identifier: SHA-1 over the subjectPublicKey bits.
 pub fn key_identifier(subject_public_key_bits: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, subject_public_key_bits)
-        .as_ref()
-        .to_vec()
+    ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        subject_public_key_bits,
+    )
+    .as_ref()
+    .to_vec()
 }
 
 /// `C=US, O=Herald`, with the country encoded as a PrintableString.
@@ -161,8 +164,7 @@ pub fn leaf_params(spec: &LeafSpec<'_>) -> Result<(CertificateParams, String), T
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     params.use_authority_key_identifier_extension = true;
-    params.key_identifier_method =
-        KeyIdMethod::PreSpecified(key_identifier(spec.subject_key_bits));
+    params.key_identifier_method = KeyIdMethod::PreSpecified(key_identifier(spec.subject_key_bits));
     let mut sans = vec![san_uri(spec.spiffe_id.as_str())?];
     for dns in spec.dns_names {
         let name = rcgen::string::Ia5String::try_from(dns.as_str())

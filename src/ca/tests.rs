@@ -276,7 +276,11 @@ fn jwt_is_accepted_by_the_spiffe_crate() {
         .unwrap();
     let parsed = spiffe::JwtSvid::parse_insecure(&token).unwrap();
     assert_eq!(parsed.spiffe_id().to_string(), "spiffe://example.org/web");
-    let _ = bundle;
+    // Our Workload API JWKS is what the spiffe crate expects, kid and all.
+    let jwks = bundle.jwt_jwks_json().unwrap();
+    let td = spiffe::TrustDomain::new("example.org").unwrap();
+    let parsed_bundle = spiffe::JwtBundle::from_jwt_authorities(td, jwks.as_bytes()).unwrap();
+    assert!(parsed_bundle.find_jwt_authority(key.kid()).is_some());
 }
 
 #[test]

@@ -190,8 +190,7 @@ impl X509Authority {
         if ttl_secs < 1 {
             return Err(X509Error::BadTtl(ttl_secs));
         }
-        let (params, _) =
-            template::ca_params(td, key.rcgen().der_bytes(), now, now + ttl_secs)?;
+        let (params, _) = template::ca_params(td, key.rcgen().der_bytes(), now, now + ttl_secs)?;
         let signer = SharedKey(key.clone());
         let cert = params
             .self_signed(&signer)
@@ -322,8 +321,7 @@ impl X509Authority {
         let not_after = self.validity(ttl_secs, now)?;
         let public_key = rcgen::SubjectPublicKeyInfo::from_der(public_key_spki)
             .map_err(|e| X509Error::BadPublicKey(e.to_string()))?;
-        let (mut params, serial) =
-            template::ca_params(td, public_key.der_bytes(), now, not_after)?;
+        let (mut params, serial) = template::ca_params(td, public_key.der_bytes(), now, not_after)?;
         params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(&public_key, &self.issuer)
