@@ -3,7 +3,11 @@
 //! machine) and `tonic-prost-build` emits messages, clients and servers.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/spiffe/workload/workload.proto"];
+    let protos = [
+        "proto/spiffe/workload/workload.proto",
+        "proto/herald/node/v1/node.proto",
+        "proto/herald/admin/v1/admin.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -16,12 +16,17 @@
 #![deny(unreachable_pub)]
 #![deny(unused_qualifications)]
 
+pub mod agent;
 pub mod ca;
 pub mod cli;
+pub mod config;
 pub mod duration;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod node_wire;
 pub mod proto;
 pub mod server;
 pub mod spiffe;
+pub mod shutdown;
 pub mod store;
+pub mod tls;

@@ -7,3 +7,15 @@
 pub mod workload {
     include!(concat!(env!("OUT_DIR"), "/_.rs"));
 }
+
+/// The node API between agents and their server.
+#[allow(missing_docs, unreachable_pub, unused_qualifications, clippy::all)]
+pub mod node {
+    include!(concat!(env!("OUT_DIR"), "/herald.node.v1.rs"));
+}
+
+/// The admin API on the server's admin socket.
+#[allow(missing_docs, unreachable_pub, unused_qualifications, clippy::all)]
+pub mod admin {
+    include!(concat!(env!("OUT_DIR"), "/herald.admin.v1.rs"));
+}

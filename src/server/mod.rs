@@ -1,3 +1,9 @@
 //! The server role: the CA of one trust domain, wired to its datastore.
 
+pub mod admin_api;
 pub mod authorities;
+pub mod authorized;
+pub mod node_api;
+pub mod run;
+pub mod state;
+pub mod validate;

@@ -1,0 +1,132 @@
+//! The agent's in-memory identity cache: every workload SVID the agent
+//! holds, the bundles, and a `watch` channel that publishes each new state.
+//!
+//! The producer (the manager that syncs with the server and rotates SVIDs)
+//! and the consumers (Workload API streams) never share a lock: the manager
+//! builds a new immutable [`CacheSnapshot`] and publishes it; each stream
+//! takes the latest snapshot and waits for the next change (the linkerd
+//! pattern, shared/design/STYLE.md).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::spiffe::{Bundle, SpiffeId, TrustDomain};
+use crate::store::Selector;
+
+/// One identity the agent can hand out: a registration entry and the
+/// X509-SVID currently issued for it.
+#[derive(Debug, Clone)]
+pub struct WorkloadIdentity {
+    /// The registration entry's ID.
+    pub entry_id: String,
+    /// The SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// A caller gets this identity when it has all of these selectors.
+    pub selectors: Vec<Selector>,
+    /// Operator hint, passed to workloads.
+    pub hint: String,
+    /// Foreign trust domains this identity's workloads also trust.
+    pub federates_with: Vec<TrustDomain>,
+    /// The entry's creation time; among identities with one hint, the oldest wins.
+    pub created_at: i64,
+    /// DER chain, leaf first.
+    pub svid_chain: Vec<Vec<u8>>,
+    /// PKCS#8 DER of the SVID's key.
+    pub key_pkcs8: Vec<u8>,
+    /// The SVID's NotAfter, unix seconds.
+    pub not_after: i64,
+}
+
+impl WorkloadIdentity {
+    /// Whether a caller with `caller` selectors is entitled to this identity.
+    pub fn matches(&self, caller: &[Selector]) -> bool {
+        !self.selectors.is_empty() && self.selectors.iter().all(|s| caller.contains(s))
+    }
+}
+
+/// Everything the Workload API serves, at one moment.
+#[derive(Debug, Clone)]
+pub struct CacheSnapshot {
+    /// The agent's own trust domain.
+    pub trust_domain: TrustDomain,
+    /// Identities with a current SVID, ordered by entry creation time then ID
+    /// (so the default identity, index 0, is stable).
+    pub identities: Vec<Arc<WorkloadIdentity>>,
+    /// The own trust domain's bundle.
+    pub bundle: Arc<Bundle>,
+    /// Federated bundles by trust domain.
+    pub federated: BTreeMap<TrustDomain, Arc<Bundle>>,
+    /// Increases with every published snapshot.
+    pub generation: u64,
+    /// False until the agent has synced with its server at least once; the
+    /// Workload API answers Unavailable (retry) rather than PermissionDenied
+    /// (no identity) while it is false.
+    pub ready: bool,
+}
+
+impl CacheSnapshot {
+    /// An empty, not-yet-ready snapshot.
+    pub fn empty(trust_domain: TrustDomain) -> Self {
+        CacheSnapshot {
+            bundle: Arc::new(Bundle::new(trust_domain.clone())),
+            trust_domain,
+            identities: Vec::new(),
+            federated: BTreeMap::new(),
+            generation: 0,
+            ready: false,
+        }
+    }
+
+    /// The identities a caller with these selectors is entitled to, default first.
+    pub fn identities_for(&self, caller: &[Selector]) -> Vec<Arc<WorkloadIdentity>> {
+        self.identities
+            .iter()
+            .filter(|i| i.matches(caller))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The publishing side of the cache.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    tx: Arc<watch::Sender<Arc<CacheSnapshot>>>,
+}
+
+impl Cache {
+    /// A cache holding an empty, not-ready snapshot.
+    pub fn new(trust_domain: TrustDomain) -> Self {
+        let (tx, _) = watch::channel(Arc::new(CacheSnapshot::empty(trust_domain)));
+        Cache { tx: Arc::new(tx) }
+    }
+
+    /// The current snapshot.
+    pub fn current(&self) -> Arc<CacheSnapshot> {
+        self.tx.borrow().clone()
+    }
+
+    /// Publishes a new snapshot (its generation is set here).
+    pub fn publish(&self, mut snapshot: CacheSnapshot) {
+        snapshot.generation = self.tx.borrow().generation + 1;
+        self.tx.send_replace(Arc::new(snapshot));
+    }
+
+    /// A receiver that sees every later snapshot (and the current one).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<CacheSnapshot>> {
+        self.tx.subscribe()
+    }
+}
+
+/// Mints JWT-SVIDs through the server; the Workload API calls it for
+/// FetchJWTSVID. Implemented by the node client; tests may use the CA directly.
+#[tonic::async_trait]
+pub trait JwtSvidSource: Send + Sync + 'static {
+    /// A JWT-SVID for the identity of `entry_id`, for `audience`.
+    async fn fetch_jwt_svid(
+        &self,
+        entry_id: &str,
+        audience: &[String],
+    ) -> Result<String, tonic::Status>;
+}

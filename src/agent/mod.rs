@@ -1,0 +1,11 @@
+//! The agent role: attests itself to the server, attests local workloads,
+//! holds their SVIDs in memory, rotates them, and serves the Workload API.
+
+pub mod attestor;
+pub mod cache;
+pub mod credential_store;
+pub mod jwt_source;
+pub mod manager;
+pub mod node_client;
+pub mod run;
+pub mod workload_api;

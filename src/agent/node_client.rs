@@ -1,0 +1,155 @@
+//! The agent's side of the node API: TLS to the server (checking that it is
+//! `spiffe://<td>/herald/server` under the trust domain's roots), join-token
+//! attestation without a client certificate, and mTLS with the agent SVID
+//! for everything after.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::ca::KeyPair;
+use crate::proto::node::node_client::NodeClient as Grpc;
+use crate::spiffe::{SpiffeId, TrustDomain};
+use crate::tls::{certified_key, provider, Roots, ServerIdVerifier};
+
+/// Why the agent could not reach or use its server.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeClientError {
+    /// TLS configuration failed.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    /// The connection failed.
+    #[error("cannot connect to the server at {addr}: {reason}")]
+    Connect {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The agent's current credential: an SVID chain (leaf first) and its key.
+#[derive(Clone)]
+pub struct AgentCredential {
+    /// The agent's SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// DER chain, leaf first.
+    pub chain: Vec<Vec<u8>>,
+    /// The key.
+    pub key: Arc<KeyPair>,
+    /// The SVID's NotAfter.
+    pub not_after: i64,
+}
+
+impl std::fmt::Debug for AgentCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCredential")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds connections to one server.
+#[derive(Debug, Clone)]
+pub struct ServerConnector {
+    addr: SocketAddr,
+    server_id: SpiffeId,
+    roots: Roots,
+    insecure: bool,
+}
+
+impl ServerConnector {
+    /// Connections to the server of `td` at `addr`, trusting `roots`. With
+    /// `insecure`, the server is not authenticated (development bootstrap).
+    pub fn new(addr: SocketAddr, td: &TrustDomain, roots: Roots, insecure: bool) -> Result<Self, NodeClientError> {
+        let server_id = SpiffeId::new(td, "/herald/server").map_err(|e| NodeClientError::Tls(e.to_string()))?;
+        Ok(ServerConnector {
+            addr,
+            server_id,
+            roots,
+            insecure,
+        })
+    }
+
+    /// The roots used to authenticate the server (updated on bundle changes).
+    pub fn roots(&self) -> &Roots {
+        &self.roots
+    }
+
+    /// Stops trusting any server blindly (after the first attestation).
+    pub fn secure(&mut self) {
+        self.insecure = false;
+    }
+
+    /// A client with no certificate, for `Attest`.
+    pub async fn anonymous(&self) -> Result<Grpc<Channel>, NodeClientError> {
+        self.connect(None).await
+    }
+
+    /// A client authenticated with `cred`.
+    pub async fn authenticated(&self, cred: &AgentCredential) -> Result<Grpc<Channel>, NodeClientError> {
+        self.connect(Some(cred)).await
+    }
+
+    async fn connect(&self, cred: Option<&AgentCredential>) -> Result<Grpc<Channel>, NodeClientError> {
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| NodeClientError::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ServerIdVerifier::new(
+                self.roots.clone(),
+                self.server_id.clone(),
+                self.insecure,
+            )));
+        let mut config = match cred {
+            Some(c) => {
+                let (chain, key) = certified_key(&c.chain, c.key.pkcs8_der());
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| NodeClientError::Tls(e.to_string()))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let addr = self.addr;
+        let channel = Endpoint::from_static("http://herald-server")
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect_with_connector(tower::service_fn(move |_| {
+                let connector = connector.clone();
+                async move {
+                    let tcp = tokio::net::TcpStream::connect(addr).await?;
+                    let _ = tcp.set_nodelay(true);
+                    // The verifier checks the SPIFFE ID, not this name.
+                    let name = ServerName::IpAddress(addr.ip().into());
+                    let tls = connector.connect(name, tcp).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(tls))
+                }
+            }))
+            .await
+            .map_err(|e| NodeClientError::Connect {
+                addr,
+                reason: error_chain(&e),
+            })?;
+        Ok(Grpc::new(channel)
+            .max_decoding_message_size(16 * 1024 * 1024)
+            .max_encoding_message_size(16 * 1024 * 1024))
+    }
+}
+
+/// An error and its sources on one line (tonic's transport errors hide the
+/// useful part, e.g. the TLS alert, in the source chain).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}

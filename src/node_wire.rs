@@ -1,0 +1,132 @@
+//! Conversions between Herald's types and the node API's messages, used by
+//! both ends (the server's node API and the agent's node client). Incoming
+//! messages are parsed as untrusted: a bad field is an error naming it.
+
+use crate::proto::node;
+use crate::spiffe::{Bundle, JwtAuthority, SpiffeId, TrustDomain};
+use crate::store::{RegistrationEntry, Selector};
+
+/// A node API message field that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("node API message: {field}: {reason}")]
+pub struct WireError {
+    /// The field.
+    pub field: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+fn bad(field: &'static str, reason: impl std::fmt::Display) -> WireError {
+    WireError {
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+/// A bundle as sent to agents.
+pub fn bundle_to_wire(b: &Bundle) -> node::Bundle {
+    node::Bundle {
+        trust_domain: b.trust_domain.name().to_string(),
+        x509_authorities: b.x509_authorities.clone(),
+        jwt_authorities: b
+            .jwt_authorities
+            .iter()
+            .map(|a| node::JwtKey {
+                key_id: a.key_id.clone(),
+                public_key: a.public_key.clone(),
+                expires_at: a.expires_at.unwrap_or(0),
+            })
+            .collect(),
+        sequence: b.sequence,
+        refresh_hint: b.refresh_hint.map(|h| h as i64).unwrap_or(0),
+    }
+}
+
+/// A bundle as received from the server.
+pub fn bundle_from_wire(b: node::Bundle) -> Result<Bundle, WireError> {
+    let trust_domain = TrustDomain::new(&b.trust_domain).map_err(|e| bad("bundle.trust_domain", e))?;
+    if b.x509_authorities.is_empty() {
+        return Err(bad("bundle.x509_authorities", "empty"));
+    }
+    Ok(Bundle {
+        trust_domain,
+        x509_authorities: b.x509_authorities,
+        jwt_authorities: b
+            .jwt_authorities
+            .into_iter()
+            .map(|k| JwtAuthority {
+                key_id: k.key_id,
+                public_key: k.public_key,
+                expires_at: (k.expires_at != 0).then_some(k.expires_at),
+            })
+            .collect(),
+        sequence: b.sequence,
+        refresh_hint: u64::try_from(b.refresh_hint).ok().filter(|h| *h > 0),
+    })
+}
+
+/// An entry as sent to agents.
+pub fn entry_to_wire(e: &RegistrationEntry) -> node::Entry {
+    node::Entry {
+        id: e.id.clone(),
+        spiffe_id: e.spiffe_id.to_string(),
+        parent_id: e.parent_id.to_string(),
+        selectors: e
+            .selectors
+            .iter()
+            .map(|s| node::Selector {
+                r#type: s.kind.clone(),
+                value: s.value.clone(),
+            })
+            .collect(),
+        x509_svid_ttl: i32::try_from(e.x509_svid_ttl).unwrap_or(i32::MAX),
+        jwt_svid_ttl: i32::try_from(e.jwt_svid_ttl).unwrap_or(i32::MAX),
+        dns_names: e.dns_names.clone(),
+        federates_with: e.federates_with.iter().map(|t| t.name().to_string()).collect(),
+        hint: e.hint.clone(),
+        revision: i64::try_from(e.revision).unwrap_or(i64::MAX),
+        created_at: e.created_at,
+        admin: e.admin,
+        downstream: e.downstream,
+    }
+}
+
+/// What the agent needs of an entry, parsed and validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEntry {
+    /// Entry ID.
+    pub id: String,
+    /// The identity.
+    pub spiffe_id: SpiffeId,
+    /// Selectors a workload must have.
+    pub selectors: Vec<Selector>,
+    /// Federated trust domains.
+    pub federates_with: Vec<TrustDomain>,
+    /// Hint.
+    pub hint: String,
+    /// Revision; a change means re-issue.
+    pub revision: i64,
+    /// Creation time.
+    pub created_at: i64,
+}
+
+/// An entry as received from the server.
+pub fn entry_from_wire(e: node::Entry) -> Result<AgentEntry, WireError> {
+    Ok(AgentEntry {
+        spiffe_id: SpiffeId::parse(&e.spiffe_id).map_err(|err| bad("entry.spiffe_id", err))?,
+        selectors: e
+            .selectors
+            .into_iter()
+            .map(|s| Selector::new(&s.r#type, &s.value).map_err(|err| bad("entry.selectors", err)))
+            .collect::<Result<_, _>>()?,
+        federates_with: e
+            .federates_with
+            .iter()
+            .map(|t| TrustDomain::new(t).map_err(|err| bad("entry.federates_with", err)))
+            .collect::<Result<_, _>>()?,
+        id: e.id,
+        hint: e.hint,
+        revision: e.revision,
+        created_at: e.created_at,
+    })
+}

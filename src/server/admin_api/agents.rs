@@ -1,0 +1,253 @@
+//! The Agents service: join tokens, and the attested agents (list, show,
+//! evict, ban).
+
+use std::sync::Arc;
+
+use ring::rand::SecureRandom as _;
+use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
+
+use super::convert::{agent_to_proto, store_status};
+use super::{page_request, ttl_or_default};
+use crate::proto::admin::{self, agents_server::Agents};
+use crate::server::state::{now_unix, ServerEvent, ServerState};
+use crate::server::validate::{member_id, ValidationError};
+use crate::spiffe::SpiffeId;
+use crate::store::{JoinToken, StoreError};
+
+/// Longest join token an administrator may choose.
+const MAX_TOKEN_LEN: usize = 255;
+
+/// Serves the Agents service.
+pub(super) struct AgentsApi {
+    state: Arc<ServerState>,
+}
+
+impl AgentsApi {
+    pub(super) fn new(state: Arc<ServerState>) -> Self {
+        AgentsApi { state }
+    }
+
+    fn agent_id(&self, value: &str) -> Result<SpiffeId, Status> {
+        Ok(member_id(&self.state.trust_domain, "id", value)?)
+    }
+
+    async fn create_join_token(
+        &self,
+        req: admin::CreateJoinTokenRequest,
+    ) -> Result<admin::JoinToken, Status> {
+        let ttl = ttl_or_default("ttl", req.ttl, self.state.settings.default_join_token_ttl)?;
+        let token = if req.token.is_empty() {
+            new_token()?
+        } else {
+            check_token(&req.token)?;
+            req.token
+        };
+        let agent_id = if req.agent_id.is_empty() {
+            None
+        } else {
+            Some(member_id(
+                &self.state.trust_domain,
+                "agent_id",
+                &req.agent_id,
+            )?)
+        };
+        let shown_id = match &agent_id {
+            Some(id) => id.to_string(),
+            None => format!(
+                "{}/herald/agent/join_token/{token}",
+                self.state.trust_domain.id_string()
+            ),
+        };
+        let expires_at = now_unix().saturating_add(ttl);
+        let record = JoinToken {
+            token: token.clone(),
+            expires_at,
+            agent_id,
+        };
+        self.state
+            .with_store(move |store| store.create_join_token(record))
+            .await
+            .map_err(|e| match e {
+                StoreError::AlreadyExists { .. } => {
+                    Status::already_exists("token: a join token with this value already exists")
+                }
+                e => store_status(e),
+            })?;
+        tracing::info!(agent_id = %shown_id, expires_at, "created a join token");
+        Ok(admin::JoinToken {
+            value: token,
+            expires_at,
+            agent_id: shown_id,
+        })
+    }
+
+    async fn list(&self, req: admin::ListAgentsRequest) -> Result<admin::ListAgentsResponse, Status> {
+        let page = page_request(req.page_size, &req.page_token)?;
+        let page = self
+            .state
+            .with_store(move |store| store.list_agents(&page))
+            .await
+            .map_err(store_status)?;
+        Ok(admin::ListAgentsResponse {
+            agents: page.items.iter().map(agent_to_proto).collect(),
+            next_page_token: page.next_token.unwrap_or_default(),
+        })
+    }
+
+    async fn get(&self, id: SpiffeId) -> Result<admin::Agent, Status> {
+        let lookup = id.clone();
+        let agent = self
+            .state
+            .with_store(move |store| store.get_agent(&lookup))
+            .await
+            .map_err(store_status)?;
+        agent
+            .map(|a| agent_to_proto(&a))
+            .ok_or_else(|| not_found(&id))
+    }
+
+    async fn evict(&self, id: SpiffeId) -> Result<(), Status> {
+        let target = id.clone();
+        self.state
+            .with_store(move |store| store.delete_agent(&target))
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound { .. } => not_found(&id),
+                e => store_status(e),
+            })?;
+        tracing::info!("evicted agent");
+        self.state.publish(ServerEvent::AgentRevoked(id));
+        Ok(())
+    }
+
+    async fn ban(&self, id: SpiffeId) -> Result<(), Status> {
+        let target = id.clone();
+        let found = self
+            .state
+            .with_store(move |store| {
+                let Some(mut agent) = store.get_agent(&target)? else {
+                    return Ok(false);
+                };
+                agent.banned = true;
+                agent.updated_at = now_unix();
+                store.put_agent(&agent)?;
+                Ok(true)
+            })
+            .await
+            .map_err(store_status)?;
+        if !found {
+            return Err(not_found(&id));
+        }
+        tracing::info!("banned agent");
+        self.state.publish(ServerEvent::AgentRevoked(id));
+        Ok(())
+    }
+}
+
+fn not_found(id: &SpiffeId) -> Status {
+    Status::not_found(format!("agent {id} not found"))
+}
+
+/// 32 random hex characters (128 bits) from the system's CSPRNG.
+fn new_token() -> Result<String, Status> {
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Status::internal("the system random generator failed"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A chosen token becomes a path segment of the agent's default ID, so it
+/// must be one: `[A-Za-z0-9._-]`, not `.` or `..`.
+fn check_token(token: &str) -> Result<(), ValidationError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(ValidationError::new(
+            "token",
+            format!("is {} bytes long; at most {MAX_TOKEN_LEN} are allowed", token.len()),
+        ));
+    }
+    let ok = token != "."
+        && token != ".."
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            "token",
+            "may only contain A-Z, a-z, 0-9, '.', '_' and '-' (and is not '.' or '..')",
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl Agents for AgentsApi {
+    async fn create_join_token(
+        &self,
+        request: Request<admin::CreateJoinTokenRequest>,
+    ) -> Result<Response<admin::JoinToken>, Status> {
+        let req = request.into_inner();
+        // Never the token itself: it is a secret.
+        let span = tracing::info_span!("admin.CreateJoinToken", agent_id = %req.agent_id, ttl = req.ttl);
+        self.create_join_token(req)
+            .instrument(span)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_agents(
+        &self,
+        request: Request<admin::ListAgentsRequest>,
+    ) -> Result<Response<admin::ListAgentsResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("admin.ListAgents", page_size = req.page_size);
+        self.list(req).instrument(span).await.map(Response::new)
+    }
+
+    async fn get_agent(
+        &self,
+        request: Request<admin::AgentIdRequest>,
+    ) -> Result<Response<admin::Agent>, Status> {
+        let raw = request.into_inner().id;
+        let span = tracing::info_span!("admin.GetAgent", agent_id = %raw);
+        async {
+            let id = self.agent_id(&raw)?;
+            self.get(id).await
+        }
+        .instrument(span)
+        .await
+        .map(Response::new)
+    }
+
+    async fn delete_agent(
+        &self,
+        request: Request<admin::AgentIdRequest>,
+    ) -> Result<Response<admin::Empty>, Status> {
+        let raw = request.into_inner().id;
+        let span = tracing::info_span!("admin.DeleteAgent", agent_id = %raw);
+        async {
+            let id = self.agent_id(&raw)?;
+            self.evict(id).await
+        }
+        .instrument(span)
+        .await
+        .map(|()| Response::new(admin::Empty {}))
+    }
+
+    async fn ban_agent(
+        &self,
+        request: Request<admin::AgentIdRequest>,
+    ) -> Result<Response<admin::Empty>, Status> {
+        let raw = request.into_inner().id;
+        let span = tracing::info_span!("admin.BanAgent", agent_id = %raw);
+        async {
+            let id = self.agent_id(&raw)?;
+            self.ban(id).await
+        }
+        .instrument(span)
+        .await
+        .map(|()| Response::new(admin::Empty {}))
+    }
+}

@@ -1,0 +1,434 @@
+//! The node API (`herald.node.v1.Node`): agents attest, renew, sync and
+//! ask for signatures here.
+//!
+//! Every call but `Attest` is authenticated by the agent SVID the TLS layer
+//! already validated against our bundle; here we only read the SPIFFE ID
+//! from it and check that the agent is still attested and not banned.
+//! Entries and bundles are pushed on `Sync`: a snapshot in chunks, then a
+//! message for each change, driven by [`ServerEvent`]s.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
+
+use super::authorized::authorized_entries;
+use super::state::{now_unix, ServerEvent, ServerState};
+use crate::ca::{verify_csr, SvidRequest};
+use crate::node_wire::{bundle_to_wire, entry_to_wire};
+use crate::proto::node::{self, node_server::Node};
+use crate::spiffe::SpiffeId;
+use crate::store::{AttestedAgent, IssuanceRecord, RegistrationEntry, StoreError};
+
+/// Entries per snapshot message: keeps every message far below gRPC's 4 MiB.
+const SNAPSHOT_CHUNK: usize = 1000;
+
+/// The node API service.
+#[derive(Clone)]
+pub struct NodeApi {
+    state: Arc<ServerState>,
+}
+
+impl NodeApi {
+    /// A service over `state`.
+    pub fn new(state: Arc<ServerState>) -> Self {
+        NodeApi { state }
+    }
+
+    /// The agent behind an mTLS call, if it is attested and not banned.
+    async fn authenticate<T>(&self, req: &Request<T>) -> Result<AttestedAgent, Status> {
+        let certs = req
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|i| i.peer_certs())
+            .ok_or_else(|| Status::unauthenticated("this call needs the agent's X509-SVID as TLS client certificate"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let id = crate::tls::spiffe_id_of(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let lookup = id.clone();
+        let agent = self
+            .state
+            .with_store(move |s| s.get_agent(&lookup))
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::permission_denied(format!("agent {id} is not attested (evicted?); attest again with a new join token"))
+            })?;
+        if agent.banned {
+            return Err(Status::permission_denied(format!("agent {id} is banned")));
+        }
+        Ok(agent)
+    }
+
+    async fn authorized(&self, agent: &SpiffeId) -> Result<BTreeMap<String, RegistrationEntry>, Status> {
+        let agent = agent.clone();
+        self.state
+            .with_store(move |s| authorized_entries(s, &agent, now_unix()))
+            .await
+            .map_err(internal)
+    }
+
+    /// Signs an agent SVID for `agent_id` over the CSR's key and records it.
+    async fn sign_agent_svid(&self, agent_id: &SpiffeId, csr: &[u8]) -> Result<(Vec<Vec<u8>>, String, i64), Status> {
+        let csr = verify_csr(csr).map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
+        let authorities = self.state.authorities();
+        let now = now_unix();
+        let cert = authorities
+            .x509()
+            .sign_svid(
+                &SvidRequest {
+                    spiffe_id: agent_id,
+                    public_key_spki: &csr.public_key_spki,
+                    ttl_secs: self.state.settings.agent_svid_ttl,
+                    dns_names: &[],
+                },
+                now,
+            )
+            .map_err(|e| Status::internal(format!("signing the agent SVID failed: {e}")))?;
+        let record = IssuanceRecord {
+            serial: cert.serial.clone(),
+            spiffe_id: agent_id.clone(),
+            agent_id: Some(agent_id.clone()),
+            entry_id: None,
+            not_after: cert.not_after,
+            issued_at: now,
+        };
+        self.state
+            .with_store(move |s| s.append_issuances(&[record]))
+            .await
+            .map_err(internal)?;
+        Ok((cert.chain, cert.serial, cert.not_after))
+    }
+}
+
+fn internal(e: StoreError) -> Status {
+    Status::internal(format!("datastore: {e}"))
+}
+
+type SyncStream = Pin<Box<dyn Stream<Item = Result<node::SyncUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Node for NodeApi {
+    async fn attest(&self, request: Request<node::AttestRequest>) -> Result<Response<node::AttestResponse>, Status> {
+        let req = request.into_inner();
+        let prefix: String = req.join_token.chars().take(4).collect();
+        let span = tracing::info_span!("node.attest", token_prefix = %prefix);
+        async move {
+            if req.join_token.is_empty() {
+                return Err(Status::invalid_argument("join_token: must not be empty"));
+            }
+            // Check the CSR before spending the token, so a bad CSR does not burn it.
+            verify_csr(&req.csr).map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
+            let token = req.join_token.clone();
+            let consumed = self
+                .state
+                .with_store(move |s| s.consume_join_token(&token, now_unix()))
+                .await;
+            let token = match consumed {
+                Ok(t) => t,
+                Err(StoreError::NotFound { .. }) => {
+                    return Err(Status::permission_denied("join token is unknown or was already used"))
+                }
+                Err(StoreError::TokenExpired { .. }) => return Err(Status::permission_denied("join token has expired")),
+                Err(e) => return Err(internal(e)),
+            };
+            let td = &self.state.trust_domain;
+            let agent_id = match token.agent_id {
+                Some(id) => id,
+                None => SpiffeId::new(td, &format!("/herald/agent/join_token/{}", token.token))
+                    .map_err(|e| Status::internal(format!("agent ID: {e}")))?,
+            };
+            let lookup = agent_id.clone();
+            let existing = self.state.with_store(move |s| s.get_agent(&lookup)).await.map_err(internal)?;
+            if existing.as_ref().is_some_and(|a| a.banned) {
+                return Err(Status::permission_denied(format!("agent {agent_id} is banned")));
+            }
+            let (chain, serial, not_after) = self.sign_agent_svid(&agent_id, &req.csr).await?;
+            let now = now_unix();
+            let record = AttestedAgent {
+                spiffe_id: agent_id.clone(),
+                attestation_type: "join_token".into(),
+                serial,
+                expires_at: not_after,
+                banned: false,
+                selectors: vec![],
+                created_at: existing.map(|a| a.created_at).unwrap_or(now),
+                updated_at: now,
+            };
+            self.state.with_store(move |s| s.put_agent(&record)).await.map_err(internal)?;
+            tracing::info!(agent = %agent_id, "agent attested");
+            Ok(Response::new(node::AttestResponse {
+                svid_chain: chain,
+                spiffe_id: agent_id.to_string(),
+                bundle: Some(bundle_to_wire(self.state.authorities().bundle())),
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn renew_agent(&self, request: Request<node::RenewAgentRequest>) -> Result<Response<node::RenewAgentResponse>, Status> {
+        let mut agent = self.authenticate(&request).await?;
+        let span = tracing::info_span!("node.renew_agent", agent = %agent.spiffe_id);
+        async move {
+            let (chain, serial, not_after) = self.sign_agent_svid(&agent.spiffe_id, &request.get_ref().csr).await?;
+            agent.serial = serial;
+            agent.expires_at = not_after;
+            agent.updated_at = now_unix();
+            self.state.with_store(move |s| s.put_agent(&agent)).await.map_err(internal)?;
+            Ok(Response::new(node::RenewAgentResponse { svid_chain: chain }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    type SyncStream = SyncStream;
+
+    async fn sync(&self, request: Request<node::SyncRequest>) -> Result<Response<Self::SyncStream>, Status> {
+        let agent = self.authenticate(&request).await?;
+        // Subscribe before reading the snapshot, so no change falls between.
+        let events = self.state.subscribe();
+        let entries = self.authorized(&agent.spiffe_id).await?;
+        let (tx, rx) = mpsc::channel(16);
+        let api = self.clone();
+        let span = tracing::info_span!("node.sync", agent = %agent.spiffe_id);
+        tokio::spawn(
+            async move {
+                if let Err(status) = api.run_sync(agent.spiffe_id, entries, events, &tx).await {
+                    let _ = tx.send(Err(status)).await;
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn batch_new_x509svid(
+        &self,
+        request: Request<node::BatchNewX509svidRequest>,
+    ) -> Result<Response<node::BatchNewX509svidResponse>, Status> {
+        let agent = self.authenticate(&request).await?;
+        let span = tracing::info_span!("node.batch_new_x509_svid", agent = %agent.spiffe_id, count = request.get_ref().params.len());
+        async move {
+            let authorized = self.authorized(&agent.spiffe_id).await?;
+            let authorities = self.state.authorities();
+            let now = now_unix();
+            let default_ttl = self.state.settings.default_x509_svid_ttl;
+            let mut records = Vec::new();
+            let mut results = Vec::with_capacity(request.get_ref().params.len());
+            for p in &request.get_ref().params {
+                let fail = |code: tonic::Code, message: String| node::X509svidResult {
+                    entry_id: p.entry_id.clone(),
+                    code: code as i32,
+                    message,
+                    ..Default::default()
+                };
+                let Some(entry) = authorized.get(&p.entry_id) else {
+                    results.push(fail(
+                        tonic::Code::PermissionDenied,
+                        format!("entry {:?} is not authorized for this agent", p.entry_id),
+                    ));
+                    continue;
+                };
+                let csr = match verify_csr(&p.csr) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        results.push(fail(tonic::Code::InvalidArgument, format!("csr: {e}")));
+                        continue;
+                    }
+                };
+                let ttl = if entry.x509_svid_ttl == 0 { default_ttl } else { i64::from(entry.x509_svid_ttl) };
+                match authorities.x509().sign_svid(
+                    &SvidRequest {
+                        spiffe_id: &entry.spiffe_id,
+                        public_key_spki: &csr.public_key_spki,
+                        ttl_secs: ttl,
+                        dns_names: &entry.dns_names,
+                    },
+                    now,
+                ) {
+                    Ok(cert) => {
+                        records.push(IssuanceRecord {
+                            serial: cert.serial.clone(),
+                            spiffe_id: entry.spiffe_id.clone(),
+                            agent_id: Some(agent.spiffe_id.clone()),
+                            entry_id: Some(entry.id.clone()),
+                            not_after: cert.not_after,
+                            issued_at: now,
+                        });
+                        results.push(node::X509svidResult {
+                            entry_id: entry.id.clone(),
+                            cert_chain: cert.chain,
+                            expires_at: cert.not_after,
+                            code: 0,
+                            message: String::new(),
+                        });
+                    }
+                    Err(e) => results.push(fail(tonic::Code::Internal, format!("signing failed: {e}"))),
+                }
+            }
+            // One durable write for the whole batch, before any SVID leaves.
+            if !records.is_empty() {
+                self.state.with_store(move |s| s.append_issuances(&records)).await.map_err(internal)?;
+            }
+            Ok(Response::new(node::BatchNewX509svidResponse { results }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn new_jwtsvid(&self, request: Request<node::NewJwtsvidRequest>) -> Result<Response<node::NewJwtsvidResponse>, Status> {
+        let agent = self.authenticate(&request).await?;
+        let req = request.into_inner();
+        let span = tracing::info_span!("node.new_jwt_svid", agent = %agent.spiffe_id, entry = %req.entry_id);
+        async move {
+            if req.audience.iter().all(|a| a.is_empty()) {
+                return Err(Status::invalid_argument("audience: must name at least one audience"));
+            }
+            let authorized = self.authorized(&agent.spiffe_id).await?;
+            let entry = authorized.get(&req.entry_id).ok_or_else(|| {
+                Status::permission_denied(format!("entry {:?} is not authorized for this agent", req.entry_id))
+            })?;
+            let ttl = if entry.jwt_svid_ttl == 0 {
+                self.state.settings.default_jwt_svid_ttl
+            } else {
+                i64::from(entry.jwt_svid_ttl)
+            };
+            let now = now_unix();
+            let authorities = self.state.authorities();
+            let token = authorities
+                .jwt()
+                .sign(&entry.spiffe_id, &req.audience, ttl, now)
+                .map_err(|e| Status::internal(format!("signing the JWT-SVID failed: {e}")))?;
+            Ok(Response::new(node::NewJwtsvidResponse {
+                token,
+                expires_at: (now + ttl).min(authorities.jwt().not_after()),
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+type Tx = mpsc::Sender<Result<node::SyncUpdate, Status>>;
+
+impl NodeApi {
+    /// Sends the snapshot, then one update per relevant change, until the
+    /// agent goes away or is revoked.
+    async fn run_sync(
+        &self,
+        agent: SpiffeId,
+        mut current: BTreeMap<String, RegistrationEntry>,
+        mut events: broadcast::Receiver<ServerEvent>,
+        tx: &Tx,
+    ) -> Result<(), Status> {
+        let mut bundle_seq = {
+            let authorities = self.state.authorities();
+            let bundle = authorities.bundle();
+            send_snapshot(tx, &current, bundle_to_wire(bundle)).await?;
+            bundle.sequence
+        };
+        tracing::debug!(entries = current.len(), "sync snapshot sent");
+        loop {
+            let first = tokio::select! {
+                ev = events.recv() => ev,
+                _ = tx.closed() => return Ok(()),
+            };
+            // Collapse a burst of events into one recomputation.
+            let mut batch = vec![first];
+            while let Ok(ev) = events.try_recv() {
+                batch.push(Ok(ev));
+            }
+            let mut entries_dirty = false;
+            let mut bundle_dirty = false;
+            for ev in batch {
+                match ev {
+                    Ok(ServerEvent::EntriesChanged) => entries_dirty = true,
+                    Ok(ServerEvent::BundleChanged) => bundle_dirty = true,
+                    Ok(ServerEvent::AgentRevoked(id)) if id == agent => {
+                        return Err(Status::permission_denied(format!("agent {agent} was evicted or banned")));
+                    }
+                    Ok(ServerEvent::AgentRevoked(_)) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        entries_dirty = true;
+                        bundle_dirty = true;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                }
+            }
+            let mut update = node::SyncUpdate::default();
+            if entries_dirty {
+                let next = self.authorized(&agent).await?;
+                for (id, e) in &next {
+                    if current.get(id).is_none_or(|old| old.revision != e.revision) {
+                        update.upserted.push(entry_to_wire(e));
+                    }
+                }
+                update.removed = current.keys().filter(|id| !next.contains_key(*id)).cloned().collect();
+                current = next;
+            }
+            if bundle_dirty {
+                let authorities = self.state.authorities();
+                let bundle = authorities.bundle();
+                if bundle.sequence != bundle_seq {
+                    bundle_seq = bundle.sequence;
+                    update.bundle = Some(bundle_to_wire(bundle));
+                }
+            }
+            if update.upserted.is_empty() && update.removed.is_empty() && update.bundle.is_none() {
+                continue;
+            }
+            // Large changes go out in several messages, like the snapshot.
+            for chunk in split_update(update) {
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+async fn send_snapshot(
+    tx: &Tx,
+    entries: &BTreeMap<String, RegistrationEntry>,
+    bundle: node::Bundle,
+) -> Result<(), Status> {
+    let all: Vec<&RegistrationEntry> = entries.values().collect();
+    let chunks: Vec<&[&RegistrationEntry]> = if all.is_empty() { vec![&[]] } else { all.chunks(SNAPSHOT_CHUNK).collect() };
+    let last = chunks.len() - 1;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let msg = node::SyncUpdate {
+            snapshot: true,
+            complete: i == last,
+            upserted: chunk.iter().map(|e| entry_to_wire(e)).collect(),
+            bundle: (i == 0).then(|| bundle.clone()),
+            ..Default::default()
+        };
+        if tx.send(Ok(msg)).await.is_err() {
+            return Err(Status::cancelled("agent went away"));
+        }
+    }
+    Ok(())
+}
+
+fn split_update(mut update: node::SyncUpdate) -> Vec<node::SyncUpdate> {
+    if update.upserted.len() <= SNAPSHOT_CHUNK {
+        return vec![update];
+    }
+    let mut out = Vec::new();
+    let rest = std::mem::take(&mut update.upserted);
+    let mut chunks = rest.chunks(SNAPSHOT_CHUNK).map(|c| c.to_vec());
+    update.upserted = chunks.next().unwrap_or_default();
+    out.push(update);
+    for c in chunks {
+        out.push(node::SyncUpdate { upserted: c, ..Default::default() });
+    }
+    out
+}

@@ -1,0 +1,134 @@
+//! What every server task shares: the store, the keys, the active
+//! authorities, the settings, and the event channel that turns writes into
+//! pushes to agents.
+
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::broadcast;
+
+use super::authorities::Authorities;
+use crate::ca::KeyManager;
+use crate::spiffe::{SpiffeId, TrustDomain};
+use crate::store::{DataStore, StoreError};
+
+/// Something changed that agents may need to hear about. Receivers
+/// recompute what they send from the store, so events carry no payload and
+/// a burst of them collapses into one recomputation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// Registration entries were created, updated or deleted.
+    EntriesChanged,
+    /// The own or a federated bundle changed.
+    BundleChanged,
+    /// An agent was evicted or banned: its streams must close.
+    AgentRevoked(SpiffeId),
+}
+
+/// Defaults and limits of the server role.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// X509-SVID lifetime when an entry says 0.
+    pub default_x509_svid_ttl: i64,
+    /// JWT-SVID lifetime when an entry says 0.
+    pub default_jwt_svid_ttl: i64,
+    /// Agent SVID lifetime.
+    pub agent_svid_ttl: i64,
+    /// Join token lifetime when the request says 0.
+    pub default_join_token_ttl: i64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            default_x509_svid_ttl: 3600,
+            default_jwt_svid_ttl: 300,
+            agent_svid_ttl: 3600,
+            default_join_token_ttl: 600,
+        }
+    }
+}
+
+/// The state shared by the admin API, the node API and the CA tasks.
+pub struct ServerState {
+    /// This server's trust domain.
+    pub trust_domain: TrustDomain,
+    /// Durable state.
+    pub store: Arc<dyn DataStore>,
+    /// Private keys.
+    pub keys: Arc<dyn KeyManager>,
+    /// Defaults and limits.
+    pub settings: ServerSettings,
+    authorities: RwLock<Arc<Authorities>>,
+    events: broadcast::Sender<ServerEvent>,
+}
+
+impl ServerState {
+    /// Wires the pieces together.
+    pub fn new(
+        trust_domain: TrustDomain,
+        store: Arc<dyn DataStore>,
+        keys: Arc<dyn KeyManager>,
+        authorities: Authorities,
+        settings: ServerSettings,
+    ) -> Arc<Self> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(ServerState {
+            trust_domain,
+            store,
+            keys,
+            settings,
+            authorities: RwLock::new(Arc::new(authorities)),
+            events,
+        })
+    }
+
+    /// The authorities signing right now.
+    pub fn authorities(&self) -> Arc<Authorities> {
+        self.authorities
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the active authorities (rotation) and tells every agent.
+    pub fn set_authorities(&self, authorities: Authorities) {
+        *self.authorities.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authorities);
+        self.publish(ServerEvent::BundleChanged);
+    }
+
+    /// Announces a change; having no listener is fine.
+    pub fn publish(&self, event: ServerEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Listens for changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<ServerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Runs a store operation on the blocking pool: sled writes end in an
+    /// fsync, which must not stall the async workers.
+    pub async fn with_store<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn DataStore) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
+            Ok(r) => r,
+            Err(e) => Err(StoreError::Invalid {
+                record: "store task".into(),
+                field: "task",
+                reason: format!("the store task failed: {e}"),
+            }),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
