@@ -175,8 +175,7 @@ impl Checker<'_> {
     }
 
     fn log_level(&self, value: &str) -> Result<String, ConfigError> {
-        tracing_subscriber::EnvFilter::try_new(value)
-            .map_err(|e| self.invalid("log_level", e))?;
+        tracing_subscriber::EnvFilter::try_new(value).map_err(|e| self.invalid("log_level", e))?;
         Ok(value.to_string())
     }
 }
@@ -196,7 +195,10 @@ impl ServerConfig {
         if x509 > ca_ttl {
             return Err(c.invalid(
                 "default_x509_svid_ttl",
-                format!("{:?} is longer than ca_ttl {:?}", raw.default_x509_svid_ttl, raw.ca_ttl),
+                format!(
+                    "{:?} is longer than ca_ttl {:?}",
+                    raw.default_x509_svid_ttl, raw.ca_ttl
+                ),
             ));
         }
         let ca_key_type = raw
@@ -216,7 +218,11 @@ impl ServerConfig {
             ca_key_type,
             ca_ttl,
             default_x509_svid_ttl: x509,
-            default_jwt_svid_ttl: c.duration("default_jwt_svid_ttl", &raw.default_jwt_svid_ttl, 1)?,
+            default_jwt_svid_ttl: c.duration(
+                "default_jwt_svid_ttl",
+                &raw.default_jwt_svid_ttl,
+                1,
+            )?,
             agent_svid_ttl: c.duration("agent_svid_ttl", &raw.agent_svid_ttl, 30)?,
             log_level: c.log_level(&raw.log_level)?,
             log_format: raw.log_format,
@@ -369,7 +375,10 @@ mod tests {
         let c = AgentConfig::parse(p, &format!("{base}insecure_bootstrap = true\n")).unwrap();
         assert_eq!(c.bootstrap, Bootstrap::Insecure);
         let both = format!("{base}insecure_bootstrap = true\ntrust_bundle_path = \"/b.pem\"\n");
-        assert!(AgentConfig::parse(p, &both).unwrap_err().to_string().contains("insecure_bootstrap"));
+        assert!(AgentConfig::parse(p, &both)
+            .unwrap_err()
+            .to_string()
+            .contains("insecure_bootstrap"));
         let bad = format!("{base}insecure_bootstrap = true\nserver_address = \"x\"\n");
         assert!(AgentConfig::parse(p, &bad).is_err());
     }

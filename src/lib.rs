@@ -26,7 +26,7 @@ pub mod fuzzing;
 pub mod node_wire;
 pub mod proto;
 pub mod server;
-pub mod spiffe;
 pub mod shutdown;
+pub mod spiffe;
 pub mod store;
 pub mod tls;

@@ -44,7 +44,8 @@ pub fn bundle_to_wire(b: &Bundle) -> node::Bundle {
 
 /// A bundle as received from the server.
 pub fn bundle_from_wire(b: node::Bundle) -> Result<Bundle, WireError> {
-    let trust_domain = TrustDomain::new(&b.trust_domain).map_err(|e| bad("bundle.trust_domain", e))?;
+    let trust_domain =
+        TrustDomain::new(&b.trust_domain).map_err(|e| bad("bundle.trust_domain", e))?;
     if b.x509_authorities.is_empty() {
         return Err(bad("bundle.x509_authorities", "empty"));
     }
@@ -82,7 +83,11 @@ pub fn entry_to_wire(e: &RegistrationEntry) -> node::Entry {
         x509_svid_ttl: i32::try_from(e.x509_svid_ttl).unwrap_or(i32::MAX),
         jwt_svid_ttl: i32::try_from(e.jwt_svid_ttl).unwrap_or(i32::MAX),
         dns_names: e.dns_names.clone(),
-        federates_with: e.federates_with.iter().map(|t| t.name().to_string()).collect(),
+        federates_with: e
+            .federates_with
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect(),
         hint: e.hint.clone(),
         revision: i64::try_from(e.revision).unwrap_or(i64::MAX),
         created_at: e.created_at,

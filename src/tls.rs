@@ -105,14 +105,18 @@ pub fn verify_svid(
     now: UnixTime,
     usage: webpki::KeyUsage,
 ) -> Result<SpiffeId, PeerError> {
-    let root_ders: Vec<CertificateDer<'_>> =
-        roots.iter().map(|r| CertificateDer::from(r.as_slice())).collect();
+    let root_ders: Vec<CertificateDer<'_>> = roots
+        .iter()
+        .map(|r| CertificateDer::from(r.as_slice()))
+        .collect();
     let anchors: Vec<_> = root_ders
         .iter()
         .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
         .collect();
     if anchors.is_empty() {
-        return Err(PeerError::Chain("the trust bundle holds no usable root".into()));
+        return Err(PeerError::Chain(
+            "the trust bundle holds no usable root".into(),
+        ));
     }
     let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| PeerError::Chain(e.to_string()))?;
     ee.verify_for_usage(
@@ -283,7 +287,10 @@ pub fn certified_key(
     key_pkcs8: &[u8],
 ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
     (
-        chain.iter().map(|c| CertificateDer::from(c.clone())).collect(),
+        chain
+            .iter()
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect(),
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec())),
     )
 }

@@ -144,7 +144,7 @@ impl UnixAttestor {
                 peer_uid: uid,
             });
         }
-        let supplementary = status_groups(&status).ok_or_else(|| AttestError::Malformed {
+        let supplementary = status_groups(&status).ok_or(AttestError::Malformed {
             path: status_path,
             reason: "Groups: line holds something other than numbers",
         })?;
@@ -371,6 +371,29 @@ mod tests {
         // The second attestation is served from the hash cache and agrees.
         assert_eq!(attestor.hashes.lock().unwrap().len(), 1);
         assert_eq!(attestor.attest(pid, uid, gid).unwrap(), selectors);
+    }
+
+    #[test]
+    fn attests_a_child_and_refuses_it_once_gone() {
+        let (uid, gid) = self_ids();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let attestor = UnixAttestor::new();
+        let selectors = attestor.attest(pid, uid, gid).unwrap();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert!(
+            has(&selectors, &format!("path:{}", exe.display())),
+            "{selectors:?}"
+        );
+        assert!(selectors.iter().any(|s| s.value.starts_with("sha256:")));
+
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let err = attestor.attest(pid, uid, gid).unwrap_err();
+        assert!(matches!(err, AttestError::ProcessGone { .. }), "{err}");
     }
 
     #[test]

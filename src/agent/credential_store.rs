@@ -49,7 +49,9 @@ impl CredentialStore {
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-        Ok(CredentialStore { dir: dir.to_path_buf() })
+        Ok(CredentialStore {
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn write(&self, name: &str, contents: &[u8], mode: u32) -> Result<(), CredentialStoreError> {
@@ -69,7 +71,9 @@ impl CredentialStore {
         f.write_all(contents).map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
-        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
     }
 
     fn read(&self, name: &str) -> Result<Option<String>, CredentialStoreError> {
@@ -84,13 +88,19 @@ impl CredentialStore {
     /// Saves the agent credential (key first: a chain without its key is useless).
     pub fn save_credential(&self, cred: &AgentCredential) -> Result<(), CredentialStoreError> {
         self.write("agent_svid.key", cred.key.to_pkcs8_pem().as_bytes(), 0o600)?;
-        let pem: String = cred.chain.iter().map(|c| der_to_pem(c, "CERTIFICATE")).collect();
+        let pem: String = cred
+            .chain
+            .iter()
+            .map(|c| der_to_pem(c, "CERTIFICATE"))
+            .collect();
         self.write("agent_svid.pem", pem.as_bytes(), 0o644)
     }
 
     /// Loads the saved credential, if any.
     pub fn load_credential(&self) -> Result<Option<AgentCredential>, CredentialStoreError> {
-        let (Some(pem), Some(key_pem)) = (self.read("agent_svid.pem")?, self.read("agent_svid.key")?) else {
+        let (Some(pem), Some(key_pem)) =
+            (self.read("agent_svid.pem")?, self.read("agent_svid.key")?)
+        else {
             return Ok(None);
         };
         let corrupt = |name: &str, reason: String| CredentialStoreError::Corrupt {
@@ -98,12 +108,20 @@ impl CredentialStore {
             reason,
         };
         let chain = pem_blocks(&pem, "CERTIFICATE").map_err(|e| corrupt("agent_svid.pem", e))?;
-        let leaf = chain.first().ok_or_else(|| corrupt("agent_svid.pem", "no certificate".into()))?;
-        let spiffe_id = crate::tls::spiffe_id_of(leaf).map_err(|e| corrupt("agent_svid.pem", e.to_string()))?;
-        let facts = crate::ca::x509::cert_facts(leaf).map_err(|e| corrupt("agent_svid.pem", e.to_string()))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| corrupt("agent_svid.key", e.to_string()))?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| corrupt("agent_svid.pem", "no certificate".into()))?;
+        let spiffe_id =
+            crate::tls::spiffe_id_of(leaf).map_err(|e| corrupt("agent_svid.pem", e.to_string()))?;
+        let facts = crate::ca::x509::cert_facts(leaf)
+            .map_err(|e| corrupt("agent_svid.pem", e.to_string()))?;
+        let key =
+            KeyPair::from_pem(&key_pem).map_err(|e| corrupt("agent_svid.key", e.to_string()))?;
         if key.public_key_spki() != facts.public_key_spki {
-            return Err(corrupt("agent_svid.key", "does not match agent_svid.pem".into()));
+            return Err(corrupt(
+                "agent_svid.key",
+                "does not match agent_svid.pem".into(),
+            ));
         }
         Ok(Some(AgentCredential {
             spiffe_id,
@@ -128,16 +146,20 @@ impl CredentialStore {
 
     /// Saves the latest trust bundle.
     pub fn save_bundle(&self, bundle: &Bundle) -> Result<(), CredentialStoreError> {
-        let json = bundle.to_spiffe_json().map_err(|e| CredentialStoreError::Corrupt {
-            path: self.dir.join("bundle.json"),
-            reason: e.to_string(),
-        })?;
+        let json = bundle
+            .to_spiffe_json()
+            .map_err(|e| CredentialStoreError::Corrupt {
+                path: self.dir.join("bundle.json"),
+                reason: e.to_string(),
+            })?;
         self.write("bundle.json", json.as_bytes(), 0o644)
     }
 
     /// Loads the saved trust bundle, if any.
     pub fn load_bundle(&self, td: &TrustDomain) -> Result<Option<Bundle>, CredentialStoreError> {
-        let Some(json) = self.read("bundle.json")? else { return Ok(None) };
+        let Some(json) = self.read("bundle.json")? else {
+            return Ok(None);
+        };
         Bundle::from_spiffe_json(td.clone(), json.as_bytes())
             .map(Some)
             .map_err(|e| CredentialStoreError::Corrupt {

@@ -45,15 +45,22 @@ impl JwtSvidSource for NodeJwtSource {
                 return Ok(c.token.clone());
             }
         }
-        let client = self.client.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut client = client.ok_or_else(|| Status::unavailable("the agent is not connected to its server"))?;
+        let client = self
+            .client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut client = client
+            .ok_or_else(|| Status::unavailable("the agent is not connected to its server"))?;
         let resp = client
             .new_jwtsvid(node::NewJwtsvidRequest {
                 entry_id: entry_id.to_string(),
                 audience: audience.to_vec(),
             })
             .await
-            .map_err(|s| Status::unavailable(format!("minting a JWT-SVID failed: {}", s.message())))?
+            .map_err(|s| {
+                Status::unavailable(format!("minting a JWT-SVID failed: {}", s.message()))
+            })?
             .into_inner();
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.retain(|_, c| c.refresh_at > now);

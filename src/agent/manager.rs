@@ -133,7 +133,10 @@ impl Manager {
         }
     }
 
-    async fn session(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<SessionEnd, SessionError> {
+    async fn session(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<SessionEnd, SessionError> {
         let mut client = self.connector.authenticated(&self.cred).await?;
         let mut stream = client.sync(node::SyncRequest {}).await?.into_inner();
         *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
@@ -181,7 +184,8 @@ impl Manager {
                 changed = true;
             }
         }
-        let parse = |e: node::Entry| entry_from_wire(e).map_err(|e| SessionError::Local(e.to_string()));
+        let parse =
+            |e: node::Entry| entry_from_wire(e).map_err(|e| SessionError::Local(e.to_string()));
         if update.snapshot {
             let pending = self.pending_snapshot.get_or_insert_with(BTreeMap::new);
             for e in update.upserted {
@@ -210,7 +214,12 @@ impl Manager {
 
     fn next_wake(&self) -> i64 {
         let agent = self.agent_renew_at();
-        self.held.values().map(|h| h.renew_at).min().unwrap_or(agent).min(agent)
+        self.held
+            .values()
+            .map(|h| h.renew_at)
+            .min()
+            .unwrap_or(agent)
+            .min(agent)
     }
 
     fn agent_renew_at(&self) -> i64 {
@@ -228,18 +237,28 @@ impl Manager {
     }
 
     async fn renew_agent(&mut self, client: &mut Grpc<Channel>) -> Result<(), SessionError> {
-        let key = KeyPair::generate(KeyType::EcP256).map_err(|e| SessionError::Local(e.to_string()))?;
+        let key =
+            KeyPair::generate(KeyType::EcP256).map_err(|e| SessionError::Local(e.to_string()))?;
         let csr = make_csr(&key)?;
-        let resp = client.renew_agent(node::RenewAgentRequest { csr }).await?.into_inner();
-        let leaf = resp.svid_chain.first().ok_or_else(|| SessionError::Local("empty agent SVID".into()))?;
-        let facts = crate::ca::x509::cert_facts(leaf).map_err(|e| SessionError::Local(e.to_string()))?;
+        let resp = client
+            .renew_agent(node::RenewAgentRequest { csr })
+            .await?
+            .into_inner();
+        let leaf = resp
+            .svid_chain
+            .first()
+            .ok_or_else(|| SessionError::Local("empty agent SVID".into()))?;
+        let facts =
+            crate::ca::x509::cert_facts(leaf).map_err(|e| SessionError::Local(e.to_string()))?;
         let cred = AgentCredential {
             spiffe_id: self.cred.spiffe_id.clone(),
             chain: resp.svid_chain,
             key: Arc::new(key),
             not_after: facts.not_after,
         };
-        self.store.save_credential(&cred).map_err(|e| SessionError::Local(e.to_string()))?;
+        self.store
+            .save_credential(&cred)
+            .map_err(|e| SessionError::Local(e.to_string()))?;
         self.cred = cred;
         tracing::info!(not_after = facts.not_after, "agent SVID renewed");
         Ok(())
@@ -249,7 +268,8 @@ impl Manager {
     /// whose entries are gone, and publishes the result.
     async fn reconcile(&mut self, client: &mut Grpc<Channel>) -> Result<(), SessionError> {
         let now = now_unix();
-        self.held.retain(|id, h| self.entries.contains_key(id) && h.identity.not_after > now);
+        self.held
+            .retain(|id, h| self.entries.contains_key(id) && h.identity.not_after > now);
         let due: Vec<AgentEntry> = self
             .entries
             .values()
@@ -263,7 +283,8 @@ impl Manager {
             let mut keys = BTreeMap::new();
             let mut params = Vec::with_capacity(chunk.len());
             for e in chunk {
-                let key = KeyPair::generate(KeyType::EcP256).map_err(|err| SessionError::Local(err.to_string()))?;
+                let key = KeyPair::generate(KeyType::EcP256)
+                    .map_err(|err| SessionError::Local(err.to_string()))?;
                 params.push(node::NewX509svidParams {
                     entry_id: e.id.clone(),
                     csr: make_csr(&key)?,
@@ -276,7 +297,9 @@ impl Manager {
                 .into_inner();
             let issued_at = now_unix();
             for r in resp.results {
-                let (Some(entry), Some(key)) = (self.entries.get(&r.entry_id), keys.remove(&r.entry_id)) else {
+                let (Some(entry), Some(key)) =
+                    (self.entries.get(&r.entry_id), keys.remove(&r.entry_id))
+                else {
                     continue;
                 };
                 if r.code != 0 || r.cert_chain.is_empty() {
@@ -306,7 +329,11 @@ impl Manager {
             }
         }
         if !due.is_empty() {
-            tracing::debug!(issued = due.len(), held = self.held.len(), "SVIDs reconciled");
+            tracing::debug!(
+                issued = due.len(),
+                held = self.held.len(),
+                "SVIDs reconciled"
+            );
         }
         self.publish();
         Ok(())
@@ -317,13 +344,17 @@ impl Manager {
         let before = self.held.len();
         self.held.retain(|_, h| h.identity.not_after > now);
         if self.held.len() != before {
-            tracing::warn!(expired = before - self.held.len(), "SVIDs expired while the server was unreachable");
+            tracing::warn!(
+                expired = before - self.held.len(),
+                "SVIDs expired while the server was unreachable"
+            );
             self.publish();
         }
     }
 
     fn publish(&self) {
-        let mut identities: Vec<Arc<WorkloadIdentity>> = self.held.values().map(|h| h.identity.clone()).collect();
+        let mut identities: Vec<Arc<WorkloadIdentity>> =
+            self.held.values().map(|h| h.identity.clone()).collect();
         identities.sort_by(|a, b| (a.created_at, &a.entry_id).cmp(&(b.created_at, &b.entry_id)));
         let mut snapshot = CacheSnapshot::empty(self.trust_domain.clone());
         snapshot.identities = identities;

@@ -65,8 +65,14 @@ pub struct ServerConnector {
 impl ServerConnector {
     /// Connections to the server of `td` at `addr`, trusting `roots`. With
     /// `insecure`, the server is not authenticated (development bootstrap).
-    pub fn new(addr: SocketAddr, td: &TrustDomain, roots: Roots, insecure: bool) -> Result<Self, NodeClientError> {
-        let server_id = SpiffeId::new(td, "/herald/server").map_err(|e| NodeClientError::Tls(e.to_string()))?;
+    pub fn new(
+        addr: SocketAddr,
+        td: &TrustDomain,
+        roots: Roots,
+        insecure: bool,
+    ) -> Result<Self, NodeClientError> {
+        let server_id =
+            SpiffeId::new(td, "/herald/server").map_err(|e| NodeClientError::Tls(e.to_string()))?;
         Ok(ServerConnector {
             addr,
             server_id,
@@ -91,11 +97,17 @@ impl ServerConnector {
     }
 
     /// A client authenticated with `cred`.
-    pub async fn authenticated(&self, cred: &AgentCredential) -> Result<Grpc<Channel>, NodeClientError> {
+    pub async fn authenticated(
+        &self,
+        cred: &AgentCredential,
+    ) -> Result<Grpc<Channel>, NodeClientError> {
         self.connect(Some(cred)).await
     }
 
-    async fn connect(&self, cred: Option<&AgentCredential>) -> Result<Grpc<Channel>, NodeClientError> {
+    async fn connect(
+        &self,
+        cred: Option<&AgentCredential>,
+    ) -> Result<Grpc<Channel>, NodeClientError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| NodeClientError::Tls(e.to_string()))?

@@ -94,22 +94,37 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     let saved_bundle = store.load_bundle(&config.trust_domain)?;
     let (roots, insecure) = match &saved_bundle {
         Some(b) => (b.x509_authorities.clone(), false),
-        None => (bootstrap_roots(config)?, config.bootstrap == Bootstrap::Insecure),
+        None => (
+            bootstrap_roots(config)?,
+            config.bootstrap == Bootstrap::Insecure,
+        ),
     };
     if insecure {
-        tracing::warn!("insecure_bootstrap: the server is not authenticated for the first attestation");
+        tracing::warn!(
+            "insecure_bootstrap: the server is not authenticated for the first attestation"
+        );
     }
-    let mut connector = ServerConnector::new(config.server_address, &config.trust_domain, Roots::new(roots), insecure)
-        .map_err(|e| AgentError::Attest(e.to_string()))?;
+    let mut connector = ServerConnector::new(
+        config.server_address,
+        &config.trust_domain,
+        Roots::new(roots),
+        insecure,
+    )
+    .map_err(|e| AgentError::Attest(e.to_string()))?;
 
-    let saved = store.load_credential()?.filter(|c| c.not_after > now_unix());
+    let saved = store
+        .load_credential()?
+        .filter(|c| c.not_after > now_unix());
     let (cred, bundle) = match (saved, saved_bundle) {
         (Some(cred), Some(bundle)) => {
             tracing::info!(agent = %cred.spiffe_id, "reusing the saved agent SVID");
             (cred, bundle)
         }
         _ => {
-            let token = config.join_token.as_deref().ok_or(AgentError::NoCredential)?;
+            let token = config
+                .join_token
+                .as_deref()
+                .ok_or(AgentError::NoCredential)?;
             let (cred, bundle) = attest(&connector, token).await?;
             store.save_credential(&cred)?;
             store.save_bundle(&bundle)?;
@@ -124,11 +139,27 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let spiffe_id = cred.spiffe_id.clone();
-    let manager = Manager::new(connector, store, cache.clone(), cred, bundle, client.clone());
+    let manager = Manager::new(
+        connector,
+        store,
+        cache.clone(),
+        cred,
+        bundle,
+        client.clone(),
+    );
     tasks.push(tokio::spawn(manager.run(shutdown_rx.clone())));
 
-    let api = WorkloadApi::new(cache.clone(), Arc::new(NodeJwtSource::new(client)), Arc::new(UnixAttestor::new()));
-    let listener = WorkloadApi::bind(&config.socket_path).map_err(|e| AgentError::WorkloadApi(e.to_string()))?;
+    let api = WorkloadApi::new(
+        cache.clone(),
+        Arc::new(NodeJwtSource::new(client)),
+        Arc::new(UnixAttestor::new()),
+    );
+    if let Some(parent) = config.socket_path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| AgentError::WorkloadApi(format!("{}: {e}", parent.display())))?;
+    }
+    let listener = WorkloadApi::bind(&config.socket_path)
+        .map_err(|e| AgentError::WorkloadApi(e.to_string()))?;
     let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = api
@@ -150,10 +181,16 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     })
 }
 
-async fn attest(connector: &ServerConnector, token: &str) -> Result<(AgentCredential, Bundle), AgentError> {
+async fn attest(
+    connector: &ServerConnector,
+    token: &str,
+) -> Result<(AgentCredential, Bundle), AgentError> {
     let key = KeyPair::generate(KeyType::EcP256).map_err(|e| AgentError::Attest(e.to_string()))?;
     let csr = make_csr(&key).map_err(|e| AgentError::Attest(e.to_string()))?;
-    let mut client = connector.anonymous().await.map_err(|e| AgentError::Attest(e.to_string()))?;
+    let mut client = connector
+        .anonymous()
+        .await
+        .map_err(|e| AgentError::Attest(e.to_string()))?;
     let resp = client
         .attest(node::AttestRequest {
             join_token: token.to_string(),
@@ -162,12 +199,14 @@ async fn attest(connector: &ServerConnector, token: &str) -> Result<(AgentCreden
         .await
         .map_err(|s| AgentError::Attest(format!("{}: {}", code_name(s.code()), s.message())))?
         .into_inner();
-    let spiffe_id = SpiffeId::parse(&resp.spiffe_id).map_err(|e| AgentError::Attest(format!("server sent a bad agent ID: {e}")))?;
+    let spiffe_id = SpiffeId::parse(&resp.spiffe_id)
+        .map_err(|e| AgentError::Attest(format!("server sent a bad agent ID: {e}")))?;
     let leaf = resp
         .svid_chain
         .first()
         .ok_or_else(|| AgentError::Attest("server sent no agent SVID".into()))?;
-    let facts = crate::ca::x509::cert_facts(leaf).map_err(|e| AgentError::Attest(error_chain(&e)))?;
+    let facts =
+        crate::ca::x509::cert_facts(leaf).map_err(|e| AgentError::Attest(error_chain(&e)))?;
     let bundle = bundle_from_wire(
         resp.bundle
             .ok_or_else(|| AgentError::Attest("server sent no bundle".into()))?,

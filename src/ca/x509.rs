@@ -116,6 +116,34 @@ pub fn cert_facts(der_bytes: &[u8]) -> Result<CertFacts, X509Error> {
     })
 }
 
+/// Splits concatenated DER certificates (the Workload API's encoding of
+/// chains and bundles). Stops at the first element that is not a complete
+/// DER SEQUENCE; never panics.
+pub fn split_der_certs(mut der: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while der.len() >= 2 && der[0] == 0x30 {
+        let (len, header) = match der[1] {
+            b if b < 0x80 => (usize::from(b), 2),
+            b => {
+                let n = usize::from(b & 0x7f);
+                if n == 0 || n > 4 || der.len() < 2 + n {
+                    break;
+                }
+                let len = der[2..2 + n]
+                    .iter()
+                    .fold(0usize, |acc, x| (acc << 8) | usize::from(*x));
+                (len, 2 + n)
+            }
+        };
+        let Some(total) = header.checked_add(len).filter(|t| *t <= der.len()) else {
+            break;
+        };
+        out.push(der[..total].to_vec());
+        der = &der[total..];
+    }
+    out
+}
+
 /// A key pair shared between the authority and the key manager, usable by rcgen.
 struct SharedKey(Arc<KeyPair>);
 

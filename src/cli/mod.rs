@@ -8,10 +8,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent_run;
+mod api;
 mod bundle;
 mod data_dir;
+mod dev;
 mod jwt;
 mod pending;
+mod runtime;
+mod server;
 mod x509;
 
 /// Herald: SPIFFE workload identity. A server is the CA of one trust domain;
@@ -21,8 +26,9 @@ mod x509;
 #[command(name = "herald", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
-    #[arg(long, global = true, default_value = "warn", env = "HERALD_LOG")]
-    log_level: String,
+    /// Default: warn for commands, the config file's log_level for roles.
+    #[arg(long, global = true, env = "HERALD_LOG")]
+    log_level: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -33,12 +39,12 @@ pub struct Cli {
 enum Command {
     /// Run the server: the CA of one trust domain (`herald server run --config server.toml`).
     #[command(subcommand)]
-    Server(pending::ServerCmd),
+    Server(server::ServerCmd),
     /// Run a node agent, or manage attested agents through the server.
     #[command(subcommand)]
     Agent(pending::AgentCmd),
     /// Run server and agent in one process with zero configuration, for trying Herald out.
-    Dev(pending::DevArgs),
+    Dev(dev::DevArgs),
     /// Registration entries: which workloads get which SPIFFE IDs.
     #[command(subcommand)]
     Entry(pending::EntryCmd),
@@ -66,7 +72,7 @@ enum Command {
     Healthcheck(pending::HealthcheckArgs),
     /// A Workload API client, for operators debugging a node.
     #[command(subcommand)]
-    Api(pending::ApiCmd),
+    Api(api::ApiCmd),
 }
 
 /// A command's failure: what to print and which exit code to use.
@@ -102,7 +108,13 @@ pub(crate) enum Output {
 /// Parses the command line, runs the command, and maps errors to exit codes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    // Roles (server, agent, dev) set up logging from their configuration.
+    if !matches!(
+        cli.command,
+        Command::Server(_) | Command::Dev(_) | Command::Agent(pending::AgentCmd::Run { .. })
+    ) {
+        init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -123,20 +135,22 @@ fn init_logging(filter: &str) {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
+    let log = cli.log_level.as_deref();
     match cli.command {
         Command::X509(cmd) => x509::run(cmd),
         Command::Jwt(cmd) => jwt::run(cmd),
         Command::Bundle(cmd) => bundle::run(cmd),
-        Command::Server(_) => pending::not_yet("server run"),
+        Command::Server(cmd) => server::run(cmd, log),
+        Command::Agent(pending::AgentCmd::Run { config }) => agent_run::run(&config, log),
         Command::Agent(_) => pending::not_yet("agent"),
-        Command::Dev(_) => pending::not_yet("dev"),
+        Command::Dev(args) => dev::run(args, log),
         Command::Entry(_) => pending::not_yet("entry"),
         Command::Federation(_) => pending::not_yet("federation"),
         Command::Token(_) => pending::not_yet("token"),
         Command::Authority(_) => pending::not_yet("authority"),
         Command::Check(_) => pending::not_yet("check"),
         Command::Healthcheck(_) => pending::not_yet("healthcheck"),
-        Command::Api(_) => pending::not_yet("api"),
+        Command::Api(cmd) => api::run(cmd),
     }
 }
 

@@ -14,17 +14,6 @@ pub(super) fn not_yet(what: &str) -> Result<(), CliError> {
     )))
 }
 
-/// `herald server ...`
-#[derive(Debug, Subcommand)]
-pub(super) enum ServerCmd {
-    /// Start the server from a TOML configuration file.
-    Run {
-        /// Path of server.toml.
-        #[arg(long)]
-        config: std::path::PathBuf,
-    },
-}
-
 /// `herald agent ...`
 #[derive(Debug, Subcommand)]
 pub(super) enum AgentCmd {
@@ -42,17 +31,6 @@ pub(super) enum AgentCmd {
     Evict,
     /// Ban an agent: it may never attest again under that ID.
     Ban,
-}
-
-/// `herald dev`
-#[derive(Debug, Args)]
-pub(super) struct DevArgs {
-    /// Trust domain of the embedded server.
-    #[arg(long, default_value = "example.org")]
-    trust_domain: String,
-    /// Where server and agent keep their state.
-    #[arg(long, default_value = ".herald")]
-    data_dir: std::path::PathBuf,
 }
 
 /// `herald entry ...`
@@ -123,15 +101,4 @@ pub(super) struct HealthcheckArgs {
     /// Health address of the server or agent.
     #[arg(long)]
     address: Option<String>,
-}
-
-/// `herald api ...`
-#[derive(Debug, Subcommand)]
-pub(super) enum ApiCmd {
-    /// Fetch SVIDs or bundles from the Workload API (x509, jwt, bundles).
-    Fetch,
-    /// Validate a JWT-SVID through the Workload API.
-    Validate,
-    /// Watch the X.509 stream and print every update.
-    Watch,
 }

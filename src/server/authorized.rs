@@ -63,19 +63,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let agent = "spiffe://example.org/herald/agent/a";
-        store.create_entry(entry("1", "spiffe://example.org/node-alias", agent)).unwrap();
         store
-            .create_entry(entry("2", "spiffe://example.org/web", "spiffe://example.org/node-alias"))
+            .create_entry(entry("1", "spiffe://example.org/node-alias", agent))
             .unwrap();
         store
-            .create_entry(entry("3", "spiffe://example.org/other", "spiffe://example.org/herald/agent/b"))
+            .create_entry(entry(
+                "2",
+                "spiffe://example.org/web",
+                "spiffe://example.org/node-alias",
+            ))
+            .unwrap();
+        store
+            .create_entry(entry(
+                "3",
+                "spiffe://example.org/other",
+                "spiffe://example.org/herald/agent/b",
+            ))
             .unwrap();
         let mut expired = entry("4", "spiffe://example.org/old", agent);
         expired.expires_at = Some(100);
         store.create_entry(expired).unwrap();
         // A cycle must not loop forever.
         store
-            .create_entry(entry("5", "spiffe://example.org/node-alias", "spiffe://example.org/web"))
+            .create_entry(entry(
+                "5",
+                "spiffe://example.org/node-alias",
+                "spiffe://example.org/web",
+            ))
             .unwrap();
         let got = authorized_entries(&store, &SpiffeId::parse(agent).unwrap(), 1000).unwrap();
         let ids: Vec<_> = got.keys().cloned().collect();

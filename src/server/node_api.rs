@@ -47,11 +47,16 @@ impl NodeApi {
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .and_then(|i| i.peer_certs())
-            .ok_or_else(|| Status::unauthenticated("this call needs the agent's X509-SVID as TLS client certificate"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "this call needs the agent's X509-SVID as TLS client certificate",
+                )
+            })?;
         let leaf = certs
             .first()
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-        let id = crate::tls::spiffe_id_of(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let id =
+            crate::tls::spiffe_id_of(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
         let lookup = id.clone();
         let agent = self
             .state
@@ -59,7 +64,9 @@ impl NodeApi {
             .await
             .map_err(internal)?
             .ok_or_else(|| {
-                Status::permission_denied(format!("agent {id} is not attested (evicted?); attest again with a new join token"))
+                Status::permission_denied(format!(
+                    "agent {id} is not attested (evicted?); attest again with a new join token"
+                ))
             })?;
         if agent.banned {
             return Err(Status::permission_denied(format!("agent {id} is banned")));
@@ -67,7 +74,10 @@ impl NodeApi {
         Ok(agent)
     }
 
-    async fn authorized(&self, agent: &SpiffeId) -> Result<BTreeMap<String, RegistrationEntry>, Status> {
+    async fn authorized(
+        &self,
+        agent: &SpiffeId,
+    ) -> Result<BTreeMap<String, RegistrationEntry>, Status> {
         let agent = agent.clone();
         self.state
             .with_store(move |s| authorized_entries(s, &agent, now_unix()))
@@ -76,7 +86,11 @@ impl NodeApi {
     }
 
     /// Signs an agent SVID for `agent_id` over the CSR's key and records it.
-    async fn sign_agent_svid(&self, agent_id: &SpiffeId, csr: &[u8]) -> Result<(Vec<Vec<u8>>, String, i64), Status> {
+    async fn sign_agent_svid(
+        &self,
+        agent_id: &SpiffeId,
+        csr: &[u8],
+    ) -> Result<(Vec<Vec<u8>>, String, i64), Status> {
         let csr = verify_csr(csr).map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
         let authorities = self.state.authorities();
         let now = now_unix();
@@ -116,7 +130,10 @@ type SyncStream = Pin<Box<dyn Stream<Item = Result<node::SyncUpdate, Status>> + 
 
 #[tonic::async_trait]
 impl Node for NodeApi {
-    async fn attest(&self, request: Request<node::AttestRequest>) -> Result<Response<node::AttestResponse>, Status> {
+    async fn attest(
+        &self,
+        request: Request<node::AttestRequest>,
+    ) -> Result<Response<node::AttestResponse>, Status> {
         let req = request.into_inner();
         let prefix: String = req.join_token.chars().take(4).collect();
         let span = tracing::info_span!("node.attest", token_prefix = %prefix);
@@ -134,9 +151,13 @@ impl Node for NodeApi {
             let token = match consumed {
                 Ok(t) => t,
                 Err(StoreError::NotFound { .. }) => {
-                    return Err(Status::permission_denied("join token is unknown or was already used"))
+                    return Err(Status::permission_denied(
+                        "join token is unknown or was already used",
+                    ))
                 }
-                Err(StoreError::TokenExpired { .. }) => return Err(Status::permission_denied("join token has expired")),
+                Err(StoreError::TokenExpired { .. }) => {
+                    return Err(Status::permission_denied("join token has expired"))
+                }
                 Err(e) => return Err(internal(e)),
             };
             let td = &self.state.trust_domain;
@@ -146,9 +167,15 @@ impl Node for NodeApi {
                     .map_err(|e| Status::internal(format!("agent ID: {e}")))?,
             };
             let lookup = agent_id.clone();
-            let existing = self.state.with_store(move |s| s.get_agent(&lookup)).await.map_err(internal)?;
+            let existing = self
+                .state
+                .with_store(move |s| s.get_agent(&lookup))
+                .await
+                .map_err(internal)?;
             if existing.as_ref().is_some_and(|a| a.banned) {
-                return Err(Status::permission_denied(format!("agent {agent_id} is banned")));
+                return Err(Status::permission_denied(format!(
+                    "agent {agent_id} is banned"
+                )));
             }
             let (chain, serial, not_after) = self.sign_agent_svid(&agent_id, &req.csr).await?;
             let now = now_unix();
@@ -162,7 +189,10 @@ impl Node for NodeApi {
                 created_at: existing.map(|a| a.created_at).unwrap_or(now),
                 updated_at: now,
             };
-            self.state.with_store(move |s| s.put_agent(&record)).await.map_err(internal)?;
+            self.state
+                .with_store(move |s| s.put_agent(&record))
+                .await
+                .map_err(internal)?;
             tracing::info!(agent = %agent_id, "agent attested");
             Ok(Response::new(node::AttestResponse {
                 svid_chain: chain,
@@ -174,16 +204,26 @@ impl Node for NodeApi {
         .await
     }
 
-    async fn renew_agent(&self, request: Request<node::RenewAgentRequest>) -> Result<Response<node::RenewAgentResponse>, Status> {
+    async fn renew_agent(
+        &self,
+        request: Request<node::RenewAgentRequest>,
+    ) -> Result<Response<node::RenewAgentResponse>, Status> {
         let mut agent = self.authenticate(&request).await?;
         let span = tracing::info_span!("node.renew_agent", agent = %agent.spiffe_id);
         async move {
-            let (chain, serial, not_after) = self.sign_agent_svid(&agent.spiffe_id, &request.get_ref().csr).await?;
+            let (chain, serial, not_after) = self
+                .sign_agent_svid(&agent.spiffe_id, &request.get_ref().csr)
+                .await?;
             agent.serial = serial;
             agent.expires_at = not_after;
             agent.updated_at = now_unix();
-            self.state.with_store(move |s| s.put_agent(&agent)).await.map_err(internal)?;
-            Ok(Response::new(node::RenewAgentResponse { svid_chain: chain }))
+            self.state
+                .with_store(move |s| s.put_agent(&agent))
+                .await
+                .map_err(internal)?;
+            Ok(Response::new(node::RenewAgentResponse {
+                svid_chain: chain,
+            }))
         }
         .instrument(span)
         .await
@@ -191,7 +231,10 @@ impl Node for NodeApi {
 
     type SyncStream = SyncStream;
 
-    async fn sync(&self, request: Request<node::SyncRequest>) -> Result<Response<Self::SyncStream>, Status> {
+    async fn sync(
+        &self,
+        request: Request<node::SyncRequest>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
         let agent = self.authenticate(&request).await?;
         // Subscribe before reading the snapshot, so no change falls between.
         let events = self.state.subscribe();
@@ -244,7 +287,11 @@ impl Node for NodeApi {
                         continue;
                     }
                 };
-                let ttl = if entry.x509_svid_ttl == 0 { default_ttl } else { i64::from(entry.x509_svid_ttl) };
+                let ttl = if entry.x509_svid_ttl == 0 {
+                    default_ttl
+                } else {
+                    i64::from(entry.x509_svid_ttl)
+                };
                 match authorities.x509().sign_svid(
                     &SvidRequest {
                         spiffe_id: &entry.spiffe_id,
@@ -271,12 +318,17 @@ impl Node for NodeApi {
                             message: String::new(),
                         });
                     }
-                    Err(e) => results.push(fail(tonic::Code::Internal, format!("signing failed: {e}"))),
+                    Err(e) => {
+                        results.push(fail(tonic::Code::Internal, format!("signing failed: {e}")))
+                    }
                 }
             }
             // One durable write for the whole batch, before any SVID leaves.
             if !records.is_empty() {
-                self.state.with_store(move |s| s.append_issuances(&records)).await.map_err(internal)?;
+                self.state
+                    .with_store(move |s| s.append_issuances(&records))
+                    .await
+                    .map_err(internal)?;
             }
             Ok(Response::new(node::BatchNewX509svidResponse { results }))
         }
@@ -284,17 +336,25 @@ impl Node for NodeApi {
         .await
     }
 
-    async fn new_jwtsvid(&self, request: Request<node::NewJwtsvidRequest>) -> Result<Response<node::NewJwtsvidResponse>, Status> {
+    async fn new_jwtsvid(
+        &self,
+        request: Request<node::NewJwtsvidRequest>,
+    ) -> Result<Response<node::NewJwtsvidResponse>, Status> {
         let agent = self.authenticate(&request).await?;
         let req = request.into_inner();
         let span = tracing::info_span!("node.new_jwt_svid", agent = %agent.spiffe_id, entry = %req.entry_id);
         async move {
             if req.audience.iter().all(|a| a.is_empty()) {
-                return Err(Status::invalid_argument("audience: must name at least one audience"));
+                return Err(Status::invalid_argument(
+                    "audience: must name at least one audience",
+                ));
             }
             let authorized = self.authorized(&agent.spiffe_id).await?;
             let entry = authorized.get(&req.entry_id).ok_or_else(|| {
-                Status::permission_denied(format!("entry {:?} is not authorized for this agent", req.entry_id))
+                Status::permission_denied(format!(
+                    "entry {:?} is not authorized for this agent",
+                    req.entry_id
+                ))
             })?;
             let ttl = if entry.jwt_svid_ttl == 0 {
                 self.state.settings.default_jwt_svid_ttl
@@ -353,7 +413,9 @@ impl NodeApi {
                     Ok(ServerEvent::EntriesChanged) => entries_dirty = true,
                     Ok(ServerEvent::BundleChanged) => bundle_dirty = true,
                     Ok(ServerEvent::AgentRevoked(id)) if id == agent => {
-                        return Err(Status::permission_denied(format!("agent {agent} was evicted or banned")));
+                        return Err(Status::permission_denied(format!(
+                            "agent {agent} was evicted or banned"
+                        )));
                     }
                     Ok(ServerEvent::AgentRevoked(_)) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -371,7 +433,11 @@ impl NodeApi {
                         update.upserted.push(entry_to_wire(e));
                     }
                 }
-                update.removed = current.keys().filter(|id| !next.contains_key(*id)).cloned().collect();
+                update.removed = current
+                    .keys()
+                    .filter(|id| !next.contains_key(*id))
+                    .cloned()
+                    .collect();
                 current = next;
             }
             if bundle_dirty {
@@ -401,7 +467,11 @@ async fn send_snapshot(
     bundle: node::Bundle,
 ) -> Result<(), Status> {
     let all: Vec<&RegistrationEntry> = entries.values().collect();
-    let chunks: Vec<&[&RegistrationEntry]> = if all.is_empty() { vec![&[]] } else { all.chunks(SNAPSHOT_CHUNK).collect() };
+    let chunks: Vec<&[&RegistrationEntry]> = if all.is_empty() {
+        vec![&[]]
+    } else {
+        all.chunks(SNAPSHOT_CHUNK).collect()
+    };
     let last = chunks.len() - 1;
     for (i, chunk) in chunks.into_iter().enumerate() {
         let msg = node::SyncUpdate {
@@ -428,7 +498,10 @@ fn split_update(mut update: node::SyncUpdate) -> Vec<node::SyncUpdate> {
     update.upserted = chunks.next().unwrap_or_default();
     out.push(update);
     for c in chunks {
-        out.push(node::SyncUpdate { upserted: c, ..Default::default() });
+        out.push(node::SyncUpdate {
+            upserted: c,
+            ..Default::default()
+        });
     }
     out
 }

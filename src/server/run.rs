@@ -86,9 +86,11 @@ fn data_dir_error(path: &Path, reason: impl std::fmt::Display) -> ServerError {
 pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| data_dir_error(dir, e))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| data_dir_error(dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| data_dir_error(dir, e))?;
     let store = Arc::new(SledStore::open(&dir.join("store")).map_err(|e| data_dir_error(dir, e))?);
-    let keys = Arc::new(DiskKeyManager::open(&dir.join("keys")).map_err(|e| data_dir_error(dir, e))?);
+    let keys =
+        Arc::new(DiskKeyManager::open(&dir.join("keys")).map_err(|e| data_dir_error(dir, e))?);
     let authorities = Authorities::load_or_create(
         store.as_ref(),
         keys.as_ref(),
@@ -133,8 +135,17 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         source,
     })?;
     let (conn_tx, conn_rx) = mpsc::channel(128);
-    tasks.push(tokio::spawn(accept_tls(listener, tls.clone(), conn_tx, shutdown_rx.clone())));
-    tasks.push(tokio::spawn(refresh_server_svid(state.clone(), tls, shutdown_rx.clone())));
+    tasks.push(tokio::spawn(accept_tls(
+        listener,
+        tls.clone(),
+        conn_tx,
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(refresh_server_svid(
+        state.clone(),
+        tls,
+        shutdown_rx.clone(),
+    )));
     let node = NodeServer::new(NodeApi::new(state.clone()))
         .max_decoding_message_size(16 * 1024 * 1024)
         .max_encoding_message_size(16 * 1024 * 1024);
@@ -224,15 +235,22 @@ impl ServerTls {
     }
 
     fn current(&self) -> Arc<rustls::ServerConfig> {
-        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
 /// Mints a fresh server SVID (spiffe://<td>/herald/server) and builds the
 /// TLS config around it. Returns the config and the SVID's NotAfter.
-fn build_server_config(state: &ServerState, roots: &Roots) -> Result<(rustls::ServerConfig, i64), ServerError> {
+fn build_server_config(
+    state: &ServerState,
+    roots: &Roots,
+) -> Result<(rustls::ServerConfig, i64), ServerError> {
     let key = KeyPair::generate(KeyType::EcP256).map_err(|e| ServerError::Tls(e.to_string()))?;
-    let id = SpiffeId::new(&state.trust_domain, "/herald/server").map_err(|e| ServerError::Tls(e.to_string()))?;
+    let id = SpiffeId::new(&state.trust_domain, "/herald/server")
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
     let spki = key.public_key_spki();
     let now = now_unix();
     let cert = state
@@ -260,7 +278,11 @@ fn build_server_config(state: &ServerState, roots: &Roots) -> Result<(rustls::Se
 }
 
 /// Renews the server SVID at half its life and follows bundle changes.
-async fn refresh_server_svid(state: Arc<ServerState>, tls: ServerTls, mut stop: watch::Receiver<bool>) {
+async fn refresh_server_svid(
+    state: Arc<ServerState>,
+    tls: ServerTls,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut events = state.subscribe();
     let mut renew_at = now_unix() + state.settings.agent_svid_ttl / 2;
     loop {
@@ -274,7 +296,8 @@ async fn refresh_server_svid(state: Arc<ServerState>, tls: ServerTls, mut stop: 
                 }
             }
         }
-        tls.roots.set(state.authorities().bundle().x509_authorities.clone());
+        tls.roots
+            .set(state.authorities().bundle().x509_authorities.clone());
         match build_server_config(&state, &tls.roots) {
             Ok((config, not_after)) => {
                 *tls.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);

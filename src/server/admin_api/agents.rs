@@ -82,7 +82,10 @@ impl AgentsApi {
         })
     }
 
-    async fn list(&self, req: admin::ListAgentsRequest) -> Result<admin::ListAgentsResponse, Status> {
+    async fn list(
+        &self,
+        req: admin::ListAgentsRequest,
+    ) -> Result<admin::ListAgentsResponse, Status> {
         let page = page_request(req.page_size, &req.page_token)?;
         let page = self
             .state
@@ -164,7 +167,10 @@ fn check_token(token: &str) -> Result<(), ValidationError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(ValidationError::new(
             "token",
-            format!("is {} bytes long; at most {MAX_TOKEN_LEN} are allowed", token.len()),
+            format!(
+                "is {} bytes long; at most {MAX_TOKEN_LEN} are allowed",
+                token.len()
+            ),
         ));
     }
     let ok = token != "."
@@ -190,7 +196,8 @@ impl Agents for AgentsApi {
     ) -> Result<Response<admin::JoinToken>, Status> {
         let req = request.into_inner();
         // Never the token itself: it is a secret.
-        let span = tracing::info_span!("admin.CreateJoinToken", agent_id = %req.agent_id, ttl = req.ttl);
+        let span =
+            tracing::info_span!("admin.CreateJoinToken", agent_id = %req.agent_id, ttl = req.ttl);
         self.create_join_token(req)
             .instrument(span)
             .await

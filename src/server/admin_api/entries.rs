@@ -196,7 +196,10 @@ impl EntriesApi {
         Ok(admin::BatchUpdateEntryResponse { results })
     }
 
-    async fn batch_delete(&self, ids: Vec<String>) -> Result<admin::BatchDeleteEntryResponse, Status> {
+    async fn batch_delete(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<admin::BatchDeleteEntryResponse, Status> {
         let wanted: Vec<String> = ids.iter().filter(|id| !id.is_empty()).cloned().collect();
         let deleted = self
             .state
@@ -401,8 +404,16 @@ impl Entries for EntriesApi {
         let span = tracing::info_span!(
             "admin.ListEntries",
             page_size = req.page_size,
-            spiffe_id = req.filter.as_ref().map(|f| f.by_spiffe_id.as_str()).unwrap_or(""),
-            parent_id = req.filter.as_ref().map(|f| f.by_parent_id.as_str()).unwrap_or("")
+            spiffe_id = req
+                .filter
+                .as_ref()
+                .map(|f| f.by_spiffe_id.as_str())
+                .unwrap_or(""),
+            parent_id = req
+                .filter
+                .as_ref()
+                .map(|f| f.by_parent_id.as_str())
+                .unwrap_or("")
         );
         self.list(req).instrument(span).await.map(Response::new)
     }

@@ -101,9 +101,9 @@ impl SvidsApi {
         let token = jwt
             .sign(&id, &req.audience, ttl, now)
             .map_err(|e| match e {
-                JwtSignError::NoAudience | JwtSignError::BadTtl(_) | JwtSignError::NotALeafId(_) => {
-                    Status::invalid_argument(e.to_string())
-                }
+                JwtSignError::NoAudience
+                | JwtSignError::BadTtl(_)
+                | JwtSignError::NotALeafId(_) => Status::invalid_argument(e.to_string()),
                 e => {
                     tracing::error!(error = %e, "JWT-SVID signing failed");
                     Status::internal(format!("cannot sign the JWT-SVID: {e}"))
@@ -126,7 +126,9 @@ impl SvidsApi {
 fn sign_status(e: AuthorityError) -> Status {
     match &e {
         AuthorityError::X509(
-            X509Error::BadPublicKey(_) | X509Error::WrongTrustDomain { .. } | X509Error::NotALeafId(_),
+            X509Error::BadPublicKey(_)
+            | X509Error::WrongTrustDomain { .. }
+            | X509Error::NotALeafId(_),
         ) => Status::invalid_argument(format!("csr: {e}")),
         AuthorityError::Store(_) => {
             tracing::error!(error = %e, "cannot record the X509-SVID");

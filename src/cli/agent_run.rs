@@ -1,0 +1,20 @@
+//! `herald agent run --config agent.toml`: the node agent.
+
+use std::path::Path;
+
+use super::runtime::{init_role_logging, runtime, wait_for_signal};
+use super::CliError;
+use crate::config::AgentConfig;
+
+pub(super) fn run(config: &Path, log_flag: Option<&str>) -> Result<(), CliError> {
+    let config = AgentConfig::load(config).map_err(|e| CliError::BadInput(e.to_string()))?;
+    init_role_logging(log_flag, &config.log_level, config.log_format);
+    runtime()?.block_on(async {
+        let handle = crate::agent::run::start(&config)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        wait_for_signal().await;
+        handle.shutdown().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,46 @@
+//! What the long-running commands share: a tokio runtime, logging set up
+//! from a config file, and waiting for SIGINT or SIGTERM.
+
+use super::CliError;
+use crate::config::LogFormat;
+
+/// A multi-threaded runtime for a server or agent.
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
+}
+
+/// Sets up logging for a role. `flag` (the global --log-level, when given)
+/// wins over the config file's level.
+pub(super) fn init_role_logging(flag: Option<&str>, config_level: &str, format: LogFormat) {
+    let level = flag.unwrap_or(config_level);
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A logger may already be installed (tests run commands in-process); keep it.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub(super) async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}

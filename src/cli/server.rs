@@ -1,0 +1,34 @@
+//! `herald server run --config server.toml`: the CA of one trust domain.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::runtime::{init_role_logging, runtime, wait_for_signal};
+use super::CliError;
+use crate::config::ServerConfig;
+
+/// `herald server ...`
+#[derive(Debug, Subcommand)]
+pub(super) enum ServerCmd {
+    /// Start the server from a TOML configuration file.
+    Run {
+        /// Path of server.toml (see deploy/server.toml for every key).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+pub(super) fn run(cmd: ServerCmd, log_flag: Option<&str>) -> Result<(), CliError> {
+    let ServerCmd::Run { config } = cmd;
+    let config = ServerConfig::load(&config).map_err(|e| CliError::BadInput(e.to_string()))?;
+    init_role_logging(log_flag, &config.log_level, config.log_format);
+    runtime()?.block_on(async {
+        let handle = crate::server::run::start(&config)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        wait_for_signal().await;
+        handle.shutdown().await;
+        Ok(())
+    })
+}
