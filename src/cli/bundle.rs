@@ -1,13 +1,17 @@
-//! `herald bundle show`: the trust bundle of a server data directory, as
-//! SPIFFE bundle JSON or PEM.
+//! `herald bundle show`: this trust domain's bundle, as SPIFFE bundle JSON
+//! or PEM, from a running server over its admin socket, or read from a
+//! server data directory with `--data-dir`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use super::admin_client::{status_error, AdminClient, SocketArgs};
 use super::data_dir::DataDir;
 use super::CliError;
 use crate::ca::keys::der_to_pem;
+use crate::proto::admin;
+use crate::spiffe::{Bundle, TrustDomain};
 use crate::store::DataStore;
 
 /// `herald bundle ...`
@@ -30,9 +34,11 @@ pub(super) enum Format {
 /// Flags of `herald bundle show`.
 #[derive(Debug, Args)]
 pub(super) struct ShowArgs {
-    /// Server data directory to read.
+    /// Server data directory to read instead of asking the server.
     #[arg(long)]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    socket: SocketArgs,
     /// Encoding.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -45,24 +51,10 @@ pub(super) fn run(cmd: BundleCmd) -> Result<(), CliError> {
 }
 
 fn show(args: ShowArgs) -> Result<(), CliError> {
-    if !args.data_dir.exists() {
-        return Err(CliError::BadInput(format!(
-            "--data-dir: {} does not exist",
-            args.data_dir.display()
-        )));
-    }
-    let dir = DataDir::open(&args.data_dir)?;
-    let td = dir.own_trust_domain()?.ok_or_else(|| {
-        CliError::BadInput(format!(
-            "--data-dir: {} holds no CA yet",
-            args.data_dir.display()
-        ))
-    })?;
-    let bundle = dir
-        .store
-        .get_bundle(&td)
-        .map_err(|e| CliError::Failed(e.to_string()))?
-        .ok_or_else(|| CliError::Failed(format!("no bundle stored for {td}")))?;
+    let bundle = match &args.data_dir {
+        Some(dir) => from_data_dir(dir)?,
+        None => from_server(&args.socket)?,
+    };
     match args.format {
         Format::Spiffe => println!(
             "{}",
@@ -77,4 +69,37 @@ fn show(args: ShowArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+fn from_server(socket: &SocketArgs) -> Result<Bundle, CliError> {
+    let client = AdminClient::connect(&socket.socket)?;
+    let reply = client
+        .run(client.bundles().get_bundle(admin::GetBundleRequest {}))
+        .map_err(status_error)?
+        .into_inner();
+    let bad = |e: &dyn std::fmt::Display| {
+        CliError::Failed(format!("the server sent an unusable bundle: {e}"))
+    };
+    let td = TrustDomain::new(&reply.trust_domain).map_err(|e| bad(&e))?;
+    Bundle::from_spiffe_json(td, reply.spiffe_json.as_bytes()).map_err(|e| bad(&e))
+}
+
+fn from_data_dir(data_dir: &std::path::Path) -> Result<Bundle, CliError> {
+    if !data_dir.exists() {
+        return Err(CliError::BadInput(format!(
+            "--data-dir: {} does not exist",
+            data_dir.display()
+        )));
+    }
+    let dir = DataDir::open(data_dir)?;
+    let td = dir.own_trust_domain()?.ok_or_else(|| {
+        CliError::BadInput(format!(
+            "--data-dir: {} holds no CA yet",
+            data_dir.display()
+        ))
+    })?;
+    dir.store
+        .get_bundle(&td)
+        .map_err(|e| CliError::Failed(e.to_string()))?
+        .ok_or_else(|| CliError::Failed(format!("no bundle stored for {td}")))
 }

@@ -8,15 +8,19 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin_client;
 mod agent_run;
+mod agents;
 mod api;
 mod bundle;
 mod data_dir;
 mod dev;
+mod entry;
 mod jwt;
 mod pending;
 mod runtime;
 mod server;
+mod token;
 mod x509;
 
 /// Herald: SPIFFE workload identity. A server is the CA of one trust domain;
@@ -42,12 +46,12 @@ enum Command {
     Server(server::ServerCmd),
     /// Run a node agent, or manage attested agents through the server.
     #[command(subcommand)]
-    Agent(pending::AgentCmd),
+    Agent(agents::AgentCmd),
     /// Run server and agent in one process with zero configuration, for trying Herald out.
     Dev(dev::DevArgs),
     /// Registration entries: which workloads get which SPIFFE IDs.
     #[command(subcommand)]
-    Entry(pending::EntryCmd),
+    Entry(entry::EntryCmd),
     /// Trust bundles: this trust domain's, and federated ones.
     #[command(subcommand)]
     Bundle(bundle::BundleCmd),
@@ -56,7 +60,7 @@ enum Command {
     Federation(pending::FederationCmd),
     /// Join tokens that let a new agent attest.
     #[command(subcommand)]
-    Token(pending::TokenCmd),
+    Token(token::TokenCmd),
     /// X509-SVIDs minted directly, outside any agent.
     #[command(subcommand)]
     X509(x509::X509Cmd),
@@ -111,7 +115,7 @@ pub fn main() -> ExitCode {
     // Roles (server, agent, dev) set up logging from their configuration.
     if !matches!(
         cli.command,
-        Command::Server(_) | Command::Dev(_) | Command::Agent(pending::AgentCmd::Run { .. })
+        Command::Server(_) | Command::Dev(_) | Command::Agent(agents::AgentCmd::Run(_))
     ) {
         init_logging(cli.log_level.as_deref().unwrap_or("warn"));
     }
@@ -141,12 +145,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Jwt(cmd) => jwt::run(cmd),
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Server(cmd) => server::run(cmd, log),
-        Command::Agent(pending::AgentCmd::Run { config }) => agent_run::run(&config, log),
-        Command::Agent(_) => pending::not_yet("agent"),
+        Command::Agent(agents::AgentCmd::Run(pending::AgentCmd::Run { config })) => {
+            agent_run::run(&config, log)
+        }
+        Command::Agent(cmd) => agents::run(cmd),
         Command::Dev(args) => dev::run(args, log),
-        Command::Entry(_) => pending::not_yet("entry"),
+        Command::Entry(cmd) => entry::run(cmd),
         Command::Federation(_) => pending::not_yet("federation"),
-        Command::Token(_) => pending::not_yet("token"),
+        Command::Token(cmd) => token::run(cmd),
         Command::Authority(_) => pending::not_yet("authority"),
         Command::Check(_) => pending::not_yet("check"),
         Command::Healthcheck(_) => pending::not_yet("healthcheck"),

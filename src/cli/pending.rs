@@ -14,7 +14,8 @@ pub(super) fn not_yet(what: &str) -> Result<(), CliError> {
     )))
 }
 
-/// `herald agent ...`
+/// `herald agent run`; the admin commands of the group (list, show,
+/// evict, ban) live in `agents.rs`, which flattens this in.
 #[derive(Debug, Subcommand)]
 pub(super) enum AgentCmd {
     /// Start the agent from a TOML configuration file.
@@ -23,29 +24,6 @@ pub(super) enum AgentCmd {
         #[arg(long)]
         config: std::path::PathBuf,
     },
-    /// List attested agents.
-    List,
-    /// Show one attested agent.
-    Show,
-    /// Evict an agent: it must attest again.
-    Evict,
-    /// Ban an agent: it may never attest again under that ID.
-    Ban,
-}
-
-/// `herald entry ...`
-#[derive(Debug, Subcommand)]
-pub(super) enum EntryCmd {
-    /// Create registration entries.
-    Create,
-    /// Update a registration entry.
-    Update,
-    /// Delete registration entries.
-    Delete,
-    /// Show one registration entry.
-    Show,
-    /// List registration entries, paged and filtered.
-    List,
 }
 
 /// `herald federation ...`
@@ -63,13 +41,6 @@ pub(super) enum FederationCmd {
     Delete,
     /// Fetch a federated bundle now instead of at its refresh hint.
     Refresh,
-}
-
-/// `herald token ...`
-#[derive(Debug, Subcommand)]
-pub(super) enum TokenCmd {
-    /// Generate a single-use join token for a new agent.
-    Generate,
 }
 
 /// `herald authority ...`

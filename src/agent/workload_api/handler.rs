@@ -1,0 +1,367 @@
+//! Per-request plumbing of the Workload API: the security header, the
+//! caller's credentials and span, attestation, waiting for the cache, and
+//! the generated service trait, method by method.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tonic::metadata::MetadataMap;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
+
+use super::stream::{self, ResponseStream};
+use super::{responses, WorkloadApi};
+use crate::agent::cache::CacheSnapshot;
+use crate::proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
+use crate::proto::workload::{
+    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
+    ValidateJwtsvidRequest, ValidateJwtsvidResponse, WitBundlesRequest, WitBundlesResponse,
+    WitsvidRequest, WitsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
+    X509svidResponse,
+};
+use crate::spiffe::SpiffeId;
+use crate::store::Selector;
+
+/// The metadata every Workload API request must carry (SSRF hardening).
+const SECURITY_HEADER: &str = "workload.spiffe.io";
+
+// === request plumbing ===
+
+/// The kernel's view of the caller (SO_PEERCRED).
+#[derive(Debug, Clone, Copy)]
+struct Caller {
+    pid: i32,
+    uid: u32,
+    gid: u32,
+}
+
+/// The service the generated server wraps; `stop` turns true at shutdown.
+pub(super) struct Handler {
+    pub(super) api: WorkloadApi,
+    pub(super) stop: watch::Receiver<bool>,
+}
+
+/// Checks that `workload.spiffe.io` appears exactly once, with value `true`.
+fn check_security_header(metadata: &MetadataMap) -> Result<(), Status> {
+    let mut values = metadata.get_all(SECURITY_HEADER).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) if v.as_bytes() == b"true" => Ok(()),
+        _ => Err(Status::invalid_argument(
+            "security header missing from request",
+        )),
+    }
+}
+
+/// Opens the request's span (carrying the caller's pid and uid), checks the
+/// security header, and reads the caller's credentials.
+fn begin<T>(request: &Request<T>, method: &'static str) -> (tracing::Span, Result<Caller, Status>) {
+    let cred = request
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|info| info.peer_cred);
+    let span = tracing::info_span!(
+        "workload_api",
+        method,
+        pid = tracing::field::Empty,
+        uid = tracing::field::Empty
+    );
+    if let Some(cred) = cred {
+        span.record("uid", cred.uid());
+        if let Some(pid) = cred.pid() {
+            span.record("pid", pid);
+        }
+    }
+    let caller = span.in_scope(|| {
+        check_security_header(request.metadata()).inspect_err(|_| {
+            tracing::debug!("request without the security header");
+        })?;
+        let cred = cred.ok_or_else(|| {
+            tracing::warn!("connection without peer credentials");
+            Status::unavailable("cannot identify the caller: no peer credentials")
+        })?;
+        let pid = cred.pid().ok_or_else(|| {
+            tracing::warn!("peer credentials without a pid");
+            Status::unavailable("cannot identify the caller: no peer pid")
+        })?;
+        Ok(Caller {
+            pid,
+            uid: cred.uid(),
+            gid: cred.gid(),
+        })
+    });
+    (span, caller)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+// === impl Handler ===
+
+impl Handler {
+    /// The caller's selectors, attested on a blocking thread.
+    async fn attest(&self, caller: Caller) -> Result<Vec<Selector>, Status> {
+        let attestor = self.api.attestor.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            attestor.attest(caller.pid, caller.uid, caller.gid)
+        })
+        .await;
+        match result {
+            Ok(Ok(selectors)) => {
+                tracing::debug!(selectors = selectors.len(), "attested");
+                Ok(selectors)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "workload attestation failed");
+                Err(Status::unavailable("workload attestation failed"))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "workload attestation task failed");
+                Err(Status::unavailable("workload attestation failed"))
+            }
+        }
+    }
+
+    /// A receiver positioned at the first ready snapshot, and that snapshot;
+    /// Unavailable if the cache is not ready within the timeout.
+    async fn ready(
+        &self,
+    ) -> Result<(watch::Receiver<Arc<CacheSnapshot>>, Arc<CacheSnapshot>), Status> {
+        let mut rx = self.api.cache.subscribe();
+        let waited = tokio::time::timeout(self.api.ready_timeout, async {
+            rx.wait_for(|s| s.ready).await.map(|snap| Arc::clone(&snap))
+        })
+        .await;
+        let snap = match waited {
+            Ok(Ok(snap)) => snap,
+            Ok(Err(_)) => return Err(Status::unavailable("the identity cache was closed")),
+            Err(_) => {
+                tracing::debug!("cache not ready");
+                return Err(Status::unavailable(
+                    "the agent has not synced with its server yet",
+                ));
+            }
+        };
+        Ok((rx, snap))
+    }
+
+    /// The common body of the three streams: attest once, wait for the
+    /// cache, build the first response (errors are the call's status), then
+    /// follow the cache with the selectors fixed for the stream's life.
+    async fn open_stream<R>(
+        &self,
+        span: tracing::Span,
+        caller: Result<Caller, Status>,
+        build: fn(&CacheSnapshot, &[Selector]) -> Result<R, Status>,
+    ) -> Result<Response<ResponseStream<R>>, Status>
+    where
+        R: Clone + PartialEq + Send + 'static,
+    {
+        let stream_span = span.clone();
+        async move {
+            let selectors = self.attest(caller?).await?;
+            let (rx, snap) = self.ready().await?;
+            let first = build(&snap, &selectors).inspect_err(|s| {
+                tracing::debug!(code = ?s.code(), message = s.message(), "refused");
+            })?;
+            Ok(Response::new(stream::watch_stream(
+                first,
+                rx,
+                self.stop.clone(),
+                move |snap: &CacheSnapshot| build(snap, &selectors),
+                stream_span,
+            )))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn fetch_jwt_svids(
+        &self,
+        caller: Result<Caller, Status>,
+        req: JwtsvidRequest,
+    ) -> Result<JwtsvidResponse, Status> {
+        let caller = caller?;
+        if req.audience.iter().all(String::is_empty) {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        let wanted =
+            match req.spiffe_id.as_str() {
+                "" => None,
+                s => Some(SpiffeId::parse(s).map_err(|e| {
+                    Status::invalid_argument(format!("invalid spiffe_id {s:?}: {e}"))
+                })?),
+            };
+        let selectors = self.attest(caller).await?;
+        let (_, snap) = self.ready().await?;
+        let mut ids = responses::entitled(&snap, &selectors)?;
+        if let Some(wanted) = &wanted {
+            ids.retain(|id| &id.spiffe_id == wanted);
+            if ids.is_empty() {
+                tracing::debug!(spiffe_id = %wanted.as_str(), "requested identity not entitled");
+                return Err(Status::permission_denied(format!(
+                    "{} for {}",
+                    responses::NO_IDENTITY,
+                    wanted.as_str()
+                )));
+            }
+        }
+        let mut svids = Vec::with_capacity(ids.len());
+        for id in ids {
+            let token = self
+                .api
+                .jwt
+                .fetch_jwt_svid(&id.entry_id, &req.audience)
+                .await
+                .map_err(|s| {
+                    tracing::warn!(entry_id = %id.entry_id, code = ?s.code(), message = s.message(), "JWT-SVID minting failed");
+                    Status::unavailable(format!(
+                        "could not mint a JWT-SVID for {}: {}",
+                        id.spiffe_id.as_str(),
+                        s.message()
+                    ))
+                })?;
+            tracing::debug!(entry_id = %id.entry_id, spiffe_id = %id.spiffe_id.as_str(), "minted JWT-SVID");
+            svids.push(Jwtsvid {
+                spiffe_id: id.spiffe_id.as_str().to_owned(),
+                svid: token,
+                hint: id.hint.clone(),
+            });
+        }
+        Ok(JwtsvidResponse { svids })
+    }
+
+    async fn validate(
+        &self,
+        caller: Result<Caller, Status>,
+        req: ValidateJwtsvidRequest,
+    ) -> Result<ValidateJwtsvidResponse, Status> {
+        caller?;
+        if req.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if req.svid.is_empty() {
+            return Err(Status::invalid_argument("svid must be specified"));
+        }
+        let (_, snap) = self.ready().await?;
+        let claims = crate::ca::verify_jwt_svid(
+            &req.svid,
+            |td| responses::bundle_for(&snap, td),
+            &req.audience,
+            unix_now(),
+        )
+        .map_err(|e| {
+            tracing::debug!(error = %e, "JWT-SVID rejected");
+            Status::invalid_argument(e.to_string())
+        })?;
+        let foreign = claims.sub.trust_domain() != &snap.trust_domain;
+        tracing::debug!(spiffe_id = %claims.sub.as_str(), "JWT-SVID valid");
+        Ok(ValidateJwtsvidResponse {
+            spiffe_id: claims.sub.as_str().to_owned(),
+            claims: Some(responses::claims_struct(&claims, foreign)),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for Handler {
+    type FetchX509SVIDStream = ResponseStream<X509svidResponse>;
+    type FetchX509BundlesStream = ResponseStream<X509BundlesResponse>;
+    type FetchJWTBundlesStream = ResponseStream<JwtBundlesResponse>;
+    type FetchWITSVIDStream = ResponseStream<WitsvidResponse>;
+    type FetchWITBundlesStream = ResponseStream<WitBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        request: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let (span, caller) = begin(&request, "FetchX509SVID");
+        self.open_stream(span, caller, responses::x509_svid_response)
+            .await
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        let (span, caller) = begin(&request, "FetchX509Bundles");
+        self.open_stream(span, caller, responses::x509_bundles_response)
+            .await
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        request: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        let (span, caller) = begin(&request, "FetchJWTSVID");
+        self.fetch_jwt_svids(caller, request.into_inner())
+            .instrument(span)
+            .await
+            .map(Response::new)
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        request: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        let (span, caller) = begin(&request, "FetchJWTBundles");
+        self.open_stream(span, caller, responses::jwt_bundles_response)
+            .await
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        request: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        let (span, caller) = begin(&request, "ValidateJWTSVID");
+        self.validate(caller, request.into_inner())
+            .instrument(span)
+            .await
+            .map(Response::new)
+    }
+
+    async fn fetch_witsvid(
+        &self,
+        request: Request<WitsvidRequest>,
+    ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
+        let (_span, caller) = begin(&request, "FetchWITSVID");
+        caller?;
+        Err(Status::unimplemented(
+            "the WIT-SVID profile is not supported",
+        ))
+    }
+
+    async fn fetch_wit_bundles(
+        &self,
+        request: Request<WitBundlesRequest>,
+    ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
+        let (_span, caller) = begin(&request, "FetchWITBundles");
+        caller?;
+        Err(Status::unimplemented(
+            "the WIT-SVID profile is not supported",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_header_must_be_exactly_one_true() {
+        let mut md = MetadataMap::new();
+        assert!(check_security_header(&md).is_err());
+        md.insert(SECURITY_HEADER, "True".parse().unwrap());
+        assert!(check_security_header(&md).is_err());
+        md.insert(SECURITY_HEADER, "true".parse().unwrap());
+        assert!(check_security_header(&md).is_ok());
+        md.append(SECURITY_HEADER, "true".parse().unwrap());
+        let err = check_security_header(&md).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.message(), "security header missing from request");
+    }
+}

@@ -1,0 +1,84 @@
+//! `herald token generate`: a single-use join token for a new agent,
+//! created on a running server over its admin socket.
+
+use clap::{Args, Subcommand};
+
+use super::admin_client::{format_time, secs_i32, status_error, AdminClient, SocketArgs};
+use super::{CliError, Output};
+use crate::proto::admin;
+
+/// `herald token ...`
+#[derive(Debug, Subcommand)]
+pub(super) enum TokenCmd {
+    /// Generate a single-use join token for a new agent.
+    Generate(GenerateArgs),
+}
+
+/// Flags of `herald token generate`.
+#[derive(Debug, Args)]
+pub(super) struct GenerateArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// How long the token stays valid (e.g. 10m); the server default when absent.
+    #[arg(long)]
+    ttl: Option<String>,
+    /// The SPIFFE ID the agent gets; by default
+    /// spiffe://<td>/herald/agent/join_token/<token>.
+    #[arg(long = "spiffe-id", value_name = "AGENT_ID")]
+    spiffe_id: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+pub(super) fn run(cmd: TokenCmd) -> Result<(), CliError> {
+    match cmd {
+        TokenCmd::Generate(args) => generate(args),
+    }
+}
+
+fn generate(args: GenerateArgs) -> Result<(), CliError> {
+    let ttl = match &args.ttl {
+        Some(v) => {
+            let ttl = secs_i32("ttl", v)?;
+            if ttl < 1 {
+                return Err(CliError::BadInput("--ttl: must be at least 1s".into()));
+            }
+            ttl
+        }
+        None => 0,
+    };
+    let client = AdminClient::connect(&args.socket.socket)?;
+    let token = client
+        .run(
+            client
+                .agents()
+                .create_join_token(admin::CreateJoinTokenRequest {
+                    ttl,
+                    token: String::new(),
+                    agent_id: args.spiffe_id.clone().unwrap_or_default(),
+                }),
+        )
+        .map_err(status_error)?
+        .into_inner();
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "token": token.value,
+                "agent_id": token.agent_id,
+                "expires_at": token.expires_at,
+            })
+        ),
+        Output::Table => {
+            println!("Token:      {}", token.value);
+            println!("Agent ID:   {}", token.agent_id);
+            println!(
+                "Expires at: {} ({})",
+                format_time(token.expires_at),
+                token.expires_at
+            );
+        }
+    }
+    Ok(())
+}
