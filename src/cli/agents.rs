@@ -97,7 +97,13 @@ fn list(args: ListArgs) -> Result<(), CliError> {
                 })
                 .collect();
             print_table(
-                &["SPIFFE ID", "ATTESTATION", "SVID SERIAL", "SVID EXPIRES", "BANNED"],
+                &[
+                    "SPIFFE ID",
+                    "ATTESTATION",
+                    "SVID SERIAL",
+                    "SVID EXPIRES",
+                    "BANNED",
+                ],
                 &rows,
             );
             println!("{} agents", agents.len());

@@ -41,7 +41,11 @@ pub(super) struct EntryFields {
     #[arg(long, required_unless_present = "data")]
     parent_id: Option<String>,
     /// A selector `type:value` the workload must match; repeat for several.
-    #[arg(long = "selector", value_name = "TYPE:VALUE", required_unless_present = "data")]
+    #[arg(
+        long = "selector",
+        value_name = "TYPE:VALUE",
+        required_unless_present = "data"
+    )]
     selectors: Vec<String>,
     /// X509-SVID lifetime (e.g. 1h); the server default when absent.
     #[arg(long)]

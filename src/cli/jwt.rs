@@ -1,12 +1,15 @@
-//! `herald jwt mint`: a JWT-SVID signed by the JWT key of a server data
-//! directory (`--data-dir`), printed on stdout.
+//! `herald jwt mint`: a JWT-SVID printed on stdout, signed by a running
+//! server over its admin socket, or by the JWT key of a server data
+//! directory (`--data-dir`).
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use super::admin_client::{status_error, AdminClient, SocketArgs};
 use super::data_dir::DataDir;
 use super::{duration_flag, now_unix, CliError, Output};
+use crate::proto::admin;
 use crate::server::authorities::CaSettings;
 use crate::spiffe::SpiffeId;
 
@@ -20,18 +23,22 @@ pub(super) enum JwtCmd {
 /// Flags of `herald jwt mint`.
 #[derive(Debug, Args)]
 pub(super) struct MintArgs {
-    /// Server data directory whose JWT key signs (created if new).
+    /// Server data directory whose JWT key signs (created if new), instead
+    /// of asking the server.
     #[arg(long)]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    socket: SocketArgs,
     /// The SPIFFE ID to put in `sub`.
     #[arg(long)]
     spiffe_id: String,
     /// Audience to put in `aud`; repeat for several.
     #[arg(long = "audience", required = true)]
     audiences: Vec<String>,
-    /// Lifetime of the token (capped at the key's).
-    #[arg(long, default_value = "5m")]
-    ttl: String,
+    /// Lifetime of the token (capped at the key's); by default the server's
+    /// default, or 5m with --data-dir.
+    #[arg(long)]
+    ttl: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     output: Output,
@@ -49,18 +56,49 @@ fn mint(args: MintArgs) -> Result<(), CliError> {
     if args.audiences.iter().any(|a| a.is_empty()) {
         return Err(CliError::BadInput("--audience: must not be empty".into()));
     }
-    let ttl = duration_flag("ttl", &args.ttl)?;
-    let dir = DataDir::open(&args.data_dir)?;
-    let authorities = dir.authorities(id.trust_domain(), CaSettings::default())?;
-    let now = now_unix();
-    let token = authorities
-        .jwt()
-        .sign(&id, &args.audiences, ttl, now)
-        .map_err(|e| CliError::BadInput(e.to_string()))?;
+    let ttl = match &args.ttl {
+        Some(v) => Some(duration_flag("ttl", v)?),
+        None => None,
+    };
+    let (token, expires_at) = match &args.data_dir {
+        Some(data_dir) => {
+            let ttl = ttl.unwrap_or(300);
+            let dir = DataDir::open(data_dir)?;
+            let authorities = dir.authorities(id.trust_domain(), CaSettings::default())?;
+            let now = now_unix();
+            let token = authorities
+                .jwt()
+                .sign(&id, &args.audiences, ttl, now)
+                .map_err(|e| CliError::BadInput(e.to_string()))?;
+            (token, (now + ttl).min(authorities.jwt().not_after()))
+        }
+        None => {
+            let ttl = match ttl {
+                Some(t) if t < 1 => {
+                    return Err(CliError::BadInput("--ttl: must be at least 1s".into()))
+                }
+                Some(t) => i32::try_from(t)
+                    .map_err(|_| CliError::BadInput(format!("--ttl: {t}s is too long")))?,
+                None => 0,
+            };
+            let client = AdminClient::connect(&args.socket.socket)?;
+            let svid = client
+                .run(client.svids().mint_jwtsvid(admin::MintJwtsvidRequest {
+                    id: id.to_string(),
+                    audience: args.audiences.clone(),
+                    ttl,
+                }))
+                .map_err(status_error)?
+                .into_inner()
+                .svid
+                .ok_or_else(|| CliError::Failed("the server answered without an SVID".into()))?;
+            (svid.token, svid.expires_at)
+        }
+    };
     match args.output {
         Output::Json => println!(
             "{}",
-            serde_json::json!({ "spiffe_id": id.as_str(), "token": token, "expires_at": (now + ttl).min(authorities.jwt().not_after()) })
+            serde_json::json!({ "spiffe_id": id.as_str(), "token": token, "expires_at": expires_at })
         ),
         Output::Table => println!("{token}"),
     }

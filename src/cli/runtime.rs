@@ -18,8 +18,10 @@ pub(super) fn init_role_logging(flag: Option<&str>, config_level: &str, format: 
     let level = flag.unwrap_or(config_level);
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A logger may already be installed (tests run commands in-process); keep it.
     let _ = match format {

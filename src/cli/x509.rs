@@ -1,7 +1,9 @@
 //! `herald x509 mint`: an X509-SVID minted outside any agent, for operators
-//! and for tests of the certificate profile. With `--data-dir` it signs with
-//! the CA kept in that server data directory (creating one in a new
-//! directory); the admin-API form comes with the server.
+//! and for tests of the certificate profile. By default a running server
+//! signs it over its admin socket: the key is generated here and only a CSR
+//! (whose one URI SAN is the SPIFFE ID) leaves this process. With
+//! `--data-dir` it signs with the CA kept in that server data directory
+//! (creating one in a new directory).
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -9,10 +11,12 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
+use super::admin_client::{status_error, AdminClient, SocketArgs};
 use super::data_dir::DataDir;
 use super::{duration_flag, now_unix, CliError, Output};
 use crate::ca::keys::der_to_pem;
-use crate::ca::KeyType;
+use crate::ca::{KeyPair, KeyType};
+use crate::proto::admin;
 use crate::server::authorities::CaSettings;
 use crate::spiffe::SpiffeId;
 
@@ -26,25 +30,29 @@ pub(super) enum X509Cmd {
 /// Flags of `herald x509 mint`.
 #[derive(Debug, Args)]
 pub(super) struct MintArgs {
-    /// Server data directory whose CA signs (created if new).
+    /// Server data directory whose CA signs (created if new), instead of
+    /// asking the server.
     #[arg(long)]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    socket: SocketArgs,
     /// The SPIFFE ID to certify, e.g. spiffe://example.org/web.
     #[arg(long)]
     spiffe_id: String,
-    /// Lifetime of the SVID (capped at the CA's).
-    #[arg(long, default_value = "1h")]
-    ttl: String,
+    /// Lifetime of the SVID (capped at the CA's); by default the server's
+    /// default, or 1h with --data-dir.
+    #[arg(long)]
+    ttl: Option<String>,
     /// DNS SAN to add; repeat for several. The first is also the subject CN.
     #[arg(long = "dns-name")]
     dns_names: Vec<String>,
     /// Key type of the SVID's key.
     #[arg(long, default_value = "ec-p256")]
     key_type: String,
-    /// Key type of a CA created in a new data directory.
+    /// Key type of a CA created in a new data directory (--data-dir only).
     #[arg(long, default_value = "ec-p256")]
     ca_key_type: String,
-    /// Lifetime of a CA created in a new data directory.
+    /// Lifetime of a CA created in a new data directory (--data-dir only).
     #[arg(long, default_value = "24h")]
     ca_ttl: String,
     /// Write svid.pem (chain), svid.key (0600) and bundle.pem into this
@@ -70,10 +78,16 @@ fn mint(args: MintArgs) -> Result<(), CliError> {
             "--spiffe-id: {id} has no path; an X509-SVID needs one (spiffe://<td>/<path>)"
         )));
     }
-    let ttl = duration_flag("ttl", &args.ttl)?;
-    if ttl < 1 {
-        return Err(CliError::BadInput("--ttl: must be at least 1s".into()));
-    }
+    let ttl = match &args.ttl {
+        Some(v) => {
+            let ttl = duration_flag("ttl", v)?;
+            if ttl < 1 {
+                return Err(CliError::BadInput("--ttl: must be at least 1s".into()));
+            }
+            Some(ttl)
+        }
+        None => None,
+    };
     let ca_ttl = duration_flag("ca-ttl", &args.ca_ttl)?;
     if ca_ttl < 60 {
         return Err(CliError::BadInput("--ca-ttl: must be at least 60s".into()));
@@ -90,32 +104,28 @@ fn mint(args: MintArgs) -> Result<(), CliError> {
         check_dns_name(name)?;
     }
 
-    let dir = DataDir::open(&args.data_dir)?;
-    let authorities = dir.authorities(
-        id.trust_domain(),
-        CaSettings {
-            key_type: ca_key_type,
-            ca_ttl_secs: ca_ttl,
-        },
-    )?;
-    let minted = authorities
-        .mint_x509_svid(&dir.store, &id, key_type, ttl, &args.dns_names, now_unix())
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-    tracing::info!(spiffe_id = %id, serial = %minted.cert.serial, "minted X509-SVID");
-
-    let chain_pem: String = minted
-        .cert
-        .chain
-        .iter()
-        .map(|c| der_to_pem(c, "CERTIFICATE"))
-        .collect();
-    let bundle_pem: String = authorities
-        .bundle()
-        .x509_authorities
-        .iter()
-        .map(|c| der_to_pem(c, "CERTIFICATE"))
-        .collect();
-    let key_pem = minted.key.to_pkcs8_pem();
+    let minted = match &args.data_dir {
+        Some(data_dir) => mint_local(
+            data_dir,
+            &id,
+            key_type,
+            ttl.unwrap_or(3600),
+            &args.dns_names,
+            CaSettings {
+                key_type: ca_key_type,
+                ca_ttl_secs: ca_ttl,
+            },
+        )?,
+        None => mint_remote(&args.socket, &id, key_type, ttl, &args.dns_names)?,
+    };
+    tracing::info!(spiffe_id = %id, serial = %minted.serial, "minted X509-SVID");
+    let Minted {
+        serial,
+        expires_at,
+        chain_pem,
+        key_pem,
+        bundle_pem,
+    } = minted;
 
     let files = match &args.write {
         Some(out) => {
@@ -136,8 +146,8 @@ fn mint(args: MintArgs) -> Result<(), CliError> {
         Output::Json => {
             let mut doc = serde_json::json!({
                 "spiffe_id": id.as_str(),
-                "serial": minted.cert.serial,
-                "expires_at": minted.cert.not_after,
+                "serial": serial,
+                "expires_at": expires_at,
             });
             match &files {
                 Some([svid, key, bundle]) => {
@@ -155,8 +165,8 @@ fn mint(args: MintArgs) -> Result<(), CliError> {
         }
         Output::Table => {
             println!("SPIFFE ID:  {id}");
-            println!("Serial:     {}", minted.cert.serial);
-            println!("Expires at: {}", minted.cert.not_after);
+            println!("Serial:     {serial}");
+            println!("Expires at: {expires_at}");
             match &files {
                 Some([svid, key, bundle]) => {
                     println!("SVID:       {}", svid.display());
@@ -168,6 +178,101 @@ fn mint(args: MintArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// An X509-SVID ready to print or write.
+struct Minted {
+    serial: String,
+    expires_at: i64,
+    chain_pem: String,
+    key_pem: String,
+    bundle_pem: String,
+}
+
+fn pem_certs(ders: &[Vec<u8>]) -> String {
+    ders.iter().map(|c| der_to_pem(c, "CERTIFICATE")).collect()
+}
+
+/// Signs with the CA of a data directory.
+fn mint_local(
+    data_dir: &Path,
+    id: &SpiffeId,
+    key_type: KeyType,
+    ttl: i64,
+    dns_names: &[String],
+    ca: CaSettings,
+) -> Result<Minted, CliError> {
+    let dir = DataDir::open(data_dir)?;
+    let authorities = dir.authorities(id.trust_domain(), ca)?;
+    let minted = authorities
+        .mint_x509_svid(&dir.store, id, key_type, ttl, dns_names, now_unix())
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    Ok(Minted {
+        serial: minted.cert.serial,
+        expires_at: minted.cert.not_after,
+        chain_pem: pem_certs(&minted.cert.chain),
+        key_pem: minted.key.to_pkcs8_pem(),
+        bundle_pem: pem_certs(&authorities.bundle().x509_authorities),
+    })
+}
+
+/// Generates the key here and has the server sign a CSR for it.
+fn mint_remote(
+    socket: &SocketArgs,
+    id: &SpiffeId,
+    key_type: KeyType,
+    ttl: Option<i64>,
+    dns_names: &[String],
+) -> Result<Minted, CliError> {
+    let ttl = match ttl {
+        Some(t) => {
+            i32::try_from(t).map_err(|_| CliError::BadInput(format!("--ttl: {t}s is too long")))?
+        }
+        None => 0,
+    };
+    let key = KeyPair::generate(key_type).map_err(|e| CliError::Failed(e.to_string()))?;
+    let csr = build_csr(&key, id, dns_names)?;
+    let client = AdminClient::connect(&socket.socket)?;
+    let reply = client
+        .run(
+            client
+                .svids()
+                .mint_x509svid(admin::MintX509svidRequest { csr, ttl }),
+        )
+        .map_err(status_error)?
+        .into_inner();
+    let svid = reply
+        .svid
+        .ok_or_else(|| CliError::Failed("the server answered without an SVID".into()))?;
+    let leaf = svid
+        .cert_chain
+        .first()
+        .ok_or_else(|| CliError::Failed("the server answered an empty chain".into()))?;
+    let facts = crate::ca::x509::cert_facts(leaf)
+        .map_err(|e| CliError::Failed(format!("the server sent an unusable certificate: {e}")))?;
+    Ok(Minted {
+        serial: facts.serial,
+        expires_at: svid.expires_at,
+        chain_pem: pem_certs(&svid.cert_chain),
+        key_pem: key.to_pkcs8_pem(),
+        bundle_pem: pem_certs(&reply.bundle),
+    })
+}
+
+/// A PKCS#10 request over `key` whose one URI SAN is `id`, plus the DNS SANs.
+fn build_csr(key: &KeyPair, id: &SpiffeId, dns_names: &[String]) -> Result<Vec<u8>, CliError> {
+    let fail = |e: rcgen::Error| CliError::Failed(format!("cannot build the CSR: {e}"));
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let uri = rcgen::string::Ia5String::try_from(id.as_str()).map_err(fail)?;
+    params.subject_alt_names.push(rcgen::SanType::URI(uri));
+    for name in dns_names {
+        let name = rcgen::string::Ia5String::try_from(name.as_str())
+            .map_err(|e| CliError::BadInput(format!("--dns-name: {name:?}: {e}")))?;
+        params.subject_alt_names.push(rcgen::SanType::DnsName(name));
+    }
+    let csr = params.serialize_request(key.rcgen()).map_err(fail)?;
+    Ok(csr.der().to_vec())
 }
 
 /// DNS SANs must be plain hostnames (a leading `*.` wildcard allowed).

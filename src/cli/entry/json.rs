@@ -17,14 +17,20 @@ use crate::proto::admin;
 /// Reads `{"entries": [...]}` from `path`.
 pub(super) fn read_data_file(path: &Path) -> Result<Vec<admin::Entry>, CliError> {
     let bad = |m: String| CliError::BadInput(format!("--data: {m}"));
-    let text = std::fs::read(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    let text =
+        std::fs::read(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
     let doc: Value = serde_json::from_slice(&text)
         .map_err(|e| bad(format!("{} is not valid JSON: {e}", path.display())))?;
     let entries = doc
         .as_object()
         .and_then(|o| o.get("entries"))
         .and_then(Value::as_array)
-        .ok_or_else(|| bad(format!("{} must hold {{\"entries\": [...]}}", path.display())))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "{} must hold {{\"entries\": [...]}}",
+                path.display()
+            ))
+        })?;
     if entries.is_empty() {
         return Err(bad(format!("{} holds no entries", path.display())));
     }
@@ -136,7 +142,9 @@ fn selectors(v: &Value) -> Result<Vec<admin::Selector>, String> {
                     r#type: t.into(),
                     value: v.into(),
                 }),
-                None => Err(format!("selectors[{i}]: {text:?} must have the form type:value")),
+                None => Err(format!(
+                    "selectors[{i}]: {text:?} must have the form type:value"
+                )),
             },
             Value::Object(o) => {
                 if let Some(k) = o.keys().find(|k| *k != "type" && *k != "value") {
@@ -221,9 +229,14 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let v: Value = serde_json::from_str(r#"{"spiffe_idd":"x"}"#).unwrap();
-        assert_eq!(entry_from_json(&v).unwrap_err(), "spiffe_idd: unknown field");
+        assert_eq!(
+            entry_from_json(&v).unwrap_err(),
+            "spiffe_idd: unknown field"
+        );
         let v: Value = serde_json::from_str(r#"{"x509_svid_ttl":"soon"}"#).unwrap();
-        assert!(entry_from_json(&v).unwrap_err().starts_with("x509_svid_ttl:"));
+        assert!(entry_from_json(&v)
+            .unwrap_err()
+            .starts_with("x509_svid_ttl:"));
         let v: Value = serde_json::from_str(r#"{"x509_svid_ttl":9999999999}"#).unwrap();
         assert!(entry_from_json(&v).unwrap_err().contains("32 bits"));
         let v: Value = serde_json::from_str(r#"{"selectors":["nocolon"]}"#).unwrap();
