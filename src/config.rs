@@ -367,6 +367,13 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_configs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+        ServerConfig::load(&root.join("server.toml")).unwrap();
+        AgentConfig::load(&root.join("agent.toml")).unwrap();
+    }
+
+    #[test]
     fn agent_bootstrap_is_explicit() {
         let base = "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:8081\"\ndata_dir = \"/x\"\n";
         let p = Path::new("agent.toml");
