@@ -230,5 +230,5 @@ fn jwt_mint_prints_a_verifiable_token() {
 
 #[test]
 fn unimplemented_groups_say_so_and_exit_2() {
-    assert_bad_input(&["entry", "list"], "not available in this build yet");
+    assert_bad_input(&["federation", "list"], "not available in this build yet");
 }

@@ -205,3 +205,43 @@ fn restarts_keep_state_and_tokens_are_single_use() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("banned"));
 }
+
+#[test]
+fn agent_serves_cached_svids_while_the_server_is_down_and_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::cluster::free_port();
+    let extra = format!("bind_address = \"127.0.0.1:{port}\"\n");
+    let server_dir = dir.path().join("server");
+    let mut server = start_server(&server_dir, &extra);
+    let (token, agent_id) = server.join_token();
+    let config = agent_config(&server, &dir.path().join("agent"), Some(&token));
+    let mut agent = start_agent(&config);
+    create_entry(&server, "spiffe://example.org/e2e/steady", &agent_id, &[]);
+    rt().block_on(async {
+        let c = client(&agent).await;
+        wait_for_svid(&c).await;
+        server.proc.stop();
+        // The server is gone; the cached SVID is still served.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let svid = c.fetch_x509_svid().await.expect("cached SVID while the server is down");
+        assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/e2e/steady");
+    });
+    agent.proc.wait_for_line("lost the server", Duration::from_secs(10));
+    // The server comes back on the same address; the agent reconnects by itself
+    // and a new entry reaches the workload.
+    let server = start_server(&server_dir, &extra);
+    agent.proc.wait_for_line("connected to the server", Duration::from_secs(40));
+    create_entry(&server, "spiffe://example.org/e2e/after", &agent_id, &[]);
+    rt().block_on(async {
+        let c = client(&agent).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let all = c.fetch_all_x509_svids().await.unwrap_or_default();
+            if all.iter().any(|s| s.spiffe_id().to_string() == "spiffe://example.org/e2e/after") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the new entry never reached the workload after reconnecting");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}

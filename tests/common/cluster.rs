@@ -92,10 +92,11 @@ pub fn start_server(dir: &Path, extra: &str) -> Server {
     let config = dir.join("server.toml");
     let admin_socket = dir.join("admin.sock");
     if !config.exists() {
+        let bind = if extra.contains("bind_address") { "" } else { "bind_address = \"127.0.0.1:0\"\n" };
         std::fs::write(
             &config,
             format!(
-                "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nbind_address = \"127.0.0.1:0\"\nadmin_socket = \"{}\"\nlog_level = \"info\"\n{extra}",
+                "trust_domain = \"example.org\"\ndata_dir = \"{}\"\n{bind}admin_socket = \"{}\"\nlog_level = \"info\"\n{extra}",
                 dir.join("data").display(),
                 admin_socket.display()
             ),
@@ -197,6 +198,11 @@ pub fn start_agent(config: &Path) -> Agent {
         config: config.to_path_buf(),
         socket,
     }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The real uid of this test process.
