@@ -11,7 +11,10 @@ use futures::StreamExt as _;
 use spiffe::{WorkloadApiClient, WorkloadApiError};
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 async fn client(agent: &Agent) -> WorkloadApiClient {
@@ -45,11 +48,25 @@ fn setup(dir: &std::path::Path) -> (Server, Agent, String) {
 
 fn create_entry(server: &Server, id: &str, parent: &str, extra: &[&str]) -> String {
     let uid = format!("unix:uid:{}", my_uid());
-    let mut args = vec!["entry", "create", "--spiffe-id", id, "--parent-id", parent, "--selector", &uid, "--output", "json"];
+    let mut args = vec![
+        "entry",
+        "create",
+        "--spiffe-id",
+        id,
+        "--parent-id",
+        parent,
+        "--selector",
+        &uid,
+        "--output",
+        "json",
+    ];
     args.extend_from_slice(extra);
     let out = server.cli_ok(&args);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["results"][0]["entry"]["id"].as_str().unwrap_or_default().to_string()
+    v["results"][0]["entry"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -77,7 +94,10 @@ fn workload_gets_x509_bundles_and_jwt_from_real_processes() {
         let jwt = c.fetch_jwt_svid(["db"], None).await.unwrap();
         assert_eq!(jwt.spiffe_id().to_string(), "spiffe://example.org/e2e/web");
         let validated = c.validate_jwt_token("db", jwt.token()).await.unwrap();
-        assert_eq!(validated.spiffe_id().to_string(), "spiffe://example.org/e2e/web");
+        assert_eq!(
+            validated.spiffe_id().to_string(),
+            "spiffe://example.org/e2e/web"
+        );
 
         // A tampered token is refused.
         let token = jwt.token().to_string();
@@ -85,12 +105,16 @@ fn workload_gets_x509_bundles_and_jwt_from_real_processes() {
         let forged_claims = {
             use base64::Engine as _;
             let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-            let mut claims: serde_json::Value = serde_json::from_slice(&e.decode(parts[1]).unwrap()).unwrap();
+            let mut claims: serde_json::Value =
+                serde_json::from_slice(&e.decode(parts[1]).unwrap()).unwrap();
             claims["sub"] = "spiffe://example.org/e2e/admin".into();
             e.encode(serde_json::to_vec(&claims).unwrap())
         };
         parts[1] = &forged_claims;
-        assert!(c.validate_jwt_token("db", &parts.join(".")).await.is_err(), "a forged token validated");
+        assert!(
+            c.validate_jwt_token("db", &parts.join(".")).await.is_err(),
+            "a forged token validated"
+        );
     });
     drop(server);
 }
@@ -105,13 +129,23 @@ fn missing_security_header_is_invalid_argument() {
             .unwrap()
             .connect_with_connector(tower::service_fn(move |_| {
                 let p = path.clone();
-                async move { tokio::net::UnixStream::connect(p).await.map(hyper_util::rt::TokioIo::new) }
+                async move {
+                    tokio::net::UnixStream::connect(p)
+                        .await
+                        .map(hyper_util::rt::TokioIo::new)
+                }
             }))
             .await
             .unwrap();
-        let mut raw = herald::proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel);
+        let mut raw =
+            herald::proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(
+                channel,
+            );
         let err = raw
-            .fetch_jwtsvid(herald::proto::workload::JwtsvidRequest { audience: vec!["a".into()], spiffe_id: String::new() })
+            .fetch_jwtsvid(herald::proto::workload::JwtsvidRequest {
+                audience: vec!["a".into()],
+                spiffe_id: String::new(),
+            })
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
@@ -122,24 +156,44 @@ fn missing_security_header_is_invalid_argument() {
 fn open_stream_receives_renewed_svid_before_expiry() {
     let dir = tempfile::tempdir().unwrap();
     let (server, agent, agent_id) = setup(dir.path());
-    create_entry(&server, "spiffe://example.org/e2e/short", &agent_id, &["--x509-svid-ttl", "10s"]);
+    create_entry(
+        &server,
+        "spiffe://example.org/e2e/short",
+        &agent_id,
+        &["--x509-svid-ttl", "10s"],
+    );
     rt().block_on(async {
         let c = client(&agent).await;
         wait_for_svid(&c).await;
         let mut stream = c.stream_x509_svids().await.unwrap();
         let first = stream.next().await.unwrap().unwrap();
-        let first_serial = herald::ca::x509::cert_facts(first.leaf().as_ref()).unwrap().serial;
+        let first_serial = herald::ca::x509::cert_facts(first.leaf().as_ref())
+            .unwrap()
+            .serial;
         let first_expiry = leaf_not_after(first.leaf().as_ref());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let next = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), stream.next())
-                .await
-                .expect("no renewed SVID within 30s")
+            let next = tokio::time::timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                stream.next(),
+            )
+            .await
+            .expect("no renewed SVID within 30s")
+            .unwrap()
+            .unwrap();
+            if herald::ca::x509::cert_facts(next.leaf().as_ref())
                 .unwrap()
-                .unwrap();
-            if herald::ca::x509::cert_facts(next.leaf().as_ref()).unwrap().serial != first_serial {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-                assert!(now < first_expiry, "renewed only after the old SVID expired");
+                .serial
+                != first_serial
+            {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64;
+                assert!(
+                    now < first_expiry,
+                    "renewed only after the old SVID expired"
+                );
                 break;
             }
         }
@@ -166,7 +220,10 @@ fn restarts_keep_state_and_tokens_are_single_use() {
 
     // A reused join token is refused: a second agent with a fresh data dir.
     let other = agent_config(&server, &dir.path().join("agent2"), Some(&token));
-    let out = common::herald().args(["agent", "run", "--config", other.to_str().unwrap()]).output().unwrap();
+    let out = common::herald()
+        .args(["agent", "run", "--config", other.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already used"), "{err}");
@@ -178,30 +235,52 @@ fn restarts_keep_state_and_tokens_are_single_use() {
     let server = start_server(&server_dir, "");
     let shown = server.cli_ok(&["entry", "show", "--entry-id", &entry_id]);
     assert!(shown.contains("spiffe://example.org/e2e/keep"), "{shown}");
-    assert_eq!(server.cli_ok(&["bundle", "show"]), bundle_before, "the CA changed across a restart");
+    assert_eq!(
+        server.cli_ok(&["bundle", "show"]),
+        bundle_before,
+        "the CA changed across a restart"
+    );
     let agents = server.cli_ok(&["agent", "list"]);
     assert!(agents.contains(&agent_id), "{agents}");
 
     // Agent restart: no join token in the config, the saved SVID is reused.
     let config = agent_config(&server, &dir.path().join("agent"), None);
     let agent = start_agent(&config);
-    assert!(agent.proc.log_text().contains("reusing the saved agent SVID"));
+    assert!(agent
+        .proc
+        .log_text()
+        .contains("reusing the saved agent SVID"));
     rt().block_on(async {
         let svid = wait_for_svid(&client(&agent).await).await;
-        assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/e2e/keep");
+        assert_eq!(
+            svid.spiffe_id().to_string(),
+            "spiffe://example.org/e2e/keep"
+        );
     });
 
     // Ban: the agent's stream is cut, and it may not attest again.
     server.cli_ok(&["agent", "ban", "--spiffe-id", &agent_id]);
     let mut agent = agent;
-    agent.proc.wait_for_line("refused this agent", Duration::from_secs(20));
+    agent
+        .proc
+        .wait_for_line("refused this agent", Duration::from_secs(20));
     let (token2, _) = {
-        let out = server.cli_ok(&["token", "generate", "--spiffe-id", &agent_id, "--output", "json"]);
+        let out = server.cli_ok(&[
+            "token",
+            "generate",
+            "--spiffe-id",
+            &agent_id,
+            "--output",
+            "json",
+        ]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         (v["token"].as_str().unwrap().to_string(), ())
     };
     let again = agent_config(&server, &dir.path().join("agent3"), Some(&token2));
-    let out = common::herald().args(["agent", "run", "--config", again.to_str().unwrap()]).output().unwrap();
+    let out = common::herald()
+        .args(["agent", "run", "--config", again.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("banned"));
 }
@@ -223,24 +302,40 @@ fn agent_serves_cached_svids_while_the_server_is_down_and_reconnects() {
         server.proc.stop();
         // The server is gone; the cached SVID is still served.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let svid = c.fetch_x509_svid().await.expect("cached SVID while the server is down");
-        assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/e2e/steady");
+        let svid = c
+            .fetch_x509_svid()
+            .await
+            .expect("cached SVID while the server is down");
+        assert_eq!(
+            svid.spiffe_id().to_string(),
+            "spiffe://example.org/e2e/steady"
+        );
     });
-    agent.proc.wait_for_line("lost the server", Duration::from_secs(10));
+    agent
+        .proc
+        .wait_for_line("lost the server", Duration::from_secs(10));
     // The server comes back on the same address; the agent reconnects by itself
     // and a new entry reaches the workload.
     let server = start_server(&server_dir, &extra);
-    agent.proc.wait_for_line("connected to the server", Duration::from_secs(40));
+    agent
+        .proc
+        .wait_for_line("connected to the server", Duration::from_secs(40));
     create_entry(&server, "spiffe://example.org/e2e/after", &agent_id, &[]);
     rt().block_on(async {
         let c = client(&agent).await;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let all = c.fetch_all_x509_svids().await.unwrap_or_default();
-            if all.iter().any(|s| s.spiffe_id().to_string() == "spiffe://example.org/e2e/after") {
+            if all
+                .iter()
+                .any(|s| s.spiffe_id().to_string() == "spiffe://example.org/e2e/after")
+            {
                 break;
             }
-            assert!(Instant::now() < deadline, "the new entry never reached the workload after reconnecting");
+            assert!(
+                Instant::now() < deadline,
+                "the new entry never reached the workload after reconnecting"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });

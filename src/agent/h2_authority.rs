@@ -18,7 +18,9 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, DuplexStream, ReadBuf};
+use tokio::io::{
+    AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, DuplexStream, ReadBuf,
+};
 use tokio::net::{UnixListener, UnixStream};
 use tonic::transport::server::{Connected, UdsConnectInfo};
 
@@ -50,13 +52,21 @@ impl Connected for ShimmedConn {
 }
 
 impl AsyncRead for ShimmedConn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for ShimmedConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -93,7 +103,10 @@ pub fn shim(stream: UnixStream) -> ShimmedConn {
         let _ = tokio::io::copy(&mut pipe_read, &mut client_write).await;
         let _ = client_write.shutdown().await;
     });
-    ShimmedConn { io: server_side, info }
+    ShimmedConn {
+        io: server_side,
+        info,
+    }
 }
 
 fn bad(msg: &str) -> io::Error {
@@ -137,7 +150,9 @@ where
                 let mut body: &[u8] = &payload;
                 let mut pad = 0usize;
                 if flags & FLAG_PADDED != 0 {
-                    let (&p, rest) = body.split_first().ok_or_else(|| bad("padded HEADERS without pad length"))?;
+                    let (&p, rest) = body
+                        .split_first()
+                        .ok_or_else(|| bad("padded HEADERS without pad length"))?;
                     pad = usize::from(p);
                     body = rest;
                 }
@@ -183,7 +198,14 @@ where
             .decode(&block)
             .map_err(|e| bad(&format!("HPACK: {e}")))?;
         let encoded = encode_literals(&headers);
-        emit_block(&mut to, id, first_flags & FLAG_END_STREAM, &priority, &encoded).await?;
+        emit_block(
+            &mut to,
+            id,
+            first_flags & FLAG_END_STREAM,
+            &priority,
+            &encoded,
+        )
+        .await?;
     }
 }
 
@@ -268,7 +290,9 @@ mod tests {
         assert_eq!(decoded[0], headers[0]);
         assert_eq!(decoded[2], headers[2]);
         let ok = vec![(b":authority".to_vec(), b"localhost:8080".to_vec())];
-        let decoded = loona_hpack::Decoder::new().decode(&encode_literals(&ok)).unwrap();
+        let decoded = loona_hpack::Decoder::new()
+            .decode(&encode_literals(&ok))
+            .unwrap();
         assert_eq!(decoded, ok);
     }
 
@@ -286,10 +310,28 @@ mod tests {
         input.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]); // empty SETTINGS
         let (a, b) = block.split_at(10);
         for (i, part) in [a, b].iter().enumerate() {
-            let kind = if i == 0 { FRAME_HEADERS } else { FRAME_CONTINUATION };
-            let flags = if i == 1 { FLAG_END_HEADERS } else { FLAG_END_STREAM };
+            let kind = if i == 0 {
+                FRAME_HEADERS
+            } else {
+                FRAME_CONTINUATION
+            };
+            let flags = if i == 1 {
+                FLAG_END_HEADERS
+            } else {
+                FLAG_END_STREAM
+            };
             let len = part.len();
-            input.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags, 0, 0, 0, 1]);
+            input.extend_from_slice(&[
+                (len >> 16) as u8,
+                (len >> 8) as u8,
+                len as u8,
+                kind,
+                flags,
+                0,
+                0,
+                0,
+                1,
+            ]);
             input.extend_from_slice(part);
         }
         let mut out = Vec::new();
@@ -301,7 +343,8 @@ mod tests {
         let mut rebuilt = Vec::new();
         let mut frames = 0;
         while !rest.is_empty() {
-            let len = (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
+            let len =
+                (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
             assert!(len <= MAX_FRAME);
             if frames == 0 {
                 assert_eq!(rest[3], FRAME_HEADERS);

@@ -4,6 +4,7 @@ pub mod admin_api;
 pub mod authorities;
 pub mod authorized;
 pub mod node_api;
+pub mod rotation;
 pub mod run;
 pub mod state;
 pub mod validate;

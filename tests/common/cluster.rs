@@ -45,7 +45,10 @@ impl Proc {
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
-                Err(_) => panic!("no log line containing {needle:?} within {timeout:?}; log:\n{}", self.log_text()),
+                Err(_) => panic!(
+                    "no log line containing {needle:?} within {timeout:?}; log:\n{}",
+                    self.log_text()
+                ),
             }
         }
     }
@@ -57,7 +60,10 @@ impl Proc {
 
     /// SIGTERM, then wait.
     pub fn stop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -92,7 +98,11 @@ pub fn start_server(dir: &Path, extra: &str) -> Server {
     let config = dir.join("server.toml");
     let admin_socket = dir.join("admin.sock");
     if !config.exists() {
-        let bind = if extra.contains("bind_address") { "" } else { "bind_address = \"127.0.0.1:0\"\n" };
+        let bind = if extra.contains("bind_address") {
+            ""
+        } else {
+            "bind_address = \"127.0.0.1:0\"\n"
+        };
         std::fs::write(
             &config,
             format!(
@@ -147,7 +157,10 @@ impl Server {
     pub fn join_token(&self) -> (String, String) {
         let out = self.cli_ok(&["token", "generate", "--output", "json"]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        (v["token"].as_str().unwrap().to_string(), v["agent_id"].as_str().unwrap().to_string())
+        (
+            v["token"].as_str().unwrap().to_string(),
+            v["agent_id"].as_str().unwrap().to_string(),
+        )
     }
 
     /// Writes the trust bundle as PEM for an agent's bootstrap.
@@ -202,7 +215,11 @@ pub fn start_agent(config: &Path) -> Agent {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The real uid of this test process.
