@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/spiffe/workload/workload.proto",
         "proto/herald/node/v1/node.proto",
         "proto/herald/admin/v1/admin.proto",
+        "proto/herald/admin/v1/federation.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

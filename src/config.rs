@@ -74,10 +74,37 @@ struct RawServer {
     default_jwt_svid_ttl: String,
     #[serde(default = "default_x509_ttl")]
     agent_svid_ttl: String,
+    #[serde(default = "default_activation_deadline")]
+    ca_activation_deadline: String,
+    #[serde(default = "default_upstream")]
+    upstream_authority: String,
+    upstream_cert_path: Option<PathBuf>,
+    upstream_key_path: Option<PathBuf>,
     #[serde(default = "default_log_level")]
     log_level: String,
     #[serde(default)]
     log_format: LogFormat,
+}
+
+fn default_activation_deadline() -> String {
+    "5m".into()
+}
+fn default_upstream() -> String {
+    "self_signed".into()
+}
+
+/// Who signs the server's CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamConfig {
+    /// The CA is a self-signed root (the default).
+    SelfSigned,
+    /// The CA is an intermediate under a certificate and key read from files.
+    Disk {
+        /// PEM: the signing CA first, then its chain up to and including the root.
+        cert_path: PathBuf,
+        /// PEM PKCS#8 private key of the signing CA (0600).
+        key_path: PathBuf,
+    },
 }
 
 fn default_bind() -> String {
@@ -123,6 +150,11 @@ pub struct ServerConfig {
     pub default_jwt_svid_ttl: i64,
     /// Agent SVID lifetime, seconds.
     pub agent_svid_ttl: i64,
+    /// How long past its due time activation of a prepared authority waits
+    /// for lagging agents to acknowledge the bundle, seconds.
+    pub ca_activation_deadline: i64,
+    /// Who signs the CA.
+    pub upstream: UpstreamConfig,
     /// tracing filter.
     pub log_level: String,
     /// Log format.
@@ -208,7 +240,27 @@ impl ServerConfig {
         if raw.data_dir.as_os_str().is_empty() {
             return Err(c.invalid("data_dir", "must not be empty"));
         }
+        let upstream = match (raw.upstream_authority.as_str(), raw.upstream_cert_path, raw.upstream_key_path) {
+            ("self_signed", None, None) => UpstreamConfig::SelfSigned,
+            ("self_signed", _, _) => {
+                return Err(c.invalid(
+                    "upstream_cert_path",
+                    "is only used with upstream_authority = \"disk\"",
+                ))
+            }
+            ("disk", Some(cert_path), Some(key_path)) => UpstreamConfig::Disk { cert_path, key_path },
+            ("disk", None, _) => return Err(c.invalid("upstream_cert_path", "is required with upstream_authority = \"disk\"")),
+            ("disk", _, None) => return Err(c.invalid("upstream_key_path", "is required with upstream_authority = \"disk\"")),
+            (other, _, _) => {
+                return Err(c.invalid(
+                    "upstream_authority",
+                    format!("{other:?} is not one of \"self_signed\", \"disk\""),
+                ))
+            }
+        };
         Ok(ServerConfig {
+            ca_activation_deadline: c.duration("ca_activation_deadline", &raw.ca_activation_deadline, 0)?,
+            upstream,
             trust_domain: c.trust_domain(&raw.trust_domain)?,
             bind_address: c.address("bind_address", &raw.bind_address)?,
             admin_socket: raw

@@ -39,6 +39,8 @@ pub fn bundle_to_wire(b: &Bundle) -> node::Bundle {
             .collect(),
         sequence: b.sequence,
         refresh_hint: b.refresh_hint.map(|h| h as i64).unwrap_or(0),
+        tainted_x509_authorities: Vec::new(),
+        tainted_jwt_key_ids: Vec::new(),
     }
 }
 

@@ -8,7 +8,8 @@
 //! When the server is unreachable the cache keeps serving what it holds until
 //! each SVID expires, and the manager reconnects with exponential backoff.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ struct Held {
     identity: Arc<WorkloadIdentity>,
     revision: i64,
     renew_at: i64,
+    /// The signing CA's key identifier (the leaf's AKI), to spot SVIDs
+    /// signed by a tainted authority.
+    issuer_key_id: Option<Vec<u8>>,
 }
 
 /// Why a session with the server ended.
@@ -70,6 +74,13 @@ pub struct Manager {
     held: BTreeMap<String, Held>,
     client: SharedClient,
     synced_once: bool,
+    /// Key identifiers of tainted X.509 authorities.
+    tainted_x509: HashSet<Vec<u8>>,
+    tainted_jwt: Vec<String>,
+    /// Bumped when the tainted JWT keys change: the JWT cache drops its tokens.
+    jwt_epoch: Arc<AtomicU64>,
+    /// The bundle sequence acknowledged to the server on this connection.
+    acked: u64,
 }
 
 impl Manager {
@@ -81,6 +92,7 @@ impl Manager {
         cred: AgentCredential,
         bundle: Bundle,
         client: SharedClient,
+        jwt_epoch: Arc<AtomicU64>,
     ) -> Self {
         Manager {
             trust_domain: bundle.trust_domain.clone(),
@@ -94,6 +106,10 @@ impl Manager {
             held: BTreeMap::new(),
             client,
             synced_once: false,
+            tainted_x509: HashSet::new(),
+            tainted_jwt: Vec::new(),
+            jwt_epoch,
+            acked: 0,
         }
     }
 
@@ -140,6 +156,8 @@ impl Manager {
         let mut client = self.connector.authenticated(&self.cred).await?;
         let mut stream = client.sync(node::SyncRequest {}).await?.into_inner();
         *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
+        // A new connection starts unacknowledged on the server's side.
+        self.acked = 0;
         tracing::info!(agent = %self.cred.spiffe_id, "connected to the server");
         loop {
             let wake = self.next_wake();
@@ -162,15 +180,34 @@ impl Manager {
                     None => return Err(SessionError::StreamEnded),
                 },
             }
+            self.ack(&mut client).await?;
         }
+    }
+
+    /// Tells the server which bundle the agent now serves, once it is
+    /// published to workloads and tainted SVIDs are re-issued.
+    async fn ack(&mut self, client: &mut Grpc<Channel>) -> Result<(), SessionError> {
+        if !self.synced_once || self.bundle.sequence <= self.acked {
+            return Ok(());
+        }
+        let sequence = self.bundle.sequence;
+        client.ack_bundle(node::AckBundleRequest { sequence }).await?;
+        self.acked = sequence;
+        tracing::debug!(sequence, "bundle acknowledged");
+        Ok(())
     }
 
     /// Applies one Sync message; true when the entry set or bundle changed
     /// in a way that calls for reconciliation now.
     fn apply(&mut self, update: node::SyncUpdate) -> Result<bool, SessionError> {
         let mut changed = false;
-        if let Some(b) = update.bundle {
+        if let Some(mut b) = update.bundle {
+            let tainted_certs = std::mem::take(&mut b.tainted_x509_authorities);
+            let tainted_jwt = std::mem::take(&mut b.tainted_jwt_key_ids);
             let bundle = bundle_from_wire(b).map_err(|e| SessionError::Local(e.to_string()))?;
+            if bundle.trust_domain == self.trust_domain {
+                changed |= self.apply_taints(&tainted_certs, tainted_jwt);
+            }
             if bundle.trust_domain != self.trust_domain {
                 // An invalid update never replaces a good bundle.
                 tracing::error!(got = %bundle.trust_domain, "server sent a bundle of another trust domain; ignored");
@@ -210,6 +247,29 @@ impl Manager {
             changed = true;
         }
         Ok(changed && self.synced_once)
+    }
+
+    /// Records the tainted authorities; true when the set changed.
+    fn apply_taints(&mut self, certs: &[Vec<u8>], jwt: Vec<String>) -> bool {
+        let ids: HashSet<Vec<u8>> = certs
+            .iter()
+            .filter_map(|c| crate::ca::x509::cert_facts(c).ok())
+            .filter_map(|f| f.subject_key_id)
+            .collect();
+        let mut changed = false;
+        if ids != self.tainted_x509 {
+            if !ids.is_empty() {
+                tracing::warn!(count = ids.len(), "X.509 authorities tainted; re-issuing the SVIDs they signed");
+            }
+            self.tainted_x509 = ids;
+            changed = true;
+        }
+        if jwt != self.tainted_jwt {
+            self.tainted_jwt = jwt;
+            self.jwt_epoch.fetch_add(1, Ordering::SeqCst);
+            changed = true;
+        }
+        changed
     }
 
     fn next_wake(&self) -> i64 {
@@ -274,7 +334,11 @@ impl Manager {
             .entries
             .values()
             .filter(|e| match self.held.get(&e.id) {
-                Some(h) => h.revision != e.revision || h.renew_at <= now,
+                Some(h) => {
+                    h.revision != e.revision
+                        || h.renew_at <= now
+                        || h.issuer_key_id.as_ref().is_some_and(|k| self.tainted_x509.contains(k))
+                }
                 None => true,
             })
             .cloned()
@@ -308,11 +372,15 @@ impl Manager {
                 }
                 let lifetime = (r.expires_at - issued_at).max(1);
                 let renew_at = issued_at + lifetime / 2 - jitter_secs(lifetime / 10);
+                let issuer_key_id = crate::ca::x509::cert_facts(&r.cert_chain[0])
+                    .ok()
+                    .and_then(|f| f.authority_key_id);
                 self.held.insert(
                     entry.id.clone(),
                     Held {
                         revision: entry.revision,
                         renew_at,
+                        issuer_key_id,
                         identity: Arc::new(WorkloadIdentity {
                             entry_id: entry.id.clone(),
                             spiffe_id: entry.spiffe_id.clone(),

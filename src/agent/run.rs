@@ -139,6 +139,7 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let spiffe_id = cred.spiffe_id.clone();
+    let jwt_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let manager = Manager::new(
         connector,
         store,
@@ -146,12 +147,13 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
         cred,
         bundle,
         client.clone(),
+        jwt_epoch.clone(),
     );
     tasks.push(tokio::spawn(manager.run(shutdown_rx.clone())));
 
     let api = WorkloadApi::new(
         cache.clone(),
-        Arc::new(NodeJwtSource::new(client)),
+        Arc::new(NodeJwtSource::new(client, jwt_epoch)),
         Arc::new(UnixAttestor::new()),
     );
     if let Some(parent) = config.socket_path.parent() {

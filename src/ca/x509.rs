@@ -75,6 +75,10 @@ pub struct CertFacts {
     pub self_issued: bool,
     /// The URI SANs (a SPIFFE CA carries `spiffe://<td>`).
     pub uri_sans: Vec<String>,
+    /// Subject key identifier, if present.
+    pub subject_key_id: Option<Vec<u8>>,
+    /// Authority key identifier (key id form), if present.
+    pub authority_key_id: Option<Vec<u8>>,
 }
 
 /// Reads validity, key, serial and CA flag out of a DER certificate.
@@ -102,8 +106,18 @@ pub fn cert_facts(der_bytes: &[u8]) -> Result<CertFacts, X509Error> {
                 .collect()
         })
         .unwrap_or_default();
+    let subject_key_id = tbs
+        .get::<x509_cert::ext::pkix::SubjectKeyIdentifier>()
+        .map_err(|e| X509Error::BadCaCert(e.to_string()))?
+        .map(|(_, ski)| ski.0.as_bytes().to_vec());
+    let authority_key_id = tbs
+        .get::<x509_cert::ext::pkix::AuthorityKeyIdentifier>()
+        .map_err(|e| X509Error::BadCaCert(e.to_string()))?
+        .and_then(|(_, aki)| aki.key_identifier.map(|k| k.as_bytes().to_vec()));
     Ok(CertFacts {
         uri_sans,
+        subject_key_id,
+        authority_key_id,
         not_before: secs(tbs.validity.not_before),
         not_after: secs(tbs.validity.not_after),
         public_key_spki: tbs

@@ -16,6 +16,7 @@ use super::CliError;
 use crate::proto::admin::agents_client::AgentsClient;
 use crate::proto::admin::bundles_client::BundlesClient;
 use crate::proto::admin::entries_client::EntriesClient;
+use crate::proto::admin::local_authority_client::LocalAuthorityClient;
 use crate::proto::admin::svids_client::SvidsClient;
 use crate::server::admin_api::MAX_MESSAGE_SIZE;
 
@@ -98,6 +99,11 @@ impl AdminClient {
     /// The Svids service.
     pub(super) fn svids(&self) -> SvidsClient<Channel> {
         SvidsClient::new(self.channel.clone())
+    }
+
+    /// The LocalAuthority service.
+    pub(super) fn authorities(&self) -> LocalAuthorityClient<Channel> {
+        LocalAuthorityClient::new(self.channel.clone())
     }
 }
 

@@ -82,6 +82,8 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         default_x509_svid_ttl: 3600,
         default_jwt_svid_ttl: 300,
         agent_svid_ttl: 3600,
+        ca_activation_deadline: 300,
+        upstream: crate::config::UpstreamConfig::SelfSigned,
         log_level: "info".into(),
         log_format: LogFormat::Text,
     };

@@ -12,6 +12,7 @@ mod admin_client;
 mod agent_run;
 mod agents;
 mod api;
+mod authority;
 mod bundle;
 mod data_dir;
 mod dev;
@@ -69,7 +70,7 @@ enum Command {
     Jwt(jwt::JwtCmd),
     /// The server's signing authorities: show, prepare, activate, taint, revoke.
     #[command(subcommand)]
-    Authority(pending::AuthorityCmd),
+    Authority(authority::AuthorityCmd),
     /// Check a configuration file without starting anything.
     Check(pending::CheckArgs),
     /// Ask a running server or agent whether it is healthy (for probes).
@@ -155,7 +156,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Entry(cmd) => entry::run(cmd),
         Command::Federation(_) => pending::not_yet("federation"),
         Command::Token(cmd) => token::run(cmd),
-        Command::Authority(_) => pending::not_yet("authority"),
+        Command::Authority(cmd) => authority::run(cmd),
         Command::Check(_) => pending::not_yet("check"),
         Command::Healthcheck(_) => pending::not_yet("healthcheck"),
         Command::Api(cmd) => api::run(cmd),

@@ -43,21 +43,6 @@ pub(super) enum FederationCmd {
     Refresh,
 }
 
-/// `herald authority ...`
-#[derive(Debug, Subcommand)]
-pub(super) enum AuthorityCmd {
-    /// Show the X.509 and JWT authorities and their states.
-    Show,
-    /// Prepare the next authority now.
-    Prepare,
-    /// Activate the prepared authority now.
-    Activate,
-    /// Taint an authority (key compromise): agents re-issue everything it signed.
-    Taint,
-    /// Revoke a tainted authority: remove it from the bundle.
-    Revoke,
-}
-
 /// `herald check`
 #[derive(Debug, Args)]
 pub(super) struct CheckArgs {

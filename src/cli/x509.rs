@@ -112,6 +112,7 @@ fn mint(args: MintArgs) -> Result<(), CliError> {
             ttl.unwrap_or(3600),
             &args.dns_names,
             CaSettings {
+                upstream: None,
                 key_type: ca_key_type,
                 ca_ttl_secs: ca_ttl,
             },

@@ -11,6 +11,7 @@
 //! fault (`spiffe_id: …`, `page_size: …`).
 
 mod agents;
+mod authorities;
 mod bundles;
 mod convert;
 mod entries;
@@ -24,6 +25,7 @@ use super::state::ServerState;
 use crate::proto::admin::agents_server::AgentsServer;
 use crate::proto::admin::bundles_server::BundlesServer;
 use crate::proto::admin::entries_server::EntriesServer;
+use crate::proto::admin::local_authority_server::LocalAuthorityServer;
 use crate::proto::admin::svids_server::SvidsServer;
 use crate::store::{PageRequest, MAX_PAGE_SIZE};
 
@@ -32,7 +34,7 @@ use crate::store::{PageRequest, MAX_PAGE_SIZE};
 /// the socket, so the limit is far above gRPC's 4 MiB default.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
-/// The four admin services (Entries, Agents, Bundles, Svids), ready to be
+/// The admin services (Entries, Agents, Bundles, Svids, LocalAuthority), ready to be
 /// served on the admin socket with `Server::builder().add_routes(..)`.
 pub fn admin_routes(state: Arc<ServerState>) -> Routes {
     Routes::new(
@@ -42,7 +44,8 @@ pub fn admin_routes(state: Arc<ServerState>) -> Routes {
     )
     .add_service(AgentsServer::new(agents::AgentsApi::new(state.clone())))
     .add_service(BundlesServer::new(bundles::BundlesApi::new(state.clone())))
-    .add_service(SvidsServer::new(svids::SvidsApi::new(state)))
+    .add_service(SvidsServer::new(svids::SvidsApi::new(state.clone())))
+    .add_service(LocalAuthorityServer::new(authorities::AuthoritiesApi::new(state)))
 }
 
 /// A list request's paging, checked: 0 is the default (500), at most

@@ -1,25 +1,34 @@
-//! The server's active signing authorities, loaded from the CA journal.
+//! The server's signing authorities: for X.509 and for JWT, at most one
+//! *prepared* (published, not yet signing), one *active* (signing) and any
+//! number of *old* ones (kept in the bundle until what they signed expires),
+//! all recorded in the CA journal so a restart resumes a rotation where it
+//! left off.
 //!
-//! On start the server looks in its journal for the active X.509 CA and the
-//! active JWT key; if there are none (a new data directory) it mints them,
-//! stores each key in the key manager first and the journal record second,
-//! so a crash between the two leaves at worst an unused key file, never a
-//! journal entry whose key is missing. The trust bundle is then brought in
-//! line with the authorities, bumping its sequence only when it changed.
-//! (Rotation, with prepared and old authorities, builds on this.)
+//! An [`Authorities`] value is immutable: every transition (see
+//! `transitions.rs`) writes the journal first, then returns a new value that
+//! the server swaps in, so readers never see a half-made change. New keys go
+//! to the key manager before their journal record, so a crash in between
+//! leaves at worst an unused key file, never a record whose key is missing.
+//! The trust bundle is derived from the authorities; its sequence grows
+//! whenever its content (or a taint) changes.
 
 use std::sync::Arc;
 
 use crate::ca::{
-    jwt::new_kid, JwtKey, KeyManager, KeyManagerError, KeyPair, KeyType, SignedCert, SvidRequest,
-    X509Authority, X509Error,
+    JwtKey, KeyManager, KeyManagerError, KeyPair, KeyType, SignedCert, SvidRequest, X509Authority,
+    X509Error,
 };
-use crate::spiffe::{Bundle, SpiffeId, TrustDomain};
+use crate::spiffe::{Bundle, JwtAuthority, SpiffeId, TrustDomain};
 use crate::store::{
     AuthorityKind, AuthorityRecord, AuthorityState, DataStore, IssuanceRecord, StoreError,
 };
 
-/// Why the authorities could not be loaded, created or used.
+mod transitions;
+pub mod upstream;
+
+pub use upstream::Upstream;
+
+/// Why the authorities could not be loaded, created, changed or used.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthorityError {
     /// The datastore failed.
@@ -53,15 +62,28 @@ pub enum AuthorityError {
         /// Why.
         reason: String,
     },
+    /// An operator asked for a transition that is not allowed now.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// No authority with that id.
+    #[error("no {kind} authority with id {id:?}")]
+    NotFound {
+        /// "X.509" or "JWT".
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
 }
 
 /// How new authorities are made.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CaSettings {
     /// Key type of CA and JWT keys.
     pub key_type: KeyType,
     /// Lifetime of a new CA (and JWT key), seconds.
     pub ca_ttl_secs: i64,
+    /// The upstream that signs our CA, or None for a self-signed CA.
+    pub upstream: Option<Arc<Upstream>>,
 }
 
 impl Default for CaSettings {
@@ -69,16 +91,41 @@ impl Default for CaSettings {
         CaSettings {
             key_type: KeyType::EcP256,
             ca_ttl_secs: 24 * 3600,
+            upstream: None,
         }
     }
 }
 
-/// The authorities signing right now, and the bundle that trusts them.
-#[derive(Debug)]
+/// One X.509 authority: its journal record and, for prepared and active
+/// ones, the loaded signer (old ones only contribute their certificate).
+#[derive(Debug, Clone)]
+pub struct X509Slot {
+    /// The journal record.
+    pub record: AuthorityRecord,
+    /// The signer (prepared and active only).
+    pub ca: Option<Arc<X509Authority>>,
+}
+
+/// One JWT signing key and its journal record.
+#[derive(Debug, Clone)]
+pub struct JwtSlot {
+    /// The journal record.
+    pub record: AuthorityRecord,
+    /// The key (prepared and active only).
+    pub key: Option<JwtKey>,
+    /// The bundle entry, for every state.
+    pub authority: JwtAuthority,
+}
+
+/// The authority set and the bundle that trusts it.
+#[derive(Debug, Clone)]
 pub struct Authorities {
     trust_domain: TrustDomain,
-    x509: X509Authority,
-    jwt: JwtKey,
+    settings: CaSettings,
+    x509: Vec<X509Slot>,
+    jwt: Vec<JwtSlot>,
+    active_x509: Arc<X509Authority>,
+    active_jwt: JwtKey,
     bundle: Bundle,
 }
 
@@ -93,8 +140,8 @@ pub struct MintedSvid {
 }
 
 impl Authorities {
-    /// Loads the active authorities of `td` from the journal, creating them
-    /// when the journal has none that is still valid at `now`.
+    /// Loads the authorities of `td` from the journal, creating and
+    /// activating new ones when none is active and valid at `now`.
     pub fn load_or_create(
         store: &dyn DataStore,
         keys: &dyn KeyManager,
@@ -102,28 +149,18 @@ impl Authorities {
         settings: CaSettings,
         now: i64,
     ) -> Result<Self, AuthorityError> {
-        let records = store.list_authorities()?;
-        let active = |kind: AuthorityKind| {
-            records
-                .iter()
-                .rev()
-                .find(|r| r.kind == kind && r.state == AuthorityState::Active && r.not_after > now)
-        };
-        let x509 = match active(AuthorityKind::X509) {
-            Some(rec) => load_x509(rec, keys, td)?,
-            None => create_x509(store, keys, td, settings, now)?,
-        };
-        let jwt = match active(AuthorityKind::Jwt) {
-            Some(rec) => load_jwt(rec, keys)?,
-            None => create_jwt(store, keys, settings, now)?,
-        };
-        let bundle = sync_bundle(store, td, &x509, &jwt)?;
-        Ok(Authorities {
-            trust_domain: td.clone(),
-            x509,
-            jwt,
-            bundle,
-        })
+        let mut x509 = Vec::new();
+        let mut jwt = Vec::new();
+        for rec in store.list_authorities()? {
+            match rec.kind {
+                AuthorityKind::X509 => x509.push(transitions::load_x509(rec, keys, td)?),
+                AuthorityKind::Jwt => jwt.push(transitions::load_jwt(rec, keys)?),
+            }
+        }
+        let bundle = store
+            .get_bundle(td)?
+            .unwrap_or_else(|| Bundle::new(td.clone()));
+        transitions::assemble(store, keys, td.clone(), settings, x509, jwt, bundle, now)
     }
 
     /// The trust domain.
@@ -131,19 +168,65 @@ impl Authorities {
         &self.trust_domain
     }
 
+    /// The settings new authorities are made with.
+    pub fn settings(&self) -> &CaSettings {
+        &self.settings
+    }
+
     /// The active X.509 CA.
     pub fn x509(&self) -> &X509Authority {
-        &self.x509
+        &self.active_x509
     }
 
     /// The active JWT key.
     pub fn jwt(&self) -> &JwtKey {
+        &self.active_jwt
+    }
+
+    /// Every X.509 authority in the journal.
+    pub fn x509_slots(&self) -> &[X509Slot] {
+        &self.x509
+    }
+
+    /// Every JWT key in the journal.
+    pub fn jwt_slots(&self) -> &[JwtSlot] {
         &self.jwt
     }
 
-    /// The trust bundle as stored.
+    /// The trust bundle.
     pub fn bundle(&self) -> &Bundle {
         &self.bundle
+    }
+
+    /// Certificates of tainted X.509 authorities: agents re-issue anything
+    /// they signed.
+    pub fn tainted_x509(&self) -> Vec<Vec<u8>> {
+        self.x509
+            .iter()
+            .filter(|s| s.record.tainted)
+            .filter_map(|s| s.record.cert_der.clone())
+            .collect()
+    }
+
+    /// Key IDs of tainted JWT keys.
+    pub fn tainted_jwt(&self) -> Vec<String> {
+        self.jwt
+            .iter()
+            .filter(|s| s.record.tainted)
+            .map(|s| s.authority.key_id.clone())
+            .collect()
+    }
+
+    /// The bundle sequence at which the prepared authorities (if any) were
+    /// first published; activation waits until agents acknowledged it.
+    pub fn prepared_sequence(&self) -> Option<u64> {
+        self.x509
+            .iter()
+            .map(|s| &s.record)
+            .chain(self.jwt.iter().map(|s| &s.record))
+            .filter(|r| r.state == AuthorityState::Prepared)
+            .map(|r| r.bundle_sequence)
+            .max()
     }
 
     /// Signs an X509-SVID over a key the caller holds, and records it in the
@@ -155,7 +238,7 @@ impl Authorities {
         agent_id: Option<&SpiffeId>,
         now: i64,
     ) -> Result<SignedCert, AuthorityError> {
-        let cert = self.x509.sign_svid(req, now)?;
+        let cert = self.active_x509.sign_svid(req, now)?;
         store.append_issuances(&[IssuanceRecord {
             serial: cert.serial.clone(),
             spiffe_id: req.spiffe_id.clone(),
@@ -192,133 +275,4 @@ impl Authorities {
         )?;
         Ok(MintedSvid { cert, key })
     }
-}
-
-fn load_x509(
-    rec: &AuthorityRecord,
-    keys: &dyn KeyManager,
-    td: &TrustDomain,
-) -> Result<X509Authority, AuthorityError> {
-    let bad = |reason: &str| AuthorityError::BadRecord {
-        id: rec.id.clone(),
-        reason: reason.to_string(),
-    };
-    let cert = rec.cert_der.clone().ok_or_else(|| bad("no certificate"))?;
-    let facts = crate::ca::x509::cert_facts(&cert)?;
-    let want = td.id_string();
-    if !facts.uri_sans.iter().any(|u| u == &want) {
-        return Err(AuthorityError::TrustDomainMismatch {
-            found: facts
-                .uri_sans
-                .iter()
-                .map(|u| u.strip_prefix("spiffe://").unwrap_or(u))
-                .collect::<Vec<_>>()
-                .join(", "),
-            wanted: td.clone(),
-        });
-    }
-    let key = keys.get(&rec.key_id)?;
-    Ok(X509Authority::from_parts(
-        td,
-        cert,
-        rec.upstream_chain.clone(),
-        key,
-    )?)
-}
-
-fn load_jwt(rec: &AuthorityRecord, keys: &dyn KeyManager) -> Result<JwtKey, AuthorityError> {
-    let kid = rec
-        .jwt_key_id
-        .clone()
-        .ok_or_else(|| AuthorityError::BadRecord {
-            id: rec.id.clone(),
-            reason: "no kid".into(),
-        })?;
-    let key = keys.get(&rec.key_id)?;
-    Ok(JwtKey::new(kid, key, rec.not_after))
-}
-
-fn create_x509(
-    store: &dyn DataStore,
-    keys: &dyn KeyManager,
-    td: &TrustDomain,
-    settings: CaSettings,
-    now: i64,
-) -> Result<X509Authority, AuthorityError> {
-    let id = format!("x509-{}", uuid::Uuid::new_v4().simple());
-    let key: Arc<KeyPair> = keys.generate(&id, settings.key_type)?;
-    let ca = X509Authority::self_signed(td, key, settings.ca_ttl_secs, now)?;
-    tracing::info!(trust_domain = %td, serial = ca.serial(), not_after = ca.not_after(), "minted a new self-signed X.509 CA");
-    store.put_authority(&AuthorityRecord {
-        id: id.clone(),
-        kind: AuthorityKind::X509,
-        state: AuthorityState::Active,
-        tainted: false,
-        key_id: id,
-        cert_der: Some(ca.cert_der().to_vec()),
-        upstream_chain: Vec::new(),
-        public_key: None,
-        jwt_key_id: None,
-        not_before: ca.not_before(),
-        not_after: ca.not_after(),
-        created_at: now,
-    })?;
-    Ok(ca)
-}
-
-fn create_jwt(
-    store: &dyn DataStore,
-    keys: &dyn KeyManager,
-    settings: CaSettings,
-    now: i64,
-) -> Result<JwtKey, AuthorityError> {
-    let id = format!("jwt-{}", uuid::Uuid::new_v4().simple());
-    let key = keys.generate(&id, settings.key_type)?;
-    let not_after = now + settings.ca_ttl_secs;
-    let jwt = JwtKey::new(new_kid()?, key.clone(), not_after);
-    tracing::info!(kid = jwt.kid(), not_after, "minted a new JWT signing key");
-    store.put_authority(&AuthorityRecord {
-        id: id.clone(),
-        kind: AuthorityKind::Jwt,
-        state: AuthorityState::Active,
-        tainted: false,
-        key_id: id,
-        cert_der: None,
-        upstream_chain: Vec::new(),
-        public_key: Some(key.public_key_spki()),
-        jwt_key_id: Some(jwt.kid().to_string()),
-        not_before: now,
-        not_after,
-        created_at: now,
-    })?;
-    Ok(jwt)
-}
-
-/// Makes sure the stored bundle of `td` holds the active authorities; bumps
-/// the sequence only when something was added.
-fn sync_bundle(
-    store: &dyn DataStore,
-    td: &TrustDomain,
-    x509: &X509Authority,
-    jwt: &JwtKey,
-) -> Result<Bundle, AuthorityError> {
-    let mut bundle = store
-        .get_bundle(td)?
-        .unwrap_or_else(|| Bundle::new(td.clone()));
-    let mut changed = false;
-    // Only self-signed CAs exist so far, so the CA itself is the root to
-    // trust; an upstream authority will contribute its own root instead.
-    if !bundle.x509_authorities.iter().any(|c| c == x509.cert_der()) {
-        bundle.x509_authorities.push(x509.cert_der().to_vec());
-        changed = true;
-    }
-    if !bundle.jwt_authorities.iter().any(|a| a.key_id == jwt.kid()) {
-        bundle.jwt_authorities.push(jwt.authority());
-        changed = true;
-    }
-    if changed {
-        bundle.sequence += 1;
-        store.set_bundle(&bundle)?;
-    }
-    Ok(bundle)
 }

@@ -122,6 +122,14 @@ impl NodeApi {
     }
 }
 
+/// The own bundle as pushed to agents, with the taint lists.
+fn own_bundle_wire(authorities: &super::authorities::Authorities) -> node::Bundle {
+    let mut b = bundle_to_wire(authorities.bundle());
+    b.tainted_x509_authorities = authorities.tainted_x509();
+    b.tainted_jwt_key_ids = authorities.tainted_jwt();
+    b
+}
+
 fn internal(e: StoreError) -> Status {
     Status::internal(format!("datastore: {e}"))
 }
@@ -197,7 +205,7 @@ impl Node for NodeApi {
             Ok(Response::new(node::AttestResponse {
                 svid_chain: chain,
                 spiffe_id: agent_id.to_string(),
-                bundle: Some(bundle_to_wire(self.state.authorities().bundle())),
+                bundle: Some(own_bundle_wire(&self.state.authorities())),
             }))
         }
         .instrument(span)
@@ -227,6 +235,10 @@ impl Node for NodeApi {
         }
         .instrument(span)
         .await
+    }
+
+    async fn ack_bundle(&self, request: Request<node::AckBundleRequest>) -> Result<Response<node::AckBundleResponse>, Status> {
+        self.ack(request).await
     }
 
     type SyncStream = SyncStream;
@@ -377,6 +389,16 @@ impl Node for NodeApi {
     }
 }
 
+impl NodeApi {
+    async fn ack(&self, request: Request<node::AckBundleRequest>) -> Result<Response<node::AckBundleResponse>, Status> {
+        let agent = self.authenticate(&request).await?;
+        let sequence = request.get_ref().sequence;
+        tracing::debug!(agent = %agent.spiffe_id, sequence, "bundle acknowledged");
+        self.state.agent_acked(&agent.spiffe_id, sequence);
+        Ok(Response::new(node::AckBundleResponse {}))
+    }
+}
+
 type Tx = mpsc::Sender<Result<node::SyncUpdate, Status>>;
 
 impl NodeApi {
@@ -389,11 +411,12 @@ impl NodeApi {
         mut events: broadcast::Receiver<ServerEvent>,
         tx: &Tx,
     ) -> Result<(), Status> {
+        // Counted as connected (for activation gating) while this runs.
+        let _connection = self.state.agent_connected(&agent);
         let mut bundle_seq = {
             let authorities = self.state.authorities();
-            let bundle = authorities.bundle();
-            send_snapshot(tx, &current, bundle_to_wire(bundle)).await?;
-            bundle.sequence
+            send_snapshot(tx, &current, own_bundle_wire(&authorities)).await?;
+            authorities.bundle().sequence
         };
         tracing::debug!(entries = current.len(), "sync snapshot sent");
         loop {
@@ -442,10 +465,9 @@ impl NodeApi {
             }
             if bundle_dirty {
                 let authorities = self.state.authorities();
-                let bundle = authorities.bundle();
-                if bundle.sequence != bundle_seq {
-                    bundle_seq = bundle.sequence;
-                    update.bundle = Some(bundle_to_wire(bundle));
+                if authorities.bundle().sequence != bundle_seq {
+                    bundle_seq = authorities.bundle().sequence;
+                    update.bundle = Some(own_bundle_wire(&authorities));
                 }
             }
             if update.upserted.is_empty() && update.removed.is_empty() && update.bundle.is_none() {

@@ -14,11 +14,11 @@ use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tracing::Instrument as _;
 
 use super::admin_api::admin_routes;
-use super::authorities::{Authorities, CaSettings};
+use super::authorities::{Authorities, CaSettings, Upstream};
 use super::node_api::NodeApi;
 use super::state::{now_unix, ServerSettings, ServerState};
 use crate::ca::{DiskKeyManager, KeyPair, KeyType, SvidRequest};
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, UpstreamConfig};
 use crate::proto::node::node_server::NodeServer;
 use crate::spiffe::SpiffeId;
 use crate::store::SledStore;
@@ -91,6 +91,13 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     let store = Arc::new(SledStore::open(&dir.join("store")).map_err(|e| data_dir_error(dir, e))?);
     let keys =
         Arc::new(DiskKeyManager::open(&dir.join("keys")).map_err(|e| data_dir_error(dir, e))?);
+    let upstream = match &config.upstream {
+        UpstreamConfig::SelfSigned => None,
+        UpstreamConfig::Disk { cert_path, key_path } => Some(
+            Upstream::load(&config.trust_domain, cert_path, key_path)
+                .map_err(|e| data_dir_error(cert_path, e))?,
+        ),
+    };
     let authorities = Authorities::load_or_create(
         store.as_ref(),
         keys.as_ref(),
@@ -98,6 +105,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         CaSettings {
             key_type: config.ca_key_type,
             ca_ttl_secs: config.ca_ttl,
+            upstream,
         },
         now_unix(),
     )?;
@@ -116,11 +124,15 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
             default_x509_svid_ttl: config.default_x509_svid_ttl,
             default_jwt_svid_ttl: config.default_jwt_svid_ttl,
             agent_svid_ttl: config.agent_svid_ttl,
+            ca_activation_deadline: config.ca_activation_deadline,
             ..ServerSettings::default()
         },
     );
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(
+        super::ca_manager::run(state.clone(), shutdown_rx.clone()).instrument(tracing::info_span!("ca_manager")),
+    ));
 
     // --- node API: TCP + TLS with the server's own SVID ---------------------
     let tls = ServerTls::new(&state)?;

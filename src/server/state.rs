@@ -2,9 +2,10 @@
 //! authorities, the settings, and the event channel that turns writes into
 //! pushes to agents.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 
 use super::authorities::Authorities;
 use crate::ca::KeyManager;
@@ -35,6 +36,8 @@ pub struct ServerSettings {
     pub agent_svid_ttl: i64,
     /// Join token lifetime when the request says 0.
     pub default_join_token_ttl: i64,
+    /// How long activation may wait for lagging agents past its due time.
+    pub ca_activation_deadline: i64,
 }
 
 impl Default for ServerSettings {
@@ -44,6 +47,7 @@ impl Default for ServerSettings {
             default_jwt_svid_ttl: 300,
             agent_svid_ttl: 3600,
             default_join_token_ttl: 600,
+            ca_activation_deadline: 300,
         }
     }
 }
@@ -60,6 +64,37 @@ pub struct ServerState {
     pub settings: ServerSettings,
     authorities: RwLock<Arc<Authorities>>,
     events: broadcast::Sender<ServerEvent>,
+    agents: Mutex<HashMap<SpiffeId, ConnectedAgent>>,
+    acks: Notify,
+}
+
+/// A connected agent: how many Sync streams it has open, and the highest
+/// bundle sequence it acknowledged.
+#[derive(Debug, Default, Clone, Copy)]
+struct ConnectedAgent {
+    streams: usize,
+    acked: u64,
+}
+
+/// Keeps an agent counted as connected while its Sync stream lives.
+pub struct Connection {
+    state: Arc<ServerState>,
+    agent: SpiffeId,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let mut agents = self.state.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = agents.get_mut(&self.agent) {
+            a.streams = a.streams.saturating_sub(1);
+            if a.streams == 0 {
+                agents.remove(&self.agent);
+            }
+        }
+        drop(agents);
+        // One fewer agent to wait for.
+        self.state.acks.notify_waiters();
+    }
 }
 
 impl ServerState {
@@ -79,7 +114,47 @@ impl ServerState {
             settings,
             authorities: RwLock::new(Arc::new(authorities)),
             events,
+            agents: Mutex::new(HashMap::new()),
+            acks: Notify::new(),
         })
+    }
+
+    /// Counts `agent` as connected until the returned guard drops.
+    pub fn agent_connected(self: &Arc<Self>, agent: &SpiffeId) -> Connection {
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents.entry(agent.clone()).or_default().streams += 1;
+        Connection {
+            state: self.clone(),
+            agent: agent.clone(),
+        }
+    }
+
+    /// Records that `agent` holds (and has pushed to its workloads) the
+    /// bundle with `sequence`.
+    pub fn agent_acked(&self, agent: &SpiffeId, sequence: u64) {
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = agents.get_mut(agent) {
+            a.acked = a.acked.max(sequence);
+        }
+        drop(agents);
+        self.acks.notify_waiters();
+    }
+
+    /// Connected agents that have not acknowledged `sequence` yet.
+    pub fn lagging_agents(&self, sequence: u64) -> Vec<String> {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<String> = agents
+            .iter()
+            .filter(|(_, a)| a.acked < sequence)
+            .map(|(id, _)| id.to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Resolves at the next acknowledgement or disconnection.
+    pub async fn ack_changed(&self) {
+        self.acks.notified().await;
     }
 
     /// The authorities signing right now.

@@ -271,6 +271,10 @@ pub struct AuthorityRecord {
     pub not_after: i64,
     /// When the record was made (unix seconds); orders the journal.
     pub created_at: i64,
+    /// The bundle sequence that first published this authority (0 until
+    /// published); activation waits until agents acknowledged it.
+    #[serde(default)]
+    pub bundle_sequence: u64,
 }
 
 /// One issued certificate, kept so that serials can be traced to the entry

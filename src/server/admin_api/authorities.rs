@@ -1,0 +1,193 @@
+//! `LocalAuthority`: show the X.509 and JWT authorities, and prepare,
+//! activate, taint or revoke one by hand. Scheduled rotation does the same
+//! steps on its own (`ca_manager.rs`); this is the operator's override.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
+
+use crate::proto::admin::local_authority_server::LocalAuthority;
+use crate::proto::admin::{
+    AuthorityIdRequest, AuthorityInfo, AuthorityKindRequest, ShowAuthoritiesRequest,
+    ShowAuthoritiesResponse,
+};
+use crate::server::authorities::{Authorities, AuthorityError};
+use crate::server::state::{now_unix, ServerState};
+use crate::store::{AuthorityKind, AuthorityRecord, AuthorityState};
+
+/// The LocalAuthority service.
+pub(super) struct AuthoritiesApi {
+    state: Arc<ServerState>,
+}
+
+impl AuthoritiesApi {
+    pub(super) fn new(state: Arc<ServerState>) -> Self {
+        AuthoritiesApi { state }
+    }
+
+    /// Runs a transition on the blocking pool and swaps the result in.
+    async fn change<F>(&self, f: F) -> Result<Arc<Authorities>, Status>
+    where
+        F: FnOnce(&ServerState, &Authorities) -> Result<Authorities, AuthorityError> + Send + 'static,
+    {
+        let state = self.state.clone();
+        let current = self.state.authorities();
+        let next = tokio::task::spawn_blocking(move || f(&state, &current))
+            .await
+            .map_err(|e| Status::internal(format!("authority task failed: {e}")))?
+            .map_err(|e| match e {
+                AuthorityError::NotAllowed(m) => Status::failed_precondition(m),
+                AuthorityError::NotFound { .. } => Status::not_found(e.to_string()),
+                other => Status::internal(other.to_string()),
+            })?;
+        self.state.set_authorities(next);
+        Ok(self.state.authorities())
+    }
+}
+
+fn parse_kind(kind: &str) -> Result<AuthorityKind, Status> {
+    match kind {
+        "x509" => Ok(AuthorityKind::X509),
+        "jwt" => Ok(AuthorityKind::Jwt),
+        other => Err(Status::invalid_argument(format!(
+            "kind: {other:?} is not one of \"x509\", \"jwt\""
+        ))),
+    }
+}
+
+fn state_name(s: AuthorityState) -> &'static str {
+    match s {
+        AuthorityState::Prepared => "prepared",
+        AuthorityState::Active => "active",
+        AuthorityState::Old => "old",
+    }
+}
+
+fn info(r: &AuthorityRecord) -> AuthorityInfo {
+    let key_id = match r.kind {
+        AuthorityKind::X509 => r
+            .cert_der
+            .as_deref()
+            .and_then(|c| crate::ca::x509::cert_facts(c).ok())
+            .map(|f| f.serial)
+            .unwrap_or_default(),
+        AuthorityKind::Jwt => r.jwt_key_id.clone().unwrap_or_default(),
+    };
+    AuthorityInfo {
+        id: r.id.clone(),
+        kind: match r.kind {
+            AuthorityKind::X509 => "x509".into(),
+            AuthorityKind::Jwt => "jwt".into(),
+        },
+        state: state_name(r.state).into(),
+        tainted: r.tainted,
+        not_before: r.not_before,
+        not_after: r.not_after,
+        key_id,
+        bundle_sequence: r.bundle_sequence,
+    }
+}
+
+fn records(a: &Authorities) -> Vec<AuthorityRecord> {
+    a.x509_slots()
+        .iter()
+        .map(|s| s.record.clone())
+        .chain(a.jwt_slots().iter().map(|s| s.record.clone()))
+        .collect()
+}
+
+fn find(a: &Authorities, pred: impl Fn(&AuthorityRecord) -> bool) -> Result<AuthorityInfo, Status> {
+    records(a)
+        .iter()
+        .find(|r| pred(r))
+        .map(info)
+        .ok_or_else(|| Status::internal("the changed authority is missing from the set"))
+}
+
+#[tonic::async_trait]
+impl LocalAuthority for AuthoritiesApi {
+    async fn show_authorities(
+        &self,
+        _request: Request<ShowAuthoritiesRequest>,
+    ) -> Result<Response<ShowAuthoritiesResponse>, Status> {
+        let a = self.state.authorities();
+        let seq = a.bundle().sequence;
+        Ok(Response::new(ShowAuthoritiesResponse {
+            authorities: records(&a).iter().map(info).collect(),
+            bundle_sequence: seq,
+            lagging_agents: self.state.lagging_agents(seq),
+        }))
+    }
+
+    async fn prepare_authority(&self, request: Request<AuthorityKindRequest>) -> Result<Response<AuthorityInfo>, Status> {
+        let kind = parse_kind(&request.get_ref().kind)?;
+        let span = tracing::info_span!("admin.prepare_authority", kind = %request.get_ref().kind);
+        async move {
+            let a = self
+                .change(move |st, cur| cur.prepare(kind, st.store.as_ref(), st.keys.as_ref(), now_unix()))
+                .await?;
+            Ok(Response::new(find(&a, |r| r.kind == kind && r.state == AuthorityState::Prepared)?))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn activate_authority(&self, request: Request<AuthorityKindRequest>) -> Result<Response<AuthorityInfo>, Status> {
+        let kind = parse_kind(&request.get_ref().kind)?;
+        let span = tracing::info_span!("admin.activate_authority", kind = %request.get_ref().kind);
+        async move {
+            let lagging = self.state.lagging_agents(self.state.authorities().prepared_sequence().unwrap_or(0));
+            if !lagging.is_empty() {
+                tracing::warn!(lagging = %lagging.join(", "), "activating by hand although these agents have not acknowledged the new bundle");
+            }
+            let a = self.change(move |st, cur| cur.activate(kind, st.store.as_ref())).await?;
+            Ok(Response::new(find(&a, |r| r.kind == kind && r.state == AuthorityState::Active)?))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn taint_authority(&self, request: Request<AuthorityIdRequest>) -> Result<Response<AuthorityInfo>, Status> {
+        let req = request.into_inner();
+        let kind = parse_kind(&req.kind)?;
+        if req.id.is_empty() {
+            return Err(Status::invalid_argument("id: must not be empty"));
+        }
+        let span = tracing::info_span!("admin.taint_authority", kind = %req.kind, id = %req.id);
+        async move {
+            let id = req.id.clone();
+            let a = self.change(move |st, cur| cur.taint(kind, &id, st.store.as_ref())).await?;
+            Ok(Response::new(find(&a, |r| r.id == req.id)?))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn revoke_authority(&self, request: Request<AuthorityIdRequest>) -> Result<Response<AuthorityInfo>, Status> {
+        let req = request.into_inner();
+        let kind = parse_kind(&req.kind)?;
+        if req.id.is_empty() {
+            return Err(Status::invalid_argument("id: must not be empty"));
+        }
+        let span = tracing::info_span!("admin.revoke_authority", kind = %req.kind, id = %req.id);
+        async move {
+            let before = self.state.authorities();
+            let revoked = records(&before)
+                .iter()
+                .find(|r| r.id == req.id && r.kind == kind)
+                .map(info)
+                .ok_or_else(|| Status::not_found(format!("no {} authority with id {:?}", req.kind, req.id)))?;
+            // Agents acknowledge a bundle only after re-issuing what a
+            // tainted authority signed; anyone behind the current bundle may
+            // still depend on it.
+            let lagging = self.state.lagging_agents(before.bundle().sequence);
+            let id = req.id.clone();
+            self.change(move |st, cur| cur.revoke(kind, &id, &lagging, st.store.as_ref(), st.keys.as_ref()))
+                .await?;
+            Ok(Response::new(revoked))
+        }
+        .instrument(span)
+        .await
+    }
+}

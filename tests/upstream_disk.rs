@@ -1,0 +1,86 @@
+//! A disk upstream authority: the server's CA is an intermediate under a CA
+//! read from PEM files (the test fixtures in keys/), workloads get the chain
+//! up to it, and the bundle holds the upstream root.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::{Duration, Instant};
+
+use common::cluster::{agent_config, my_uid, start_agent, start_server};
+use common::openssl;
+
+fn fixtures(dir: &std::path::Path, key_mode: u32) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("keys");
+    let cert = dir.join("upstream.pem");
+    let key = dir.join("upstream.key");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(root.join("test-upstream-root.pem"), &cert).unwrap();
+    std::fs::copy(root.join("test-upstream-root.key"), &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(key_mode)).unwrap();
+    format!(
+        "upstream_authority = \"disk\"\nupstream_cert_path = \"{}\"\nupstream_key_path = \"{}\"\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+#[test]
+fn svids_chain_through_herald_to_the_upstream_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = fixtures(&dir.path().join("up"), 0o600);
+    let server = start_server(&dir.path().join("server"), &extra);
+    // The bundle is the upstream root, exactly.
+    let bundle_pem = server.cli_ok(&["bundle", "show", "--format", "pem"]);
+    let fixture = std::fs::read_to_string(dir.path().join("up/upstream.pem")).unwrap();
+    let b = herald::ca::keys::pem_blocks(&bundle_pem, "CERTIFICATE").unwrap();
+    let f = herald::ca::keys::pem_blocks(&fixture, "CERTIFICATE").unwrap();
+    assert_eq!(b, f);
+
+    let (token, agent_id) = server.join_token();
+    let agent = start_agent(&agent_config(&server, &dir.path().join("agent"), Some(&token)));
+    let uid = format!("unix:uid:{}", my_uid());
+    server.cli_ok(&["entry", "create", "--spiffe-id", "spiffe://example.org/up/web", "--parent-id", &agent_id, "--selector", &uid]);
+    let out = dir.path().join("out");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = common::herald()
+            .args(["api", "fetch", "x509", "--socket", agent.socket.to_str().unwrap(), "--write", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        if o.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", String::from_utf8_lossy(&o.stderr));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let chain = std::fs::read_to_string(out.join("svid.0.pem")).unwrap();
+    let certs = herald::ca::keys::pem_blocks(&chain, "CERTIFICATE").unwrap();
+    assert_eq!(certs.len(), 2, "leaf + Herald's intermediate CA");
+    std::fs::write(out.join("leaf.pem"), herald::ca::keys::der_to_pem(&certs[0], "CERTIFICATE")).unwrap();
+    std::fs::write(out.join("inter.pem"), herald::ca::keys::der_to_pem(&certs[1], "CERTIFICATE")).unwrap();
+    let (ok, text) = openssl(&out, &["verify", "-x509_strict", "-CAfile", "bundle.0.pem", "-untrusted", "inter.pem", "leaf.pem"]);
+    assert!(ok, "openssl verify: {text}");
+}
+
+#[test]
+fn a_loose_upstream_key_is_refused_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = fixtures(&dir.path().join("up"), 0o644);
+    let sdir = dir.path().join("server");
+    std::fs::create_dir_all(&sdir).unwrap();
+    let config = sdir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nbind_address = \"127.0.0.1:0\"\nadmin_socket = \"{}\"\n{extra}",
+            sdir.join("data").display(),
+            sdir.join("admin.sock").display()
+        ),
+    )
+    .unwrap();
+    let out = common::herald().args(["server", "run", "--config", config.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("upstream.key") && err.contains("0600"), "{err}");
+}
