@@ -81,6 +81,8 @@ pub struct Manager {
     jwt_epoch: Arc<AtomicU64>,
     /// The bundle sequence acknowledged to the server on this connection.
     acked: u64,
+    /// Bundles of federated trust domains, as last pushed by the server.
+    federated: BTreeMap<TrustDomain, Arc<Bundle>>,
 }
 
 impl Manager {
@@ -110,6 +112,7 @@ impl Manager {
             tainted_jwt: Vec::new(),
             jwt_epoch,
             acked: 0,
+            federated: BTreeMap::new(),
         }
     }
 
@@ -427,6 +430,7 @@ impl Manager {
         let mut snapshot = CacheSnapshot::empty(self.trust_domain.clone());
         snapshot.identities = identities;
         snapshot.bundle = Arc::new(self.bundle.clone());
+        snapshot.federated = self.federated.clone();
         snapshot.ready = self.synced_once;
         self.cache.publish(snapshot);
     }

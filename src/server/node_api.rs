@@ -390,6 +390,20 @@ impl Node for NodeApi {
 }
 
 impl NodeApi {
+    /// Every federated bundle the server holds (agents hand each workload
+    /// only those its entries federate with), ordered by trust domain.
+    async fn federated_bundles(&self) -> Result<Vec<node::Bundle>, Status> {
+        let own = self.state.trust_domain.clone();
+        let mut bundles = self
+            .state
+            .with_store(move |s| s.list_bundles())
+            .await
+            .map_err(internal)?;
+        bundles.retain(|b| b.trust_domain != own);
+        bundles.sort_by(|a, b| a.trust_domain.cmp(&b.trust_domain));
+        Ok(bundles.iter().map(bundle_to_wire).collect())
+    }
+
     async fn ack(&self, request: Request<node::AckBundleRequest>) -> Result<Response<node::AckBundleResponse>, Status> {
         let agent = self.authenticate(&request).await?;
         let sequence = request.get_ref().sequence;
@@ -413,9 +427,10 @@ impl NodeApi {
     ) -> Result<(), Status> {
         // Counted as connected (for activation gating) while this runs.
         let _connection = self.state.agent_connected(&agent);
+        let mut federated = self.federated_bundles().await?;
         let mut bundle_seq = {
             let authorities = self.state.authorities();
-            send_snapshot(tx, &current, own_bundle_wire(&authorities)).await?;
+            send_snapshot(tx, &current, own_bundle_wire(&authorities), federated.clone()).await?;
             authorities.bundle().sequence
         };
         tracing::debug!(entries = current.len(), "sync snapshot sent");
@@ -469,8 +484,18 @@ impl NodeApi {
                     bundle_seq = authorities.bundle().sequence;
                     update.bundle = Some(own_bundle_wire(&authorities));
                 }
+                let next = self.federated_bundles().await?;
+                if next != federated {
+                    update.federated_bundles = next.clone();
+                    update.federated_bundles_changed = true;
+                    federated = next;
+                }
             }
-            if update.upserted.is_empty() && update.removed.is_empty() && update.bundle.is_none() {
+            if update.upserted.is_empty()
+                && update.removed.is_empty()
+                && update.bundle.is_none()
+                && !update.federated_bundles_changed
+            {
                 continue;
             }
             // Large changes go out in several messages, like the snapshot.
@@ -487,6 +512,7 @@ async fn send_snapshot(
     tx: &Tx,
     entries: &BTreeMap<String, RegistrationEntry>,
     bundle: node::Bundle,
+    federated: Vec<node::Bundle>,
 ) -> Result<(), Status> {
     let all: Vec<&RegistrationEntry> = entries.values().collect();
     let chunks: Vec<&[&RegistrationEntry]> = if all.is_empty() {
@@ -501,6 +527,8 @@ async fn send_snapshot(
             complete: i == last,
             upserted: chunk.iter().map(|e| entry_to_wire(e)).collect(),
             bundle: (i == 0).then(|| bundle.clone()),
+            federated_bundles: if i == 0 { federated.clone() } else { Vec::new() },
+            federated_bundles_changed: i == 0,
             ..Default::default()
         };
         if tx.send(Ok(msg)).await.is_err() {
