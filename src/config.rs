@@ -240,7 +240,11 @@ impl ServerConfig {
         if raw.data_dir.as_os_str().is_empty() {
             return Err(c.invalid("data_dir", "must not be empty"));
         }
-        let upstream = match (raw.upstream_authority.as_str(), raw.upstream_cert_path, raw.upstream_key_path) {
+        let upstream = match (
+            raw.upstream_authority.as_str(),
+            raw.upstream_cert_path,
+            raw.upstream_key_path,
+        ) {
             ("self_signed", None, None) => UpstreamConfig::SelfSigned,
             ("self_signed", _, _) => {
                 return Err(c.invalid(
@@ -248,9 +252,22 @@ impl ServerConfig {
                     "is only used with upstream_authority = \"disk\"",
                 ))
             }
-            ("disk", Some(cert_path), Some(key_path)) => UpstreamConfig::Disk { cert_path, key_path },
-            ("disk", None, _) => return Err(c.invalid("upstream_cert_path", "is required with upstream_authority = \"disk\"")),
-            ("disk", _, None) => return Err(c.invalid("upstream_key_path", "is required with upstream_authority = \"disk\"")),
+            ("disk", Some(cert_path), Some(key_path)) => UpstreamConfig::Disk {
+                cert_path,
+                key_path,
+            },
+            ("disk", None, _) => {
+                return Err(c.invalid(
+                    "upstream_cert_path",
+                    "is required with upstream_authority = \"disk\"",
+                ))
+            }
+            ("disk", _, None) => {
+                return Err(c.invalid(
+                    "upstream_key_path",
+                    "is required with upstream_authority = \"disk\"",
+                ))
+            }
             (other, _, _) => {
                 return Err(c.invalid(
                     "upstream_authority",
@@ -259,7 +276,11 @@ impl ServerConfig {
             }
         };
         Ok(ServerConfig {
-            ca_activation_deadline: c.duration("ca_activation_deadline", &raw.ca_activation_deadline, 0)?,
+            ca_activation_deadline: c.duration(
+                "ca_activation_deadline",
+                &raw.ca_activation_deadline,
+                0,
+            )?,
             upstream,
             trust_domain: c.trust_domain(&raw.trust_domain)?,
             bind_address: c.address("bind_address", &raw.bind_address)?,

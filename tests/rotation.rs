@@ -14,7 +14,10 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use spiffe::WorkloadApiClient;
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn setup(dir: &std::path::Path, extra: &str, x509_ttl: &str) -> (Server, Agent, String) {
@@ -24,14 +27,24 @@ fn setup(dir: &std::path::Path, extra: &str, x509_ttl: &str) -> (Server, Agent, 
     let agent = start_agent(&config);
     let uid = format!("unix:uid:{}", my_uid());
     server.cli_ok(&[
-        "entry", "create", "--spiffe-id", "spiffe://example.org/rot/web", "--parent-id", &agent_id,
-        "--selector", &uid, "--x509-svid-ttl", x509_ttl,
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/rot/web",
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        &uid,
+        "--x509-svid-ttl",
+        x509_ttl,
     ]);
     (server, agent, agent_id)
 }
 
 async fn client(agent: &Agent) -> WorkloadApiClient {
-    WorkloadApiClient::connect_to(format!("unix:{}", agent.socket.display())).await.unwrap()
+    WorkloadApiClient::connect_to(format!("unix:{}", agent.socket.display()))
+        .await
+        .unwrap()
 }
 
 async fn wait_for_svid(c: &WorkloadApiClient) -> spiffe::X509Svid {
@@ -39,7 +52,9 @@ async fn wait_for_svid(c: &WorkloadApiClient) -> spiffe::X509Svid {
     loop {
         match c.fetch_x509_svid().await {
             Ok(s) => return s,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
             Err(e) => panic!("no SVID: {e}"),
         }
     }
@@ -47,16 +62,32 @@ async fn wait_for_svid(c: &WorkloadApiClient) -> spiffe::X509Svid {
 
 /// Does this SVID chain to one of these roots right now?
 fn chains(svid: &spiffe::X509Svid, roots: &[Vec<u8>]) -> Result<(), String> {
-    let certs: Vec<Vec<u8>> = svid.cert_chain().iter().map(|c| c.as_ref().to_vec()).collect();
+    let certs: Vec<Vec<u8>> = svid
+        .cert_chain()
+        .iter()
+        .map(|c| c.as_ref().to_vec())
+        .collect();
     let leaf = CertificateDer::from(certs[0].clone());
-    let inter: Vec<CertificateDer<'_>> = certs[1..].iter().map(|c| CertificateDer::from(c.clone())).collect();
-    herald::tls::verify_svid(&leaf, &inter, roots, UnixTime::now(), webpki::KeyUsage::client_auth())
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let inter: Vec<CertificateDer<'_>> = certs[1..]
+        .iter()
+        .map(|c| CertificateDer::from(c.clone()))
+        .collect();
+    herald::tls::verify_svid(
+        &leaf,
+        &inter,
+        roots,
+        UnixTime::now(),
+        webpki::KeyUsage::client_auth(),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 fn issuer(svid: &spiffe::X509Svid) -> Vec<u8> {
-    cert_facts(svid.leaf().as_ref()).unwrap().authority_key_id.unwrap()
+    cert_facts(svid.leaf().as_ref())
+        .unwrap()
+        .authority_key_id
+        .unwrap()
 }
 
 fn authorities(server: &Server) -> serde_json::Value {
@@ -78,7 +109,11 @@ fn two_full_rotations_with_zero_disagreements() {
     let dir = tempfile::tempdir().unwrap();
     // CA lifetime 90 s: prepare at 45 s left, activate at 15 s left, so a
     // rotation every ~45 s; SVIDs live 15 s (never longer than ca_ttl/6).
-    let (_server, agent, _) = setup(dir.path(), "ca_ttl = \"90s\"\ndefault_x509_svid_ttl = \"15s\"\n", "15s");
+    let (_server, agent, _) = setup(
+        dir.path(),
+        "ca_ttl = \"90s\"\ndefault_x509_svid_ttl = \"15s\"\n",
+        "15s",
+    );
     rt().block_on(async {
         let c = client(&agent).await;
         wait_for_svid(&c).await;
@@ -91,13 +126,19 @@ fn two_full_rotations_with_zero_disagreements() {
             let left = deadline.saturating_duration_since(Instant::now());
             let ctx = tokio::time::timeout(left, stream.next())
                 .await
-                .unwrap_or_else(|_| panic!("only {} CAs seen after {updates} updates", issuers.len()))
+                .unwrap_or_else(|_| {
+                    panic!("only {} CAs seen after {updates} updates", issuers.len())
+                })
                 .expect("stream ended")
                 .expect("stream error");
             updates += 1;
             let svid = ctx.default_svid().expect("an SVID");
             let bundle = ctx.bundle_set().get(&td).expect("own bundle");
-            let roots: Vec<Vec<u8>> = bundle.authorities().iter().map(|c| c.as_ref().to_vec()).collect();
+            let roots: Vec<Vec<u8>> = bundle
+                .authorities()
+                .iter()
+                .map(|c| c.as_ref().to_vec())
+                .collect();
             if let Err(e) = chains(svid, &roots) {
                 panic!("update {updates}: the SVID does not chain to the bundle sent with it: {e}");
             }
@@ -131,7 +172,9 @@ fn jwt_key_rotation_keeps_old_tokens_valid() {
             assert!(Instant::now() < deadline, "no token from the new key");
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        c.validate_jwt_token("db", before.token()).await.expect("a token minted before rotation must still validate");
+        c.validate_jwt_token("db", before.token())
+            .await
+            .expect("a token minted before rotation must still validate");
         c.validate_jwt_token("db2", after.token()).await.unwrap();
     });
 }
@@ -147,7 +190,8 @@ fn taint_reissues_every_svid_and_revoke_follows() {
         let v = authorities(&server);
         let old_id = ids_in(&v, "x509", "active").remove(0);
         // Revoking an authority that is not tainted is refused.
-        let (code, _, err) = server.cli(&["authority", "revoke", "--kind", "x509", "--id", &old_id]);
+        let (code, _, err) =
+            server.cli(&["authority", "revoke", "--kind", "x509", "--id", &old_id]);
         assert_eq!(code, 2, "{err}");
         assert!(err.contains("not tainted"), "{err}");
         // Tainting the active one is refused too.
@@ -162,11 +206,14 @@ fn taint_reissues_every_svid_and_revoke_follows() {
         server.cli_ok(&["authority", "taint", "--kind", "x509", "--id", &old_id]);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let next = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), stream.next())
-                .await
-                .expect("no re-issued SVID within 10 s of the taint")
-                .unwrap()
-                .unwrap();
+            let next = tokio::time::timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                stream.next(),
+            )
+            .await
+            .expect("no re-issued SVID within 10 s of the taint")
+            .unwrap()
+            .unwrap();
             if issuer(&next) != old_issuer {
                 break;
             }
@@ -175,7 +222,8 @@ fn taint_reissues_every_svid_and_revoke_follows() {
         // Once the agent acknowledged, revocation removes it from the bundle.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let (code, _, err) = server.cli(&["authority", "revoke", "--kind", "x509", "--id", &old_id]);
+            let (code, _, err) =
+                server.cli(&["authority", "revoke", "--kind", "x509", "--id", &old_id]);
             if code == 0 {
                 break;
             }
@@ -184,14 +232,22 @@ fn taint_reissues_every_svid_and_revoke_follows() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let v = authorities(&server);
-        assert!(!v["authorities"].as_array().unwrap().iter().any(|a| a["id"] == old_id.as_str()));
+        assert!(!v["authorities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == old_id.as_str()));
     });
 }
 
 #[test]
 fn restart_mid_rotation_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, agent, _) = setup(dir.path(), "ca_ttl = \"90s\"\ndefault_x509_svid_ttl = \"15s\"\n", "15s");
+    let (mut server, agent, _) = setup(
+        dir.path(),
+        "ca_ttl = \"90s\"\ndefault_x509_svid_ttl = \"15s\"\n",
+        "15s",
+    );
     // Wait until the next CA is prepared (45 s before expiry).
     let deadline = Instant::now() + Duration::from_secs(90);
     let prepared = loop {
@@ -206,7 +262,11 @@ fn restart_mid_rotation_resumes() {
     server.proc.stop();
     let server = start_server(&server.dir.clone(), "");
     let v = authorities(&server);
-    assert_eq!(ids_in(&v, "x509", "prepared"), vec![prepared.clone()], "the prepared CA did not survive the restart");
+    assert_eq!(
+        ids_in(&v, "x509", "prepared"),
+        vec![prepared.clone()],
+        "the prepared CA did not survive the restart"
+    );
     // The rotation resumes: the prepared CA becomes active on schedule.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -214,7 +274,10 @@ fn restart_mid_rotation_resumes() {
         if ids_in(&v, "x509", "active") == vec![prepared.clone()] {
             break;
         }
-        assert!(Instant::now() < deadline, "the prepared CA never became active after the restart");
+        assert!(
+            Instant::now() < deadline,
+            "the prepared CA never became active after the restart"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     drop(agent);
@@ -233,19 +296,30 @@ fn gated_activation_waits_for_a_lagging_agent_then_the_deadline_activates() {
     let (token, lagging_id) = server.join_token();
     let bootstrap = dir.path().join("lag.pem");
     server.bootstrap_pem(&bootstrap);
-    let roots = herald::ca::keys::pem_blocks(&std::fs::read_to_string(&bootstrap).unwrap(), "CERTIFICATE").unwrap();
+    let roots =
+        herald::ca::keys::pem_blocks(&std::fs::read_to_string(&bootstrap).unwrap(), "CERTIFICATE")
+            .unwrap();
     let addr: std::net::SocketAddr = server.node_addr.parse().unwrap();
     let runtime = rt();
     let _lagging_stream = runtime.block_on(async {
         let td = herald::spiffe::TrustDomain::new("example.org").unwrap();
-        let connector = herald::agent::node_client::ServerConnector::new(addr, &td, herald::tls::Roots::new(roots), false).unwrap();
+        let connector = herald::agent::node_client::ServerConnector::new(
+            addr,
+            &td,
+            herald::tls::Roots::new(roots),
+            false,
+        )
+        .unwrap();
         let key = herald::ca::KeyPair::generate(herald::ca::KeyType::EcP256).unwrap();
         let csr = herald::agent::manager::make_csr(&key).unwrap();
         let resp = connector
             .anonymous()
             .await
             .unwrap()
-            .attest(herald::proto::node::AttestRequest { join_token: token, csr })
+            .attest(herald::proto::node::AttestRequest {
+                join_token: token,
+                csr,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -256,11 +330,22 @@ fn gated_activation_waits_for_a_lagging_agent_then_the_deadline_activates() {
             key: std::sync::Arc::new(key),
         };
         let mut client = connector.authenticated(&cred).await.unwrap();
-        client.sync(herald::proto::node::SyncRequest {}).await.unwrap().into_inner()
+        client
+            .sync(herald::proto::node::SyncRequest {})
+            .await
+            .unwrap()
+            .into_inner()
     });
-    let waiting = server.proc.wait_for_line("waiting for agents", Duration::from_secs(90));
-    assert!(waiting.contains(&lagging_id), "the wait names the lagging agent: {waiting}");
-    let forced = server.proc.wait_for_line("activation deadline passed", Duration::from_secs(30));
+    let waiting = server
+        .proc
+        .wait_for_line("waiting for agents", Duration::from_secs(90));
+    assert!(
+        waiting.contains(&lagging_id),
+        "the wait names the lagging agent: {waiting}"
+    );
+    let forced = server
+        .proc
+        .wait_for_line("activation deadline passed", Duration::from_secs(30));
     assert!(forced.contains(&lagging_id), "{forced}");
     assert!(!forced.contains("agent/join_token/dev"), "{forced}");
 }

@@ -38,28 +38,72 @@ fn svids_chain_through_herald_to_the_upstream_root() {
     assert_eq!(b, f);
 
     let (token, agent_id) = server.join_token();
-    let agent = start_agent(&agent_config(&server, &dir.path().join("agent"), Some(&token)));
+    let agent = start_agent(&agent_config(
+        &server,
+        &dir.path().join("agent"),
+        Some(&token),
+    ));
     let uid = format!("unix:uid:{}", my_uid());
-    server.cli_ok(&["entry", "create", "--spiffe-id", "spiffe://example.org/up/web", "--parent-id", &agent_id, "--selector", &uid]);
+    server.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/up/web",
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        &uid,
+    ]);
     let out = dir.path().join("out");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let o = common::herald()
-            .args(["api", "fetch", "x509", "--socket", agent.socket.to_str().unwrap(), "--write", out.to_str().unwrap()])
+            .args([
+                "api",
+                "fetch",
+                "x509",
+                "--socket",
+                agent.socket.to_str().unwrap(),
+                "--write",
+                out.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         if o.status.success() {
             break;
         }
-        assert!(Instant::now() < deadline, "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let chain = std::fs::read_to_string(out.join("svid.0.pem")).unwrap();
     let certs = herald::ca::keys::pem_blocks(&chain, "CERTIFICATE").unwrap();
     assert_eq!(certs.len(), 2, "leaf + Herald's intermediate CA");
-    std::fs::write(out.join("leaf.pem"), herald::ca::keys::der_to_pem(&certs[0], "CERTIFICATE")).unwrap();
-    std::fs::write(out.join("inter.pem"), herald::ca::keys::der_to_pem(&certs[1], "CERTIFICATE")).unwrap();
-    let (ok, text) = openssl(&out, &["verify", "-x509_strict", "-CAfile", "bundle.0.pem", "-untrusted", "inter.pem", "leaf.pem"]);
+    std::fs::write(
+        out.join("leaf.pem"),
+        herald::ca::keys::der_to_pem(&certs[0], "CERTIFICATE"),
+    )
+    .unwrap();
+    std::fs::write(
+        out.join("inter.pem"),
+        herald::ca::keys::der_to_pem(&certs[1], "CERTIFICATE"),
+    )
+    .unwrap();
+    let (ok, text) = openssl(
+        &out,
+        &[
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            "bundle.0.pem",
+            "-untrusted",
+            "inter.pem",
+            "leaf.pem",
+        ],
+    );
     assert!(ok, "openssl verify: {text}");
 }
 
@@ -79,8 +123,14 @@ fn a_loose_upstream_key_is_refused_with_the_file_named() {
         ),
     )
     .unwrap();
-    let out = common::herald().args(["server", "run", "--config", config.to_str().unwrap()]).output().unwrap();
+    let out = common::herald()
+        .args(["server", "run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("upstream.key") && err.contains("0600"), "{err}");
+    assert!(
+        err.contains("upstream.key") && err.contains("0600"),
+        "{err}"
+    );
 }

@@ -48,7 +48,10 @@ impl JwtSvidSource for NodeJwtSource {
         let epoch = self.epoch.load(Ordering::SeqCst);
         {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = cache.get(&key).filter(|c| c.refresh_at > now && c.epoch == epoch) {
+            if let Some(c) = cache
+                .get(&key)
+                .filter(|c| c.refresh_at > now && c.epoch == epoch)
+            {
                 return Ok(c.token.clone());
             }
         }

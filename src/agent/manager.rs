@@ -194,7 +194,9 @@ impl Manager {
             return Ok(());
         }
         let sequence = self.bundle.sequence;
-        client.ack_bundle(node::AckBundleRequest { sequence }).await?;
+        client
+            .ack_bundle(node::AckBundleRequest { sequence })
+            .await?;
         self.acked = sequence;
         tracing::debug!(sequence, "bundle acknowledged");
         Ok(())
@@ -262,7 +264,10 @@ impl Manager {
         let mut changed = false;
         if ids != self.tainted_x509 {
             if !ids.is_empty() {
-                tracing::warn!(count = ids.len(), "X.509 authorities tainted; re-issuing the SVIDs they signed");
+                tracing::warn!(
+                    count = ids.len(),
+                    "X.509 authorities tainted; re-issuing the SVIDs they signed"
+                );
             }
             self.tainted_x509 = ids;
             changed = true;
@@ -340,7 +345,9 @@ impl Manager {
                 Some(h) => {
                     h.revision != e.revision
                         || h.renew_at <= now
-                        || h.issuer_key_id.as_ref().is_some_and(|k| self.tainted_x509.contains(k))
+                        || h.issuer_key_id
+                            .as_ref()
+                            .is_some_and(|k| self.tainted_x509.contains(k))
                 }
                 None => true,
             })

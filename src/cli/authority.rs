@@ -7,7 +7,9 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::admin_client::{format_time, status_error, AdminClient, SocketArgs};
 use super::{CliError, Output};
-use crate::proto::admin::{AuthorityIdRequest, AuthorityInfo, AuthorityKindRequest, ShowAuthoritiesRequest};
+use crate::proto::admin::{
+    AuthorityIdRequest, AuthorityInfo, AuthorityKindRequest, ShowAuthoritiesRequest,
+};
 
 /// `herald authority ...`
 #[derive(Debug, Subcommand)]
@@ -105,7 +107,11 @@ pub(super) fn run(cmd: AuthorityCmd) -> Result<(), CliError> {
         AuthorityCmd::Show { socket, output } => {
             let client = AdminClient::connect(&socket.socket)?;
             let resp = client
-                .run(client.authorities().show_authorities(ShowAuthoritiesRequest {}))
+                .run(
+                    client
+                        .authorities()
+                        .show_authorities(ShowAuthoritiesRequest {}),
+                )
                 .map_err(status_error)?
                 .into_inner();
             match output {
@@ -123,7 +129,10 @@ pub(super) fn run(cmd: AuthorityCmd) -> Result<(), CliError> {
                     }
                     println!("bundle sequence {}", resp.bundle_sequence);
                     if !resp.lagging_agents.is_empty() {
-                        println!("agents behind the current bundle: {}", resp.lagging_agents.join(", "));
+                        println!(
+                            "agents behind the current bundle: {}",
+                            resp.lagging_agents.join(", ")
+                        );
                     }
                 }
             }
@@ -138,7 +147,9 @@ pub(super) fn run(cmd: AuthorityCmd) -> Result<(), CliError> {
 
 fn kind_call(k: KindArgs, prepare: bool) -> Result<(), CliError> {
     let client = AdminClient::connect(&k.socket.socket)?;
-    let req = AuthorityKindRequest { kind: k.kind.wire() };
+    let req = AuthorityKindRequest {
+        kind: k.kind.wire(),
+    };
     let mut svc = client.authorities();
     let resp = if prepare {
         client.run(svc.prepare_authority(req))

@@ -45,7 +45,9 @@ pub fn admin_routes(state: Arc<ServerState>) -> Routes {
     .add_service(AgentsServer::new(agents::AgentsApi::new(state.clone())))
     .add_service(BundlesServer::new(bundles::BundlesApi::new(state.clone())))
     .add_service(SvidsServer::new(svids::SvidsApi::new(state.clone())))
-    .add_service(LocalAuthorityServer::new(authorities::AuthoritiesApi::new(state)))
+    .add_service(LocalAuthorityServer::new(authorities::AuthoritiesApi::new(
+        state,
+    )))
 }
 
 /// A list request's paging, checked: 0 is the default (500), at most

@@ -50,7 +50,13 @@ fn view(a: &Authorities, kind: AuthorityKind) -> (SlotView, Option<u64>) {
 }
 
 /// Applies one planned action; returns the new authority set.
-fn apply(state: &ServerState, current: &Authorities, kind: AuthorityKind, action: &Action, now: i64) -> Result<Authorities, String> {
+fn apply(
+    state: &ServerState,
+    current: &Authorities,
+    kind: AuthorityKind,
+    action: &Action,
+    now: i64,
+) -> Result<Authorities, String> {
     let store = state.store.as_ref();
     let keys = state.keys.as_ref();
     let result = match action {
@@ -102,7 +108,9 @@ pub async fn run(state: Arc<ServerState>, mut stop: watch::Receiver<bool>) {
             let actions = plan(&slot, &propagation, deadline, now);
             if actions.is_empty() {
                 if let Propagation::Lagging(l) = &propagation {
-                    if now >= slot.active.map(|a| a.activate_at()).unwrap_or(i64::MAX) && *l != last_lagging {
+                    if now >= slot.active.map(|a| a.activate_at()).unwrap_or(i64::MAX)
+                        && *l != last_lagging
+                    {
                         tracing::info!(kind = kind_name(kind), lagging = %l.join(", "), "activation due, waiting for agents to acknowledge the new bundle");
                         last_lagging = l.clone();
                     }
@@ -112,13 +120,16 @@ pub async fn run(state: Arc<ServerState>, mut stop: watch::Receiver<bool>) {
                 let st = state.clone();
                 let cur = current.clone();
                 let act = action.clone();
-                let applied = tokio::task::spawn_blocking(move || apply(&st, &cur, kind, &act, now)).await;
+                let applied =
+                    tokio::task::spawn_blocking(move || apply(&st, &cur, kind, &act, now)).await;
                 match applied {
                     Ok(Ok(next_set)) => {
                         current = next_set;
                         changed = true;
                     }
-                    Ok(Err(e)) => tracing::error!(kind = kind_name(kind), action = ?action, error = %e, "rotation step failed; retrying"),
+                    Ok(Err(e)) => {
+                        tracing::error!(kind = kind_name(kind), action = ?action, error = %e, "rotation step failed; retrying")
+                    }
                     Err(e) => tracing::error!(error = %e, "rotation task failed"),
                 }
             }

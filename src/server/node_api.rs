@@ -237,7 +237,10 @@ impl Node for NodeApi {
         .await
     }
 
-    async fn ack_bundle(&self, request: Request<node::AckBundleRequest>) -> Result<Response<node::AckBundleResponse>, Status> {
+    async fn ack_bundle(
+        &self,
+        request: Request<node::AckBundleRequest>,
+    ) -> Result<Response<node::AckBundleResponse>, Status> {
         self.ack(request).await
     }
 
@@ -404,7 +407,10 @@ impl NodeApi {
         Ok(bundles.iter().map(bundle_to_wire).collect())
     }
 
-    async fn ack(&self, request: Request<node::AckBundleRequest>) -> Result<Response<node::AckBundleResponse>, Status> {
+    async fn ack(
+        &self,
+        request: Request<node::AckBundleRequest>,
+    ) -> Result<Response<node::AckBundleResponse>, Status> {
         let agent = self.authenticate(&request).await?;
         let sequence = request.get_ref().sequence;
         tracing::debug!(agent = %agent.spiffe_id, sequence, "bundle acknowledged");
@@ -430,7 +436,13 @@ impl NodeApi {
         let mut federated = self.federated_bundles().await?;
         let mut bundle_seq = {
             let authorities = self.state.authorities();
-            send_snapshot(tx, &current, own_bundle_wire(&authorities), federated.clone()).await?;
+            send_snapshot(
+                tx,
+                &current,
+                own_bundle_wire(&authorities),
+                federated.clone(),
+            )
+            .await?;
             authorities.bundle().sequence
         };
         tracing::debug!(entries = current.len(), "sync snapshot sent");
@@ -527,7 +539,11 @@ async fn send_snapshot(
             complete: i == last,
             upserted: chunk.iter().map(|e| entry_to_wire(e)).collect(),
             bundle: (i == 0).then(|| bundle.clone()),
-            federated_bundles: if i == 0 { federated.clone() } else { Vec::new() },
+            federated_bundles: if i == 0 {
+                federated.clone()
+            } else {
+                Vec::new()
+            },
             federated_bundles_changed: i == 0,
             ..Default::default()
         };

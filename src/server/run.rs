@@ -93,7 +93,10 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         Arc::new(DiskKeyManager::open(&dir.join("keys")).map_err(|e| data_dir_error(dir, e))?);
     let upstream = match &config.upstream {
         UpstreamConfig::SelfSigned => None,
-        UpstreamConfig::Disk { cert_path, key_path } => Some(
+        UpstreamConfig::Disk {
+            cert_path,
+            key_path,
+        } => Some(
             Upstream::load(&config.trust_domain, cert_path, key_path)
                 .map_err(|e| data_dir_error(cert_path, e))?,
         ),
@@ -131,7 +134,8 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(
-        super::ca_manager::run(state.clone(), shutdown_rx.clone()).instrument(tracing::info_span!("ca_manager")),
+        super::ca_manager::run(state.clone(), shutdown_rx.clone())
+            .instrument(tracing::info_span!("ca_manager")),
     ));
 
     // --- node API: TCP + TLS with the server's own SVID ---------------------

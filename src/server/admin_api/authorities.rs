@@ -29,7 +29,9 @@ impl AuthoritiesApi {
     /// Runs a transition on the blocking pool and swaps the result in.
     async fn change<F>(&self, f: F) -> Result<Arc<Authorities>, Status>
     where
-        F: FnOnce(&ServerState, &Authorities) -> Result<Authorities, AuthorityError> + Send + 'static,
+        F: FnOnce(&ServerState, &Authorities) -> Result<Authorities, AuthorityError>
+            + Send
+            + 'static,
     {
         let state = self.state.clone();
         let current = self.state.authorities();
@@ -120,20 +122,30 @@ impl LocalAuthority for AuthoritiesApi {
         }))
     }
 
-    async fn prepare_authority(&self, request: Request<AuthorityKindRequest>) -> Result<Response<AuthorityInfo>, Status> {
+    async fn prepare_authority(
+        &self,
+        request: Request<AuthorityKindRequest>,
+    ) -> Result<Response<AuthorityInfo>, Status> {
         let kind = parse_kind(&request.get_ref().kind)?;
         let span = tracing::info_span!("admin.prepare_authority", kind = %request.get_ref().kind);
         async move {
             let a = self
-                .change(move |st, cur| cur.prepare(kind, st.store.as_ref(), st.keys.as_ref(), now_unix()))
+                .change(move |st, cur| {
+                    cur.prepare(kind, st.store.as_ref(), st.keys.as_ref(), now_unix())
+                })
                 .await?;
-            Ok(Response::new(find(&a, |r| r.kind == kind && r.state == AuthorityState::Prepared)?))
+            Ok(Response::new(find(&a, |r| {
+                r.kind == kind && r.state == AuthorityState::Prepared
+            })?))
         }
         .instrument(span)
         .await
     }
 
-    async fn activate_authority(&self, request: Request<AuthorityKindRequest>) -> Result<Response<AuthorityInfo>, Status> {
+    async fn activate_authority(
+        &self,
+        request: Request<AuthorityKindRequest>,
+    ) -> Result<Response<AuthorityInfo>, Status> {
         let kind = parse_kind(&request.get_ref().kind)?;
         let span = tracing::info_span!("admin.activate_authority", kind = %request.get_ref().kind);
         async move {
@@ -148,7 +160,10 @@ impl LocalAuthority for AuthoritiesApi {
         .await
     }
 
-    async fn taint_authority(&self, request: Request<AuthorityIdRequest>) -> Result<Response<AuthorityInfo>, Status> {
+    async fn taint_authority(
+        &self,
+        request: Request<AuthorityIdRequest>,
+    ) -> Result<Response<AuthorityInfo>, Status> {
         let req = request.into_inner();
         let kind = parse_kind(&req.kind)?;
         if req.id.is_empty() {
@@ -157,14 +172,19 @@ impl LocalAuthority for AuthoritiesApi {
         let span = tracing::info_span!("admin.taint_authority", kind = %req.kind, id = %req.id);
         async move {
             let id = req.id.clone();
-            let a = self.change(move |st, cur| cur.taint(kind, &id, st.store.as_ref())).await?;
+            let a = self
+                .change(move |st, cur| cur.taint(kind, &id, st.store.as_ref()))
+                .await?;
             Ok(Response::new(find(&a, |r| r.id == req.id)?))
         }
         .instrument(span)
         .await
     }
 
-    async fn revoke_authority(&self, request: Request<AuthorityIdRequest>) -> Result<Response<AuthorityInfo>, Status> {
+    async fn revoke_authority(
+        &self,
+        request: Request<AuthorityIdRequest>,
+    ) -> Result<Response<AuthorityInfo>, Status> {
         let req = request.into_inner();
         let kind = parse_kind(&req.kind)?;
         if req.id.is_empty() {
@@ -177,14 +197,18 @@ impl LocalAuthority for AuthoritiesApi {
                 .iter()
                 .find(|r| r.id == req.id && r.kind == kind)
                 .map(info)
-                .ok_or_else(|| Status::not_found(format!("no {} authority with id {:?}", req.kind, req.id)))?;
+                .ok_or_else(|| {
+                    Status::not_found(format!("no {} authority with id {:?}", req.kind, req.id))
+                })?;
             // Agents acknowledge a bundle only after re-issuing what a
             // tainted authority signed; anyone behind the current bundle may
             // still depend on it.
             let lagging = self.state.lagging_agents(before.bundle().sequence);
             let id = req.id.clone();
-            self.change(move |st, cur| cur.revoke(kind, &id, &lagging, st.store.as_ref(), st.keys.as_ref()))
-                .await?;
+            self.change(move |st, cur| {
+                cur.revoke(kind, &id, &lagging, st.store.as_ref(), st.keys.as_ref())
+            })
+            .await?;
             Ok(Response::new(revoked))
         }
         .instrument(span)

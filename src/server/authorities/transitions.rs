@@ -30,7 +30,10 @@ pub(super) fn load_x509(
     keys: &dyn KeyManager,
     td: &TrustDomain,
 ) -> Result<X509Slot, AuthorityError> {
-    let cert = rec.cert_der.clone().ok_or_else(|| bad(&rec, "no certificate"))?;
+    let cert = rec
+        .cert_der
+        .clone()
+        .ok_or_else(|| bad(&rec, "no certificate"))?;
     let facts = crate::ca::x509::cert_facts(&cert)?;
     let want = td.id_string();
     if !facts.uri_sans.iter().any(|u| u == &want) {
@@ -60,14 +63,22 @@ pub(super) fn load_x509(
 }
 
 /// Loads a JWT journal record.
-pub(super) fn load_jwt(rec: AuthorityRecord, keys: &dyn KeyManager) -> Result<JwtSlot, AuthorityError> {
+pub(super) fn load_jwt(
+    rec: AuthorityRecord,
+    keys: &dyn KeyManager,
+) -> Result<JwtSlot, AuthorityError> {
     let kid = rec.jwt_key_id.clone().ok_or_else(|| bad(&rec, "no kid"))?;
-    let public_key = rec.public_key.clone().ok_or_else(|| bad(&rec, "no public key"))?;
+    let public_key = rec
+        .public_key
+        .clone()
+        .ok_or_else(|| bad(&rec, "no public key"))?;
     let key = match rec.state {
         AuthorityState::Old => None,
-        AuthorityState::Prepared | AuthorityState::Active => {
-            Some(JwtKey::new(kid.clone(), keys.get(&rec.key_id)?, rec.not_after))
-        }
+        AuthorityState::Prepared | AuthorityState::Active => Some(JwtKey::new(
+            kid.clone(),
+            keys.get(&rec.key_id)?,
+            rec.not_after,
+        )),
     };
     Ok(JwtSlot {
         authority: JwtAuthority {
@@ -91,11 +102,17 @@ fn new_x509(
     let id = format!("x509-{}", uuid::Uuid::new_v4().simple());
     let key = keys.generate(&id, settings.key_type)?;
     let (ca, upstream_chain) = match &settings.upstream {
-        None => (X509Authority::self_signed(td, key, settings.ca_ttl_secs, now)?, Vec::new()),
+        None => (
+            X509Authority::self_signed(td, key, settings.ca_ttl_secs, now)?,
+            Vec::new(),
+        ),
         Some(up) => {
             let signed = up.sign_ca(td, &key.public_key_spki(), settings.ca_ttl_secs, now)?;
             let chain = up.chain_below_root();
-            (X509Authority::from_parts(td, signed.cert_der, chain.clone(), key)?, chain)
+            (
+                X509Authority::from_parts(td, signed.cert_der, chain.clone(), key)?,
+                chain,
+            )
         }
     };
     let record = AuthorityRecord {
@@ -157,7 +174,11 @@ fn new_jwt(
 }
 
 /// Persists a record's new state.
-fn set_state(store: &dyn DataStore, rec: &mut AuthorityRecord, state: AuthorityState) -> Result<(), AuthorityError> {
+fn set_state(
+    store: &dyn DataStore,
+    rec: &mut AuthorityRecord,
+    state: AuthorityState,
+) -> Result<(), AuthorityError> {
     rec.state = state;
     store.put_authority(rec)?;
     Ok(())
@@ -179,24 +200,50 @@ pub(super) fn assemble(
     // X.509: the newest valid active wins; other actives become old (a crash
     // between the two writes of an activation leaves two).
     normalize(store, x509.iter_mut().map(|s| &mut s.record).collect(), now)?;
-    if !x509.iter().any(|s| s.record.state == AuthorityState::Active) {
-        match x509.iter_mut().find(|s| s.record.state == AuthorityState::Prepared && s.record.not_after > now) {
+    if !x509
+        .iter()
+        .any(|s| s.record.state == AuthorityState::Active)
+    {
+        match x509
+            .iter_mut()
+            .find(|s| s.record.state == AuthorityState::Prepared && s.record.not_after > now)
+        {
             Some(p) => set_state(store, &mut p.record, AuthorityState::Active)?,
-            None => x509.push(new_x509(store, keys, &td, &settings, AuthorityState::Active, now)?),
+            None => x509.push(new_x509(
+                store,
+                keys,
+                &td,
+                &settings,
+                AuthorityState::Active,
+                now,
+            )?),
         }
     }
     normalize(store, jwt.iter_mut().map(|s| &mut s.record).collect(), now)?;
     if !jwt.iter().any(|s| s.record.state == AuthorityState::Active) {
-        match jwt.iter_mut().find(|s| s.record.state == AuthorityState::Prepared && s.record.not_after > now) {
+        match jwt
+            .iter_mut()
+            .find(|s| s.record.state == AuthorityState::Prepared && s.record.not_after > now)
+        {
             Some(p) => set_state(store, &mut p.record, AuthorityState::Active)?,
-            None => jwt.push(new_jwt(store, keys, &settings, AuthorityState::Active, now)?),
+            None => jwt.push(new_jwt(
+                store,
+                keys,
+                &settings,
+                AuthorityState::Active,
+                now,
+            )?),
         }
     }
     build(store, td, settings, x509, jwt, prev, false)
 }
 
 /// Demotes every active record but the newest valid one to old.
-fn normalize(store: &dyn DataStore, mut records: Vec<&mut AuthorityRecord>, now: i64) -> Result<(), AuthorityError> {
+fn normalize(
+    store: &dyn DataStore,
+    mut records: Vec<&mut AuthorityRecord>,
+    now: i64,
+) -> Result<(), AuthorityError> {
     // Newest first: a successor was published (bundle_sequence > 0) after
     // the authority it replaces, even within the same second.
     records.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.bundle_sequence, r.id.clone())));
@@ -228,17 +275,25 @@ fn build(
     let mut bundle = prev.clone();
     bundle.x509_authorities = match &settings.upstream {
         Some(up) => vec![up.root().to_vec()],
-        None => x509.iter().filter_map(|s| s.record.cert_der.clone()).collect(),
+        None => x509
+            .iter()
+            .filter_map(|s| s.record.cert_der.clone())
+            .collect(),
     };
     bundle.jwt_authorities = jwt.iter().map(|s| s.authority.clone()).collect();
-    let changed = bundle.x509_authorities != prev.x509_authorities || bundle.jwt_authorities != prev.jwt_authorities;
+    let changed = bundle.x509_authorities != prev.x509_authorities
+        || bundle.jwt_authorities != prev.jwt_authorities;
     if changed || bump || prev.sequence == 0 {
         bundle.sequence = prev.sequence + 1;
         store.set_bundle(&bundle)?;
     }
     // Records of newly prepared authorities learn the sequence that first
     // published them (the activation gate waits for agents to ack it).
-    for r in x509.iter_mut().map(|s| &mut s.record).chain(jwt.iter_mut().map(|s| &mut s.record)) {
+    for r in x509
+        .iter_mut()
+        .map(|s| &mut s.record)
+        .chain(jwt.iter_mut().map(|s| &mut s.record))
+    {
         if r.state == AuthorityState::Prepared && r.bundle_sequence == 0 {
             r.bundle_sequence = bundle.sequence;
             store.put_authority(r)?;
@@ -297,8 +352,12 @@ impl Authorities {
         let mut x509 = self.x509.clone();
         let mut jwt = self.jwt.clone();
         let exists = match kind {
-            AuthorityKind::X509 => x509.iter().any(|s| s.record.state == AuthorityState::Prepared),
-            AuthorityKind::Jwt => jwt.iter().any(|s| s.record.state == AuthorityState::Prepared),
+            AuthorityKind::X509 => x509
+                .iter()
+                .any(|s| s.record.state == AuthorityState::Prepared),
+            AuthorityKind::Jwt => jwt
+                .iter()
+                .any(|s| s.record.state == AuthorityState::Prepared),
         };
         if exists {
             return Err(AuthorityError::NotAllowed(format!(
@@ -307,15 +366,32 @@ impl Authorities {
             )));
         }
         match kind {
-            AuthorityKind::X509 => x509.push(new_x509(store, keys, &self.trust_domain, &self.settings, AuthorityState::Prepared, now)?),
-            AuthorityKind::Jwt => jwt.push(new_jwt(store, keys, &self.settings, AuthorityState::Prepared, now)?),
+            AuthorityKind::X509 => x509.push(new_x509(
+                store,
+                keys,
+                &self.trust_domain,
+                &self.settings,
+                AuthorityState::Prepared,
+                now,
+            )?),
+            AuthorityKind::Jwt => jwt.push(new_jwt(
+                store,
+                keys,
+                &self.settings,
+                AuthorityState::Prepared,
+                now,
+            )?),
         }
         self.rebuilt(store, x509, jwt, false)
     }
 
     /// Makes the prepared authority of `kind` the signing one; the active
     /// one becomes old.
-    pub fn activate(&self, kind: AuthorityKind, store: &dyn DataStore) -> Result<Authorities, AuthorityError> {
+    pub fn activate(
+        &self,
+        kind: AuthorityKind,
+        store: &dyn DataStore,
+    ) -> Result<Authorities, AuthorityError> {
         let mut x509 = self.x509.clone();
         let mut jwt = self.jwt.clone();
         let mut records: Vec<&mut AuthorityRecord> = match kind {
@@ -335,7 +411,10 @@ impl Authorities {
             .filter(|r| r.state == AuthorityState::Active)
             .map(|r| r.id.clone())
             .collect();
-        for r in records.iter_mut().filter(|r| r.state == AuthorityState::Prepared) {
+        for r in records
+            .iter_mut()
+            .filter(|r| r.state == AuthorityState::Prepared)
+        {
             set_state(store, r, AuthorityState::Active)?;
             tracing::info!(id = %r.id, kind = kind_name(kind), "authority activated");
         }
@@ -344,10 +423,16 @@ impl Authorities {
         }
         drop(records);
         // Old authorities no longer need their signer in memory.
-        for s in x509.iter_mut().filter(|s| s.record.state == AuthorityState::Old) {
+        for s in x509
+            .iter_mut()
+            .filter(|s| s.record.state == AuthorityState::Old)
+        {
             s.ca = None;
         }
-        for s in jwt.iter_mut().filter(|s| s.record.state == AuthorityState::Old) {
+        for s in jwt
+            .iter_mut()
+            .filter(|s| s.record.state == AuthorityState::Old)
+        {
             s.key = None;
         }
         self.rebuilt(store, x509, jwt, false)
@@ -397,7 +482,12 @@ impl Authorities {
 
     /// Marks an old authority as compromised: agents re-issue at once every
     /// SVID it signed (JWT: drop cached tokens of that key).
-    pub fn taint(&self, kind: AuthorityKind, id: &str, store: &dyn DataStore) -> Result<Authorities, AuthorityError> {
+    pub fn taint(
+        &self,
+        kind: AuthorityKind,
+        id: &str,
+        store: &dyn DataStore,
+    ) -> Result<Authorities, AuthorityError> {
         let rec = self.find(kind, id)?;
         if rec.state != AuthorityState::Old {
             return Err(AuthorityError::NotAllowed(format!(
@@ -406,17 +496,27 @@ impl Authorities {
             )));
         }
         if rec.tainted {
-            return Err(AuthorityError::NotAllowed(format!("authority {id} is already tainted")));
+            return Err(AuthorityError::NotAllowed(format!(
+                "authority {id} is already tainted"
+            )));
         }
         let mut x509 = self.x509.clone();
         let mut jwt = self.jwt.clone();
-        for r in x509.iter_mut().map(|s| &mut s.record).chain(jwt.iter_mut().map(|s| &mut s.record)) {
+        for r in x509
+            .iter_mut()
+            .map(|s| &mut s.record)
+            .chain(jwt.iter_mut().map(|s| &mut s.record))
+        {
             if r.id == id {
                 r.tainted = true;
                 store.put_authority(r)?;
             }
         }
-        tracing::warn!(id, kind = kind_name(kind), "authority tainted; agents re-issue what it signed");
+        tracing::warn!(
+            id,
+            kind = kind_name(kind),
+            "authority tainted; agents re-issue what it signed"
+        );
         // The bundle content is unchanged, but agents must hear of the taint.
         self.rebuilt(store, x509, jwt, true)
     }

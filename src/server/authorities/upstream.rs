@@ -56,15 +56,21 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// Loads the CA certificate file (signer first, then its chain up to and
     /// including the root; a root alone is fine) and its PKCS#8 key.
-    pub fn load(td: &TrustDomain, cert_path: &Path, key_path: &Path) -> Result<Arc<Self>, UpstreamError> {
+    pub fn load(
+        td: &TrustDomain,
+        cert_path: &Path,
+        key_path: &Path,
+    ) -> Result<Arc<Self>, UpstreamError> {
         let cert_name = cert_path.display().to_string();
         let file = |what: &'static str, path: &Path, reason: String| UpstreamError::File {
             what,
             path: path.display().to_string(),
             reason,
         };
-        let pem = std::fs::read_to_string(cert_path).map_err(|e| file("certificate", cert_path, e.to_string()))?;
-        let certs = pem_blocks(&pem, "CERTIFICATE").map_err(|e| file("certificate", cert_path, e))?;
+        let pem = std::fs::read_to_string(cert_path)
+            .map_err(|e| file("certificate", cert_path, e.to_string()))?;
+        let certs =
+            pem_blocks(&pem, "CERTIFICATE").map_err(|e| file("certificate", cert_path, e))?;
         let (first, rest) = certs
             .split_first()
             .ok_or_else(|| file("certificate", cert_path, "no CERTIFICATE block".into()))?;
@@ -77,10 +83,14 @@ impl Upstream {
             return Err(file(
                 "key",
                 key_path,
-                format!("mode {:o} lets others read it; a private key must be 0600", mode & 0o777),
+                format!(
+                    "mode {:o} lets others read it; a private key must be 0600",
+                    mode & 0o777
+                ),
             ));
         }
-        let key_pem = std::fs::read_to_string(key_path).map_err(|e| file("key", key_path, e.to_string()))?;
+        let key_pem =
+            std::fs::read_to_string(key_path).map_err(|e| file("key", key_path, e.to_string()))?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| file("key", key_path, e.to_string()))?;
         let last = certs.last().cloned().unwrap_or_else(|| first.clone());
         let facts = crate::ca::x509::cert_facts(&last).map_err(|source| UpstreamError::Ca {
@@ -97,21 +107,30 @@ impl Upstream {
             rest[..rest.len() - 1].to_vec()
         };
         let signer_chain = chain.clone();
-        let signer = X509Authority::from_parts(td, first.clone(), signer_chain, Arc::new(key)).map_err(|source| {
-            UpstreamError::Ca {
+        let signer = X509Authority::from_parts(td, first.clone(), signer_chain, Arc::new(key))
+            .map_err(|source| UpstreamError::Ca {
                 path: cert_name.clone(),
                 source,
-            }
-        })?;
+            })?;
         Ok(Arc::new(Upstream {
             signer,
-            chain: if rest.is_empty() { Vec::new() } else { std::iter::once(first.clone()).chain(chain).collect() },
+            chain: if rest.is_empty() {
+                Vec::new()
+            } else {
+                std::iter::once(first.clone()).chain(chain).collect()
+            },
             root: last,
         }))
     }
 
     /// Signs a CA certificate for the server's own key.
-    pub fn sign_ca(&self, td: &TrustDomain, spki: &[u8], ttl: i64, now: i64) -> Result<SignedCert, X509Error> {
+    pub fn sign_ca(
+        &self,
+        td: &TrustDomain,
+        spki: &[u8],
+        ttl: i64,
+        now: i64,
+    ) -> Result<SignedCert, X509Error> {
         self.signer.sign_ca(td, spki, ttl, now)
     }
 
