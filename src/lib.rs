@@ -21,6 +21,7 @@ pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod duration;
+pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod node_wire;

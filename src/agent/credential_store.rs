@@ -3,8 +3,7 @@
 //! the last trust bundle it received (`bundle.json`, SPIFFE bundle JSON).
 //! Files are replaced atomically (temp file, fsync, rename).
 
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -56,24 +55,8 @@ impl CredentialStore {
 
     fn write(&self, name: &str, contents: &[u8], mode: u32) -> Result<(), CredentialStoreError> {
         let path = self.dir.join(name);
-        let io = |source| CredentialStoreError::Io {
-            path: path.clone(),
-            source,
-        };
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(contents).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)
+        crate::fsutil::write_atomic(&path, contents, mode)
+            .map_err(|source| CredentialStoreError::Io { path, source })
     }
 
     fn read(&self, name: &str) -> Result<Option<String>, CredentialStoreError> {

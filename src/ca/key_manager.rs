@@ -8,8 +8,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -137,28 +136,10 @@ impl DiskKeyManager {
     }
 
     fn write_atomically(&self, path: &Path, contents: &[u8]) -> Result<(), KeyManagerError> {
-        let io = |source| KeyManagerError::Io {
+        crate::fsutil::write_atomic(path, contents, 0o600).map_err(|source| KeyManagerError::Io {
             path: path.to_path_buf(),
             source,
-        };
-        let tmp = path.with_extension("key.tmp");
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        // The mode above only applies on creation; a stale temp file keeps its
-        // old mode, so set it explicitly before writing the secret.
-        f.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
-        f.write_all(contents).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        fs::rename(&tmp, path).map_err(io)?;
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)
+        })
     }
 }
 

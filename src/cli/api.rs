@@ -258,13 +258,13 @@ async fn fetch_x509(
                 .iter()
                 .map(|c| der_to_pem(c, "CERTIFICATE"))
                 .collect();
-            write_file(&dir.join(format!("svid.{i}.pem")), chain.as_bytes(), 0o644)?;
-            write_file(
+            super::x509::write_file(&dir.join(format!("svid.{i}.pem")), chain.as_bytes(), 0o644)?;
+            super::x509::write_file(
                 &dir.join(format!("svid.{i}.key")),
                 der_to_pem(&s.x509_svid_key, "PRIVATE KEY").as_bytes(),
                 0o600,
             )?;
-            write_file(
+            super::x509::write_file(
                 &dir.join(format!("bundle.{i}.pem")),
                 bundle.as_bytes(),
                 0o644,
@@ -286,18 +286,4 @@ async fn fetch_x509(
         println!("{}", serde_json::json!({ "svids": docs }));
     }
     Ok(())
-}
-
-fn write_file(path: &std::path::Path, contents: &[u8], mode: u32) -> Result<(), CliError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let fail = |e: std::io::Error| CliError::Failed(format!("writing {}: {e}", path.display()));
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(fail)?;
-    f.write_all(contents).map_err(fail)
 }

@@ -5,8 +5,6 @@
 //! `--data-dir` it signs with the CA kept in that server data directory
 //! (creating one in a new directory).
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -299,18 +297,8 @@ fn check_dns_name(name: &str) -> Result<(), CliError> {
     }
 }
 
-/// Writes `contents` to `path` with `mode`, atomically (temp file + rename).
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CliError> {
-    let fail = |e: std::io::Error| CliError::Failed(format!("writing {}: {e}", path.display()));
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(fail)?;
-    f.write_all(contents).map_err(fail)?;
-    f.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+/// Writes `contents` to `path` with `mode`, atomically.
+pub(super) fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CliError> {
+    crate::fsutil::write_atomic(path, contents, mode)
+        .map_err(|e| CliError::Failed(format!("writing {}: {e}", path.display())))
 }
