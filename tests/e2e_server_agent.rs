@@ -340,3 +340,39 @@ fn agent_serves_cached_svids_while_the_server_is_down_and_reconnects() {
         }
     });
 }
+
+#[test]
+fn an_evicted_agent_is_refused_but_may_attest_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, agent, agent_id) = setup(dir.path());
+    let mut agent = agent;
+    server.cli_ok(&["agent", "evict", "--spiffe-id", &agent_id]);
+    agent
+        .proc
+        .wait_for_line("refused this agent", Duration::from_secs(20));
+    let shown = server.cli(&["agent", "show", "--spiffe-id", &agent_id]);
+    assert_eq!(
+        shown.0, 2,
+        "an evicted agent is gone from the list: {}",
+        shown.2
+    );
+    // Unlike a banned one, it may attest again with a new token for its ID.
+    let out = server.cli_ok(&[
+        "token",
+        "generate",
+        "--spiffe-id",
+        &agent_id,
+        "--output",
+        "json",
+    ]);
+    let token = serde_json::from_str::<serde_json::Value>(&out).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(agent);
+    let again = agent_config(&server, &dir.path().join("agent-again"), Some(&token));
+    let agent = start_agent(&again);
+    assert!(agent.proc.log_text().contains("attested with a join token"));
+    let listed = server.cli_ok(&["agent", "list"]);
+    assert!(listed.contains(&agent_id), "{listed}");
+}
