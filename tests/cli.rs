@@ -232,3 +232,22 @@ fn jwt_mint_prints_a_verifiable_token() {
 fn unimplemented_groups_say_so_and_exit_2() {
     assert_bad_input(&["federation", "list"], "not available in this build yet");
 }
+
+#[test]
+fn check_validates_config_files() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    for f in ["server.toml", "agent.toml"] {
+        let p = root.join(f);
+        let out = run_ok(&["check", "--config", p.to_str().unwrap()]);
+        assert!(out.contains("valid"), "{out}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("server.toml");
+    std::fs::write(
+        &bad,
+        "trust_domain = \"example.org\"\ndata_dir = \"/x\"\nca_ttl = \"soon\"\n",
+    )
+    .unwrap();
+    assert_bad_input(&["check", "--config", bad.to_str().unwrap()], "ca_ttl");
+    assert_bad_input(&["healthcheck"], "--admin-socket");
+}

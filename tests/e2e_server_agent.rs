@@ -376,3 +376,24 @@ fn an_evicted_agent_is_refused_but_may_attest_again() {
     let listed = server.cli_ok(&["agent", "list"]);
     assert!(listed.contains(&agent_id), "{listed}");
 }
+
+#[test]
+fn healthcheck_reports_a_live_server_and_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, agent, _) = setup(dir.path());
+    let out = common::run_ok(&[
+        "healthcheck",
+        "--admin-socket",
+        server.admin_socket.to_str().unwrap(),
+    ]);
+    assert!(out.contains("server healthy"));
+    let out = common::run_ok(&[
+        "healthcheck",
+        "--workload-socket",
+        agent.socket.to_str().unwrap(),
+    ]);
+    assert!(out.contains("agent healthy"));
+    let gone = dir.path().join("nothing.sock");
+    let o = common::run(&["healthcheck", "--workload-socket", gone.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+}

@@ -14,6 +14,7 @@ mod agents;
 mod api;
 mod authority;
 mod bundle;
+mod check;
 mod data_dir;
 mod dev;
 mod entry;
@@ -72,9 +73,9 @@ enum Command {
     #[command(subcommand)]
     Authority(authority::AuthorityCmd),
     /// Check a configuration file without starting anything.
-    Check(pending::CheckArgs),
+    Check(check::CheckArgs),
     /// Ask a running server or agent whether it is healthy (for probes).
-    Healthcheck(pending::HealthcheckArgs),
+    Healthcheck(check::HealthcheckArgs),
     /// A Workload API client, for operators debugging a node.
     #[command(subcommand)]
     Api(api::ApiCmd),
@@ -157,8 +158,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Federation(_) => pending::not_yet("federation"),
         Command::Token(cmd) => token::run(cmd),
         Command::Authority(cmd) => authority::run(cmd),
-        Command::Check(_) => pending::not_yet("check"),
-        Command::Healthcheck(_) => pending::not_yet("healthcheck"),
+        Command::Check(args) => check::check(args),
+        Command::Healthcheck(args) => check::healthcheck(args),
         Command::Api(cmd) => api::run(cmd),
     }
 }

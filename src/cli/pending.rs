@@ -43,18 +43,3 @@ pub(super) enum FederationCmd {
     Refresh,
 }
 
-/// `herald check`
-#[derive(Debug, Args)]
-pub(super) struct CheckArgs {
-    /// The configuration file to check.
-    #[arg(long)]
-    config: Option<std::path::PathBuf>,
-}
-
-/// `herald healthcheck`
-#[derive(Debug, Args)]
-pub(super) struct HealthcheckArgs {
-    /// Health address of the server or agent.
-    #[arg(long)]
-    address: Option<String>,
-}
