@@ -3,7 +3,7 @@
 //! shape of the tool; running one says plainly that it is not available yet
 //! and exits 2, rather than pretending to work.
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
 use super::CliError;
 
