@@ -84,6 +84,8 @@ struct RawServer {
     log_level: String,
     #[serde(default)]
     log_format: LogFormat,
+    /// The `[federation]` table, validated by `FederationConfig::from_toml`.
+    federation: Option<toml::Value>,
 }
 
 fn default_activation_deadline() -> String {
@@ -159,6 +161,8 @@ pub struct ServerConfig {
     pub log_level: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// Bundle endpoint and federation relationships (`[federation]`).
+    pub federation: crate::server::federation::FederationConfig,
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -275,14 +279,22 @@ impl ServerConfig {
                 ))
             }
         };
+        let trust_domain = c.trust_domain(&raw.trust_domain)?;
+        let federation = match &raw.federation {
+            Some(table) => {
+                crate::server::federation::FederationConfig::from_toml(table, path, &trust_domain)?
+            }
+            None => Default::default(),
+        };
         Ok(ServerConfig {
+            federation,
             ca_activation_deadline: c.duration(
                 "ca_activation_deadline",
                 &raw.ca_activation_deadline,
                 0,
             )?,
             upstream,
-            trust_domain: c.trust_domain(&raw.trust_domain)?,
+            trust_domain,
             bind_address: c.address("bind_address", &raw.bind_address)?,
             admin_socket: raw
                 .admin_socket

@@ -229,14 +229,9 @@ fn jwt_mint_prints_a_verifiable_token() {
 }
 
 #[test]
-fn unimplemented_groups_say_so_and_exit_2() {
-    assert_bad_input(&["federation", "list"], "not available in this build yet");
-}
-
-#[test]
 fn check_validates_config_files() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
-    for f in ["server.toml", "agent.toml"] {
+    for f in ["server.toml", "agent.toml", "federation.toml"] {
         let p = root.join(f);
         let out = run_ok(&["check", "--config", p.to_str().unwrap()]);
         assert!(out.contains("valid"), "{out}");

@@ -16,6 +16,8 @@ use super::CliError;
 use crate::proto::admin::agents_client::AgentsClient;
 use crate::proto::admin::bundles_client::BundlesClient;
 use crate::proto::admin::entries_client::EntriesClient;
+use crate::proto::admin::federated_bundles_client::FederatedBundlesClient;
+use crate::proto::admin::federation_client::FederationClient;
 use crate::proto::admin::local_authority_client::LocalAuthorityClient;
 use crate::proto::admin::svids_client::SvidsClient;
 use crate::server::admin_api::MAX_MESSAGE_SIZE;
@@ -99,6 +101,16 @@ impl AdminClient {
     /// The Svids service.
     pub(super) fn svids(&self) -> SvidsClient<Channel> {
         SvidsClient::new(self.channel.clone())
+    }
+
+    /// The Federation service.
+    pub(super) fn federation(&self) -> FederationClient<Channel> {
+        FederationClient::new(self.channel.clone())
+    }
+
+    /// The FederatedBundles service.
+    pub(super) fn federated_bundles(&self) -> FederatedBundlesClient<Channel> {
+        FederatedBundlesClient::new(self.channel.clone())
     }
 
     /// The LocalAuthority service.

@@ -1,10 +1,24 @@
 //! `herald agent run --config agent.toml`: the node agent.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
 
 use super::runtime::{init_role_logging, runtime, wait_for_signal};
 use super::CliError;
 use crate::config::AgentConfig;
+
+/// `herald agent run`; the admin commands of the group (list, show,
+/// evict, ban) live in `agents.rs`, which flattens this in.
+#[derive(Debug, Subcommand)]
+pub(super) enum RunCmd {
+    /// Start the agent from a TOML configuration file.
+    Run {
+        /// Path of agent.toml (see deploy/agent.toml for every key).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
 
 pub(super) fn run(config: &Path, log_flag: Option<&str>) -> Result<(), CliError> {
     let config = AgentConfig::load(config).map_err(|e| CliError::BadInput(e.to_string()))?;

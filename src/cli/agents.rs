@@ -1,21 +1,21 @@
 //! `herald agent list|show|evict|ban`: attested agents, managed on a
 //! running server over its admin socket. `herald agent run`, which starts
-//! an agent, is flattened in from `pending.rs` and dispatched by `cli::run`.
+//! an agent, is flattened in from `agent_run.rs` and dispatched by `cli::run`.
 
 use clap::{Args, Subcommand};
 
 use super::admin_client::{
     format_time, print_fields, print_table, status_error, AdminClient, SocketArgs,
 };
-use super::{pending, CliError, Output};
+use super::{agent_run, CliError, Output};
 use crate::proto::admin;
 
 /// `herald agent ...`
 #[derive(Debug, Subcommand)]
 pub(super) enum AgentCmd {
-    /// `agent run` (handled by `cli::run`, which owns the log flag).
+    /// `agent run`.
     #[command(flatten)]
-    Run(pending::AgentCmd),
+    Run(agent_run::RunCmd),
     /// List attested agents.
     List(ListArgs),
     /// Show one attested agent.
@@ -51,8 +51,7 @@ pub(super) struct IdArgs {
 
 pub(super) fn run(cmd: AgentCmd) -> Result<(), CliError> {
     match cmd {
-        // cli::run starts the agent before reaching here.
-        AgentCmd::Run(_) => pending::not_yet("agent run"),
+        AgentCmd::Run(agent_run::RunCmd::Run { config }) => agent_run::run(&config, None),
         AgentCmd::List(args) => list(args),
         AgentCmd::Show(args) => show(args),
         AgentCmd::Evict(args) => revoke(args, false),

@@ -17,8 +17,10 @@ use crate::store::DataStore;
 /// `herald bundle ...`
 #[derive(Debug, Subcommand)]
 pub(super) enum BundleCmd {
-    /// Show this trust domain's bundle.
+    /// Show this trust domain's bundle, or a federated one with --trust-domain.
     Show(ShowArgs),
+    #[command(flatten)]
+    Federated(super::federated_bundle::FederatedBundleCmd),
 }
 
 /// Bundle encodings.
@@ -42,11 +44,22 @@ pub(super) struct ShowArgs {
     /// Encoding.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
+    /// A federated (foreign) trust domain whose bundle to show instead.
+    #[arg(long, conflicts_with = "data_dir")]
+    trust_domain: Option<String>,
 }
 
 pub(super) fn run(cmd: BundleCmd) -> Result<(), CliError> {
     match cmd {
-        BundleCmd::Show(args) => show(args),
+        BundleCmd::Show(args) => match &args.trust_domain {
+            Some(td) => super::federated_bundle::show(
+                &args.socket.socket,
+                td,
+                matches!(args.format, Format::Pem),
+            ),
+            None => show(args),
+        },
+        BundleCmd::Federated(cmd) => super::federated_bundle::run(cmd),
     }
 }
 

@@ -86,6 +86,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         upstream: crate::config::UpstreamConfig::SelfSigned,
         log_level: "info".into(),
         log_format: LogFormat::Text,
+        federation: Default::default(),
     };
     init_role_logging(log_flag, "info", LogFormat::Text);
     runtime()?.block_on(async move {

@@ -18,8 +18,9 @@ mod check;
 mod data_dir;
 mod dev;
 mod entry;
+mod federated_bundle;
+mod federation;
 mod jwt;
-mod pending;
 mod runtime;
 mod server;
 mod token;
@@ -59,7 +60,7 @@ enum Command {
     Bundle(bundle::BundleCmd),
     /// Federation relationships with other trust domains.
     #[command(subcommand)]
-    Federation(pending::FederationCmd),
+    Federation(federation::FederationCmd),
     /// Join tokens that let a new agent attest.
     #[command(subcommand)]
     Token(token::TokenCmd),
@@ -149,13 +150,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Jwt(cmd) => jwt::run(cmd),
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Server(cmd) => server::run(cmd, log),
-        Command::Agent(agents::AgentCmd::Run(pending::AgentCmd::Run { config })) => {
+        Command::Agent(agents::AgentCmd::Run(agent_run::RunCmd::Run { config })) => {
             agent_run::run(&config, log)
         }
         Command::Agent(cmd) => agents::run(cmd),
         Command::Dev(args) => dev::run(args, log),
         Command::Entry(cmd) => entry::run(cmd),
-        Command::Federation(_) => pending::not_yet("federation"),
+        Command::Federation(cmd) => federation::run(cmd),
         Command::Token(cmd) => token::run(cmd),
         Command::Authority(cmd) => authority::run(cmd),
         Command::Check(args) => check::check(args),

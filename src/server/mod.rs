@@ -4,6 +4,7 @@ pub mod admin_api;
 pub mod authorities;
 pub mod authorized;
 pub mod ca_manager;
+pub mod federation;
 pub mod node_api;
 pub mod rotation;
 pub mod run;

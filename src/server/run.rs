@@ -49,6 +49,9 @@ pub enum ServerError {
     /// TLS setup failed.
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// The bundle endpoint or the federation refresher could not start.
+    #[error(transparent)]
+    Federation(#[from] super::federation::FederationError),
 }
 
 /// A running server.
@@ -59,6 +62,8 @@ pub struct ServerHandle {
     pub node_addr: SocketAddr,
     /// The admin socket.
     pub admin_socket: PathBuf,
+    /// Where the bundle endpoint listens, if configured.
+    pub bundle_endpoint: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -182,10 +187,32 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         .instrument(tracing::info_span!("node_api")),
     ));
 
+    // --- federation: relationships, refresher, bundle endpoint ---------------
+    super::federation::apply_configured_relationships(&state, &config.federation).await?;
+    let web_roots = super::federation::WebRoots::load(config.federation.web_roots_path.as_deref())?;
+    let (refresher, refresher_task) =
+        super::federation::spawn_refresher(state.clone(), web_roots, shutdown_rx.clone());
+    tasks.push(refresher_task);
+    let bundle_endpoint = match &config.federation.bundle_endpoint {
+        Some(endpoint) => Some(
+            super::federation::serve_bundle_endpoint(
+                state.clone(),
+                endpoint.clone(),
+                shutdown_rx.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+
     // --- admin API: Unix socket, 0600 ----------------------------------------
     let admin_socket = config.admin_socket.clone();
     let admin_listener = bind_admin_socket(&admin_socket)?;
-    let routes = admin_routes(state.clone());
+    let routes = super::federation::add_federation_services(
+        admin_routes(state.clone()),
+        state.clone(),
+        refresher,
+    );
     let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(
         async move {
@@ -201,11 +228,17 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         }
         .instrument(tracing::info_span!("admin_api")),
     ));
-    tracing::info!(node_api = %node_addr, admin_socket = %admin_socket.display(), "server listening");
+    tracing::info!(
+        node_api = %node_addr,
+        admin_socket = %admin_socket.display(),
+        bundle_endpoint = ?bundle_endpoint,
+        "server listening"
+    );
     Ok(ServerHandle {
         state,
         node_addr,
         admin_socket,
+        bundle_endpoint,
         shutdown,
         tasks,
     })

@@ -1,0 +1,419 @@
+//! `herald federation create|list|show|update|delete|refresh`: federation
+//! relationships on a running server, over its admin socket. A relationship
+//! names a foreign trust domain, its bundle endpoint URL and profile
+//! (`https_spiffe` with the endpoint's SPIFFE ID, or `https_web`); the
+//! server then keeps that trust domain's bundle current.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::admin_client::{
+    format_time, is_bad_input, print_fields, print_table, status_error, AdminClient, SocketArgs,
+};
+use super::{CliError, Output};
+use crate::proto::admin;
+use crate::proto::admin::federation_relationship::BundleEndpointProfile as Profile;
+
+/// `herald federation ...`
+#[derive(Debug, Subcommand)]
+pub(super) enum FederationCmd {
+    /// Create a relationship: the server starts fetching the trust domain's bundle.
+    Create(RelationshipArgs),
+    /// List relationships with their refresh status; follows every page.
+    List(ListArgs),
+    /// Show one relationship and how its refreshes went.
+    Show(TrustDomainArgs),
+    /// Replace a relationship's endpoint URL and profile (all flags as for create).
+    Update(RelationshipArgs),
+    /// Delete a relationship and its federated bundle.
+    Delete(TrustDomainArgs),
+    /// Fetch the trust domain's bundle now and report the outcome.
+    Refresh(TrustDomainArgs),
+}
+
+/// Bundle endpoint profiles (SPIFFE Federation §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum ProfileArg {
+    /// The endpoint presents an X509-SVID with --endpoint-spiffe-id.
+    #[value(name = "https_spiffe")]
+    HttpsSpiffe,
+    /// The endpoint presents a Web PKI certificate for the URL's host.
+    #[value(name = "https_web")]
+    HttpsWeb,
+}
+
+/// Flags of `create` and `update`.
+#[derive(Debug, Args)]
+pub(super) struct RelationshipArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// The foreign trust domain's name (e.g. partner.org).
+    #[arg(long)]
+    trust_domain: String,
+    /// Its bundle endpoint (https, no userinfo).
+    #[arg(long, value_name = "URL")]
+    bundle_endpoint_url: String,
+    /// How the endpoint is authenticated.
+    #[arg(long, value_enum)]
+    profile: ProfileArg,
+    /// The SPIFFE ID the endpoint's SVID must carry (https_spiffe only).
+    #[arg(long, value_name = "SPIFFE_ID")]
+    endpoint_spiffe_id: Option<String>,
+    /// The trust domain's bundle (SPIFFE bundle JSON): on create it bootstraps
+    /// https_spiffe; on update it replaces the stored bundle.
+    #[arg(long, value_name = "FILE")]
+    trust_domain_bundle: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+/// Flags of `list`.
+#[derive(Debug, Args)]
+pub(super) struct ListArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+/// Flags of the commands about one relationship.
+#[derive(Debug, Args)]
+pub(super) struct TrustDomainArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// The foreign trust domain's name.
+    #[arg(long)]
+    trust_domain: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+pub(super) fn run(cmd: FederationCmd) -> Result<(), CliError> {
+    match cmd {
+        FederationCmd::Create(args) => create_or_update(args, true),
+        FederationCmd::List(args) => list(args),
+        FederationCmd::Show(args) => show(args),
+        FederationCmd::Update(args) => create_or_update(args, false),
+        FederationCmd::Delete(args) => delete(args),
+        FederationCmd::Refresh(args) => refresh(args),
+    }
+}
+
+fn relationship_from_flags(
+    args: &RelationshipArgs,
+) -> Result<admin::FederationRelationship, CliError> {
+    let profile = match (args.profile, &args.endpoint_spiffe_id) {
+        (ProfileArg::HttpsSpiffe, Some(id)) => Profile::HttpsSpiffe(admin::HttpsspiffeProfile {
+            endpoint_spiffe_id: id.clone(),
+        }),
+        (ProfileArg::HttpsSpiffe, None) => {
+            return Err(CliError::BadInput(
+                "--endpoint-spiffe-id: required with --profile https_spiffe".into(),
+            ))
+        }
+        (ProfileArg::HttpsWeb, None) => Profile::HttpsWeb(admin::HttpsWebProfile {}),
+        (ProfileArg::HttpsWeb, Some(_)) => {
+            return Err(CliError::BadInput(
+                "--endpoint-spiffe-id: only with --profile https_spiffe".into(),
+            ))
+        }
+    };
+    let trust_domain_bundle = match &args.trust_domain_bundle {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            CliError::BadInput(format!(
+                "--trust-domain-bundle: cannot read {}: {e}",
+                path.display()
+            ))
+        })?,
+        None => String::new(),
+    };
+    Ok(admin::FederationRelationship {
+        trust_domain: args.trust_domain.clone(),
+        bundle_endpoint_url: args.bundle_endpoint_url.clone(),
+        bundle_endpoint_profile: Some(profile),
+        trust_domain_bundle,
+        refresh_status: None,
+    })
+}
+
+fn create_or_update(args: RelationshipArgs, create: bool) -> Result<(), CliError> {
+    let rel = relationship_from_flags(&args)?;
+    let client = AdminClient::connect(&args.socket.socket)?;
+    let mut federation = client.federation();
+    let results = if create {
+        client
+            .run(federation.batch_create_federation_relationship(
+                admin::BatchCreateFederationRelationshipRequest {
+                    federation_relationships: vec![rel],
+                },
+            ))
+            .map_err(status_error)?
+            .into_inner()
+            .results
+    } else {
+        client
+            .run(federation.batch_update_federation_relationship(
+                admin::BatchUpdateFederationRelationshipRequest {
+                    federation_relationships: vec![rel],
+                },
+            ))
+            .map_err(status_error)?
+            .into_inner()
+            .results
+    };
+    let result = results
+        .into_iter()
+        .next()
+        .ok_or_else(|| CliError::Failed("the server answered no result".into()))?;
+    check_item(&result.status)?;
+    let rel = result
+        .federation_relationship
+        .ok_or_else(|| CliError::Failed("the server answered no relationship".into()))?;
+    match args.output {
+        Output::Json => println!("{}", relationship_json(&rel)),
+        Output::Table => {
+            let done = if create { "Created" } else { "Updated" };
+            println!("{done} federation relationship with {}", rel.trust_domain);
+            print_relationship(&rel);
+        }
+    }
+    Ok(())
+}
+
+fn list(args: ListArgs) -> Result<(), CliError> {
+    let client = AdminClient::connect(&args.socket.socket)?;
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .run(client.federation().list_federation_relationships(
+                admin::ListFederationRelationshipsRequest {
+                    page_size: 0,
+                    page_token: token,
+                },
+            ))
+            .map_err(status_error)?
+            .into_inner();
+        all.extend(page.federation_relationships);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    match args.output {
+        Output::Json => {
+            let items: Vec<_> = all.iter().map(relationship_json).collect();
+            println!(
+                "{}",
+                serde_json::json!({ "federation_relationships": items })
+            );
+        }
+        Output::Table => {
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .map(|r| {
+                    let (profile, id) = profile_text(r);
+                    let status = r.refresh_status.clone().unwrap_or_default();
+                    vec![
+                        r.trust_domain.clone(),
+                        profile.to_string(),
+                        r.bundle_endpoint_url.clone(),
+                        id,
+                        status.bundle_sequence.to_string(),
+                        refresh_summary(&status),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "TRUST DOMAIN",
+                    "PROFILE",
+                    "BUNDLE ENDPOINT URL",
+                    "ENDPOINT SPIFFE ID",
+                    "SEQUENCE",
+                    "LAST REFRESH",
+                ],
+                &rows,
+            );
+            println!("{} federation relationships", all.len());
+        }
+    }
+    Ok(())
+}
+
+fn show(args: TrustDomainArgs) -> Result<(), CliError> {
+    let client = AdminClient::connect(&args.socket.socket)?;
+    let rel = client
+        .run(client.federation().get_federation_relationship(
+            admin::GetFederationRelationshipRequest {
+                trust_domain: args.trust_domain.clone(),
+            },
+        ))
+        .map_err(status_error)?
+        .into_inner();
+    match args.output {
+        Output::Json => println!("{}", relationship_json(&rel)),
+        Output::Table => print_relationship(&rel),
+    }
+    Ok(())
+}
+
+fn delete(args: TrustDomainArgs) -> Result<(), CliError> {
+    let client = AdminClient::connect(&args.socket.socket)?;
+    let results = client
+        .run(client.federation().batch_delete_federation_relationship(
+            admin::BatchDeleteFederationRelationshipRequest {
+                trust_domains: vec![args.trust_domain.clone()],
+            },
+        ))
+        .map_err(status_error)?
+        .into_inner()
+        .results;
+    let result = results
+        .into_iter()
+        .next()
+        .ok_or_else(|| CliError::Failed("the server answered no result".into()))?;
+    check_item(&result.status)?;
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({ "trust_domain": result.trust_domain, "deleted": true })
+        ),
+        Output::Table => println!(
+            "Deleted federation relationship with {} and its federated bundle",
+            result.trust_domain
+        ),
+    }
+    Ok(())
+}
+
+fn refresh(args: TrustDomainArgs) -> Result<(), CliError> {
+    let client = AdminClient::connect(&args.socket.socket)?;
+    let reply = client
+        .run(
+            client
+                .federation()
+                .refresh_bundle(admin::RefreshBundleRequest {
+                    trust_domain: args.trust_domain.clone(),
+                }),
+        )
+        .map_err(status_error)?
+        .into_inner();
+    let sequence = reply
+        .bundle
+        .as_ref()
+        .map(|b| b.sequence_number)
+        .unwrap_or(0);
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "trust_domain": args.trust_domain,
+                "changed": reply.changed,
+                "sequence_number": sequence,
+            })
+        ),
+        Output::Table => println!(
+            "Refreshed the bundle of {}: sequence {sequence}, {}",
+            args.trust_domain,
+            if reply.changed {
+                "new authorities stored"
+            } else {
+                "authorities unchanged"
+            }
+        ),
+    }
+    Ok(())
+}
+
+/// A failed batch item as a command failure.
+fn check_item(status: &Option<admin::Status>) -> Result<(), CliError> {
+    match status {
+        Some(s) if s.code != 0 => {
+            let code = tonic::Code::from(s.code);
+            if is_bad_input(code) {
+                Err(CliError::BadInput(s.message.clone()))
+            } else {
+                Err(CliError::Failed(s.message.clone()))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The profile's name and the endpoint ID (empty for https_web).
+fn profile_text(r: &admin::FederationRelationship) -> (&'static str, String) {
+    match &r.bundle_endpoint_profile {
+        Some(Profile::HttpsSpiffe(p)) => ("https_spiffe", p.endpoint_spiffe_id.clone()),
+        Some(Profile::HttpsWeb(_)) => ("https_web", String::new()),
+        None => ("", String::new()),
+    }
+}
+
+fn time_or_never(unix: i64) -> String {
+    if unix == 0 {
+        "never".into()
+    } else {
+        format_time(unix)
+    }
+}
+
+fn refresh_summary(s: &admin::FederationRefreshStatus) -> String {
+    if !s.last_error.is_empty() {
+        format!("failing ({} in a row)", s.consecutive_failures)
+    } else if s.last_success_at != 0 {
+        format!("ok {}", format_time(s.last_success_at))
+    } else {
+        "pending".into()
+    }
+}
+
+fn print_relationship(r: &admin::FederationRelationship) {
+    let (profile, id) = profile_text(r);
+    let status = r.refresh_status.clone().unwrap_or_default();
+    let mut fields = vec![
+        ("Trust domain", r.trust_domain.clone()),
+        ("Bundle endpoint URL", r.bundle_endpoint_url.clone()),
+        ("Profile", profile.to_string()),
+    ];
+    if !id.is_empty() {
+        fields.push(("Endpoint SPIFFE ID", id));
+    }
+    fields.extend([
+        ("Bundle sequence", status.bundle_sequence.to_string()),
+        ("Last attempt", time_or_never(status.last_attempt_at)),
+        ("Last success", time_or_never(status.last_success_at)),
+        ("Next refresh", time_or_never(status.next_refresh_at)),
+    ]);
+    if !status.last_error.is_empty() {
+        fields.push(("Failures in a row", status.consecutive_failures.to_string()));
+        fields.push(("Last error", status.last_error.clone()));
+    }
+    print_fields(&fields);
+}
+
+fn relationship_json(r: &admin::FederationRelationship) -> serde_json::Value {
+    let (profile, id) = profile_text(r);
+    let s = r.refresh_status.clone().unwrap_or_default();
+    let mut doc = serde_json::json!({
+        "trust_domain": r.trust_domain,
+        "bundle_endpoint_url": r.bundle_endpoint_url,
+        "bundle_endpoint_profile": profile,
+        "refresh_status": {
+            "last_attempt_at": s.last_attempt_at,
+            "last_success_at": s.last_success_at,
+            "last_error": s.last_error,
+            "consecutive_failures": s.consecutive_failures,
+            "next_refresh_at": s.next_refresh_at,
+            "bundle_sequence": s.bundle_sequence,
+        },
+    });
+    if !id.is_empty() {
+        doc["endpoint_spiffe_id"] = serde_json::Value::String(id);
+    }
+    doc
+}

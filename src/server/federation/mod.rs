@@ -1,0 +1,161 @@
+//! Federation: how trust domains come to trust each other's SVIDs
+//! (SPIFFE_Federation.md; `shared/spec/SPIFFE.md` §5.4 and §6).
+//!
+//! - [`endpoint`] serves this server's bundle to peers over HTTPS, with the
+//!   `https_spiffe` profile (the server's own SVID) or `https_web` (a
+//!   certificate from files).
+//! - [`fetch`] fetches one foreign bundle, authenticating the endpoint by
+//!   its profile, and checks what it got.
+//! - [`refresher`] keeps every federated bundle current: it polls each
+//!   relationship at its bundle's refresh hint, backs off after failures,
+//!   stores changes and tells agents.
+//! - [`admin`] is the admin API for relationships and federated bundles.
+//! - [`config`] is the `[federation]` table of the server configuration.
+//!
+//! Bundles of different trust domains are never merged: each federated
+//! bundle is stored under its own trust domain name, and a bad bundle from a
+//! peer never replaces a good one.
+
+pub mod admin;
+pub mod config;
+pub mod endpoint;
+pub mod fetch;
+mod http;
+pub mod refresher;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use admin::{add_federation_services, federation_routes};
+pub use config::{BundleEndpointConfig, ConfiguredRelationship, EndpointProfile, FederationConfig};
+pub use endpoint::serve_bundle_endpoint;
+pub use fetch::{fetch_bundle, FetchError, FetchFailure, WebRoots};
+pub use http::{EndpointUrl, UrlError};
+pub use refresher::{
+    spawn_refresher, spawn_refresher_with, RefreshError, RefreshOutcome, RefreshStatus,
+    RefresherHandle, RefresherSettings,
+};
+
+use super::state::{ServerEvent, ServerState};
+use crate::ca::x509::cert_facts;
+use crate::spiffe::{Bundle, SpiffeId};
+use crate::store::StoreError;
+
+/// Why a federation piece could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    /// The bundle endpoint's address could not be bound.
+    #[error("cannot listen on the bundle endpoint address {address}: {source}")]
+    Bind {
+        /// The configured address.
+        address: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The endpoint's TLS identity could not be made or loaded.
+    #[error("bundle endpoint TLS setup failed: {0}")]
+    Tls(String),
+    /// A certificate, key or root file could not be used.
+    #[error("{what} {path}: {reason}")]
+    File {
+        /// What the file is for (`bundle endpoint certificate`, …).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// The datastore failed.
+    #[error("datastore failure: {0}")]
+    Store(#[from] StoreError),
+    /// A configured relationship is unusable.
+    #[error("federation relationship with {trust_domain}: {reason}")]
+    Relationship {
+        /// The foreign trust domain.
+        trust_domain: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A bundle's X.509 authority certifies another trust domain than the one
+/// the bundle is for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("x509 authority {index} is the CA of {found}, not of {expected}")]
+pub struct WrongTrustDomain {
+    /// Position in the bundle's `x509_authorities`.
+    pub index: usize,
+    /// The SPIFFE ID in the authority's URI SAN.
+    pub found: String,
+    /// The bundle's trust domain.
+    pub expected: String,
+}
+
+/// Checks that no X.509 authority of `bundle` names another trust domain in
+/// a SPIFFE URI SAN (SPIFFE CAs, SPIRE's and ours, carry `spiffe://<td>`).
+/// A bundle document does not name its trust domain, so this is how a
+/// bundle served for the wrong trust domain is caught. Authorities without
+/// a SPIFFE URI SAN (an upstream root, say) are accepted.
+pub fn bundle_trust_domain_check(bundle: &Bundle) -> Result<(), WrongTrustDomain> {
+    for (index, der) in bundle.x509_authorities.iter().enumerate() {
+        // Bundle parsing already decoded each certificate; one that does
+        // not yield facts here has no SAN we could compare.
+        let Ok(facts) = cert_facts(der) else { continue };
+        for uri in &facts.uri_sans {
+            if let Ok(id) = SpiffeId::parse(uri) {
+                if id.trust_domain() != &bundle.trust_domain {
+                    return Err(WrongTrustDomain {
+                        index,
+                        found: id.to_string(),
+                        expected: bundle.trust_domain.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the relationships of the configuration file to the store (the
+/// file wins over an earlier API change to the same trust domain) and
+/// stores each bootstrap bundle whose trust domain has no bundle yet. Call
+/// it once at startup, before [`spawn_refresher`].
+pub async fn apply_configured_relationships(
+    state: &Arc<ServerState>,
+    config: &FederationConfig,
+) -> Result<(), FederationError> {
+    let mut bundles_changed = false;
+    for configured in &config.relationships {
+        let rel = configured.relationship.clone();
+        if rel.trust_domain == state.trust_domain {
+            return Err(FederationError::Relationship {
+                trust_domain: rel.trust_domain.to_string(),
+                reason: "this is the server's own trust domain".into(),
+            });
+        }
+        let bootstrap = configured.bootstrap_bundle.clone();
+        let stored_bootstrap = state
+            .with_store(move |s| {
+                s.put_federation_relationship(&rel)?;
+                match bootstrap {
+                    Some(b) if s.get_bundle(&b.trust_domain)?.is_none() => {
+                        s.set_bundle(&b)?;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                }
+            })
+            .await?;
+        tracing::info!(
+            trust_domain = %configured.relationship.trust_domain,
+            url = %configured.relationship.bundle_endpoint_url,
+            bootstrap_bundle_stored = stored_bootstrap,
+            "federation relationship from the configuration file"
+        );
+        bundles_changed |= stored_bootstrap;
+    }
+    if bundles_changed {
+        state.publish(ServerEvent::BundleChanged);
+    }
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! Shared pieces of the federation tests: in-process servers ("peers") of
+//! their own trust domains, a test Web PKI CA with a `localhost` leaf, a
+//! raw HTTPS server that answers whatever a test wants, and a tiny HTTPS
+//! client for the endpoint's status codes. Everything on loopback.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::ca::{KeyPair, KeyType, MemoryKeyManager, SvidRequest};
+use herald::server::authorities::{Authorities, CaSettings};
+use herald::server::federation::{
+    serve_bundle_endpoint, BundleEndpointConfig, EndpointProfile, WebRoots,
+};
+use herald::server::state::{now_unix, ServerSettings, ServerState};
+use herald::spiffe::{Bundle, SpiffeId, TrustDomain};
+use herald::store::{BundleEndpointProfile, FederationRelationship, SledStore};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::watch;
+
+/// A server of one trust domain: its state over a temp store.
+pub struct Peer {
+    pub dirs: Vec<tempfile::TempDir>,
+    pub td: TrustDomain,
+    pub state: Arc<ServerState>,
+    pub keys: Arc<MemoryKeyManager>,
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl Peer {
+    pub fn new(td: &str) -> Peer {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("store")).unwrap();
+        let keys = Arc::new(MemoryKeyManager::default());
+        let td = TrustDomain::new(td).unwrap();
+        let authorities = Authorities::load_or_create(
+            &store,
+            keys.as_ref(),
+            &td,
+            CaSettings::default(),
+            now_unix(),
+        )
+        .unwrap();
+        let state = ServerState::new(
+            td.clone(),
+            Arc::new(store),
+            keys.clone(),
+            authorities,
+            ServerSettings::default(),
+        );
+        let (shutdown, _) = watch::channel(false);
+        Peer {
+            dirs: vec![dir],
+            td,
+            state,
+            keys,
+            shutdown,
+        }
+    }
+
+    pub fn stop(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// The bundle this peer serves (without the endpoint's refresh hint).
+    pub fn bundle(&self) -> Bundle {
+        self.state.authorities().bundle().clone()
+    }
+
+    /// Replaces the peer's CA with a brand-new one (an abrupt rotation).
+    pub fn rotate(&mut self) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("store")).unwrap();
+        let authorities = Authorities::load_or_create(
+            &store,
+            self.keys.as_ref(),
+            &self.td,
+            CaSettings::default(),
+            now_unix(),
+        )
+        .unwrap();
+        self.dirs.push(dir);
+        self.state.set_authorities(authorities);
+    }
+
+    /// Serves the bundle endpoint with the https_spiffe profile.
+    pub async fn serve_spiffe(&self, refresh_hint_secs: u64) -> SocketAddr {
+        serve_bundle_endpoint(
+            self.state.clone(),
+            BundleEndpointConfig {
+                address: "127.0.0.1:0".parse().unwrap(),
+                profile: EndpointProfile::HttpsSpiffe,
+                refresh_hint_secs,
+            },
+            self.stop(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Serves the bundle endpoint with the https_web profile and `ca`'s leaf.
+    pub async fn serve_web(&self, ca: &WebCa, refresh_hint_secs: u64) -> SocketAddr {
+        serve_bundle_endpoint(
+            self.state.clone(),
+            BundleEndpointConfig {
+                address: "127.0.0.1:0".parse().unwrap(),
+                profile: EndpointProfile::HttpsWeb {
+                    cert_path: ca.cert_path.clone(),
+                    key_path: ca.key_path.clone(),
+                },
+                refresh_hint_secs,
+            },
+            self.stop(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A TLS server config presenting an SVID of this peer for `path`.
+    pub fn svid_server_config(&self, path: &str) -> Arc<rustls::ServerConfig> {
+        let key = KeyPair::generate(KeyType::EcP256).unwrap();
+        let id = SpiffeId::new(&self.td, path).unwrap();
+        let spki = key.public_key_spki();
+        let cert = self
+            .state
+            .authorities()
+            .x509()
+            .sign_svid(
+                &SvidRequest {
+                    spiffe_id: &id,
+                    public_key_spki: &spki,
+                    ttl_secs: 600,
+                    dns_names: &[],
+                },
+                now_unix(),
+            )
+            .unwrap();
+        let chain = cert
+            .chain
+            .iter()
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec()));
+        server_config(chain, key)
+    }
+}
+
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Arc<rustls::ServerConfig> {
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(herald::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+    )
+}
+
+/// A test Web PKI: a self-signed CA and a leaf for DNS name `localhost`,
+/// written as PEM files.
+pub struct WebCa {
+    pub dir: tempfile::TempDir,
+    pub ca_der: Vec<u8>,
+    pub ca_path: PathBuf,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    leaf_der: Vec<u8>,
+    leaf_key_der: Vec<u8>,
+}
+
+impl WebCa {
+    pub fn new() -> WebCa {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyUsagePurpose,
+        };
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "Herald test web CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        leaf.distinguished_name
+            .push(DnType::CommonName, "localhost");
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("web-ca.pem");
+        let cert_path = dir.path().join("endpoint.crt");
+        let key_path = dir.path().join("endpoint.key");
+        std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+        std::fs::write(&cert_path, leaf_cert.pem()).unwrap();
+        std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
+        WebCa {
+            dir,
+            ca_der: ca_cert.der().to_vec(),
+            ca_path,
+            cert_path,
+            key_path,
+            leaf_der: leaf_cert.der().to_vec(),
+            leaf_key_der: leaf_key.serialize_der(),
+        }
+    }
+
+    pub fn roots(&self) -> WebRoots {
+        WebRoots::from_ders(std::slice::from_ref(&self.ca_der)).unwrap()
+    }
+
+    /// A TLS server config presenting the `localhost` leaf.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        server_config(
+            vec![CertificateDer::from(self.leaf_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf_key_der.clone())),
+        )
+    }
+}
+
+/// An HTTPS server that answers every request with `response` (raw bytes,
+/// status line included).
+pub async fn serve_raw(config: Arc<rustls::ServerConfig>, response: Vec<u8>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, response) = (acceptor.clone(), response.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = tls.write_all(&response).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A port with nothing listening on it.
+pub async fn closed_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Sends a raw request over TLS (trusting `roots`, naming `localhost`) and
+/// returns the raw response.
+pub async fn raw_request(
+    addr: SocketAddr,
+    roots: &[Vec<u8>],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    request: &str,
+) -> String {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(CertificateDer::from(r.clone())).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(herald::tls::provider())
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    String::from_utf8(out).unwrap()
+}
+
+pub fn web_relationship(td: &str, url: String) -> FederationRelationship {
+    FederationRelationship {
+        trust_domain: TrustDomain::new(td).unwrap(),
+        bundle_endpoint_url: url,
+        profile: BundleEndpointProfile::HttpsWeb,
+    }
+}
+
+pub fn spiffe_relationship(td: &str, url: String, endpoint_id: &str) -> FederationRelationship {
+    FederationRelationship {
+        trust_domain: TrustDomain::new(td).unwrap(),
+        bundle_endpoint_url: url,
+        profile: BundleEndpointProfile::HttpsSpiffe {
+            endpoint_spiffe_id: SpiffeId::parse(endpoint_id).unwrap(),
+        },
+    }
+}
+
+/// The same authorities, in any order.
+pub fn same_keys(a: &Bundle, b: &Bundle) -> bool {
+    let mut ax = a.x509_authorities.clone();
+    let mut bx = b.x509_authorities.clone();
+    ax.sort();
+    bx.sort();
+    let kids = |x: &Bundle| {
+        let mut v: Vec<(String, Vec<u8>)> = x
+            .jwt_authorities
+            .iter()
+            .map(|j| (j.key_id.clone(), j.public_key.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    ax == bx && kids(a) == kids(b)
+}
+
+/// Polls `f` every 50 ms until it is true or `within` passes.
+pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}
