@@ -80,6 +80,9 @@ struct RawServer {
     upstream_authority: String,
     upstream_cert_path: Option<PathBuf>,
     upstream_key_path: Option<PathBuf>,
+    upstream_server_address: Option<String>,
+    upstream_trust_bundle_path: Option<PathBuf>,
+    upstream_join_token: Option<String>,
     #[serde(default = "default_log_level")]
     log_level: String,
     #[serde(default)]
@@ -106,6 +109,16 @@ pub enum UpstreamConfig {
         cert_path: PathBuf,
         /// PEM PKCS#8 private key of the signing CA (0600).
         key_path: PathBuf,
+    },
+    /// The CA is an intermediate signed by another Herald server of the same
+    /// trust domain (nested servers).
+    Herald {
+        /// The upstream server's node API.
+        server_address: SocketAddr,
+        /// PEM roots to trust the upstream with the first time.
+        trust_bundle_path: PathBuf,
+        /// Join token for the first attestation.
+        join_token: Option<String>,
     },
 }
 
@@ -244,38 +257,54 @@ impl ServerConfig {
         if raw.data_dir.as_os_str().is_empty() {
             return Err(c.invalid("data_dir", "must not be empty"));
         }
-        let upstream = match (
-            raw.upstream_authority.as_str(),
-            raw.upstream_cert_path,
-            raw.upstream_key_path,
-        ) {
-            ("self_signed", None, None) => UpstreamConfig::SelfSigned,
-            ("self_signed", _, _) => {
-                return Err(c.invalid(
-                    "upstream_cert_path",
-                    "is only used with upstream_authority = \"disk\"",
-                ))
+        let herald_keys = raw.upstream_server_address.is_some()
+            || raw.upstream_trust_bundle_path.is_some()
+            || raw.upstream_join_token.is_some();
+        let only = |key: &'static str, kind: &str| {
+            c.invalid(
+                key,
+                format!("is only used with upstream_authority = \"{kind}\""),
+            )
+        };
+        let required = |key: &'static str, kind: &str| {
+            c.invalid(
+                key,
+                format!("is required with upstream_authority = \"{kind}\""),
+            )
+        };
+        let upstream = match raw.upstream_authority.as_str() {
+            "herald" => {
+                if raw.upstream_cert_path.is_some() || raw.upstream_key_path.is_some() {
+                    return Err(only("upstream_cert_path", "disk"));
+                }
+                let addr = raw
+                    .upstream_server_address
+                    .ok_or_else(|| required("upstream_server_address", "herald"))?;
+                UpstreamConfig::Herald {
+                    server_address: c.address("upstream_server_address", &addr)?,
+                    trust_bundle_path: raw
+                        .upstream_trust_bundle_path
+                        .ok_or_else(|| required("upstream_trust_bundle_path", "herald"))?,
+                    join_token: raw.upstream_join_token,
+                }
             }
-            ("disk", Some(cert_path), Some(key_path)) => UpstreamConfig::Disk {
-                cert_path,
-                key_path,
+            _ if herald_keys => return Err(only("upstream_server_address", "herald")),
+            "self_signed" => match (raw.upstream_cert_path, raw.upstream_key_path) {
+                (None, None) => UpstreamConfig::SelfSigned,
+                _ => return Err(only("upstream_cert_path", "disk")),
             },
-            ("disk", None, _) => {
-                return Err(c.invalid(
-                    "upstream_cert_path",
-                    "is required with upstream_authority = \"disk\"",
-                ))
-            }
-            ("disk", _, None) => {
-                return Err(c.invalid(
-                    "upstream_key_path",
-                    "is required with upstream_authority = \"disk\"",
-                ))
-            }
-            (other, _, _) => {
+            "disk" => match (raw.upstream_cert_path, raw.upstream_key_path) {
+                (Some(cert_path), Some(key_path)) => UpstreamConfig::Disk {
+                    cert_path,
+                    key_path,
+                },
+                (None, _) => return Err(required("upstream_cert_path", "disk")),
+                (_, None) => return Err(required("upstream_key_path", "disk")),
+            },
+            other => {
                 return Err(c.invalid(
                     "upstream_authority",
-                    format!("{other:?} is not one of \"self_signed\", \"disk\""),
+                    format!("{other:?} is not one of \"self_signed\", \"disk\", \"herald\""),
                 ))
             }
         };

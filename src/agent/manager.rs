@@ -226,6 +226,9 @@ impl Manager {
                 changed = true;
             }
         }
+        if update.federated_bundles_changed {
+            changed |= self.apply_federated(update.federated_bundles);
+        }
         let parse =
             |e: node::Entry| entry_from_wire(e).map_err(|e| SessionError::Local(e.to_string()));
         if update.snapshot {
@@ -252,6 +255,31 @@ impl Manager {
             changed = true;
         }
         Ok(changed && self.synced_once)
+    }
+
+    /// Replaces the federated bundles; true when they changed. A malformed
+    /// bundle, or one claiming our own trust domain, is dropped and logged.
+    fn apply_federated(&mut self, bundles: Vec<node::Bundle>) -> bool {
+        let mut next = BTreeMap::new();
+        for b in bundles {
+            match bundle_from_wire(b) {
+                Ok(b) if b.trust_domain != self.trust_domain => {
+                    next.insert(b.trust_domain.clone(), Arc::new(b));
+                }
+                Ok(_) => tracing::error!(
+                    "server sent our own trust domain as a federated bundle; ignored"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "server sent a malformed federated bundle; ignored")
+                }
+            }
+        }
+        if next == self.federated {
+            return false;
+        }
+        tracing::info!(trust_domains = next.len(), "federated bundles updated");
+        self.federated = next;
+        true
     }
 
     /// Records the tainted authorities; true when the set changed.

@@ -183,7 +183,8 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     })
 }
 
-async fn attest(
+/// Attests to the server at `connector` with a join token; returns the agent credential and the bundle.
+pub async fn attest(
     connector: &ServerConnector,
     token: &str,
 ) -> Result<(AgentCredential, Bundle), AgentError> {

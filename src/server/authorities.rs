@@ -23,10 +23,11 @@ use crate::store::{
     AuthorityKind, AuthorityRecord, AuthorityState, DataStore, IssuanceRecord, StoreError,
 };
 
+pub mod herald_upstream;
 mod transitions;
 pub mod upstream;
 
-pub use upstream::Upstream;
+pub use upstream::{DiskUpstream, Upstream};
 
 /// Why the authorities could not be loaded, created, changed or used.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,9 @@ pub enum AuthorityError {
         /// Why.
         reason: String,
     },
+    /// The upstream authority could not sign.
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamError),
     /// An operator asked for a transition that is not allowed now.
     #[error("{0}")]
     NotAllowed(String),

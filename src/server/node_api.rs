@@ -237,6 +237,46 @@ impl Node for NodeApi {
         .await
     }
 
+    async fn new_downstream_x509ca(
+        &self,
+        request: Request<node::NewDownstreamX509caRequest>,
+    ) -> Result<Response<node::NewDownstreamX509caResponse>, Status> {
+        let agent = self.authenticate(&request).await?;
+        let span = tracing::info_span!("node.new_downstream_x509_ca", caller = %agent.spiffe_id);
+        async move {
+            // Deny unless an entry marked `downstream` authorizes the caller.
+            let authorized = self.authorized(&agent.spiffe_id).await?;
+            if !authorized.values().any(|e| e.downstream) {
+                return Err(Status::permission_denied(format!(
+                    "no entry marked downstream authorizes {}; create one with --downstream and this parent",
+                    agent.spiffe_id
+                )));
+            }
+            let req = request.get_ref();
+            let csr = verify_csr(&req.csr).map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
+            if req.preferred_ttl < 0 {
+                return Err(Status::invalid_argument("preferred_ttl: must not be negative"));
+            }
+            let authorities = self.state.authorities();
+            let ca = authorities.x509();
+            let ttl = if req.preferred_ttl == 0 {
+                authorities.settings().ca_ttl_secs
+            } else {
+                req.preferred_ttl
+            };
+            let signed = ca
+                .sign_ca(&self.state.trust_domain, &csr.public_key_spki, ttl, now_unix())
+                .map_err(|e| Status::internal(format!("signing the downstream CA failed: {e}")))?;
+            tracing::info!(serial = %signed.serial, not_after = signed.not_after, "signed a downstream CA");
+            Ok(Response::new(node::NewDownstreamX509caResponse {
+                ca_cert_chain: signed.chain,
+                x509_authorities: authorities.bundle().x509_authorities.clone(),
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn ack_bundle(
         &self,
         request: Request<node::AckBundleRequest>,

@@ -14,7 +14,8 @@ use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tracing::Instrument as _;
 
 use super::admin_api::admin_routes;
-use super::authorities::{Authorities, CaSettings, Upstream};
+use super::authorities::herald_upstream::HeraldUpstream;
+use super::authorities::{Authorities, CaSettings, DiskUpstream};
 use super::node_api::NodeApi;
 use super::state::{now_unix, ServerSettings, ServerState};
 use crate::ca::{DiskKeyManager, KeyPair, KeyType, SvidRequest};
@@ -49,6 +50,9 @@ pub enum ServerError {
     /// TLS setup failed.
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// The upstream authority is unusable.
+    #[error("upstream authority: {0}")]
+    Upstream(String),
     /// The bundle endpoint or the federation refresher could not start.
     #[error(transparent)]
     Federation(#[from] super::federation::FederationError),
@@ -102,21 +106,44 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
             cert_path,
             key_path,
         } => Some(
-            Upstream::load(&config.trust_domain, cert_path, key_path)
+            DiskUpstream::load(&config.trust_domain, cert_path, key_path)
                 .map_err(|e| data_dir_error(cert_path, e))?,
         ),
+        UpstreamConfig::Herald {
+            server_address,
+            trust_bundle_path,
+            join_token,
+        } => Some(
+            HeraldUpstream::connect(
+                &config.trust_domain,
+                *server_address,
+                trust_bundle_path,
+                join_token.as_deref(),
+                &dir.join("upstream"),
+            )
+            .await
+            .map_err(|e| ServerError::Upstream(e.to_string()))?,
+        ),
     };
-    let authorities = Authorities::load_or_create(
-        store.as_ref(),
-        keys.as_ref(),
-        &config.trust_domain,
-        CaSettings {
-            key_type: config.ca_key_type,
-            ca_ttl_secs: config.ca_ttl,
-            upstream,
-        },
-        now_unix(),
-    )?;
+    // Loading may mint a CA, and a Herald upstream signs over the network
+    // from inside that synchronous code: run it on the blocking pool.
+    let settings = CaSettings {
+        key_type: config.ca_key_type,
+        ca_ttl_secs: config.ca_ttl,
+        upstream,
+    };
+    let (store_c, keys_c, td_c) = (store.clone(), keys.clone(), config.trust_domain.clone());
+    let authorities = tokio::task::spawn_blocking(move || {
+        Authorities::load_or_create(
+            store_c.as_ref(),
+            keys_c.as_ref(),
+            &td_c,
+            settings,
+            now_unix(),
+        )
+    })
+    .await
+    .map_err(|e| ServerError::Upstream(format!("CA task failed: {e}")))??;
     tracing::info!(
         trust_domain = %config.trust_domain,
         ca_serial = authorities.x509().serial(),

@@ -85,6 +85,7 @@ impl Drop for Proc {
 
 /// A server process and its files.
 pub struct Server {
+    pub td: String,
     pub proc: Proc,
     pub dir: PathBuf,
     pub config: PathBuf,
@@ -94,6 +95,11 @@ pub struct Server {
 
 /// Writes a server config under `dir` (extra TOML lines appended) and starts it.
 pub fn start_server(dir: &Path, extra: &str) -> Server {
+    start_server_td(dir, "example.org", extra)
+}
+
+/// Like [`start_server`], for trust domain `td`.
+pub fn start_server_td(dir: &Path, td: &str, extra: &str) -> Server {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("server.toml");
     let admin_socket = dir.join("admin.sock");
@@ -106,7 +112,7 @@ pub fn start_server(dir: &Path, extra: &str) -> Server {
         std::fs::write(
             &config,
             format!(
-                "trust_domain = \"example.org\"\ndata_dir = \"{}\"\n{bind}admin_socket = \"{}\"\nlog_level = \"info\"\n{extra}",
+                "trust_domain = \"{td}\"\ndata_dir = \"{}\"\n{bind}admin_socket = \"{}\"\nlog_level = \"info\"\n{extra}",
                 dir.join("data").display(),
                 admin_socket.display()
             ),
@@ -123,6 +129,7 @@ pub fn start_server(dir: &Path, extra: &str) -> Server {
         .expect("node_api in the listening line")
         .to_string();
     Server {
+        td: td.to_string(),
         proc,
         dir: dir.to_path_buf(),
         config,
@@ -186,7 +193,8 @@ pub fn agent_config(server: &Server, dir: &Path, token: Option<&str>) -> PathBuf
     server.bootstrap_pem(&bundle);
     let config = dir.join("agent.toml");
     let mut text = format!(
-        "trust_domain = \"example.org\"\nserver_address = \"{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\ntrust_bundle_path = \"{}\"\nlog_level = \"info\"\n",
+        "trust_domain = \"{}\"\nserver_address = \"{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\ntrust_bundle_path = \"{}\"\nlog_level = \"info\"\n",
+        server.td,
         server.node_addr,
         dir.join("data").display(),
         dir.join("api.sock").display(),

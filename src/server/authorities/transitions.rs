@@ -107,8 +107,8 @@ fn new_x509(
             Vec::new(),
         ),
         Some(up) => {
-            let signed = up.sign_ca(td, &key.public_key_spki(), settings.ca_ttl_secs, now)?;
-            let chain = up.chain_below_root();
+            let signed = up.sign_ca(td, &key, settings.ca_ttl_secs, now)?;
+            let chain = signed.chain_below_root.clone();
             (
                 X509Authority::from_parts(td, signed.cert_der, chain.clone(), key)?,
                 chain,
@@ -274,7 +274,7 @@ fn build(
 ) -> Result<Authorities, AuthorityError> {
     let mut bundle = prev.clone();
     bundle.x509_authorities = match &settings.upstream {
-        Some(up) => vec![up.root().to_vec()],
+        Some(up) => up.roots(),
         None => x509
             .iter()
             .filter_map(|s| s.record.cert_der.clone())

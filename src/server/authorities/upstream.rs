@@ -1,14 +1,21 @@
-//! The `disk` upstream authority: a CA certificate and key in PEM files
-//! (an organisation's root or intermediate). With it, the server's own CA is
-//! an intermediate signed by that certificate; workloads receive the chain
-//! up to it and the bundle holds the upstream root, which does not change
-//! when the server's CA rotates.
+//! Upstream authorities: who signs the server's CA when it is not
+//! self-signed.
+//!
+//! - `disk`: a CA certificate and key in PEM files (an organisation's root
+//!   or intermediate).
+//! - `herald`: another Herald server of the same trust domain (nested
+//!   servers, one per cluster). This server attests to it like an agent and
+//!   asks it to sign its CA; an entry marked `downstream` must authorize it.
+//!
+//! Either way the server's own CA is an intermediate; workloads receive the
+//! chain up to the upstream's root, and the bundle holds that root, which
+//! does not change when the server's CA rotates.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::ca::keys::pem_blocks;
-use crate::ca::{KeyPair, SignedCert, X509Authority, X509Error};
+use crate::ca::{KeyPair, X509Authority, X509Error};
 use crate::spiffe::TrustDomain;
 
 /// Why the upstream files could not be used.
@@ -24,6 +31,9 @@ pub enum UpstreamError {
         /// Why.
         reason: String,
     },
+    /// The upstream Herald server refused or could not be reached.
+    #[error("upstream Herald server: {0}")]
+    Herald(String),
     /// The certificate chain does not end in a self-signed root.
     #[error("upstream certificate file {0}: the last certificate must be the self-signed root of the chain")]
     NoRoot(String),
@@ -37,15 +47,69 @@ pub enum UpstreamError {
     },
 }
 
+/// Who signs the server's CA.
+#[derive(Debug)]
+pub enum Upstream {
+    /// A CA read from files.
+    Disk(DiskUpstream),
+    /// Another Herald server.
+    Herald(super::herald_upstream::HeraldUpstream),
+}
+
+/// A CA certificate an upstream signed, and what a leaf presents above it.
+#[derive(Debug, Clone)]
+pub struct UpstreamSigned {
+    /// The server's new CA certificate.
+    pub cert_der: Vec<u8>,
+    /// Certificates above it, up to (excluding) the root.
+    pub chain_below_root: Vec<Vec<u8>>,
+}
+
+impl Upstream {
+    /// Signs a CA certificate for `key` (the server's new CA key).
+    pub fn sign_ca(
+        &self,
+        td: &TrustDomain,
+        key: &KeyPair,
+        ttl: i64,
+        now: i64,
+    ) -> Result<UpstreamSigned, UpstreamError> {
+        match self {
+            Upstream::Disk(d) => {
+                let signed = d
+                    .signer
+                    .sign_ca(td, &key.public_key_spki(), ttl, now)
+                    .map_err(|source| UpstreamError::Ca {
+                        path: "upstream".into(),
+                        source,
+                    })?;
+                Ok(UpstreamSigned {
+                    cert_der: signed.cert_der,
+                    chain_below_root: d.chain.clone(),
+                })
+            }
+            Upstream::Herald(h) => h.sign_ca(key, ttl),
+        }
+    }
+
+    /// The roots every workload trusts.
+    pub fn roots(&self) -> Vec<Vec<u8>> {
+        match self {
+            Upstream::Disk(d) => vec![d.root.clone()],
+            Upstream::Herald(h) => h.roots(),
+        }
+    }
+}
+
 /// A loaded disk upstream.
-pub struct Upstream {
+pub struct DiskUpstream {
     signer: X509Authority,
     /// Certificates from the signer up to (excluding) the root.
     chain: Vec<Vec<u8>>,
     root: Vec<u8>,
 }
 
-impl std::fmt::Debug for Upstream {
+impl std::fmt::Debug for DiskUpstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
             .field("signer", &self.signer)
@@ -53,14 +117,14 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-impl Upstream {
+impl DiskUpstream {
     /// Loads the CA certificate file (signer first, then its chain up to and
     /// including the root; a root alone is fine) and its PKCS#8 key.
     pub fn load(
         td: &TrustDomain,
         cert_path: &Path,
         key_path: &Path,
-    ) -> Result<Arc<Self>, UpstreamError> {
+    ) -> Result<Arc<Upstream>, UpstreamError> {
         let cert_name = cert_path.display().to_string();
         let file = |what: &'static str, path: &Path, reason: String| UpstreamError::File {
             what,
@@ -112,7 +176,7 @@ impl Upstream {
                 path: cert_name.clone(),
                 source,
             })?;
-        Ok(Arc::new(Upstream {
+        Ok(Arc::new(Upstream::Disk(DiskUpstream {
             signer,
             chain: if rest.is_empty() {
                 Vec::new()
@@ -120,27 +184,6 @@ impl Upstream {
                 std::iter::once(first.clone()).chain(chain).collect()
             },
             root: last,
-        }))
-    }
-
-    /// Signs a CA certificate for the server's own key.
-    pub fn sign_ca(
-        &self,
-        td: &TrustDomain,
-        spki: &[u8],
-        ttl: i64,
-        now: i64,
-    ) -> Result<SignedCert, X509Error> {
-        self.signer.sign_ca(td, spki, ttl, now)
-    }
-
-    /// What a leaf presents after our CA: the upstream's certificates below the root.
-    pub fn chain_below_root(&self) -> Vec<Vec<u8>> {
-        self.chain.clone()
-    }
-
-    /// The root every workload trusts.
-    pub fn root(&self) -> &[u8] {
-        &self.root
+        })))
     }
 }

@@ -1,0 +1,152 @@
+//! Nested servers: a downstream Herald server in the same trust domain
+//! (another cluster) whose CA is signed by an upstream Herald server. Its
+//! workloads' SVIDs verify against the upstream's root bundle.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{agent_config, my_uid, start_agent, start_server, Server};
+use common::openssl;
+
+fn downstream_config(up: &Server, dir: &std::path::Path, token: &str) -> String {
+    let bootstrap = dir.join("upstream-bundle.pem");
+    up.bootstrap_pem(&bootstrap);
+    format!(
+        "upstream_authority = \"herald\"\nupstream_server_address = \"{}\"\nupstream_trust_bundle_path = \"{}\"\nupstream_join_token = \"{token}\"\n",
+        up.node_addr,
+        bootstrap.display()
+    )
+}
+
+#[test]
+fn a_downstream_server_issues_svids_that_verify_against_the_upstream_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_server(&dir.path().join("up"), "");
+    let (token, downstream_id) = up.join_token();
+    up.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/cluster/b",
+        "--parent-id",
+        &downstream_id,
+        "--selector",
+        "herald:downstream",
+        "--downstream",
+    ]);
+    std::fs::create_dir_all(dir.path().join("down")).unwrap();
+    let extra = downstream_config(&up, &dir.path().join("down"), &token);
+    let down = start_server(&dir.path().join("down"), &extra);
+
+    // One trust domain, one root: the downstream publishes the upstream's.
+    let up_roots = up.cli_ok(&["bundle", "show", "--format", "pem"]);
+    assert_eq!(
+        down.cli_ok(&["bundle", "show", "--format", "pem"]),
+        up_roots
+    );
+
+    let (agent_token, agent_id) = down.join_token();
+    let agent = start_agent(&agent_config(
+        &down,
+        &dir.path().join("agent"),
+        Some(&agent_token),
+    ));
+    let uid = format!("unix:uid:{}", my_uid());
+    down.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/cluster-b/web",
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        &uid,
+    ]);
+    let out = dir.path().join("out");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = common::herald()
+            .args([
+                "api",
+                "fetch",
+                "x509",
+                "--socket",
+                agent.socket.to_str().unwrap(),
+                "--write",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        if o.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let certs = herald::ca::keys::pem_blocks(
+        &std::fs::read_to_string(out.join("svid.0.pem")).unwrap(),
+        "CERTIFICATE",
+    )
+    .unwrap();
+    assert_eq!(
+        certs.len(),
+        2,
+        "leaf + the downstream's CA (signed by the upstream)"
+    );
+    std::fs::write(out.join("up-roots.pem"), &up_roots).unwrap();
+    std::fs::write(
+        out.join("leaf.pem"),
+        herald::ca::keys::der_to_pem(&certs[0], "CERTIFICATE"),
+    )
+    .unwrap();
+    std::fs::write(
+        out.join("inter.pem"),
+        herald::ca::keys::der_to_pem(&certs[1], "CERTIFICATE"),
+    )
+    .unwrap();
+    let (ok, text) = openssl(
+        &out,
+        &[
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            "up-roots.pem",
+            "-untrusted",
+            "inter.pem",
+            "leaf.pem",
+        ],
+    );
+    assert!(ok, "openssl verify against the upstream root: {text}");
+}
+
+#[test]
+fn a_downstream_without_a_downstream_entry_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_server(&dir.path().join("up"), "");
+    let (token, _) = up.join_token();
+    let ddir = dir.path().join("down");
+    std::fs::create_dir_all(&ddir).unwrap();
+    let extra = downstream_config(&up, &ddir, &token);
+    let config = ddir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nbind_address = \"127.0.0.1:0\"\nadmin_socket = \"{}\"\n{extra}",
+            ddir.join("data").display(),
+            ddir.join("admin.sock").display()
+        ),
+    )
+    .unwrap();
+    let out = common::herald()
+        .args(["server", "run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no entry marked downstream"), "{err}");
+}
