@@ -318,5 +318,22 @@ fn workloads_of_two_trust_domains_complete_mtls_across_a_ca_rotation() {
         )
         .await
         .expect("mutual TLS with b.org's SVID from its new CA");
+
+        // Ending the relationship takes b.org's bundle off a.org's workload streams.
+        a.server
+            .cli_ok(&["federation", "delete", "--trust-domain", "b.org"]);
+        let td_b = spiffe::TrustDomain::new("b.org").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ctx = ca.fetch_x509_context().await.unwrap();
+            if ctx.bundle_set().get(&td_b).is_none() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "b.org's bundle is still served after the relationship was deleted"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     });
 }
