@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::cluster::{agent_config, my_uid, start_agent, start_server, Server};
 use common::openssl;
 
@@ -64,35 +62,7 @@ fn a_downstream_server_issues_svids_that_verify_against_the_upstream_root() {
         &uid,
     ]);
     let out = dir.path().join("out");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let o = common::herald()
-            .args([
-                "api",
-                "fetch",
-                "x509",
-                "--socket",
-                agent.socket.to_str().unwrap(),
-                "--write",
-                out.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        if o.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let certs = herald::ca::keys::pem_blocks(
-        &std::fs::read_to_string(out.join("svid.0.pem")).unwrap(),
-        "CERTIFICATE",
-    )
-    .unwrap();
+    let certs = common::cluster::fetch_x509_files(&agent.socket, &out);
     assert_eq!(
         certs.len(),
         2,

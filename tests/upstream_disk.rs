@@ -5,7 +5,6 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::time::{Duration, Instant};
 
 use common::cluster::{agent_config, my_uid, start_agent, start_server};
 use common::openssl;
@@ -55,32 +54,7 @@ fn svids_chain_through_herald_to_the_upstream_root() {
         &uid,
     ]);
     let out = dir.path().join("out");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let o = common::herald()
-            .args([
-                "api",
-                "fetch",
-                "x509",
-                "--socket",
-                agent.socket.to_str().unwrap(),
-                "--write",
-                out.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        if o.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let chain = std::fs::read_to_string(out.join("svid.0.pem")).unwrap();
-    let certs = herald::ca::keys::pem_blocks(&chain, "CERTIFICATE").unwrap();
+    let certs = common::cluster::fetch_x509_files(&agent.socket, &out);
     assert_eq!(certs.len(), 2, "leaf + Herald's intermediate CA");
     std::fs::write(
         out.join("leaf.pem"),

@@ -240,3 +240,34 @@ pub fn my_uid() -> u32 {
         .and_then(|v| v.parse().ok())
         .unwrap()
 }
+
+/// Runs `herald api fetch x509 --write out` against an agent socket until
+/// the workload's SVID is there (bounded), and returns its chain (DER).
+pub fn fetch_x509_files(socket: &Path, out: &Path) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = herald()
+            .args([
+                "api",
+                "fetch",
+                "x509",
+                "--socket",
+                socket.to_str().unwrap(),
+                "--write",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        if o.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pem = std::fs::read_to_string(out.join("svid.0.pem")).unwrap();
+    herald::ca::keys::pem_blocks(&pem, "CERTIFICATE").unwrap()
+}
