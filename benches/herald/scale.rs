@@ -1,0 +1,130 @@
+//! Sizes of every item, chosen by `HERALD_BENCH_SCALE` (`full`, the
+//! default, or `smoke`: tiny sizes that finish in seconds, to keep the
+//! suite from rotting), and the `HERALD_BENCH_ONLY` filter.
+
+use std::time::Duration;
+
+/// Sizes and durations of one run.
+#[derive(Debug, Clone)]
+pub struct Scale {
+    /// `full` or `smoke`.
+    pub name: &'static str,
+    /// How long each raw-crypto rate is sampled.
+    pub bound_time: Duration,
+    /// Item 1: entries on the issuing agent (one CSR each, reused per round).
+    pub issuance_entries: usize,
+    /// Item 1: SVIDs issued in the timed phase.
+    pub issuance_total: usize,
+    /// Item 1: CSRs per BatchNewX509SVID call (the agent's SIGN_BATCH).
+    pub issuance_batch: usize,
+    /// Item 1: concurrent agent connections.
+    pub issuance_conns: usize,
+    /// Item 2: workloads registered and cached on the agent.
+    pub workloads: usize,
+    /// Item 2: calls per client at concurrency 1.
+    pub calls_c1: usize,
+    /// Item 2: calls per client at concurrency 32.
+    pub calls_c32: usize,
+    /// Item 3: entries on the rotating agent.
+    pub rotation_entries: usize,
+    /// Item 3: their X509-SVID TTL, seconds.
+    pub rotation_ttl: i32,
+    /// Item 4: entries synced to a fresh agent.
+    pub sync_entries: usize,
+    /// Item 4: entries per BatchCreateEntry call.
+    pub sync_create_batch: usize,
+    /// Item 5: entry changes timed.
+    pub propagation_changes: usize,
+    /// Item 6: single-record durable appends timed.
+    pub store_single: usize,
+    /// Item 6: 500-record batches timed.
+    pub store_batches: usize,
+    /// Breakdown: entries behind `authorized_entries`.
+    pub breakdown_entries: usize,
+    /// Breakdown: iterations per measured step.
+    pub breakdown_iters: usize,
+}
+
+impl Scale {
+    /// Reads `HERALD_BENCH_SCALE` (default `full`).
+    pub fn from_env() -> Scale {
+        match std::env::var("HERALD_BENCH_SCALE").as_deref() {
+            Ok("smoke") => Scale::smoke(),
+            Ok("full") | Err(_) => Scale::full(),
+            Ok(other) => panic!("HERALD_BENCH_SCALE={other:?}: use `full` or `smoke`"),
+        }
+    }
+
+    fn full() -> Scale {
+        Scale {
+            name: "full",
+            bound_time: Duration::from_secs(2),
+            issuance_entries: 2_000,
+            issuance_total: 40_000,
+            issuance_batch: 500,
+            issuance_conns: 4,
+            workloads: 1_000,
+            calls_c1: 3_000,
+            calls_c32: 300,
+            rotation_entries: 10_000,
+            rotation_ttl: 18,
+            sync_entries: 100_000,
+            sync_create_batch: 10_000,
+            propagation_changes: 1_000,
+            store_single: 2_000,
+            store_batches: 100,
+            breakdown_entries: 10_000,
+            breakdown_iters: 2_000,
+        }
+    }
+
+    fn smoke() -> Scale {
+        Scale {
+            name: "smoke",
+            bound_time: Duration::from_millis(200),
+            issuance_entries: 100,
+            issuance_total: 500,
+            issuance_batch: 50,
+            issuance_conns: 2,
+            workloads: 20,
+            calls_c1: 100,
+            calls_c32: 5,
+            rotation_entries: 200,
+            rotation_ttl: 6,
+            sync_entries: 2_000,
+            sync_create_batch: 1_000,
+            propagation_changes: 20,
+            store_single: 100,
+            store_batches: 5,
+            breakdown_entries: 100,
+            breakdown_iters: 50,
+        }
+    }
+}
+
+/// The items named in `HERALD_BENCH_ONLY` (comma-separated), if set.
+pub fn only_from_env() -> Option<Vec<String>> {
+    const ITEMS: [&str; 7] = [
+        "issuance",
+        "workload",
+        "rotation",
+        "sync",
+        "propagation",
+        "store",
+        "breakdown",
+    ];
+    let raw = std::env::var("HERALD_BENCH_ONLY").ok()?;
+    let names: Vec<String> = raw
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for n in &names {
+        assert!(
+            ITEMS.contains(&n.as_str()),
+            "HERALD_BENCH_ONLY: unknown item {n:?}; items: {}",
+            ITEMS.join(", ")
+        );
+    }
+    Some(names)
+}

@@ -1,0 +1,176 @@
+//! Item 6: the store. Durable issuance-log writes per second on the real
+//! sled store (every `append_issuances` returns after sled's flush, i.e.
+//! an fsync), one record per call, one record per call from 8 threads at
+//! once, and 500 records per call (what the node API does per batch). The
+//! baseline is the disk itself: 200-byte writes each followed by
+//! `fdatasync`, in the same directory.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald::spiffe::SpiffeId;
+use herald::store::{DataStore, IssuanceRecord, SledStore};
+
+use crate::cluster::{self, trust_domain};
+use crate::measure::{fmt_dur, fmt_rate, percentiles};
+use crate::report::{heading, ratio, Report, Row};
+use crate::scale::Scale;
+
+const BATCH: usize = 500;
+const THREADS: usize = 8;
+
+fn record(i: usize, agent: &SpiffeId, workload: &SpiffeId) -> IssuanceRecord {
+    let now = herald::server::state::now_unix();
+    IssuanceRecord {
+        serial: format!("{:032x}", uuid::Uuid::new_v4().as_u128() ^ i as u128),
+        spiffe_id: workload.clone(),
+        agent_id: Some(agent.clone()),
+        entry_id: Some(uuid::Uuid::new_v4().to_string()),
+        not_after: now + 3600,
+        issued_at: now,
+    }
+}
+
+/// Single-record appends: latencies.
+fn single(store: &SledStore, n: usize, agent: &SpiffeId, wl: &SpiffeId) -> Vec<Duration> {
+    (0..n)
+        .map(|i| {
+            let r = record(i, agent, wl);
+            let t = Instant::now();
+            store.append_issuances(&[r]).unwrap();
+            t.elapsed()
+        })
+        .collect()
+}
+
+/// `fdatasync`ed writes of `bytes` bytes each: latencies.
+fn fsyncs(dir: &std::path::Path, n: usize, bytes: usize) -> Vec<Duration> {
+    let mut f = std::fs::File::create(dir.join("fsync-probe")).unwrap();
+    let buf = vec![0x42; bytes];
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f.write_all(&buf).unwrap();
+            f.sync_data().unwrap();
+            t.elapsed()
+        })
+        .collect()
+}
+
+fn per_sec(n: usize, samples: &[Duration]) -> f64 {
+    n as f64 / samples.iter().sum::<Duration>().as_secs_f64()
+}
+
+/// Runs item 6.
+pub fn run(scale: &Scale, report: &mut Report) {
+    heading(
+        "6",
+        "The store: durable issuance-log writes (sled, flush per write)",
+    );
+    let dir = cluster::temp_dir("hb-store-");
+    let store = Arc::new(SledStore::open(&dir.path().join("store")).unwrap());
+    let agent = SpiffeId::new(&trust_domain(), "/herald/agent/store").unwrap();
+    let wl = SpiffeId::new(&trust_domain(), "/bench/store").unwrap();
+    let n = scale.store_single;
+
+    single(&store, 20, &agent, &wl);
+    // Interleaved, so that the disk and its neighbours treat both alike.
+    let (mut disk, mut one) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..10 {
+        disk.extend(fsyncs(dir.path(), n / 10, 200));
+        one.extend(single(&store, n / 10, &agent, &wl));
+    }
+    let n = one.len();
+
+    let start = Instant::now();
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let store = store.clone();
+            let (agent, wl) = (agent.clone(), wl.clone());
+            std::thread::Builder::new()
+                .name(format!("bench-store-{t}"))
+                .spawn(move || single(&store, n / THREADS, &agent, &wl))
+                .unwrap()
+        })
+        .collect();
+    let concurrent: usize = threads.into_iter().map(|t| t.join().unwrap().len()).sum();
+    let concurrent_rate = concurrent as f64 / start.elapsed().as_secs_f64();
+
+    let batches: Vec<Vec<IssuanceRecord>> = (0..scale.store_batches)
+        .map(|b| {
+            (0..BATCH)
+                .map(|i| record(b * BATCH + i, &agent, &wl))
+                .collect()
+        })
+        .collect();
+    let start = Instant::now();
+    for b in &batches {
+        store.append_issuances(b).unwrap();
+    }
+    let batch_rate = (scale.store_batches * BATCH) as f64 / start.elapsed().as_secs_f64();
+    // The disk's bound for a batch: its records' JSON written once, one fdatasync.
+    let batch_bytes: usize = batches[0]
+        .iter()
+        .map(|r| serde_json::to_vec(r).unwrap().len())
+        .sum();
+    let disk_batch = fsyncs(dir.path(), scale.store_batches, batch_bytes);
+    let disk_batch_rate =
+        (scale.store_batches * BATCH) as f64 / disk_batch.iter().sum::<Duration>().as_secs_f64();
+
+    let (disk_p, one_p) = (percentiles(&disk), percentiles(&one));
+    let disk_rate = per_sec(n, &disk);
+    let one_rate = per_sec(n, &one);
+    println!(
+        "  fdatasync p50 {} p99 {}; append p50 {} p99 {}",
+        fmt_dur(disk_p.p50),
+        fmt_dur(disk_p.p99),
+        fmt_dur(one_p.p50),
+        fmt_dur(one_p.p99)
+    );
+    let baseline = format!("write+fdatasync {}", fmt_rate(disk_rate));
+    let rows = [
+        (
+            "durable appends/s, 1 record/call",
+            one_rate,
+            baseline.clone(),
+            disk_rate,
+        ),
+        (
+            "durable appends/s, 1 record/call, 8 threads",
+            concurrent_rate,
+            baseline.clone(),
+            disk_rate,
+        ),
+        (
+            "records/s, 500 records/call (node API batch)",
+            batch_rate,
+            format!(
+                "{} KiB write+fdatasync per 500 {}",
+                batch_bytes / 1024,
+                fmt_rate(disk_batch_rate)
+            ),
+            disk_batch_rate,
+        ),
+    ];
+    for (figure, v, b, bv) in rows {
+        report.add(Row {
+            item: "6 store",
+            figure: figure.into(),
+            value: fmt_rate(v),
+            baseline: b,
+            ratio: ratio(v, bv),
+            target: "–".into(),
+            met: None,
+        });
+    }
+    report.add(Row {
+        item: "6 store",
+        figure: "append latency p99, 1 record/call".into(),
+        value: fmt_dur(one_p.p99),
+        baseline: format!("fdatasync p99 {}", fmt_dur(disk_p.p99)),
+        ratio: ratio(one_p.p99.as_secs_f64(), disk_p.p99.as_secs_f64()),
+        target: "–".into(),
+        met: None,
+    });
+}
