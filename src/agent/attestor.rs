@@ -91,6 +91,9 @@ struct ExeKey {
     mtime_nsec: i64,
 }
 
+/// A parsed passwd- or group-format file and the mtime it was read at.
+type NameTable = (std::time::SystemTime, HashMap<u32, String>);
+
 /// Attests local processes by their unix credentials and executable.
 #[derive(Debug)]
 pub struct UnixAttestor {
@@ -100,6 +103,9 @@ pub struct UnixAttestor {
     /// SHA-256 (lowercase hex) of executables already hashed, so a large
     /// binary serving many connections is read once.
     hashes: Mutex<HashMap<ExeKey, String>>,
+    /// Parsed name databases by file, with the mtime they were read at:
+    /// re-read only when the file changes, not on every request.
+    names: Mutex<HashMap<PathBuf, NameTable>>,
 }
 
 impl Default for UnixAttestor {
@@ -118,6 +124,7 @@ impl UnixAttestor {
             passwd: PathBuf::from("/etc/passwd"),
             group: PathBuf::from("/etc/group"),
             hashes: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
         }
     }
 
@@ -198,13 +205,30 @@ impl UnixAttestor {
 
     /// The name of id `id` in a passwd- or group-format file, if any.
     fn lookup(&self, file: &Path, id: u32) -> Option<String> {
-        match std::fs::read_to_string(file) {
-            Ok(contents) => name_for_id(&contents, id),
+        let mtime = match std::fs::metadata(file).and_then(|m| m.modified()) {
+            Ok(t) => t,
             Err(e) => {
                 tracing::debug!(file = %file.display(), error = %e, "cannot read name database");
-                None
+                return None;
+            }
+        };
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, table)) = names.get(file) {
+            if *seen == mtime {
+                return table.get(&id).cloned();
             }
         }
+        let contents = match std::fs::read_to_string(file) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(file = %file.display(), error = %e, "cannot read name database");
+                return None;
+            }
+        };
+        let table = name_table(&contents);
+        let found = table.get(&id).cloned();
+        names.insert(file.to_path_buf(), (mtime, table));
+        found
     }
 
     /// The executable's path (when it is valid UTF-8) and SHA-256. The
@@ -296,17 +320,26 @@ fn status_groups(status: &str) -> Option<Vec<u32>> {
 
 /// The first name whose third `:`-separated field is `id`, in the format
 /// shared by `/etc/passwd` and `/etc/group`.
+#[cfg(test)]
 fn name_for_id(contents: &str, id: u32) -> Option<String> {
-    contents
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let mut fields = l.split(':');
-            let name = fields.next()?;
-            let _password = fields.next()?;
-            let line_id: u32 = fields.next()?.trim().parse().ok()?;
-            (line_id == id && !name.is_empty()).then(|| name.to_owned())
-        })
+    name_table(contents).remove(&id)
+}
+
+/// Every `id -> name` of a passwd- or group-format file; the first line for
+/// an id wins, as with getpwuid.
+fn name_table(contents: &str) -> HashMap<u32, String> {
+    let mut table = HashMap::new();
+    for l in contents.lines().filter(|l| !l.starts_with('#')) {
+        let mut fields = l.split(':');
+        let (Some(name), Some(_password), Some(id)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if let (false, Ok(id)) = (name.is_empty(), id.trim().parse::<u32>()) {
+            table.entry(id).or_insert_with(|| name.to_owned());
+        }
+    }
+    table
 }
 
 fn sha256_hex(reader: &mut impl Read) -> io::Result<String> {

@@ -11,6 +11,8 @@
 //! replaces an `:authority` that is not a valid URI authority with
 //! `localhost`, and re-encodes the block with literals only (never the
 //! dynamic table, so the server's decoder state stays trivially in step).
+//! A client whose first request carries a valid authority (tonic, go-spiffe)
+//! is detected on that first header block and passed through untouched.
 //! Every other frame, and the whole server-to-client direction, is copied
 //! byte for byte.
 
@@ -127,6 +129,9 @@ where
         return Ok(());
     }
     let mut decoder = loona_hpack::Decoder::new();
+    // The raw frames of the first header block, kept until we know whether
+    // this client needs rewriting at all (None once decided).
+    let mut first_block: Option<Vec<u8>> = Some(Vec::new());
     // The header block being reassembled: (stream id, flags, priority bytes, block).
     let mut pending: Option<(u32, u8, Vec<u8>, Vec<u8>)> = None;
     loop {
@@ -145,6 +150,12 @@ where
         }
         let mut payload = vec![0u8; len];
         from.read_exact(&mut payload).await?;
+        if let Some(raw) = first_block.as_mut() {
+            if kind == FRAME_HEADERS || kind == FRAME_CONTINUATION {
+                raw.extend_from_slice(&head);
+                raw.extend_from_slice(&payload);
+            }
+        }
         match kind {
             FRAME_HEADERS => {
                 let mut body: &[u8] = &payload;
@@ -197,6 +208,21 @@ where
         let headers = decoder
             .decode(&block)
             .map_err(|e| bad(&format!("HPACK: {e}")))?;
+        if let Some(raw) = first_block.take() {
+            let authority_ok = headers
+                .iter()
+                .all(|(name, value)| name != b":authority" || valid_authority(value));
+            if authority_ok {
+                // A well-behaved client (tonic, go, Java over TCP...): send
+                // its bytes on untouched and get out of the way for good.
+                to.write_all(&raw).await?;
+                tokio::io::copy(&mut from, &mut to).await?;
+                return to.shutdown().await;
+            }
+            // From here on every header block is re-encoded, so the server's
+            // HPACK state never depends on entries this client indexed.
+            tracing::debug!("workload client sends a malformed :authority; rewriting its headers");
+        }
         let encoded = encode_literals(&headers);
         emit_block(
             &mut to,
@@ -294,6 +320,25 @@ mod tests {
             .decode(&encode_literals(&ok))
             .unwrap();
         assert_eq!(decoded, ok);
+    }
+
+    #[tokio::test]
+    async fn a_client_with_a_valid_authority_passes_through_byte_for_byte() {
+        let mut enc = loona_hpack::Encoder::new();
+        let block = enc.encode(vec![
+            (&b":authority"[..], &b"localhost"[..]),
+            (&b"x"[..], &b"y"[..]),
+        ]);
+        let mut input = PREFACE.to_vec();
+        input.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+        let len = block.len();
+        input.extend_from_slice(&[0, 0, len as u8, FRAME_HEADERS, FLAG_END_HEADERS, 0, 0, 0, 1]);
+        input.extend_from_slice(&block);
+        // Anything after the first block is copied verbatim, even garbage.
+        input.extend_from_slice(b"\xff\xfe not a frame");
+        let mut out = Vec::new();
+        rewrite_client_frames(&input[..], &mut out).await.unwrap();
+        assert_eq!(out, input);
     }
 
     #[tokio::test]

@@ -74,6 +74,20 @@ impl NodeApi {
         Ok(agent)
     }
 
+    /// The agent's authorized entries as its Sync stream last computed them
+    /// (kept current on every entry change), or from the store when it has
+    /// no stream open. The cache can trail an entry deletion by one event;
+    /// the agent drops SVIDs of deleted entries when the change reaches it.
+    async fn authorized_cached(
+        &self,
+        agent: &SpiffeId,
+    ) -> Result<Arc<BTreeMap<String, RegistrationEntry>>, Status> {
+        match self.state.authorized_for(agent) {
+            Some(a) => Ok(a),
+            None => Ok(Arc::new(self.authorized(agent).await?)),
+        }
+    }
+
     async fn authorized(
         &self,
         agent: &SpiffeId,
@@ -128,6 +142,68 @@ fn own_bundle_wire(authorities: &super::authorities::Authorities) -> node::Bundl
     b.tainted_x509_authorities = authorities.tainted_x509();
     b.tainted_jwt_key_ids = authorities.tainted_jwt();
     b
+}
+
+/// Signs one CSR of a batch for an entry the agent is authorized for.
+fn sign_one(
+    authorities: &super::authorities::Authorities,
+    authorized: &BTreeMap<String, RegistrationEntry>,
+    agent: &SpiffeId,
+    p: &node::NewX509svidParams,
+    default_ttl: i64,
+    now: i64,
+) -> (node::X509svidResult, Option<IssuanceRecord>) {
+    let fail = |code: tonic::Code, message: String| {
+        let result = node::X509svidResult {
+            entry_id: p.entry_id.clone(),
+            code: code as i32,
+            message,
+            ..Default::default()
+        };
+        (result, None)
+    };
+    let Some(entry) = authorized.get(&p.entry_id) else {
+        return fail(
+            tonic::Code::PermissionDenied,
+            format!("entry {:?} is not authorized for this agent", p.entry_id),
+        );
+    };
+    let csr = match verify_csr(&p.csr) {
+        Ok(c) => c,
+        Err(e) => return fail(tonic::Code::InvalidArgument, format!("csr: {e}")),
+    };
+    let ttl = if entry.x509_svid_ttl == 0 {
+        default_ttl
+    } else {
+        i64::from(entry.x509_svid_ttl)
+    };
+    let req = SvidRequest {
+        spiffe_id: &entry.spiffe_id,
+        public_key_spki: &csr.public_key_spki,
+        ttl_secs: ttl,
+        dns_names: &entry.dns_names,
+    };
+    match authorities.x509().sign_svid(&req, now) {
+        Ok(cert) => {
+            let record = IssuanceRecord {
+                serial: cert.serial.clone(),
+                spiffe_id: entry.spiffe_id.clone(),
+                agent_id: Some(agent.clone()),
+                entry_id: Some(entry.id.clone()),
+                not_after: cert.not_after,
+                issued_at: now,
+            };
+            let result = node::X509svidResult {
+                entry_id: entry.id.clone(),
+                cert_chain: cert.chain,
+                expires_at: cert.not_after,
+                code: 0,
+                message: String::new(),
+            };
+            (result, Some(record))
+        }
+        Err(e) => fail(tonic::Code::Internal, format!("signing failed: {e}")),
+    }
 }
 
 fn internal(e: StoreError) -> Status {
@@ -315,67 +391,40 @@ impl Node for NodeApi {
         let agent = self.authenticate(&request).await?;
         let span = tracing::info_span!("node.batch_new_x509_svid", agent = %agent.spiffe_id, count = request.get_ref().params.len());
         async move {
-            let authorized = self.authorized(&agent.spiffe_id).await?;
+            let authorized = self.authorized_cached(&agent.spiffe_id).await?;
             let authorities = self.state.authorities();
             let now = now_unix();
             let default_ttl = self.state.settings.default_x509_svid_ttl;
+            let params = request.into_inner().params;
+            // Verify and sign on the blocking pool, one chunk per core: it is
+            // pure CPU, and one agent's batch should use the whole machine.
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            let chunk_len = params.len().div_ceil(cores).max(1);
+            let mut tasks = Vec::new();
+            for chunk in params.chunks(chunk_len) {
+                let (chunk, authorities, authorized) =
+                    (chunk.to_vec(), authorities.clone(), authorized.clone());
+                let agent_id = agent.spiffe_id.clone();
+                tasks.push(tokio::task::spawn_blocking(move || {
+                    chunk
+                        .iter()
+                        .map(|p| {
+                            sign_one(&authorities, &authorized, &agent_id, p, default_ttl, now)
+                        })
+                        .collect::<Vec<_>>()
+                }));
+            }
             let mut records = Vec::new();
-            let mut results = Vec::with_capacity(request.get_ref().params.len());
-            for p in &request.get_ref().params {
-                let fail = |code: tonic::Code, message: String| node::X509svidResult {
-                    entry_id: p.entry_id.clone(),
-                    code: code as i32,
-                    message,
-                    ..Default::default()
-                };
-                let Some(entry) = authorized.get(&p.entry_id) else {
-                    results.push(fail(
-                        tonic::Code::PermissionDenied,
-                        format!("entry {:?} is not authorized for this agent", p.entry_id),
-                    ));
-                    continue;
-                };
-                let csr = match verify_csr(&p.csr) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        results.push(fail(tonic::Code::InvalidArgument, format!("csr: {e}")));
-                        continue;
-                    }
-                };
-                let ttl = if entry.x509_svid_ttl == 0 {
-                    default_ttl
-                } else {
-                    i64::from(entry.x509_svid_ttl)
-                };
-                match authorities.x509().sign_svid(
-                    &SvidRequest {
-                        spiffe_id: &entry.spiffe_id,
-                        public_key_spki: &csr.public_key_spki,
-                        ttl_secs: ttl,
-                        dns_names: &entry.dns_names,
-                    },
-                    now,
-                ) {
-                    Ok(cert) => {
-                        records.push(IssuanceRecord {
-                            serial: cert.serial.clone(),
-                            spiffe_id: entry.spiffe_id.clone(),
-                            agent_id: Some(agent.spiffe_id.clone()),
-                            entry_id: Some(entry.id.clone()),
-                            not_after: cert.not_after,
-                            issued_at: now,
-                        });
-                        results.push(node::X509svidResult {
-                            entry_id: entry.id.clone(),
-                            cert_chain: cert.chain,
-                            expires_at: cert.not_after,
-                            code: 0,
-                            message: String::new(),
-                        });
-                    }
-                    Err(e) => {
-                        results.push(fail(tonic::Code::Internal, format!("signing failed: {e}")))
-                    }
+            let mut results = Vec::with_capacity(params.len());
+            for task in tasks {
+                let signed = task
+                    .await
+                    .map_err(|e| Status::internal(format!("signing task failed: {e}")))?;
+                for (result, record) in signed {
+                    results.push(result);
+                    records.extend(record);
                 }
             }
             // One durable write for the whole batch, before any SVID leaves.
@@ -404,7 +453,7 @@ impl Node for NodeApi {
                     "audience: must name at least one audience",
                 ));
             }
-            let authorized = self.authorized(&agent.spiffe_id).await?;
+            let authorized = self.authorized_cached(&agent.spiffe_id).await?;
             let entry = authorized.get(&req.entry_id).ok_or_else(|| {
                 Status::permission_denied(format!(
                     "entry {:?} is not authorized for this agent",
@@ -467,12 +516,15 @@ impl NodeApi {
     async fn run_sync(
         &self,
         agent: SpiffeId,
-        mut current: BTreeMap<String, RegistrationEntry>,
+        current: BTreeMap<String, RegistrationEntry>,
         mut events: broadcast::Receiver<ServerEvent>,
         tx: &Tx,
     ) -> Result<(), Status> {
-        // Counted as connected (for activation gating) while this runs.
+        // Counted as connected (for activation gating) while this runs, and
+        // its authorized set shared with the signing RPCs.
         let _connection = self.state.agent_connected(&agent);
+        let mut current = Arc::new(current);
+        self.state.set_authorized(&agent, current.clone());
         let mut federated = self.federated_bundles().await?;
         let mut bundle_seq = {
             let authorities = self.state.authorities();
@@ -528,7 +580,8 @@ impl NodeApi {
                     .filter(|id| !next.contains_key(*id))
                     .cloned()
                     .collect();
-                current = next;
+                current = Arc::new(next);
+                self.state.set_authorized(&agent, current.clone());
             }
             if bundle_dirty {
                 let authorities = self.state.authorities();

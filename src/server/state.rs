@@ -70,11 +70,16 @@ pub struct ServerState {
 
 /// A connected agent: how many Sync streams it has open, and the highest
 /// bundle sequence it acknowledged.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct ConnectedAgent {
     streams: usize,
     acked: u64,
+    /// The entries it is authorized for, as its Sync stream last computed.
+    authorized: Option<Arc<AuthorizedEntries>>,
 }
+
+/// An agent's authorized entries by entry ID.
+pub type AuthorizedEntries = std::collections::BTreeMap<String, crate::store::RegistrationEntry>;
 
 /// Keeps an agent counted as connected while its Sync stream lives.
 pub struct Connection {
@@ -138,6 +143,20 @@ impl ServerState {
         }
         drop(agents);
         self.acks.notify_waiters();
+    }
+
+    /// Shares a connected agent's freshly computed authorized entries.
+    pub fn set_authorized(&self, agent: &SpiffeId, entries: Arc<AuthorizedEntries>) {
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = agents.get_mut(agent) {
+            a.authorized = Some(entries);
+        }
+    }
+
+    /// A connected agent's authorized entries, if its stream computed them.
+    pub fn authorized_for(&self, agent: &SpiffeId) -> Option<Arc<AuthorizedEntries>> {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents.get(agent).and_then(|a| a.authorized.clone())
     }
 
     /// Connected agents that have not acknowledged `sequence` yet.
