@@ -366,7 +366,8 @@ impl Manager {
         let now = now_unix();
         self.held
             .retain(|id, h| self.entries.contains_key(id) && h.identity.not_after > now);
-        let due: Vec<AgentEntry> = self
+        // IDs only: cloning 100,000 entries here doubled the agent's memory.
+        let due: Vec<String> = self
             .entries
             .values()
             .filter(|e| match self.held.get(&e.id) {
@@ -379,19 +380,19 @@ impl Manager {
                 }
                 None => true,
             })
-            .cloned()
+            .map(|e| e.id.clone())
             .collect();
         for chunk in due.chunks(SIGN_BATCH) {
             let mut keys = BTreeMap::new();
             let mut params = Vec::with_capacity(chunk.len());
-            for e in chunk {
+            for id in chunk {
                 let key = KeyPair::generate(KeyType::EcP256)
                     .map_err(|err| SessionError::Local(err.to_string()))?;
                 params.push(node::NewX509svidParams {
-                    entry_id: e.id.clone(),
+                    entry_id: id.clone(),
                     csr: make_csr(&key)?,
                 });
-                keys.insert(e.id.clone(), key);
+                keys.insert(id.clone(), key);
             }
             let resp = client
                 .batch_new_x509svid(node::BatchNewX509svidRequest { params })

@@ -401,11 +401,14 @@ impl Node for NodeApi {
             let cores = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1);
-            let chunk_len = params.len().div_ceil(cores).max(1);
+            let total = params.len();
+            let chunk_len = total.div_ceil(cores).max(1);
             let mut tasks = Vec::new();
-            for chunk in params.chunks(chunk_len) {
-                let (chunk, authorities, authorized) =
-                    (chunk.to_vec(), authorities.clone(), authorized.clone());
+            let mut rest = params;
+            while !rest.is_empty() {
+                let tail = rest.split_off(chunk_len.min(rest.len()));
+                let chunk = std::mem::replace(&mut rest, tail);
+                let (authorities, authorized) = (authorities.clone(), authorized.clone());
                 let agent_id = agent.spiffe_id.clone();
                 tasks.push(tokio::task::spawn_blocking(move || {
                     chunk
@@ -417,7 +420,7 @@ impl Node for NodeApi {
                 }));
             }
             let mut records = Vec::new();
-            let mut results = Vec::with_capacity(params.len());
+            let mut results = Vec::with_capacity(total);
             for task in tasks {
                 let signed = task
                     .await
