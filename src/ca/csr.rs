@@ -85,14 +85,15 @@ pub fn verify_csr(der_bytes: &[u8]) -> Result<VerifiedCsr, CsrError> {
         .map(|o| o.to_string());
     let sig_oid = req.algorithm.oid.to_string();
     let alg = verification_algorithm(&key_oid, curve.as_deref(), &sig_oid)?;
-    let info = req
-        .info
-        .to_der()
-        .map_err(|e| CsrError::Malformed(e.to_string()))?;
+    // The signed bytes, exactly as received (the parse above already
+    // checked they are DER, so this is what a re-encoding would give).
+    let info = signed_info(der_bytes).ok_or_else(|| {
+        CsrError::Malformed("cannot locate the certification request info".into())
+    })?;
     let key_bytes = spki.subject_public_key.raw_bytes();
     let sig = req.signature.raw_bytes();
     UnparsedPublicKey::new(alg, key_bytes)
-        .verify(&info, sig)
+        .verify(info, sig)
         .map_err(|_| CsrError::BadSignature)?;
 
     let public_key_spki = spki
@@ -104,6 +105,31 @@ pub fn verify_csr(der_bytes: &[u8]) -> Result<VerifiedCsr, CsrError> {
         uri_sans,
         dns_sans,
     })
+}
+
+/// A DER TLV's header length and content length.
+fn tlv(b: &[u8]) -> Option<(usize, usize)> {
+    let first = *b.get(1)?;
+    if first < 0x80 {
+        return Some((2, usize::from(first)));
+    }
+    let n = usize::from(first & 0x7f);
+    if n == 0 || n > 4 {
+        return None;
+    }
+    let len = b
+        .get(2..2 + n)?
+        .iter()
+        .fold(0usize, |acc, x| (acc << 8) | usize::from(*x));
+    Some((2 + n, len))
+}
+
+/// The first element inside the outer SEQUENCE: the CertificationRequestInfo.
+fn signed_info(der_bytes: &[u8]) -> Option<&[u8]> {
+    let (outer_header, _) = tlv(der_bytes)?;
+    let inner = der_bytes.get(outer_header..)?;
+    let (h, len) = tlv(inner)?;
+    inner.get(..h.checked_add(len)?)
 }
 
 fn verification_algorithm(

@@ -158,6 +158,56 @@ pub fn split_der_certs(mut der: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// A public key to certify, in the form rcgen signs over. Built straight
+/// from the SubjectPublicKeyInfo's OIDs: rcgen's own parser re-encodes
+/// every algorithm it knows to compare them, which cost more than the
+/// certificate's signature on the issuance path.
+struct CertifiedKey {
+    alg: &'static rcgen::SignatureAlgorithm,
+    bits: Vec<u8>,
+}
+
+impl PublicKeyData for CertifiedKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.alg
+    }
+}
+
+const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+const OID_RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
+const OID_P256: &str = "1.2.840.10045.3.1.7";
+const OID_P384: &str = "1.3.132.0.34";
+
+fn certified_key(spki_der: &[u8]) -> Result<CertifiedKey, X509Error> {
+    let spki = spki::SubjectPublicKeyInfoRef::from_der(spki_der)
+        .map_err(|e| X509Error::BadPublicKey(e.to_string()))?;
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok())
+        .map(|o| o.to_string());
+    let alg: &'static rcgen::SignatureAlgorithm =
+        match (spki.algorithm.oid.to_string().as_str(), curve.as_deref()) {
+            (OID_EC_PUBLIC_KEY, Some(OID_P256)) => &rcgen::PKCS_ECDSA_P256_SHA256,
+            (OID_EC_PUBLIC_KEY, Some(OID_P384)) => &rcgen::PKCS_ECDSA_P384_SHA384,
+            (OID_RSA_ENCRYPTION, _) => &rcgen::PKCS_RSA_SHA256,
+            (oid, curve) => {
+                return Err(X509Error::BadPublicKey(format!(
+                    "key algorithm {oid} (curve {}) is not EC P-256, EC P-384 or RSA",
+                    curve.unwrap_or("none")
+                )))
+            }
+        };
+    Ok(CertifiedKey {
+        alg,
+        bits: spki.subject_public_key.raw_bytes().to_vec(),
+    })
+}
+
 /// A key pair shared between the authority and the key manager, usable by rcgen.
 struct SharedKey(Arc<KeyPair>);
 
@@ -326,8 +376,7 @@ impl X509Authority {
             return Err(X509Error::NotALeafId(req.spiffe_id.clone()));
         }
         let not_after = self.validity(req.ttl_secs, now)?;
-        let public_key = rcgen::SubjectPublicKeyInfo::from_der(req.public_key_spki)
-            .map_err(|e| X509Error::BadPublicKey(e.to_string()))?;
+        let public_key = certified_key(req.public_key_spki)?;
         let rsa_key = public_key.algorithm() == &rcgen::PKCS_RSA_SHA256;
         let (params, serial) = template::leaf_params(&LeafSpec {
             spiffe_id: req.spiffe_id,
@@ -361,8 +410,7 @@ impl X509Authority {
         now: i64,
     ) -> Result<SignedCert, X509Error> {
         let not_after = self.validity(ttl_secs, now)?;
-        let public_key = rcgen::SubjectPublicKeyInfo::from_der(public_key_spki)
-            .map_err(|e| X509Error::BadPublicKey(e.to_string()))?;
+        let public_key = certified_key(public_key_spki)?;
         let (mut params, serial) = template::ca_params(td, public_key.der_bytes(), now, not_after)?;
         params.use_authority_key_identifier_extension = true;
         let cert = params
