@@ -147,6 +147,21 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
     let enrollment = server.enroll(&rts, "issuer");
     let agent = rts.bench.block_on(NodeAgent::attest(&enrollment));
     let batches = Arc::new(prepare(&rts, &server, &agent, scale));
+    // A real agent always has its Sync stream open while it asks for SVIDs
+    // (the manager signs only inside a session), and the server answers
+    // signing calls from the authorized set that stream keeps current. Open
+    // one and keep it for the whole item, as `herald agent run` would.
+    let _sync = rts.bench.block_on(async {
+        let mut client = agent.connector.authenticated(&agent.cred).await.unwrap();
+        let mut stream = client.sync(node::SyncRequest {}).await.expect("Sync").into_inner();
+        // Wait for the end of the snapshot: the set is then in place.
+        while let Some(update) = stream.message().await.expect("Sync stream") {
+            if update.complete {
+                break;
+            }
+        }
+        stream
+    });
     let per_call = scale.issuance_batch.min(scale.issuance_entries);
     let calls = scale.issuance_total.div_ceil(per_call);
 
