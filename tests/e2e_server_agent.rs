@@ -229,9 +229,19 @@ fn restarts_keep_state_and_tokens_are_single_use() {
     assert!(err.contains("already used"), "{err}");
 
     // Server restart: entries, agents and the CA survive.
+    // SIGTERM stops the server cleanly (exit 0) even with an agent's Sync
+    // stream open, and the agent likewise.
     let mut server = server;
-    server.proc.stop();
-    agent.proc.stop();
+    let status = server
+        .proc
+        .stop()
+        .expect("the server did not stop within 10 s of SIGTERM");
+    assert!(status.success(), "server exit status {status}");
+    let status = agent
+        .proc
+        .stop()
+        .expect("the agent did not stop within 10 s of SIGTERM");
+    assert!(status.success(), "agent exit status {status}");
     let server = start_server(&server_dir, "");
     let shown = server.cli_ok(&["entry", "show", "--entry-id", &entry_id]);
     assert!(shown.contains("spiffe://example.org/e2e/keep"), "{shown}");

@@ -153,7 +153,11 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
     // one and keep it for the whole item, as `herald agent run` would.
     let _sync = rts.bench.block_on(async {
         let mut client = agent.connector.authenticated(&agent.cred).await.unwrap();
-        let mut stream = client.sync(node::SyncRequest {}).await.expect("Sync").into_inner();
+        let mut stream = client
+            .sync(node::SyncRequest {})
+            .await
+            .expect("Sync")
+            .into_inner();
         // Wait for the end of the snapshot: the set is then in place.
         while let Some(update) = stream.message().await.expect("Sync stream") {
             if update.complete {

@@ -33,12 +33,15 @@ const SNAPSHOT_CHUNK: usize = 1000;
 #[derive(Clone)]
 pub struct NodeApi {
     state: Arc<ServerState>,
+    /// Sync streams end when this turns true, so that a graceful shutdown
+    /// (which waits for every connection) is not held open by agents.
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl NodeApi {
-    /// A service over `state`.
-    pub fn new(state: Arc<ServerState>) -> Self {
-        NodeApi { state }
+    /// A service over `state` that ends its streams at `shutdown`.
+    pub fn new(state: Arc<ServerState>, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        NodeApi { state, shutdown }
     }
 
     /// The agent behind an mTLS call, if it is attested and not banned.
@@ -542,9 +545,13 @@ impl NodeApi {
         };
         tracing::debug!(entries = current.len(), "sync snapshot sent");
         loop {
+            let mut stop = self.shutdown.clone();
             let first = tokio::select! {
                 ev = events.recv() => ev,
                 _ = tx.closed() => return Ok(()),
+                _ = crate::shutdown::stopped(&mut stop) => {
+                    return Err(Status::unavailable("the server is shutting down; reconnect"));
+                }
             };
             // Collapse a burst of events into one recomputation.
             let mut batch = vec![first];

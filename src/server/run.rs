@@ -194,7 +194,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         tls,
         shutdown_rx.clone(),
     )));
-    let node = NodeServer::new(NodeApi::new(state.clone()))
+    let node = NodeServer::new(NodeApi::new(state.clone(), shutdown_rx.clone()))
         .max_decoding_message_size(16 * 1024 * 1024)
         .max_encoding_message_size(16 * 1024 * 1024);
     let mut stop = shutdown_rx.clone();

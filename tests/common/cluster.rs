@@ -58,21 +58,23 @@ impl Proc {
         self.log.lock().unwrap().join("\n")
     }
 
-    /// SIGTERM, then wait.
-    pub fn stop(&mut self) {
+    /// SIGTERM, then wait (10 s at most, then SIGKILL). Returns the exit
+    /// status of a clean stop, None if it had to be killed.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        None
     }
 }
 
