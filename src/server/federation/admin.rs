@@ -67,6 +67,13 @@ struct FederationApi {
 }
 
 /// A relationship from a request, checked.
+/// Which write a batch does.
+#[derive(Clone, Copy)]
+enum Write {
+    Create,
+    Update,
+}
+
 struct Validated {
     rel: FederationRelationship,
     bundle: Option<Bundle>,
@@ -79,37 +86,7 @@ impl Federation for FederationApi {
         request: Request<admin::BatchCreateFederationRelationshipRequest>,
     ) -> Result<Response<admin::BatchCreateFederationRelationshipResponse>, Status> {
         let items = request.into_inner().federation_relationships;
-        let span = tracing::info_span!(
-            "admin.BatchCreateFederationRelationship",
-            count = items.len()
-        );
-        let _writes = self.refresher.lock_writes().await;
-        let mut results = Vec::with_capacity(items.len());
-        let (mut created, mut bundles_changed) = (false, false);
-        for item in items {
-            let item_span =
-                tracing::info_span!(parent: &span, "item", trust_domain = %item.trust_domain);
-            match self.create_one(&item).instrument(item_span).await {
-                Ok((rel, stored_bundle)) => {
-                    created = true;
-                    bundles_changed |= stored_bundle;
-                    span.in_scope(|| {
-                        tracing::info!(trust_domain = %rel.trust_domain, url = %rel.bundle_endpoint_url, "federation relationship created")
-                    });
-                    results.push(self.result(Status::ok(""), Some(&rel)).await);
-                }
-                Err(status) => results.push(admin::FederationRelationshipResult {
-                    status: Some(item_status(&status)),
-                    federation_relationship: Some(strip_bundle(item)),
-                }),
-            }
-        }
-        if bundles_changed {
-            self.state.publish(ServerEvent::BundleChanged);
-        }
-        if created {
-            self.refresher.relationships_changed();
-        }
+        let results = self.write_batch(items, Write::Create).await;
         Ok(Response::new(
             admin::BatchCreateFederationRelationshipResponse { results },
         ))
@@ -161,37 +138,7 @@ impl Federation for FederationApi {
         request: Request<admin::BatchUpdateFederationRelationshipRequest>,
     ) -> Result<Response<admin::BatchUpdateFederationRelationshipResponse>, Status> {
         let items = request.into_inner().federation_relationships;
-        let span = tracing::info_span!(
-            "admin.BatchUpdateFederationRelationship",
-            count = items.len()
-        );
-        let _writes = self.refresher.lock_writes().await;
-        let mut results = Vec::with_capacity(items.len());
-        let (mut updated, mut bundles_changed) = (false, false);
-        for item in items {
-            let item_span =
-                tracing::info_span!(parent: &span, "item", trust_domain = %item.trust_domain);
-            match self.update_one(&item).instrument(item_span).await {
-                Ok((rel, stored_bundle)) => {
-                    updated = true;
-                    bundles_changed |= stored_bundle;
-                    span.in_scope(|| {
-                        tracing::info!(trust_domain = %rel.trust_domain, url = %rel.bundle_endpoint_url, "federation relationship updated")
-                    });
-                    results.push(self.result(Status::ok(""), Some(&rel)).await);
-                }
-                Err(status) => results.push(admin::FederationRelationshipResult {
-                    status: Some(item_status(&status)),
-                    federation_relationship: Some(strip_bundle(item)),
-                }),
-            }
-        }
-        if bundles_changed {
-            self.state.publish(ServerEvent::BundleChanged);
-        }
-        if updated {
-            self.refresher.relationships_changed();
-        }
+        let results = self.write_batch(items, Write::Update).await;
         Ok(Response::new(
             admin::BatchUpdateFederationRelationshipResponse { results },
         ))
@@ -304,6 +251,52 @@ impl FederationApi {
                     "trust_domain: there is no federation relationship with {td}"
                 ))
             })
+    }
+
+    /// Creates or updates each relationship of a batch (per-item results in
+    /// request order), then tells agents and the refresher once.
+    async fn write_batch(
+        &self,
+        items: Vec<admin::FederationRelationship>,
+        write: Write,
+    ) -> Vec<admin::FederationRelationshipResult> {
+        let (name, verb) = match write {
+            Write::Create => ("admin.BatchCreateFederationRelationship", "created"),
+            Write::Update => ("admin.BatchUpdateFederationRelationship", "updated"),
+        };
+        let span = tracing::info_span!("admin.batch", rpc = name, count = items.len());
+        let _writes = self.refresher.lock_writes().await;
+        let mut results = Vec::with_capacity(items.len());
+        let (mut written, mut bundles_changed) = (false, false);
+        for item in items {
+            let item_span =
+                tracing::info_span!(parent: &span, "item", trust_domain = %item.trust_domain);
+            let outcome = match write {
+                Write::Create => self.create_one(&item).instrument(item_span).await,
+                Write::Update => self.update_one(&item).instrument(item_span).await,
+            };
+            match outcome {
+                Ok((rel, stored_bundle)) => {
+                    written = true;
+                    bundles_changed |= stored_bundle;
+                    span.in_scope(|| {
+                        tracing::info!(trust_domain = %rel.trust_domain, url = %rel.bundle_endpoint_url, "federation relationship {verb}")
+                    });
+                    results.push(self.result(Status::ok(""), Some(&rel)).await);
+                }
+                Err(status) => results.push(admin::FederationRelationshipResult {
+                    status: Some(item_status(&status)),
+                    federation_relationship: Some(strip_bundle(item)),
+                }),
+            }
+        }
+        if bundles_changed {
+            self.state.publish(ServerEvent::BundleChanged);
+        }
+        if written {
+            self.refresher.relationships_changed();
+        }
+        results
     }
 
     /// Validates and stores one new relationship; returns it and whether a
