@@ -5,7 +5,7 @@
 use clap::{Args, Subcommand};
 
 use super::admin_client::{
-    format_time, print_fields, print_table, status_error, AdminClient, SocketArgs,
+    collect_pages, format_time, print_fields, print_table, status_error, AdminClient, SocketArgs,
 };
 use super::{agent_run, CliError, Output};
 use crate::proto::admin;
@@ -61,22 +61,15 @@ pub(super) fn run(cmd: AgentCmd) -> Result<(), CliError> {
 
 fn list(args: ListArgs) -> Result<(), CliError> {
     let client = AdminClient::connect(&args.socket.socket)?;
-    let mut agents = Vec::new();
-    let mut token = String::new();
-    loop {
+    let agents = collect_pages(|token| {
         let page = client
             .run(client.agents().list_agents(admin::ListAgentsRequest {
                 page_size: 0,
                 page_token: token,
-            }))
-            .map_err(status_error)?
+            }))?
             .into_inner();
-        agents.extend(page.agents);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+        Ok((page.agents, page.next_page_token))
+    })?;
     match args.output {
         Output::Json => {
             let agents: Vec<_> = agents.iter().map(agent_json).collect();

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::admin_client::{print_table, secs_i32, status_error, AdminClient, SocketArgs};
+use super::admin_client::{
+    collect_pages, print_table, secs_i32, status_error, AdminClient, SocketArgs,
+};
 use super::{CliError, Output};
 use crate::proto::admin;
 use output::{batch_outcome, print_entry, report_batch, selectors_text};
@@ -294,23 +296,16 @@ fn list(args: ListArgs) -> Result<(), CliError> {
         by_selectors,
     };
     let client = AdminClient::connect(&args.socket.socket)?;
-    let mut entries = Vec::new();
-    let mut token = String::new();
-    loop {
+    let entries = collect_pages(|token| {
         let page = client
             .run(client.entries().list_entries(admin::ListEntriesRequest {
                 filter: Some(filter.clone()),
                 page_size: args.page_size,
                 page_token: token,
-            }))
-            .map_err(status_error)?
+            }))?
             .into_inner();
-        entries.extend(page.entries);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+        Ok((page.entries, page.next_page_token))
+    })?;
     match args.output {
         Output::Json => {
             let entries: Vec<_> = entries.iter().map(json::entry_json).collect();

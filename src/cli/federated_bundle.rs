@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::admin_client::{is_bad_input, print_table, status_error, AdminClient, SocketArgs};
+use super::admin_client::{
+    collect_pages, is_bad_input, print_table, status_error, AdminClient, SocketArgs,
+};
 use super::{CliError, Output};
 use crate::ca::keys::{der_to_pem, pem_blocks};
 use crate::proto::admin;
@@ -114,24 +116,17 @@ fn decode(reply: &admin::Bundle) -> Result<Bundle, CliError> {
 
 fn list(args: ListArgs) -> Result<(), CliError> {
     let client = AdminClient::connect(&args.socket.socket)?;
-    let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
+    let all = collect_pages(|token| {
         let page = client
             .run(client.federated_bundles().list_federated_bundles(
                 admin::ListFederatedBundlesRequest {
                     page_size: 0,
                     page_token: token,
                 },
-            ))
-            .map_err(status_error)?
+            ))?
             .into_inner();
-        all.extend(page.bundles);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+        Ok((page.bundles, page.next_page_token))
+    })?;
     match args.output {
         Output::Json => {
             let items = all

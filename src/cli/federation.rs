@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::admin_client::{
-    format_time, is_bad_input, print_fields, print_table, status_error, AdminClient, SocketArgs,
+    collect_pages, format_time, is_bad_input, print_fields, print_table, status_error, AdminClient,
+    SocketArgs,
 };
 use super::{CliError, Output};
 use crate::proto::admin;
@@ -186,24 +187,17 @@ fn create_or_update(args: RelationshipArgs, create: bool) -> Result<(), CliError
 
 fn list(args: ListArgs) -> Result<(), CliError> {
     let client = AdminClient::connect(&args.socket.socket)?;
-    let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
+    let all = collect_pages(|token| {
         let page = client
             .run(client.federation().list_federation_relationships(
                 admin::ListFederationRelationshipsRequest {
                     page_size: 0,
                     page_token: token,
                 },
-            ))
-            .map_err(status_error)?
+            ))?
             .into_inner();
-        all.extend(page.federation_relationships);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+        Ok((page.federation_relationships, page.next_page_token))
+    })?;
     match args.output {
         Output::Json => {
             let items: Vec<_> = all.iter().map(relationship_json).collect();
