@@ -63,6 +63,8 @@ pub struct SledStore {
     /// Linux, which neither flushes the device's write cache nor the file's
     /// metadata (its size grows as segments are appended), so a power loss
     /// could lose a flushed write. We finish every flush with `fdatasync`.
+    /// (Values too large for a log segment go to sled's `blobs/` files,
+    /// which this does not cover; Herald's records are far below that size.)
     log_file: std::fs::File,
     entries: Tree,
     entries_by_parent: Tree,
