@@ -5,7 +5,6 @@
 mod common;
 
 use common::cluster::{agent_config, my_uid, start_agent, start_server, Server};
-use common::openssl;
 
 fn downstream_config(up: &Server, dir: &std::path::Path, token: &str) -> String {
     let bootstrap = dir.join("upstream-bundle.pem");
@@ -69,28 +68,7 @@ fn a_downstream_server_issues_svids_that_verify_against_the_upstream_root() {
         "leaf + the downstream's CA (signed by the upstream)"
     );
     std::fs::write(out.join("up-roots.pem"), &up_roots).unwrap();
-    std::fs::write(
-        out.join("leaf.pem"),
-        herald::ca::keys::der_to_pem(&certs[0], "CERTIFICATE"),
-    )
-    .unwrap();
-    std::fs::write(
-        out.join("inter.pem"),
-        herald::ca::keys::der_to_pem(&certs[1], "CERTIFICATE"),
-    )
-    .unwrap();
-    let (ok, text) = openssl(
-        &out,
-        &[
-            "verify",
-            "-x509_strict",
-            "-CAfile",
-            "up-roots.pem",
-            "-untrusted",
-            "inter.pem",
-            "leaf.pem",
-        ],
-    );
+    let (ok, text) = common::cluster::openssl_verify_chain(&out, &certs, "up-roots.pem");
     assert!(ok, "openssl verify against the upstream root: {text}");
 }
 

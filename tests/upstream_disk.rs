@@ -7,7 +7,6 @@ mod common;
 use std::os::unix::fs::PermissionsExt as _;
 
 use common::cluster::{agent_config, my_uid, start_agent, start_server};
-use common::openssl;
 
 fn fixtures(dir: &std::path::Path, key_mode: u32) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("keys");
@@ -56,28 +55,7 @@ fn svids_chain_through_herald_to_the_upstream_root() {
     let out = dir.path().join("out");
     let certs = common::cluster::fetch_x509_files(&agent.socket, &out);
     assert_eq!(certs.len(), 2, "leaf + Herald's intermediate CA");
-    std::fs::write(
-        out.join("leaf.pem"),
-        herald::ca::keys::der_to_pem(&certs[0], "CERTIFICATE"),
-    )
-    .unwrap();
-    std::fs::write(
-        out.join("inter.pem"),
-        herald::ca::keys::der_to_pem(&certs[1], "CERTIFICATE"),
-    )
-    .unwrap();
-    let (ok, text) = openssl(
-        &out,
-        &[
-            "verify",
-            "-x509_strict",
-            "-CAfile",
-            "bundle.0.pem",
-            "-untrusted",
-            "inter.pem",
-            "leaf.pem",
-        ],
-    );
+    let (ok, text) = common::cluster::openssl_verify_chain(&out, &certs, "bundle.0.pem");
     assert!(ok, "openssl verify: {text}");
 }
 

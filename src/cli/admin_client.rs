@@ -153,6 +153,29 @@ pub(super) fn status_error(status: tonic::Status) -> CliError {
     }
 }
 
+/// A failed batch item as a command failure (exit 2 when the server judged
+/// the input, 1 otherwise).
+pub(super) fn check_item(status: &Option<crate::proto::admin::Status>) -> Result<(), CliError> {
+    match status {
+        Some(s) if s.code != 0 => {
+            if is_bad_input(tonic::Code::from(s.code)) {
+                Err(CliError::BadInput(s.message.clone()))
+            } else {
+                Err(CliError::Failed(s.message.clone()))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The only result of a one-item batch call.
+pub(super) fn only_result<T>(results: Vec<T>) -> Result<T, CliError> {
+    results
+        .into_iter()
+        .next()
+        .ok_or_else(|| CliError::Failed("the server answered no result".into()))
+}
+
 /// Codes that say the request was wrong rather than the server.
 pub(super) fn is_bad_input(code: tonic::Code) -> bool {
     matches!(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::admin_client::{
-    collect_pages, is_bad_input, print_table, status_error, AdminClient, SocketArgs,
+    check_item, collect_pages, only_result, print_table, status_error, AdminClient, SocketArgs,
 };
 use super::{CliError, Output};
 use crate::ca::keys::{der_to_pem, pem_blocks};
@@ -212,10 +212,7 @@ fn set(args: SetArgs) -> Result<(), CliError> {
         .map_err(status_error)?
         .into_inner()
         .results;
-    let result = results
-        .into_iter()
-        .next()
-        .ok_or_else(|| CliError::Failed("the server answered no result".into()))?;
+    let result = only_result(results)?;
     check_item(&result.status)?;
     let sequence = result.bundle.map(|b| b.sequence_number).unwrap_or(0);
     println!(
@@ -236,25 +233,8 @@ fn delete(args: DeleteArgs) -> Result<(), CliError> {
         .map_err(status_error)?
         .into_inner()
         .results;
-    let result = results
-        .into_iter()
-        .next()
-        .ok_or_else(|| CliError::Failed("the server answered no result".into()))?;
+    let result = only_result(results)?;
     check_item(&result.status)?;
     println!("Deleted the bundle of {}", args.trust_domain);
     Ok(())
-}
-
-/// A failed batch item as a command failure.
-fn check_item(status: &Option<admin::Status>) -> Result<(), CliError> {
-    match status {
-        Some(s) if s.code != 0 => {
-            if is_bad_input(tonic::Code::from(s.code)) {
-                Err(CliError::BadInput(s.message.clone()))
-            } else {
-                Err(CliError::Failed(s.message.clone()))
-            }
-        }
-        _ => Ok(()),
-    }
 }

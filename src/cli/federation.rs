@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::admin_client::{
-    collect_pages, format_time, is_bad_input, print_fields, print_table, status_error, AdminClient,
-    SocketArgs,
+    check_item, collect_pages, format_time, only_result, print_fields, print_table, status_error,
+    AdminClient, SocketArgs,
 };
 use super::{CliError, Output};
 use crate::proto::admin;
@@ -166,10 +166,7 @@ fn create_or_update(args: RelationshipArgs, create: bool) -> Result<(), CliError
             .into_inner()
             .results
     };
-    let result = results
-        .into_iter()
-        .next()
-        .ok_or_else(|| CliError::Failed("the server answered no result".into()))?;
+    let result = only_result(results)?;
     check_item(&result.status)?;
     let rel = result
         .federation_relationship
@@ -267,10 +264,7 @@ fn delete(args: TrustDomainArgs) -> Result<(), CliError> {
         .map_err(status_error)?
         .into_inner()
         .results;
-    let result = results
-        .into_iter()
-        .next()
-        .ok_or_else(|| CliError::Failed("the server answered no result".into()))?;
+    let result = only_result(results)?;
     check_item(&result.status)?;
     match args.output {
         Output::Json => println!(
@@ -322,21 +316,6 @@ fn refresh(args: TrustDomainArgs) -> Result<(), CliError> {
         ),
     }
     Ok(())
-}
-
-/// A failed batch item as a command failure.
-fn check_item(status: &Option<admin::Status>) -> Result<(), CliError> {
-    match status {
-        Some(s) if s.code != 0 => {
-            let code = tonic::Code::from(s.code);
-            if is_bad_input(code) {
-                Err(CliError::BadInput(s.message.clone()))
-            } else {
-                Err(CliError::Failed(s.message.clone()))
-            }
-        }
-        _ => Ok(()),
-    }
 }
 
 /// The profile's name and the endpoint ID (empty for https_web).

@@ -273,3 +273,30 @@ pub fn fetch_x509_files(socket: &Path, out: &Path) -> Vec<Vec<u8>> {
     let pem = std::fs::read_to_string(out.join("svid.0.pem")).unwrap();
     herald::ca::keys::pem_blocks(&pem, "CERTIFICATE").unwrap()
 }
+
+/// `openssl verify -x509_strict` of a leaf + one intermediate (DER) against
+/// the PEM roots file `roots` in `dir`; returns (verified, openssl's output).
+pub fn openssl_verify_chain(dir: &Path, certs: &[Vec<u8>], roots: &str) -> (bool, String) {
+    std::fs::write(
+        dir.join("leaf.pem"),
+        herald::ca::keys::der_to_pem(&certs[0], "CERTIFICATE"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("inter.pem"),
+        herald::ca::keys::der_to_pem(&certs[1], "CERTIFICATE"),
+    )
+    .unwrap();
+    super::openssl(
+        dir,
+        &[
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            roots,
+            "-untrusted",
+            "inter.pem",
+            "leaf.pem",
+        ],
+    )
+}
