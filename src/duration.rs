@@ -15,6 +15,14 @@ pub enum DurationError {
     /// More than a century.
     #[error("duration {0:?} is too long")]
     TooLong(String),
+    /// A number with more digits than any duration needs.
+    #[error("duration {text:?} is too long: {source}")]
+    NumberTooLarge {
+        /// The whole text given.
+        text: String,
+        /// Why the number did not parse (it overflowed).
+        source: std::num::ParseIntError,
+    },
 }
 
 /// Parses a duration into whole seconds.
@@ -24,6 +32,14 @@ pub fn parse_duration_secs(text: &str) -> Result<i64, DurationError> {
         return Err(DurationError::Empty);
     }
     let invalid = || DurationError::Invalid(text.to_string());
+    let number = |digits: &str| {
+        digits
+            .parse::<i64>()
+            .map_err(|source| DurationError::NumberTooLarge {
+                text: text.to_string(),
+                source,
+            })
+    };
     let mut total: i64 = 0;
     let mut digits = String::new();
     let mut saw_unit_last = false;
@@ -43,9 +59,7 @@ pub fn parse_duration_secs(text: &str) -> Result<i64, DurationError> {
         if digits.is_empty() {
             return Err(invalid());
         }
-        let n: i64 = digits
-            .parse()
-            .map_err(|_| DurationError::TooLong(text.to_string()))?;
+        let n = number(&digits)?;
         total = n
             .checked_mul(unit)
             .and_then(|v| total.checked_add(v))
@@ -58,9 +72,7 @@ pub fn parse_duration_secs(text: &str) -> Result<i64, DurationError> {
             // "1h30" is ambiguous; insist on a unit after the first.
             return Err(invalid());
         }
-        total = digits
-            .parse()
-            .map_err(|_| DurationError::TooLong(text.to_string()))?;
+        total = number(&digits)?;
     }
     if total > 100 * 365 * 86_400 {
         return Err(DurationError::TooLong(text.to_string()));
@@ -89,6 +101,10 @@ mod tests {
         assert!(matches!(
             parse_duration_secs("999999999d"),
             Err(DurationError::TooLong(_))
+        ));
+        assert!(matches!(
+            parse_duration_secs("99999999999999999999s"),
+            Err(DurationError::NumberTooLarge { .. })
         ));
     }
 }

@@ -90,7 +90,8 @@ impl CredentialStore {
             path: self.dir.join(name),
             reason,
         };
-        let chain = pem_blocks(&pem, "CERTIFICATE").map_err(|e| corrupt("agent_svid.pem", e))?;
+        let chain = pem_blocks(&pem, "CERTIFICATE")
+            .map_err(|e| corrupt("agent_svid.pem", e.to_string()))?;
         let leaf = chain
             .first()
             .ok_or_else(|| corrupt("agent_svid.pem", "no certificate".into()))?;

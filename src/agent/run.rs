@@ -79,7 +79,7 @@ fn bootstrap_roots(config: &AgentConfig) -> Result<Vec<Vec<u8>>, AgentError> {
                 reason,
             };
             let pem = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-            let roots = pem_blocks(&pem, "CERTIFICATE").map_err(bad)?;
+            let roots = pem_blocks(&pem, "CERTIFICATE").map_err(|e| bad(e.to_string()))?;
             if roots.is_empty() {
                 return Err(bad("no CERTIFICATE block".into()));
             }

@@ -5,26 +5,23 @@
 //! it asks for (subject, SANs, extensions) is the sender's wish; the SPIFFE ID
 //! of an SVID always comes from the registration entry, never from here.
 
+use const_oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME;
+use const_oid::db::rfc5912::{
+    ECDSA_WITH_SHA_256, ECDSA_WITH_SHA_384, ID_EXTENSION_REQ, SHA_256_WITH_RSA_ENCRYPTION,
+    SHA_384_WITH_RSA_ENCRYPTION, SHA_512_WITH_RSA_ENCRYPTION,
+};
+use const_oid::ObjectIdentifier;
 use der::{Decode as _, Encode as _};
 use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::request::CertReq;
 
+use super::public_key::{self, KeyAlgorithm, PublicKeyError};
+use super::tlv;
+
 /// Largest CSR we parse; real ones are well under 2 KiB.
 pub const MAX_CSR_LEN: usize = 16 * 1024;
-
-const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
-const OID_RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
-const OID_P256: &str = "1.2.840.10045.3.1.7";
-const OID_P384: &str = "1.3.132.0.34";
-const OID_ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
-const OID_ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
-const OID_RSA_SHA256: &str = "1.2.840.113549.1.1.11";
-const OID_RSA_SHA384: &str = "1.2.840.113549.1.1.12";
-const OID_RSA_SHA512: &str = "1.2.840.113549.1.1.13";
-const OID_EXTENSION_REQUEST: &str = "1.2.840.113549.1.9.14";
-const OID_SUBJECT_ALT_NAME: &str = "2.5.29.17";
 
 /// Why a CSR was refused.
 #[derive(Debug, thiserror::Error)]
@@ -35,15 +32,26 @@ pub enum CsrError {
     /// Oversized input.
     #[error("the CSR is {0} bytes; at most {MAX_CSR_LEN} are accepted")]
     TooLarge(usize),
-    /// Not a DER PKCS#10 request.
-    #[error("the CSR is not a valid DER PKCS#10 request: {0}")]
-    Malformed(String),
+    /// Not a DER PKCS#10 request, or a part of it does not decode.
+    #[error("the CSR is not a valid DER PKCS#10 request: cannot read its {part}: {source}")]
+    Malformed {
+        /// The part that failed: the whole request, or an extension in it.
+        part: &'static str,
+        /// The DER decoder's complaint.
+        source: der::Error,
+    },
+    /// The request decoded, but the bytes its signature covers could not be
+    /// located in the input as received.
+    #[error(
+        "the CSR is not a valid DER PKCS#10 request: cannot locate the certification request info"
+    )]
+    NoRequestInfo,
     /// Only version 1 (value 0) exists.
     #[error("the CSR has an unsupported version")]
     BadVersion,
     /// Key algorithm or curve we do not sign for.
     #[error("the CSR's public key is not supported: {0} (use EC P-256, EC P-384 or RSA 2048+)")]
-    UnsupportedKey(String),
+    UnsupportedKey(#[source] PublicKeyError),
     /// Signature algorithm we do not verify, or one that does not fit the key.
     #[error("the CSR's signature algorithm {0} is not supported for its key")]
     UnsupportedSignatureAlgorithm(String),
@@ -71,34 +79,24 @@ pub fn verify_csr(der_bytes: &[u8]) -> Result<VerifiedCsr, CsrError> {
     if der_bytes.len() > MAX_CSR_LEN {
         return Err(CsrError::TooLarge(der_bytes.len()));
     }
-    let req = CertReq::from_der(der_bytes).map_err(|e| CsrError::Malformed(e.to_string()))?;
+    let req = CertReq::from_der(der_bytes).map_err(malformed("structure"))?;
     if req.info.version != x509_cert::request::Version::V1 {
         return Err(CsrError::BadVersion);
     }
-    let spki = &req.info.public_key;
-    let key_oid = spki.algorithm.oid.to_string();
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok())
-        .map(|o| o.to_string());
-    let sig_oid = req.algorithm.oid.to_string();
-    let alg = verification_algorithm(&key_oid, curve.as_deref(), &sig_oid)?;
+    let public_key_spki = req
+        .info
+        .public_key
+        .to_der()
+        .map_err(malformed("subjectPublicKeyInfo"))?;
+    let key = public_key::read_spki(&public_key_spki).map_err(CsrError::UnsupportedKey)?;
+    let alg = verification_algorithm(key.algorithm, req.algorithm.oid)?;
     // The signed bytes, exactly as received (the parse above already
     // checked they are DER, so this is what a re-encoding would give).
-    let info = signed_info(der_bytes).ok_or_else(|| {
-        CsrError::Malformed("cannot locate the certification request info".into())
-    })?;
-    let key_bytes = spki.subject_public_key.raw_bytes();
-    let sig = req.signature.raw_bytes();
-    UnparsedPublicKey::new(alg, key_bytes)
-        .verify(info, sig)
+    let info = signed_info(der_bytes).ok_or(CsrError::NoRequestInfo)?;
+    UnparsedPublicKey::new(alg, key.bits)
+        .verify(info, req.signature.raw_bytes())
         .map_err(|_| CsrError::BadSignature)?;
 
-    let public_key_spki = spki
-        .to_der()
-        .map_err(|e| CsrError::Malformed(e.to_string()))?;
     let (uri_sans, dns_sans) = requested_sans(&req)?;
     Ok(VerifiedCsr {
         public_key_spki,
@@ -107,76 +105,48 @@ pub fn verify_csr(der_bytes: &[u8]) -> Result<VerifiedCsr, CsrError> {
     })
 }
 
-/// A DER TLV's header length and content length.
-fn tlv(b: &[u8]) -> Option<(usize, usize)> {
-    let first = *b.get(1)?;
-    if first < 0x80 {
-        return Some((2, usize::from(first)));
-    }
-    let n = usize::from(first & 0x7f);
-    if n == 0 || n > 4 {
-        return None;
-    }
-    let len = b
-        .get(2..2 + n)?
-        .iter()
-        .fold(0usize, |acc, x| (acc << 8) | usize::from(*x));
-    Some((2 + n, len))
+/// The error for a part of the request that does not decode.
+fn malformed(part: &'static str) -> impl Fn(der::Error) -> CsrError {
+    move |source| CsrError::Malformed { part, source }
 }
 
 /// The first element inside the outer SEQUENCE: the CertificationRequestInfo.
 fn signed_info(der_bytes: &[u8]) -> Option<&[u8]> {
-    let (outer_header, _) = tlv(der_bytes)?;
-    let inner = der_bytes.get(outer_header..)?;
-    let (h, len) = tlv(inner)?;
-    inner.get(..h.checked_add(len)?)
+    let (outer_header, _) = tlv::header(der_bytes)?;
+    tlv::element(der_bytes.get(outer_header..)?)
 }
 
 fn verification_algorithm(
-    key_oid: &str,
-    curve: Option<&str>,
-    sig_oid: &str,
+    key: KeyAlgorithm,
+    sig_oid: ObjectIdentifier,
 ) -> Result<&'static dyn VerificationAlgorithm, CsrError> {
-    let unsupported = || CsrError::UnsupportedSignatureAlgorithm(sig_oid.to_string());
-    match key_oid {
-        OID_EC_PUBLIC_KEY => match (curve, sig_oid) {
-            (Some(OID_P256), OID_ECDSA_SHA256) => Ok(&signature::ECDSA_P256_SHA256_ASN1),
-            (Some(OID_P256), OID_ECDSA_SHA384) => Ok(&signature::ECDSA_P256_SHA384_ASN1),
-            (Some(OID_P384), OID_ECDSA_SHA256) => Ok(&signature::ECDSA_P384_SHA256_ASN1),
-            (Some(OID_P384), OID_ECDSA_SHA384) => Ok(&signature::ECDSA_P384_SHA384_ASN1),
-            (Some(OID_P256 | OID_P384), _) => Err(unsupported()),
-            (other, _) => Err(CsrError::UnsupportedKey(format!(
-                "EC curve {}",
-                other.unwrap_or("(missing)")
-            ))),
-        },
-        OID_RSA_ENCRYPTION => match sig_oid {
-            OID_RSA_SHA256 => Ok(&signature::RSA_PKCS1_2048_8192_SHA256),
-            OID_RSA_SHA384 => Ok(&signature::RSA_PKCS1_2048_8192_SHA384),
-            OID_RSA_SHA512 => Ok(&signature::RSA_PKCS1_2048_8192_SHA512),
-            _ => Err(unsupported()),
-        },
-        other => Err(CsrError::UnsupportedKey(format!("key algorithm {other}"))),
-    }
+    let alg: &'static dyn VerificationAlgorithm = match (key, sig_oid) {
+        (KeyAlgorithm::EcP256, ECDSA_WITH_SHA_256) => &signature::ECDSA_P256_SHA256_ASN1,
+        (KeyAlgorithm::EcP256, ECDSA_WITH_SHA_384) => &signature::ECDSA_P256_SHA384_ASN1,
+        (KeyAlgorithm::EcP384, ECDSA_WITH_SHA_256) => &signature::ECDSA_P384_SHA256_ASN1,
+        (KeyAlgorithm::EcP384, ECDSA_WITH_SHA_384) => &signature::ECDSA_P384_SHA384_ASN1,
+        (KeyAlgorithm::Rsa, SHA_256_WITH_RSA_ENCRYPTION) => &signature::RSA_PKCS1_2048_8192_SHA256,
+        (KeyAlgorithm::Rsa, SHA_384_WITH_RSA_ENCRYPTION) => &signature::RSA_PKCS1_2048_8192_SHA384,
+        (KeyAlgorithm::Rsa, SHA_512_WITH_RSA_ENCRYPTION) => &signature::RSA_PKCS1_2048_8192_SHA512,
+        _ => return Err(CsrError::UnsupportedSignatureAlgorithm(sig_oid.to_string())),
+    };
+    Ok(alg)
 }
 
 fn requested_sans(req: &CertReq) -> Result<(Vec<String>, Vec<String>), CsrError> {
     let mut uris = Vec::new();
     let mut dns = Vec::new();
     for attr in req.info.attributes.iter() {
-        if attr.oid.to_string() != OID_EXTENSION_REQUEST {
+        if attr.oid != ID_EXTENSION_REQ {
             continue;
         }
         for value in attr.values.iter() {
             let exts: x509_cert::ext::Extensions = value
                 .decode_as()
-                .map_err(|e| CsrError::Malformed(format!("extension request: {e}")))?;
-            for ext in exts
-                .iter()
-                .filter(|e| e.extn_id.to_string() == OID_SUBJECT_ALT_NAME)
-            {
+                .map_err(malformed("extension request attribute"))?;
+            for ext in exts.iter().filter(|e| e.extn_id == ID_CE_SUBJECT_ALT_NAME) {
                 let san = SubjectAltName::from_der(ext.extn_value.as_bytes())
-                    .map_err(|e| CsrError::Malformed(format!("subjectAltName: {e}")))?;
+                    .map_err(malformed("requested subjectAltName extension"))?;
                 for name in san.0 {
                     match name {
                         GeneralName::UniformResourceIdentifier(u) => uris.push(u.to_string()),
@@ -249,7 +219,10 @@ mod tests {
         assert!(matches!(verify_csr(b""), Err(CsrError::Empty)));
         assert!(matches!(
             verify_csr(b"\x30\x03\x02\x01"),
-            Err(CsrError::Malformed(_))
+            Err(CsrError::Malformed {
+                part: "structure",
+                ..
+            })
         ));
         assert!(matches!(
             verify_csr(&vec![0u8; MAX_CSR_LEN + 1]),

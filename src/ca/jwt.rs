@@ -11,7 +11,7 @@ use ring::rand::SecureRandom as _;
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey, VerificationAlgorithm};
 
 use super::keys::{KeyError, KeyPair};
-use crate::spiffe::jwk::{EcCurve, JwkKeyParams};
+use crate::spiffe::jwk::{EcCurve, JwkError, JwkKeyParams};
 use crate::spiffe::jwt::{self, JwtAlgorithm, JwtClaims, JwtError, JwtHeader};
 use crate::spiffe::{Bundle, JwtAuthority, SpiffeId, TrustDomain};
 
@@ -72,12 +72,12 @@ pub enum JwtVerifyError {
     #[error("algorithm {0} is not supported for verification")]
     UnsupportedAlgorithm(&'static str),
     /// The bundle key cannot be used.
-    #[error("key {kid:?} in the bundle is unusable: {reason}")]
+    #[error("key {kid:?} in the bundle is unusable: {source}")]
     BadKey {
         /// The kid.
         kid: String,
-        /// Why.
-        reason: String,
+        /// Why the key could not be read.
+        source: JwkError,
     },
     /// The signature does not verify.
     #[error("the JWT-SVID signature does not verify")]
@@ -213,11 +213,12 @@ pub fn verify_jwt_svid<'b>(
             kid: kid.clone(),
             trust_domain: td.clone(),
         })?;
-    let params =
-        JwkKeyParams::from_spki_der(&authority.public_key).map_err(|e| JwtVerifyError::BadKey {
+    let params = JwkKeyParams::from_spki_der(&authority.public_key).map_err(|source| {
+        JwtVerifyError::BadKey {
             kid: kid.clone(),
-            reason: e.to_string(),
-        })?;
+            source,
+        }
+    })?;
     verify_signature(
         parsed.header.alg,
         kid,

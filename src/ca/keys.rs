@@ -9,6 +9,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 
+pub use super::pem::{der_to_pem, pem_blocks, pem_to_der, PemError};
 use crate::spiffe::JwtAlgorithm;
 
 /// The key algorithms Herald can hold.
@@ -89,8 +90,18 @@ pub enum KeyError {
     InvalidPkcs8 {
         /// The type the caller expected.
         expected: KeyType,
-        /// ring's or rcgen's reason, which never includes key material.
-        reason: String,
+        /// ring's reason, which never includes key material. Kept as ring's
+        /// own type; it is not a `std::error::Error` (that needs ring's `std`
+        /// feature), so it cannot be the `source`.
+        reason: ring::error::KeyRejected,
+    },
+    /// ring accepted the key but rcgen cannot sign certificates with it.
+    #[error("the PKCS#8 {expected} key cannot sign certificates: {source}")]
+    NotACertificateSigner {
+        /// The type the caller expected.
+        expected: KeyType,
+        /// rcgen's reason, which never includes key material.
+        source: rcgen::Error,
     },
     /// The PKCS#8 document is not a key type we support.
     #[error("unsupported private key: not an EC P-256, EC P-384 or RSA PKCS#8 key")]
@@ -105,7 +116,7 @@ pub enum KeyError {
     },
     /// A PEM document could not be read.
     #[error("invalid PEM private key: {0}")]
-    Pem(String),
+    Pem(#[from] PemError),
     /// The system random generator or signer failed.
     #[error("signing with a {0} key failed")]
     SigningFailed(KeyType),
@@ -150,7 +161,7 @@ impl KeyPair {
 
     /// Loads a key of a known type from its PKCS#8 DER document.
     pub fn from_pkcs8(key_type: KeyType, pkcs8: &[u8]) -> Result<Self, KeyError> {
-        let invalid = |reason: String| KeyError::InvalidPkcs8 {
+        let invalid = |reason| KeyError::InvalidPkcs8 {
             expected: key_type,
             reason,
         };
@@ -162,13 +173,10 @@ impl KeyPair {
                 } else {
                     &signature::ECDSA_P384_SHA384_FIXED_SIGNING
                 };
-                JwtSigner::Ecdsa(
-                    EcdsaKeyPair::from_pkcs8(alg, pkcs8, &rng)
-                        .map_err(|e| invalid(e.to_string()))?,
-                )
+                JwtSigner::Ecdsa(EcdsaKeyPair::from_pkcs8(alg, pkcs8, &rng).map_err(invalid)?)
             }
             KeyType::Rsa2048 | KeyType::Rsa4096 => {
-                let kp = RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| invalid(e.to_string()))?;
+                let kp = RsaKeyPair::from_pkcs8(pkcs8).map_err(invalid)?;
                 let bits = kp.public().modulus_len() * 8;
                 let want = if key_type == KeyType::Rsa2048 {
                     2048
@@ -188,7 +196,10 @@ impl KeyPair {
             &PrivatePkcs8KeyDer::from(pkcs8),
             key_type.rcgen_algorithm(),
         )
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|source| KeyError::NotACertificateSigner {
+            expected: key_type,
+            source,
+        })?;
         Ok(KeyPair {
             key_type,
             pkcs8: pkcs8.to_vec(),
@@ -213,7 +224,7 @@ impl KeyPair {
 
     /// Loads a key from a PEM `PRIVATE KEY` (PKCS#8) document.
     pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
-        let der = pem_to_der(pem, "PRIVATE KEY").map_err(KeyError::Pem)?;
+        let der = pem_to_der(pem, "PRIVATE KEY")?;
         Self::from_pkcs8_any(&der)
     }
 
@@ -269,53 +280,6 @@ impl KeyPair {
     }
 }
 
-/// Wraps DER in a PEM block with 64-column base64 lines.
-pub fn der_to_pem(der: &[u8], label: &str) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        // base64 output is ASCII, so every chunk is valid UTF-8.
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-/// Extracts every PEM block labelled `label` from `pem`, in order.
-pub fn pem_blocks(pem: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
-    use base64::Engine as _;
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let mut out = Vec::new();
-    let mut rest = pem;
-    while let Some(start) = rest.find(&begin) {
-        let body_start = start + begin.len();
-        let Some(stop) = rest[body_start..].find(&end) else {
-            return Err(format!("PEM block {label} has no END line"));
-        };
-        let body: String = rest[body_start..body_start + stop]
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .map_err(|e| format!("PEM block {label} is not valid base64: {e}"))?;
-        out.push(der);
-        rest = &rest[body_start + stop + end.len()..];
-    }
-    Ok(out)
-}
-
-/// Extracts the first PEM block labelled `label`.
-pub fn pem_to_der(pem: &str, label: &str) -> Result<Vec<u8>, String> {
-    pem_blocks(pem, label)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("no PEM block labelled {label}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,13 +311,5 @@ mod tests {
         ));
         assert!(!format!("{k:?}").contains("pkcs8"));
         assert!("ed448".parse::<KeyType>().is_err());
-    }
-
-    #[test]
-    fn pem_helpers_round_trip() {
-        let pem = der_to_pem(&[1, 2, 3, 4], "CERTIFICATE");
-        let two = format!("{pem}{pem}");
-        assert_eq!(pem_blocks(&two, "CERTIFICATE").unwrap().len(), 2);
-        assert!(pem_to_der("-----BEGIN X-----\n!!\n-----END X-----", "X").is_err());
     }
 }

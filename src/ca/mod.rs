@@ -8,7 +8,10 @@ pub mod csr;
 pub mod jwt;
 pub mod key_manager;
 pub mod keys;
+pub mod pem;
+pub mod public_key;
 pub mod template;
+mod tlv;
 pub mod x509;
 
 pub use csr::{verify_csr, CsrError, VerifiedCsr};

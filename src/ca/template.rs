@@ -39,8 +39,13 @@ pub enum TemplateError {
     #[error("the system random generator failed")]
     Rng,
     /// rcgen refused a value (for example a DNS name it cannot encode).
-    #[error("invalid certificate field: {0}")]
-    Field(String),
+    #[error("invalid certificate field {field}: {source}")]
+    Field {
+        /// The field and the value refused, e.g. `dns name "a b"`.
+        field: String,
+        /// rcgen's complaint.
+        source: rcgen::Error,
+    },
 }
 
 /// A fresh random 128-bit serial and its lowercase hex form.
@@ -82,8 +87,7 @@ pub fn key_identifier(subject_public_key_bits: &[u8]) -> Vec<u8> {
 /// `C=US, O=Herald`, with the country encoded as a PrintableString.
 fn base_name() -> Result<DistinguishedName, TemplateError> {
     let mut dn = DistinguishedName::new();
-    let country = PrintableString::try_from("US")
-        .map_err(|e| TemplateError::Field(format!("country: {e}")))?;
+    let country = PrintableString::try_from("US").map_err(field("country"))?;
     dn.push(DnType::CountryName, DnValue::PrintableString(country));
     dn.push(DnType::OrganizationName, "Herald");
     Ok(dn)
@@ -168,7 +172,7 @@ pub fn leaf_params(spec: &LeafSpec<'_>) -> Result<(CertificateParams, String), T
     let mut sans = vec![san_uri(spec.spiffe_id.as_str())?];
     for dns in spec.dns_names {
         let name = rcgen::string::Ia5String::try_from(dns.as_str())
-            .map_err(|e| TemplateError::Field(format!("dns name {dns:?}: {e}")))?;
+            .map_err(field(format!("dns name {dns:?}")))?;
         sans.push(SanType::DnsName(name));
     }
     params.subject_alt_names = sans;
@@ -178,5 +182,11 @@ pub fn leaf_params(spec: &LeafSpec<'_>) -> Result<(CertificateParams, String), T
 fn san_uri(uri: &str) -> Result<SanType, TemplateError> {
     rcgen::string::Ia5String::try_from(uri)
         .map(SanType::URI)
-        .map_err(|e| TemplateError::Field(format!("URI SAN {uri:?}: {e}")))
+        .map_err(field(format!("URI SAN {uri:?}")))
+}
+
+/// The error for a value rcgen refused in `field`.
+fn field(field: impl Into<String>) -> impl FnOnce(rcgen::Error) -> TemplateError {
+    let field = field.into();
+    move |source| TemplateError::Field { field, source }
 }

@@ -66,7 +66,7 @@ impl HeraldUpstream {
                     UpstreamError::File {
                         what: "trust bundle",
                         path: bootstrap_pem.display().to_string(),
-                        reason: e,
+                        reason: e.to_string(),
                     }
                 })?
             }

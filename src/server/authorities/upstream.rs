@@ -133,8 +133,8 @@ impl DiskUpstream {
         };
         let pem = std::fs::read_to_string(cert_path)
             .map_err(|e| file("certificate", cert_path, e.to_string()))?;
-        let certs =
-            pem_blocks(&pem, "CERTIFICATE").map_err(|e| file("certificate", cert_path, e))?;
+        let certs = pem_blocks(&pem, "CERTIFICATE")
+            .map_err(|e| file("certificate", cert_path, e.to_string()))?;
         let (first, rest) = certs
             .split_first()
             .ok_or_else(|| file("certificate", cert_path, "no CERTIFICATE block".into()))?;

@@ -1,0 +1,47 @@
+//! Workload X509-SVIDs: the leaf certificates an authority signs for the
+//! SPIFFE IDs of registration entries.
+
+use rcgen::PublicKeyData as _;
+
+use super::{CertifiedKey, SignedCert, X509Authority, X509Error};
+use crate::ca::template::{self, LeafSpec};
+use crate::spiffe::SpiffeId;
+
+/// What an X509-SVID is for.
+#[derive(Debug, Clone)]
+pub struct SvidRequest<'a> {
+    /// The ID, from the registration entry (never from the CSR).
+    pub spiffe_id: &'a SpiffeId,
+    /// The key to certify (from a verified CSR or generated locally).
+    pub public_key_spki: &'a [u8],
+    /// Requested lifetime; capped at the CA's remaining lifetime.
+    pub ttl_secs: i64,
+    /// DNS SANs from the entry.
+    pub dns_names: &'a [String],
+}
+
+impl X509Authority {
+    /// Signs an X509-SVID for `req.spiffe_id` over `req.public_key_spki`.
+    pub fn sign_svid(&self, req: &SvidRequest<'_>, now: i64) -> Result<SignedCert, X509Error> {
+        if req.spiffe_id.trust_domain() != &self.trust_domain {
+            return Err(X509Error::WrongTrustDomain {
+                id: req.spiffe_id.clone(),
+                trust_domain: self.trust_domain.clone(),
+            });
+        }
+        if req.spiffe_id.is_trust_domain_id() {
+            return Err(X509Error::NotALeafId(req.spiffe_id.clone()));
+        }
+        let not_after = self.validity(req.ttl_secs, now)?;
+        let public_key = CertifiedKey::from_spki(req.public_key_spki)?;
+        let (params, serial) = template::leaf_params(&LeafSpec {
+            spiffe_id: req.spiffe_id,
+            dns_names: req.dns_names,
+            rsa_key: public_key.is_rsa(),
+            subject_key_bits: public_key.der_bytes(),
+            not_before: now,
+            not_after,
+        })?;
+        self.issue("X509-SVID", params, &public_key, serial, not_after)
+    }
+}
