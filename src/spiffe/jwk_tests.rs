@@ -2,6 +2,13 @@
 
 use super::*;
 use crate::spiffe::test_support::{der, rcgen_spki, RSA_2048_SPKI};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use const_oid::db::rfc5912::ID_EC_PUBLIC_KEY;
+use der::asn1::{Any, BitString};
+use der::Encode as _;
+use serde_json::{Map, Value};
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
 /// OpenSSL P-521 public key whose x coordinate starts with a zero byte.
 const P521_SPKI: &str = "MIGbMBAGByqGSM49AgEGBSuBBAAjA4GGAAQAh1kifP99KqlX5DM3nOI2fu5LjXzIDdH3I1jeP2mi2tYxEfQ6FAMDSEmx9Ez6bWO5eAO+4nusK/FdIVG46VUQFt8ADRN04yzBQDABdCvK4oRohpAi4RDPCB7UFTuZOJ/AqYT1L/p4T40RBmEuVOf4i5zyJjfSmz5oFkWdcABAW7tzxNw=";
