@@ -7,17 +7,14 @@
 //! X.509 bundles. Parsing follows go-spiffe where the spec leaves room,
 //! because SPIRE peers are what we federate with.
 
-use std::collections::HashMap;
-
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use der::{Decode as _, Encode as _};
-use serde::Serialize;
-use serde_json::{Map, Value};
 use x509_cert::Certificate;
 
 use super::id::TrustDomain;
-use super::jwk::{JwkError, JwkJson, JwkKeyParams};
+use super::jwk::JwkError;
+
+mod decode;
+mod encode;
 
 const USE_X509: &str = "x509-svid";
 const USE_JWT: &str = "jwt-svid";
@@ -185,19 +182,6 @@ pub struct Bundle {
     pub refresh_hint: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct BundleJson {
-    keys: Vec<JwkJson>,
-    #[serde(skip_serializing_if = "is_zero")]
-    spiffe_sequence: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    spiffe_refresh_hint: Option<u64>,
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
-}
-
 // === impl Bundle ===
 
 impl Bundle {
@@ -217,216 +201,19 @@ impl Bundle {
         self.jwt_authorities.iter().find(|a| a.key_id == key_id)
     }
 
-    /// The SPIFFE bundle document as SPIRE's bundle endpoint serves it; the
-    /// sequence and refresh hint are omitted when zero, as SPIRE does.
-    pub fn to_spiffe_json(&self) -> Result<String, BundleError> {
-        let mut keys = self.x509_jwks()?;
-        for mut jwk in self.jwt_jwks()? {
-            jwk.key_use = Some(USE_JWT.to_owned());
-            keys.push(jwk);
-        }
-        let doc = BundleJson {
-            keys,
-            spiffe_sequence: self.sequence,
-            spiffe_refresh_hint: self.refresh_hint.filter(|h| *h != 0),
-        };
-        serde_json::to_string(&doc).map_err(BundleError::Json)
-    }
-
-    /// The Workload API's JWT bundle: JWT keys only, without `use` or the
-    /// `spiffe_*` members (SPIFFE.md §5.3).
-    pub fn jwt_jwks_json(&self) -> Result<String, BundleError> {
-        #[derive(Serialize)]
-        struct Jwks {
-            keys: Vec<JwkJson>,
-        }
-        let doc = Jwks {
-            keys: self.jwt_jwks()?,
-        };
-        serde_json::to_string(&doc).map_err(BundleError::Json)
-    }
-
     /// The Workload API's X.509 bundle form.
     pub fn x509_authorities_concat(&self) -> Vec<u8> {
         self.x509_authorities.concat()
     }
-
-    /// Reads a SPIFFE bundle document for `trust_domain` (the document does
-    /// not name its own domain). JWKs with a missing or unknown `use` or an
-    /// unknown `kty` are skipped, as the spec requires; everything else must
-    /// be well formed.
-    pub fn from_spiffe_json(trust_domain: TrustDomain, json: &[u8]) -> Result<Bundle, BundleError> {
-        let doc = super::json::from_slice(json).map_err(BundleError::Json)?;
-        let Value::Object(doc) = doc else {
-            return Err(BundleError::NotAnObject);
-        };
-        let keys = match doc.get("keys") {
-            None => return Err(BundleError::MissingKeys),
-            Some(Value::Array(keys)) => keys,
-            Some(_) => return Err(BundleError::KeysNotArray),
-        };
-        let mut bundle = Bundle::new(trust_domain);
-        bundle.sequence = optional_u64(&doc, "spiffe_sequence")?.unwrap_or(0);
-        bundle.refresh_hint = optional_u64(&doc, "spiffe_refresh_hint")?;
-
-        let mut kids: HashMap<String, usize> = HashMap::new();
-        for (index, key) in keys.iter().enumerate() {
-            let Value::Object(key) = key else {
-                return Err(BundleError::KeyNotObject { index });
-            };
-            let key_use = match key.get("use").and_then(Value::as_str) {
-                Some(USE_X509) => USE_X509,
-                Some(USE_JWT) => USE_JWT,
-                _ => continue,
-            };
-            match key.get("kty") {
-                Some(Value::String(kty)) if kty == "EC" || kty == "RSA" => {}
-                Some(Value::String(_)) => continue,
-                _ => {
-                    let source = match key.get("kty") {
-                        None => JwkError::MissingMember { member: "kty" },
-                        Some(_) => JwkError::NotAString { member: "kty" },
-                    };
-                    return Err(BundleError::KeyParams {
-                        index,
-                        key_use,
-                        source,
-                    });
-                }
-            }
-            let params =
-                JwkKeyParams::from_jwk_members(key).map_err(|source| BundleError::KeyParams {
-                    index,
-                    key_use,
-                    source,
-                })?;
-            if key_use == USE_X509 {
-                bundle
-                    .x509_authorities
-                    .push(x509_authority(index, key, &params)?);
-            } else {
-                let kid = match key.get("kid") {
-                    Some(Value::String(kid)) if !kid.is_empty() => kid,
-                    _ => return Err(BundleError::MissingKid { index }),
-                };
-                if let Some(&first) = kids.get(kid) {
-                    return Err(BundleError::DuplicateKid {
-                        index,
-                        first,
-                        kid: kid.clone(),
-                    });
-                }
-                kids.insert(kid.clone(), index);
-                let public_key = params
-                    .to_spki_der()
-                    .map_err(|source| BundleError::KeyParams {
-                        index,
-                        key_use,
-                        source,
-                    })?;
-                bundle.jwt_authorities.push(JwtAuthority {
-                    key_id: kid.clone(),
-                    public_key,
-                    expires_at: None,
-                });
-            }
-        }
-        Ok(bundle)
-    }
-
-    fn x509_jwks(&self) -> Result<Vec<JwkJson>, BundleError> {
-        let mut out = Vec::with_capacity(self.x509_authorities.len());
-        for (index, der) in self.x509_authorities.iter().enumerate() {
-            let cert = Certificate::from_der(der)
-                .map_err(|source| BundleError::AuthorityCertificate { index, source })?;
-            let spki = cert
-                .tbs_certificate
-                .subject_public_key_info
-                .to_der()
-                .map_err(|source| BundleError::AuthorityCertificate { index, source })?;
-            let mut jwk = JwkKeyParams::from_spki_der(&spki)
-                .and_then(|p| p.to_jwk_json())
-                .map_err(|source| BundleError::AuthorityKey { index, source })?;
-            jwk.key_use = Some(USE_X509.to_owned());
-            jwk.x5c = Some(vec![STANDARD.encode(der)]);
-            out.push(jwk);
-        }
-        Ok(out)
-    }
-
-    /// JWT keys with `kid` and no `use`, checked so that our parser would accept them back.
-    fn jwt_jwks(&self) -> Result<Vec<JwkJson>, BundleError> {
-        let mut out = Vec::with_capacity(self.jwt_authorities.len());
-        for (index, authority) in self.jwt_authorities.iter().enumerate() {
-            let kid = &authority.key_id;
-            if kid.is_empty()
-                || self.jwt_authorities[..index]
-                    .iter()
-                    .any(|a| &a.key_id == kid)
-            {
-                return Err(BundleError::BadAuthorityKid { index });
-            }
-            let mut jwk = JwkKeyParams::from_spki_der(&authority.public_key)
-                .and_then(|p| p.to_jwk_json())
-                .map_err(|source| BundleError::JwtAuthorityKey {
-                    kid: kid.clone(),
-                    source,
-                })?;
-            jwk.kid = Some(kid.clone());
-            out.push(jwk);
-        }
-        Ok(out)
-    }
 }
 
-/// Checks an x509-svid JWK and returns its certificate's DER.
-fn x509_authority(
-    index: usize,
-    key: &Map<String, Value>,
-    params: &JwkKeyParams,
-) -> Result<Vec<u8>, BundleError> {
-    let x5c = match key.get("x5c") {
-        Some(Value::Array(x5c)) => x5c,
-        _ => return Err(BundleError::MissingX5c { index }),
-    };
-    let [cert] = x5c.as_slice() else {
-        return Err(BundleError::X5cCount {
-            index,
-            count: x5c.len(),
-        });
-    };
-    let Value::String(cert) = cert else {
-        return Err(BundleError::X5cNotString { index });
-    };
-    let der = STANDARD
-        .decode(cert)
-        .map_err(|source| BundleError::X5cBase64 { index, source })?;
-    let parsed = Certificate::from_der(&der)
-        .map_err(|source| BundleError::X5cCertificate { index, source })?;
-    let spki = parsed
+/// The SubjectPublicKeyInfo DER of a DER certificate: how an X.509
+/// authority's key is compared with, and written as, a JWK.
+fn certificate_spki(cert_der: &[u8]) -> Result<Vec<u8>, der::Error> {
+    Certificate::from_der(cert_der)?
         .tbs_certificate
         .subject_public_key_info
         .to_der()
-        .map_err(|source| BundleError::X5cCertificate { index, source })?;
-    let cert_params = JwkKeyParams::from_spki_der(&spki)
-        .map_err(|source| BundleError::X5cPublicKey { index, source })?;
-    if &cert_params != params {
-        return Err(BundleError::X5cKeyMismatch { index });
-    }
-    Ok(der)
-}
-
-fn optional_u64(
-    doc: &Map<String, Value>,
-    member: &'static str,
-) -> Result<Option<u64>, BundleError> {
-    match doc.get(member) {
-        None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or(BundleError::BadInteger { member }),
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
 //! SPIFFE bundle JSON: round trips and every rejection the spec calls for.
 
 use super::*;
+use crate::spiffe::jwk::JwkKeyParams;
 use crate::spiffe::test_support::{der, rcgen_spki, RSA_2048_SPKI};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde_json::Value;
 
 fn td() -> TrustDomain {
     TrustDomain::new("example.org").unwrap()
