@@ -8,14 +8,21 @@
 //! algorithm allow-list, integer `exp`, at most 32 audiences) is checked in
 //! one place and the same way on both sides, so we never mint a token that
 //! our own validator, rust-spiffe or go-spiffe would refuse.
+//!
+//! This file holds the types; `encode` builds the signing input, `parse`
+//! takes a token apart, and `rules` holds the checks both apply.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::id::{IdError, SpiffeId};
 pub use super::jwa::JwtAlgorithm;
+
+mod encode;
+mod parse;
+mod rules;
+
+pub use encode::encode_unsigned;
+pub use parse::parse_compact;
 
 /// Longest token we look at; real JWT-SVIDs are well under 2 KiB.
 const MAX_TOKEN_LEN: usize = 64 * 1024;
@@ -191,25 +198,6 @@ pub struct ParsedJwt {
     pub signature: Vec<u8>,
 }
 
-#[derive(Serialize)]
-struct HeaderJson<'a> {
-    alg: &'static str,
-    kid: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    typ: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct ClaimsJson<'a> {
-    sub: &'a str,
-    aud: &'a [String],
-    exp: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    iat: Option<i64>,
-    #[serde(flatten)]
-    extra: &'a Map<String, Value>,
-}
-
 // === impl JwtClaims ===
 
 impl JwtClaims {
@@ -233,199 +221,6 @@ impl JwtClaims {
         }
         out
     }
-}
-
-// === encode ===
-
-/// The JWS signing input `base64url(header).base64url(claims)`, after the
-/// same shape checks [`parse_compact`] applies.
-pub fn encode_unsigned(header: &JwtHeader, claims: &JwtClaims) -> Result<String, JwtError> {
-    check_kid(&header.kid)?;
-    if let Some(typ) = &header.typ {
-        check_typ(typ)?;
-    }
-    check_subject(&claims.sub)?;
-    check_audience_count(claims.aud.len())?;
-    if let Some(name) = claims
-        .extra
-        .keys()
-        .find(|k| RESERVED_CLAIMS.contains(&k.as_str()))
-    {
-        return Err(JwtError::ReservedClaim { name: name.clone() });
-    }
-    let header_json = serde_json::to_vec(&HeaderJson {
-        alg: header.alg.as_str(),
-        kid: &header.kid,
-        typ: header.typ.as_deref(),
-    })
-    .map_err(JwtError::Serialize)?;
-    let claims_json = serde_json::to_vec(&ClaimsJson {
-        sub: claims.sub.as_str(),
-        aud: &claims.aud,
-        exp: claims.exp,
-        iat: claims.iat,
-        extra: &claims.extra,
-    })
-    .map_err(JwtError::Serialize)?;
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header_json),
-        URL_SAFE_NO_PAD.encode(claims_json)
-    );
-    if input.len() >= MAX_TOKEN_LEN {
-        return Err(JwtError::TooLong { len: input.len() });
-    }
-    Ok(input)
-}
-
-// === parse ===
-
-/// Splits and decodes a compact JWS and checks the JWT-SVID shape rules.
-/// The signature is only decoded, never checked.
-pub fn parse_compact(token: &str) -> Result<ParsedJwt, JwtError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(JwtError::TooLong { len: token.len() });
-    }
-    let parts: Vec<&str> = token.split('.').collect();
-    let [header_b64, claims_b64, signature_b64] = parts.as_slice() else {
-        return Err(JwtError::PartCount { count: parts.len() });
-    };
-    let header = parse_object(header_b64, "header")?;
-    let claims = parse_object(claims_b64, "claims")?;
-    let signature = decode_part(signature_b64, "signature")?;
-    if signature.is_empty() {
-        return Err(JwtError::EmptySignature);
-    }
-    Ok(ParsedJwt {
-        header: parse_header(&header)?,
-        claims: parse_claims(claims)?,
-        signing_input: format!("{header_b64}.{claims_b64}"),
-        signature,
-    })
-}
-
-fn decode_part(b64: &str, part: &'static str) -> Result<Vec<u8>, JwtError> {
-    URL_SAFE_NO_PAD
-        .decode(b64)
-        .map_err(|source| JwtError::Base64 { part, source })
-}
-
-fn parse_object(b64: &str, part: &'static str) -> Result<Map<String, Value>, JwtError> {
-    let bytes = decode_part(b64, part)?;
-    match super::json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(JwtError::NotAnObject { part }),
-        Err(source) => Err(JwtError::Json { part, source }),
-    }
-}
-
-fn parse_header(header: &Map<String, Value>) -> Result<JwtHeader, JwtError> {
-    if let Some(name) = header
-        .keys()
-        .find(|k| !matches!(k.as_str(), "alg" | "kid" | "typ"))
-    {
-        return Err(JwtError::UnexpectedHeader { name: name.clone() });
-    }
-    let alg = header_string(header, "alg")?.ok_or(JwtError::MissingHeader { name: "alg" })?;
-    let kid = header_string(header, "kid")?.ok_or(JwtError::MissingHeader { name: "kid" })?;
-    check_kid(kid)?;
-    let typ = header_string(header, "typ")?;
-    if let Some(typ) = typ {
-        check_typ(typ)?;
-    }
-    Ok(JwtHeader {
-        alg: alg.parse()?,
-        kid: kid.to_owned(),
-        typ: typ.map(str::to_owned),
-    })
-}
-
-fn header_string<'a>(
-    header: &'a Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<&'a str>, JwtError> {
-    match header.get(name) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(JwtError::HeaderNotString { name }),
-    }
-}
-
-fn parse_claims(mut claims: Map<String, Value>) -> Result<JwtClaims, JwtError> {
-    let sub = match claims.remove("sub") {
-        None => return Err(JwtError::MissingClaim { name: "sub" }),
-        Some(Value::String(s)) => SpiffeId::parse(&s).map_err(JwtError::BadSubject)?,
-        Some(_) => return Err(JwtError::SubjectNotString),
-    };
-    check_subject(&sub)?;
-    let aud = match claims.remove("aud") {
-        None => return Err(JwtError::MissingClaim { name: "aud" }),
-        Some(Value::String(s)) => vec![s],
-        Some(Value::Array(items)) => {
-            check_audience_count(items.len())?;
-            let mut aud = Vec::with_capacity(items.len());
-            for (index, item) in items.into_iter().enumerate() {
-                let Value::String(s) = item else {
-                    return Err(JwtError::AudienceNotString { index });
-                };
-                aud.push(s);
-            }
-            aud
-        }
-        Some(_) => return Err(JwtError::AudienceNotStringOrArray),
-    };
-    let exp = match claims.remove("exp") {
-        None => return Err(JwtError::MissingClaim { name: "exp" }),
-        Some(v) => integer(&v, "exp")?,
-    };
-    let iat = claims
-        .remove("iat")
-        .map(|v| integer(&v, "iat"))
-        .transpose()?;
-    Ok(JwtClaims {
-        sub,
-        aud,
-        exp,
-        iat,
-        extra: claims,
-    })
-}
-
-// === shared checks ===
-
-fn check_kid(kid: &str) -> Result<(), JwtError> {
-    if kid.is_empty() {
-        return Err(JwtError::EmptyKid);
-    }
-    Ok(())
-}
-
-fn check_typ(typ: &str) -> Result<(), JwtError> {
-    if typ != "JWT" && typ != "JOSE" {
-        return Err(JwtError::BadTyp {
-            typ: typ.to_owned(),
-        });
-    }
-    Ok(())
-}
-
-fn check_subject(sub: &SpiffeId) -> Result<(), JwtError> {
-    if sub.is_trust_domain_id() {
-        return Err(JwtError::SubjectWithoutPath);
-    }
-    Ok(())
-}
-
-fn check_audience_count(count: usize) -> Result<(), JwtError> {
-    match count {
-        0 => Err(JwtError::EmptyAudience),
-        n if n > MAX_AUDIENCES => Err(JwtError::TooManyAudiences { count: n }),
-        _ => Ok(()),
-    }
-}
-
-fn integer(v: &Value, name: &'static str) -> Result<i64, JwtError> {
-    v.as_i64().ok_or(JwtError::NotAnInteger { name })
 }
 
 #[cfg(test)]

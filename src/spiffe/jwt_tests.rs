@@ -1,6 +1,8 @@
 //! JWT-SVID encode/parse: a round trip and every rejection.
 
 use super::*;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use serde_json::json;
 
 fn header() -> JwtHeader {
