@@ -158,33 +158,6 @@ impl TrustDomain {
     }
 }
 
-impl fmt::Display for TrustDomain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for TrustDomain {
-    type Err = IdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-impl Serialize for TrustDomain {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for TrustDomain {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        Self::new(&s).map_err(serde::de::Error::custom)
-    }
-}
-
 // === impl SpiffeId ===
 
 /// A validated SPIFFE ID. The path may be empty only for trust-domain IDs
@@ -257,32 +230,57 @@ impl SpiffeId {
     }
 }
 
-impl fmt::Display for SpiffeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.uri)
-    }
+// === string forms ===
+
+/// Both types travel as their string form (configuration, JSON, URI SANs,
+/// JWT claims); one definition gives them the same four conversions.
+/// `from_str` is what `str::parse` accepts; `deserialize` is what a
+/// configuration or JSON value must hold.
+macro_rules! string_form {
+    ($ty:ident, as_str: $as_str:path, from_str: $from_str:path, deserialize: $de:path) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str($as_str(self))
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = IdError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $from_str(s)
+            }
+        }
+
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str($as_str(self))
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(deserializer)?;
+                $de(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
 }
 
-impl FromStr for SpiffeId {
-    type Err = IdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-impl Serialize for SpiffeId {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.uri)
-    }
-}
-
-impl<'de> Deserialize<'de> for SpiffeId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+// A trust domain in configuration is the bare name only (`TrustDomain::new`);
+// `parse` also takes the `spiffe://` form seen on the wire.
+string_form!(
+    TrustDomain,
+    as_str: TrustDomain::name,
+    from_str: TrustDomain::parse,
+    deserialize: TrustDomain::new
+);
+string_form!(
+    SpiffeId,
+    as_str: SpiffeId::as_str,
+    from_str: SpiffeId::parse,
+    deserialize: SpiffeId::parse
+);
 
 // === validation ===
 
