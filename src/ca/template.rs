@@ -33,8 +33,13 @@ pub const BACKDATE_SECS: i64 = 10;
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     /// A timestamp outside what X.509 can carry.
-    #[error("timestamp {0} is out of range for a certificate")]
-    BadTime(i64),
+    #[error("timestamp {unix} is out of range for a certificate: {source}")]
+    BadTime {
+        /// The unix time given.
+        unix: i64,
+        /// The time library's complaint.
+        source: time::error::ComponentRange,
+    },
     /// The CSPRNG failed.
     #[error("the system random generator failed")]
     Rng,
@@ -94,7 +99,8 @@ fn base_name() -> Result<DistinguishedName, TemplateError> {
 }
 
 fn time(unix: i64) -> Result<OffsetDateTime, TemplateError> {
-    OffsetDateTime::from_unix_timestamp(unix).map_err(|_| TemplateError::BadTime(unix))
+    OffsetDateTime::from_unix_timestamp(unix)
+        .map_err(|source| TemplateError::BadTime { unix, source })
 }
 
 /// Parameters for a CA certificate (self-signed root or intermediate) of
