@@ -29,7 +29,7 @@ struct ClaimsJson<'a> {
 }
 
 /// The JWS signing input `base64url(header).base64url(claims)`, after the
-/// same shape checks [`parse_compact`] applies.
+/// same shape checks [`super::parse_compact`] applies.
 pub fn encode_unsigned(header: &JwtHeader, claims: &JwtClaims) -> Result<String, JwtError> {
     check_kid(&header.kid)?;
     if let Some(typ) = &header.typ {
