@@ -16,13 +16,13 @@ pub enum PublicKeyError {
     #[error("not a DER SubjectPublicKeyInfo: {0}")]
     Der(#[source] der::Error),
     /// id-ecPublicKey on a curve other than P-256 or P-384.
-    #[error("EC curve {curve} is not supported")]
+    #[error("EC curve {curve} is not P-256 or P-384")]
     UnsupportedCurve {
         /// Dotted OID of the curve, or `(missing)`.
         curve: String,
     },
     /// Neither id-ecPublicKey nor rsaEncryption.
-    #[error("key algorithm {oid} is not supported")]
+    #[error("key algorithm {oid} is neither id-ecPublicKey nor rsaEncryption")]
     UnsupportedAlgorithm {
         /// Dotted OID found in the SPKI.
         oid: String,

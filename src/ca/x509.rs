@@ -52,7 +52,7 @@ pub enum X509Error {
         now: i64,
     },
     /// The public key to certify is not one we can put in a certificate.
-    #[error("unsupported public key: {0} (use EC P-256, EC P-384 or RSA)")]
+    #[error("unsupported public key: {0}")]
     BadPublicKey(#[source] PublicKeyError),
     /// A certificate, or one of its extensions, is not valid DER.
     #[error("invalid certificate: cannot read its {part}: {source}")]
