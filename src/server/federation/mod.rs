@@ -76,9 +76,10 @@ pub enum FederationError {
         what: &'static str,
         /// The file.
         path: PathBuf,
-        /// Why it is unusable.
+        /// Why it is unusable (boxed: rustls errors are large, and this
+        /// error travels up through every startup `Result`).
         #[source]
-        reason: FileProblem,
+        reason: Box<FileProblem>,
     },
     /// The datastore failed.
     #[error("datastore failure: {0}")]

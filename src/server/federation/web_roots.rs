@@ -61,7 +61,7 @@ impl WebRoots {
                 store.add(der).map_err(|e| FederationError::File {
                     what: "federation web roots",
                     path: path.to_path_buf(),
-                    reason: FileProblem::NotARoot(e),
+                    reason: Box::new(FileProblem::NotARoot(e)),
                 })?;
             }
         }
@@ -103,7 +103,7 @@ pub(super) fn read_pem_certs(
     let file_error = |reason| FederationError::File {
         what,
         path: path.to_path_buf(),
-        reason,
+        reason: Box::new(reason),
     };
     let pem = std::fs::read(path).map_err(|e| file_error(FileProblem::Read(e)))?;
     let certs = CertificateDer::pem_slice_iter(&pem)

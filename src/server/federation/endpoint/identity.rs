@@ -123,7 +123,7 @@ pub(super) fn load_web_identity(
     let key_error = |reason| FederationError::File {
         what: "bundle endpoint key",
         path: key_path.to_path_buf(),
-        reason,
+        reason: Box::new(reason),
     };
     let key =
         PrivateKeyDer::from_pem_file(key_path).map_err(|e| key_error(FileProblem::NoKey(e)))?;
