@@ -5,6 +5,7 @@
 //! that lives forever.
 
 use std::error::Error as StdError;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
@@ -71,21 +72,7 @@ pub async fn serve<S, B>(
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let accepted = tokio::select! {
-            _ = crate::shutdown::stopped(&mut stop) => return,
-            a = listener.accept() => a,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors, say: wait instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer)) = next_connection(&listener, &mut stop).await {
         let (acceptor, limits, service) = (acceptor.clone(), limits.clone(), service.clone());
         let timeout = limits.connection_timeout;
         let connection = async move {
@@ -106,6 +93,32 @@ pub async fn serve<S, B>(
     }
 }
 
+/// The next accepted TCP connection (with Nagle off: requests and answers
+/// are small), or `None` once `stop` turns true. Any TCP listener of the
+/// server can accept through this.
+pub async fn next_connection(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            _ = crate::shutdown::stopped(stop) => return None,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                return Some((tcp, peer));
+            }
+            Err(e) => {
+                // Out of file descriptors, say: wait instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Why one connection ended badly.
 #[derive(Debug, thiserror::Error)]
 enum ConnectionError {
@@ -115,4 +128,71 @@ enum ConnectionError {
     /// The peer broke HTTP (or a limit), or the connection failed.
     #[error("HTTP failed: {0}")]
     Http(#[from] hyper::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    const TEST_LIMITS: Limits = Limits {
+        connection_timeout: Duration::from_secs(5),
+        header_read_timeout: Duration::from_millis(200),
+        max_request_head: 16 * 1024,
+        keep_alive: false,
+    };
+
+    /// Serves a fixed answer on one in-memory connection; returns what the
+    /// client end reads after sending `request` (the client end stays open,
+    /// so an unfinished head waits for the server's limits).
+    async fn exchange(request: Vec<u8>) -> (String, hyper::Result<()>) {
+        let (mut client, server) = tokio::io::duplex(256 * 1024);
+        let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello"))))
+        });
+        let served =
+            tokio::spawn(async move { serve_connection(server, &TEST_LIMITS, service).await });
+        client.write_all(&request).await.unwrap();
+        let mut out = Vec::new();
+        // Without the limits the server would wait for the rest forever.
+        let read = tokio::time::timeout(Duration::from_secs(3), client.read_to_end(&mut out));
+        assert!(read.await.is_ok(), "the server kept the connection open");
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            served.await.unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn one_request_per_connection_with_title_case_headers() {
+        let (response, served) = exchange(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()).await;
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        assert!(response.contains("Connection: close"), "{response}");
+        assert!(response.ends_with("hello"), "{response}");
+        assert!(served.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_oversized_head_is_refused() {
+        let mut request = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        while request.len() < 32 * 1024 {
+            request.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        request.extend_from_slice(b"\r\n");
+        let (response, served) = exchange(request).await;
+        assert!(!response.contains("hello"), "{response}");
+        assert!(served.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_slow_head_runs_into_the_header_timeout() {
+        let (response, served) = exchange(b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec()).await;
+        assert!(!response.contains("hello"), "{response}");
+        assert!(served.is_err());
+    }
 }

@@ -46,9 +46,10 @@ pub(super) fn client_config(
             if web_roots.is_empty() {
                 return Err(FetchFailure::NoWebRoots);
             }
-            let verifier = WebPkiServerVerifier::builder_with_provider(web_roots.store(), provider())
-                .build()
-                .map_err(FetchFailure::WebVerifier)?;
+            let verifier =
+                WebPkiServerVerifier::builder_with_provider(web_roots.store(), provider())
+                    .build()
+                    .map_err(FetchFailure::WebVerifier)?;
             builder.with_webpki_verifier(verifier).with_no_client_auth()
         }
         BundleEndpointProfile::HttpsSpiffe { endpoint_spiffe_id } => builder
@@ -73,11 +74,12 @@ pub(super) async fn connect(
         .await
         .map_err(FetchFailure::Unreachable)?;
     let _ = tcp.set_nodelay(true);
-    let name =
-        ServerName::try_from(url.host().to_string()).map_err(|source| FetchFailure::ServerName {
+    let name = ServerName::try_from(url.host().to_string()).map_err(|source| {
+        FetchFailure::ServerName {
             host: url.host().to_string(),
             source,
-        })?;
+        }
+    })?;
     tokio_rustls::TlsConnector::from(config.clone())
         .connect(name, tcp)
         .await
@@ -88,18 +90,16 @@ pub(super) async fn connect(
 /// [`PeerError`] travels inside the rustls error.
 fn handshake_failure(e: std::io::Error) -> FetchFailure {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::Other(OtherError(other))) => {
-            match other.downcast_ref::<PeerError>() {
-                Some(PeerError::WrongId { found, expected }) => FetchFailure::WrongSpiffeId {
-                    found: found.clone(),
-                    expected: expected.clone(),
-                },
-                Some(refusal) => {
-                    FetchFailure::UntrustedCertificate(UntrustedCertificate::Svid(refusal.clone()))
-                }
-                None => FetchFailure::Tls(e),
+        Some(rustls::Error::Other(OtherError(other))) => match other.downcast_ref::<PeerError>() {
+            Some(PeerError::WrongId { found, expected }) => FetchFailure::WrongSpiffeId {
+                found: found.clone(),
+                expected: expected.clone(),
+            },
+            Some(refusal) => {
+                FetchFailure::UntrustedCertificate(UntrustedCertificate::Svid(refusal.clone()))
             }
-        }
+            None => FetchFailure::Tls(e),
+        },
         Some(rustls::Error::InvalidCertificate(c)) => {
             FetchFailure::UntrustedCertificate(UntrustedCertificate::Web(c.clone()))
         }

@@ -270,9 +270,11 @@ impl FederationApi {
                             "trust_domain: a federation relationship with {td} exists; use update"
                         ))))
                     }
-                    (Write::Update, false) => return Ok(Err(Status::not_found(format!(
+                    (Write::Update, false) => {
+                        return Ok(Err(Status::not_found(format!(
                         "trust_domain: there is no federation relationship with {td}; use create"
-                    )))),
+                    ))))
+                    }
                     _ => {}
                 }
                 if let Err(status) = check_endpoint_trust(s, &own, &v) {
