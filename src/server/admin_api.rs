@@ -13,7 +13,7 @@
 mod agents;
 mod authorities;
 mod bundles;
-mod convert;
+pub(crate) mod convert;
 mod entries;
 mod svids;
 

@@ -1,11 +1,18 @@
 //! Translation between store records and admin API messages, and from
-//! store errors to gRPC statuses.
+//! store errors to gRPC statuses, for every admin service (federation's
+//! included).
 
 use crate::proto::admin;
-use crate::store::{AttestedAgent, RegistrationEntry, Selector, StoreError};
+use crate::proto::admin::federation_relationship::BundleEndpointProfile as ProtoProfile;
+use crate::server::federation::RefreshStatus;
+use crate::spiffe::Bundle;
+use crate::store::{
+    AttestedAgent, BundleEndpointProfile, FederationRelationship, RegistrationEntry, Selector,
+    StoreError,
+};
 
 /// A store record as the API shows it.
-pub(super) fn entry_to_proto(e: &RegistrationEntry) -> admin::Entry {
+pub(crate) fn entry_to_proto(e: &RegistrationEntry) -> admin::Entry {
     admin::Entry {
         id: e.id.clone(),
         spiffe_id: e.spiffe_id.to_string(),
@@ -27,7 +34,7 @@ pub(super) fn entry_to_proto(e: &RegistrationEntry) -> admin::Entry {
 }
 
 /// An attested agent as the API shows it.
-pub(super) fn agent_to_proto(a: &AttestedAgent) -> admin::Agent {
+pub(crate) fn agent_to_proto(a: &AttestedAgent) -> admin::Agent {
     admin::Agent {
         id: a.spiffe_id.to_string(),
         attestation_type: a.attestation_type.clone(),
@@ -48,7 +55,7 @@ fn selector_to_proto(s: &Selector) -> admin::Selector {
 }
 
 /// The per-item form of a status, for batch results.
-pub(super) fn item_status(status: &tonic::Status) -> admin::Status {
+pub(crate) fn item_status(status: &tonic::Status) -> admin::Status {
     admin::Status {
         code: status.code() as i32,
         message: status.message().to_string(),
@@ -56,7 +63,7 @@ pub(super) fn item_status(status: &tonic::Status) -> admin::Status {
 }
 
 /// The per-item status of a success.
-pub(super) fn ok_status() -> admin::Status {
+pub(crate) fn ok_status() -> admin::Status {
     admin::Status {
         code: tonic::Code::Ok as i32,
         message: String::new(),
@@ -65,7 +72,7 @@ pub(super) fn ok_status() -> admin::Status {
 
 /// Maps a store error to the status a caller can act on: what they asked
 /// for is missing, taken or malformed; anything else is our failure.
-pub(super) fn store_status(e: StoreError) -> tonic::Status {
+pub(crate) fn store_status(e: StoreError) -> tonic::Status {
     match &e {
         StoreError::NotFound { .. } => tonic::Status::not_found(e.to_string()),
         StoreError::AlreadyExists { .. } => tonic::Status::already_exists(e.to_string()),
@@ -75,5 +82,50 @@ pub(super) fn store_status(e: StoreError) -> tonic::Status {
             tracing::error!(error = %e, "datastore failure in the admin API");
             tonic::Status::internal(format!("datastore failure: {e}"))
         }
+    }
+}
+
+/// A bundle as the API shows it. Encoding fails only on a stored bundle
+/// that is somehow broken; that is our failure, said as such.
+pub(crate) fn bundle_to_proto(b: &Bundle) -> Result<admin::Bundle, tonic::Status> {
+    let spiffe_json = b.to_spiffe_json().map_err(|e| {
+        tracing::error!(trust_domain = %b.trust_domain, error = %e, "cannot encode a stored bundle");
+        tonic::Status::internal(format!("cannot encode the bundle of {}: {e}", b.trust_domain))
+    })?;
+    Ok(admin::Bundle {
+        trust_domain: b.trust_domain.to_string(),
+        spiffe_json,
+        sequence_number: b.sequence,
+    })
+}
+
+/// A federation relationship as the API shows it, with how its refreshes
+/// have gone and the sequence of its stored bundle (0: none). The bundle
+/// itself is not echoed: it has its own service.
+pub(crate) fn relationship_to_proto(
+    rel: &FederationRelationship,
+    status: RefreshStatus,
+    bundle_sequence: u64,
+) -> admin::FederationRelationship {
+    admin::FederationRelationship {
+        trust_domain: rel.trust_domain.to_string(),
+        bundle_endpoint_url: rel.bundle_endpoint_url.clone(),
+        bundle_endpoint_profile: Some(match &rel.profile {
+            BundleEndpointProfile::HttpsWeb => ProtoProfile::HttpsWeb(admin::HttpsWebProfile {}),
+            BundleEndpointProfile::HttpsSpiffe { endpoint_spiffe_id } => {
+                ProtoProfile::HttpsSpiffe(admin::HttpsspiffeProfile {
+                    endpoint_spiffe_id: endpoint_spiffe_id.to_string(),
+                })
+            }
+        }),
+        trust_domain_bundle: String::new(),
+        refresh_status: Some(admin::FederationRefreshStatus {
+            last_attempt_at: status.last_attempt_at.unwrap_or(0),
+            last_success_at: status.last_success_at.unwrap_or(0),
+            last_error: status.last_error.unwrap_or_default(),
+            consecutive_failures: status.consecutive_failures,
+            next_refresh_at: status.next_refresh_at.unwrap_or(0),
+            bundle_sequence,
+        }),
     }
 }

@@ -5,7 +5,10 @@
 //!   `https_spiffe` profile (the server's own SVID) or `https_web` (a
 //!   certificate from files).
 //! - [`fetch`] fetches one foreign bundle, authenticating the endpoint by
-//!   its profile, and checks what it got.
+//!   its profile, and checks what it got; [`https_get`] is its one bounded
+//!   HTTPS request, [`web_roots`] the roots of `https_web` endpoints and
+//!   [`endpoint_url`] the URL rules, [`endpoint_auth`] how the endpoint is
+//!   authenticated.
 //! - [`refresher`] keeps every federated bundle current: it polls each
 //!   relationship at its bundle's refresh hint, backs off after failures,
 //!   stores changes and tells agents.
@@ -19,9 +22,15 @@
 pub mod admin;
 pub mod config;
 pub mod endpoint;
+pub mod endpoint_auth;
+pub mod endpoint_url;
 pub mod fetch;
-mod http;
+pub mod https_get;
 pub mod refresher;
+pub mod web_roots;
+
+// `config.rs` still names the URL rules by their old module path.
+use endpoint_url as http;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,16 +38,18 @@ use std::sync::Arc;
 pub use admin::{add_federation_services, federation_routes};
 pub use config::{BundleEndpointConfig, ConfiguredRelationship, EndpointProfile, FederationConfig};
 pub use endpoint::serve_bundle_endpoint;
-pub use fetch::{fetch_bundle, FetchError, FetchFailure, WebRoots};
-pub use http::{EndpointUrl, UrlError};
+pub use endpoint_url::{EndpointUrl, UrlError};
+pub use fetch::{fetch_bundle, FetchError, FetchFailure};
 pub use refresher::{
     spawn_refresher, spawn_refresher_with, RefreshError, RefreshOutcome, RefreshStatus,
     RefresherHandle, RefresherSettings,
 };
+pub use web_roots::WebRoots;
 
 use super::state::{ServerEvent, ServerState};
 use crate::ca::x509::cert_facts;
-use crate::spiffe::{Bundle, SpiffeId};
+use crate::ca::{KeyError, X509Error};
+use crate::spiffe::{Bundle, IdError, SpiffeId};
 use crate::store::StoreError;
 
 /// Why a federation piece could not start.
@@ -54,7 +65,10 @@ pub enum FederationError {
     },
     /// The endpoint's TLS identity could not be made or loaded.
     #[error("bundle endpoint TLS setup failed: {0}")]
-    Tls(String),
+    Tls(#[source] TlsSetupError),
+    /// A certificate given as a web root cannot anchor a chain.
+    #[error("not a usable web root: {0}")]
+    WebRoot(#[source] rustls::Error),
     /// A certificate, key or root file could not be used.
     #[error("{what} {path}: {reason}")]
     File {
@@ -62,8 +76,10 @@ pub enum FederationError {
         what: &'static str,
         /// The file.
         path: PathBuf,
-        /// Why it is unusable.
-        reason: String,
+        /// Why it is unusable (boxed: rustls errors are large, and this
+        /// error travels up through every startup `Result`).
+        #[source]
+        reason: Box<FileProblem>,
     },
     /// The datastore failed.
     #[error("datastore failure: {0}")]
@@ -76,6 +92,54 @@ pub enum FederationError {
         /// Why.
         reason: String,
     },
+}
+
+/// Why the bundle endpoint's TLS identity could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// rustls refused the configuration or the key.
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+    /// No key pair could be generated.
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    /// The endpoint's SPIFFE ID could not be formed.
+    #[error("{0}")]
+    Id(#[from] IdError),
+    /// The CA could not sign the endpoint's SVID.
+    #[error("{0}")]
+    Sign(#[from] X509Error),
+}
+
+/// Why a certificate, key or root file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum FileProblem {
+    /// The file cannot be read.
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    /// The file is not PEM.
+    #[error("bad PEM: {0}")]
+    Pem(#[source] rustls::pki_types::pem::Error),
+    /// The file holds no certificate.
+    #[error("holds no CERTIFICATE block")]
+    NoCertificate,
+    /// The file holds no private key rustls can read.
+    #[error("no usable PEM private key: {0}")]
+    NoKey(#[source] rustls::pki_types::pem::Error),
+    /// The key is of a kind the crypto provider does not support.
+    #[error("unsupported private key: {0}")]
+    UnsupportedKey(#[source] rustls::Error),
+    /// The key is not the certificate's.
+    #[error("does not match the certificate {cert}: {source}")]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// rustls' finding.
+        source: rustls::Error,
+    },
+    /// A certificate cannot serve as a root.
+    #[error("a certificate is not a usable root: {0}")]
+    NotARoot(#[source] rustls::Error),
 }
 
 /// A bundle's X.509 authority certifies another trust domain than the one

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use super::{bundle_to_proto, item_status, ok_status, page_of, parse_trust_domain, store_status};
+use super::{page_of, parse_trust_domain};
 use crate::proto::admin::{self, federated_bundles_server::FederatedBundles};
+use crate::server::admin_api::convert::{bundle_to_proto, item_status, ok_status, store_status};
 use crate::server::federation::bundle_trust_domain_check;
 use crate::server::federation::refresher::RefresherHandle;
 use crate::server::state::{ServerEvent, ServerState};

@@ -1,0 +1,332 @@
+//! The `Federation` service: relationships with foreign trust domains,
+//! created, listed, shown, updated, deleted and refreshed on demand.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
+
+use super::validate::{check_endpoint_trust, validate};
+use super::{page_of, parse_trust_domain};
+use crate::proto::admin;
+use crate::proto::admin::federation_server::Federation;
+use crate::server::admin_api::convert::{
+    bundle_to_proto, item_status, ok_status, relationship_to_proto, store_status,
+};
+use crate::server::federation::refresher::{RefreshError, RefresherHandle};
+use crate::server::state::{ServerEvent, ServerState};
+use crate::spiffe::TrustDomain;
+use crate::store::{FederationRelationship, StoreError};
+
+/// Serves the `Federation` service.
+pub(super) struct FederationApi {
+    state: Arc<ServerState>,
+    refresher: RefresherHandle,
+}
+
+/// Which write a batch does.
+#[derive(Clone, Copy)]
+enum Write {
+    Create,
+    Update,
+}
+
+#[tonic::async_trait]
+impl Federation for FederationApi {
+    async fn batch_create_federation_relationship(
+        &self,
+        request: Request<admin::BatchCreateFederationRelationshipRequest>,
+    ) -> Result<Response<admin::BatchCreateFederationRelationshipResponse>, Status> {
+        let items = request.into_inner().federation_relationships;
+        let results = self.write_batch(items, Write::Create).await;
+        Ok(Response::new(
+            admin::BatchCreateFederationRelationshipResponse { results },
+        ))
+    }
+
+    async fn list_federation_relationships(
+        &self,
+        request: Request<admin::ListFederationRelationshipsRequest>,
+    ) -> Result<Response<admin::ListFederationRelationshipsResponse>, Status> {
+        let req = request.into_inner();
+        let all = self
+            .state
+            .with_store(|s| s.list_federation_relationships())
+            .instrument(tracing::info_span!("admin.ListFederationRelationships"))
+            .await
+            .map_err(store_status)?;
+        let (page, next_page_token) = page_of(
+            all,
+            |r| r.trust_domain.name(),
+            req.page_size,
+            &req.page_token,
+        )?;
+        let mut out = Vec::with_capacity(page.len());
+        for rel in &page {
+            out.push(self.to_proto(rel).await);
+        }
+        Ok(Response::new(admin::ListFederationRelationshipsResponse {
+            federation_relationships: out,
+            next_page_token,
+        }))
+    }
+
+    async fn get_federation_relationship(
+        &self,
+        request: Request<admin::GetFederationRelationshipRequest>,
+    ) -> Result<Response<admin::FederationRelationship>, Status> {
+        let td = parse_trust_domain("trust_domain", &request.into_inner().trust_domain)?;
+        let span = tracing::info_span!("admin.GetFederationRelationship", trust_domain = %td);
+        async {
+            let rel = self.get(&td).await?;
+            Ok(Response::new(self.to_proto(&rel).await))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn batch_update_federation_relationship(
+        &self,
+        request: Request<admin::BatchUpdateFederationRelationshipRequest>,
+    ) -> Result<Response<admin::BatchUpdateFederationRelationshipResponse>, Status> {
+        let items = request.into_inner().federation_relationships;
+        let results = self.write_batch(items, Write::Update).await;
+        Ok(Response::new(
+            admin::BatchUpdateFederationRelationshipResponse { results },
+        ))
+    }
+
+    async fn batch_delete_federation_relationship(
+        &self,
+        request: Request<admin::BatchDeleteFederationRelationshipRequest>,
+    ) -> Result<Response<admin::BatchDeleteFederationRelationshipResponse>, Status> {
+        let names = request.into_inner().trust_domains;
+        let span = tracing::info_span!(
+            "admin.BatchDeleteFederationRelationship",
+            count = names.len()
+        );
+        let _writes = self.refresher.lock_writes().await;
+        let mut results = Vec::with_capacity(names.len());
+        let mut deleted = false;
+        for name in names {
+            let outcome = match parse_trust_domain("trust_domain", &name) {
+                Ok(td) => {
+                    let lookup = td.clone();
+                    self.state
+                        .with_store(move |s| {
+                            let rel = s.delete_federation_relationship(&lookup)?;
+                            // Terminating a relationship drops its bundle
+                            // (SPIFFE.md §6); it may already be gone.
+                            match s.delete_bundle(&lookup) {
+                                Ok(_) | Err(StoreError::NotFound { .. }) => Ok(rel),
+                                Err(e) => Err(e),
+                            }
+                        })
+                        .await
+                        .map_err(|e| match e {
+                            StoreError::NotFound { .. } => Status::not_found(format!(
+                                "trust_domain: there is no federation relationship with {td}"
+                            )),
+                            other => store_status(other),
+                        })
+                }
+                Err(status) => Err(status),
+            };
+            let status = match outcome {
+                Ok(rel) => {
+                    deleted = true;
+                    span.in_scope(|| {
+                        tracing::info!(trust_domain = %rel.trust_domain, "federation relationship and its bundle deleted")
+                    });
+                    ok_status()
+                }
+                Err(status) => item_status(&status),
+            };
+            results.push(admin::DeleteFederationRelationshipResult {
+                status: Some(status),
+                trust_domain: name,
+            });
+        }
+        if deleted {
+            self.state.publish(ServerEvent::BundleChanged);
+            self.refresher.relationships_changed();
+        }
+        Ok(Response::new(
+            admin::BatchDeleteFederationRelationshipResponse { results },
+        ))
+    }
+
+    async fn refresh_bundle(
+        &self,
+        request: Request<admin::RefreshBundleRequest>,
+    ) -> Result<Response<admin::RefreshBundleResponse>, Status> {
+        let td = parse_trust_domain("trust_domain", &request.into_inner().trust_domain)?;
+        let span = tracing::info_span!("admin.RefreshBundle", trust_domain = %td);
+        self.get(&td).instrument(span.clone()).await?;
+        match self
+            .refresher
+            .refresh_now(&td)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(outcome) => Ok(Response::new(admin::RefreshBundleResponse {
+                bundle: Some(bundle_to_proto(&outcome.bundle)?),
+                changed: outcome.changed,
+            })),
+            Err(RefreshError::NoRelationship(_)) => Err(Status::not_found(format!(
+                "trust_domain: there is no federation relationship with {td}"
+            ))),
+            Err(RefreshError::NotRunning) => Err(Status::unavailable(
+                "the federation refresher is not running",
+            )),
+            Err(e) => {
+                span.in_scope(|| tracing::warn!(error = %e, "requested bundle refresh failed"));
+                Err(Status::aborted(format!(
+                    "{e}; the last good bundle stays in use"
+                )))
+            }
+        }
+    }
+}
+
+impl FederationApi {
+    pub(super) fn new(state: Arc<ServerState>, refresher: RefresherHandle) -> Self {
+        FederationApi { state, refresher }
+    }
+
+    async fn get(&self, td: &TrustDomain) -> Result<FederationRelationship, Status> {
+        let lookup = td.clone();
+        self.state
+            .with_store(move |s| s.get_federation_relationship(&lookup))
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "trust_domain: there is no federation relationship with {td}"
+                ))
+            })
+    }
+
+    /// Creates or updates each relationship of a batch (per-item results in
+    /// request order), then tells agents and the refresher once.
+    async fn write_batch(
+        &self,
+        items: Vec<admin::FederationRelationship>,
+        write: Write,
+    ) -> Vec<admin::FederationRelationshipResult> {
+        let (name, verb) = match write {
+            Write::Create => ("admin.BatchCreateFederationRelationship", "created"),
+            Write::Update => ("admin.BatchUpdateFederationRelationship", "updated"),
+        };
+        let span = tracing::info_span!("admin.batch", rpc = name, count = items.len());
+        let _writes = self.refresher.lock_writes().await;
+        let mut results = Vec::with_capacity(items.len());
+        let (mut written, mut bundles_changed) = (false, false);
+        for item in items {
+            let item_span =
+                tracing::info_span!(parent: &span, "item", trust_domain = %item.trust_domain);
+            let outcome = self.write_one(&item, write).instrument(item_span).await;
+            match outcome {
+                Ok((rel, stored_bundle)) => {
+                    written = true;
+                    bundles_changed |= stored_bundle;
+                    span.in_scope(|| {
+                        tracing::info!(trust_domain = %rel.trust_domain, url = %rel.bundle_endpoint_url, "federation relationship {verb}")
+                    });
+                    results.push(self.result(Status::ok(""), Some(&rel)).await);
+                }
+                Err(status) => results.push(admin::FederationRelationshipResult {
+                    status: Some(item_status(&status)),
+                    federation_relationship: Some(strip_bundle(item)),
+                }),
+            }
+        }
+        if bundles_changed {
+            self.state.publish(ServerEvent::BundleChanged);
+        }
+        if written {
+            self.refresher.relationships_changed();
+        }
+        results
+    }
+
+    /// Validates and writes one relationship; returns it and whether a
+    /// bundle was stored. Create stores a bootstrap bundle only where none
+    /// is stored yet; on update, a bundle given replaces the stored one.
+    async fn write_one(
+        &self,
+        item: &admin::FederationRelationship,
+        write: Write,
+    ) -> Result<(FederationRelationship, bool), Status> {
+        let v = validate(&self.state.trust_domain, item)?;
+        let own = self.state.trust_domain.clone();
+        self.state
+            .with_store(move |s| {
+                let td = &v.rel.trust_domain;
+                let exists = s.get_federation_relationship(td)?.is_some();
+                match (write, exists) {
+                    (Write::Create, true) => {
+                        return Ok(Err(Status::already_exists(format!(
+                            "trust_domain: a federation relationship with {td} exists; use update"
+                        ))))
+                    }
+                    (Write::Update, false) => {
+                        return Ok(Err(Status::not_found(format!(
+                        "trust_domain: there is no federation relationship with {td}; use create"
+                    ))))
+                    }
+                    _ => {}
+                }
+                if let Err(status) = check_endpoint_trust(s, &own, &v) {
+                    return Ok(Err(status));
+                }
+                s.put_federation_relationship(&v.rel)?;
+                let stored = match &v.bundle {
+                    Some(b) if matches!(write, Write::Update) || s.get_bundle(td)?.is_none() => {
+                        s.set_bundle(b)?;
+                        true
+                    }
+                    _ => false,
+                };
+                Ok(Ok((v.rel, stored)))
+            })
+            .await
+            .map_err(store_status)?
+    }
+
+    async fn result(
+        &self,
+        status: Status,
+        rel: Option<&FederationRelationship>,
+    ) -> admin::FederationRelationshipResult {
+        let federation_relationship = match rel {
+            Some(rel) => Some(self.to_proto(rel).await),
+            None => None,
+        };
+        admin::FederationRelationshipResult {
+            status: Some(item_status(&status)),
+            federation_relationship,
+        }
+    }
+
+    /// A stored relationship as the API shows it, with its refresh status.
+    async fn to_proto(&self, rel: &FederationRelationship) -> admin::FederationRelationship {
+        let lookup = rel.trust_domain.clone();
+        let sequence = self
+            .state
+            .with_store(move |s| s.get_bundle(&lookup))
+            .await
+            .ok()
+            .flatten()
+            .map(|b| b.sequence)
+            .unwrap_or(0);
+        let status = self.refresher.status(&rel.trust_domain).unwrap_or_default();
+        relationship_to_proto(rel, status, sequence)
+    }
+}
+
+/// Echoes a refused item without the (possibly large) bundle it carried.
+fn strip_bundle(mut item: admin::FederationRelationship) -> admin::FederationRelationship {
+    item.trust_domain_bundle = String::new();
+    item
+}

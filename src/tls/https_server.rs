@@ -1,0 +1,198 @@
+//! HTTP/1.1 over TLS with hyper, bounded, for every Herald HTTP listener
+//! (the federation bundle endpoint; later the operations listener). The
+//! bounds live here so that no listener can forget one: a peer that sends
+//! too much, too slowly or nonsense gets its connection closed, not a task
+//! that lives forever.
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::{Body, Incoming};
+use hyper::service::Service;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::Instrument as _;
+
+/// How much time and memory one connection may take.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The whole connection: TLS handshake, requests and responses.
+    pub connection_timeout: Duration,
+    /// From the first byte of a request to the end of its head.
+    pub header_read_timeout: Duration,
+    /// Largest request head read (hyper's minimum is 8 KiB).
+    pub max_request_head: usize,
+    /// Whether a connection may carry more than one request (within
+    /// `connection_timeout` either way).
+    pub keep_alive: bool,
+}
+
+/// Serves `service` on one accepted connection (TLS or not) within
+/// `limits`, except the overall `connection_timeout`, which [`serve`]
+/// applies around the handshake too. Header names go out in title case
+/// (`Content-Type`), as hand-written clients and older tools expect.
+pub async fn serve_connection<I, S, B>(io: I, limits: &Limits, service: S) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_request_head)
+        .keep_alive(limits.keep_alive)
+        .title_case_headers(true)
+        .serve_connection(TokioIo::new(io), service)
+        .await
+}
+
+/// Accepts connections on `listener` until `stop` turns true; each gets a
+/// task that does the TLS handshake with `tls` and serves `service`, all
+/// within `limits`. Every connection runs in a span carrying its peer.
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    limits: Limits,
+    service: S,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    while let Some((tcp, peer)) = next_connection(&listener, &mut stop).await {
+        let (acceptor, limits, service) = (acceptor.clone(), limits.clone(), service.clone());
+        let timeout = limits.connection_timeout;
+        let connection = async move {
+            let stream = acceptor.accept(tcp).await?;
+            serve_connection(stream, &limits, service).await?;
+            Ok::<_, ConnectionError>(())
+        };
+        tokio::spawn(
+            async move {
+                match tokio::time::timeout(timeout, connection).await {
+                    Ok(Ok(())) => tracing::debug!("connection served"),
+                    Ok(Err(e)) => tracing::debug!(error = %e, "connection failed"),
+                    Err(_) => tracing::debug!("connection timed out"),
+                }
+            }
+            .instrument(tracing::info_span!("connection", %peer)),
+        );
+    }
+}
+
+/// The next accepted TCP connection (with Nagle off: requests and answers
+/// are small), or `None` once `stop` turns true. Any TCP listener of the
+/// server can accept through this.
+pub async fn next_connection(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            _ = crate::shutdown::stopped(stop) => return None,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                return Some((tcp, peer));
+            }
+            Err(e) => {
+                // Out of file descriptors, say: wait instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Why one connection ended badly.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    /// The TLS handshake failed.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(#[from] std::io::Error),
+    /// The peer broke HTTP (or a limit), or the connection failed.
+    #[error("HTTP failed: {0}")]
+    Http(#[from] hyper::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    const TEST_LIMITS: Limits = Limits {
+        connection_timeout: Duration::from_secs(5),
+        header_read_timeout: Duration::from_millis(200),
+        max_request_head: 16 * 1024,
+        keep_alive: false,
+    };
+
+    /// Serves a fixed answer on one in-memory connection; returns what the
+    /// client end reads after sending `request` (the client end stays open,
+    /// so an unfinished head waits for the server's limits).
+    async fn exchange(request: Vec<u8>) -> (String, hyper::Result<()>) {
+        let (mut client, server) = tokio::io::duplex(256 * 1024);
+        let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello"))))
+        });
+        let served =
+            tokio::spawn(async move { serve_connection(server, &TEST_LIMITS, service).await });
+        client.write_all(&request).await.unwrap();
+        let mut out = Vec::new();
+        // Without the limits the server would wait for the rest forever.
+        let read = tokio::time::timeout(Duration::from_secs(3), client.read_to_end(&mut out));
+        assert!(read.await.is_ok(), "the server kept the connection open");
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            served.await.unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn one_request_per_connection_with_title_case_headers() {
+        let (response, served) = exchange(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()).await;
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        assert!(response.contains("Connection: close"), "{response}");
+        assert!(response.ends_with("hello"), "{response}");
+        assert!(served.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_oversized_head_is_refused() {
+        let mut request = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        while request.len() < 32 * 1024 {
+            request.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        request.extend_from_slice(b"\r\n");
+        let (response, served) = exchange(request).await;
+        assert!(!response.contains("hello"), "{response}");
+        assert!(served.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_slow_head_runs_into_the_header_timeout() {
+        let (response, served) = exchange(b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec()).await;
+        assert!(!response.contains("hello"), "{response}");
+        assert!(served.is_err());
+    }
+}
