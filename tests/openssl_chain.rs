@@ -2,21 +2,15 @@
 //! from a CSR that OpenSSL itself made, from the `herald x509 mint` command,
 //! and through an intermediate CA.
 
-mod common;
+mod harness;
 
 use std::sync::Arc;
 
-use common::{openssl, run_ok};
+use harness::bin::{now, run_ok};
+use harness::openssl::{openssl, verify_chain};
 use herald::ca::keys::der_to_pem;
 use herald::ca::{verify_csr, KeyPair, KeyType, SvidRequest, X509Authority};
 use herald::spiffe::{SpiffeId, TrustDomain};
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 #[test]
 fn openssl_csr_signed_by_herald_verifies() {
@@ -189,28 +183,7 @@ fn chain_through_an_intermediate_verifies() {
         der_to_pem(root.cert_der(), "CERTIFICATE"),
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("inter.pem"),
-        der_to_pem(&svid.chain[1], "CERTIFICATE"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("leaf.pem"),
-        der_to_pem(&svid.chain[0], "CERTIFICATE"),
-    )
-    .unwrap();
-    let (ok, text) = openssl(
-        dir.path(),
-        &[
-            "verify",
-            "-x509_strict",
-            "-CAfile",
-            "root.pem",
-            "-untrusted",
-            "inter.pem",
-            "leaf.pem",
-        ],
-    );
+    let (ok, text) = verify_chain(dir.path(), &svid.chain, "root.pem");
     assert!(ok, "openssl verify: {text}");
 }
 
