@@ -17,8 +17,10 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns `cmd` with stdout discarded and stderr collected; `name`
-    /// names the thread that reads it.
+    /// Spawns `cmd` with stdout discarded and stderr collected by a thread
+    /// named `bench-<name>-log`: in a benchmark, reading the log is the
+    /// bench's own work, and the bench splits CPU time by thread-name
+    /// prefix (`benches/herald/measure.rs`).
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
         let mut child = cmd
             .stdout(Stdio::null())
@@ -30,7 +32,7 @@ impl Proc {
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
         std::thread::Builder::new()
-            .name(format!("{name}-log"))
+            .name(format!("bench-{name}-log"))
             .spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     let stamped = (Instant::now(), line);
