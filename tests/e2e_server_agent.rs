@@ -7,10 +7,10 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use harness::bin::{herald, now, run, run_ok};
-use harness::cluster::{Agent, Server};
+use harness::bin::{now, run, run_ok};
+use harness::cluster::{run_role, Agent, Server};
 use harness::config::ServerToml;
-use harness::workload::{client, raw_client, rt, wait_for_svid};
+use harness::workload::{client, next_svid_where, raw_client, rt, wait_for_svid};
 use spiffe::WorkloadApiError;
 
 fn setup(dir: &std::path::Path) -> (Server, Agent, String) {
@@ -100,33 +100,26 @@ fn open_stream_receives_renewed_svid_before_expiry() {
         wait_for_svid(&c).await;
         let mut stream = c.stream_x509_svids().await.unwrap();
         let first = stream.next().await.unwrap().unwrap();
-        let first_serial = herald::ca::x509::cert_facts(first.leaf().as_ref())
-            .unwrap()
-            .serial;
+        let first_serial = serial(&first);
         let first_expiry = leaf_not_after(first.leaf().as_ref());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let next = tokio::time::timeout(
-                deadline.saturating_duration_since(Instant::now()),
-                stream.next(),
-            )
-            .await
-            .expect("no renewed SVID within 30s")
-            .unwrap()
-            .unwrap();
-            if herald::ca::x509::cert_facts(next.leaf().as_ref())
-                .unwrap()
-                .serial
-                != first_serial
-            {
-                assert!(
-                    now() < first_expiry,
-                    "renewed only after the old SVID expired"
-                );
-                break;
-            }
-        }
+        next_svid_where(
+            &mut stream,
+            Duration::from_secs(30),
+            "no renewed SVID within 30s",
+            |next| serial(next) != first_serial,
+        )
+        .await;
+        assert!(
+            now() < first_expiry,
+            "renewed only after the old SVID expired"
+        );
     });
+}
+
+fn serial(svid: &spiffe::X509Svid) -> String {
+    herald::ca::x509::cert_facts(svid.leaf().as_ref())
+        .unwrap()
+        .serial
 }
 
 fn leaf_not_after(der: &[u8]) -> i64 {
@@ -149,10 +142,7 @@ fn restarts_keep_state_and_tokens_are_single_use() {
 
     // A reused join token is refused: a second agent with a fresh data dir.
     let other = server.agent_config(&dir.path().join("agent2"), Some(&token));
-    let out = herald()
-        .args(["agent", "run", "--config", other.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = run_role("agent", &other);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already used"), "{err}");
@@ -203,23 +193,9 @@ fn restarts_keep_state_and_tokens_are_single_use() {
     agent
         .proc
         .wait_for_line("refused this agent", Duration::from_secs(20));
-    let (token2, _) = {
-        let out = server.cli_ok(&[
-            "token",
-            "generate",
-            "--spiffe-id",
-            &agent_id,
-            "--output",
-            "json",
-        ]);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        (v["token"].as_str().unwrap().to_string(), ())
-    };
+    let token2 = server.join_token_for(&agent_id);
     let again = server.agent_config(&dir.path().join("agent3"), Some(&token2));
-    let out = herald()
-        .args(["agent", "run", "--config", again.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = run_role("agent", &again);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("banned"));
 }
@@ -294,18 +270,7 @@ fn an_evicted_agent_is_refused_but_may_attest_again() {
         shown.2
     );
     // Unlike a banned one, it may attest again with a new token for its ID.
-    let out = server.cli_ok(&[
-        "token",
-        "generate",
-        "--spiffe-id",
-        &agent_id,
-        "--output",
-        "json",
-    ]);
-    let token = serde_json::from_str::<serde_json::Value>(&out).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = server.join_token_for(&agent_id);
     drop(agent);
     let again = server.agent_config(&dir.path().join("agent-again"), Some(&token));
     let agent = Agent::start(&again);

@@ -4,8 +4,7 @@
 
 mod harness;
 
-use harness::bin::herald;
-use harness::cluster::Server;
+use harness::cluster::{run_role, Server};
 use harness::config::ServerToml;
 use harness::openssl::verify_chain;
 use harness::workload::fetch_x509_files;
@@ -70,10 +69,7 @@ fn a_downstream_without_a_downstream_entry_is_refused() {
     std::fs::create_dir_all(&ddir).unwrap();
     let extra = downstream_config(&up, &ddir, &token);
     let config = ServerToml::new(&ddir).extra(&extra).write();
-    let out = herald()
-        .args(["server", "run", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = run_role("server", &config);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no entry marked downstream"), "{err}");

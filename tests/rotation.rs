@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use harness::cluster::{Agent, Server};
 use harness::node::NodeAgent;
-use harness::workload::{client, rt, wait_for_svid};
+use harness::workload::{client, next_svid_where, rt, wait_for_svid};
 use herald::ca::x509::cert_facts;
 use rustls::pki_types::{CertificateDer, UnixTime};
 
@@ -169,20 +169,13 @@ fn taint_reissues_every_svid_and_revoke_follows() {
         let _current = stream.next().await.unwrap().unwrap();
         let tainted_at = Instant::now();
         server.cli_ok(&["authority", "taint", "--kind", "x509", "--id", &old_id]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let next = tokio::time::timeout(
-                deadline.saturating_duration_since(Instant::now()),
-                stream.next(),
-            )
-            .await
-            .expect("no re-issued SVID within 10 s of the taint")
-            .unwrap()
-            .unwrap();
-            if issuer(&next) != old_issuer {
-                break;
-            }
-        }
+        next_svid_where(
+            &mut stream,
+            Duration::from_secs(10),
+            "no re-issued SVID within 10 s of the taint",
+            |next| issuer(next) != old_issuer,
+        )
+        .await;
         eprintln!("re-issued {:?} after the taint", tainted_at.elapsed());
         // Once the agent acknowledged, revocation removes it from the bundle.
         let deadline = Instant::now() + Duration::from_secs(20);

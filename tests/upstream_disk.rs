@@ -6,8 +6,7 @@ mod harness;
 
 use std::os::unix::fs::PermissionsExt as _;
 
-use harness::bin::herald;
-use harness::cluster::Server;
+use harness::cluster::{run_role, Server};
 use harness::config::ServerToml;
 use harness::openssl::verify_chain;
 use harness::workload::fetch_x509_files;
@@ -55,10 +54,7 @@ fn a_loose_upstream_key_is_refused_with_the_file_named() {
     let config = ServerToml::new(&dir.path().join("server"))
         .extra(&extra)
         .write();
-    let out = herald()
-        .args(["server", "run", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = run_role("server", &config);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

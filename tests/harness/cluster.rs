@@ -20,6 +20,16 @@ pub fn spawn_role(role: &str, config: &Path) -> Proc {
     Proc::spawn(role, cmd)
 }
 
+/// Runs `herald <role> run --config <config>` to completion: for a
+/// configuration the role must refuse.
+pub fn run_role(role: &str, config: &Path) -> Output {
+    herald()
+        .args([role, "run", "--config"])
+        .arg(config)
+        .output()
+        .expect("spawn herald")
+}
+
 /// A server process and its files. Fields drop in order: the process is
 /// killed before a temp dir it owns goes.
 pub struct Server {
@@ -140,7 +150,17 @@ impl Server {
 
     /// A fresh join token and the agent ID it attests as.
     pub fn join_token(&self) -> (String, String) {
-        let v = self.cli_json(&["token", "generate"]);
+        self.token_generate(&["token", "generate"])
+    }
+
+    /// A fresh join token for the agent ID `agent_id`.
+    pub fn join_token_for(&self, agent_id: &str) -> String {
+        self.token_generate(&["token", "generate", "--spiffe-id", agent_id])
+            .0
+    }
+
+    fn token_generate(&self, args: &[&str]) -> (String, String) {
+        let v = self.cli_json(args);
         (
             v["token"].as_str().expect("token").to_string(),
             v["agent_id"].as_str().expect("agent_id").to_string(),

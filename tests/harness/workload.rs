@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use futures::{Stream, StreamExt as _};
 use herald::proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use tonic::transport::Channel;
 
@@ -36,6 +37,33 @@ pub async fn wait_for_svid(c: &spiffe::WorkloadApiClient) -> spiffe::X509Svid {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
             Err(e) => panic!("no SVID within 20s: {e}"),
+        }
+    }
+}
+
+/// Reads an SVID stream (`stream_x509_svids`) until an SVID for which
+/// `wanted` holds arrives; panics saying `what` if none does within `within`.
+pub async fn next_svid_where<S>(
+    stream: &mut S,
+    within: Duration,
+    what: &str,
+    mut wanted: impl FnMut(&spiffe::X509Svid) -> bool,
+) -> spiffe::X509Svid
+where
+    S: Stream<Item = Result<spiffe::X509Svid, spiffe::WorkloadApiError>> + Unpin,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let next = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            stream.next(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{what}"))
+        .expect("the SVID stream ended")
+        .expect("an SVID on the stream");
+        if wanted(&next) {
+            return next;
         }
     }
 }
