@@ -31,3 +31,4 @@ pub mod shutdown;
 pub mod spiffe;
 pub mod store;
 pub mod tls;
+pub mod uds;

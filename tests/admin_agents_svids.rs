@@ -2,9 +2,9 @@
 //! Unix socket: join tokens, evict and ban, the bundle, minting X509- and
 //! JWT-SVIDs, and bad input to each RPC refused with the field named.
 
-mod admin_support;
+mod harness;
 
-use admin_support::{assert_status, csr, Harness};
+use harness::admin::{assert_status, csr, AdminApi};
 use herald::proto::admin;
 use herald::server::state::{now_unix, ServerEvent};
 use herald::spiffe::{Bundle, SpiffeId, TrustDomain};
@@ -26,7 +26,7 @@ fn agent(path: &str) -> AttestedAgent {
 
 #[tokio::test]
 async fn join_tokens_are_created_with_their_expiry() {
-    let h = Harness::start().await;
+    let h = AdminApi::start().await;
     let mut c = h.agents();
     let now = now_unix();
     let t = c
@@ -91,7 +91,7 @@ async fn join_tokens_are_created_with_their_expiry() {
 
 #[tokio::test]
 async fn bad_join_token_requests_name_the_field() {
-    let h = Harness::start().await;
+    let h = AdminApi::start().await;
     let mut c = h.agents();
     let req = |ttl, token: &str, agent_id: &str| admin::CreateJoinTokenRequest {
         ttl,
@@ -130,7 +130,7 @@ async fn bad_join_token_requests_name_the_field() {
 
 #[tokio::test]
 async fn agents_are_listed_then_evicted_and_banned() {
-    let h = Harness::start().await;
+    let h = AdminApi::start().await;
     let mut events = h.state.subscribe();
     for name in ["a", "b", "c"] {
         h.state.store.put_agent(&agent(name)).unwrap();
@@ -228,7 +228,7 @@ async fn agents_are_listed_then_evicted_and_banned() {
 
 #[tokio::test]
 async fn bad_agent_requests_name_the_field() {
-    let h = Harness::start().await;
+    let h = AdminApi::start().await;
     let mut c = h.agents();
     for page_size in [-1, 10_001] {
         assert_status(
@@ -261,7 +261,7 @@ async fn bad_agent_requests_name_the_field() {
 
 #[tokio::test]
 async fn the_bundle_is_this_trust_domains() {
-    let h = Harness::start().await;
+    let h = AdminApi::start().await;
     let b = h
         .bundles()
         .get_bundle(admin::GetBundleRequest {})
@@ -281,7 +281,7 @@ async fn the_bundle_is_this_trust_domains() {
 
 #[tokio::test]
 async fn x509_svids_are_minted_over_a_csr() {
-    let h = Harness::start().await;
+    let h = AdminApi::start().await;
     let mut c = h.svids();
     let key = rcgen::KeyPair::generate().unwrap();
     let res = c
@@ -322,7 +322,7 @@ async fn x509_svids_are_minted_over_a_csr() {
 
 #[tokio::test]
 async fn bad_csrs_are_refused_naming_the_csr() {
-    let h = Harness::start().await;
+    let h = AdminApi::start().await;
     let mut c = h.svids();
     let key = rcgen::KeyPair::generate().unwrap();
     let mut tampered = csr(&key, &["spiffe://example.org/web"], &[]);
@@ -381,7 +381,7 @@ async fn bad_csrs_are_refused_naming_the_csr() {
 
 #[tokio::test]
 async fn jwt_svids_are_minted_and_verify() {
-    let h = Harness::start().await;
+    let h = AdminApi::start().await;
     let mut c = h.svids();
     let res = c
         .mint_jwtsvid(admin::MintJwtsvidRequest {

@@ -2,11 +2,11 @@
 //! create → list (paged) → update → delete, per-item batch results in
 //! request order, and every kind of bad input refused with the field named.
 
-mod admin_support;
+mod harness;
 
 use std::collections::HashSet;
 
-use admin_support::{assert_item, assert_status, entry, sel, Harness};
+use harness::admin::{assert_item, assert_status, entry, sel, AdminApi};
 use herald::proto::admin;
 use herald::server::state::ServerEvent;
 use herald::spiffe::{Bundle, TrustDomain};
@@ -14,7 +14,7 @@ use tonic::Code;
 
 #[tokio::test]
 async fn create_list_update_delete_round_trip() {
-    let h = Harness::start().await;
+    let h = AdminApi::start().await;
     let mut events = h.state.subscribe();
     let mut c = h.entries();
 
@@ -111,7 +111,7 @@ async fn create_list_update_delete_round_trip() {
 
 #[tokio::test]
 async fn batch_create_answers_per_item_in_request_order() {
-    let h = Harness::start().await;
+    let h = AdminApi::start().await;
     let mut events = h.state.subscribe();
     let mut c = h.entries();
     let mut bad = entry("bad");
@@ -178,7 +178,7 @@ async fn batch_create_answers_per_item_in_request_order() {
 
 #[tokio::test]
 async fn listing_1050_entries_by_100_returns_each_once() {
-    let h = Harness::start().await;
+    let h = AdminApi::start().await;
     let mut c = h.entries();
     let entries: Vec<_> = (0..1050)
         .map(|i| {
@@ -299,7 +299,7 @@ async fn listing_1050_entries_by_100_returns_each_once() {
 
 #[tokio::test]
 async fn bad_entries_are_refused_naming_the_field() {
-    let h = Harness::start().await;
+    let h = AdminApi::start().await;
     let mut c = h.entries();
     // A bundle for other.org makes it a valid federates_with target.
     let other = TrustDomain::new("other.org").unwrap();
@@ -508,7 +508,7 @@ async fn bad_entries_are_refused_naming_the_field() {
 /// 100,000 entries in one call: one transaction and one flush.
 #[tokio::test]
 async fn a_100k_batch_is_one_call() {
-    let h = Harness::start().await;
+    let h = AdminApi::start().await;
     let mut c = h.entries();
     let entries: Vec<_> = (0..100_000)
         .map(|i| {

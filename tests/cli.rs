@@ -1,19 +1,13 @@
 //! The `herald` command line as a user meets it: real processes, real data
 //! directories. Bad input exits 2 with one line naming what was wrong.
 
-mod common;
+mod harness;
 
-use common::{run, run_ok};
+use harness::bin::{assert_fails, now, run, run_ok};
 
+#[track_caller]
 fn assert_bad_input(args: &[&str], needle: &str) {
-    let out = run(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "herald {args:?}: {stderr}");
-    assert!(
-        stderr.contains(needle),
-        "herald {args:?}: expected {needle:?} in {stderr:?}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_fails(args, &run(args), 2, needle);
 }
 
 #[test]
@@ -220,11 +214,7 @@ fn jwt_mint_prints_a_verifiable_token() {
     let json = run_ok(&["bundle", "show", "--data-dir", d]);
     let td = herald::spiffe::TrustDomain::new("example.org").unwrap();
     let bundle = herald::spiffe::Bundle::from_spiffe_json(td, json.as_bytes()).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let claims = herald::ca::verify_jwt_svid(token, |_| Some(&bundle), "db", now).unwrap();
+    let claims = herald::ca::verify_jwt_svid(token, |_| Some(&bundle), "db", now()).unwrap();
     assert_eq!(claims.sub.as_str(), "spiffe://example.org/w");
 }
 

@@ -3,34 +3,32 @@
 //! federated bundles set by hand, and every kind of bad input refused with
 //! InvalidArgument naming the field.
 
-mod federation_support;
+mod harness;
 
 use std::time::Duration;
 
-use federation_support::{closed_port, Peer};
+use harness::admin::assert_item;
+use harness::dirs::free_port;
+use harness::peer::{serve_unix, Peer};
 use herald::proto::admin;
 use herald::proto::admin::federated_bundles_client::FederatedBundlesClient;
 use herald::proto::admin::federation_client::FederationClient;
 use herald::proto::admin::federation_relationship::BundleEndpointProfile as Profile;
-use herald::server::federation::{
-    federation_routes, spawn_refresher_with, RefresherSettings, WebRoots,
-};
+use herald::server::federation::{federation_routes, RefresherSettings, WebRoots};
 use herald::server::state::ServerEvent;
 use herald::spiffe::TrustDomain;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::Channel;
 use tonic::Code;
 
 struct Harness {
     peer: Peer,
-    _dir: tempfile::TempDir,
     channel: Channel,
 }
 
 impl Harness {
     async fn start() -> Harness {
         let peer = Peer::new("example.org");
-        let (refresher, _task) = spawn_refresher_with(
-            peer.state.clone(),
+        let (refresher, _task) = peer.spawn_refresher(
             WebRoots::empty(),
             RefresherSettings {
                 default_interval: Duration::from_secs(3600),
@@ -38,34 +36,10 @@ impl Harness {
                 fetch_timeout: Duration::from_secs(5),
                 ..RefresherSettings::default()
             },
-            peer.stop(),
         );
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("admin.sock");
-        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-        let routes = federation_routes(peer.state.clone(), refresher);
-        tokio::spawn(
-            Server::builder()
-                .add_routes(routes)
-                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
-        );
-        let channel = Endpoint::try_from("http://localhost")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_| {
-                let p = socket.clone();
-                async move {
-                    tokio::net::UnixStream::connect(p)
-                        .await
-                        .map(hyper_util::rt::TokioIo::new)
-                }
-            }))
-            .await
-            .unwrap();
-        Harness {
-            peer,
-            _dir: dir,
-            channel,
-        }
+        let socket = peer.dir().join("admin.sock");
+        let channel = serve_unix(federation_routes(peer.state.clone(), refresher), &socket).await;
+        Harness { peer, channel }
     }
 
     fn federation(&self) -> FederationClient<Channel> {
@@ -111,17 +85,6 @@ async fn create_one(
         .unwrap()
         .into_inner();
     res.results.pop().unwrap()
-}
-
-#[track_caller]
-fn assert_item(status: &Option<admin::Status>, code: Code, needle: &str) {
-    let s = status.as_ref().expect("a status");
-    assert_eq!(s.code, code as i32, "{}", s.message);
-    assert!(
-        s.message.contains(needle),
-        "{needle:?} not in {:?}",
-        s.message
-    );
 }
 
 #[tokio::test]
@@ -325,7 +288,7 @@ async fn relationships_round_trip_and_refresh() {
 
     // Update to an endpoint that is down: the refresh fails, says why, and
     // the bundle in use stays.
-    let down = format!("https://127.0.0.1:{}/", closed_port().await);
+    let down = format!("https://127.0.0.1:{}/", free_port());
     let res = c
         .batch_update_federation_relationship(admin::BatchUpdateFederationRelationshipRequest {
             federation_relationships: vec![

@@ -4,26 +4,21 @@
 //! (each checking the other's SPIFFE ID), and keep doing so after b.org
 //! rotates its CA, with no restart and no manual refresh.
 
-mod common;
+mod harness;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{
-    agent_config, free_port, my_uid, start_agent, start_server_td, Agent, Server,
-};
+use harness::bin::my_uid;
+use harness::cluster::{Agent, Server};
+use harness::config::ServerToml;
+use harness::dirs::free_port;
+use harness::workload::{client, rt};
 use herald::spiffe::SpiffeId;
 use herald::tls::{OptionalSvidClientVerifier, Roots, ServerIdVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use spiffe::WorkloadApiClient;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn endpoint(port: u16) -> String {
     format!("[federation.bundle_endpoint]\naddress = \"127.0.0.1:{port}\"\nprofile = \"https_spiffe\"\nrefresh_hint = \"10s\"\n")
@@ -57,28 +52,18 @@ struct Domain {
 }
 
 fn domain(dir: &std::path::Path, td: &str, port: u16) -> Domain {
-    let server = start_server_td(
-        &dir.join(td),
-        td,
-        &format!("default_x509_svid_ttl = \"10s\"\n{}", endpoint(port)),
+    let server = Server::start_with(
+        &ServerToml::new(&dir.join(td))
+            .trust_domain(td)
+            .extra("default_x509_svid_ttl = \"10s\"\n")
+            .extra(&endpoint(port)),
     );
-    let (token, agent_id) = server.join_token();
-    let agent = start_agent(&agent_config(
-        &server,
-        &dir.join(format!("{td}-agent")),
-        Some(&token),
-    ));
+    let (agent, agent_id) = server.start_agent(&dir.join(format!("{td}-agent")));
     Domain {
         server,
         agent,
         agent_id,
     }
-}
-
-async fn client(agent: &Agent) -> WorkloadApiClient {
-    WorkloadApiClient::connect_to(format!("unix:{}", agent.socket.display()))
-        .await
-        .unwrap()
 }
 
 /// The workload's SVID, key and the bundle of `peer_td`, once present.
@@ -245,8 +230,8 @@ fn workloads_of_two_trust_domains_complete_mtls_across_a_ca_rotation() {
     create(&b, "spiffe://b.org/api", "a.org");
 
     rt().block_on(async {
-        let ca = client(&a.agent).await;
-        let cb = client(&b.agent).await;
+        let ca = client(&a.agent.socket).await;
+        let cb = client(&b.agent.socket).await;
         let (svid_a, b_roots_at_a) = material(&ca, "b.org", 1).await;
         let (svid_b, a_roots_at_b) = material(&cb, "a.org", 1).await;
         mtls(

@@ -5,116 +5,42 @@
 //! it trusting that CA through `federation.web_roots_path`. Each then holds
 //! the other's bundle, visible through `herald bundle show --trust-domain`.
 
-mod federation_support;
+mod harness;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use federation_support::WebCa;
+use harness::cluster::Server;
+use harness::config::ServerToml;
+use harness::dirs::free_port;
+use harness::web::WebCa;
 
-/// A `herald server run` process; killed on drop.
-struct Server {
-    child: Child,
-    dir: PathBuf,
-    socket: PathBuf,
+/// A server of `td` in `dir` with `federation` TOML, logging federation detail.
+fn start(dir: &Path, td: &str, federation: &str) -> Server {
+    Server::start_with(
+        &ServerToml::new(dir)
+            .trust_domain(td)
+            .log_level("info,herald=debug")
+            .extra(federation),
+    )
 }
 
-impl Server {
-    /// Starts a server; `None` if this build does not know `[federation]`.
-    fn start(dir: &Path, td: &str, federation: &str) -> Option<Server> {
-        std::fs::create_dir_all(dir).unwrap();
-        let socket = dir.join("admin.sock");
-        let config = dir.join("server.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "trust_domain = \"{td}\"\ndata_dir = \"{}\"\nbind_address = \"127.0.0.1:0\"\nadmin_socket = \"{}\"\nlog_level = \"info,herald=debug\"\n{federation}",
-                dir.join("data").display(),
-                socket.display()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["server", "run", "--config", config.to_str().unwrap()])
-            .env_remove("HERALD_LOG")
-            .env_remove("HERALD_ADMIN_SOCKET")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn herald server run");
-        let mut server = Server {
-            child,
-            dir: dir.to_path_buf(),
-            socket,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !server.socket.exists() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                let log = server.log();
-                if log.contains("unknown field `federation`") {
-                    return None;
-                }
-                panic!("herald server run exited with {status}:\n{log}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no admin socket:\n{}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+/// Waits until `bundle show --trust-domain td` answers; returns the JSON.
+fn wait_for_bundle(server: &Server, td: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let out = server.run(&["bundle", "show", "--trust-domain", td]);
+        if out.status.success() {
+            return String::from_utf8(out.stdout).unwrap();
         }
-        Some(server)
+        assert!(
+            Instant::now() < deadline,
+            "no bundle of {td}: {}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.proc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-    }
-
-    fn herald(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(args)
-            .arg("--socket")
-            .arg(&self.socket)
-            .env_remove("HERALD_LOG")
-            .env_remove("HERALD_ADMIN_SOCKET")
-            .output()
-            .unwrap()
-    }
-
-    /// Waits until `bundle show --trust-domain td` answers; returns the JSON.
-    fn wait_for_bundle(&self, td: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            let out = self.herald(&["bundle", "show", "--trust-domain", td]);
-            if out.status.success() {
-                return String::from_utf8(out.stdout).unwrap();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no bundle of {td}: {}\nserver log:\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -142,9 +68,8 @@ profile = "https_web"
 "#,
         roots = ca.ca_path.display()
     );
-    let b = Server::start(&tmp.path().join("b"), "b.org", &b_federation)
-        .expect("the server configuration takes a [federation] table");
-    let out = b.herald(&["bundle", "show"]);
+    let b = start(&tmp.path().join("b"), "b.org", &b_federation);
+    let out = b.run(&["bundle", "show"]);
     assert!(out.status.success());
     let bootstrap = tmp.path().join("b.org.json");
     std::fs::write(&bootstrap, &out.stdout).unwrap();
@@ -170,13 +95,13 @@ trust_domain_bundle_path = "{bootstrap}"
         key = ca.key_path.display(),
         bootstrap = bootstrap.display()
     );
-    let a = Server::start(&tmp.path().join("a"), "a.org", &a_federation).unwrap();
+    let a = start(&tmp.path().join("a"), "a.org", &a_federation);
 
     // a.org fetched b.org's bundle over https_spiffe: the served refresh
     // hint shows it came from the endpoint, not from the bootstrap file.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let json = a.wait_for_bundle("b.org");
+        let json = wait_for_bundle(&a, "b.org");
         let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
         if doc["spiffe_refresh_hint"] == 60 {
             break;
@@ -184,11 +109,11 @@ trust_domain_bundle_path = "{bootstrap}"
         assert!(
             Instant::now() < deadline,
             "not refreshed: {json}\n{}",
-            a.log()
+            a.proc.log_text()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let out = a.herald(&[
+    let out = a.run(&[
         "federation",
         "show",
         "--trust-domain",
@@ -209,10 +134,10 @@ trust_domain_bundle_path = "{bootstrap}"
 
     // b.org fetched a.org's bundle over https_web; the next retry after
     // a.org came up is at most a few seconds away.
-    let json = b.wait_for_bundle("a.org");
+    let json = wait_for_bundle(&b, "a.org");
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["spiffe_refresh_hint"], 300);
     let own: serde_json::Value =
-        serde_json::from_slice(&a.herald(&["bundle", "show"]).stdout).unwrap();
+        serde_json::from_slice(&a.run(&["bundle", "show"]).stdout).unwrap();
     assert_eq!(doc["keys"], own["keys"]);
 }

@@ -4,13 +4,13 @@
 //! and 1.3; a fetch authenticates the endpoint by its profile and names
 //! what went wrong when it cannot.
 
-mod federation_support;
+mod harness;
 
 use std::time::Duration;
 
-use federation_support::{
-    closed_port, raw_request, serve_raw, spiffe_relationship, web_relationship, Peer, WebCa,
-};
+use harness::dirs::free_port;
+use harness::peer::Peer;
+use harness::web::{raw_request, serve_raw, spiffe_relationship, web_relationship, WebCa};
 use herald::server::federation::{fetch_bundle, FetchFailure, WebRoots};
 use herald::spiffe::{Bundle, TrustDomain};
 
@@ -196,10 +196,7 @@ async fn bad_endpoints_give_errors_that_say_why() {
     let roots = ca.roots();
 
     // Nothing listening.
-    let rel = web_relationship(
-        "b.org",
-        format!("https://localhost:{}/", closed_port().await),
-    );
+    let rel = web_relationship("b.org", format!("https://localhost:{}/", free_port()));
     let err = fetch_bundle(&rel, &[], &roots, TIMEOUT).await.unwrap_err();
     assert!(matches!(err.reason, FetchFailure::Unreachable(_)), "{err}");
     assert!(err.to_string().contains("unreachable"), "{err}");

@@ -4,16 +4,17 @@
 //! status) when a peer is unreachable, presents the wrong SPIFFE ID, serves
 //! another trust domain's bundle or malformed JSON.
 
-mod federation_support;
+mod harness;
 
 use std::time::Duration;
 
-use federation_support::{
-    closed_port, eventually, same_keys, serve_raw, spiffe_relationship, web_relationship, Peer,
-    WebCa,
+use harness::dirs::free_port;
+use harness::peer::Peer;
+use harness::web::{
+    eventually, same_keys, serve_raw, spiffe_relationship, web_relationship, WebCa,
 };
 use herald::server::federation::{
-    spawn_refresher_with, FetchFailure, RefreshError, RefresherHandle, RefresherSettings, WebRoots,
+    FetchFailure, RefreshError, RefresherHandle, RefresherSettings, WebRoots,
 };
 use herald::server::state::{ServerEvent, ServerState};
 use herald::spiffe::{Bundle, TrustDomain};
@@ -60,7 +61,7 @@ async fn a_foreign_ca_rotation_is_taken_up_without_an_operator() {
         &a,
         web_relationship("b.org", format!("https://localhost:{}/", addr.port())),
     );
-    let (handle, task) = spawn_refresher_with(a.state.clone(), ca.roots(), fast(), a.stop());
+    let (handle, task) = a.spawn_refresher(ca.roots(), fast());
 
     let first = b.bundle();
     assert!(
@@ -102,8 +103,7 @@ async fn https_spiffe_starts_from_the_bootstrap_bundle() {
     // The operator's bootstrap bundle: what `federation create
     // --trust-domain-bundle` stores.
     a.state.store.set_bundle(&b.bundle()).unwrap();
-    let (handle, _task) =
-        spawn_refresher_with(a.state.clone(), WebRoots::empty(), quiet(), a.stop());
+    let (handle, _task) = a.spawn_refresher(WebRoots::empty(), quiet());
     put(
         &a.state,
         &handle,
@@ -148,16 +148,13 @@ async fn bad_fetches_keep_the_last_good_bundle_and_say_why() {
     .await;
     let good = b.bundle();
     a.state.store.set_bundle(&good).unwrap();
-    let (handle, _task) = spawn_refresher_with(a.state.clone(), ca.roots(), quiet(), a.stop());
+    let (handle, _task) = a.spawn_refresher(ca.roots(), quiet());
     let td = TrustDomain::new("b.org").unwrap();
     let mut events = a.state.subscribe();
 
     let cases: Vec<(FederationRelationship, &str)> = vec![
         (
-            web_relationship(
-                "b.org",
-                format!("https://localhost:{}/", closed_port().await),
-            ),
+            web_relationship("b.org", format!("https://localhost:{}/", free_port())),
             "unreachable",
         ),
         (
@@ -233,15 +230,12 @@ async fn failures_are_retried_sooner_with_backoff() {
     let b = Peer::new("b.org");
     let ca = WebCa::new();
     // Reserve a port, then start nothing on it for now.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    let port = free_port();
     put_relationship_only(
         &a,
         web_relationship("b.org", format!("https://localhost:{port}/")),
     );
-    let (handle, _task) = spawn_refresher_with(
-        a.state.clone(),
+    let (handle, _task) = a.spawn_refresher(
         ca.roots(),
         RefresherSettings {
             default_interval: Duration::from_secs(3600),
@@ -250,7 +244,6 @@ async fn failures_are_retried_sooner_with_backoff() {
             fetch_timeout: Duration::from_secs(5),
             ..RefresherSettings::default()
         },
-        a.stop(),
     );
     let td = TrustDomain::new("b.org").unwrap();
     assert!(
@@ -291,8 +284,7 @@ async fn failures_are_retried_sooner_with_backoff() {
 #[tokio::test]
 async fn a_deleted_relationship_is_no_longer_refreshed() {
     let a = Peer::new("a.org");
-    let (handle, _task) =
-        spawn_refresher_with(a.state.clone(), WebRoots::empty(), quiet(), a.stop());
+    let (handle, _task) = a.spawn_refresher(WebRoots::empty(), quiet());
     let td = TrustDomain::new("b.org").unwrap();
     let err = handle.refresh_now(&td).await.unwrap_err();
     assert!(matches!(err, RefreshError::NoRelationship(_)), "{err}");

@@ -2,9 +2,12 @@
 //! (another cluster) whose CA is signed by an upstream Herald server. Its
 //! workloads' SVIDs verify against the upstream's root bundle.
 
-mod common;
+mod harness;
 
-use common::cluster::{agent_config, my_uid, start_agent, start_server, Server};
+use harness::cluster::{run_role, Server};
+use harness::config::ServerToml;
+use harness::openssl::verify_chain;
+use harness::workload::fetch_x509_files;
 
 fn downstream_config(up: &Server, dir: &std::path::Path, token: &str) -> String {
     let bootstrap = dir.join("upstream-bundle.pem");
@@ -19,7 +22,7 @@ fn downstream_config(up: &Server, dir: &std::path::Path, token: &str) -> String 
 #[test]
 fn a_downstream_server_issues_svids_that_verify_against_the_upstream_root() {
     let dir = tempfile::tempdir().unwrap();
-    let up = start_server(&dir.path().join("up"), "");
+    let up = Server::start(&dir.path().join("up"), "");
     let (token, downstream_id) = up.join_token();
     up.cli_ok(&[
         "entry",
@@ -34,7 +37,7 @@ fn a_downstream_server_issues_svids_that_verify_against_the_upstream_root() {
     ]);
     std::fs::create_dir_all(dir.path().join("down")).unwrap();
     let extra = downstream_config(&up, &dir.path().join("down"), &token);
-    let down = start_server(&dir.path().join("down"), &extra);
+    let down = Server::start(&dir.path().join("down"), &extra);
 
     // One trust domain, one root: the downstream publishes the upstream's.
     let up_roots = up.cli_ok(&["bundle", "show", "--format", "pem"]);
@@ -43,57 +46,30 @@ fn a_downstream_server_issues_svids_that_verify_against_the_upstream_root() {
         up_roots
     );
 
-    let (agent_token, agent_id) = down.join_token();
-    let agent = start_agent(&agent_config(
-        &down,
-        &dir.path().join("agent"),
-        Some(&agent_token),
-    ));
-    let uid = format!("unix:uid:{}", my_uid());
-    down.cli_ok(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://example.org/cluster-b/web",
-        "--parent-id",
-        &agent_id,
-        "--selector",
-        &uid,
-    ]);
+    let (agent, agent_id) = down.start_agent(&dir.path().join("agent"));
+    down.create_entry("spiffe://example.org/cluster-b/web", &agent_id, &[]);
     let out = dir.path().join("out");
-    let certs = common::cluster::fetch_x509_files(&agent.socket, &out);
+    let certs = fetch_x509_files(&agent.socket, &out);
     assert_eq!(
         certs.len(),
         2,
         "leaf + the downstream's CA (signed by the upstream)"
     );
     std::fs::write(out.join("up-roots.pem"), &up_roots).unwrap();
-    let (ok, text) = common::cluster::openssl_verify_chain(&out, &certs, "up-roots.pem");
+    let (ok, text) = verify_chain(&out, &certs, "up-roots.pem");
     assert!(ok, "openssl verify against the upstream root: {text}");
 }
 
 #[test]
 fn a_downstream_without_a_downstream_entry_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let up = start_server(&dir.path().join("up"), "");
+    let up = Server::start(&dir.path().join("up"), "");
     let (token, _) = up.join_token();
     let ddir = dir.path().join("down");
     std::fs::create_dir_all(&ddir).unwrap();
     let extra = downstream_config(&up, &ddir, &token);
-    let config = ddir.join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nbind_address = \"127.0.0.1:0\"\nadmin_socket = \"{}\"\n{extra}",
-            ddir.join("data").display(),
-            ddir.join("admin.sock").display()
-        ),
-    )
-    .unwrap();
-    let out = common::herald()
-        .args(["server", "run", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let config = ServerToml::new(&ddir).extra(&extra).write();
+    let out = run_role("server", &config);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no entry marked downstream"), "{err}");

@@ -2,21 +2,15 @@
 //! from a CSR that OpenSSL itself made, from the `herald x509 mint` command,
 //! and through an intermediate CA.
 
-mod common;
+mod harness;
 
 use std::sync::Arc;
 
-use common::{openssl, run_ok};
+use harness::bin::{now, run_ok};
+use harness::openssl::{openssl, verify_chain};
 use herald::ca::keys::der_to_pem;
-use herald::ca::{verify_csr, KeyPair, KeyType, SvidRequest, X509Authority};
+use herald::ca::{verify_csr, KeyPair, KeyType, SignedCert, SvidRequest, X509Authority};
 use herald::spiffe::{SpiffeId, TrustDomain};
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 #[test]
 fn openssl_csr_signed_by_herald_verifies() {
@@ -47,8 +41,7 @@ fn openssl_csr_signed_by_herald_verifies() {
         let verified = verify_csr(&csr).unwrap();
 
         let td = TrustDomain::new("example.org").unwrap();
-        let ca_key = Arc::new(KeyPair::generate(KeyType::EcP256).unwrap());
-        let ca = X509Authority::self_signed(&td, ca_key, 3600, now()).unwrap();
+        let ca = self_signed(&td, KeyType::EcP256, 3600);
         // The ID comes from us, not from the CSR (whose subject says "ignored").
         let id = SpiffeId::parse("spiffe://example.org/from-csr").unwrap();
         let svid = ca
@@ -107,38 +100,36 @@ fn openssl_csr_signed_by_herald_verifies() {
     }
 }
 
+/// A self-signed CA with a fresh key of `kind`.
+fn self_signed(td: &TrustDomain, kind: KeyType, ttl_secs: i64) -> X509Authority {
+    let key = Arc::new(KeyPair::generate(kind).unwrap());
+    X509Authority::self_signed(td, key, ttl_secs, now()).unwrap()
+}
+
+/// A 60 s SVID for `id` over a fresh P-256 key, signed by `ca`.
+fn svid_for(ca: &X509Authority, id: &str) -> SignedCert {
+    let key = KeyPair::generate(KeyType::EcP256).unwrap();
+    let spki = key.public_key_spki();
+    let id = SpiffeId::parse(id).unwrap();
+    ca.sign_svid(
+        &SvidRequest {
+            spiffe_id: &id,
+            public_key_spki: &spki,
+            ttl_secs: 60,
+            dns_names: &[],
+        },
+        now(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn a_wrong_ca_does_not_verify() {
     let dir = tempfile::tempdir().unwrap();
     let td = TrustDomain::new("example.org").unwrap();
-    let ca = X509Authority::self_signed(
-        &td,
-        Arc::new(KeyPair::generate(KeyType::EcP256).unwrap()),
-        3600,
-        now(),
-    )
-    .unwrap();
-    let other = X509Authority::self_signed(
-        &td,
-        Arc::new(KeyPair::generate(KeyType::EcP256).unwrap()),
-        3600,
-        now(),
-    )
-    .unwrap();
-    let key = KeyPair::generate(KeyType::EcP256).unwrap();
-    let id = SpiffeId::parse("spiffe://example.org/x").unwrap();
-    let spki = key.public_key_spki();
-    let svid = ca
-        .sign_svid(
-            &SvidRequest {
-                spiffe_id: &id,
-                public_key_spki: &spki,
-                ttl_secs: 60,
-                dns_names: &[],
-            },
-            now(),
-        )
-        .unwrap();
+    let ca = self_signed(&td, KeyType::EcP256, 3600);
+    let other = self_signed(&td, KeyType::EcP256, 3600);
+    let svid = svid_for(&ca, "spiffe://example.org/x");
     std::fs::write(
         dir.path().join("other.pem"),
         der_to_pem(other.cert_der(), "CERTIFICATE"),
@@ -157,60 +148,20 @@ fn a_wrong_ca_does_not_verify() {
 fn chain_through_an_intermediate_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let td = TrustDomain::new("example.org").unwrap();
-    let root = X509Authority::self_signed(
-        &td,
-        Arc::new(KeyPair::generate(KeyType::EcP384).unwrap()),
-        7200,
-        now(),
-    )
-    .unwrap();
+    let root = self_signed(&td, KeyType::EcP384, 7200);
     let ikey = Arc::new(KeyPair::generate(KeyType::EcP256).unwrap());
     let signed = root
         .sign_ca(&td, &ikey.public_key_spki(), 3600, now())
         .unwrap();
     let inter = X509Authority::from_parts(&td, signed.cert_der, vec![], ikey).unwrap();
-    let key = KeyPair::generate(KeyType::EcP256).unwrap();
-    let spki = key.public_key_spki();
-    let id = SpiffeId::parse("spiffe://example.org/deep").unwrap();
-    let svid = inter
-        .sign_svid(
-            &SvidRequest {
-                spiffe_id: &id,
-                public_key_spki: &spki,
-                ttl_secs: 60,
-                dns_names: &[],
-            },
-            now(),
-        )
-        .unwrap();
+    let svid = svid_for(&inter, "spiffe://example.org/deep");
     assert_eq!(svid.chain.len(), 2);
     std::fs::write(
         dir.path().join("root.pem"),
         der_to_pem(root.cert_der(), "CERTIFICATE"),
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("inter.pem"),
-        der_to_pem(&svid.chain[1], "CERTIFICATE"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("leaf.pem"),
-        der_to_pem(&svid.chain[0], "CERTIFICATE"),
-    )
-    .unwrap();
-    let (ok, text) = openssl(
-        dir.path(),
-        &[
-            "verify",
-            "-x509_strict",
-            "-CAfile",
-            "root.pem",
-            "-untrusted",
-            "inter.pem",
-            "leaf.pem",
-        ],
-    );
+    let (ok, text) = verify_chain(dir.path(), &svid.chain, "root.pem");
     assert!(ok, "openssl verify: {text}");
 }
 

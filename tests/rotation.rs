@@ -3,61 +3,26 @@
 //! breaking tokens, taint forces re-issue, and a restart mid-rotation
 //! resumes it.
 
-mod common;
+mod harness;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{agent_config, my_uid, start_agent, start_server, Agent, Server};
 use futures::StreamExt as _;
+use harness::cluster::{Agent, Server};
+use harness::node::NodeAgent;
+use harness::workload::{client, next_svid_where, rt, wait_for_svid};
 use herald::ca::x509::cert_facts;
 use rustls::pki_types::{CertificateDer, UnixTime};
-use spiffe::WorkloadApiClient;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn setup(dir: &std::path::Path, extra: &str, x509_ttl: &str) -> (Server, Agent, String) {
-    let server = start_server(&dir.join("server"), extra);
-    let (token, agent_id) = server.join_token();
-    let config = agent_config(&server, &dir.join("agent"), Some(&token));
-    let agent = start_agent(&config);
-    let uid = format!("unix:uid:{}", my_uid());
-    server.cli_ok(&[
-        "entry",
-        "create",
-        "--spiffe-id",
+    let server = Server::start(&dir.join("server"), extra);
+    let (agent, agent_id) = server.start_agent(&dir.join("agent"));
+    server.create_entry(
         "spiffe://example.org/rot/web",
-        "--parent-id",
         &agent_id,
-        "--selector",
-        &uid,
-        "--x509-svid-ttl",
-        x509_ttl,
-    ]);
+        &["--x509-svid-ttl", x509_ttl],
+    );
     (server, agent, agent_id)
-}
-
-async fn client(agent: &Agent) -> WorkloadApiClient {
-    WorkloadApiClient::connect_to(format!("unix:{}", agent.socket.display()))
-        .await
-        .unwrap()
-}
-
-async fn wait_for_svid(c: &WorkloadApiClient) -> spiffe::X509Svid {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match c.fetch_x509_svid().await {
-            Ok(s) => return s,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => panic!("no SVID: {e}"),
-        }
-    }
 }
 
 /// Does this SVID chain to one of these roots right now?
@@ -115,7 +80,7 @@ fn two_full_rotations_with_zero_disagreements() {
         "15s",
     );
     rt().block_on(async {
-        let c = client(&agent).await;
+        let c = client(&agent.socket).await;
         wait_for_svid(&c).await;
         let mut stream = c.stream_x509_contexts().await.unwrap();
         let td = spiffe::TrustDomain::new("example.org").unwrap();
@@ -157,7 +122,7 @@ fn jwt_key_rotation_keeps_old_tokens_valid() {
     let dir = tempfile::tempdir().unwrap();
     let (server, agent, _) = setup(dir.path(), "", "1h");
     rt().block_on(async {
-        let c = client(&agent).await;
+        let c = client(&agent.socket).await;
         wait_for_svid(&c).await;
         let before = c.fetch_jwt_svid(["db"], None).await.unwrap();
         server.cli_ok(&["authority", "prepare", "--kind", "jwt"]);
@@ -184,7 +149,7 @@ fn taint_reissues_every_svid_and_revoke_follows() {
     let dir = tempfile::tempdir().unwrap();
     let (server, agent, _) = setup(dir.path(), "", "1h");
     rt().block_on(async {
-        let c = client(&agent).await;
+        let c = client(&agent.socket).await;
         let first = wait_for_svid(&c).await;
         let old_issuer = issuer(&first);
         let v = authorities(&server);
@@ -204,20 +169,13 @@ fn taint_reissues_every_svid_and_revoke_follows() {
         let _current = stream.next().await.unwrap().unwrap();
         let tainted_at = Instant::now();
         server.cli_ok(&["authority", "taint", "--kind", "x509", "--id", &old_id]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let next = tokio::time::timeout(
-                deadline.saturating_duration_since(Instant::now()),
-                stream.next(),
-            )
-            .await
-            .expect("no re-issued SVID within 10 s of the taint")
-            .unwrap()
-            .unwrap();
-            if issuer(&next) != old_issuer {
-                break;
-            }
-        }
+        next_svid_where(
+            &mut stream,
+            Duration::from_secs(10),
+            "no re-issued SVID within 10 s of the taint",
+            |next| issuer(next) != old_issuer,
+        )
+        .await;
         eprintln!("re-issued {:?} after the taint", tainted_at.elapsed());
         // Once the agent acknowledged, revocation removes it from the bundle.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -243,7 +201,7 @@ fn taint_reissues_every_svid_and_revoke_follows() {
 #[test]
 fn restart_mid_rotation_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, agent, _) = setup(
+    let (server, agent, _) = setup(
         dir.path(),
         "ca_ttl = \"90s\"\ndefault_x509_svid_ttl = \"15s\"\n",
         "15s",
@@ -259,8 +217,7 @@ fn restart_mid_rotation_resumes() {
         assert!(Instant::now() < deadline, "nothing was prepared");
         std::thread::sleep(Duration::from_millis(500));
     };
-    server.proc.stop();
-    let server = start_server(&server.dir.clone(), "");
+    let server = server.relaunch();
     let v = authorities(&server);
     assert_eq!(
         ids_in(&v, "x509", "prepared"),
@@ -294,47 +251,14 @@ fn gated_activation_waits_for_a_lagging_agent_then_the_deadline_activates() {
     );
     // A lagging agent: attested and syncing, but it never acknowledges a bundle.
     let (token, lagging_id) = server.join_token();
-    let bootstrap = dir.path().join("lag.pem");
-    server.bootstrap_pem(&bootstrap);
-    let roots =
-        herald::ca::keys::pem_blocks(&std::fs::read_to_string(&bootstrap).unwrap(), "CERTIFICATE")
-            .unwrap();
-    let addr: std::net::SocketAddr = server.node_addr.parse().unwrap();
+    let roots = herald::ca::keys::pem_blocks(&server.bundle_pem(), "CERTIFICATE").unwrap();
     let runtime = rt();
     let _lagging_stream = runtime.block_on(async {
         let td = herald::spiffe::TrustDomain::new("example.org").unwrap();
-        let connector = herald::agent::node_client::ServerConnector::new(
-            addr,
-            &td,
-            herald::tls::Roots::new(roots),
-            false,
-        )
-        .unwrap();
-        let key = herald::ca::KeyPair::generate(herald::ca::KeyType::EcP256).unwrap();
-        let csr = herald::agent::manager::make_csr(&key).unwrap();
-        let resp = connector
-            .anonymous()
+        NodeAgent::attest(server.node_addr, &td, roots, &token)
             .await
-            .unwrap()
-            .attest(herald::proto::node::AttestRequest {
-                join_token: token,
-                csr,
-            })
+            .sync()
             .await
-            .unwrap()
-            .into_inner();
-        let cred = herald::agent::node_client::AgentCredential {
-            spiffe_id: herald::spiffe::SpiffeId::parse(&resp.spiffe_id).unwrap(),
-            not_after: cert_facts(&resp.svid_chain[0]).unwrap().not_after,
-            chain: resp.svid_chain,
-            key: std::sync::Arc::new(key),
-        };
-        let mut client = connector.authenticated(&cred).await.unwrap();
-        client
-            .sync(herald::proto::node::SyncRequest {})
-            .await
-            .unwrap()
-            .into_inner()
     });
     let waiting = server
         .proc

@@ -7,9 +7,12 @@
 //! naming the store directory. `durability_writer_child` is ignored in normal
 //! runs because it is only the child half of the test below.
 
+mod harness;
+
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 
+use harness::bin::herald;
 use herald::spiffe::SpiffeId;
 use herald::store::{
     AttestedAgent, DataStore, IssuanceRecord, JoinToken, RegistrationEntry, Selector, SledStore,
@@ -157,7 +160,7 @@ fn unknown_schema_version_is_a_clear_error_in_a_new_process() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // A real data directory, made by the CLI.
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+    let out = herald()
         .args([
             "x509",
             "mint",
@@ -178,7 +181,7 @@ fn unknown_schema_version_is_a_clear_error_in_a_new_process() {
             .unwrap();
         db.flush().unwrap();
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+    let out = herald()
         .args(["bundle", "show", "--data-dir", data.to_str().unwrap()])
         .output()
         .unwrap();

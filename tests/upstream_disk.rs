@@ -2,11 +2,14 @@
 //! read from PEM files (the test fixtures in keys/), workloads get the chain
 //! up to it, and the bundle holds the upstream root.
 
-mod common;
+mod harness;
 
 use std::os::unix::fs::PermissionsExt as _;
 
-use common::cluster::{agent_config, my_uid, start_agent, start_server};
+use harness::cluster::{run_role, Server};
+use harness::config::ServerToml;
+use harness::openssl::verify_chain;
+use harness::workload::fetch_x509_files;
 
 fn fixtures(dir: &std::path::Path, key_mode: u32) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("keys");
@@ -27,7 +30,7 @@ fn fixtures(dir: &std::path::Path, key_mode: u32) -> String {
 fn svids_chain_through_herald_to_the_upstream_root() {
     let dir = tempfile::tempdir().unwrap();
     let extra = fixtures(&dir.path().join("up"), 0o600);
-    let server = start_server(&dir.path().join("server"), &extra);
+    let server = Server::start(&dir.path().join("server"), &extra);
     // The bundle is the upstream root, exactly.
     let bundle_pem = server.cli_ok(&["bundle", "show", "--format", "pem"]);
     let fixture = std::fs::read_to_string(dir.path().join("up/upstream.pem")).unwrap();
@@ -35,27 +38,12 @@ fn svids_chain_through_herald_to_the_upstream_root() {
     let f = herald::ca::keys::pem_blocks(&fixture, "CERTIFICATE").unwrap();
     assert_eq!(b, f);
 
-    let (token, agent_id) = server.join_token();
-    let agent = start_agent(&agent_config(
-        &server,
-        &dir.path().join("agent"),
-        Some(&token),
-    ));
-    let uid = format!("unix:uid:{}", my_uid());
-    server.cli_ok(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://example.org/up/web",
-        "--parent-id",
-        &agent_id,
-        "--selector",
-        &uid,
-    ]);
+    let (agent, agent_id) = server.start_agent(&dir.path().join("agent"));
+    server.create_entry("spiffe://example.org/up/web", &agent_id, &[]);
     let out = dir.path().join("out");
-    let certs = common::cluster::fetch_x509_files(&agent.socket, &out);
+    let certs = fetch_x509_files(&agent.socket, &out);
     assert_eq!(certs.len(), 2, "leaf + Herald's intermediate CA");
-    let (ok, text) = common::cluster::openssl_verify_chain(&out, &certs, "bundle.0.pem");
+    let (ok, text) = verify_chain(&out, &certs, "bundle.0.pem");
     assert!(ok, "openssl verify: {text}");
 }
 
@@ -63,22 +51,10 @@ fn svids_chain_through_herald_to_the_upstream_root() {
 fn a_loose_upstream_key_is_refused_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
     let extra = fixtures(&dir.path().join("up"), 0o644);
-    let sdir = dir.path().join("server");
-    std::fs::create_dir_all(&sdir).unwrap();
-    let config = sdir.join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nbind_address = \"127.0.0.1:0\"\nadmin_socket = \"{}\"\n{extra}",
-            sdir.join("data").display(),
-            sdir.join("admin.sock").display()
-        ),
-    )
-    .unwrap();
-    let out = common::herald()
-        .args(["server", "run", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let config = ServerToml::new(&dir.path().join("server"))
+        .extra(&extra)
+        .write();
+    let out = run_role("server", &config);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

@@ -3,12 +3,16 @@
 //! process, spoken to by the `spiffe` crate's client and by a raw tonic
 //! client for the status codes.
 
+mod harness;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use harness::bin::{my_uid, now};
+use harness::workload::{raw_client, with_header};
 use herald::agent::attestor::UnixAttestor;
 use herald::agent::cache::{Cache, CacheSnapshot, JwtSvidSource, WorkloadIdentity};
 use herald::agent::workload_api::WorkloadApi;
@@ -20,29 +24,12 @@ use herald::proto::workload::{
 };
 use herald::spiffe::{Bundle, SpiffeId, TrustDomain};
 use herald::store::Selector;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request};
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// Certificates are issued a minute in the past, so they are valid at once.
 fn issued_at() -> i64 {
     now() - 60
-}
-
-fn my_uid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
-    line.split_ascii_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 fn unix(value: &str) -> Selector {
@@ -236,38 +223,12 @@ impl Harness {
     }
 
     async fn spiffe_client(&self) -> spiffe::WorkloadApiClient {
-        spiffe::WorkloadApiClient::connect_to(format!("unix:{}", self.path.display()))
-            .await
-            .unwrap()
+        harness::workload::client(&self.path).await
     }
 
     async fn raw_client(&self) -> SpiffeWorkloadApiClient<Channel> {
         raw_client(&self.path).await
     }
-}
-
-async fn raw_client(path: &Path) -> SpiffeWorkloadApiClient<Channel> {
-    let path = path.to_owned();
-    let channel = Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(p)
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-            }
-        }))
-        .await
-        .unwrap();
-    SpiffeWorkloadApiClient::new(channel)
-}
-
-fn with_header<T>(msg: T) -> Request<T> {
-    let mut req = Request::new(msg);
-    req.metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
-    req
 }
 
 #[tokio::test]

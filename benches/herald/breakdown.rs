@@ -20,7 +20,8 @@ use herald::store::{DataStore, IssuanceRecord, RegistrationEntry, Selector, Sled
 
 use crate::bound::CryptoBound;
 use crate::child;
-use crate::cluster::{self, trust_domain};
+use crate::cluster::trust_domain;
+use crate::harness::dirs::temp_dir;
 use crate::measure::{fmt_dur, fmt_kib, status_kib};
 use crate::report::{heading, ratio, Report, Row};
 use crate::scale::Scale;
@@ -79,7 +80,7 @@ fn identity(i: usize, selector: Selector) -> Arc<WorkloadIdentity> {
 /// calls (each one sled transaction); how much this process's RSS grew, and
 /// its peak (VmHWM) over the RSS before (KiB). Run in a child process.
 pub fn store_with_entries(n: usize, calls: usize, agent: &SpiffeId) -> (u64, u64) {
-    let dir = cluster::temp_dir("hb-prof-");
+    let dir = temp_dir("hb-prof-");
     let me = std::process::id();
     let rss0 = status_kib(me, "VmRSS");
     let store = SledStore::open(&dir.path().join("store")).unwrap();
@@ -139,7 +140,7 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
     let agent = SpiffeId::new(&td, "/herald/agent/breakdown").unwrap();
     let single = child::measure(&format!("sled-entries {e} 1"));
     let chunked = child::measure(&format!("sled-entries {e} 10"));
-    let dir = cluster::temp_dir("hb-prof-");
+    let dir = temp_dir("hb-prof-");
     let store = SledStore::open(&dir.path().join("store")).unwrap();
     store
         .create_entries((0..e).map(|i| store_entry(i, &agent)).collect())

@@ -2,34 +2,32 @@
 //! and `agent::run::start` on their own tokio runtimes (so CPU time splits
 //! by thread name), real `herald server run` and `herald agent run`
 //! processes where a role's own CPU time and peak RSS matter, the admin API
-//! over its Unix socket, and an agent-like node API client (join-token
-//! attestation, then mTLS) for driving issuance directly.
+//! over its Unix socket, and enrollment of an agent-like node API client
+//! for driving issuance directly. Configuration files, processes and the
+//! node client are the test harness's (`tests/harness/`), so benches and
+//! tests start Herald the same way.
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use herald::agent::manager::make_csr;
-use herald::agent::node_client::{AgentCredential, ServerConnector};
 use herald::agent::run::AgentHandle;
-use herald::ca::{KeyPair, KeyType};
 use herald::config::{AgentConfig, ServerConfig};
 use herald::proto::admin::{
     self, agents_client::AgentsClient, bundles_client::BundlesClient, entries_client::EntriesClient,
 };
-use herald::proto::node;
 use herald::server::run::ServerHandle;
 use herald::server::state::{now_unix, ServerState};
 use herald::spiffe::{Bundle, SpiffeId, TrustDomain};
 use herald::store::JoinToken;
-use herald::tls::Roots;
 use tokio::runtime::Runtime;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-pub const TRUST_DOMAIN: &str = "example.org";
+pub use crate::harness::config::TRUST_DOMAIN;
+use crate::harness::config::{AgentToml, ServerToml};
+use crate::harness::node::NodeAgent;
+use crate::harness::process::Proc;
 
 pub fn trust_domain() -> TrustDomain {
     TrustDomain::new(TRUST_DOMAIN).unwrap()
@@ -70,24 +68,6 @@ impl Runtimes {
     }
 }
 
-/// A fresh directory under cargo's `target/tmp` (a real disk, so fsync is
-/// real; short enough for Unix socket paths).
-pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(base)
-        .unwrap()
-}
-
-/// The effective uid of this process: what SO_PEERCRED reports to the agent.
-pub fn my_uid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 // === server ===
 
 /// What an agent needs to join a server: where it listens, a single-use
@@ -111,17 +91,6 @@ fn roots_pem(roots: &[Vec<u8>]) -> String {
         .collect()
 }
 
-/// The server configuration every bench server uses; keys not named take
-/// the defaults `herald server run` would use.
-fn server_toml(dir: &Path, log_level: &str) -> String {
-    format!(
-        "trust_domain = \"{TRUST_DOMAIN}\"\ndata_dir = \"{}\"\nbind_address = \"127.0.0.1:0\"\n\
-         admin_socket = \"{}\"\nlog_level = \"{log_level}\"\n",
-        dir.join("server").display(),
-        dir.join("admin.sock").display(),
-    )
-}
-
 /// An in-process server.
 pub struct Server {
     pub handle: ServerHandle,
@@ -131,8 +100,8 @@ pub struct Server {
 impl Server {
     /// Starts `server::run::start` on the server runtime, data in `dir`.
     pub fn start(rts: &Runtimes, dir: &Path) -> Server {
-        let text = server_toml(dir, "off");
-        let config = ServerConfig::parse(&dir.join("server.toml"), &text).expect("server config");
+        let toml = ServerToml::new(dir).log_level("off");
+        let config = ServerConfig::parse(&toml.path(), &toml.render()).expect("server config");
         let handle = rts
             .server
             .block_on(herald::server::run::start(&config))
@@ -173,36 +142,30 @@ impl Server {
 }
 
 /// A `herald server run` process.
-pub struct ServerProcess {
-    pub proc: Proc,
-    pub node_addr: SocketAddr,
-    pub admin_socket: PathBuf,
-}
+pub struct ServerProcess(pub crate::harness::cluster::Server);
 
 impl ServerProcess {
     /// Starts the binary cargo built beside this bench, data in `dir`.
     pub fn spawn(dir: &Path) -> ServerProcess {
-        let path = dir.join("server.toml");
-        std::fs::write(&path, server_toml(dir, "info")).unwrap();
-        let mut proc = Proc::spawn("server", &path);
-        let (_, line) = proc.wait_for_line("server listening", Duration::from_secs(60));
-        let node_addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("node_api="))
-            .expect("node_api= in the listening line")
-            .parse()
-            .unwrap();
-        ServerProcess {
-            proc,
-            node_addr,
-            admin_socket: dir.join("admin.sock"),
-        }
+        let toml = ServerToml::new(dir);
+        ServerProcess(crate::harness::cluster::Server::start_within(
+            &toml,
+            Duration::from_secs(60),
+        ))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.proc.pid()
+    }
+
+    pub fn admin_socket(&self) -> &Path {
+        &self.0.admin_socket
     }
 
     /// A join token for `/herald/agent/<name>` and the bundle, through the admin API.
     pub fn enroll(&self, rts: &Runtimes, name: &str) -> Enrollment {
         let agent_id = agent_id(name);
-        let channel = rts.bench.block_on(uds_channel(&self.admin_socket));
+        let channel = rts.bench.block_on(uds_channel(self.admin_socket()));
         let token = rts
             .bench
             .block_on(AgentsClient::new(channel.clone()).create_join_token(
@@ -223,7 +186,7 @@ impl ServerProcess {
         let bundle = Bundle::from_spiffe_json(trust_domain(), bundle.spiffe_json.as_bytes())
             .expect("bundle JSON");
         Enrollment {
-            node_addr: self.node_addr,
+            node_addr: self.0.node_addr,
             token,
             agent_id,
             bootstrap_pem: roots_pem(&bundle.x509_authorities),
@@ -233,23 +196,18 @@ impl ServerProcess {
 
 // === agents ===
 
-/// Writes the configuration of an agent living in `dir`; its path.
+/// The configuration of an agent living in `dir`, written; its path and parsed form.
 fn agent_config(e: &Enrollment, dir: &Path, log_level: &str) -> (PathBuf, AgentConfig) {
-    std::fs::create_dir_all(dir).unwrap();
-    let bootstrap = dir.join("bootstrap.pem");
-    std::fs::write(&bootstrap, &e.bootstrap_pem).unwrap();
-    let text = format!(
-        "trust_domain = \"{TRUST_DOMAIN}\"\nserver_address = \"{}\"\ndata_dir = \"{}\"\n\
-         socket_path = \"{}\"\ntrust_bundle_path = \"{}\"\njoin_token = \"{}\"\nlog_level = \"{log_level}\"\n",
-        e.node_addr,
-        dir.join("data").display(),
-        dir.join("api.sock").display(),
-        bootstrap.display(),
-        e.token,
-    );
-    let path = dir.join("agent.toml");
-    std::fs::write(&path, &text).unwrap();
-    let config = AgentConfig::parse(&path, &text).expect("agent config");
+    let toml = AgentToml::new(
+        dir,
+        TRUST_DOMAIN,
+        &e.node_addr.to_string(),
+        &e.bootstrap_pem,
+    )
+    .join_token(Some(&e.token))
+    .log_level(log_level);
+    let path = toml.write();
+    let config = AgentConfig::parse(&path, &toml.render()).expect("agent config");
     (path, config)
 }
 
@@ -261,104 +219,17 @@ pub fn start_agent(rts: &Runtimes, e: &Enrollment, dir: &Path) -> AgentHandle {
         .expect("the agent starts")
 }
 
-/// Starts a `herald agent run` process.
+/// Starts a `herald agent run` process, not waited on.
 pub fn spawn_agent(e: &Enrollment, dir: &Path, log_level: &str) -> Proc {
     let (path, _) = agent_config(e, dir, log_level);
-    Proc::spawn("agent", &path)
-}
-
-/// A `herald server run` or `herald agent run` process whose stderr lines
-/// arrive, time-stamped on receipt, on a channel.
-pub struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<(Instant, String)>,
-    log: Vec<(Instant, String)>,
-}
-
-impl Proc {
-    /// `herald <role> run --config <config>`, with the binary cargo built
-    /// beside this bench.
-    fn spawn(role: &str, config: &Path) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args([role, "run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn herald");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::Builder::new()
-            .name(format!("bench-{role}-log"))
-            .spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if tx.send((Instant::now(), line)).is_err() {
-                        break;
-                    }
-                }
-            })
-            .unwrap();
-        Proc {
-            child,
-            lines,
-            log: Vec::new(),
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The first stderr line containing `needle` (already received or
-    /// waited for): when it arrived, and the line.
-    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> (Instant, String) {
-        if let Some(hit) = self.log.iter().find(|(_, l)| l.contains(needle)) {
-            return hit.clone();
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok((at, line)) => {
-                    self.log.push((at, line.clone()));
-                    if line.contains(needle) {
-                        return (at, line);
-                    }
-                }
-                Err(_) => {
-                    let log: Vec<&str> = self.log.iter().map(|(_, l)| l.as_str()).collect();
-                    panic!(
-                        "no log line containing {needle:?} within {timeout:?}; the log:\n{}",
-                        log.join("\n")
-                    )
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    /// Kills the process (it is ours) and reaps it.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    crate::harness::cluster::spawn_role("agent", &path)
 }
 
 // === clients ===
 
 /// A gRPC channel over a Unix socket (admin API, Workload API).
 pub async fn uds_channel(path: &Path) -> Channel {
-    let path = path.to_path_buf();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-            }
-        }))
+    herald::uds::connect_unix(path)
         .await
         .expect("connect to the Unix socket")
 }
@@ -422,42 +293,8 @@ pub async fn delete_entries(client: &mut EntriesClient<Channel>, ids: Vec<String
     }
 }
 
-/// What an agent holds after attesting: the connector and its SVID.
-pub struct NodeAgent {
-    pub id: SpiffeId,
-    pub connector: ServerConnector,
-    pub cred: AgentCredential,
-}
-
-impl NodeAgent {
-    /// Attests like `herald agent run` does: a join token, a CSR, `Attest`
-    /// over server-authenticated TLS without a client certificate.
-    pub async fn attest(e: &Enrollment) -> NodeAgent {
-        let roots = herald::ca::keys::pem_blocks(&e.bootstrap_pem, "CERTIFICATE").unwrap();
-        let connector =
-            ServerConnector::new(e.node_addr, &trust_domain(), Roots::new(roots), false).unwrap();
-        let key = KeyPair::generate(KeyType::EcP256).unwrap();
-        let csr = make_csr(&key).unwrap();
-        let mut client = connector.anonymous().await.unwrap();
-        let resp = client
-            .attest(node::AttestRequest {
-                join_token: e.token.clone(),
-                csr,
-            })
-            .await
-            .expect("Attest")
-            .into_inner();
-        let facts = herald::ca::x509::cert_facts(&resp.svid_chain[0]).unwrap();
-        let id = SpiffeId::parse(&resp.spiffe_id).unwrap();
-        NodeAgent {
-            cred: AgentCredential {
-                spiffe_id: id.clone(),
-                chain: resp.svid_chain,
-                key: Arc::new(key),
-                not_after: facts.not_after,
-            },
-            id,
-            connector,
-        }
-    }
+/// Attests like `herald agent run` does, with `e`'s join token.
+pub async fn attest(e: &Enrollment) -> NodeAgent {
+    let roots = herald::ca::keys::pem_blocks(&e.bootstrap_pem, "CERTIFICATE").unwrap();
+    NodeAgent::attest(e.node_addr, &trust_domain(), roots, &e.token).await
 }

@@ -21,7 +21,9 @@ use herald::proto::node::{self, node_client::NodeClient};
 use tonic::transport::Channel;
 
 use crate::bound::{self, CryptoBound};
-use crate::cluster::{self, NodeAgent, Runtimes, Server};
+use crate::cluster::{self, Runtimes, Server};
+use crate::harness::dirs::temp_dir;
+use crate::harness::node::NodeAgent;
 use crate::measure::{fmt_dur, fmt_rate, RoleCpu};
 use crate::report::{heading, ratio, Report, Row};
 use crate::scale::Scale;
@@ -142,10 +144,10 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
         "Issuance throughput through the node API (TLS, batches of CSRs)",
     );
     let rts = Runtimes::new();
-    let dir = cluster::temp_dir("hb-issue-");
+    let dir = temp_dir("hb-issue-");
     let server = Server::start(&rts, dir.path());
     let enrollment = server.enroll(&rts, "issuer");
-    let agent = rts.bench.block_on(NodeAgent::attest(&enrollment));
+    let agent = rts.bench.block_on(cluster::attest(&enrollment));
     let batches = Arc::new(prepare(&rts, &server, &agent, scale));
     // A real agent always has its Sync stream open while it asks for SVIDs
     // (the manager signs only inside a session), and the server answers

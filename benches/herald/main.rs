@@ -21,6 +21,8 @@ mod bound;
 mod breakdown;
 mod child;
 mod cluster;
+#[path = "../../tests/harness/mod.rs"]
+mod harness;
 mod issuance;
 mod measure;
 mod propagation;

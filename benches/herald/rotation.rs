@@ -31,6 +31,7 @@ use herald::agent::run::AgentHandle;
 
 use crate::bound::CryptoBound;
 use crate::cluster::{self, Runtimes, ServerProcess};
+use crate::harness::dirs::temp_dir;
 use crate::measure::{
     fmt_dur, fmt_kib, process_cpu_secs, reset_self_peak_rss, status_kib, RoleCpu,
 };
@@ -142,9 +143,9 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
         &format!("Rotation storm: {n} entries on one agent, X509-SVID TTL {ttl} s"),
     );
     let rts = Runtimes::new();
-    let dir = cluster::temp_dir("hb-rot-");
+    let dir = temp_dir("hb-rot-");
     let server = ServerProcess::spawn(dir.path());
-    let server_pid = server.proc.pid();
+    let server_pid = server.pid();
     let enrollment = server.enroll(&rts, "rotation");
     let agent = cluster::start_agent(&rts, &enrollment, &dir.path().join("agent"));
     let entries: Vec<_> = (0..n)
@@ -159,7 +160,7 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
         .collect();
     let mut admin = rts
         .bench
-        .block_on(cluster::admin_entries(&server.admin_socket));
+        .block_on(cluster::admin_entries(server.admin_socket()));
 
     reset_self_peak_rss();
     let me = std::process::id();

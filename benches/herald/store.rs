@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use herald::spiffe::SpiffeId;
 use herald::store::{DataStore, IssuanceRecord, SledStore};
 
-use crate::cluster::{self, trust_domain};
+use crate::cluster::trust_domain;
+use crate::harness::dirs::temp_dir;
 use crate::measure::{fmt_dur, fmt_rate, percentiles};
 use crate::report::{heading, ratio, Report, Row};
 use crate::scale::Scale;
@@ -68,7 +69,7 @@ pub fn run(scale: &Scale, report: &mut Report) {
         "6",
         "The store: durable issuance-log writes (sled, flush per write)",
     );
-    let dir = cluster::temp_dir("hb-store-");
+    let dir = temp_dir("hb-store-");
     let store = Arc::new(SledStore::open(&dir.path().join("store")).unwrap());
     let agent = SpiffeId::new(&trust_domain(), "/herald/agent/store").unwrap();
     let wl = SpiffeId::new(&trust_domain(), "/bench/store").unwrap();

@@ -24,6 +24,7 @@ use herald::spiffe::SpiffeId;
 use prost::Message as _;
 
 use crate::cluster::{self, Enrollment, Runtimes, Server};
+use crate::harness::dirs::temp_dir;
 use crate::measure::{fmt_dur, fmt_int, fmt_kib, fmt_rate, status_kib};
 use crate::report::{heading, ratio, Report, Row};
 use crate::scale::Scale;
@@ -94,8 +95,8 @@ struct Synced {
 fn sync_agent(enrollment: &Enrollment, dir: &std::path::Path, timeout: Duration) -> Synced {
     let spawned = Instant::now();
     let mut agent = cluster::spawn_agent(enrollment, dir, AGENT_LOG);
-    let (running, _) = agent.wait_for_line("agent running", Duration::from_secs(60));
-    let (applied, line) = agent.wait_for_line("snapshot applied", timeout);
+    let (running, _) = agent.first_line("agent running", Duration::from_secs(60));
+    let (applied, line) = agent.first_line("snapshot applied", timeout);
     let hwm = status_kib(agent.pid(), "VmHWM");
     std::thread::sleep(Duration::from_secs(1));
     let hwm_later = status_kib(agent.pid(), "VmHWM");
@@ -119,7 +120,7 @@ pub fn run(scale: &Scale, report: &mut Report) {
         ),
     );
     let rts = Runtimes::new();
-    let dir = cluster::temp_dir("hb-sync-");
+    let dir = temp_dir("hb-sync-");
     let server = Server::start(&rts, dir.path());
 
     let idle = sync_agent(

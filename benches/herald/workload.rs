@@ -34,6 +34,9 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::{self, Runtimes, Server};
+use crate::harness::bin::my_uid;
+use crate::harness::dirs::temp_dir;
+pub use crate::harness::workload::with_header;
 use crate::measure::{fmt_dur, percentiles, Percentiles};
 use crate::report::{heading, ratio, Report, Row};
 use crate::scale::Scale;
@@ -59,11 +62,11 @@ impl WorkloadCluster {
     /// waits until the agent holds an SVID for each.
     pub fn start(scale: &Scale) -> WorkloadCluster {
         let rts = Runtimes::new();
-        let dir = cluster::temp_dir("hb-wl-");
+        let dir = temp_dir("hb-wl-");
         let server = Server::start(&rts, dir.path());
         let enrollment = server.enroll(&rts, "workloads");
         let agent = cluster::start_agent(&rts, &enrollment, &dir.path().join("agent"));
-        let uid = cluster::my_uid();
+        let uid = my_uid();
         let mut entries: Vec<_> = (1..scale.workloads)
             .map(|i| {
                 let sel = format!("uid:{}", 1_000_000 + i);
@@ -117,13 +120,6 @@ impl WorkloadCluster {
 // === clients ===
 
 /// Adds the security header every Workload API request needs.
-pub fn with_header<T>(message: T) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
-    r
-}
-
 pub async fn workload_client(socket: &Path) -> WorkloadClient {
     SpiffeWorkloadApiClient::new(cluster::uds_channel(socket).await)
         .max_decoding_message_size(64 * 1024 * 1024)

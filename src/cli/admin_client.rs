@@ -10,7 +10,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::CliError;
 use crate::proto::admin::agents_client::AgentsClient;
@@ -46,31 +46,15 @@ impl AdminClient {
             .enable_all()
             .build()
             .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
-        let unreachable = |e: &dyn std::fmt::Display| {
-            CliError::Failed(format!(
-                "cannot reach the server admin socket at {}: {e}",
-                socket.display()
-            ))
-        };
-        let path = socket.to_path_buf();
-        let channel = runtime.block_on(async {
-            // Probe the socket first: tonic reports a failed connect only as
-            // "transport error", which does not tell the operator why.
-            tokio::net::UnixStream::connect(&path)
-                .await
-                .map_err(|e| unreachable(&e))?;
-            Endpoint::from_static("http://localhost")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let path = path.clone();
-                    async move {
-                        tokio::net::UnixStream::connect(path)
-                            .await
-                            .map(hyper_util::rt::TokioIo::new)
-                    }
-                }))
-                .await
-                .map_err(|e| unreachable(&e))
-        })?;
+        let channel = runtime
+            .block_on(crate::uds::connect_unix(socket))
+            .map_err(|e| {
+                CliError::Failed(format!(
+                    "cannot reach the server admin socket at {}: {}",
+                    socket.display(),
+                    e.reason()
+                ))
+            })?;
         Ok(AdminClient { runtime, channel })
     }
 

@@ -6,8 +6,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::runtime::runtime;
 use super::{CliError, Output};
@@ -104,16 +103,13 @@ fn socket_path(s: &str) -> Result<PathBuf, CliError> {
 
 async fn connect(socket: &SocketArg) -> Result<SpiffeWorkloadApiClient<Channel>, CliError> {
     let path = socket_path(&socket.socket)?;
-    let display = path.display().to_string();
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = path.clone();
-            async move { tokio::net::UnixStream::connect(p).await.map(TokioIo::new) }
-        }))
-        .await
-        .map_err(|e| {
-            CliError::Failed(format!("cannot reach the Workload API at {display}: {e}"))
-        })?;
+    let channel = crate::uds::connect_unix(&path).await.map_err(|e| {
+        CliError::Failed(format!(
+            "cannot reach the Workload API at {}: {}",
+            path.display(),
+            e.reason()
+        ))
+    })?;
     Ok(SpiffeWorkloadApiClient::new(channel))
 }
 

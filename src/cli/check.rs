@@ -74,23 +74,13 @@ pub(super) fn healthcheck(args: HealthcheckArgs) -> Result<(), CliError> {
         (None, Some(socket)) => rt.block_on(async move {
             // Any answer from the Workload API proves it serves; a request
             // without an audience is refused at once without touching the server.
-            let path = socket.clone();
-            let channel = tonic::transport::Endpoint::from_static("http://localhost")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let p = path.clone();
-                    async move {
-                        tokio::net::UnixStream::connect(p)
-                            .await
-                            .map(hyper_util::rt::TokioIo::new)
-                    }
-                }))
-                .await
-                .map_err(|e| {
-                    CliError::Failed(format!(
-                        "agent unhealthy: cannot reach {}: {e}",
-                        socket.display()
-                    ))
-                })?;
+            let channel = crate::uds::connect_unix(&socket).await.map_err(|e| {
+                CliError::Failed(format!(
+                    "agent unhealthy: cannot reach {}: {}",
+                    socket.display(),
+                    e.reason()
+                ))
+            })?;
             let mut client =
                 crate::proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(
                     channel,

@@ -1,73 +1,37 @@
-//! An in-process server for the admin API tests: a ServerState over a temp
-//! sled store and in-memory keys, its admin routes served on a temp Unix
-//! socket, and clients speaking real gRPC over that socket.
-
-#![allow(dead_code)]
+//! The admin API of an in-process server ([`AdminApi`]): its routes served
+//! on a temp Unix socket and clients speaking real gRPC over it; and the
+//! request and reply helpers the admin tests share.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use herald::ca::MemoryKeyManager;
 use herald::proto::admin;
 use herald::proto::admin::agents_client::AgentsClient;
 use herald::proto::admin::bundles_client::BundlesClient;
 use herald::proto::admin::entries_client::EntriesClient;
 use herald::proto::admin::svids_client::SvidsClient;
 use herald::server::admin_api::{admin_routes, MAX_MESSAGE_SIZE};
-use herald::server::authorities::{Authorities, CaSettings};
-use herald::server::state::{now_unix, ServerSettings, ServerState};
-use herald::spiffe::TrustDomain;
-use herald::store::SledStore;
-use tonic::transport::{Channel, Endpoint, Server};
+use herald::server::state::ServerState;
+use tonic::transport::Channel;
 
-/// A running admin API and a channel to it.
-pub struct Harness {
-    pub dir: tempfile::TempDir,
+use super::peer::{serve_unix, Peer};
+
+/// A running admin API of example.org and a channel to it.
+pub struct AdminApi {
+    pub peer: Peer,
     pub state: Arc<ServerState>,
     pub channel: Channel,
     pub socket: PathBuf,
 }
 
-impl Harness {
-    pub async fn start() -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("store")).unwrap();
-        let keys = MemoryKeyManager::default();
-        let td = TrustDomain::new("example.org").unwrap();
-        let authorities =
-            Authorities::load_or_create(&store, &keys, &td, CaSettings::default(), now_unix())
-                .unwrap();
-        let state = ServerState::new(
-            td,
-            Arc::new(store),
-            Arc::new(keys),
-            authorities,
-            ServerSettings::default(),
-        );
-        let socket = dir.path().join("admin.sock");
-        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-        let routes = admin_routes(state.clone());
-        tokio::spawn(
-            Server::builder()
-                .add_routes(routes)
-                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
-        );
-        let path = socket.clone();
-        let channel = Endpoint::try_from("http://localhost")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_| {
-                let p = path.clone();
-                async move {
-                    tokio::net::UnixStream::connect(p)
-                        .await
-                        .map(hyper_util::rt::TokioIo::new)
-                }
-            }))
-            .await
-            .unwrap();
-        Harness {
-            dir,
-            state,
+impl AdminApi {
+    pub async fn start() -> AdminApi {
+        let peer = Peer::new("example.org");
+        let socket = peer.dir().join("admin.sock");
+        let channel = serve_unix(admin_routes(peer.state.clone()), &socket).await;
+        AdminApi {
+            state: peer.state.clone(),
+            peer,
             channel,
             socket,
         }

@@ -1,155 +1,22 @@
-//! Shared pieces of the federation tests: in-process servers ("peers") of
-//! their own trust domains, a test Web PKI CA with a `localhost` leaf, a
-//! raw HTTPS server that answers whatever a test wants, and a tiny HTTPS
-//! client for the endpoint's status codes. Everything on loopback.
-
-#![allow(dead_code)]
+//! What the federation tests need around the bundle endpoint: a test Web
+//! PKI CA with a `localhost` leaf, a raw HTTPS server that answers
+//! whatever a test wants, a tiny HTTPS client for the endpoint's status
+//! codes, and federation relationships and bundles to compare. All on
+//! loopback.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald::ca::{KeyPair, KeyType, MemoryKeyManager, SvidRequest};
-use herald::server::authorities::{Authorities, CaSettings};
-use herald::server::federation::{
-    serve_bundle_endpoint, BundleEndpointConfig, EndpointProfile, WebRoots,
-};
-use herald::server::state::{now_unix, ServerSettings, ServerState};
+use herald::server::federation::WebRoots;
 use herald::spiffe::{Bundle, SpiffeId, TrustDomain};
-use herald::store::{BundleEndpointProfile, FederationRelationship, SledStore};
+use herald::store::{BundleEndpointProfile, FederationRelationship};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::watch;
 
-/// A server of one trust domain: its state over a temp store.
-pub struct Peer {
-    pub dirs: Vec<tempfile::TempDir>,
-    pub td: TrustDomain,
-    pub state: Arc<ServerState>,
-    pub keys: Arc<MemoryKeyManager>,
-    pub shutdown: watch::Sender<bool>,
-}
-
-impl Peer {
-    pub fn new(td: &str) -> Peer {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("store")).unwrap();
-        let keys = Arc::new(MemoryKeyManager::default());
-        let td = TrustDomain::new(td).unwrap();
-        let authorities = Authorities::load_or_create(
-            &store,
-            keys.as_ref(),
-            &td,
-            CaSettings::default(),
-            now_unix(),
-        )
-        .unwrap();
-        let state = ServerState::new(
-            td.clone(),
-            Arc::new(store),
-            keys.clone(),
-            authorities,
-            ServerSettings::default(),
-        );
-        let (shutdown, _) = watch::channel(false);
-        Peer {
-            dirs: vec![dir],
-            td,
-            state,
-            keys,
-            shutdown,
-        }
-    }
-
-    pub fn stop(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
-    }
-
-    /// The bundle this peer serves (without the endpoint's refresh hint).
-    pub fn bundle(&self) -> Bundle {
-        self.state.authorities().bundle().clone()
-    }
-
-    /// Replaces the peer's CA with a brand-new one (an abrupt rotation).
-    pub fn rotate(&mut self) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("store")).unwrap();
-        let authorities = Authorities::load_or_create(
-            &store,
-            self.keys.as_ref(),
-            &self.td,
-            CaSettings::default(),
-            now_unix(),
-        )
-        .unwrap();
-        self.dirs.push(dir);
-        self.state.set_authorities(authorities);
-    }
-
-    /// Serves the bundle endpoint with the https_spiffe profile.
-    pub async fn serve_spiffe(&self, refresh_hint_secs: u64) -> SocketAddr {
-        serve_bundle_endpoint(
-            self.state.clone(),
-            BundleEndpointConfig {
-                address: "127.0.0.1:0".parse().unwrap(),
-                profile: EndpointProfile::HttpsSpiffe,
-                refresh_hint_secs,
-            },
-            self.stop(),
-        )
-        .await
-        .unwrap()
-    }
-
-    /// Serves the bundle endpoint with the https_web profile and `ca`'s leaf.
-    pub async fn serve_web(&self, ca: &WebCa, refresh_hint_secs: u64) -> SocketAddr {
-        serve_bundle_endpoint(
-            self.state.clone(),
-            BundleEndpointConfig {
-                address: "127.0.0.1:0".parse().unwrap(),
-                profile: EndpointProfile::HttpsWeb {
-                    cert_path: ca.cert_path.clone(),
-                    key_path: ca.key_path.clone(),
-                },
-                refresh_hint_secs,
-            },
-            self.stop(),
-        )
-        .await
-        .unwrap()
-    }
-
-    /// A TLS server config presenting an SVID of this peer for `path`.
-    pub fn svid_server_config(&self, path: &str) -> Arc<rustls::ServerConfig> {
-        let key = KeyPair::generate(KeyType::EcP256).unwrap();
-        let id = SpiffeId::new(&self.td, path).unwrap();
-        let spki = key.public_key_spki();
-        let cert = self
-            .state
-            .authorities()
-            .x509()
-            .sign_svid(
-                &SvidRequest {
-                    spiffe_id: &id,
-                    public_key_spki: &spki,
-                    ttl_secs: 600,
-                    dns_names: &[],
-                },
-                now_unix(),
-            )
-            .unwrap();
-        let chain = cert
-            .chain
-            .iter()
-            .map(|c| CertificateDer::from(c.clone()))
-            .collect();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec()));
-        server_config(chain, key)
-    }
-}
-
-fn server_config(
+/// A TLS server config with Herald's crypto provider presenting `chain`.
+pub fn tls_server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Arc<rustls::ServerConfig> {
@@ -221,7 +88,7 @@ impl WebCa {
 
     /// A TLS server config presenting the `localhost` leaf.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        server_config(
+        tls_server_config(
             vec![CertificateDer::from(self.leaf_der.clone())],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf_key_der.clone())),
         )
@@ -258,12 +125,6 @@ pub async fn serve_raw(config: Arc<rustls::ServerConfig>, response: Vec<u8>) -> 
         }
     });
     addr
-}
-
-/// A port with nothing listening on it.
-pub async fn closed_port() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// Sends a raw request over TLS (trusting `roots`, naming `localhost`) and

@@ -1,0 +1,35 @@
+//! The one harness for everything that runs Herald for real: the
+//! integration tests in `tests/` and the benchmarks in `benches/` (which
+//! include it with `#[path = "../../tests/harness/mod.rs"] mod harness;`).
+//!
+//! One file per concept, so a test reads as the steps it takes:
+//!
+//! - [`bin`]: the `herald` binary cargo built, running it, and this process's uid and clock.
+//! - [`dirs`]: temp dirs and loopback ports.
+//! - [`config`]: server and agent TOML, written by builders.
+//! - [`process`]: a child process with its stderr log, waited on line by line.
+//! - [`cluster`]: `herald server run` and `herald agent run` processes.
+//! - [`workload`]: Workload API clients against an agent's socket.
+//! - [`node`]: an agent-like node API client (join-token attestation, then mTLS).
+//! - [`peer`]: in-process servers ("peers") and services on Unix sockets.
+//! - [`admin`]: the admin API of an in-process server, and its request helpers.
+//! - [`web`]: a test Web PKI and raw HTTPS for the federation bundle endpoint.
+//! - [`openssl`]: OpenSSL as an independent verifier.
+//!
+//! Each harness file imports the few `herald` types it needs at its top,
+//! so a module that moves in `src/` is a handful of `use` lines to follow.
+
+// Each test binary uses a different part of the harness.
+#![allow(dead_code)]
+
+pub mod admin;
+pub mod bin;
+pub mod cluster;
+pub mod config;
+pub mod dirs;
+pub mod node;
+pub mod openssl;
+pub mod peer;
+pub mod process;
+pub mod web;
+pub mod workload;

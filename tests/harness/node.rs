@@ -1,0 +1,73 @@
+//! An agent-like node API client: attests with a join token as
+//! `herald agent run` does, then holds the agent SVID for mTLS calls. For
+//! tests and benches that need an agent the server sees but whose every
+//! step they control (one that never acknowledges a bundle, or thousands
+//! of issuance calls without a Workload API in between).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use herald::agent::manager::make_csr;
+use herald::agent::node_client::{AgentCredential, ServerConnector};
+use herald::ca::{KeyPair, KeyType};
+use herald::proto::node;
+use herald::spiffe::{SpiffeId, TrustDomain};
+use herald::tls::Roots;
+
+/// What an agent holds after attesting: the connector and its SVID.
+pub struct NodeAgent {
+    pub id: SpiffeId,
+    pub connector: ServerConnector,
+    pub cred: AgentCredential,
+}
+
+impl NodeAgent {
+    /// Attests to the server of `td` at `node_addr`, trusting `roots` (DER):
+    /// a join token, a CSR, `Attest` over server-authenticated TLS without
+    /// a client certificate.
+    pub async fn attest(
+        node_addr: SocketAddr,
+        td: &TrustDomain,
+        roots: Vec<Vec<u8>>,
+        join_token: &str,
+    ) -> NodeAgent {
+        let connector = ServerConnector::new(node_addr, td, Roots::new(roots), false).unwrap();
+        let key = KeyPair::generate(KeyType::EcP256).unwrap();
+        let csr = make_csr(&key).unwrap();
+        let resp = connector
+            .anonymous()
+            .await
+            .unwrap()
+            .attest(node::AttestRequest {
+                join_token: join_token.to_string(),
+                csr,
+            })
+            .await
+            .expect("Attest")
+            .into_inner();
+        let facts = herald::ca::x509::cert_facts(&resp.svid_chain[0]).unwrap();
+        let id = SpiffeId::parse(&resp.spiffe_id).unwrap();
+        NodeAgent {
+            cred: AgentCredential {
+                spiffe_id: id.clone(),
+                chain: resp.svid_chain,
+                key: Arc::new(key),
+                not_after: facts.not_after,
+            },
+            id,
+            connector,
+        }
+    }
+
+    /// Opens the Sync stream as this agent (over mTLS).
+    pub async fn sync(&self) -> tonic::Streaming<node::SyncUpdate> {
+        self.connector
+            .authenticated(&self.cred)
+            .await
+            .unwrap()
+            .sync(node::SyncRequest {})
+            .await
+            .expect("Sync")
+            .into_inner()
+    }
+}
