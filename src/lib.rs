@@ -19,12 +19,14 @@
 pub mod agent;
 pub mod ca;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod duration;
+pub mod errors;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod node_wire;
+pub mod node;
 pub mod proto;
 pub mod server;
 pub mod shutdown;

@@ -5,8 +5,9 @@
 mod harness;
 
 use harness::admin::{assert_status, csr, AdminApi};
+use herald::clock::now_unix;
 use herald::proto::admin;
-use herald::server::state::{now_unix, ServerEvent};
+use herald::server::state::ServerEvent;
 use herald::spiffe::{Bundle, SpiffeId, TrustDomain};
 use herald::store::{AttestedAgent, Selector};
 use tonic::Code;

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use herald::agent::attestor::UnixAttestor;
 use herald::agent::cache::{CacheSnapshot, WorkloadIdentity};
-use herald::agent::manager::make_csr;
 use herald::ca::{verify_csr, KeyPair, KeyType, SvidRequest, X509Authority};
-use herald::node_wire::{entry_from_wire, entry_to_wire};
+use herald::clock::now_unix;
+use herald::node::make_csr;
+use herald::node::wire::{entry_from_wire, entry_to_wire};
 use herald::server::authorized::authorized_entries;
-use herald::server::state::now_unix;
 use herald::spiffe::SpiffeId;
 use herald::store::{DataStore, IssuanceRecord, RegistrationEntry, Selector, SledStore};
 

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald::agent::run::AgentHandle;
+use herald::clock::now_unix;
 use herald::config::{AgentConfig, ServerConfig};
 use herald::proto::admin::{
     self, agents_client::AgentsClient, bundles_client::BundlesClient, entries_client::EntriesClient,
 };
 use herald::server::run::ServerHandle;
-use herald::server::state::{now_unix, ServerState};
+use herald::server::state::ServerState;
 use herald::spiffe::{Bundle, SpiffeId, TrustDomain};
 use herald::store::JoinToken;
 use tokio::runtime::Runtime;

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use herald::agent::manager::make_csr;
 use herald::ca::{KeyPair, KeyType};
+use herald::node::make_csr;
 use herald::proto::node::{self, node_client::NodeClient};
 use tonic::transport::Channel;
 

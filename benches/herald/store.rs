@@ -22,7 +22,7 @@ const BATCH: usize = 500;
 const THREADS: usize = 8;
 
 fn record(i: usize, agent: &SpiffeId, workload: &SpiffeId) -> IssuanceRecord {
-    let now = herald::server::state::now_unix();
+    let now = herald::clock::now_unix();
     IssuanceRecord {
         serial: format!("{:032x}", uuid::Uuid::new_v4().as_u128() ^ i as u128),
         spiffe_id: workload.clone(),

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use herald::node_wire::{entry_from_wire, AgentEntry};
+use herald::node::wire::{entry_from_wire, AgentEntry};
 use herald::proto::node;
 use herald::spiffe::SpiffeId;
 use prost::Message as _;

@@ -11,8 +11,8 @@ use tonic::Status;
 
 use super::cache::JwtSvidSource;
 use super::manager::SharedClient;
+use crate::clock::now_unix;
 use crate::proto::node;
-use crate::server::state::now_unix;
 
 struct Cached {
     token: String,

@@ -18,12 +18,11 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use super::cache::{Cache, CacheSnapshot, WorkloadIdentity};
-use super::credential_store::CredentialStore;
-use super::node_client::{AgentCredential, ServerConnector};
 use crate::ca::{KeyPair, KeyType};
-use crate::node_wire::{bundle_from_wire, entry_from_wire, AgentEntry};
+use crate::clock::now_unix;
+use crate::node::wire::{bundle_from_wire, entry_from_wire, AgentEntry};
+use crate::node::{make_csr, AgentCredential, CredentialStore, CsrBuildError, ServerConnector};
 use crate::proto::node::{self, node_client::NodeClient as Grpc};
-use crate::server::state::now_unix;
 use crate::spiffe::{Bundle, TrustDomain};
 
 /// CSRs per BatchNewX509SVID call.
@@ -82,7 +81,9 @@ struct Held {
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
     #[error("{0}")]
-    Connect(#[from] super::node_client::NodeClientError),
+    Connect(#[from] crate::node::NodeClientError),
+    #[error(transparent)]
+    Csr(#[from] CsrBuildError),
     #[error("server: {0}")]
     Status(#[from] tonic::Status),
     #[error("the server closed the sync stream")]
@@ -503,27 +504,6 @@ impl Manager {
         snapshot.federated = self.federated.clone();
         snapshot.ready = self.synced_once;
         self.cache.publish(snapshot);
-    }
-}
-
-/// A CSR for `key` with an empty subject: the server takes only the key.
-pub fn make_csr(key: &KeyPair) -> Result<Vec<u8>, CsrBuildError> {
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .serialize_request(key.rcgen())
-        .map(|csr| csr.der().to_vec())
-        .map_err(|e| CsrBuildError(format!("building a CSR failed: {e}")))
-}
-
-/// A CSR could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CsrBuildError(String);
-
-impl From<CsrBuildError> for SessionError {
-    fn from(e: CsrBuildError) -> Self {
-        SessionError::Local(e.0)
     }
 }
 

@@ -3,10 +3,8 @@
 
 pub mod attestor;
 pub mod cache;
-pub mod credential_store;
 pub mod h2_authority;
 pub mod jwt_source;
 pub mod manager;
-pub mod node_client;
 pub mod run;
 pub mod workload_api;

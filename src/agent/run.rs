@@ -8,43 +8,53 @@ use tokio::sync::watch;
 
 use super::attestor::UnixAttestor;
 use super::cache::Cache;
-use super::credential_store::CredentialStore;
 use super::jwt_source::NodeJwtSource;
-use super::manager::{make_csr, Manager};
-use super::node_client::{error_chain, AgentCredential, ServerConnector};
+use super::manager::Manager;
 use super::workload_api::WorkloadApi;
 use crate::ca::keys::pem_blocks;
-use crate::ca::{KeyPair, KeyType};
+use crate::clock::now_unix;
 use crate::config::{AgentConfig, Bootstrap};
-use crate::node_wire::bundle_from_wire;
-use crate::proto::node;
-use crate::server::state::now_unix;
-use crate::spiffe::{Bundle, SpiffeId};
+use crate::node::{attest, AttestError, CredentialStore, NodeClientError, ServerConnector};
+use crate::spiffe::SpiffeId;
 use crate::tls::Roots;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// The data directory failed.
-    #[error("agent data directory: {0}")]
-    Store(#[from] super::credential_store::CredentialStoreError),
+    #[error("agent data directory")]
+    Store(#[from] crate::node::CredentialStoreError),
     /// The bootstrap bundle file is unusable.
     #[error("trust_bundle_path {path}: {reason}")]
     BootstrapBundle {
         /// The file.
         path: PathBuf,
-        /// Why.
-        reason: String,
+        /// What is wrong with it.
+        reason: &'static str,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// No SVID and no join token.
     #[error("the agent has no SVID in its data directory and no join_token is configured; generate one with `herald token generate`")]
     NoCredential,
+    /// The server connection could not be set up.
+    #[error("server connection")]
+    Connector(#[from] NodeClientError),
     /// Attestation failed.
-    #[error("attestation failed: {0}")]
-    Attest(String),
+    #[error("attestation failed")]
+    Attest(#[from] AttestError),
     /// The Workload API could not start.
-    #[error("workload API: {0}")]
-    WorkloadApi(String),
+    #[error("cannot create the Workload API socket directory {path}")]
+    SocketDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The Workload API socket could not be bound.
+    #[error("workload API")]
+    WorkloadApi(#[from] super::workload_api::WorkloadApiError),
 }
 
 /// A running agent.
@@ -74,14 +84,19 @@ fn bootstrap_roots(config: &AgentConfig) -> Result<Vec<Vec<u8>>, AgentError> {
     match &config.bootstrap {
         Bootstrap::Insecure => Ok(Vec::new()),
         Bootstrap::TrustBundle(path) => {
-            let bad = |reason: String| AgentError::BootstrapBundle {
-                path: path.clone(),
-                reason,
+            let bad = |reason, source: Option<Box<dyn std::error::Error + Send + Sync>>| {
+                AgentError::BootstrapBundle {
+                    path: path.clone(),
+                    reason,
+                    source,
+                }
             };
-            let pem = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-            let roots = pem_blocks(&pem, "CERTIFICATE").map_err(|e| bad(e.to_string()))?;
+            let pem =
+                std::fs::read_to_string(path).map_err(|e| bad("cannot be read", Some(e.into())))?;
+            let roots =
+                pem_blocks(&pem, "CERTIFICATE").map_err(|e| bad("is not PEM", Some(e.into())))?;
             if roots.is_empty() {
-                return Err(bad("no CERTIFICATE block".into()));
+                return Err(bad("holds no CERTIFICATE block", None));
             }
             Ok(roots)
         }
@@ -109,8 +124,7 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
         &config.trust_domain,
         Roots::new(roots),
         insecure,
-    )
-    .map_err(|e| AgentError::Attest(e.to_string()))?;
+    )?;
 
     let saved = store
         .load_credential()?
@@ -157,11 +171,12 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
         Arc::new(UnixAttestor::new()),
     );
     if let Some(parent) = config.socket_path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| AgentError::WorkloadApi(format!("{}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent).map_err(|source| AgentError::SocketDir {
+            path: parent.to_path_buf(),
+            source,
+        })?;
     }
-    let listener = WorkloadApi::bind(&config.socket_path)
-        .map_err(|e| AgentError::WorkloadApi(e.to_string()))?;
+    let listener = WorkloadApi::bind(&config.socket_path)?;
     let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = api
@@ -170,7 +185,7 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
             })
             .await
         {
-            tracing::error!(error = %e, "workload API stopped");
+            tracing::error!(error = %crate::errors::Chain(&e), "workload API stopped");
         }
     }));
     tracing::info!(agent = %spiffe_id, socket = %config.socket_path.display(), "agent running");
@@ -181,57 +196,4 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
         shutdown,
         tasks,
     })
-}
-
-/// Attests to the server at `connector` with a join token; returns the agent credential and the bundle.
-pub async fn attest(
-    connector: &ServerConnector,
-    token: &str,
-) -> Result<(AgentCredential, Bundle), AgentError> {
-    let key = KeyPair::generate(KeyType::EcP256).map_err(|e| AgentError::Attest(e.to_string()))?;
-    let csr = make_csr(&key).map_err(|e| AgentError::Attest(e.to_string()))?;
-    let mut client = connector
-        .anonymous()
-        .await
-        .map_err(|e| AgentError::Attest(e.to_string()))?;
-    let resp = client
-        .attest(node::AttestRequest {
-            join_token: token.to_string(),
-            csr,
-        })
-        .await
-        .map_err(|s| AgentError::Attest(format!("{}: {}", code_name(s.code()), s.message())))?
-        .into_inner();
-    let spiffe_id = SpiffeId::parse(&resp.spiffe_id)
-        .map_err(|e| AgentError::Attest(format!("server sent a bad agent ID: {e}")))?;
-    let leaf = resp
-        .svid_chain
-        .first()
-        .ok_or_else(|| AgentError::Attest("server sent no agent SVID".into()))?;
-    let facts =
-        crate::ca::x509::cert_facts(leaf).map_err(|e| AgentError::Attest(error_chain(&e)))?;
-    let bundle = bundle_from_wire(
-        resp.bundle
-            .ok_or_else(|| AgentError::Attest("server sent no bundle".into()))?,
-    )
-    .map_err(|e| AgentError::Attest(e.to_string()))?;
-    tracing::info!(agent = %spiffe_id, "attested with a join token");
-    Ok((
-        AgentCredential {
-            spiffe_id,
-            chain: resp.svid_chain,
-            key: Arc::new(key),
-            not_after: facts.not_after,
-        },
-        bundle,
-    ))
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    match code {
-        tonic::Code::PermissionDenied => "permission denied",
-        tonic::Code::InvalidArgument => "invalid argument",
-        tonic::Code::Unavailable => "server unavailable",
-        _ => "error",
-    }
 }

@@ -21,12 +21,12 @@ pub(super) enum RunCmd {
 }
 
 pub(super) fn run(config: &Path, log_flag: Option<&str>) -> Result<(), CliError> {
-    let config = AgentConfig::load(config).map_err(|e| CliError::BadInput(e.to_string()))?;
+    let config = AgentConfig::load(config).map_err(|e| CliError::bad_input(&e))?;
     init_role_logging(log_flag, &config.log_level, config.log_format);
     runtime()?.block_on(async {
         let handle = crate::agent::run::start(&config)
             .await
-            .map_err(|e| CliError::Failed(e.to_string()))?;
+            .map_err(|e| CliError::failed(&e))?;
         wait_for_signal().await;
         handle.shutdown().await;
         Ok(())

@@ -206,8 +206,8 @@ pub(super) fn run(cmd: ApiCmd) -> Result<(), CliError> {
                             .into_iter()
                             .next()
                             .unwrap_or_default();
-                        let facts = crate::ca::x509::cert_facts(&leaf)
-                            .map_err(|e| CliError::Failed(e.to_string()))?;
+                        let facts =
+                            crate::ca::x509::cert_facts(&leaf).map_err(|e| CliError::failed(&e))?;
                         println!(
                             "{} serial={} not_after={}",
                             s.spiffe_id, facts.serial, facts.not_after
@@ -244,8 +244,7 @@ async fn fetch_x509(
     for (i, s) in msg.svids.iter().enumerate() {
         let certs = crate::ca::x509::split_der_certs(&s.x509_svid);
         let leaf = certs.first().cloned().unwrap_or_default();
-        let facts =
-            crate::ca::x509::cert_facts(&leaf).map_err(|e| CliError::Failed(e.to_string()))?;
+        let facts = crate::ca::x509::cert_facts(&leaf).map_err(|e| CliError::failed(&e))?;
         if let Some(dir) = &write {
             std::fs::create_dir_all(dir)
                 .map_err(|e| CliError::Failed(format!("--write {}: {e}", dir.display())))?;

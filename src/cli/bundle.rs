@@ -71,9 +71,7 @@ fn show(args: ShowArgs) -> Result<(), CliError> {
     match args.format {
         Format::Spiffe => println!(
             "{}",
-            bundle
-                .to_spiffe_json()
-                .map_err(|e| CliError::Failed(e.to_string()))?
+            bundle.to_spiffe_json().map_err(|e| CliError::failed(&e))?
         ),
         Format::Pem => {
             for c in &bundle.x509_authorities {
@@ -113,6 +111,6 @@ fn from_data_dir(data_dir: &std::path::Path) -> Result<Bundle, CliError> {
     })?;
     dir.store
         .get_bundle(&td)
-        .map_err(|e| CliError::Failed(e.to_string()))?
+        .map_err(|e| CliError::failed(&e))?
         .ok_or_else(|| CliError::Failed(format!("no bundle stored for {td}")))
 }

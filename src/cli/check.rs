@@ -37,16 +37,14 @@ pub(super) fn check(args: CheckArgs) -> Result<(), CliError> {
         .lines()
         .any(|l| l.trim_start().starts_with("server_address"));
     if is_agent {
-        let c = AgentConfig::parse(&args.config, &text)
-            .map_err(|e| CliError::BadInput(e.to_string()))?;
+        let c = AgentConfig::parse(&args.config, &text).map_err(|e| CliError::bad_input(&e))?;
         println!(
             "{}: valid agent configuration for trust domain {}",
             args.config.display(),
             c.trust_domain
         );
     } else {
-        let c = ServerConfig::parse(&args.config, &text)
-            .map_err(|e| CliError::BadInput(e.to_string()))?;
+        let c = ServerConfig::parse(&args.config, &text).map_err(|e| CliError::bad_input(&e))?;
         println!(
             "{}: valid server configuration for trust domain {}",
             args.config.display(),

@@ -36,8 +36,14 @@ impl DataDir {
         td: &TrustDomain,
         settings: CaSettings,
     ) -> Result<Authorities, CliError> {
-        Authorities::load_or_create(&self.store, &self.keys, td, settings, super::now_unix())
-            .map_err(|e| CliError::Failed(e.to_string()))
+        Authorities::load_or_create(
+            &self.store,
+            &self.keys,
+            td,
+            settings,
+            crate::clock::now_unix(),
+        )
+        .map_err(|e| CliError::failed(&e))
     }
 
     /// The trust domain whose CA this directory holds, if it holds one.
@@ -45,7 +51,7 @@ impl DataDir {
         let records = self
             .store
             .list_authorities()
-            .map_err(|e| CliError::Failed(e.to_string()))?;
+            .map_err(|e| CliError::failed(&e))?;
         for rec in records
             .iter()
             .rev()

@@ -6,6 +6,7 @@
 //! a workload, and the line to export `SPIFFE_ENDPOINT_SOCKET` is printed.
 //! Running it again reuses everything: the CA, the agent's SVID, the entry.
 
+use crate::clock::now_unix;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -13,7 +14,7 @@ use clap::Args;
 use super::runtime::{init_role_logging, runtime, wait_for_signal};
 use super::CliError;
 use crate::config::{AgentConfig, Bootstrap, LogFormat, ServerConfig};
-use crate::server::state::{now_unix, ServerEvent};
+use crate::server::state::ServerEvent;
 use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::store::{JoinToken, RegistrationEntry, Selector, StoreError};
 
@@ -66,8 +67,9 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
             }
             id
         }
-        None => SpiffeId::new(&td, &format!("/dev/user/{uid}"))
-            .map_err(|e| CliError::Failed(e.to_string()))?,
+        None => {
+            SpiffeId::new(&td, &format!("/dev/user/{uid}")).map_err(|e| CliError::failed(&e))?
+        }
     };
     let dir = absolute(&args.data_dir)?;
     let server_config = ServerConfig {
@@ -92,7 +94,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
     runtime()?.block_on(async move {
         let server = crate::server::run::start(&server_config)
             .await
-            .map_err(|e| CliError::Failed(e.to_string()))?;
+            .map_err(|e| CliError::failed(&e))?;
         let state = server.state.clone();
 
         // The agent attests in-process: a fresh join token and the bundle
@@ -119,7 +121,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         state
             .with_store(move |s| s.create_join_token(join))
             .await
-            .map_err(|e| CliError::Failed(e.to_string()))?;
+            .map_err(|e| CliError::failed(&e))?;
         let socket_path = agent_dir.join("public/api.sock");
         let agent_config = AgentConfig {
             trust_domain: td.clone(),
@@ -133,14 +135,15 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         };
         let agent = crate::agent::run::start(&agent_config)
             .await
-            .map_err(|e| CliError::Failed(e.to_string()))?;
+            .map_err(|e| CliError::failed(&e))?;
 
         let entry = RegistrationEntry {
             id: String::new(),
             spiffe_id: workload_id.clone(),
             parent_id: agent.spiffe_id.clone(),
-            selectors: vec![Selector::new("unix", format!("uid:{uid}"))
-                .map_err(|e| CliError::Failed(e.to_string()))?],
+            selectors: vec![
+                Selector::new("unix", format!("uid:{uid}")).map_err(|e| CliError::failed(&e))?
+            ],
             x509_svid_ttl: 0,
             jwt_svid_ttl: 0,
             dns_names: vec![],
@@ -155,7 +158,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         let created = state
             .with_store(move |s| s.create_entries(vec![entry]))
             .await
-            .map_err(|e| CliError::Failed(e.to_string()))?;
+            .map_err(|e| CliError::failed(&e))?;
         for r in created {
             match r {
                 Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}

@@ -2,13 +2,14 @@
 //! server over its admin socket, or by the JWT key of a server data
 //! directory (`--data-dir`).
 
+use crate::clock::now_unix;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
 use super::admin_client::{status_error, AdminClient, SocketArgs};
 use super::data_dir::DataDir;
-use super::{duration_flag, now_unix, CliError, Output};
+use super::{duration_flag, CliError, Output};
 use crate::proto::admin;
 use crate::server::authorities::CaSettings;
 use crate::spiffe::SpiffeId;
@@ -69,7 +70,7 @@ fn mint(args: MintArgs) -> Result<(), CliError> {
             let token = authorities
                 .jwt()
                 .sign(&id, &args.audiences, ttl, now)
-                .map_err(|e| CliError::BadInput(e.to_string()))?;
+                .map_err(|e| CliError::bad_input(&e))?;
             (token, (now + ttl).min(authorities.jwt().not_after()))
         }
         None => {

@@ -94,6 +94,16 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// Bad input, described by `e` and every cause under it.
+    pub(crate) fn bad_input(e: &dyn std::error::Error) -> Self {
+        CliError::BadInput(crate::errors::chain(e))
+    }
+
+    /// A failure, described by `e` and every cause under it.
+    pub(crate) fn failed(e: &dyn std::error::Error) -> Self {
+        CliError::Failed(crate::errors::chain(e))
+    }
+
     fn exit_code(&self) -> ExitCode {
         match self {
             CliError::BadInput(_) => ExitCode::from(2),
@@ -163,14 +173,6 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Healthcheck(args) => check::healthcheck(args),
         Command::Api(cmd) => api::run(cmd),
     }
-}
-
-/// Seconds since the Unix epoch, from the system clock.
-pub(crate) fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Parses a duration flag, naming the flag in the error.

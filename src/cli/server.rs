@@ -21,12 +21,12 @@ pub(super) enum ServerCmd {
 
 pub(super) fn run(cmd: ServerCmd, log_flag: Option<&str>) -> Result<(), CliError> {
     let ServerCmd::Run { config } = cmd;
-    let config = ServerConfig::load(&config).map_err(|e| CliError::BadInput(e.to_string()))?;
+    let config = ServerConfig::load(&config).map_err(|e| CliError::bad_input(&e))?;
     init_role_logging(log_flag, &config.log_level, config.log_format);
     runtime()?.block_on(async {
         let handle = crate::server::run::start(&config)
             .await
-            .map_err(|e| CliError::Failed(e.to_string()))?;
+            .map_err(|e| CliError::failed(&e))?;
         wait_for_signal().await;
         handle.shutdown().await;
         Ok(())

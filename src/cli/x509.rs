@@ -5,13 +5,14 @@
 //! `--data-dir` it signs with the CA kept in that server data directory
 //! (creating one in a new directory).
 
+use crate::clock::now_unix;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
 use super::admin_client::{status_error, AdminClient, SocketArgs};
 use super::data_dir::DataDir;
-use super::{duration_flag, now_unix, CliError, Output};
+use super::{duration_flag, CliError, Output};
 use crate::ca::keys::der_to_pem;
 use crate::ca::{KeyPair, KeyType};
 use crate::proto::admin;
@@ -205,7 +206,7 @@ fn mint_local(
     let authorities = dir.authorities(id.trust_domain(), ca)?;
     let minted = authorities
         .mint_x509_svid(&dir.store, id, key_type, ttl, dns_names, now_unix())
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+        .map_err(|e| CliError::failed(&e))?;
     Ok(Minted {
         serial: minted.cert.serial,
         expires_at: minted.cert.not_after,
@@ -229,7 +230,7 @@ fn mint_remote(
         }
         None => 0,
     };
-    let key = KeyPair::generate(key_type).map_err(|e| CliError::Failed(e.to_string()))?;
+    let key = KeyPair::generate(key_type).map_err(|e| CliError::failed(&e))?;
     let csr = build_csr(&key, id, dns_names)?;
     let client = AdminClient::connect(&socket.socket)?;
     let reply = client

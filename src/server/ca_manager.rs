@@ -3,6 +3,7 @@
 //! transitions, swaps the result in, and sleeps until the next event or the
 //! next agent acknowledgement, whichever comes first.
 
+use crate::clock::now_unix;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use tokio::sync::watch;
 
 use super::authorities::Authorities;
 use super::rotation::{next_event, plan, Action, Propagation, SlotView, Window};
-use super::state::{now_unix, ServerState};
+use super::state::ServerState;
 use crate::store::{AuthorityKind, AuthorityState};
 
 fn kind_name(kind: AuthorityKind) -> &'static str {

@@ -9,6 +9,7 @@
 
 mod sync;
 
+use crate::clock::now_unix;
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,9 +22,9 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use super::authorized::authorized_entries;
-use super::state::{now_unix, ServerState};
+use super::state::ServerState;
 use crate::ca::{verify_csr, SvidRequest};
-use crate::node_wire::bundle_to_wire;
+use crate::node::wire::bundle_to_wire;
 use crate::proto::node::{self, node_server::Node};
 use crate::spiffe::SpiffeId;
 use crate::store::{AttestedAgent, IssuanceRecord, RegistrationEntry, StoreError};

@@ -2,6 +2,7 @@
 //! CA, and serve the node API (TCP + TLS) and the admin API (Unix socket,
 //! 0600) until shutdown.
 
+use crate::clock::now_unix;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use super::admin_api::admin_routes;
 use super::authorities::herald_upstream::HeraldUpstream;
 use super::authorities::{Authorities, CaSettings, DiskUpstream};
 use super::node_api::NodeApi;
-use super::state::{now_unix, ServerSettings, ServerState};
+use super::state::{ServerSettings, ServerState};
 use crate::ca::{DiskKeyManager, KeyPair, KeyType, SvidRequest};
 use crate::config::{ServerConfig, UpstreamConfig};
 use crate::proto::node::node_server::NodeServer;

@@ -218,11 +218,3 @@ impl ServerState {
         }
     }
 }
-
-/// Seconds since the Unix epoch.
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}

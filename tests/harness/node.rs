@@ -7,9 +7,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use herald::agent::manager::make_csr;
-use herald::agent::node_client::{AgentCredential, ServerConnector};
 use herald::ca::{KeyPair, KeyType};
+use herald::node::make_csr;
+use herald::node::{AgentCredential, ServerConnector};
 use herald::proto::node;
 use herald::spiffe::{SpiffeId, TrustDomain};
 use herald::tls::Roots;

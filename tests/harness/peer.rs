@@ -7,12 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use herald::ca::{KeyPair, KeyType, MemoryKeyManager, SvidRequest};
+use herald::clock::now_unix;
 use herald::server::authorities::{Authorities, CaSettings};
 use herald::server::federation::{
     serve_bundle_endpoint, spawn_refresher_with, BundleEndpointConfig, EndpointProfile,
     RefresherHandle, RefresherSettings, WebRoots,
 };
-use herald::server::state::{now_unix, ServerSettings, ServerState};
+use herald::server::state::{ServerSettings, ServerState};
 use herald::spiffe::{Bundle, SpiffeId, TrustDomain};
 use herald::store::SledStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};

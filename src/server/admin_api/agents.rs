@@ -1,6 +1,7 @@
 //! The Agents service: join tokens, and the attested agents (list, show,
 //! evict, ban).
 
+use crate::clock::now_unix;
 use std::sync::Arc;
 
 use ring::rand::SecureRandom as _;
@@ -10,7 +11,7 @@ use tracing::Instrument as _;
 use super::convert::{agent_to_proto, store_status};
 use super::{page_request, ttl_or_default};
 use crate::proto::admin::{self, agents_server::Agents};
-use crate::server::state::{now_unix, ServerEvent, ServerState};
+use crate::server::state::{ServerEvent, ServerState};
 use crate::server::validate::{member_id, ValidationError};
 use crate::spiffe::SpiffeId;
 use crate::store::{JoinToken, StoreError};

@@ -2,6 +2,7 @@
 //! activate, taint or revoke one by hand. Scheduled rotation does the same
 //! steps on its own (`ca_manager.rs`); this is the operator's override.
 
+use crate::clock::now_unix;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -13,7 +14,7 @@ use crate::proto::admin::{
     ShowAuthoritiesResponse,
 };
 use crate::server::authorities::{Authorities, AuthorityError};
-use crate::server::state::{now_unix, ServerState};
+use crate::server::state::ServerState;
 use crate::store::{AuthorityKind, AuthorityRecord, AuthorityState};
 
 /// The LocalAuthority service.

@@ -1,6 +1,7 @@
 //! The Entries service: create, update, delete, get, list and count
 //! registration entries.
 
+use crate::clock::now_unix;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -9,7 +10,7 @@ use tracing::Instrument as _;
 use super::convert::{entry_to_proto, item_status, ok_status, store_status};
 use super::page_request;
 use crate::proto::admin::{self, entries_server::Entries};
-use crate::server::state::{now_unix, ServerEvent, ServerState};
+use crate::server::state::{ServerEvent, ServerState};
 use crate::server::validate::{self, validate_entry, ValidationError};
 use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::store::{EntryFilter, RegistrationEntry, SelectorMatch, StoreError};

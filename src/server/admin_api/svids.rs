@@ -2,6 +2,7 @@
 //! minted outside any registration entry (SPIRE's MintX509SVID and
 //! MintJWTSVID, `shared/spec/SPIFFE.md` §8.4).
 
+use crate::clock::now_unix;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -12,7 +13,7 @@ use super::ttl_or_default;
 use crate::ca::{verify_csr, JwtSignError, SvidRequest, X509Error};
 use crate::proto::admin::{self, svids_server::Svids};
 use crate::server::authorities::AuthorityError;
-use crate::server::state::{now_unix, ServerState};
+use crate::server::state::ServerState;
 use crate::server::validate::{check_wildcard_overlap, validate_dns_name, workload_id};
 
 /// Serves the Svids service.

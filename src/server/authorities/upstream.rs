@@ -21,19 +21,20 @@ use crate::spiffe::TrustDomain;
 /// Why the upstream files could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// A file could not be read.
-    #[error("upstream {what} {path}: {reason}")]
+    /// A file could not be used.
+    #[error("upstream {what} {path}")]
     File {
         /// "certificate" or "key".
         what: &'static str,
         /// The file.
         path: String,
-        /// Why.
-        reason: String,
+        /// What is wrong with it.
+        #[source]
+        problem: FileProblem,
     },
     /// The upstream Herald server refused or could not be reached.
-    #[error("upstream Herald server: {0}")]
-    Herald(String),
+    #[error("upstream Herald server")]
+    Herald(#[from] super::herald_upstream::HeraldUpstreamError),
     /// The certificate chain does not end in a self-signed root.
     #[error("upstream certificate file {0}: the last certificate must be the self-signed root of the chain")]
     NoRoot(String),
@@ -45,6 +46,26 @@ pub enum UpstreamError {
         /// Why.
         source: X509Error,
     },
+}
+
+/// What is wrong with an upstream file.
+#[derive(Debug, thiserror::Error)]
+pub enum FileProblem {
+    /// The OS refused.
+    #[error("cannot be read")]
+    Io(#[from] std::io::Error),
+    /// Not PEM.
+    #[error("is not PEM")]
+    Pem(#[from] crate::ca::pem::PemError),
+    /// No certificate in it.
+    #[error("holds no CERTIFICATE block")]
+    NoCertificate,
+    /// Readable by others.
+    #[error("mode {0:o} lets others read it; a private key must be 0600")]
+    Mode(u32),
+    /// Not a usable key.
+    #[error("is not a usable key")]
+    Key(#[from] crate::ca::KeyError),
 }
 
 /// Who signs the server's CA.
@@ -126,36 +147,23 @@ impl DiskUpstream {
         key_path: &Path,
     ) -> Result<Arc<Upstream>, UpstreamError> {
         let cert_name = cert_path.display().to_string();
-        let file = |what: &'static str, path: &Path, reason: String| UpstreamError::File {
-            what,
-            path: path.display().to_string(),
-            reason,
-        };
-        let pem = std::fs::read_to_string(cert_path)
-            .map_err(|e| file("certificate", cert_path, e.to_string()))?;
-        let certs = pem_blocks(&pem, "CERTIFICATE")
-            .map_err(|e| file("certificate", cert_path, e.to_string()))?;
+        let cert = |problem: FileProblem| file_error("certificate", cert_path, problem);
+        let key = |problem: FileProblem| file_error("key", key_path, problem);
+        let pem = std::fs::read_to_string(cert_path).map_err(|e| cert(e.into()))?;
+        let certs = pem_blocks(&pem, "CERTIFICATE").map_err(|e| cert(e.into()))?;
         let (first, rest) = certs
             .split_first()
-            .ok_or_else(|| file("certificate", cert_path, "no CERTIFICATE block".into()))?;
+            .ok_or_else(|| cert(FileProblem::NoCertificate))?;
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(key_path)
-            .map_err(|e| file("key", key_path, e.to_string()))?
+            .map_err(|e| key(e.into()))?
             .permissions()
             .mode();
         if mode & 0o077 != 0 {
-            return Err(file(
-                "key",
-                key_path,
-                format!(
-                    "mode {:o} lets others read it; a private key must be 0600",
-                    mode & 0o777
-                ),
-            ));
+            return Err(key(FileProblem::Mode(mode & 0o777)));
         }
-        let key_pem =
-            std::fs::read_to_string(key_path).map_err(|e| file("key", key_path, e.to_string()))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| file("key", key_path, e.to_string()))?;
+        let key_pem = std::fs::read_to_string(key_path).map_err(|e| key(e.into()))?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| key(e.into()))?;
         let last = certs.last().cloned().unwrap_or_else(|| first.clone());
         let facts = crate::ca::x509::cert_facts(&last).map_err(|source| UpstreamError::Ca {
             path: cert_name.clone(),
@@ -185,5 +193,14 @@ impl DiskUpstream {
             },
             root: last,
         })))
+    }
+}
+
+/// An upstream file error naming the file.
+pub(super) fn file_error(what: &'static str, path: &Path, problem: FileProblem) -> UpstreamError {
+    UpstreamError::File {
+        what,
+        path: path.display().to_string(),
+        problem,
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
 use super::{internal, own_bundle_wire, NodeApi};
-use crate::node_wire::{bundle_to_wire, entry_to_wire};
+use crate::node::wire::{bundle_to_wire, entry_to_wire};
 use crate::proto::node;
 use crate::server::state::ServerEvent;
 use crate::spiffe::SpiffeId;

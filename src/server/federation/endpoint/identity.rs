@@ -6,6 +6,7 @@
 //!   the files change (a renewed ACME certificate needs no restart). A bad
 //!   new file is logged and the previous certificate stays in use.
 
+use crate::clock::now_unix;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -19,7 +20,7 @@ use tokio::sync::watch;
 use crate::ca::{KeyPair, KeyType, SvidRequest};
 use crate::server::federation::web_roots::read_pem_certs;
 use crate::server::federation::{FederationError, FileProblem, TlsSetupError};
-use crate::server::state::{now_unix, ServerEvent, ServerState};
+use crate::server::state::{ServerEvent, ServerState};
 use crate::spiffe::SpiffeId;
 use crate::tls::{certified_key, provider};
 

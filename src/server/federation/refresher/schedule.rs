@@ -2,6 +2,7 @@
 //! the parent module's doc), one fetch job at a time per relationship, and
 //! the outcome's effect on the schedule, the status and any waiter.
 
+use crate::clock::now_unix;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tracing::Instrument as _;
 use super::storing::refresh_once;
 use super::{Command, RefreshError, RefreshOutcome, RefresherHandle, RefresherSettings, Reply};
 use crate::server::federation::web_roots::WebRoots;
-use crate::server::state::{now_unix, ServerState};
+use crate::server::state::ServerState;
 use crate::spiffe::TrustDomain;
 use crate::store::FederationRelationship;
 use std::sync::Arc;

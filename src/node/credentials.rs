@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::node_client::AgentCredential;
+use super::connector::AgentCredential;
 use crate::ca::keys::{der_to_pem, pem_blocks};
 use crate::ca::KeyPair;
 use crate::spiffe::{Bundle, TrustDomain};
@@ -28,8 +28,11 @@ pub enum CredentialStoreError {
     Corrupt {
         /// The file.
         path: PathBuf,
-        /// Why.
-        reason: String,
+        /// What is wrong with it.
+        reason: &'static str,
+        /// The parser's complaint, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 }
 
@@ -59,6 +62,19 @@ impl CredentialStore {
             .map_err(|source| CredentialStoreError::Io { path, source })
     }
 
+    fn corrupt(
+        &self,
+        name: &str,
+        reason: &'static str,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> CredentialStoreError {
+        CredentialStoreError::Corrupt {
+            path: self.dir.join(name),
+            reason,
+            source,
+        }
+    }
+
     fn read(&self, name: &str) -> Result<Option<String>, CredentialStoreError> {
         let path = self.dir.join(name);
         match std::fs::read_to_string(&path) {
@@ -86,26 +102,20 @@ impl CredentialStore {
         else {
             return Ok(None);
         };
-        let corrupt = |name: &str, reason: String| CredentialStoreError::Corrupt {
-            path: self.dir.join(name),
-            reason,
-        };
+        let svid = "agent_svid.pem";
         let chain = pem_blocks(&pem, "CERTIFICATE")
-            .map_err(|e| corrupt("agent_svid.pem", e.to_string()))?;
+            .map_err(|e| self.corrupt(svid, "is not PEM", Some(e.into())))?;
         let leaf = chain
             .first()
-            .ok_or_else(|| corrupt("agent_svid.pem", "no certificate".into()))?;
-        let spiffe_id =
-            crate::tls::spiffe_id_of(leaf).map_err(|e| corrupt("agent_svid.pem", e.to_string()))?;
+            .ok_or_else(|| self.corrupt(svid, "holds no certificate", None))?;
+        let spiffe_id = crate::tls::spiffe_id_of(leaf)
+            .map_err(|e| self.corrupt(svid, "has no SPIFFE ID", Some(e.into())))?;
         let facts = crate::ca::x509::cert_facts(leaf)
-            .map_err(|e| corrupt("agent_svid.pem", e.to_string()))?;
-        let key =
-            KeyPair::from_pem(&key_pem).map_err(|e| corrupt("agent_svid.key", e.to_string()))?;
+            .map_err(|e| self.corrupt(svid, "is not a certificate", Some(e.into())))?;
+        let key = KeyPair::from_pem(&key_pem)
+            .map_err(|e| self.corrupt("agent_svid.key", "is not a key", Some(e.into())))?;
         if key.public_key_spki() != facts.public_key_spki {
-            return Err(corrupt(
-                "agent_svid.key",
-                "does not match agent_svid.pem".into(),
-            ));
+            return Err(self.corrupt("agent_svid.key", "does not match agent_svid.pem", None));
         }
         Ok(Some(AgentCredential {
             spiffe_id,
@@ -132,10 +142,7 @@ impl CredentialStore {
     pub fn save_bundle(&self, bundle: &Bundle) -> Result<(), CredentialStoreError> {
         let json = bundle
             .to_spiffe_json()
-            .map_err(|e| CredentialStoreError::Corrupt {
-                path: self.dir.join("bundle.json"),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| self.corrupt("bundle.json", "cannot be encoded", Some(e.into())))?;
         self.write("bundle.json", json.as_bytes(), 0o644)
     }
 
@@ -146,9 +153,6 @@ impl CredentialStore {
         };
         Bundle::from_spiffe_json(td.clone(), json.as_bytes())
             .map(Some)
-            .map_err(|e| CredentialStoreError::Corrupt {
-                path: self.dir.join("bundle.json"),
-                reason: e.to_string(),
-            })
+            .map_err(|e| self.corrupt("bundle.json", "is not a SPIFFE bundle", Some(e.into())))
     }
 }

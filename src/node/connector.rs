@@ -1,4 +1,4 @@
-//! The agent's side of the node API: TLS to the server (checking that it is
+//! A node's side of the node API: TLS to the server (checking that it is
 //! `spiffe://<td>/herald/server` under the trust domain's roots), join-token
 //! attestation without a client certificate, and mTLS with the agent SVID
 //! for everything after.
@@ -15,19 +15,23 @@ use crate::proto::node::node_client::NodeClient as Grpc;
 use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::tls::{certified_key, provider, Roots, ServerIdVerifier};
 
-/// Why the agent could not reach or use its server.
+/// Why a node could not reach or use its server.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeClientError {
+    /// The server's SPIFFE ID cannot be formed in this trust domain.
+    #[error("the server ID of the trust domain")]
+    ServerId(#[source] crate::spiffe::IdError),
     /// TLS configuration failed.
-    #[error("TLS setup: {0}")]
-    Tls(String),
+    #[error("TLS setup")]
+    Tls(#[source] rustls::Error),
     /// The connection failed.
-    #[error("cannot connect to the server at {addr}: {reason}")]
+    #[error("cannot connect to the server at {addr}")]
     Connect {
         /// The address.
         addr: SocketAddr,
-        /// Why.
-        reason: String,
+        /// Why (tonic keeps the useful part, e.g. a TLS alert, deep in
+        /// the chain: print it with `errors::Chain`).
+        source: tonic::transport::Error,
     },
 }
 
@@ -71,8 +75,7 @@ impl ServerConnector {
         roots: Roots,
         insecure: bool,
     ) -> Result<Self, NodeClientError> {
-        let server_id =
-            SpiffeId::new(td, "/herald/server").map_err(|e| NodeClientError::Tls(e.to_string()))?;
+        let server_id = SpiffeId::new(td, "/herald/server").map_err(NodeClientError::ServerId)?;
         Ok(ServerConnector {
             addr,
             server_id,
@@ -110,7 +113,7 @@ impl ServerConnector {
     ) -> Result<Grpc<Channel>, NodeClientError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| NodeClientError::Tls(e.to_string()))?
+            .map_err(NodeClientError::Tls)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(ServerIdVerifier::new(
                 self.roots.clone(),
@@ -122,7 +125,7 @@ impl ServerConnector {
                 let (chain, key) = certified_key(&c.chain, c.key.pkcs8_der());
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|e| NodeClientError::Tls(e.to_string()))?
+                    .map_err(NodeClientError::Tls)?
             }
             None => builder.with_no_client_auth(),
         };
@@ -143,25 +146,9 @@ impl ServerConnector {
                 }
             }))
             .await
-            .map_err(|e| NodeClientError::Connect {
-                addr,
-                reason: error_chain(&e),
-            })?;
+            .map_err(|source| NodeClientError::Connect { addr, source })?;
         Ok(Grpc::new(channel)
             .max_decoding_message_size(16 * 1024 * 1024)
             .max_encoding_message_size(16 * 1024 * 1024))
     }
-}
-
-/// An error and its sources on one line (tonic's transport errors hide the
-/// useful part, e.g. the TLS alert, in the source chain).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }

@@ -1,0 +1,111 @@
+//! Join-token attestation: the first contact of a node with its server.
+//! The node generates its key, sends a CSR with the single-use token over
+//! an anonymous TLS connection, and receives its SVID and the trust bundle.
+
+use std::sync::Arc;
+
+use super::connector::{AgentCredential, NodeClientError, ServerConnector};
+use super::csr::{make_csr, CsrBuildError};
+use super::wire::{bundle_from_wire, WireError};
+use crate::ca::x509::X509Error;
+use crate::ca::{KeyError, KeyPair, KeyType};
+use crate::proto::node;
+use crate::spiffe::{Bundle, IdError, SpiffeId};
+
+/// Why attestation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttestError {
+    /// The node's key could not be generated.
+    #[error("generating the node key")]
+    Key(#[source] KeyError),
+    /// The CSR could not be built.
+    #[error(transparent)]
+    Csr(#[from] CsrBuildError),
+    /// The server could not be reached.
+    #[error(transparent)]
+    Connect(#[from] NodeClientError),
+    /// The server refused.
+    #[error("the server refused: {}: {}", code_name(.0.code()), .0.message())]
+    Refused(#[source] tonic::Status),
+    /// The server's answer does not parse.
+    #[error("the server sent a bad {what}")]
+    BadReply {
+        /// Which part of the answer.
+        what: &'static str,
+        /// Why it is bad.
+        #[source]
+        source: BadReplyCause,
+    },
+}
+
+/// What was wrong with a part of the server's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum BadReplyCause {
+    /// A SPIFFE ID that does not parse.
+    #[error(transparent)]
+    Id(#[from] IdError),
+    /// A certificate that does not parse.
+    #[error(transparent)]
+    Cert(#[from] X509Error),
+    /// A node API field that does not parse.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// A required part is absent.
+    #[error("it is missing")]
+    Missing,
+}
+
+fn bad(what: &'static str, source: impl Into<BadReplyCause>) -> AttestError {
+    AttestError::BadReply {
+        what,
+        source: source.into(),
+    }
+}
+
+/// Attests to the server at `connector` with a join token; returns the node
+/// credential and the trust bundle.
+pub async fn attest(
+    connector: &ServerConnector,
+    token: &str,
+) -> Result<(AgentCredential, Bundle), AttestError> {
+    let key = KeyPair::generate(KeyType::EcP256).map_err(AttestError::Key)?;
+    let csr = make_csr(&key)?;
+    let mut client = connector.anonymous().await?;
+    let resp = client
+        .attest(node::AttestRequest {
+            join_token: token.to_string(),
+            csr,
+        })
+        .await
+        .map_err(AttestError::Refused)?
+        .into_inner();
+    let spiffe_id = SpiffeId::parse(&resp.spiffe_id).map_err(|e| bad("agent ID", e))?;
+    let leaf = resp
+        .svid_chain
+        .first()
+        .ok_or_else(|| bad("agent SVID", BadReplyCause::Missing))?;
+    let facts = crate::ca::x509::cert_facts(leaf).map_err(|e| bad("agent SVID", e))?;
+    let wire_bundle = resp
+        .bundle
+        .ok_or_else(|| bad("bundle", BadReplyCause::Missing))?;
+    let bundle = bundle_from_wire(wire_bundle).map_err(|e| bad("bundle", e))?;
+    tracing::info!(agent = %spiffe_id, "attested with a join token");
+    Ok((
+        AgentCredential {
+            spiffe_id,
+            chain: resp.svid_chain,
+            key: Arc::new(key),
+            not_after: facts.not_after,
+        },
+        bundle,
+    ))
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::PermissionDenied => "permission denied",
+        tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::Unavailable => "server unavailable",
+        _ => "error",
+    }
+}

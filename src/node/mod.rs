@@ -1,0 +1,24 @@
+//! The client side of the node API, shared by everything that attests to a
+//! Herald server: the agent, and a downstream server whose upstream
+//! authority is another Herald server (nested servers).
+//!
+//! - [`connector`]: TLS to the server (its SPIFFE ID checked under the trust
+//!   domain's roots), anonymous for attestation, mTLS afterwards.
+//! - [`attest`]: join-token attestation, returning the first credential.
+//! - [`csr`]: the CSRs a node sends (the server takes only the key).
+//! - [`credentials`]: the credential and bundle kept on disk across restarts.
+//! - [`wire`]: conversions between Herald's types and node API messages,
+//!   used by both ends.
+//!
+//! Nothing here imports the server or the agent role.
+
+pub mod attest;
+pub mod connector;
+pub mod credentials;
+pub mod csr;
+pub mod wire;
+
+pub use attest::{attest, AttestError};
+pub use connector::{AgentCredential, NodeClientError, ServerConnector};
+pub use credentials::{CredentialStore, CredentialStoreError};
+pub use csr::{make_csr, CsrBuildError};
