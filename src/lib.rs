@@ -28,6 +28,7 @@ pub mod fsutil;
 pub mod fuzzing;
 pub mod node;
 pub mod proto;
+pub mod registration;
 pub mod server;
 pub mod shutdown;
 pub mod spiffe;

@@ -14,6 +14,16 @@ pub mod node {
     include!(concat!(env!("OUT_DIR"), "/herald.node.v1.rs"));
 }
 
+/// Largest admin API message either way, for both the server and its
+/// clients. Batch calls carry whole imports (a 100,000-entry batch is about
+/// 15 MiB), and only administrators can reach the socket, so the limit is far
+/// above gRPC's 4 MiB default.
+pub const ADMIN_MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// Largest node API message either way, for the server and every node.
+/// Sync snapshots are chunked well below it.
+pub const NODE_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
 /// The admin API on the server's admin socket.
 #[allow(missing_docs, unreachable_pub, unused_qualifications, clippy::all)]
 pub mod admin {

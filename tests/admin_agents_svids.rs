@@ -7,9 +7,10 @@ mod harness;
 use harness::admin::{assert_status, csr, AdminApi};
 use herald::clock::now_unix;
 use herald::proto::admin;
+use herald::registration::Selector;
 use herald::server::state::ServerEvent;
 use herald::spiffe::{Bundle, SpiffeId, TrustDomain};
-use herald::store::{AttestedAgent, Selector};
+use herald::store::AttestedAgent;
 use tonic::Code;
 
 fn agent(path: &str) -> AttestedAgent {

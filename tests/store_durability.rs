@@ -13,11 +13,9 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 
 use harness::bin::herald;
+use herald::registration::{RegistrationEntry, Selector};
 use herald::spiffe::SpiffeId;
-use herald::store::{
-    AttestedAgent, DataStore, IssuanceRecord, JoinToken, RegistrationEntry, Selector, SledStore,
-    StoreError,
-};
+use herald::store::{AttestedAgent, DataStore, IssuanceRecord, JoinToken, SledStore, StoreError};
 
 const DIR_ENV: &str = "HERALD_DURABILITY_DIR";
 const ACKS_BEFORE_KILL: usize = 150;
@@ -25,19 +23,11 @@ const ACKS_BEFORE_KILL: usize = 150;
 fn entry(i: usize) -> RegistrationEntry {
     RegistrationEntry {
         id: format!("entry-{i:06}"),
-        spiffe_id: SpiffeId::parse(&format!("spiffe://example.org/w/{i}")).unwrap(),
-        parent_id: SpiffeId::parse("spiffe://example.org/herald/agent/join_token/x").unwrap(),
-        selectors: vec![Selector::parse(&format!("unix:uid:{i}")).unwrap()],
-        x509_svid_ttl: 0,
-        jwt_svid_ttl: 0,
-        dns_names: vec![],
-        admin: false,
-        downstream: false,
-        federates_with: vec![],
-        hint: String::new(),
-        expires_at: None,
-        revision: 0,
-        created_at: 0,
+        ..RegistrationEntry::new(
+            SpiffeId::parse(&format!("spiffe://example.org/w/{i}")).unwrap(),
+            SpiffeId::parse("spiffe://example.org/herald/agent/join_token/x").unwrap(),
+            vec![Selector::parse(&format!("unix:uid:{i}")).unwrap()],
+        )
     }
 }
 

@@ -22,8 +22,8 @@ use herald::proto::workload::{
     JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, WitBundlesRequest, WitsvidRequest,
     X509BundlesRequest, X509svidRequest,
 };
+use herald::registration::Selector;
 use herald::spiffe::{Bundle, SpiffeId, TrustDomain};
-use herald::store::Selector;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 

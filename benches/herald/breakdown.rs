@@ -14,9 +14,10 @@ use herald::ca::{verify_csr, KeyPair, KeyType, SvidRequest, X509Authority};
 use herald::clock::now_unix;
 use herald::node::make_csr;
 use herald::node::wire::{entry_from_wire, entry_to_wire};
+use herald::registration::{RegistrationEntry, Selector};
 use herald::server::authorized::authorized_entries;
 use herald::spiffe::SpiffeId;
-use herald::store::{DataStore, IssuanceRecord, RegistrationEntry, Selector, SledStore};
+use herald::store::{DataStore, IssuanceRecord, SledStore};
 
 use crate::bound::CryptoBound;
 use crate::child;
@@ -46,19 +47,13 @@ fn secs(s: f64) -> Duration {
 fn store_entry(i: usize, parent: &SpiffeId) -> RegistrationEntry {
     RegistrationEntry {
         id: uuid::Uuid::new_v4().to_string(),
-        spiffe_id: SpiffeId::new(&trust_domain(), &format!("/bench/breakdown/{i}")).unwrap(),
-        parent_id: parent.clone(),
-        selectors: vec![Selector::new("unix", format!("uid:{}", 5_000_000 + i)).unwrap()],
-        x509_svid_ttl: 0,
-        jwt_svid_ttl: 0,
-        dns_names: vec![],
-        admin: false,
-        downstream: false,
-        federates_with: vec![],
-        hint: String::new(),
-        expires_at: None,
         revision: 1,
         created_at: now_unix(),
+        ..RegistrationEntry::new(
+            SpiffeId::new(&trust_domain(), &format!("/bench/breakdown/{i}")).unwrap(),
+            parent.clone(),
+            vec![Selector::new("unix", format!("uid:{}", 5_000_000 + i)).unwrap()],
+        )
     }
 }
 

@@ -20,7 +20,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::store::Selector;
+use crate::registration::Selector;
 
 /// The selector kind this attestor produces.
 pub const SELECTOR_KIND: &str = "unix";
@@ -377,7 +377,7 @@ mod tests {
     fn has(selectors: &[Selector], value: &str) -> bool {
         selectors
             .iter()
-            .any(|s| s.kind == "unix" && s.value == value)
+            .any(|s| s.kind() == "unix" && s.value() == value)
     }
 
     #[test]
@@ -421,7 +421,7 @@ mod tests {
             has(&selectors, &format!("path:{}", exe.display())),
             "{selectors:?}"
         );
-        assert!(selectors.iter().any(|s| s.value.starts_with("sha256:")));
+        assert!(selectors.iter().any(|s| s.value().starts_with("sha256:")));
 
         child.kill().unwrap();
         child.wait().unwrap();

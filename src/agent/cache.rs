@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::registration::Selector;
 use crate::spiffe::{Bundle, SpiffeId, TrustDomain};
-use crate::store::Selector;
 
 /// One identity the agent can hand out: a registration entry and the
 /// X509-SVID currently issued for it.

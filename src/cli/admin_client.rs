@@ -20,7 +20,7 @@ use crate::proto::admin::federated_bundles_client::FederatedBundlesClient;
 use crate::proto::admin::federation_client::FederationClient;
 use crate::proto::admin::local_authority_client::LocalAuthorityClient;
 use crate::proto::admin::svids_client::SvidsClient;
-use crate::server::admin_api::MAX_MESSAGE_SIZE;
+use crate::proto::ADMIN_MAX_MESSAGE_SIZE as MAX_MESSAGE_SIZE;
 
 /// Where `herald server run` listens for administrators unless told otherwise.
 pub(super) const DEFAULT_SOCKET: &str = "/tmp/herald-server/admin.sock";

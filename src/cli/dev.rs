@@ -14,9 +14,10 @@ use clap::Args;
 use super::runtime::{init_role_logging, runtime, wait_for_signal};
 use super::CliError;
 use crate::config::{AgentConfig, Bootstrap, LogFormat, ServerConfig};
+use crate::registration::{RegistrationEntry, Selector};
 use crate::server::state::ServerEvent;
 use crate::spiffe::{SpiffeId, TrustDomain};
-use crate::store::{JoinToken, RegistrationEntry, Selector, StoreError};
+use crate::store::{JoinToken, StoreError};
 
 /// Flags of `herald dev`.
 #[derive(Debug, Args)]
@@ -137,23 +138,11 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
             .await
             .map_err(|e| CliError::failed(&e))?;
 
+        let selector =
+            Selector::new("unix", format!("uid:{uid}")).map_err(|e| CliError::failed(&e))?;
         let entry = RegistrationEntry {
-            id: String::new(),
-            spiffe_id: workload_id.clone(),
-            parent_id: agent.spiffe_id.clone(),
-            selectors: vec![
-                Selector::new("unix", format!("uid:{uid}")).map_err(|e| CliError::failed(&e))?
-            ],
-            x509_svid_ttl: 0,
-            jwt_svid_ttl: 0,
-            dns_names: vec![],
-            admin: false,
-            downstream: false,
-            federates_with: vec![],
-            hint: String::new(),
-            expires_at: None,
-            revision: 0,
             created_at: now_unix(),
+            ..RegistrationEntry::new(workload_id.clone(), agent.spiffe_id.clone(), vec![selector])
         };
         let created = state
             .with_store(move |s| s.create_entries(vec![entry]))

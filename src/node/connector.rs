@@ -148,7 +148,7 @@ impl ServerConnector {
             .await
             .map_err(|source| NodeClientError::Connect { addr, source })?;
         Ok(Grpc::new(channel)
-            .max_decoding_message_size(16 * 1024 * 1024)
-            .max_encoding_message_size(16 * 1024 * 1024))
+            .max_decoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE))
     }
 }

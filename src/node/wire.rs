@@ -3,8 +3,8 @@
 //! messages are parsed as untrusted: a bad field is an error naming it.
 
 use crate::proto::node;
+use crate::registration::{RegistrationEntry, Selector};
 use crate::spiffe::{Bundle, JwtAuthority, SpiffeId, TrustDomain};
-use crate::store::{RegistrationEntry, Selector};
 
 /// A node API message field that does not parse.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +78,8 @@ pub fn entry_to_wire(e: &RegistrationEntry) -> node::Entry {
             .selectors
             .iter()
             .map(|s| node::Selector {
-                r#type: s.kind.clone(),
-                value: s.value.clone(),
+                r#type: s.kind().to_string(),
+                value: s.value().to_string(),
             })
             .collect(),
         x509_svid_ttl: i32::try_from(e.x509_svid_ttl).unwrap_or(i32::MAX),

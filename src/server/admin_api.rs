@@ -29,10 +29,7 @@ use crate::proto::admin::local_authority_server::LocalAuthorityServer;
 use crate::proto::admin::svids_server::SvidsServer;
 use crate::store::{PageRequest, MAX_PAGE_SIZE};
 
-/// Largest admin message either way. Batch calls carry whole imports (a
-/// 100,000-entry batch is about 15 MiB), and only administrators can reach
-/// the socket, so the limit is far above gRPC's 4 MiB default.
-pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+use crate::proto::ADMIN_MAX_MESSAGE_SIZE as MAX_MESSAGE_SIZE;
 
 /// The admin services (Entries, Agents, Bundles, Svids, LocalAuthority), ready to be
 /// served on the admin socket with `Server::builder().add_routes(..)`.

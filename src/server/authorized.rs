@@ -7,8 +7,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use crate::registration::RegistrationEntry;
 use crate::spiffe::SpiffeId;
-use crate::store::{DataStore, RegistrationEntry, StoreError};
+use crate::store::{DataStore, StoreError};
 
 /// The entries `agent` is authorized for at `now`, by entry ID.
 pub fn authorized_entries(
@@ -37,24 +38,17 @@ pub fn authorized_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Selector, SledStore};
+    use crate::registration::Selector;
+    use crate::store::SledStore;
 
     fn entry(id: &str, spiffe: &str, parent: &str) -> RegistrationEntry {
         RegistrationEntry {
             id: id.into(),
-            spiffe_id: SpiffeId::parse(spiffe).unwrap(),
-            parent_id: SpiffeId::parse(parent).unwrap(),
-            selectors: vec![Selector::parse(&format!("unix:uid:{id}")).unwrap()],
-            x509_svid_ttl: 0,
-            jwt_svid_ttl: 0,
-            dns_names: vec![],
-            admin: false,
-            downstream: false,
-            federates_with: vec![],
-            hint: String::new(),
-            expires_at: None,
-            revision: 0,
-            created_at: 0,
+            ..RegistrationEntry::new(
+                SpiffeId::parse(spiffe).unwrap(),
+                SpiffeId::parse(parent).unwrap(),
+                vec![Selector::parse(&format!("unix:uid:{id}")).unwrap()],
+            )
         }
     }
 

@@ -26,8 +26,9 @@ use super::state::ServerState;
 use crate::ca::{verify_csr, SvidRequest};
 use crate::node::wire::bundle_to_wire;
 use crate::proto::node::{self, node_server::Node};
+use crate::registration::RegistrationEntry;
 use crate::spiffe::SpiffeId;
-use crate::store::{AttestedAgent, IssuanceRecord, RegistrationEntry, StoreError};
+use crate::store::{AttestedAgent, IssuanceRecord, StoreError};
 
 /// The node API service.
 #[derive(Clone)]

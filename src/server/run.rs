@@ -196,8 +196,8 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         shutdown_rx.clone(),
     )));
     let node = NodeServer::new(NodeApi::new(state.clone(), shutdown_rx.clone()))
-        .max_decoding_message_size(16 * 1024 * 1024)
-        .max_encoding_message_size(16 * 1024 * 1024);
+        .max_decoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE);
     let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(
         async move {

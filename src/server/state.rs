@@ -79,7 +79,8 @@ struct ConnectedAgent {
 }
 
 /// An agent's authorized entries by entry ID.
-pub type AuthorizedEntries = std::collections::BTreeMap<String, crate::store::RegistrationEntry>;
+pub type AuthorizedEntries =
+    std::collections::BTreeMap<String, crate::registration::RegistrationEntry>;
 
 /// Keeps an agent counted as connected while its Sync stream lives.
 pub struct Connection {
@@ -210,11 +211,7 @@ impl ServerState {
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
             Ok(r) => r,
-            Err(e) => Err(StoreError::Invalid {
-                record: "store task".into(),
-                field: "task",
-                reason: format!("the store task failed: {e}"),
-            }),
+            Err(e) => Err(StoreError::TaskFailed(e)),
         }
     }
 }

@@ -9,8 +9,8 @@
 use std::fmt;
 
 use crate::proto::admin;
+use crate::registration::{RegistrationEntry, Selector};
 use crate::spiffe::{SpiffeId, TrustDomain};
-use crate::store::{RegistrationEntry, Selector};
 
 /// The path under which the server's and agents' own IDs live; no entry or
 /// minted SVID may claim an ID there (SPIRE reserves `/spire` the same way).
@@ -117,9 +117,6 @@ pub fn validate_entry(
     }
     Ok(RegistrationEntry {
         id: entry.id.clone(),
-        spiffe_id,
-        parent_id,
-        selectors,
         x509_svid_ttl,
         jwt_svid_ttl,
         dns_names: entry.dns_names.clone(),
@@ -128,8 +125,7 @@ pub fn validate_entry(
         federates_with,
         hint: entry.hint.clone(),
         expires_at: (entry.expires_at != 0).then_some(entry.expires_at),
-        revision: 0,
-        created_at: 0,
+        ..RegistrationEntry::new(spiffe_id, parent_id, selectors)
     })
 }
 

@@ -88,6 +88,15 @@ pub enum StoreError {
         expires_at: i64,
     },
 
+    /// A registration record breaks a rule.
+    #[error(transparent)]
+    Registration(#[from] crate::registration::RegistrationError),
+
+    /// A store operation's blocking task panicked or was cancelled: our
+    /// failure, never the caller's input.
+    #[error("the datastore task failed")]
+    TaskFailed(#[source] tokio::task::JoinError),
+
     /// A record failed a basic shape check before being written.
     #[error("invalid {record}: `{field}` {reason}")]
     Invalid {

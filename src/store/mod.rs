@@ -20,10 +20,11 @@ pub use error::StoreError;
 pub use records::{
     AttestedAgent, AuthorityKind, AuthorityRecord, AuthorityState, BundleEndpointProfile,
     EntryFilter, FederationRelationship, IssuanceRecord, JoinToken, Page, PageRequest,
-    RegistrationEntry, Selector, SelectorMatch,
+    SelectorMatch,
 };
 pub use sled_store::SledStore;
 
+use crate::registration::{RegistrationEntry, Selector};
 use crate::spiffe::{Bundle, SpiffeId, TrustDomain};
 
 /// The layout version of the data directory. Bumped whenever a stored record

@@ -10,7 +10,8 @@ use herald::proto::admin::agents_client::AgentsClient;
 use herald::proto::admin::bundles_client::BundlesClient;
 use herald::proto::admin::entries_client::EntriesClient;
 use herald::proto::admin::svids_client::SvidsClient;
-use herald::server::admin_api::{admin_routes, MAX_MESSAGE_SIZE};
+use herald::proto::ADMIN_MAX_MESSAGE_SIZE as MAX_MESSAGE_SIZE;
+use herald::server::admin_api::admin_routes;
 use herald::server::state::ServerState;
 use tonic::transport::Channel;
 

@@ -20,8 +20,8 @@ use crate::proto::workload::{
     WitsvidRequest, WitsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
     X509svidResponse,
 };
+use crate::registration::Selector;
 use crate::spiffe::SpiffeId;
-use crate::store::Selector;
 
 /// The metadata every Workload API request must carry (SSRF hardening).
 const SECURITY_HEADER: &str = "workload.spiffe.io";

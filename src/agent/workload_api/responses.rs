@@ -12,8 +12,8 @@ use tonic::Status;
 
 use crate::agent::cache::{CacheSnapshot, WorkloadIdentity};
 use crate::proto::workload::{JwtBundlesResponse, X509BundlesResponse, X509svid, X509svidResponse};
+use crate::registration::Selector;
 use crate::spiffe::{Bundle, JwtClaims, TrustDomain};
-use crate::store::Selector;
 
 /// The status message rust-spiffe recognises as "no identity" (SPIFFE.md §4.3).
 pub(super) const NO_IDENTITY: &str = "no identity issued";

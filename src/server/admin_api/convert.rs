@@ -4,12 +4,10 @@
 
 use crate::proto::admin;
 use crate::proto::admin::federation_relationship::BundleEndpointProfile as ProtoProfile;
+use crate::registration::{RegistrationEntry, Selector};
 use crate::server::federation::RefreshStatus;
 use crate::spiffe::Bundle;
-use crate::store::{
-    AttestedAgent, BundleEndpointProfile, FederationRelationship, RegistrationEntry, Selector,
-    StoreError,
-};
+use crate::store::{AttestedAgent, BundleEndpointProfile, FederationRelationship, StoreError};
 
 /// A store record as the API shows it.
 pub(crate) fn entry_to_proto(e: &RegistrationEntry) -> admin::Entry {
@@ -49,8 +47,8 @@ pub(crate) fn agent_to_proto(a: &AttestedAgent) -> admin::Agent {
 
 fn selector_to_proto(s: &Selector) -> admin::Selector {
     admin::Selector {
-        r#type: s.kind.clone(),
-        value: s.value.clone(),
+        r#type: s.kind().to_string(),
+        value: s.value().to_string(),
     }
 }
 
@@ -76,7 +74,9 @@ pub(crate) fn store_status(e: StoreError) -> tonic::Status {
     match &e {
         StoreError::NotFound { .. } => tonic::Status::not_found(e.to_string()),
         StoreError::AlreadyExists { .. } => tonic::Status::already_exists(e.to_string()),
-        StoreError::Invalid { .. } => tonic::Status::invalid_argument(e.to_string()),
+        StoreError::Invalid { .. } | StoreError::Registration(_) => {
+            tonic::Status::invalid_argument(e.to_string())
+        }
         StoreError::TokenExpired { .. } => tonic::Status::failed_precondition(e.to_string()),
         _ => {
             tracing::error!(error = %e, "datastore failure in the admin API");

@@ -10,10 +10,11 @@ use tracing::Instrument as _;
 use super::convert::{entry_to_proto, item_status, ok_status, store_status};
 use super::page_request;
 use crate::proto::admin::{self, entries_server::Entries};
+use crate::registration::RegistrationEntry;
 use crate::server::state::{ServerEvent, ServerState};
 use crate::server::validate::{self, validate_entry, ValidationError};
 use crate::spiffe::{SpiffeId, TrustDomain};
-use crate::store::{EntryFilter, RegistrationEntry, SelectorMatch, StoreError};
+use crate::store::{EntryFilter, SelectorMatch, StoreError};
 
 /// Serves the Entries service.
 pub(super) struct EntriesApi {

@@ -12,9 +12,9 @@ use tonic::Status;
 use super::{internal, own_bundle_wire, NodeApi};
 use crate::node::wire::{bundle_to_wire, entry_to_wire};
 use crate::proto::node;
+use crate::registration::RegistrationEntry;
 use crate::server::state::ServerEvent;
 use crate::spiffe::SpiffeId;
-use crate::store::RegistrationEntry;
 
 /// Entries per snapshot message: keeps every message far below gRPC's 4 MiB.
 const SNAPSHOT_CHUNK: usize = 1000;

@@ -6,7 +6,8 @@ use sled::{Transactional, Tree};
 
 use super::codec::{abort, decode, encode, key_str, tx_result};
 use super::{SledStore, ENTRIES};
-use crate::store::{RegistrationEntry, StoreError};
+use crate::registration::RegistrationEntry;
+use crate::store::StoreError;
 
 const KIND: &str = "registration entry";
 /// The `AlreadyExists` kind when another entry has the same SPIFFE ID,

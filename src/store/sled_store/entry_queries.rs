@@ -8,7 +8,8 @@ use sled::Tree;
 use super::codec::{decode, key_str, page_size};
 use super::entries::index_prefix;
 use super::{SledStore, ENTRIES};
-use crate::store::{EntryFilter, Page, PageRequest, RegistrationEntry, StoreError};
+use crate::registration::RegistrationEntry;
+use crate::store::{EntryFilter, Page, PageRequest, StoreError};
 
 impl SledStore {
     pub(super) fn list_entries_impl(

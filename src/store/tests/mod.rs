@@ -31,19 +31,11 @@ fn sel(s: &str) -> Selector {
 /// An entry with an empty id (the store generates one).
 fn entry(spiffe_path: &str, parent_path: &str, selectors: &[&str]) -> RegistrationEntry {
     RegistrationEntry {
-        id: String::new(),
-        spiffe_id: id(spiffe_path),
-        parent_id: id(parent_path),
-        selectors: selectors.iter().map(|s| sel(s)).collect(),
-        x509_svid_ttl: 0,
-        jwt_svid_ttl: 0,
-        dns_names: vec![],
-        admin: false,
-        downstream: false,
-        federates_with: vec![],
-        hint: String::new(),
-        expires_at: None,
-        revision: 0,
         created_at: 1_700_000_000,
+        ..RegistrationEntry::new(
+            id(spiffe_path),
+            id(parent_path),
+            selectors.iter().map(|s| sel(s)).collect(),
+        )
     }
 }

@@ -9,22 +9,8 @@ use super::{id, open_temp, sel, td};
 use crate::spiffe::{Bundle, JwtAuthority};
 use crate::store::{
     AttestedAgent, AuthorityKind, AuthorityRecord, AuthorityState, BundleEndpointProfile,
-    DataStore, FederationRelationship, IssuanceRecord, JoinToken, PageRequest, Selector,
-    StoreError,
+    DataStore, FederationRelationship, IssuanceRecord, JoinToken, PageRequest, StoreError,
 };
-
-#[test]
-fn selector_parse_and_display() {
-    let s = Selector::parse("unix:uid:1000").unwrap();
-    assert_eq!((s.kind.as_str(), s.value.as_str()), ("unix", "uid:1000"));
-    assert_eq!(s.to_string(), "unix:uid:1000");
-    for bad in ["unix", ":uid", "unix:", ""] {
-        assert!(
-            matches!(Selector::parse(bad), Err(StoreError::Invalid { .. })),
-            "{bad:?}"
-        );
-    }
-}
 
 fn agent(path: &str) -> AttestedAgent {
     AttestedAgent {

@@ -1,0 +1,25 @@
+//! Registration: which workloads get which SPIFFE IDs. The types both roles
+//! speak: the server stores and authorizes [`RegistrationEntry`]s, the agent
+//! matches their [`Selector`]s against what its attestors see.
+//!
+//! A selector cannot exist without passing its checks (its fields are
+//! private and deserialization runs the same checks), so every index key
+//! built from one is unambiguous.
+
+mod entry;
+mod selector;
+
+pub use entry::RegistrationEntry;
+pub use selector::Selector;
+
+/// A registration record that breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {record}: `{field}` {reason}")]
+pub struct RegistrationError {
+    /// The record, as an operator would name it.
+    pub record: String,
+    /// The field at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
