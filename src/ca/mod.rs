@@ -4,6 +4,7 @@
 //! pieces to its store and its APIs; the local `herald x509 mint` command
 //! wires them to a data directory.
 
+pub mod bundle_check;
 pub mod csr;
 pub mod jwt;
 pub mod key_manager;

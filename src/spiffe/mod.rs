@@ -6,6 +6,7 @@
 //! panicking and is a fuzz target.
 
 pub mod bundle;
+pub mod endpoint_url;
 pub mod id;
 mod json;
 mod jwa;
@@ -15,5 +16,6 @@ pub mod jwt;
 mod test_support;
 
 pub use bundle::{Bundle, BundleError, JwtAuthority};
+pub use endpoint_url::{EndpointUrl, UrlError};
 pub use id::{IdError, SpiffeId, TrustDomain};
 pub use jwt::{JwtAlgorithm, JwtClaims, JwtError, JwtHeader, ParsedJwt};

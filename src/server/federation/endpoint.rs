@@ -24,8 +24,8 @@ use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use self::identity::{load_web_identity, mint_svid, reload_web_identity, renew_svid, Resolver};
-use super::config::{BundleEndpointConfig, EndpointProfile};
 use super::{FederationError, TlsSetupError};
+use crate::config::federation::{BundleEndpointConfig, EndpointProfile};
 use crate::server::state::ServerState;
 use crate::tls::https_server::{self, Limits};
 use crate::tls::provider;

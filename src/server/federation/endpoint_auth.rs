@@ -14,9 +14,9 @@ use rustls::{CertificateError, ClientConfig, OtherError};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::endpoint_url::EndpointUrl;
 use super::fetch::FetchFailure;
 use super::web_roots::WebRoots;
+use crate::spiffe::EndpointUrl;
 use crate::store::BundleEndpointProfile;
 use crate::tls::{provider, PeerError, Roots, ServerIdVerifier};
 

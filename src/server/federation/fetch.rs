@@ -15,12 +15,12 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 use super::endpoint_auth::{client_config, connect, UntrustedCertificate};
-use super::endpoint_url::{EndpointUrl, UrlError};
 use super::https_get::{self, HttpError};
 use super::web_roots::WebRoots;
 use super::{bundle_trust_domain_check, WrongTrustDomain};
 use crate::server::state::ServerState;
 use crate::spiffe::{Bundle, BundleError, SpiffeId, TrustDomain};
+use crate::spiffe::{EndpointUrl, UrlError};
 use crate::store::{BundleEndpointProfile, FederationRelationship, StoreError};
 
 /// Redirect hops followed before giving up.

@@ -15,7 +15,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::endpoint_url::EndpointUrl;
+use crate::spiffe::EndpointUrl;
 
 /// Largest response body read. SPIFFE bundles are a few KiB; this leaves
 /// room for large key sets.

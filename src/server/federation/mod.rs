@@ -7,38 +7,36 @@
 //! - [`fetch`] fetches one foreign bundle, authenticating the endpoint by
 //!   its profile, and checks what it got; [`https_get`] is its one bounded
 //!   HTTPS request, [`web_roots`] the roots of `https_web` endpoints and
-//!   [`endpoint_url`] the URL rules, [`endpoint_auth`] how the endpoint is
+//!   `spiffe::endpoint_url` the URL rules, [`endpoint_auth`] how the endpoint is
 //!   authenticated.
 //! - [`refresher`] keeps every federated bundle current: it polls each
 //!   relationship at its bundle's refresh hint, backs off after failures,
 //!   stores changes and tells agents.
 //! - [`admin`] is the admin API for relationships and federated bundles.
-//! - [`config`] is the `[federation]` table of the server configuration.
+//! - `config::federation` is the `[federation]` table of the server configuration.
 //!
 //! Bundles of different trust domains are never merged: each federated
 //! bundle is stored under its own trust domain name, and a bad bundle from a
 //! peer never replaces a good one.
 
 pub mod admin;
-pub mod config;
 pub mod endpoint;
 pub mod endpoint_auth;
-pub mod endpoint_url;
 pub mod fetch;
 pub mod https_get;
 pub mod refresher;
 pub mod web_roots;
 
-// `config.rs` still names the URL rules by their old module path.
-use endpoint_url as http;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use crate::ca::bundle_check::{bundle_trust_domain_check, WrongTrustDomain};
+pub use crate::config::federation::{
+    BundleEndpointConfig, ConfiguredRelationship, EndpointProfile, FederationConfig,
+};
+pub use crate::spiffe::endpoint_url::{EndpointUrl, UrlError};
 pub use admin::{add_federation_services, federation_routes};
-pub use config::{BundleEndpointConfig, ConfiguredRelationship, EndpointProfile, FederationConfig};
 pub use endpoint::serve_bundle_endpoint;
-pub use endpoint_url::{EndpointUrl, UrlError};
 pub use fetch::{fetch_bundle, FetchError, FetchFailure};
 pub use refresher::{
     spawn_refresher, spawn_refresher_with, RefreshError, RefreshOutcome, RefreshStatus,
@@ -47,9 +45,8 @@ pub use refresher::{
 pub use web_roots::WebRoots;
 
 use super::state::{ServerEvent, ServerState};
-use crate::ca::x509::cert_facts;
 use crate::ca::{KeyError, X509Error};
-use crate::spiffe::{Bundle, IdError, SpiffeId};
+use crate::spiffe::IdError;
 use crate::store::StoreError;
 
 /// Why a federation piece could not start.
@@ -140,44 +137,6 @@ pub enum FileProblem {
     /// A certificate cannot serve as a root.
     #[error("a certificate is not a usable root: {0}")]
     NotARoot(#[source] rustls::Error),
-}
-
-/// A bundle's X.509 authority certifies another trust domain than the one
-/// the bundle is for.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("x509 authority {index} is the CA of {found}, not of {expected}")]
-pub struct WrongTrustDomain {
-    /// Position in the bundle's `x509_authorities`.
-    pub index: usize,
-    /// The SPIFFE ID in the authority's URI SAN.
-    pub found: String,
-    /// The bundle's trust domain.
-    pub expected: String,
-}
-
-/// Checks that no X.509 authority of `bundle` names another trust domain in
-/// a SPIFFE URI SAN (SPIFFE CAs, SPIRE's and ours, carry `spiffe://<td>`).
-/// A bundle document does not name its trust domain, so this is how a
-/// bundle served for the wrong trust domain is caught. Authorities without
-/// a SPIFFE URI SAN (an upstream root, say) are accepted.
-pub fn bundle_trust_domain_check(bundle: &Bundle) -> Result<(), WrongTrustDomain> {
-    for (index, der) in bundle.x509_authorities.iter().enumerate() {
-        // Bundle parsing already decoded each certificate; one that does
-        // not yield facts here has no SAN we could compare.
-        let Ok(facts) = cert_facts(der) else { continue };
-        for uri in &facts.uri_sans {
-            if let Ok(id) = SpiffeId::parse(uri) {
-                if id.trust_domain() != &bundle.trust_domain {
-                    return Err(WrongTrustDomain {
-                        index,
-                        found: id.to_string(),
-                        expected: bundle.trust_domain.to_string(),
-                    });
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Writes the relationships of the configuration file to the store (the

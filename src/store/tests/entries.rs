@@ -82,10 +82,7 @@ fn batch_create_reports_per_item_in_order() {
     assert!(matches!(&results[2], Err(StoreError::AlreadyExists { id, .. }) if id == &existing.id));
     assert!(matches!(
         &results[3],
-        Err(StoreError::Invalid {
-            field: "selectors",
-            ..
-        })
+        Err(StoreError::Registration(e)) if e.field == "selectors"
     ));
     assert_eq!(results[4].as_ref().unwrap().id, "fixed-id");
     assert!(matches!(

@@ -146,7 +146,7 @@ fn bootstrap_bundles_are_read_and_checked() {
 
 #[test]
 fn the_deploy_example_is_valid() {
-    let c = parse(include_str!("../../../deploy/federation.toml")).unwrap();
+    let c = parse(include_str!("../../deploy/federation.toml")).unwrap();
     let ep = c.bundle_endpoint.unwrap();
     assert_eq!(ep.profile, EndpointProfile::HttpsSpiffe);
     assert_eq!(ep.refresh_hint_secs, 300);

@@ -5,7 +5,7 @@
 //! Parsed with unknown keys refused, then validated so that every mistake
 //! names its key (`federation.bundle_endpoint.address`, or
 //! `federation.relationships[1].bundle_endpoint_url`), the way
-//! [`crate::config`] does for the rest of the file.
+//! [`super::server`] does for the rest of the file.
 //!
 //! ```toml
 //! [federation]
@@ -29,11 +29,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::bundle_trust_domain_check;
-use super::http::EndpointUrl;
-use crate::config::ConfigError;
+use super::check::Checker;
+use super::ConfigError;
+use crate::ca::bundle_check::bundle_trust_domain_check;
 use crate::duration::parse_duration_secs;
-use crate::spiffe::{Bundle, SpiffeId, TrustDomain};
+use crate::spiffe::{Bundle, EndpointUrl, SpiffeId, TrustDomain};
 use crate::store::{BundleEndpointProfile, FederationRelationship};
 
 /// The refresh hint the bundle endpoint advertises unless configured: 5
@@ -118,26 +118,6 @@ struct RawRelationship {
     trust_domain_bundle_path: Option<PathBuf>,
 }
 
-/// Names the file and key of a bad value.
-struct Checker<'a> {
-    path: &'a Path,
-}
-
-impl Checker<'_> {
-    fn invalid(&self, key: &'static str, reason: impl std::fmt::Display) -> ConfigError {
-        ConfigError::Invalid {
-            path: self.path.to_path_buf(),
-            key,
-            reason: reason.to_string(),
-        }
-    }
-
-    /// A relationship's key; the reason starts with which relationship.
-    fn rel(&self, key: &'static str, index: usize, reason: impl std::fmt::Display) -> ConfigError {
-        self.invalid(key, format!("relationships[{index}]: {reason}"))
-    }
-}
-
 // === impl FederationConfig ===
 
 impl FederationConfig {
@@ -164,9 +144,7 @@ impl FederationConfig {
             .map(|e| endpoint_config(&c, e))
             .transpose()?;
         if let Some(p) = &raw.web_roots_path {
-            if p.as_os_str().is_empty() {
-                return Err(c.invalid("federation.web_roots_path", "must not be empty"));
-            }
+            c.non_empty_path("federation.web_roots_path", p)?;
         }
         let mut relationships: Vec<ConfiguredRelationship> = Vec::new();
         for (index, r) in raw.relationships.into_iter().enumerate() {
@@ -176,7 +154,8 @@ impl FederationConfig {
                 .iter()
                 .any(|o| &o.relationship.trust_domain == td)
             {
-                return Err(c.rel(
+                return Err(rel(
+                    &c,
                     "federation.relationships.trust_domain",
                     index,
                     format!("{td} is declared twice"),
@@ -267,20 +246,22 @@ fn relationship_config(
     own: &TrustDomain,
 ) -> Result<ConfiguredRelationship, ConfigError> {
     let td = TrustDomain::new(&raw.trust_domain)
-        .map_err(|e| c.rel("federation.relationships.trust_domain", index, e))?;
+        .map_err(|e| rel(c, "federation.relationships.trust_domain", index, e))?;
     if &td == own {
-        return Err(c.rel(
+        return Err(rel(
+            c,
             "federation.relationships.trust_domain",
             index,
             format!("{td} is this server's own trust domain"),
         ));
     }
     EndpointUrl::parse(&raw.bundle_endpoint_url)
-        .map_err(|e| c.rel("federation.relationships.bundle_endpoint_url", index, e))?;
+        .map_err(|e| rel(c, "federation.relationships.bundle_endpoint_url", index, e))?;
     let profile = match (raw.profile.as_str(), raw.endpoint_spiffe_id) {
         ("https_web", None) => BundleEndpointProfile::HttpsWeb,
         ("https_web", Some(_)) => {
-            return Err(c.rel(
+            return Err(rel(
+                c,
                 "federation.relationships.endpoint_spiffe_id",
                 index,
                 "only for profile \"https_spiffe\"",
@@ -288,17 +269,19 @@ fn relationship_config(
         }
         ("https_spiffe", Some(id)) => BundleEndpointProfile::HttpsSpiffe {
             endpoint_spiffe_id: SpiffeId::parse(&id)
-                .map_err(|e| c.rel("federation.relationships.endpoint_spiffe_id", index, e))?,
+                .map_err(|e| rel(c, "federation.relationships.endpoint_spiffe_id", index, e))?,
         },
         ("https_spiffe", None) => {
-            return Err(c.rel(
+            return Err(rel(
+                c,
                 "federation.relationships.endpoint_spiffe_id",
                 index,
                 "required for profile \"https_spiffe\"",
             ))
         }
         (other, _) => {
-            return Err(c.rel(
+            return Err(rel(
+                c,
                 "federation.relationships.profile",
                 index,
                 format!("{other:?} is not a profile; use \"https_spiffe\" or \"https_web\""),
@@ -310,16 +293,17 @@ fn relationship_config(
         Some(p) => {
             let key = "federation.relationships.trust_domain_bundle_path";
             let bytes = std::fs::read(p)
-                .map_err(|e| c.rel(key, index, format!("cannot read {}: {e}", p.display())))?;
+                .map_err(|e| rel(c, key, index, format!("cannot read {}: {e}", p.display())))?;
             let bundle = Bundle::from_spiffe_json(td.clone(), &bytes).map_err(|e| {
-                c.rel(
+                rel(
+                    c,
                     key,
                     index,
                     format!("{} is not a SPIFFE bundle: {e}", p.display()),
                 )
             })?;
             bundle_trust_domain_check(&bundle)
-                .map_err(|e| c.rel(key, index, format!("{}: {e}", p.display())))?;
+                .map_err(|e| rel(c, key, index, format!("{}: {e}", p.display())))?;
             Some(bundle)
         }
     };
@@ -336,6 +320,16 @@ fn relationship_config(
     })
 }
 
+/// An error about the `index`th relationship.
+fn rel(
+    c: &Checker<'_>,
+    key: &'static str,
+    index: usize,
+    reason: impl std::fmt::Display,
+) -> ConfigError {
+    c.item(key, "relationships", index, reason)
+}
+
 #[cfg(test)]
-#[path = "config_tests.rs"]
+#[path = "federation_tests.rs"]
 mod tests;

@@ -1,0 +1,111 @@
+//! `agent.toml`: one node's agent, how it first trusts its server, and where
+//! it serves the Workload API.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::check::Checker;
+use super::{default_log_level, parse_toml, read, ConfigError, LogFormat};
+use crate::spiffe::TrustDomain;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    trust_domain: String,
+    server_address: String,
+    data_dir: PathBuf,
+    #[serde(default = "default_workload_socket")]
+    socket_path: PathBuf,
+    trust_bundle_path: Option<PathBuf>,
+    #[serde(default)]
+    insecure_bootstrap: bool,
+    join_token: Option<String>,
+    #[serde(default = "default_log_level")]
+    log_level: String,
+    #[serde(default)]
+    log_format: LogFormat,
+}
+
+fn default_workload_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_WORKLOAD_SOCKET)
+}
+
+/// The default Workload API socket of an agent.
+pub const DEFAULT_WORKLOAD_SOCKET: &str = "/tmp/herald-agent/public/api.sock";
+
+/// How the agent first trusts its server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// A PEM file of the server's trust domain's root CAs.
+    TrustBundle(PathBuf),
+    /// Trust whatever server answers, for the first attestation only. For
+    /// development; logged as a warning.
+    Insecure,
+}
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The server's trust domain.
+    pub trust_domain: TrustDomain,
+    /// The server's node API address.
+    pub server_address: SocketAddr,
+    /// Where the agent keeps its SVID, key and bundle.
+    pub data_dir: PathBuf,
+    /// The Workload API socket.
+    pub socket_path: PathBuf,
+    /// How to trust the server before the first attestation.
+    pub bootstrap: Bootstrap,
+    /// Single-use join token (needed only when the agent has no SVID yet).
+    pub join_token: Option<String>,
+    /// tracing filter.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl AgentConfig {
+    /// Reads and validates an agent configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(path, &read(path)?)
+    }
+
+    /// Validates agent configuration text.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawAgent = parse_toml(path, text)?;
+        let c = Checker { path };
+        let bootstrap = match (raw.trust_bundle_path, raw.insecure_bootstrap) {
+            (Some(_), true) => {
+                return Err(c.invalid(
+                    "insecure_bootstrap",
+                    "cannot be true when trust_bundle_path is set; choose one",
+                ))
+            }
+            (Some(p), false) => Bootstrap::TrustBundle(p),
+            (None, true) => Bootstrap::Insecure,
+            (None, false) => {
+                return Err(c.invalid(
+                    "trust_bundle_path",
+                    "is required (or set insecure_bootstrap = true for development)",
+                ))
+            }
+        };
+        if let Some(t) = &raw.join_token {
+            if t.is_empty() {
+                return Err(c.invalid("join_token", "must not be empty"));
+            }
+        }
+        Ok(AgentConfig {
+            trust_domain: c.trust_domain("trust_domain", &raw.trust_domain)?,
+            server_address: c.address("server_address", &raw.server_address)?,
+            data_dir: raw.data_dir,
+            socket_path: raw.socket_path,
+            bootstrap,
+            join_token: raw.join_token,
+            log_level: c.log_level(&raw.log_level)?,
+            log_format: raw.log_format,
+        })
+    }
+}

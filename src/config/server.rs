@@ -1,0 +1,244 @@
+//! `server.toml`: the CA of one trust domain, its upstream authority and
+//! its listeners. The `[federation]` table is validated by
+//! [`super::federation`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::check::Checker;
+use super::federation::FederationConfig;
+use super::{default_log_level, parse_toml, read, ConfigError, LogFormat};
+use crate::ca::KeyType;
+use crate::spiffe::TrustDomain;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    trust_domain: String,
+    data_dir: PathBuf,
+    #[serde(default = "default_bind")]
+    bind_address: String,
+    admin_socket: Option<PathBuf>,
+    #[serde(default = "default_key_type")]
+    ca_key_type: String,
+    #[serde(default = "default_ca_ttl")]
+    ca_ttl: String,
+    #[serde(default = "default_x509_ttl")]
+    default_x509_svid_ttl: String,
+    #[serde(default = "default_jwt_ttl")]
+    default_jwt_svid_ttl: String,
+    #[serde(default = "default_x509_ttl")]
+    agent_svid_ttl: String,
+    #[serde(default = "default_activation_deadline")]
+    ca_activation_deadline: String,
+    #[serde(default = "default_upstream")]
+    upstream_authority: String,
+    upstream_cert_path: Option<PathBuf>,
+    upstream_key_path: Option<PathBuf>,
+    upstream_server_address: Option<String>,
+    upstream_trust_bundle_path: Option<PathBuf>,
+    upstream_join_token: Option<String>,
+    #[serde(default = "default_log_level")]
+    log_level: String,
+    #[serde(default)]
+    log_format: LogFormat,
+    /// The `[federation]` table, validated by `FederationConfig::from_toml`.
+    federation: Option<toml::Value>,
+}
+
+fn default_activation_deadline() -> String {
+    "5m".into()
+}
+fn default_upstream() -> String {
+    "self_signed".into()
+}
+
+/// Who signs the server's CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamConfig {
+    /// The CA is a self-signed root (the default).
+    SelfSigned,
+    /// The CA is an intermediate under a certificate and key read from files.
+    Disk {
+        /// PEM: the signing CA first, then its chain up to and including the root.
+        cert_path: PathBuf,
+        /// PEM PKCS#8 private key of the signing CA (0600).
+        key_path: PathBuf,
+    },
+    /// The CA is an intermediate signed by another Herald server of the same
+    /// trust domain (nested servers).
+    Herald {
+        /// The upstream server's node API.
+        server_address: SocketAddr,
+        /// PEM roots to trust the upstream with the first time.
+        trust_bundle_path: PathBuf,
+        /// Join token for the first attestation.
+        join_token: Option<String>,
+    },
+}
+
+fn default_bind() -> String {
+    "127.0.0.1:8081".into()
+}
+fn default_key_type() -> String {
+    "ec-p256".into()
+}
+fn default_ca_ttl() -> String {
+    "24h".into()
+}
+fn default_x509_ttl() -> String {
+    "1h".into()
+}
+fn default_jwt_ttl() -> String {
+    "5m".into()
+}
+
+/// The default admin socket of a server.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/tmp/herald-server/admin.sock";
+
+/// A validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The trust domain this server is the CA of.
+    pub trust_domain: TrustDomain,
+    /// Where the store and keys live.
+    pub data_dir: PathBuf,
+    /// The node API's TCP address (port 0 picks a free port).
+    pub bind_address: SocketAddr,
+    /// The admin API's Unix socket (created 0600).
+    pub admin_socket: PathBuf,
+    /// Key type of CA and JWT keys.
+    pub ca_key_type: KeyType,
+    /// CA lifetime, seconds.
+    pub ca_ttl: i64,
+    /// Default X509-SVID lifetime, seconds.
+    pub default_x509_svid_ttl: i64,
+    /// Default JWT-SVID lifetime, seconds.
+    pub default_jwt_svid_ttl: i64,
+    /// Agent SVID lifetime, seconds.
+    pub agent_svid_ttl: i64,
+    /// How long past its due time activation of a prepared authority waits
+    /// for lagging agents to acknowledge the bundle, seconds.
+    pub ca_activation_deadline: i64,
+    /// Who signs the CA.
+    pub upstream: UpstreamConfig,
+    /// tracing filter.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Bundle endpoint and federation relationships (`[federation]`).
+    pub federation: FederationConfig,
+}
+
+impl ServerConfig {
+    /// Reads and validates a server configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(path, &read(path)?)
+    }
+
+    /// Validates server configuration text (`path` only names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawServer = parse_toml(path, text)?;
+        let c = Checker { path };
+        let ca_ttl = c.duration("ca_ttl", &raw.ca_ttl, 60)?;
+        let x509 = c.duration("default_x509_svid_ttl", &raw.default_x509_svid_ttl, 1)?;
+        if x509 > ca_ttl {
+            return Err(c.invalid(
+                "default_x509_svid_ttl",
+                format!(
+                    "{:?} is longer than ca_ttl {:?}",
+                    raw.default_x509_svid_ttl, raw.ca_ttl
+                ),
+            ));
+        }
+        let ca_key_type = raw
+            .ca_key_type
+            .parse()
+            .map_err(|e| c.invalid("ca_key_type", e))?;
+        c.non_empty_path("data_dir", &raw.data_dir)?;
+        let herald_keys = raw.upstream_server_address.is_some()
+            || raw.upstream_trust_bundle_path.is_some()
+            || raw.upstream_join_token.is_some();
+        let only = |key: &'static str, kind: &str| {
+            c.invalid(
+                key,
+                format!("is only used with upstream_authority = \"{kind}\""),
+            )
+        };
+        let required = |key: &'static str, kind: &str| {
+            c.invalid(
+                key,
+                format!("is required with upstream_authority = \"{kind}\""),
+            )
+        };
+        let upstream = match raw.upstream_authority.as_str() {
+            "herald" => {
+                if raw.upstream_cert_path.is_some() || raw.upstream_key_path.is_some() {
+                    return Err(only("upstream_cert_path", "disk"));
+                }
+                let addr = raw
+                    .upstream_server_address
+                    .ok_or_else(|| required("upstream_server_address", "herald"))?;
+                UpstreamConfig::Herald {
+                    server_address: c.address("upstream_server_address", &addr)?,
+                    trust_bundle_path: raw
+                        .upstream_trust_bundle_path
+                        .ok_or_else(|| required("upstream_trust_bundle_path", "herald"))?,
+                    join_token: raw.upstream_join_token,
+                }
+            }
+            _ if herald_keys => return Err(only("upstream_server_address", "herald")),
+            "self_signed" => match (raw.upstream_cert_path, raw.upstream_key_path) {
+                (None, None) => UpstreamConfig::SelfSigned,
+                _ => return Err(only("upstream_cert_path", "disk")),
+            },
+            "disk" => match (raw.upstream_cert_path, raw.upstream_key_path) {
+                (Some(cert_path), Some(key_path)) => UpstreamConfig::Disk {
+                    cert_path,
+                    key_path,
+                },
+                (None, _) => return Err(required("upstream_cert_path", "disk")),
+                (_, None) => return Err(required("upstream_key_path", "disk")),
+            },
+            other => {
+                return Err(c.invalid(
+                    "upstream_authority",
+                    format!("{other:?} is not one of \"self_signed\", \"disk\", \"herald\""),
+                ))
+            }
+        };
+        let trust_domain = c.trust_domain("trust_domain", &raw.trust_domain)?;
+        let federation = match &raw.federation {
+            Some(table) => FederationConfig::from_toml(table, path, &trust_domain)?,
+            None => Default::default(),
+        };
+        Ok(ServerConfig {
+            federation,
+            ca_activation_deadline: c.duration(
+                "ca_activation_deadline",
+                &raw.ca_activation_deadline,
+                0,
+            )?,
+            upstream,
+            trust_domain,
+            bind_address: c.address("bind_address", &raw.bind_address)?,
+            admin_socket: raw
+                .admin_socket
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_SOCKET)),
+            data_dir: raw.data_dir,
+            ca_key_type,
+            ca_ttl,
+            default_x509_svid_ttl: x509,
+            default_jwt_svid_ttl: c.duration(
+                "default_jwt_svid_ttl",
+                &raw.default_jwt_svid_ttl,
+                1,
+            )?,
+            agent_svid_ttl: c.duration("agent_svid_ttl", &raw.agent_svid_ttl, 30)?,
+            log_level: c.log_level(&raw.log_level)?,
+            log_format: raw.log_format,
+        })
+    }
+}

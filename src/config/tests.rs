@@ -1,0 +1,78 @@
+//! Server and agent configuration: defaults, and errors that name the key.
+
+use super::*;
+
+fn server(text: &str) -> Result<ServerConfig, ConfigError> {
+    ServerConfig::parse(Path::new("server.toml"), text)
+}
+
+#[test]
+fn minimal_server_config_takes_defaults() {
+    let c = server("trust_domain = \"example.org\"\ndata_dir = \"/tmp/x\"\n").unwrap();
+    assert_eq!(c.ca_ttl, 86_400);
+    assert_eq!(c.default_x509_svid_ttl, 3600);
+    assert_eq!(c.default_jwt_svid_ttl, 300);
+    assert_eq!(c.admin_socket, PathBuf::from(DEFAULT_ADMIN_SOCKET));
+}
+
+#[test]
+fn server_errors_name_the_key() {
+    let cases = [
+        (
+            "trust_domain = \"Example.org\"\ndata_dir = \"/x\"",
+            "trust_domain",
+        ),
+        (
+            "trust_domain = \"example.org\"\ndata_dir = \"/x\"\nca_ttl = \"1y\"",
+            "ca_ttl",
+        ),
+        (
+            "trust_domain = \"example.org\"\ndata_dir = \"/x\"\nbind_address = \"nowhere\"",
+            "bind_address",
+        ),
+        (
+            "trust_domain = \"example.org\"\ndata_dir = \"/x\"\nca_key_type = \"ed25519\"",
+            "ca_key_type",
+        ),
+        (
+            "trust_domain = \"example.org\"\ndata_dir = \"/x\"\ndefault_x509_svid_ttl = \"48h\"",
+            "default_x509_svid_ttl",
+        ),
+        (
+            "trust_domain = \"example.org\"\ndata_dir = \"/x\"\ncolour = \"blue\"",
+            "colour",
+        ),
+        ("trust_domain = \"example.org\"", "data_dir"),
+        ("trust_domain = 5\ndata_dir = \"/x\"", "trust_domain"),
+    ];
+    for (text, key) in cases {
+        let err = server(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text:?}: {err}");
+        assert!(err.contains("server.toml"), "{err}");
+    }
+}
+
+#[test]
+fn shipped_example_configs_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    ServerConfig::load(&root.join("server.toml")).unwrap();
+    AgentConfig::load(&root.join("agent.toml")).unwrap();
+}
+
+#[test]
+fn agent_bootstrap_is_explicit() {
+    let base =
+        "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:8081\"\ndata_dir = \"/x\"\n";
+    let p = Path::new("agent.toml");
+    let err = AgentConfig::parse(p, base).unwrap_err().to_string();
+    assert!(err.contains("trust_bundle_path"), "{err}");
+    let c = AgentConfig::parse(p, &format!("{base}insecure_bootstrap = true\n")).unwrap();
+    assert_eq!(c.bootstrap, Bootstrap::Insecure);
+    let both = format!("{base}insecure_bootstrap = true\ntrust_bundle_path = \"/b.pem\"\n");
+    assert!(AgentConfig::parse(p, &both)
+        .unwrap_err()
+        .to_string()
+        .contains("insecure_bootstrap"));
+    let bad = format!("{base}insecure_bootstrap = true\nserver_address = \"x\"\n");
+    assert!(AgentConfig::parse(p, &bad).is_err());
+}
