@@ -1,15 +1,31 @@
 //! Herald: a SPIFFE-compatible certificate authority and workload identity service.
 //!
-//! The crate is laid out the way a reader who knows SPIFFE expects (see
-//! `shared/design/ARCHITECTURE.md`):
+//! The crate is laid out the way a reader who knows SPIFFE expects;
+//! `docs/ARCHITECTURE.md` has the module graph and the data path of one SVID.
 //!
-//! - [`spiffe`]: pure types with no I/O: SPIFFE IDs, trust domains, bundles, JWT-SVID shapes.
-//! - [`ca`]: key pairs, the key manager, certificate templates, X.509 and JWT signing.
-//! - [`store`]: the durable state of a server (the `DataStore` trait and its sled backend).
-//! - [`server`]: the server role; for now its authority set, loaded from a data directory.
+//! - [`spiffe`]: pure types with no I/O: SPIFFE IDs, trust domains, bundles,
+//!   JWT-SVID shapes, bundle endpoint URL rules.
+//! - [`ca`]: key pairs, the key manager, certificate templates, X.509 and JWT
+//!   signing, CSR checks.
+//! - [`registration`]: entries and selectors, the types both roles speak.
+//! - [`store`]: the durable state of a server (the `DataStore` trait and its
+//!   sled backend).
+//! - [`config`]: configuration files, one module per role.
+//! - [`tls`]: SPIFFE peer verification and HTTPS serving with limits.
+//! - [`node`]: the client side of the node API, shared by the agent and a
+//!   downstream server.
+//! - [`server`]: the server role (authorities and rotation, node API, admin
+//!   API, federation).
+//! - [`agent`]: the agent role (workload attestation, SVID cache and
+//!   rotation, Workload API).
 //! - [`cli`]: the `herald` command line.
+//! - [`clock`] is the one source of time; [`errors`] prints error chains;
+//!   [`uds`] is the Unix-socket gRPC client; [`proto`] is the generated code.
 //!
-//! Dependency direction: `cli` → `ca`, `store` → `spiffe`. `spiffe` depends on nothing of ours.
+//! Dependency direction: `cli` → `server`, `agent` → `node`, `ca`, `store`,
+//! `tls` → `registration` → `spiffe`. `server` and `agent` never import
+//! each other, and `config` imports neither. `spiffe` depends on nothing of
+//! ours.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
