@@ -93,7 +93,38 @@ pub enum JwtVerifyError {
         /// The time of validation.
         now: i64,
     },
+    /// `nbf` or `iat` lies further in the future than the leeway allows: a
+    /// token minted ahead of time, or by a signer with a runaway clock.
+    #[error("the token's {claim} ({value}) is in the future (now {now}, leeway {leeway}s)")]
+    NotYetValid {
+        /// `nbf` or `iat`.
+        claim: &'static str,
+        /// The claim's value.
+        value: i64,
+        /// The time of validation.
+        now: i64,
+        /// The allowed clock skew, seconds.
+        leeway: i64,
+    },
+    /// `nbf` is present but not an integer number of seconds.
+    #[error("the token's nbf claim is not an integer")]
+    BadNotBefore,
+    /// The signing key's authority has expired: it may no longer vouch for
+    /// anything, even a token that has not.
+    #[error("JWT key {kid:?} of {trust_domain} expired at {expired_at}")]
+    KeyExpired {
+        /// The key.
+        kid: String,
+        /// Its trust domain.
+        trust_domain: TrustDomain,
+        /// When it expired.
+        expired_at: i64,
+    },
 }
+
+/// Clock skew tolerated on `nbf` and `iat` unless configured otherwise: the
+/// signer's and the validator's clocks may disagree by this much.
+pub const DEFAULT_JWT_LEEWAY_SECS: i64 = 30;
 
 /// A JWT signing key with its `kid`.
 #[derive(Debug, Clone)]
@@ -191,7 +222,8 @@ impl JwtKey {
     }
 }
 
-/// Verifies a JWT-SVID against the bundle of its subject's trust domain.
+/// Verifies a JWT-SVID against the bundle of its subject's trust domain,
+/// tolerating [`DEFAULT_JWT_LEEWAY_SECS`] of clock skew on `nbf` and `iat`.
 ///
 /// `bundle_for` returns the bundle of a trust domain (own or federated).
 /// Returns the validated claims.
@@ -200,6 +232,18 @@ pub fn verify_jwt_svid<'b>(
     bundle_for: impl Fn(&TrustDomain) -> Option<&'b Bundle>,
     audience: &str,
     now: i64,
+) -> Result<JwtClaims, JwtVerifyError> {
+    verify_jwt_svid_with_leeway(token, bundle_for, audience, now, DEFAULT_JWT_LEEWAY_SECS)
+}
+
+/// [`verify_jwt_svid`] with an explicit leeway, in seconds, on `nbf` and
+/// `iat`. `exp` gets none: an expired token is expired.
+pub fn verify_jwt_svid_with_leeway<'b>(
+    token: &str,
+    bundle_for: impl Fn(&TrustDomain) -> Option<&'b Bundle>,
+    audience: &str,
+    now: i64,
+    leeway: i64,
 ) -> Result<JwtClaims, JwtVerifyError> {
     let parsed = jwt::parse_compact(token)?;
     let td = parsed.claims.sub.trust_domain().clone();
@@ -213,6 +257,13 @@ pub fn verify_jwt_svid<'b>(
             kid: kid.clone(),
             trust_domain: td.clone(),
         })?;
+    if let Some(expired_at) = authority.expires_at.filter(|t| *t != 0 && *t <= now) {
+        return Err(JwtVerifyError::KeyExpired {
+            kid: kid.clone(),
+            trust_domain: td.clone(),
+            expired_at,
+        });
+    }
     let params = JwkKeyParams::from_spki_der(&authority.public_key).map_err(|source| {
         JwtVerifyError::BadKey {
             kid: kid.clone(),
@@ -234,6 +285,20 @@ pub fn verify_jwt_svid<'b>(
             exp: parsed.claims.exp,
             now,
         });
+    }
+    let nbf = match parsed.claims.extra.get("nbf") {
+        None => None,
+        Some(v) => Some(v.as_i64().ok_or(JwtVerifyError::BadNotBefore)?),
+    };
+    for (claim, value) in [("nbf", nbf), ("iat", parsed.claims.iat)] {
+        if let Some(value) = value.filter(|v| *v > now.saturating_add(leeway)) {
+            return Err(JwtVerifyError::NotYetValid {
+                claim,
+                value,
+                now,
+                leeway,
+            });
+        }
     }
     Ok(parsed.claims)
 }

@@ -16,7 +16,10 @@ mod tlv;
 pub mod x509;
 
 pub use csr::{verify_csr, CsrError, VerifiedCsr};
-pub use jwt::{verify_jwt_svid, JwtKey, JwtSignError, JwtVerifyError};
+pub use jwt::{
+    verify_jwt_svid, verify_jwt_svid_with_leeway, JwtKey, JwtSignError, JwtVerifyError,
+    DEFAULT_JWT_LEEWAY_SECS,
+};
 pub use key_manager::{DiskKeyManager, KeyManager, KeyManagerError, MemoryKeyManager};
 pub use keys::{KeyError, KeyPair, KeyType};
 pub use x509::{SignedCert, SvidRequest, X509Authority, X509Error};

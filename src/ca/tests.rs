@@ -349,3 +349,79 @@ fn jwt_exp_is_capped_at_the_key() {
     let claims = verify_jwt_svid(&token, |_| Some(&bundle), "db", NOW).unwrap();
     assert_eq!(claims.exp, key.not_after());
 }
+
+/// A token signed by `key` (an EC P-256 key whose kid is `kid`) with any claims.
+fn sign_claims(key: &KeyPair, kid: &str, claims: &crate::spiffe::JwtClaims) -> String {
+    use base64::Engine as _;
+    let header = crate::spiffe::JwtHeader {
+        alg: key.key_type().jwt_algorithm(),
+        kid: kid.to_string(),
+        typ: Some("JWT".to_string()),
+    };
+    let input = crate::spiffe::jwt::encode_unsigned(&header, claims).unwrap();
+    let sig = key.sign_jws(input.as_bytes()).unwrap();
+    format!(
+        "{input}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+    )
+}
+
+#[test]
+fn jwt_from_the_future_or_an_expired_key_is_refused() {
+    let key = Arc::new(KeyPair::generate(KeyType::EcP256).unwrap());
+    let kid = jwt::new_kid().unwrap();
+    let jwt_key = JwtKey::new(kid.clone(), key.clone(), NOW + 7200);
+    let mut bundle = Bundle::new(td());
+    bundle.jwt_authorities.push(jwt_key.authority());
+    let sub = SpiffeId::parse("spiffe://example.org/web").unwrap();
+    let lookup = |_: &TrustDomain| Some(&bundle);
+
+    // iat an hour ahead: refused, naming the claim.
+    let ahead = jwt_key.sign(&sub, &["db".into()], 600, NOW + 3600).unwrap();
+    assert!(matches!(
+        verify_jwt_svid(&ahead, lookup, "db", NOW),
+        Err(JwtVerifyError::NotYetValid { claim: "iat", .. })
+    ));
+    // Within the leeway, a slightly fast signer is fine.
+    let skewed = jwt_key.sign(&sub, &["db".into()], 600, NOW + 20).unwrap();
+    assert!(verify_jwt_svid(&skewed, lookup, "db", NOW).is_ok());
+    // ... and a leeway of zero is honoured.
+    assert!(matches!(
+        verify_jwt_svid_with_leeway(&skewed, lookup, "db", NOW, 0),
+        Err(JwtVerifyError::NotYetValid { claim: "iat", .. })
+    ));
+
+    // nbf an hour ahead: refused; nbf that is not an integer: refused.
+    let mut claims = crate::spiffe::JwtClaims {
+        sub: sub.clone(),
+        aud: vec!["db".into()],
+        exp: NOW + 7000,
+        iat: Some(NOW),
+        extra: Default::default(),
+    };
+    claims.extra.insert("nbf".into(), (NOW + 3600).into());
+    let nbf_ahead = sign_claims(&key, &kid, &claims);
+    assert!(matches!(
+        verify_jwt_svid(&nbf_ahead, lookup, "db", NOW),
+        Err(JwtVerifyError::NotYetValid { claim: "nbf", .. })
+    ));
+    assert!(verify_jwt_svid(&nbf_ahead, lookup, "db", NOW + 3600).is_ok());
+    claims.extra.insert("nbf".into(), "soon".into());
+    let nbf_text = sign_claims(&key, &kid, &claims);
+    assert!(matches!(
+        verify_jwt_svid(&nbf_text, lookup, "db", NOW),
+        Err(JwtVerifyError::BadNotBefore)
+    ));
+
+    // A key whose authority has expired vouches for nothing, even a token
+    // whose own exp is later (a bundle keeping the key past its expiry).
+    let mut stale = Bundle::new(td());
+    let mut authority = jwt_key.authority();
+    authority.expires_at = Some(NOW - 1);
+    stale.jwt_authorities.push(authority);
+    let token = jwt_key.sign(&sub, &["db".into()], 600, NOW - 10).unwrap();
+    assert!(matches!(
+        verify_jwt_svid(&token, |_| Some(&stale), "db", NOW),
+        Err(JwtVerifyError::KeyExpired { .. })
+    ));
+}
