@@ -59,14 +59,14 @@ async fn join_tokens_are_created_with_their_expiry() {
         .create_join_token(admin::CreateJoinTokenRequest {
             ttl: 60,
             token: "my-token".into(),
-            agent_id: "spiffe://example.org/node/a".into(),
+            agent_id: "spiffe://example.org/herald/agent/node/a".into(),
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(t.value, "my-token");
     assert!(t.expires_at <= now_unix() + 60 && t.expires_at >= now + 60);
-    assert_eq!(t.agent_id, "spiffe://example.org/node/a");
+    assert_eq!(t.agent_id, "spiffe://example.org/herald/agent/node/a");
     let stored = h
         .state
         .store
@@ -74,7 +74,7 @@ async fn join_tokens_are_created_with_their_expiry() {
         .unwrap();
     assert_eq!(
         stored.agent_id.unwrap().as_str(),
-        "spiffe://example.org/node/a"
+        "spiffe://example.org/herald/agent/node/a"
     );
 
     // Two generated tokens differ.
@@ -135,7 +135,7 @@ async fn agents_are_listed_then_evicted_and_banned() {
     let h = AdminApi::start().await;
     let mut events = h.state.subscribe();
     for name in ["a", "b", "c"] {
-        h.state.store.put_agent(&agent(name)).unwrap();
+        h.state.store.attest_agent(&agent(name)).unwrap();
     }
     let mut c = h.agents();
 

@@ -320,9 +320,9 @@ fn tokens_agents_bundle_and_mint_over_the_socket() {
         "token",
         "generate",
         "--spiffe-id",
-        "spiffe://example.org/node/1",
+        "spiffe://example.org/herald/agent/node/1",
     ]);
-    assert!(table.contains("Token:") && table.contains("spiffe://example.org/node/1"));
+    assert!(table.contains("Token:") && table.contains("spiffe://example.org/herald/agent/node/1"));
     fails(
         &s,
         &[

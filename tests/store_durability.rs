@@ -55,7 +55,7 @@ fn durability_writer_child() {
         writeln!(out, "issuance {i:032x}").unwrap();
         let agent = SpiffeId::parse(&format!("spiffe://example.org/herald/agent/n{i}")).unwrap();
         store
-            .put_agent(&AttestedAgent {
+            .attest_agent(&AttestedAgent {
                 spiffe_id: agent.clone(),
                 attestation_type: "join_token".into(),
                 serial: "01".into(),

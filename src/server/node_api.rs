@@ -61,6 +61,9 @@ impl NodeApi {
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
         let id =
             crate::tls::spiffe_id_of(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let presented = crate::ca::x509::cert_facts(leaf)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?
+            .serial;
         let lookup = id.clone();
         let agent = self
             .state
@@ -74,6 +77,14 @@ impl NodeApi {
             })?;
         if agent.banned {
             return Err(Status::permission_denied(format!("agent {id} is banned")));
+        }
+        // Only the agent's current SVID authenticates it: a copied or
+        // superseded SVID (one renewal ago, or from before an eviction and
+        // re-attestation) chains to the CA but is refused here.
+        if presented != agent.serial {
+            return Err(Status::permission_denied(format!(
+                "agent {id}: this SVID (serial {presented}) is not the agent's current one"
+            )));
         }
         Ok(agent)
     }
@@ -278,9 +289,14 @@ impl Node for NodeApi {
                 updated_at: now,
             };
             self.state
-                .with_store(move |s| s.put_agent(&record))
+                .with_store(move |s| s.attest_agent(&record))
                 .await
-                .map_err(internal)?;
+                .map_err(|e| match e {
+                    StoreError::AgentBanned { .. } | StoreError::AlreadyExists { .. } => {
+                        Status::permission_denied(e.to_string())
+                    }
+                    e => internal(e),
+                })?;
             tracing::info!(agent = %agent_id, "agent attested");
             Ok(Response::new(node::AttestResponse {
                 svid_chain: chain,
@@ -296,19 +312,39 @@ impl Node for NodeApi {
         &self,
         request: Request<node::RenewAgentRequest>,
     ) -> Result<Response<node::RenewAgentResponse>, Status> {
-        let mut agent = self.authenticate(&request).await?;
+        let agent = self.authenticate(&request).await?;
         let span = tracing::info_span!("node.renew_agent", agent = %agent.spiffe_id);
         async move {
             let (chain, serial, not_after) = self
                 .sign_agent_svid(&agent.spiffe_id, &request.get_ref().csr)
                 .await?;
-            agent.serial = serial;
-            agent.expires_at = not_after;
-            agent.updated_at = now_unix();
+            // Compare-and-swap against the serial the caller authenticated
+            // with: of two holders of one SVID only the first renews, and a
+            // ban or eviction that landed meanwhile is never written away.
+            let (id, presented) = (agent.spiffe_id.clone(), agent.serial.clone());
             self.state
-                .with_store(move |s| s.put_agent(&agent))
+                .with_store(move |s| {
+                    s.update_agent(&id, &mut |current| {
+                        if current.serial != presented {
+                            return Err(StoreError::Conflict {
+                                what: "the agent SVID was renewed by another caller",
+                            });
+                        }
+                        Ok(AttestedAgent {
+                            serial: serial.clone(),
+                            expires_at: not_after,
+                            updated_at: now_unix(),
+                            ..current.clone()
+                        })
+                    })
+                })
                 .await
-                .map_err(internal)?;
+                .map_err(|e| match e {
+                    StoreError::AgentBanned { .. }
+                    | StoreError::NotFound { .. }
+                    | StoreError::Conflict { .. } => Status::permission_denied(e.to_string()),
+                    e => internal(e),
+                })?;
             Ok(Response::new(node::RenewAgentResponse {
                 svid_chain: chain,
             }))

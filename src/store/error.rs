@@ -88,6 +88,22 @@ pub enum StoreError {
         expires_at: i64,
     },
 
+    /// The agent is banned: it may neither attest again nor be unbanned by
+    /// a write; only deleting its record (eviction) lifts a ban.
+    #[error("agent {id} is banned")]
+    AgentBanned {
+        /// The agent's SPIFFE ID.
+        id: String,
+    },
+
+    /// A compare-and-swap found the record changed in a way that makes the
+    /// write wrong, not merely stale.
+    #[error("conflict: {what}")]
+    Conflict {
+        /// What changed underneath.
+        what: &'static str,
+    },
+
     /// A registration record breaks a rule.
     #[error(transparent)]
     Registration(#[from] crate::registration::RegistrationError),

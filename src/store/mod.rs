@@ -111,8 +111,23 @@ pub trait DataStore: Send + Sync {
 
     // --- attested agents ---
 
-    /// Creates or replaces the agent record.
-    fn put_agent(&self, agent: &AttestedAgent) -> Result<(), StoreError>;
+    /// Records an attestation by creating the agent's record. An ID that
+    /// has a record cannot be attested again until the record is deleted
+    /// (eviction): `AgentBanned` if it is banned, `AlreadyExists` otherwise,
+    /// so no token can take over a live agent's identity.
+    fn attest_agent(&self, agent: &AttestedAgent) -> Result<(), StoreError>;
+
+    /// Changes an agent record by compare-and-swap. `change` sees the
+    /// current record and returns the new one, or an error that aborts; it
+    /// runs again if the record changed in between, so no change is lost
+    /// to a concurrent one. `NotFound` if there is no record (an evicted
+    /// agent is never brought back), `AgentBanned` if the change would
+    /// unban a banned agent.
+    fn update_agent(
+        &self,
+        id: &SpiffeId,
+        change: &mut dyn FnMut(&AttestedAgent) -> Result<AttestedAgent, StoreError>,
+    ) -> Result<AttestedAgent, StoreError>;
 
     /// The agent with this SPIFFE ID, if attested.
     fn get_agent(&self, id: &SpiffeId) -> Result<Option<AttestedAgent>, StoreError>;

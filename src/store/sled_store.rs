@@ -253,8 +253,16 @@ impl DataStore for SledStore {
         Ok(self.entries.len() as u64)
     }
 
-    fn put_agent(&self, agent: &AttestedAgent) -> Result<(), StoreError> {
-        self.put_agent_impl(agent)
+    fn attest_agent(&self, agent: &AttestedAgent) -> Result<(), StoreError> {
+        self.attest_agent_impl(agent)
+    }
+
+    fn update_agent(
+        &self,
+        id: &SpiffeId,
+        change: &mut dyn FnMut(&AttestedAgent) -> Result<AttestedAgent, StoreError>,
+    ) -> Result<AttestedAgent, StoreError> {
+        self.update_agent_impl(id, change)
     }
 
     fn get_agent(&self, id: &SpiffeId) -> Result<Option<AttestedAgent>, StoreError> {

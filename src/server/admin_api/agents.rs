@@ -14,7 +14,7 @@ use crate::proto::admin::{self, agents_server::Agents};
 use crate::server::state::{ServerEvent, ServerState};
 use crate::server::validate::{member_id, ValidationError};
 use crate::spiffe::SpiffeId;
-use crate::store::{JoinToken, StoreError};
+use crate::store::{AttestedAgent, JoinToken, StoreError};
 
 /// Longest join token an administrator may choose.
 const MAX_TOKEN_LEN: usize = 255;
@@ -47,11 +47,11 @@ impl AgentsApi {
         let agent_id = if req.agent_id.is_empty() {
             None
         } else {
-            Some(member_id(
-                &self.state.trust_domain,
-                "agent_id",
-                &req.agent_id,
-            )?)
+            let id = member_id(&self.state.trust_domain, "agent_id", &req.agent_id)?;
+            check_claimable_agent_id(&id)?;
+            // A live agent's ID may be named (for after its eviction), but
+            // attestation refuses it while the agent's record exists.
+            Some(id)
         };
         let shown_id = match &agent_id {
             Some(id) => id.to_string(),
@@ -130,13 +130,18 @@ impl AgentsApi {
         let found = self
             .state
             .with_store(move |store| {
-                let Some(mut agent) = store.get_agent(&target)? else {
-                    return Ok(false);
-                };
-                agent.banned = true;
-                agent.updated_at = now_unix();
-                store.put_agent(&agent)?;
-                Ok(true)
+                let banned = store.update_agent(&target, &mut |agent| {
+                    Ok(AttestedAgent {
+                        banned: true,
+                        updated_at: now_unix(),
+                        ..agent.clone()
+                    })
+                });
+                match banned {
+                    Ok(_) => Ok(true),
+                    Err(StoreError::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
             })
             .await
             .map_err(store_status)?;
@@ -257,5 +262,20 @@ impl Agents for AgentsApi {
         .instrument(span)
         .await
         .map(|()| Response::new(admin::Empty {}))
+    }
+}
+
+/// The path under which a join token may name its agent: the server's own
+/// ID and workloads' IDs lie elsewhere.
+const AGENT_PREFIX: &str = "/herald/agent/";
+
+/// Refuses an `agent_id` a token must not grant: anything outside the agent
+/// prefix, such as the server's own identity or a workload's.
+fn check_claimable_agent_id(id: &SpiffeId) -> Result<(), Status> {
+    match id.path().strip_prefix(AGENT_PREFIX) {
+        Some(rest) if !rest.is_empty() => Ok(()),
+        _ => Err(Status::invalid_argument(format!(
+            "agent_id: {id} is not under {AGENT_PREFIX}; a join token can only grant an agent ID"
+        ))),
     }
 }

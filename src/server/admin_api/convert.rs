@@ -77,7 +77,10 @@ pub(crate) fn store_status(e: StoreError) -> tonic::Status {
         StoreError::Invalid { .. } | StoreError::Registration(_) => {
             tonic::Status::invalid_argument(e.to_string())
         }
-        StoreError::TokenExpired { .. } => tonic::Status::failed_precondition(e.to_string()),
+        StoreError::TokenExpired { .. } | StoreError::AgentBanned { .. } => {
+            tonic::Status::failed_precondition(e.to_string())
+        }
+        StoreError::Conflict { .. } => tonic::Status::aborted(e.to_string()),
         _ => {
             tracing::error!(error = %e, "datastore failure in the admin API");
             tonic::Status::internal(format!("datastore failure: {e}"))

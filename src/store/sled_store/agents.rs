@@ -4,20 +4,82 @@
 //! short prefix.
 
 use super::codec::{decode, encode, secret_prefix};
-use super::{SledStore, JOIN_TOKENS};
+use super::{SledStore, AGENTS, JOIN_TOKENS};
+use crate::spiffe::SpiffeId;
 use crate::store::{AttestedAgent, JoinToken, StoreError};
 
 const TOKEN_KIND: &str = "join token";
 
 impl SledStore {
-    pub(super) fn put_agent_impl(&self, agent: &AttestedAgent) -> Result<(), StoreError> {
+    pub(super) fn attest_agent_impl(&self, agent: &AttestedAgent) -> Result<(), StoreError> {
         let id = agent.spiffe_id.as_str();
-        let _span = tracing::debug_span!("store.put_agent", agent_id = id).entered();
+        let _span = tracing::debug_span!("store.attest_agent", agent_id = id).entered();
         let bytes = encode("agent", id, agent)?;
-        self.agents
-            .insert(id.as_bytes(), bytes)
-            .map_err(StoreError::sled("write an agent"))?;
-        self.flush("flush an agent")
+        loop {
+            let current = self
+                .agents
+                .get(id.as_bytes())
+                .map_err(StoreError::sled("read an agent"))?;
+            if let Some(old) = &current {
+                let old: AttestedAgent = decode(AGENTS, id.as_bytes(), old)?;
+                if old.banned {
+                    return Err(StoreError::AgentBanned { id: id.to_string() });
+                }
+                return Err(StoreError::AlreadyExists {
+                    kind: "agent",
+                    id: id.to_string(),
+                });
+            }
+            let swapped = self
+                .agents
+                .compare_and_swap(id.as_bytes(), current, Some(bytes.clone()))
+                .map_err(StoreError::sled("write an agent"))?;
+            if swapped.is_ok() {
+                return self.flush("flush an agent");
+            }
+        }
+    }
+
+    pub(super) fn update_agent_impl(
+        &self,
+        id: &SpiffeId,
+        change: &mut dyn FnMut(&AttestedAgent) -> Result<AttestedAgent, StoreError>,
+    ) -> Result<AttestedAgent, StoreError> {
+        let key = id.as_str().as_bytes();
+        let _span = tracing::debug_span!("store.update_agent", agent_id = id.as_str()).entered();
+        loop {
+            let Some(bytes) = self
+                .agents
+                .get(key)
+                .map_err(StoreError::sled("read an agent"))?
+            else {
+                return Err(StoreError::NotFound {
+                    kind: "agent",
+                    id: id.to_string(),
+                });
+            };
+            let current: AttestedAgent = decode(AGENTS, key, &bytes)?;
+            let next = change(&current)?;
+            if next.spiffe_id != current.spiffe_id {
+                return Err(StoreError::Invalid {
+                    record: format!("agent {id}"),
+                    field: "spiffe_id",
+                    reason: "cannot be changed".into(),
+                });
+            }
+            if current.banned && !next.banned {
+                return Err(StoreError::AgentBanned { id: id.to_string() });
+            }
+            let encoded = encode("agent", id.as_str(), &next)?;
+            let swapped = self
+                .agents
+                .compare_and_swap(key, Some(&bytes), Some(encoded))
+                .map_err(StoreError::sled("update an agent"))?;
+            if swapped.is_ok() {
+                self.flush("flush an agent")?;
+                return Ok(next);
+            }
+        }
     }
 
     pub(super) fn create_join_token_impl(&self, token: JoinToken) -> Result<(), StoreError> {

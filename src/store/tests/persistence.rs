@@ -27,7 +27,7 @@ fn reopen_keeps_everything() {
             .create_entry(entry("/web", "/agent", &["unix:uid:1"]))
             .unwrap();
         store
-            .put_agent(&AttestedAgent {
+            .attest_agent(&AttestedAgent {
                 spiffe_id: id("/agent"),
                 attestation_type: "join_token".into(),
                 serial: "01".into(),

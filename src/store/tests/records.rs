@@ -29,11 +29,19 @@ fn agent(path: &str) -> AttestedAgent {
 fn agents_crud_and_paging() {
     let (_dir, store) = open_temp();
     for i in 0..25 {
-        store.put_agent(&agent(&format!("/agent/{i:02}"))).unwrap();
+        store
+            .attest_agent(&agent(&format!("/agent/{i:02}")))
+            .unwrap();
     }
-    let mut banned = agent("/agent/03");
-    banned.banned = true;
-    store.put_agent(&banned).unwrap();
+    let banned = store
+        .update_agent(&id("/agent/03"), &mut |a| {
+            Ok(AttestedAgent {
+                banned: true,
+                ..a.clone()
+            })
+        })
+        .unwrap();
+    assert!(banned.banned);
     assert_eq!(
         store.get_agent(&id("/agent/03")).unwrap(),
         Some(banned.clone())
@@ -58,6 +66,64 @@ fn agents_crud_and_paging() {
         store.delete_agent(&id("/agent/03")),
         Err(StoreError::NotFound { kind: "agent", .. })
     ));
+}
+
+#[test]
+fn a_ban_survives_every_concurrent_renewal_and_reattestation() {
+    let (_dir, store) = open_temp();
+    let store = Arc::new(store);
+    let agent_id = id("/agent/raced");
+    store.attest_agent(&agent("/agent/raced")).unwrap();
+    let start = Arc::new(Barrier::new(9));
+    let mut threads = Vec::new();
+    for t in 0..8 {
+        let (store, start, agent_id) = (store.clone(), start.clone(), agent_id.clone());
+        threads.push(std::thread::spawn(move || {
+            start.wait();
+            for i in 0..50 {
+                // A renewal: a new serial on the record it read. Once the
+                // ban lands, these must fail rather than write it away.
+                let _ = store.update_agent(&agent_id, &mut |a| {
+                    Ok(AttestedAgent {
+                        serial: format!("{t:02}{i:02}"),
+                        ..a.clone()
+                    })
+                });
+            }
+        }));
+    }
+    start.wait();
+    store
+        .update_agent(&agent_id, &mut |a| {
+            Ok(AttestedAgent {
+                banned: true,
+                ..a.clone()
+            })
+        })
+        .unwrap();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(store.get_agent(&agent_id).unwrap().unwrap().banned);
+    // Neither a write that unbans nor a re-attestation gets through.
+    assert!(matches!(
+        store.update_agent(&agent_id, &mut |a| Ok(AttestedAgent {
+            banned: false,
+            ..a.clone()
+        })),
+        Err(StoreError::AgentBanned { .. })
+    ));
+    assert!(matches!(
+        store.attest_agent(&agent("/agent/raced")),
+        Err(StoreError::AgentBanned { .. })
+    ));
+    // Eviction deletes the record; a late renewal cannot bring it back.
+    store.delete_agent(&agent_id).unwrap();
+    assert!(matches!(
+        store.update_agent(&agent_id, &mut |a| Ok(a.clone())),
+        Err(StoreError::NotFound { kind: "agent", .. })
+    ));
+    assert_eq!(store.get_agent(&agent_id).unwrap(), None);
 }
 
 fn token(value: &str, expires_at: i64) -> JoinToken {
