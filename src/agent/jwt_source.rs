@@ -161,45 +161,37 @@ mod tests {
         a.iter().map(|s| s.to_string()).collect()
     }
 
+    async fn fetch(src: &NodeJwtSource, entry: &str, audience: &str) -> String {
+        src.fetch_jwt_svid(entry, &aud(&[audience])).await.unwrap()
+    }
+
     #[tokio::test]
     async fn tokens_are_cached_per_entry_and_audience_until_half_life() {
         let (src, clock, calls, _) = source();
-        let first = src.fetch_jwt_svid("e1", &aud(&["a"])).await.unwrap();
+        let first = fetch(&src, "e1", "a").await;
         assert_eq!(first, "e1/a/0");
         clock.advance(299);
-        assert_eq!(src.fetch_jwt_svid("e1", &aud(&["a"])).await.unwrap(), first);
+        assert_eq!(fetch(&src, "e1", "a").await, first);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
 
         // Another audience or another entry is another token.
-        assert_eq!(
-            src.fetch_jwt_svid("e1", &aud(&["b"])).await.unwrap(),
-            "e1/b/1"
-        );
-        assert_eq!(
-            src.fetch_jwt_svid("e2", &aud(&["a"])).await.unwrap(),
-            "e2/a/2"
-        );
+        assert_eq!(fetch(&src, "e1", "b").await, "e1/b/1");
+        assert_eq!(fetch(&src, "e2", "a").await, "e2/a/2");
 
         // At half of its 600 s life the token is minted again.
         clock.advance(1);
-        assert_eq!(
-            src.fetch_jwt_svid("e1", &aud(&["a"])).await.unwrap(),
-            "e1/a/3"
-        );
+        assert_eq!(fetch(&src, "e1", "a").await, "e1/a/3");
         assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]
     async fn an_epoch_bump_drops_cached_tokens() {
         let (src, _clock, calls, epoch) = source();
-        src.fetch_jwt_svid("e1", &aud(&["a"])).await.unwrap();
-        src.fetch_jwt_svid("e1", &aud(&["a"])).await.unwrap();
+        fetch(&src, "e1", "a").await;
+        fetch(&src, "e1", "a").await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         epoch.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(
-            src.fetch_jwt_svid("e1", &aud(&["a"])).await.unwrap(),
-            "e1/a/1"
-        );
+        assert_eq!(fetch(&src, "e1", "a").await, "e1/a/1");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 

@@ -73,9 +73,8 @@ impl AgentHandle {
     /// Stops the agent and waits for its tasks.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        // Each task ends on the signal; a panicked one has nothing to undo.
+        futures::future::join_all(self.tasks).await;
         let _ = std::fs::remove_file(&self.socket_path);
     }
 }

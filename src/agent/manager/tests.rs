@@ -64,6 +64,13 @@ fn wire_entry(id: &str, revision: i64) -> node::Entry {
     }
 }
 
+fn bundle_update(bundle: node::Bundle) -> node::SyncUpdate {
+    node::SyncUpdate {
+        bundle: Some(bundle),
+        ..Default::default()
+    }
+}
+
 fn snapshot(upserted: Vec<node::Entry>, complete: bool) -> node::SyncUpdate {
     node::SyncUpdate {
         snapshot: true,
@@ -126,6 +133,18 @@ fn fixture() -> Fixture {
         jwt_epoch,
         _dir: dir,
     }
+}
+
+/// A fixture that has applied a complete snapshot of `entries`
+/// (ID, revision).
+fn synced(entries: &[(&str, i64)]) -> Fixture {
+    let mut f = fixture();
+    let upserted = entries
+        .iter()
+        .map(|(id, rev)| wire_entry(id, *rev))
+        .collect();
+    f.manager.apply(snapshot(upserted, true)).unwrap();
+    f
 }
 
 /// Holds an SVID signed by `ca` for each `(entry, ttl)`, issued at the
@@ -205,13 +224,7 @@ fn an_invalid_entry_fails_the_update_and_names_the_entry() {
 
 #[test]
 fn what_is_due_depends_on_the_clock_revision_and_expiry() {
-    let mut f = fixture();
-    f.manager
-        .apply(snapshot(
-            vec![wire_entry("a", 1), wire_entry("b", 1), wire_entry("c", 1)],
-            true,
-        ))
-        .unwrap();
+    let mut f = synced(&[("a", 1), ("b", 1), ("c", 1)]);
     let ca = new_ca();
     // a: 100 s of life, renews in (40, 50]; b: 1000 s, renews in (400, 500].
     issue(&mut f, &ca, &[("a", 100), ("b", 1_000)]);
@@ -248,11 +261,11 @@ fn what_is_due_depends_on_the_clock_revision_and_expiry() {
 
 #[test]
 fn the_next_wake_and_the_agent_svid_follow_the_fake_clock() {
-    let mut f = fixture();
+    let mut f = synced(&[("a", 1)]);
     let facts = crate::ca::x509::cert_facts(&f.manager.cred.chain[0]).unwrap();
     let agent_half = facts.not_before + (facts.not_after - facts.not_before) / 2;
     assert_eq!(f.manager.agent_renew_at(), agent_half);
-    assert_eq!(f.manager.next_wake(), agent_half, "nothing else held");
+    assert_eq!(f.manager.next_wake(), agent_half, "nothing held yet");
     assert!(!f.manager.agent_svid_due());
     f.clock.set(agent_half - 1);
     assert!(!f.manager.agent_svid_due());
@@ -260,9 +273,6 @@ fn the_next_wake_and_the_agent_svid_follow_the_fake_clock() {
     assert!(f.manager.agent_svid_due());
 
     f.clock.set(T0);
-    f.manager
-        .apply(snapshot(vec![wire_entry("a", 1)], true))
-        .unwrap();
     let ca = new_ca();
     issue(&mut f, &ca, &[("a", 100)]);
     assert_eq!(f.manager.next_wake(), f.manager.held["a"].renew_at);
@@ -270,10 +280,7 @@ fn the_next_wake_and_the_agent_svid_follow_the_fake_clock() {
 
 #[test]
 fn expired_identities_are_pruned_and_the_cache_is_told() {
-    let mut f = fixture();
-    f.manager
-        .apply(snapshot(vec![wire_entry("a", 1), wire_entry("b", 1)], true))
-        .unwrap();
+    let mut f = synced(&[("a", 1), ("b", 1)]);
     let ca = new_ca();
     issue(&mut f, &ca, &[("a", 100), ("b", 1_000)]);
     f.manager.publish();
@@ -300,10 +307,7 @@ fn expired_identities_are_pruned_and_the_cache_is_told() {
 
 #[test]
 fn issued_svids_are_held_unless_refused_or_unknown() {
-    let mut f = fixture();
-    f.manager
-        .apply(snapshot(vec![wire_entry("a", 3), wire_entry("b", 1)], true))
-        .unwrap();
+    let mut f = synced(&[("a", 3), ("b", 1)]);
     let key_a = KeyPair::generate(KeyType::EcP256).unwrap();
     let pkcs8_a = key_a.pkcs8_der().to_vec();
     let chain_a = vec![leaf(&f.ca, "/a", &key_a, 600, T0)];
@@ -351,10 +355,7 @@ fn issued_svids_are_held_unless_refused_or_unknown() {
 
 #[test]
 fn a_tainted_authority_forces_reissue_of_what_it_signed() {
-    let mut f = fixture();
-    f.manager
-        .apply(snapshot(vec![wire_entry("a", 1), wire_entry("b", 1)], true))
-        .unwrap();
+    let mut f = synced(&[("a", 1), ("b", 1)]);
     let (old_ca, other_ca) = (new_ca(), new_ca());
     issue(&mut f, &old_ca, &[("a", 1_000)]);
     issue(&mut f, &other_ca, &[("b", 1_000)]);
@@ -362,48 +363,25 @@ fn a_tainted_authority_forces_reissue_of_what_it_signed() {
 
     let mut update = wire_bundle(&f.ca, 2);
     update.tainted_x509_authorities = vec![old_ca.cert_der().to_vec()];
-    let changed = f
-        .manager
-        .apply(node::SyncUpdate {
-            bundle: Some(update.clone()),
-            ..Default::default()
-        })
-        .unwrap();
+    let changed = f.manager.apply(bundle_update(update.clone())).unwrap();
     assert!(changed);
     assert_eq!(f.manager.due_entries(T0 + 1), ["a"]);
     assert_eq!(f.jwt_epoch.load(Ordering::SeqCst), 0, "no JWT key tainted");
 
     // JWT taints bump the epoch once per change.
     update.tainted_jwt_key_ids = vec!["k1".into()];
-    f.manager
-        .apply(node::SyncUpdate {
-            bundle: Some(update.clone()),
-            ..Default::default()
-        })
-        .unwrap();
-    f.manager
-        .apply(node::SyncUpdate {
-            bundle: Some(update),
-            ..Default::default()
-        })
-        .unwrap();
+    f.manager.apply(bundle_update(update.clone())).unwrap();
+    f.manager.apply(bundle_update(update)).unwrap();
     assert_eq!(f.jwt_epoch.load(Ordering::SeqCst), 1);
 }
 
 #[test]
 fn a_newer_bundle_replaces_the_old_one_and_is_saved() {
-    let mut f = fixture();
-    f.manager.apply(snapshot(Vec::new(), true)).unwrap();
+    let mut f = synced(&[]);
     let new_root = new_ca();
     let mut update = wire_bundle(&f.ca, 5);
     update.x509_authorities.push(new_root.cert_der().to_vec());
-    let changed = f
-        .manager
-        .apply(node::SyncUpdate {
-            bundle: Some(update),
-            ..Default::default()
-        })
-        .unwrap();
+    let changed = f.manager.apply(bundle_update(update)).unwrap();
     assert!(changed);
     assert_eq!(f.manager.bundle.sequence, 5);
     assert_eq!(f.manager.bundle.x509_authorities.len(), 2);
@@ -414,19 +392,12 @@ fn a_newer_bundle_replaces_the_old_one_and_is_saved() {
 
 #[test]
 fn a_bundle_of_another_trust_domain_is_ignored() {
-    let mut f = fixture();
-    f.manager.apply(snapshot(Vec::new(), true)).unwrap();
+    let mut f = synced(&[]);
     let mut foreign = wire_bundle(&new_ca(), 9);
     foreign.trust_domain = "evil.org".into();
     foreign.tainted_jwt_key_ids = vec!["k1".into()];
     let before = f.manager.bundle.clone();
-    let changed = f
-        .manager
-        .apply(node::SyncUpdate {
-            bundle: Some(foreign),
-            ..Default::default()
-        })
-        .unwrap();
+    let changed = f.manager.apply(bundle_update(foreign)).unwrap();
     assert!(!changed);
     assert_eq!(f.manager.bundle, before);
     assert_eq!(
@@ -442,8 +413,7 @@ fn a_bundle_of_another_trust_domain_is_ignored() {
 
 #[test]
 fn federated_bundles_replace_the_set_and_never_claim_our_domain() {
-    let mut f = fixture();
-    f.manager.apply(snapshot(Vec::new(), true)).unwrap();
+    let mut f = synced(&[]);
     let mut partner = wire_bundle(&new_ca(), 1);
     partner.trust_domain = "partner.org".into();
     let own = wire_bundle(&new_ca(), 1);
