@@ -13,8 +13,8 @@
 //! `supplementary_gid:<n>`, `supplementary_group:<name>`, `path:<exe>`,
 //! `sha256:<hex of the executable>`.
 //!
-//! The pieces: [`proc_files`] reads `/proc`, [`names`] the user and group
-//! databases, [`exe_hash`] the executable's hash.
+//! The pieces: `proc_files` reads `/proc`, `names` the user and group
+//! databases, `exe_hash` the executable's hash.
 
 mod exe_hash;
 mod names;

@@ -17,7 +17,7 @@
 //! byte for byte.
 
 //!
-//! This file holds the connection wrapper; [`rewrite`] holds the frame and
+//! This file holds the connection wrapper; `rewrite` holds the frame and
 //! HPACK rewriting.
 
 mod rewrite;

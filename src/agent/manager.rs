@@ -11,18 +11,18 @@
 //! Every decision about what is due reads the injected [`SharedClock`], so
 //! it can be tested with a `FakeClock`; only the sleeping uses tokio timers.
 //!
-//! The pieces: [`stored`] (the compact form entries are kept in),
-//! [`sync_update`] (applying one Sync message), [`issuance`] (which SVIDs
-//! are due, and getting them signed), [`renewal`] (when things are due, and
-//! the agent's own SVID), [`session`] (the connection loop).
+//! The pieces: `stored` (the compact form entries are kept in),
+//! `sync_update` (applying one Sync message), `issuance` (which SVIDs
+//! are due, and getting them signed), `renewal` (when things are due, and
+//! the agent's own SVID), `session` (the connection loop).
 
+#[cfg(test)]
+mod fixture;
 mod issuance;
 mod renewal;
 mod session;
 mod stored;
 mod sync_update;
-#[cfg(test)]
-mod tests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -170,5 +170,37 @@ impl Manager {
         snapshot.federated = self.federated.clone();
         snapshot.ready = self.synced_once;
         self.cache.publish(snapshot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::*;
+
+    #[test]
+    fn expired_identities_are_pruned_and_the_cache_is_told() {
+        let mut f = synced(&[("a", 1), ("b", 1)]);
+        let ca = new_ca();
+        issue(&mut f, &ca, &[("a", 100), ("b", 1_000)]);
+        f.manager.publish();
+        let published = f.cache.current();
+        assert_eq!(published.identities.len(), 2);
+        assert!(published.ready);
+
+        f.clock.set(T0 + 99);
+        f.manager.prune_expired();
+        assert_eq!(
+            f.cache.current().generation,
+            published.generation,
+            "nothing expired, nothing published"
+        );
+
+        f.clock.set(T0 + 100);
+        f.manager.prune_expired();
+        let now = f.cache.current();
+        assert!(now.generation > published.generation);
+        let ids: Vec<_> = now.identities.iter().map(|i| i.entry_id.as_str()).collect();
+        assert_eq!(ids, ["b"]);
+        assert_eq!(held_ids(&f.manager), ["b"]);
     }
 }

@@ -135,3 +135,97 @@ impl Manager {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::fixture::*;
+    use crate::ca::{KeyPair, KeyType};
+    use crate::proto::node;
+
+    #[test]
+    fn what_is_due_depends_on_the_clock_revision_and_expiry() {
+        let mut f = synced(&[("a", 1), ("b", 1), ("c", 1)]);
+        let ca = new_ca();
+        // a: 100 s of life, renews in (40, 50]; b: 1000 s, renews in (400, 500].
+        issue(&mut f, &ca, &[("a", 100), ("b", 1_000)]);
+        let m = &mut f.manager;
+        assert_eq!(held_ids(m), ["a", "b"]);
+        let renew_a = m.held["a"].renew_at;
+        assert!(T0 + 40 < renew_a && renew_a <= T0 + 50, "{renew_a}");
+
+        assert_eq!(
+            m.due_entries(T0 + 10),
+            ["c"],
+            "only the entry without an SVID"
+        );
+        assert_eq!(m.due_entries(renew_a), ["a", "c"], "a at its renewal time");
+        assert_eq!(held_ids(m), ["a", "b"], "due is not dropped");
+
+        // An SVID at its NotAfter is dropped, not only due.
+        assert_eq!(m.due_entries(T0 + 100), ["a", "c"]);
+        assert_eq!(held_ids(m), ["b"]);
+        assert_eq!(m.due_entries(T0 + 500), ["a", "b", "c"], "b at half-life");
+
+        // A new revision is due at once; a removed entry's SVID is dropped.
+        let diff = node::SyncUpdate {
+            upserted: vec![wire_entry("b", 2)],
+            removed: vec!["c".into()],
+            ..Default::default()
+        };
+        m.apply(diff).unwrap();
+        assert_eq!(m.due_entries(T0 + 10), ["a", "b"]);
+        m.entries.remove("b");
+        m.due_entries(T0 + 10);
+        assert!(m.held.is_empty());
+    }
+
+    #[test]
+    fn issued_svids_are_held_unless_refused_or_unknown() {
+        let mut f = synced(&[("a", 3), ("b", 1)]);
+        let key_a = KeyPair::generate(KeyType::EcP256).unwrap();
+        let pkcs8_a = key_a.pkcs8_der().to_vec();
+        let chain_a = vec![leaf(&f.ca, "/a", &key_a, 600, T0)];
+        let mut keys = BTreeMap::new();
+        keys.insert("a".to_string(), key_a);
+        keys.insert("b".to_string(), KeyPair::generate(KeyType::EcP256).unwrap());
+        keys.insert(
+            "gone".to_string(),
+            KeyPair::generate(KeyType::EcP256).unwrap(),
+        );
+        let results = vec![
+            node::X509svidResult {
+                entry_id: "a".into(),
+                cert_chain: chain_a.clone(),
+                expires_at: T0 + 600,
+                ..Default::default()
+            },
+            node::X509svidResult {
+                entry_id: "b".into(),
+                code: tonic::Code::PermissionDenied as i32,
+                message: "no".into(),
+                ..Default::default()
+            },
+            node::X509svidResult {
+                entry_id: "gone".into(),
+                cert_chain: chain_a.clone(),
+                expires_at: T0 + 600,
+                ..Default::default()
+            },
+        ];
+        f.manager.hold_issued(results, keys, T0).unwrap();
+        assert_eq!(held_ids(&f.manager), ["a"]);
+        let a = &f.manager.held["a"];
+        assert_eq!(a.revision, 3);
+        assert_eq!(a.identity.svid_chain, chain_a);
+        assert_eq!(a.identity.key_pkcs8, pkcs8_a);
+        assert_eq!(a.identity.not_after, T0 + 600);
+        assert_eq!(a.identity.spiffe_id.as_str(), "spiffe://example.org/a");
+        let ca_ski = crate::ca::x509::cert_facts(f.ca.cert_der())
+            .unwrap()
+            .subject_key_id;
+        assert!(ca_ski.is_some());
+        assert_eq!(a.issuer_key_id, ca_ski, "the issuer is the leaf's AKI");
+    }
+}

@@ -107,6 +107,7 @@ fn jitter_secs(max: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixture::*;
     use super::*;
 
     #[test]
@@ -133,5 +134,24 @@ mod tests {
         }
         assert_eq!(jitter_secs(0), 0);
         assert_eq!(jitter_secs(-5), 0);
+    }
+
+    #[test]
+    fn the_next_wake_and_the_agent_svid_follow_the_fake_clock() {
+        let mut f = synced(&[("a", 1)]);
+        let facts = crate::ca::x509::cert_facts(&f.manager.cred.chain[0]).unwrap();
+        let agent_half = facts.not_before + (facts.not_after - facts.not_before) / 2;
+        assert_eq!(f.manager.agent_renew_at(), agent_half);
+        assert_eq!(f.manager.next_wake(), agent_half, "nothing held yet");
+        assert!(!f.manager.agent_svid_due());
+        f.clock.set(agent_half - 1);
+        assert!(!f.manager.agent_svid_due());
+        f.clock.set(agent_half);
+        assert!(f.manager.agent_svid_due());
+
+        f.clock.set(T0);
+        let ca = new_ca();
+        issue(&mut f, &ca, &[("a", 100)]);
+        assert_eq!(f.manager.next_wake(), f.manager.held["a"].renew_at);
     }
 }
