@@ -130,3 +130,90 @@ pub trait JwtSvidSource: Send + Sync + 'static {
         audience: &[String],
     ) -> Result<String, tonic::Status>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn td() -> TrustDomain {
+        TrustDomain::new("example.org").unwrap()
+    }
+
+    fn sel(v: &str) -> Selector {
+        Selector::new("unix", v).unwrap()
+    }
+
+    fn identity(id: &str, selectors: Vec<Selector>) -> Arc<WorkloadIdentity> {
+        Arc::new(WorkloadIdentity {
+            entry_id: id.into(),
+            spiffe_id: SpiffeId::new(&td(), &format!("/{id}")).unwrap(),
+            selectors,
+            hint: String::new(),
+            federates_with: Vec::new(),
+            created_at: 0,
+            svid_chain: vec![vec![1]],
+            key_pkcs8: vec![2],
+            not_after: 0,
+        })
+    }
+
+    #[test]
+    fn a_new_cache_is_empty_and_not_ready() {
+        let cache = Cache::new(td());
+        let snap = cache.current();
+        assert!(!snap.ready);
+        assert_eq!(snap.generation, 0);
+        assert!(snap.identities.is_empty());
+        assert_eq!(snap.bundle.trust_domain, td());
+        assert!(snap.bundle.x509_authorities.is_empty());
+    }
+
+    #[tokio::test]
+    async fn subscribers_see_each_published_snapshot_with_a_new_generation() {
+        let cache = Cache::new(td());
+        let mut rx = cache.subscribe();
+        assert_eq!(rx.borrow_and_update().generation, 0);
+
+        let mut snap = CacheSnapshot::empty(td());
+        snap.identities = vec![identity("a", vec![sel("uid:1")])];
+        snap.ready = true;
+        snap.generation = 77; // set by publish, whatever the producer says
+        cache.publish(snap);
+
+        rx.changed().await.unwrap();
+        let seen = rx.borrow_and_update().clone();
+        assert_eq!(seen.generation, 1);
+        assert!(seen.ready);
+        assert_eq!(seen.identities[0].entry_id, "a");
+        assert!(Arc::ptr_eq(&seen, &cache.current()));
+
+        cache.publish(CacheSnapshot::empty(td()));
+        rx.changed().await.unwrap();
+        assert_eq!(rx.borrow_and_update().generation, 2);
+        assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn a_caller_gets_the_identities_whose_selectors_it_all_has() {
+        let mut snap = CacheSnapshot::empty(td());
+        snap.identities = vec![
+            identity("one", vec![sel("uid:1")]),
+            identity("both", vec![sel("uid:1"), sel("gid:2")]),
+            identity("none", Vec::new()),
+            identity("other", vec![sel("uid:3")]),
+        ];
+        let ids = |caller: &[Selector]| -> Vec<String> {
+            snap.identities_for(caller)
+                .iter()
+                .map(|i| i.entry_id.clone())
+                .collect()
+        };
+        assert_eq!(ids(&[sel("uid:1")]), ["one"]);
+        assert_eq!(ids(&[sel("gid:2"), sel("uid:1")]), ["one", "both"]);
+        assert!(
+            ids(&[]).is_empty(),
+            "an entry without selectors matches no one"
+        );
+        assert!(ids(&[sel("uid:9")]).is_empty());
+    }
+}

@@ -1,7 +1,8 @@
 //! JWT-SVIDs for the Workload API, minted by the server on demand and
 //! cached per (entry, audience) until half their life has passed, so a
 //! workload that asks on every request does not cost a server round trip
-//! each time.
+//! each time. Whether a cached token is still served is decided by the
+//! injected clock and by the taint epoch the manager bumps.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,55 +12,29 @@ use tonic::Status;
 
 use super::cache::JwtSvidSource;
 use super::manager::SharedClient;
-use crate::clock::now_unix;
+use crate::clock::SharedClock;
 use crate::proto::node;
 
-struct Cached {
-    token: String,
-    refresh_at: i64,
-    epoch: u64,
-}
-
-/// Fetches JWT-SVIDs through the agent's current server connection.
-pub struct NodeJwtSource {
-    client: SharedClient,
-    cache: Mutex<HashMap<(String, Vec<String>), Cached>>,
-    /// Bumped by the manager when a JWT key is tainted: cached tokens from
-    /// an older epoch are not served again.
-    epoch: Arc<AtomicU64>,
-}
-
-impl NodeJwtSource {
-    /// A source over the manager's shared client.
-    pub fn new(client: SharedClient, epoch: Arc<AtomicU64>) -> Self {
-        NodeJwtSource {
-            client,
-            cache: Mutex::new(HashMap::new()),
-            epoch,
-        }
-    }
+/// Where tokens are minted: the server, through the manager's current
+/// connection. A seam so the caching can be tested without a server.
+#[tonic::async_trait]
+trait JwtMinter: Send + Sync + 'static {
+    /// Asks the server for a token for `entry_id` and `audience`.
+    async fn mint(
+        &self,
+        entry_id: &str,
+        audience: &[String],
+    ) -> Result<node::NewJwtsvidResponse, Status>;
 }
 
 #[tonic::async_trait]
-impl JwtSvidSource for NodeJwtSource {
-    async fn fetch_jwt_svid(&self, entry_id: &str, audience: &[String]) -> Result<String, Status> {
-        let key = (entry_id.to_string(), audience.to_vec());
-        let now = now_unix();
-        let epoch = self.epoch.load(Ordering::SeqCst);
-        {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = cache
-                .get(&key)
-                .filter(|c| c.refresh_at > now && c.epoch == epoch)
-            {
-                return Ok(c.token.clone());
-            }
-        }
-        let client = self
-            .client
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+impl JwtMinter for SharedClient {
+    async fn mint(
+        &self,
+        entry_id: &str,
+        audience: &[String],
+    ) -> Result<node::NewJwtsvidResponse, Status> {
+        let client = self.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut client = client
             .ok_or_else(|| Status::unavailable("the agent is not connected to its server"))?;
         let resp = client
@@ -70,8 +45,60 @@ impl JwtSvidSource for NodeJwtSource {
             .await
             .map_err(|s| {
                 Status::unavailable(format!("minting a JWT-SVID failed: {}", s.message()))
-            })?
-            .into_inner();
+            })?;
+        Ok(resp.into_inner())
+    }
+}
+
+struct Cached {
+    token: String,
+    refresh_at: i64,
+    epoch: u64,
+}
+
+/// Fetches JWT-SVIDs through the agent's current server connection.
+pub struct NodeJwtSource {
+    minter: Box<dyn JwtMinter>,
+    cache: Mutex<HashMap<(String, Vec<String>), Cached>>,
+    /// Bumped by the manager when a JWT key is tainted: cached tokens from
+    /// an older epoch are not served again.
+    epoch: Arc<AtomicU64>,
+    clock: SharedClock,
+}
+
+impl NodeJwtSource {
+    /// A source over the manager's shared client; `clock` decides when a
+    /// cached token is due for a refresh.
+    pub fn new(client: SharedClient, epoch: Arc<AtomicU64>, clock: SharedClock) -> Self {
+        Self::with_minter(Box::new(client), epoch, clock)
+    }
+
+    fn with_minter(minter: Box<dyn JwtMinter>, epoch: Arc<AtomicU64>, clock: SharedClock) -> Self {
+        NodeJwtSource {
+            minter,
+            cache: Mutex::new(HashMap::new()),
+            epoch,
+            clock,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl JwtSvidSource for NodeJwtSource {
+    async fn fetch_jwt_svid(&self, entry_id: &str, audience: &[String]) -> Result<String, Status> {
+        let key = (entry_id.to_string(), audience.to_vec());
+        let now = self.clock.now_unix();
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cache
+                .get(&key)
+                .filter(|c| c.refresh_at > now && c.epoch == epoch)
+            {
+                return Ok(c.token.clone());
+            }
+        }
+        let resp = self.minter.mint(entry_id, audience).await?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.retain(|_, c| c.refresh_at > now && c.epoch == epoch);
         cache.insert(
@@ -83,5 +110,101 @@ impl JwtSvidSource for NodeJwtSource {
             },
         );
         Ok(resp.token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::RwLock;
+
+    use super::*;
+    use crate::clock::{Clock as _, FakeClock};
+
+    const T0: i64 = 1_800_000_000;
+
+    /// Answers like the server, numbering its tokens, with a 600 s life.
+    struct CountingMinter {
+        calls: Arc<AtomicU64>,
+        clock: FakeClock,
+    }
+
+    #[tonic::async_trait]
+    impl JwtMinter for CountingMinter {
+        async fn mint(
+            &self,
+            entry_id: &str,
+            audience: &[String],
+        ) -> Result<node::NewJwtsvidResponse, Status> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            let now = self.clock.now_unix();
+            Ok(node::NewJwtsvidResponse {
+                token: format!("{entry_id}/{}/{n}", audience.join(",")),
+                expires_at: now + 600,
+            })
+        }
+    }
+
+    fn source() -> (NodeJwtSource, FakeClock, Arc<AtomicU64>, Arc<AtomicU64>) {
+        let clock = FakeClock::new(T0);
+        let calls = Arc::new(AtomicU64::new(0));
+        let epoch = Arc::new(AtomicU64::new(0));
+        let minter = CountingMinter {
+            calls: calls.clone(),
+            clock: clock.clone(),
+        };
+        let source =
+            NodeJwtSource::with_minter(Box::new(minter), epoch.clone(), Arc::new(clock.clone()));
+        (source, clock, calls, epoch)
+    }
+
+    fn aud(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    async fn fetch(src: &NodeJwtSource, entry: &str, audience: &str) -> String {
+        src.fetch_jwt_svid(entry, &aud(&[audience])).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn tokens_are_cached_per_entry_and_audience_until_half_life() {
+        let (src, clock, calls, _) = source();
+        let first = fetch(&src, "e1", "a").await;
+        assert_eq!(first, "e1/a/0");
+        clock.advance(299);
+        assert_eq!(fetch(&src, "e1", "a").await, first);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // Another audience or another entry is another token.
+        assert_eq!(fetch(&src, "e1", "b").await, "e1/b/1");
+        assert_eq!(fetch(&src, "e2", "a").await, "e2/a/2");
+
+        // At half of its 600 s life the token is minted again.
+        clock.advance(1);
+        assert_eq!(fetch(&src, "e1", "a").await, "e1/a/3");
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn an_epoch_bump_drops_cached_tokens() {
+        let (src, _clock, calls, epoch) = source();
+        fetch(&src, "e1", "a").await;
+        fetch(&src, "e1", "a").await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        epoch.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(fetch(&src, "e1", "a").await, "e1/a/1");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn without_a_connection_the_answer_is_unavailable() {
+        let client: SharedClient = Arc::new(RwLock::new(None));
+        let src = NodeJwtSource::new(
+            client,
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(FakeClock::new(T0)),
+        );
+        let err = src.fetch_jwt_svid("e1", &aud(&["a"])).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert!(err.message().contains("not connected"), "{}", err.message());
     }
 }

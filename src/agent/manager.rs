@@ -7,94 +7,79 @@
 //!
 //! When the server is unreachable the cache keeps serving what it holds until
 //! each SVID expires, and the manager reconnects with exponential backoff.
+//!
+//! Every decision about what is due reads the injected [`SharedClock`], so
+//! it can be tested with a `FakeClock`; only the sleeping uses tokio timers.
+//!
+//! The pieces: `stored` (the compact form entries are kept in),
+//! `sync_update` (applying one Sync message), `issuance` (which SVIDs
+//! are due, and getting them signed), `renewal` (when things are due, and
+//! the agent's own SVID), `session` (the connection loop).
+
+#[cfg(test)]
+mod fixture;
+mod issuance;
+mod renewal;
+mod session;
+mod stored;
+mod sync_update;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use ring::rand::SecureRandom as _;
-use tokio::sync::watch;
 use tonic::transport::Channel;
 
+use self::issuance::Held;
+use self::stored::StoredEntry;
 use super::cache::{Cache, CacheSnapshot, WorkloadIdentity};
-use crate::ca::{KeyPair, KeyType};
-use crate::clock::now_unix;
-use crate::node::wire::{bundle_from_wire, entry_from_wire, AgentEntry};
-use crate::node::{make_csr, AgentCredential, CredentialStore, CsrBuildError, ServerConnector};
-use crate::proto::node::{self, node_client::NodeClient as Grpc};
+use crate::ca::x509::X509Error;
+use crate::ca::KeyError;
+use crate::clock::SharedClock;
+use crate::node::wire::WireError;
+use crate::node::{
+    AgentCredential, CredentialStore, CredentialStoreError, CsrBuildError, NodeClientError,
+    ServerConnector,
+};
+use crate::proto::node::node_client::NodeClient as Grpc;
 use crate::spiffe::{Bundle, TrustDomain};
-
-/// CSRs per BatchNewX509SVID call.
-const SIGN_BATCH: usize = 500;
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// The client shared with the JWT source (None while disconnected).
 pub type SharedClient = Arc<RwLock<Option<Grpc<Channel>>>>;
 
-/// An authorized entry as the agent keeps it between issuances: validated
-/// when it arrives, then held in its compact wire encoding (without the
-/// fields the agent never reads), about a third of the parsed form's size,
-/// and parsed again only when an SVID is issued for it. At 100,000 entries
-/// that is the difference between ~70 MiB and ~25 MiB.
-struct StoredEntry {
-    revision: i64,
-    wire: Box<[u8]>,
-}
-
-impl StoredEntry {
-    /// Validates `e` and keeps what the agent needs; returns its ID too.
-    fn new(mut e: node::Entry) -> Result<(String, StoredEntry), SessionError> {
-        let id = std::mem::take(&mut e.id);
-        e.parent_id.clear();
-        e.dns_names.clear();
-        let wire = prost::Message::encode_to_vec(&e).into_boxed_slice();
-        let parsed = entry_from_wire(e).map_err(|err| SessionError::Local(err.to_string()))?;
-        Ok((
-            id,
-            StoredEntry {
-                revision: parsed.revision,
-                wire,
-            },
-        ))
-    }
-
-    fn parse(&self, id: &str) -> Result<AgentEntry, SessionError> {
-        let mut e: node::Entry = prost::Message::decode(&self.wire[..])
-            .map_err(|err| SessionError::Local(format!("stored entry {id}: {err}")))?;
-        e.id = id.to_string();
-        entry_from_wire(e).map_err(|err| SessionError::Local(err.to_string()))
-    }
-}
-
-struct Held {
-    identity: Arc<WorkloadIdentity>,
-    revision: i64,
-    renew_at: i64,
-    /// The signing CA's key identifier (the leaf's AKI), to spot SVIDs
-    /// signed by a tainted authority.
-    issuer_key_id: Option<Vec<u8>>,
-}
-
 /// Why a session with the server ended.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
-    #[error("{0}")]
-    Connect(#[from] crate::node::NodeClientError),
+    #[error(transparent)]
+    Connect(#[from] NodeClientError),
     #[error(transparent)]
     Csr(#[from] CsrBuildError),
-    #[error("server: {0}")]
+    #[error("server")]
     Status(#[from] tonic::Status),
     #[error("the server closed the sync stream")]
     StreamEnded,
-    #[error("{0}")]
-    Local(String),
-}
-
-enum SessionEnd {
-    Shutdown,
-    Reconnect,
+    #[error("the server sent an invalid entry {id:?}")]
+    Entry {
+        id: String,
+        #[source]
+        source: WireError,
+    },
+    #[error("the held form of entry {id:?} does not decode")]
+    StoredEntry {
+        id: String,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("the server sent an invalid trust bundle")]
+    Bundle(#[source] WireError),
+    #[error("generating a key")]
+    Key(#[source] KeyError),
+    #[error("the server sent an empty agent SVID chain")]
+    EmptyAgentSvid,
+    #[error("the server sent an unreadable agent SVID")]
+    AgentSvid(#[source] X509Error),
+    #[error("saving the renewed agent SVID")]
+    SaveCredential(#[source] CredentialStoreError),
 }
 
 /// The manager task's state.
@@ -102,6 +87,7 @@ pub struct Manager {
     connector: ServerConnector,
     store: CredentialStore,
     cache: Cache,
+    clock: SharedClock,
     trust_domain: TrustDomain,
     cred: AgentCredential,
     bundle: Bundle,
@@ -121,8 +107,12 @@ pub struct Manager {
     federated: BTreeMap<TrustDomain, Arc<Bundle>>,
 }
 
+// === impl Manager ===
+
 impl Manager {
-    /// A manager for an attested agent.
+    /// A manager for an attested agent. `clock` decides what is due (SVID
+    /// renewal, expiry); `jwt_epoch` is shared with the JWT source.
+    #[allow(clippy::too_many_arguments)] // each is a distinct collaborator; run.rs is the one caller
     pub fn new(
         connector: ServerConnector,
         store: CredentialStore,
@@ -131,12 +121,14 @@ impl Manager {
         bundle: Bundle,
         client: SharedClient,
         jwt_epoch: Arc<AtomicU64>,
+        clock: SharedClock,
     ) -> Self {
         Manager {
             trust_domain: bundle.trust_domain.clone(),
             connector,
             store,
             cache,
+            clock,
             cred,
             bundle,
             entries: BTreeMap::new(),
@@ -152,337 +144,10 @@ impl Manager {
         }
     }
 
-    /// Runs until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = BACKOFF_MIN;
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            match self.session(&mut shutdown).await {
-                Ok(SessionEnd::Shutdown) => return,
-                Ok(SessionEnd::Reconnect) => {
-                    backoff = BACKOFF_MIN;
-                    continue;
-                }
-                Err(e) => {
-                    if let SessionError::Status(s) = &e {
-                        if s.code() == tonic::Code::PermissionDenied {
-                            tracing::error!(agent = %self.cred.spiffe_id, error = %s.message(), "the server refused this agent");
-                        } else {
-                            tracing::warn!(error = %e, retry_in = ?backoff, "lost the server; serving cached SVIDs");
-                        }
-                    } else {
-                        tracing::warn!(error = %e, retry_in = ?backoff, "lost the server; serving cached SVIDs");
-                    }
-                }
-            }
-            *self.client.write().unwrap_or_else(|p| p.into_inner()) = None;
-            self.prune_expired();
-            let sleep = backoff + jitter(backoff / 4);
-            tokio::select! {
-                _ = crate::shutdown::stopped(&mut shutdown) => return,
-                _ = tokio::time::sleep(sleep) => {}
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-        }
-    }
-
-    async fn session(
-        &mut self,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<SessionEnd, SessionError> {
-        let mut client = self.connector.authenticated(&self.cred).await?;
-        let mut stream = client.sync(node::SyncRequest {}).await?.into_inner();
-        *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
-        // A new connection starts unacknowledged on the server's side.
-        self.acked = 0;
-        tracing::info!(agent = %self.cred.spiffe_id, "connected to the server");
-        loop {
-            let wake = self.next_wake();
-            let sleep = Duration::from_secs(u64::try_from(wake - now_unix()).unwrap_or(0));
-            tokio::select! {
-                _ = crate::shutdown::stopped(shutdown) => return Ok(SessionEnd::Shutdown),
-                _ = tokio::time::sleep(sleep) => {
-                    if self.agent_svid_due() {
-                        self.renew_agent(&mut client).await?;
-                        return Ok(SessionEnd::Reconnect);
-                    }
-                    self.reconcile(&mut client).await?;
-                }
-                msg = stream.message() => match msg? {
-                    Some(update) => {
-                        if self.apply(update)? {
-                            self.reconcile(&mut client).await?;
-                        }
-                    }
-                    None => return Err(SessionError::StreamEnded),
-                },
-            }
-            self.ack(&mut client).await?;
-        }
-    }
-
-    /// Tells the server which bundle the agent now serves, once it is
-    /// published to workloads and tainted SVIDs are re-issued.
-    async fn ack(&mut self, client: &mut Grpc<Channel>) -> Result<(), SessionError> {
-        if !self.synced_once || self.bundle.sequence <= self.acked {
-            return Ok(());
-        }
-        let sequence = self.bundle.sequence;
-        client
-            .ack_bundle(node::AckBundleRequest { sequence })
-            .await?;
-        self.acked = sequence;
-        tracing::debug!(sequence, "bundle acknowledged");
-        Ok(())
-    }
-
-    /// Applies one Sync message; true when the entry set or bundle changed
-    /// in a way that calls for reconciliation now.
-    fn apply(&mut self, update: node::SyncUpdate) -> Result<bool, SessionError> {
-        let mut changed = false;
-        if let Some(mut b) = update.bundle {
-            let tainted_certs = std::mem::take(&mut b.tainted_x509_authorities);
-            let tainted_jwt = std::mem::take(&mut b.tainted_jwt_key_ids);
-            let bundle = bundle_from_wire(b).map_err(|e| SessionError::Local(e.to_string()))?;
-            if bundle.trust_domain == self.trust_domain {
-                changed |= self.apply_taints(&tainted_certs, tainted_jwt);
-            }
-            if bundle.trust_domain != self.trust_domain {
-                // An invalid update never replaces a good bundle.
-                tracing::error!(got = %bundle.trust_domain, "server sent a bundle of another trust domain; ignored");
-            } else if bundle.sequence >= self.bundle.sequence || bundle != self.bundle {
-                self.connector.roots().set(bundle.x509_authorities.clone());
-                if let Err(e) = self.store.save_bundle(&bundle) {
-                    tracing::warn!(error = %e, "could not save the bundle");
-                }
-                tracing::info!(sequence = bundle.sequence, "trust bundle updated");
-                self.bundle = bundle;
-                changed = true;
-            }
-        }
-        if update.federated_bundles_changed {
-            changed |= self.apply_federated(update.federated_bundles);
-        }
-        if update.snapshot {
-            let pending = self.pending_snapshot.get_or_insert_with(BTreeMap::new);
-            for e in update.upserted {
-                let (id, e) = StoredEntry::new(e)?;
-                pending.insert(id, e);
-            }
-            if update.complete {
-                self.entries = self.pending_snapshot.take().unwrap_or_default();
-                self.synced_once = true;
-                tracing::debug!(entries = self.entries.len(), "snapshot applied");
-                return Ok(true);
-            }
-            return Ok(changed);
-        }
-        for e in update.upserted {
-            let (id, e) = StoredEntry::new(e)?;
-            self.entries.insert(id, e);
-            changed = true;
-        }
-        for id in update.removed {
-            self.entries.remove(&id);
-            changed = true;
-        }
-        Ok(changed && self.synced_once)
-    }
-
-    /// Replaces the federated bundles; true when they changed. A malformed
-    /// bundle, or one claiming our own trust domain, is dropped and logged.
-    fn apply_federated(&mut self, bundles: Vec<node::Bundle>) -> bool {
-        let mut next = BTreeMap::new();
-        for b in bundles {
-            match bundle_from_wire(b) {
-                Ok(b) if b.trust_domain != self.trust_domain => {
-                    next.insert(b.trust_domain.clone(), Arc::new(b));
-                }
-                Ok(_) => tracing::error!(
-                    "server sent our own trust domain as a federated bundle; ignored"
-                ),
-                Err(e) => {
-                    tracing::error!(error = %e, "server sent a malformed federated bundle; ignored")
-                }
-            }
-        }
-        if next == self.federated {
-            return false;
-        }
-        tracing::info!(trust_domains = next.len(), "federated bundles updated");
-        self.federated = next;
-        true
-    }
-
-    /// Records the tainted authorities; true when the set changed.
-    fn apply_taints(&mut self, certs: &[Vec<u8>], jwt: Vec<String>) -> bool {
-        let ids: HashSet<Vec<u8>> = certs
-            .iter()
-            .filter_map(|c| crate::ca::x509::cert_facts(c).ok())
-            .filter_map(|f| f.subject_key_id)
-            .collect();
-        let mut changed = false;
-        if ids != self.tainted_x509 {
-            if !ids.is_empty() {
-                tracing::warn!(
-                    count = ids.len(),
-                    "X.509 authorities tainted; re-issuing the SVIDs they signed"
-                );
-            }
-            self.tainted_x509 = ids;
-            changed = true;
-        }
-        if jwt != self.tainted_jwt {
-            self.tainted_jwt = jwt;
-            self.jwt_epoch.fetch_add(1, Ordering::SeqCst);
-            changed = true;
-        }
-        changed
-    }
-
-    fn next_wake(&self) -> i64 {
-        let agent = self.agent_renew_at();
-        self.held
-            .values()
-            .map(|h| h.renew_at)
-            .min()
-            .unwrap_or(agent)
-            .min(agent)
-    }
-
-    fn agent_renew_at(&self) -> i64 {
-        // Half of the remaining life at load time is a fine approximation
-        // of half-life; renewal resets it.
-        let facts = crate::ca::x509::cert_facts(&self.cred.chain[0]).ok();
-        match facts {
-            Some(f) => f.not_before + (f.not_after - f.not_before) / 2,
-            None => now_unix(),
-        }
-    }
-
-    fn agent_svid_due(&self) -> bool {
-        now_unix() >= self.agent_renew_at()
-    }
-
-    async fn renew_agent(&mut self, client: &mut Grpc<Channel>) -> Result<(), SessionError> {
-        let key =
-            KeyPair::generate(KeyType::EcP256).map_err(|e| SessionError::Local(e.to_string()))?;
-        let csr = make_csr(&key)?;
-        let resp = client
-            .renew_agent(node::RenewAgentRequest { csr })
-            .await?
-            .into_inner();
-        let leaf = resp
-            .svid_chain
-            .first()
-            .ok_or_else(|| SessionError::Local("empty agent SVID".into()))?;
-        let facts =
-            crate::ca::x509::cert_facts(leaf).map_err(|e| SessionError::Local(e.to_string()))?;
-        let cred = AgentCredential {
-            spiffe_id: self.cred.spiffe_id.clone(),
-            chain: resp.svid_chain,
-            key: Arc::new(key),
-            not_after: facts.not_after,
-        };
-        self.store
-            .save_credential(&cred)
-            .map_err(|e| SessionError::Local(e.to_string()))?;
-        self.cred = cred;
-        tracing::info!(not_after = facts.not_after, "agent SVID renewed");
-        Ok(())
-    }
-
-    /// Issues SVIDs for entries that lack a current one, drops identities
-    /// whose entries are gone, and publishes the result.
-    async fn reconcile(&mut self, client: &mut Grpc<Channel>) -> Result<(), SessionError> {
-        let now = now_unix();
-        self.held
-            .retain(|id, h| self.entries.contains_key(id) && h.identity.not_after > now);
-        // IDs only: cloning 100,000 entries here doubled the agent's memory.
-        let due: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(id, e)| match self.held.get(*id) {
-                Some(h) => {
-                    h.revision != e.revision
-                        || h.renew_at <= now
-                        || h.issuer_key_id
-                            .as_ref()
-                            .is_some_and(|k| self.tainted_x509.contains(k))
-                }
-                None => true,
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for chunk in due.chunks(SIGN_BATCH) {
-            let mut keys = BTreeMap::new();
-            let mut params = Vec::with_capacity(chunk.len());
-            for id in chunk {
-                let key = KeyPair::generate(KeyType::EcP256)
-                    .map_err(|err| SessionError::Local(err.to_string()))?;
-                params.push(node::NewX509svidParams {
-                    entry_id: id.clone(),
-                    csr: make_csr(&key)?,
-                });
-                keys.insert(id.clone(), key);
-            }
-            let resp = client
-                .batch_new_x509svid(node::BatchNewX509svidRequest { params })
-                .await?
-                .into_inner();
-            let issued_at = now_unix();
-            for r in resp.results {
-                let (Some(stored), Some(key)) =
-                    (self.entries.get(&r.entry_id), keys.remove(&r.entry_id))
-                else {
-                    continue;
-                };
-                let entry = stored.parse(&r.entry_id)?;
-                if r.code != 0 || r.cert_chain.is_empty() {
-                    tracing::warn!(entry = %r.entry_id, code = r.code, message = %r.message, "the server did not sign");
-                    continue;
-                }
-                let lifetime = (r.expires_at - issued_at).max(1);
-                let renew_at = issued_at + lifetime / 2 - jitter_secs(lifetime / 10);
-                let issuer_key_id = crate::ca::x509::cert_facts(&r.cert_chain[0])
-                    .ok()
-                    .and_then(|f| f.authority_key_id);
-                self.held.insert(
-                    entry.id.clone(),
-                    Held {
-                        revision: entry.revision,
-                        renew_at,
-                        issuer_key_id,
-                        identity: Arc::new(WorkloadIdentity {
-                            entry_id: entry.id.clone(),
-                            spiffe_id: entry.spiffe_id.clone(),
-                            selectors: entry.selectors.clone(),
-                            hint: entry.hint.clone(),
-                            federates_with: entry.federates_with.clone(),
-                            created_at: entry.created_at,
-                            svid_chain: r.cert_chain,
-                            key_pkcs8: key.pkcs8_der().to_vec(),
-                            not_after: r.expires_at,
-                        }),
-                    },
-                );
-            }
-        }
-        if !due.is_empty() {
-            tracing::debug!(
-                issued = due.len(),
-                held = self.held.len(),
-                "SVIDs reconciled"
-            );
-        }
-        self.publish();
-        Ok(())
-    }
-
+    /// Drops the identities whose SVIDs have expired (while the server was
+    /// unreachable), publishing if any were dropped.
     fn prune_expired(&mut self) {
-        let now = now_unix();
+        let now = self.clock.now_unix();
         let before = self.held.len();
         self.held.retain(|_, h| h.identity.not_after > now);
         if self.held.len() != before {
@@ -494,6 +159,7 @@ impl Manager {
         }
     }
 
+    /// Publishes what the manager holds as a new cache snapshot.
     fn publish(&self) {
         let mut identities: Vec<Arc<WorkloadIdentity>> =
             self.held.values().map(|h| h.identity.clone()).collect();
@@ -507,24 +173,34 @@ impl Manager {
     }
 }
 
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    // On failure the jitter is just zero.
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    u64::from_le_bytes(b)
-}
+#[cfg(test)]
+mod tests {
+    use super::fixture::*;
 
-fn jitter(max: Duration) -> Duration {
-    let ms = max.as_millis() as u64;
-    if ms == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_millis(random_u64() % ms)
-}
+    #[test]
+    fn expired_identities_are_pruned_and_the_cache_is_told() {
+        let mut f = synced(&[("a", 1), ("b", 1)]);
+        let ca = new_ca();
+        issue(&mut f, &ca, &[("a", 100), ("b", 1_000)]);
+        f.manager.publish();
+        let published = f.cache.current();
+        assert_eq!(published.identities.len(), 2);
+        assert!(published.ready);
 
-fn jitter_secs(max: i64) -> i64 {
-    if max <= 0 {
-        return 0;
+        f.clock.set(T0 + 99);
+        f.manager.prune_expired();
+        assert_eq!(
+            f.cache.current().generation,
+            published.generation,
+            "nothing expired, nothing published"
+        );
+
+        f.clock.set(T0 + 100);
+        f.manager.prune_expired();
+        let now = f.cache.current();
+        assert!(now.generation > published.generation);
+        let ids: Vec<_> = now.identities.iter().map(|i| i.entry_id.as_str()).collect();
+        assert_eq!(ids, ["b"]);
+        assert_eq!(held_ids(&f.manager), ["b"]);
     }
-    (random_u64() % max as u64) as i64
 }

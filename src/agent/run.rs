@@ -12,7 +12,7 @@ use super::jwt_source::NodeJwtSource;
 use super::manager::Manager;
 use super::workload_api::WorkloadApi;
 use crate::ca::keys::pem_blocks;
-use crate::clock::now_unix;
+use crate::clock;
 use crate::config::{AgentConfig, Bootstrap};
 use crate::node::{attest, AttestError, CredentialStore, NodeClientError, ServerConnector};
 use crate::spiffe::SpiffeId;
@@ -73,9 +73,8 @@ impl AgentHandle {
     /// Stops the agent and waits for its tasks.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        // Each task ends on the signal; a panicked one has nothing to undo.
+        futures::future::join_all(self.tasks).await;
         let _ = std::fs::remove_file(&self.socket_path);
     }
 }
@@ -126,9 +125,10 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
         insecure,
     )?;
 
+    let clock = clock::system();
     let saved = store
         .load_credential()?
-        .filter(|c| c.not_after > now_unix());
+        .filter(|c| c.not_after > clock.now_unix());
     let (cred, bundle) = match (saved, saved_bundle) {
         (Some(cred), Some(bundle)) => {
             tracing::info!(agent = %cred.spiffe_id, "reusing the saved agent SVID");
@@ -162,12 +162,13 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
         bundle,
         client.clone(),
         jwt_epoch.clone(),
+        clock.clone(),
     );
     tasks.push(tokio::spawn(manager.run(shutdown_rx.clone())));
 
     let api = WorkloadApi::new(
         cache.clone(),
-        Arc::new(NodeJwtSource::new(client, jwt_epoch)),
+        Arc::new(NodeJwtSource::new(client, jwt_epoch, clock)),
         Arc::new(UnixAttestor::new()),
     );
     if let Some(parent) = config.socket_path.parent() {

@@ -45,7 +45,7 @@ pub enum WorkloadApiError {
         path: PathBuf,
     },
     /// The socket path could not be inspected.
-    #[error("cannot inspect the socket path {path}: {source}")]
+    #[error("cannot inspect the socket path {path}")]
     Inspect {
         /// The configured socket path.
         path: PathBuf,
@@ -54,7 +54,7 @@ pub enum WorkloadApiError {
         source: std::io::Error,
     },
     /// A socket left by an earlier run could not be removed.
-    #[error("cannot remove the stale socket {path}: {source}")]
+    #[error("cannot remove the stale socket {path}")]
     RemoveStale {
         /// The configured socket path.
         path: PathBuf,
@@ -63,7 +63,7 @@ pub enum WorkloadApiError {
         source: std::io::Error,
     },
     /// Binding failed (missing directory, permissions, address in use).
-    #[error("cannot bind the Workload API socket {path}: {source}")]
+    #[error("cannot bind the Workload API socket {path}")]
     Bind {
         /// The configured socket path.
         path: PathBuf,
@@ -72,7 +72,7 @@ pub enum WorkloadApiError {
         source: std::io::Error,
     },
     /// The socket could not be opened to workloads of every user.
-    #[error("cannot set mode 0777 on the Workload API socket {path}: {source}")]
+    #[error("cannot set mode 0777 on the Workload API socket {path}")]
     Permissions {
         /// The configured socket path.
         path: PathBuf,
@@ -81,7 +81,7 @@ pub enum WorkloadApiError {
         source: std::io::Error,
     },
     /// The gRPC server failed.
-    #[error("the Workload API server failed: {0}")]
+    #[error("the Workload API server failed")]
     Serve(#[from] tonic::transport::Error),
 }
 

@@ -107,10 +107,12 @@ impl ServerConnector {
         self.connect(Some(cred)).await
     }
 
-    async fn connect(
+    /// The TLS client config: the server checked by SPIFFE ID, and a
+    /// client certificate only when `cred` is given.
+    fn tls_config(
         &self,
         cred: Option<&AgentCredential>,
-    ) -> Result<Grpc<Channel>, NodeClientError> {
+    ) -> Result<rustls::ClientConfig, NodeClientError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(NodeClientError::Tls)?
@@ -130,6 +132,14 @@ impl ServerConnector {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+
+    async fn connect(
+        &self,
+        cred: Option<&AgentCredential>,
+    ) -> Result<Grpc<Channel>, NodeClientError> {
+        let config = self.tls_config(cred)?;
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let addr = self.addr;
         let channel = Endpoint::from_static("http://herald-server")
@@ -150,5 +160,94 @@ impl ServerConnector {
         Ok(Grpc::new(channel)
             .max_decoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE)
             .max_encoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::x509::{SvidRequest, X509Authority};
+    use crate::ca::KeyType;
+
+    fn td() -> TrustDomain {
+        TrustDomain::new("example.org").unwrap()
+    }
+
+    fn connector(addr: SocketAddr) -> ServerConnector {
+        ServerConnector::new(addr, &td(), Roots::default(), false).unwrap()
+    }
+
+    fn credential() -> AgentCredential {
+        let now = crate::clock::now_unix();
+        let ca_key = Arc::new(KeyPair::generate(KeyType::EcP256).unwrap());
+        let ca = X509Authority::self_signed(&td(), ca_key, 3_600, now).unwrap();
+        let key = KeyPair::generate(KeyType::EcP256).unwrap();
+        let spiffe_id = SpiffeId::new(&td(), "/agent").unwrap();
+        let leaf = ca
+            .sign_svid(
+                &SvidRequest {
+                    spiffe_id: &spiffe_id,
+                    public_key_spki: &key.public_key_spki(),
+                    ttl_secs: 600,
+                    dns_names: &[],
+                },
+                now,
+            )
+            .unwrap();
+        AgentCredential {
+            spiffe_id,
+            chain: leaf.chain,
+            key: Arc::new(key),
+            not_after: leaf.not_after,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_connect_error_naming_the_address() {
+        // Bind, note the port, close it: nothing listens there any more.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = connector(addr).anonymous().await.unwrap_err();
+        match &err {
+            NodeClientError::Connect { addr: named, .. } => assert_eq!(*named, addr),
+            other => panic!("expected a Connect error, got {other:?}"),
+        }
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the transport error is kept"
+        );
+        let err = connector(addr)
+            .authenticated(&credential())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NodeClientError::Connect { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn only_the_authenticated_config_presents_the_credential() {
+        let c = connector("127.0.0.1:1".parse().unwrap());
+        let anonymous = c.tls_config(None).unwrap();
+        assert!(!anonymous.client_auth_cert_resolver.has_certs());
+        assert_eq!(anonymous.alpn_protocols, [b"h2".to_vec()]);
+
+        let cred = credential();
+        let authenticated = c.tls_config(Some(&cred)).unwrap();
+        assert!(authenticated.client_auth_cert_resolver.has_certs());
+        assert_eq!(authenticated.alpn_protocols, [b"h2".to_vec()]);
+        let schemes = [rustls::SignatureScheme::ECDSA_NISTP256_SHA256];
+        let presented = authenticated
+            .client_auth_cert_resolver
+            .resolve(&[], &schemes)
+            .expect("a client certificate is offered");
+        let chain: Vec<Vec<u8>> = presented.cert.iter().map(|c| c.to_vec()).collect();
+        assert_eq!(chain, cred.chain);
+    }
+
+    #[test]
+    fn the_server_id_is_the_trust_domain_s_herald_server() {
+        let c = connector("127.0.0.1:1".parse().unwrap());
+        assert_eq!(c.server_id.as_str(), "spiffe://example.org/herald/server");
     }
 }

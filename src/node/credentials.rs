@@ -16,7 +16,7 @@ use crate::spiffe::{Bundle, TrustDomain};
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialStoreError {
     /// The filesystem refused.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,

@@ -4,7 +4,7 @@
 //!
 //! - [`connector`]: TLS to the server (its SPIFFE ID checked under the trust
 //!   domain's roots), anonymous for attestation, mTLS afterwards.
-//! - [`attest`]: join-token attestation, returning the first credential.
+//! - [`attest`](mod@attest): join-token attestation, returning the first credential.
 //! - [`csr`]: the CSRs a node sends (the server takes only the key).
 //! - [`credentials`]: the credential and bundle kept on disk across restarts.
 //! - [`wire`]: conversions between Herald's types and node API messages,

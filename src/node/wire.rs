@@ -3,23 +3,38 @@
 //! messages are parsed as untrusted: a bad field is an error naming it.
 
 use crate::proto::node;
-use crate::registration::{RegistrationEntry, Selector};
-use crate::spiffe::{Bundle, JwtAuthority, SpiffeId, TrustDomain};
+use crate::registration::{RegistrationEntry, RegistrationError, Selector};
+use crate::spiffe::{Bundle, IdError, JwtAuthority, SpiffeId, TrustDomain};
 
 /// A node API message field that does not parse.
 #[derive(Debug, thiserror::Error)]
-#[error("node API message: {field}: {reason}")]
+#[error("node API message: {field}")]
 pub struct WireError {
     /// The field.
     pub field: &'static str,
     /// Why.
-    pub reason: String,
+    #[source]
+    pub cause: WireCause,
 }
 
-fn bad(field: &'static str, reason: impl std::fmt::Display) -> WireError {
+/// Why a node API field does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum WireCause {
+    /// A SPIFFE ID or trust domain name that does not parse.
+    #[error(transparent)]
+    Id(#[from] IdError),
+    /// A selector that breaks the registration rules.
+    #[error(transparent)]
+    Selector(#[from] RegistrationError),
+    /// A field that must not be empty is.
+    #[error("empty")]
+    Empty,
+}
+
+fn bad(field: &'static str, cause: impl Into<WireCause>) -> WireError {
     WireError {
         field,
-        reason: reason.to_string(),
+        cause: cause.into(),
     }
 }
 
@@ -49,7 +64,7 @@ pub fn bundle_from_wire(b: node::Bundle) -> Result<Bundle, WireError> {
     let trust_domain =
         TrustDomain::new(&b.trust_domain).map_err(|e| bad("bundle.trust_domain", e))?;
     if b.x509_authorities.is_empty() {
-        return Err(bad("bundle.x509_authorities", "empty"));
+        return Err(bad("bundle.x509_authorities", WireCause::Empty));
     }
     Ok(Bundle {
         trust_domain,
@@ -136,4 +151,65 @@ pub fn entry_from_wire(e: node::Entry) -> Result<AgentEntry, WireError> {
         revision: e.revision,
         created_at: e.created_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn an_entry_round_trips_through_the_wire() {
+        let td = TrustDomain::new("example.org").unwrap();
+        let mut e = RegistrationEntry::new(
+            SpiffeId::new(&td, "/w").unwrap(),
+            SpiffeId::new(&td, "/agent").unwrap(),
+            vec![Selector::new("unix", "uid:1000").unwrap()],
+        );
+        e.federates_with = vec![TrustDomain::new("partner.org").unwrap()];
+        e.hint = "h".into();
+        let parsed = entry_from_wire(entry_to_wire(&e)).unwrap();
+        assert_eq!(parsed.id, e.id);
+        assert_eq!(parsed.spiffe_id, e.spiffe_id);
+        assert_eq!(parsed.selectors, e.selectors);
+        assert_eq!(parsed.federates_with, e.federates_with);
+        assert_eq!(parsed.hint, "h");
+    }
+
+    #[test]
+    fn a_bad_field_is_named_and_its_cause_kept() {
+        let mut wire = node::Entry {
+            spiffe_id: "spiffe://example.org/w".into(),
+            ..Default::default()
+        };
+        wire.selectors.push(node::Selector {
+            r#type: "unix".into(),
+            value: String::new(),
+        });
+        let err = entry_from_wire(wire).unwrap_err();
+        assert_eq!(err.field, "entry.selectors");
+        assert!(matches!(err.cause, WireCause::Selector(_)), "{err:?}");
+        assert!(err.source().is_some());
+
+        let err = bundle_from_wire(node::Bundle {
+            trust_domain: "example.org".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "bundle.x509_authorities");
+        assert_eq!(
+            crate::errors::chain(&err),
+            "node API message: bundle.x509_authorities: empty"
+        );
+
+        let err = bundle_from_wire(node::Bundle {
+            trust_domain: "Not A Domain!".into(),
+            x509_authorities: vec![vec![1]],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "bundle.trust_domain");
+        assert!(matches!(err.cause, WireCause::Id(_)), "{err:?}");
+    }
 }

@@ -13,6 +13,7 @@ use tracing::Instrument as _;
 use super::stream::{self, ResponseStream};
 use super::{responses, WorkloadApi};
 use crate::agent::cache::CacheSnapshot;
+use crate::errors::Chain;
 use crate::proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::proto::workload::{
     JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
@@ -93,11 +94,21 @@ fn begin<T>(request: &Request<T>, method: &'static str) -> (tracing::Span, Resul
     (span, caller)
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// Runs a unary method's body in its span and wraps its answer.
+async fn unary<T>(
+    span: tracing::Span,
+    body: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<Response<T>, Status> {
+    body.instrument(span).await.map(Response::new)
+}
+
+/// The answer to the WIT-SVID methods, once the request itself is checked.
+fn wit_unsupported<T>(request: &Request<T>, method: &'static str) -> Status {
+    let (_span, caller) = begin(request, method);
+    match caller {
+        Err(status) => status,
+        Ok(_) => Status::unimplemented("the WIT-SVID profile is not supported"),
+    }
 }
 
 // === impl Handler ===
@@ -116,7 +127,7 @@ impl Handler {
                 Ok(selectors)
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "workload attestation failed");
+                tracing::warn!(error = %Chain(&e), "workload attestation failed");
                 Err(Status::unavailable("workload attestation failed"))
             }
             Err(e) => {
@@ -152,15 +163,16 @@ impl Handler {
     /// The common body of the three streams: attest once, wait for the
     /// cache, build the first response (errors are the call's status), then
     /// follow the cache with the selectors fixed for the stream's life.
-    async fn open_stream<R>(
+    async fn open_stream<T, R>(
         &self,
-        span: tracing::Span,
-        caller: Result<Caller, Status>,
+        request: &Request<T>,
+        method: &'static str,
         build: fn(&CacheSnapshot, &[Selector]) -> Result<R, Status>,
     ) -> Result<Response<ResponseStream<R>>, Status>
     where
         R: Clone + PartialEq + Send + 'static,
     {
+        let (span, caller) = begin(request, method);
         let stream_span = span.clone();
         async move {
             let selectors = self.attest(caller?).await?;
@@ -252,7 +264,7 @@ impl Handler {
             &req.svid,
             |td| responses::bundle_for(&snap, td),
             &req.audience,
-            unix_now(),
+            crate::clock::now_unix(),
         )
         .map_err(|e| {
             tracing::debug!(error = %e, "JWT-SVID rejected");
@@ -279,18 +291,16 @@ impl SpiffeWorkloadApi for Handler {
         &self,
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let (span, caller) = begin(&request, "FetchX509SVID");
-        self.open_stream(span, caller, responses::x509_svid_response)
-            .await
+        let build = responses::x509_svid_response;
+        self.open_stream(&request, "FetchX509SVID", build).await
     }
 
     async fn fetch_x509_bundles(
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let (span, caller) = begin(&request, "FetchX509Bundles");
-        self.open_stream(span, caller, responses::x509_bundles_response)
-            .await
+        let build = responses::x509_bundles_response;
+        self.open_stream(&request, "FetchX509Bundles", build).await
     }
 
     async fn fetch_jwtsvid(
@@ -298,19 +308,15 @@ impl SpiffeWorkloadApi for Handler {
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
         let (span, caller) = begin(&request, "FetchJWTSVID");
-        self.fetch_jwt_svids(caller, request.into_inner())
-            .instrument(span)
-            .await
-            .map(Response::new)
+        unary(span, self.fetch_jwt_svids(caller, request.into_inner())).await
     }
 
     async fn fetch_jwt_bundles(
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let (span, caller) = begin(&request, "FetchJWTBundles");
-        self.open_stream(span, caller, responses::jwt_bundles_response)
-            .await
+        let build = responses::jwt_bundles_response;
+        self.open_stream(&request, "FetchJWTBundles", build).await
     }
 
     async fn validate_jwtsvid(
@@ -318,32 +324,21 @@ impl SpiffeWorkloadApi for Handler {
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         let (span, caller) = begin(&request, "ValidateJWTSVID");
-        self.validate(caller, request.into_inner())
-            .instrument(span)
-            .await
-            .map(Response::new)
+        unary(span, self.validate(caller, request.into_inner())).await
     }
 
     async fn fetch_witsvid(
         &self,
         request: Request<WitsvidRequest>,
     ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
-        let (_span, caller) = begin(&request, "FetchWITSVID");
-        caller?;
-        Err(Status::unimplemented(
-            "the WIT-SVID profile is not supported",
-        ))
+        Err(wit_unsupported(&request, "FetchWITSVID"))
     }
 
     async fn fetch_wit_bundles(
         &self,
         request: Request<WitBundlesRequest>,
     ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
-        let (_span, caller) = begin(&request, "FetchWITBundles");
-        caller?;
-        Err(Status::unimplemented(
-            "the WIT-SVID profile is not supported",
-        ))
+        Err(wit_unsupported(&request, "FetchWITBundles"))
     }
 }
 

@@ -11,6 +11,7 @@ use serde_json::Value;
 use tonic::Status;
 
 use crate::agent::cache::{CacheSnapshot, WorkloadIdentity};
+use crate::errors::Chain;
 use crate::proto::workload::{JwtBundlesResponse, X509BundlesResponse, X509svid, X509svidResponse};
 use crate::registration::Selector;
 use crate::spiffe::{Bundle, JwtClaims, TrustDomain};
@@ -86,15 +87,19 @@ pub(super) fn x509_svid_response(
             hint: id.hint.clone(),
         })
         .collect();
-    let federated_bundles = federated(snap, &ids)
-        .into_iter()
-        .map(|(td, b)| (td.id_string(), b.x509_authorities_concat()))
-        .collect();
     Ok(X509svidResponse {
         svids,
         crl: Vec::new(),
-        federated_bundles,
+        federated_bundles: federated_x509(snap, &ids),
     })
+}
+
+/// The caller's federated bundles as concatenated DER, by trust domain ID.
+fn federated_x509(snap: &CacheSnapshot, ids: &[Arc<WorkloadIdentity>]) -> HashMap<String, Vec<u8>> {
+    federated(snap, ids)
+        .into_iter()
+        .map(|(td, b)| (td.id_string(), b.x509_authorities_concat()))
+        .collect()
 }
 
 /// FetchX509Bundles: the own and the caller's federated bundles, DER.
@@ -103,10 +108,7 @@ pub(super) fn x509_bundles_response(
     selectors: &[Selector],
 ) -> Result<X509BundlesResponse, Status> {
     let ids = entitled(snap, selectors)?;
-    let mut bundles: HashMap<String, Vec<u8>> = federated(snap, &ids)
-        .into_iter()
-        .map(|(td, b)| (td.id_string(), b.x509_authorities_concat()))
-        .collect();
+    let mut bundles = federated_x509(snap, &ids);
     bundles.insert(
         snap.trust_domain.id_string(),
         snap.bundle.x509_authorities_concat(),
@@ -132,12 +134,12 @@ pub(super) fn jwt_bundles_response(
                 bundles.insert(td.id_string(), json.into_bytes());
             }
             Err(e) => {
-                tracing::warn!(trust_domain = %td.name(), error = %e, "federated JWT bundle cannot be encoded; left out");
+                tracing::warn!(trust_domain = %td.name(), error = %Chain(&e), "federated JWT bundle cannot be encoded; left out");
             }
         }
     }
     let own = snap.bundle.jwt_jwks_json().map_err(|e| {
-        tracing::warn!(error = %e, "own JWT bundle cannot be encoded");
+        tracing::warn!(error = %Chain(&e), "own JWT bundle cannot be encoded");
         Status::unavailable(format!(
             "the JWT bundle of {} cannot be encoded: {e}",
             snap.trust_domain.name()

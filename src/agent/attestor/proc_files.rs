@@ -1,0 +1,87 @@
+//! Reading a process's facts from `/proc/<pid>`: its start time (to catch
+//! pid reuse), its effective uid and its supplementary groups.
+
+use std::io;
+use std::path::Path;
+
+use super::AttestError;
+
+/// Reads a file under `/proc/<pid>`, mapping "no such file" to `ProcessGone`.
+pub(super) fn read_proc_file(path: &Path, pid: i32) -> Result<String, AttestError> {
+    std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => AttestError::ProcessGone { pid },
+        // ESRCH: the process exited while the file was being read.
+        _ if source.raw_os_error() == Some(3) => AttestError::ProcessGone { pid },
+        _ => AttestError::Read {
+            path: path.to_owned(),
+            source,
+        },
+    })
+}
+
+/// The start time of the process whose `/proc` directory is `dir`.
+pub(super) fn read_start_time(dir: &Path, pid: i32) -> Result<u64, AttestError> {
+    let path = dir.join("stat");
+    let stat = read_proc_file(&path, pid)?;
+    parse_start_time(&stat).ok_or(AttestError::Malformed {
+        path,
+        reason: "no start time after the command name",
+    })
+}
+
+/// Field 22 (`starttime`) of `/proc/<pid>/stat`. The second field, the
+/// command name in parentheses, may itself hold spaces and parentheses, so
+/// counting starts after the last `)`.
+fn parse_start_time(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    // `rest` starts at field 3 (state); field 22 is 19 fields further.
+    rest.split_ascii_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// The effective uid (second number) of the `Uid:` line of `/proc/<pid>/status`,
+/// the uid SO_PEERCRED reports.
+pub(super) fn status_effective_uid(status: &str) -> Option<u32> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// The supplementary gids of the `Groups:` line (empty if the line is absent
+/// or empty); `None` if it holds something other than numbers.
+pub(super) fn status_groups(status: &str) -> Option<Vec<u32>> {
+    let Some(line) = status.lines().find_map(|l| l.strip_prefix("Groups:")) else {
+        return Some(Vec::new());
+    };
+    line.split_ascii_whitespace()
+        .map(|g| g.parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parser_counts_after_the_last_parenthesis() {
+        let tail = "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 424242 20 21";
+        assert_eq!(
+            parse_start_time(&format!("77 (a) b (c) {tail}")),
+            Some(424242)
+        );
+        assert_eq!(parse_start_time(&format!("77 (sh) {tail}")), Some(424242));
+        assert_eq!(parse_start_time(&format!("77 ()) ) {tail}")), Some(424242));
+        assert_eq!(parse_start_time("77 (sh) S 1 2"), None);
+        assert_eq!(parse_start_time("77 no parenthesis"), None);
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(parse_start_time(&own).is_some());
+    }
+
+    #[test]
+    fn status_parsers() {
+        let status =
+            "Name:\tx\nUid:\t1000\t1001\t1000\t1000\nGid:\t5\t5\t5\t5\nGroups:\t4 24 27 \n";
+        assert_eq!(status_effective_uid(status), Some(1001));
+        assert_eq!(status_groups(status), Some(vec![4, 24, 27]));
+        assert_eq!(status_groups("Groups:\n"), Some(vec![]));
+        assert_eq!(status_groups("Groups:\t4 x\n"), None);
+    }
+}

@@ -1,0 +1,108 @@
+//! The manager's connection loop: one session per connection to the
+//! server (Sync stream, reconciliation when something is due, bundle
+//! acknowledgements), reconnecting with exponential backoff while the
+//! cache keeps serving what it holds.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use super::renewal::jitter;
+use super::{Manager, SessionError};
+use crate::errors::Chain;
+use crate::proto::node::{self, node_client::NodeClient as Grpc};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// How a session ended without an error.
+enum SessionEnd {
+    Shutdown,
+    /// The agent SVID was renewed: the next session presents it.
+    Reconnect,
+}
+
+impl Manager {
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.session(&mut shutdown).await {
+                Ok(SessionEnd::Shutdown) => return,
+                Ok(SessionEnd::Reconnect) => {
+                    backoff = BACKOFF_MIN;
+                    continue;
+                }
+                Err(SessionError::Status(s)) if s.code() == tonic::Code::PermissionDenied => {
+                    tracing::error!(agent = %self.cred.spiffe_id, error = %s.message(), "the server refused this agent");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), retry_in = ?backoff, "lost the server; serving cached SVIDs");
+                }
+            }
+            *self.client.write().unwrap_or_else(|p| p.into_inner()) = None;
+            self.prune_expired();
+            let sleep = backoff + jitter(backoff / 4);
+            tokio::select! {
+                _ = crate::shutdown::stopped(&mut shutdown) => return,
+                _ = tokio::time::sleep(sleep) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn session(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<SessionEnd, SessionError> {
+        let mut client = self.connector.authenticated(&self.cred).await?;
+        let mut stream = client.sync(node::SyncRequest {}).await?.into_inner();
+        *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
+        // A new connection starts unacknowledged on the server's side.
+        self.acked = 0;
+        tracing::info!(agent = %self.cred.spiffe_id, "connected to the server");
+        loop {
+            let wake = self.next_wake();
+            let sleep =
+                Duration::from_secs(u64::try_from(wake - self.clock.now_unix()).unwrap_or(0));
+            tokio::select! {
+                _ = crate::shutdown::stopped(shutdown) => return Ok(SessionEnd::Shutdown),
+                _ = tokio::time::sleep(sleep) => {
+                    if self.agent_svid_due() {
+                        self.renew_agent(&mut client).await?;
+                        return Ok(SessionEnd::Reconnect);
+                    }
+                    self.reconcile(&mut client).await?;
+                }
+                msg = stream.message() => match msg? {
+                    Some(update) => {
+                        if self.apply(update)? {
+                            self.reconcile(&mut client).await?;
+                        }
+                    }
+                    None => return Err(SessionError::StreamEnded),
+                },
+            }
+            self.ack(&mut client).await?;
+        }
+    }
+
+    /// Tells the server which bundle the agent now serves, once it is
+    /// published to workloads and tainted SVIDs are re-issued.
+    async fn ack(&mut self, client: &mut Grpc<Channel>) -> Result<(), SessionError> {
+        if !self.synced_once || self.bundle.sequence <= self.acked {
+            return Ok(());
+        }
+        let sequence = self.bundle.sequence;
+        client
+            .ack_bundle(node::AckBundleRequest { sequence })
+            .await?;
+        self.acked = sequence;
+        tracing::debug!(sequence, "bundle acknowledged");
+        Ok(())
+    }
+}
