@@ -170,7 +170,8 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
         cache.clone(),
         Arc::new(NodeJwtSource::new(client, jwt_epoch, clock)),
         Arc::new(UnixAttestor::new()),
-    );
+    )
+    .with_jwt_leeway(config.jwt_svid_leeway);
     if let Some(parent) = config.socket_path.parent() {
         std::fs::create_dir_all(parent).map_err(|source| AgentError::SocketDir {
             path: parent.to_path_buf(),

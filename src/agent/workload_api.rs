@@ -92,12 +92,14 @@ pub struct WorkloadApi {
     jwt: Arc<dyn JwtSvidSource>,
     attestor: Arc<UnixAttestor>,
     ready_timeout: Duration,
+    jwt_leeway_secs: i64,
 }
 
 impl std::fmt::Debug for WorkloadApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkloadApi")
             .field("ready_timeout", &self.ready_timeout)
+            .field("jwt_leeway_secs", &self.jwt_leeway_secs)
             .finish_non_exhaustive()
     }
 }
@@ -113,7 +115,15 @@ impl WorkloadApi {
             jwt,
             attestor,
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            jwt_leeway_secs: crate::ca::DEFAULT_JWT_LEEWAY_SECS,
         }
+    }
+
+    /// Clock skew tolerated on `nbf` and `iat` by ValidateJWTSVID (default
+    /// 30 s, the `jwt_svid_leeway` key of agent.toml).
+    pub fn with_jwt_leeway(mut self, secs: i64) -> Self {
+        self.jwt_leeway_secs = secs;
+        self
     }
 
     /// How long a request waits for the cache to become ready before

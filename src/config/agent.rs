@@ -22,10 +22,19 @@ struct RawAgent {
     #[serde(default)]
     insecure_bootstrap: bool,
     join_token: Option<String>,
+    #[serde(default = "default_jwt_leeway")]
+    jwt_svid_leeway: String,
     #[serde(default = "default_log_level")]
     log_level: String,
     #[serde(default)]
     log_format: LogFormat,
+}
+
+/// The largest clock skew ValidateJWTSVID may be told to tolerate.
+const MAX_JWT_LEEWAY_SECS: i64 = 600;
+
+fn default_jwt_leeway() -> String {
+    "30s".into()
 }
 
 fn default_workload_socket() -> PathBuf {
@@ -60,6 +69,8 @@ pub struct AgentConfig {
     pub bootstrap: Bootstrap,
     /// Single-use join token (needed only when the agent has no SVID yet).
     pub join_token: Option<String>,
+    /// Clock skew ValidateJWTSVID tolerates on `nbf` and `iat`, seconds.
+    pub jwt_svid_leeway: i64,
     /// tracing filter.
     pub log_level: String,
     /// Log format.
@@ -92,6 +103,13 @@ impl AgentConfig {
                 ))
             }
         };
+        let jwt_svid_leeway = c.duration("jwt_svid_leeway", &raw.jwt_svid_leeway, 0)?;
+        if jwt_svid_leeway > MAX_JWT_LEEWAY_SECS {
+            return Err(c.invalid(
+                "jwt_svid_leeway",
+                format!("must be at most {MAX_JWT_LEEWAY_SECS}s: a larger skew would let tokens from the future through"),
+            ));
+        }
         if let Some(t) = &raw.join_token {
             if t.is_empty() {
                 return Err(c.invalid("join_token", "must not be empty"));
@@ -104,6 +122,7 @@ impl AgentConfig {
             socket_path: raw.socket_path,
             bootstrap,
             join_token: raw.join_token,
+            jwt_svid_leeway,
             log_level: c.log_level(&raw.log_level)?,
             log_format: raw.log_format,
         })

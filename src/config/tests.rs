@@ -76,3 +76,16 @@ fn agent_bootstrap_is_explicit() {
     let bad = format!("{base}insecure_bootstrap = true\nserver_address = \"x\"\n");
     assert!(AgentConfig::parse(p, &bad).is_err());
 }
+
+#[test]
+fn agent_jwt_leeway_is_bounded() {
+    let base = "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:8081\"\ndata_dir = \"/x\"\ninsecure_bootstrap = true\n";
+    let p = Path::new("agent.toml");
+    assert_eq!(AgentConfig::parse(p, base).unwrap().jwt_svid_leeway, 30);
+    let c = AgentConfig::parse(p, &format!("{base}jwt_svid_leeway = \"0s\"\n")).unwrap();
+    assert_eq!(c.jwt_svid_leeway, 0);
+    let err = AgentConfig::parse(p, &format!("{base}jwt_svid_leeway = \"1h\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("jwt_svid_leeway"), "{err}");
+}

@@ -27,11 +27,18 @@ impl Manager {
             if bundle.trust_domain != self.trust_domain {
                 // An invalid update never replaces a good bundle.
                 tracing::error!(got = %bundle.trust_domain, "server sent a bundle of another trust domain; ignored");
-            } else if bundle.sequence >= self.bundle.sequence || bundle != self.bundle {
-                // NOTE: `|| bundle != self.bundle` also accepts a different
-                // bundle with an OLDER sequence, which the comment above
-                // says should not happen. Kept as it is for now (behaviour
-                // unchanged by the refactor); the tests do not rely on it.
+            } else if bundle.sequence < self.bundle.sequence
+                || (bundle.sequence == self.bundle.sequence && bundle != self.bundle)
+            {
+                // The server bumps the sequence on every change, so an older
+                // sequence (a replayed or stale message) or the same sequence
+                // with other contents never replaces the bundle we hold.
+                tracing::warn!(
+                    got = bundle.sequence,
+                    held = self.bundle.sequence,
+                    "server sent a bundle that is not newer than the one held; ignored"
+                );
+            } else if bundle.sequence > self.bundle.sequence {
                 self.connector.roots().set(bundle.x509_authorities.clone());
                 if let Err(e) = self.store.save_bundle(&bundle) {
                     tracing::warn!(error = %Chain(&e), "could not save the bundle");
@@ -213,6 +220,25 @@ mod tests {
         assert_eq!(f.manager.connector.roots().get().len(), 2, "TLS trusts it");
         let saved = f.store.load_bundle(&td()).unwrap().unwrap();
         assert_eq!(saved.sequence, 5);
+    }
+
+    #[test]
+    fn an_older_or_conflicting_bundle_never_replaces_the_held_one() {
+        let mut f = synced(&[]);
+        let newer = wire_bundle(&f.ca, 5);
+        assert!(f.manager.apply(bundle_update(newer)).unwrap());
+        let held = f.manager.bundle.clone();
+        // An older sequence with different contents: ignored, not saved.
+        let mut older = wire_bundle(&new_ca(), 4);
+        older.tainted_jwt_key_ids.clear();
+        assert!(!f.manager.apply(bundle_update(older)).unwrap());
+        assert_eq!(f.manager.bundle, held);
+        // The same sequence with other contents: ignored too.
+        let same_seq = wire_bundle(&new_ca(), 5);
+        assert!(!f.manager.apply(bundle_update(same_seq)).unwrap());
+        assert_eq!(f.manager.bundle, held);
+        assert_eq!(f.manager.connector.roots().get(), held.x509_authorities);
+        assert_eq!(f.store.load_bundle(&td()).unwrap().unwrap(), held);
     }
 
     #[test]

@@ -260,11 +260,12 @@ impl Handler {
             return Err(Status::invalid_argument("svid must be specified"));
         }
         let (_, snap) = self.ready().await?;
-        let claims = crate::ca::verify_jwt_svid(
+        let claims = crate::ca::verify_jwt_svid_with_leeway(
             &req.svid,
             |td| responses::bundle_for(&snap, td),
             &req.audience,
             crate::clock::now_unix(),
+            self.api.jwt_leeway_secs,
         )
         .map_err(|e| {
             tracing::debug!(error = %e, "JWT-SVID rejected");
