@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use ring::rand::SecureRandom as _;
 use tonic::{Request, Response, Status};
-use tracing::Instrument as _;
 
 use super::convert::{agent_to_proto, store_status};
 use super::{page_request, ttl_or_default};
@@ -191,71 +190,58 @@ fn check_token(token: &str) -> Result<(), ValidationError> {
 
 #[tonic::async_trait]
 impl Agents for AgentsApi {
+    // Never the token itself in the span: it is a secret.
+    #[tracing::instrument(name = "admin.CreateJoinToken", skip_all, fields(
+        agent_id = %request.get_ref().agent_id, ttl = request.get_ref().ttl))]
     async fn create_join_token(
         &self,
         request: Request<admin::CreateJoinTokenRequest>,
     ) -> Result<Response<admin::JoinToken>, Status> {
-        let req = request.into_inner();
-        // Never the token itself: it is a secret.
-        let span =
-            tracing::info_span!("admin.CreateJoinToken", agent_id = %req.agent_id, ttl = req.ttl);
-        self.create_join_token(req)
-            .instrument(span)
+        self.create_join_token(request.into_inner())
             .await
             .map(Response::new)
     }
 
+    #[tracing::instrument(name = "admin.ListAgents", skip_all, fields(
+        page_size = request.get_ref().page_size))]
     async fn list_agents(
         &self,
         request: Request<admin::ListAgentsRequest>,
     ) -> Result<Response<admin::ListAgentsResponse>, Status> {
-        let req = request.into_inner();
-        let span = tracing::info_span!("admin.ListAgents", page_size = req.page_size);
-        self.list(req).instrument(span).await.map(Response::new)
+        self.list(request.into_inner()).await.map(Response::new)
     }
 
+    #[tracing::instrument(name = "admin.GetAgent", skip_all, fields(
+        agent_id = %request.get_ref().id))]
     async fn get_agent(
         &self,
         request: Request<admin::AgentIdRequest>,
     ) -> Result<Response<admin::Agent>, Status> {
-        let raw = request.into_inner().id;
-        let span = tracing::info_span!("admin.GetAgent", agent_id = %raw);
-        async {
-            let id = self.agent_id(&raw)?;
-            self.get(id).await
-        }
-        .instrument(span)
-        .await
-        .map(Response::new)
+        let id = self.agent_id(&request.into_inner().id)?;
+        self.get(id).await.map(Response::new)
     }
 
+    #[tracing::instrument(name = "admin.DeleteAgent", skip_all, fields(
+        agent_id = %request.get_ref().id))]
     async fn delete_agent(
         &self,
         request: Request<admin::AgentIdRequest>,
     ) -> Result<Response<admin::Empty>, Status> {
-        let raw = request.into_inner().id;
-        let span = tracing::info_span!("admin.DeleteAgent", agent_id = %raw);
-        async {
-            let id = self.agent_id(&raw)?;
-            self.evict(id).await
-        }
-        .instrument(span)
-        .await
-        .map(|()| Response::new(admin::Empty {}))
+        let id = self.agent_id(&request.into_inner().id)?;
+        self.evict(id).await.map(empty)
     }
 
+    #[tracing::instrument(name = "admin.BanAgent", skip_all, fields(
+        agent_id = %request.get_ref().id))]
     async fn ban_agent(
         &self,
         request: Request<admin::AgentIdRequest>,
     ) -> Result<Response<admin::Empty>, Status> {
-        let raw = request.into_inner().id;
-        let span = tracing::info_span!("admin.BanAgent", agent_id = %raw);
-        async {
-            let id = self.agent_id(&raw)?;
-            self.ban(id).await
-        }
-        .instrument(span)
-        .await
-        .map(|()| Response::new(admin::Empty {}))
+        let id = self.agent_id(&request.into_inner().id)?;
+        self.ban(id).await.map(empty)
     }
+}
+
+fn empty(_: ()) -> Response<admin::Empty> {
+    Response::new(admin::Empty {})
 }

@@ -6,7 +6,6 @@ use crate::clock::now_unix;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::Instrument as _;
 
 use super::convert::store_status;
 use super::ttl_or_default;
@@ -144,28 +143,23 @@ fn sign_status(e: AuthorityError) -> Status {
 
 #[tonic::async_trait]
 impl Svids for SvidsApi {
+    #[tracing::instrument(name = "admin.MintX509SVID", skip_all, fields(
+        spiffe_id = tracing::field::Empty, ttl = request.get_ref().ttl))]
     async fn mint_x509svid(
         &self,
         request: Request<admin::MintX509svidRequest>,
     ) -> Result<Response<admin::MintX509svidResponse>, Status> {
-        let req = request.into_inner();
-        let span = tracing::info_span!(
-            "admin.MintX509SVID",
-            spiffe_id = tracing::field::Empty,
-            ttl = req.ttl
-        );
-        self.mint_x509(req)
-            .instrument(span)
+        self.mint_x509(request.into_inner())
             .await
             .map(Response::new)
     }
 
+    #[tracing::instrument(name = "admin.MintJWTSVID", skip_all, fields(
+        spiffe_id = %request.get_ref().id, ttl = request.get_ref().ttl))]
     async fn mint_jwtsvid(
         &self,
         request: Request<admin::MintJwtsvidRequest>,
     ) -> Result<Response<admin::MintJwtsvidResponse>, Status> {
-        let req = request.into_inner();
-        let span = tracing::info_span!("admin.MintJWTSVID", spiffe_id = %req.id, ttl = req.ttl);
-        self.mint_jwt(req).instrument(span).await.map(Response::new)
+        self.mint_jwt(request.into_inner()).await.map(Response::new)
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use super::{page_of, parse_trust_domain};
+use super::{any_ok, item_span, page_of, parse_trust_domain};
 use crate::proto::admin::{self, federated_bundles_server::FederatedBundles};
 use crate::server::admin_api::convert::{bundle_to_proto, item_status, ok_status, store_status};
 use crate::server::federation::bundle_trust_domain_check;
@@ -51,6 +51,7 @@ impl FederatedBundlesApi {
             .with_store(move |s| s.set_bundle(&stored))
             .await
             .map_err(store_status)?;
+        tracing::info!(sequence = bundle.sequence, "federated bundle set by hand");
         Ok(bundle)
     }
 
@@ -67,13 +68,14 @@ impl FederatedBundlesApi {
             })
             .await;
         match outcome {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                tracing::info!("federated bundle deleted");
+                Ok(())
+            }
             Ok(false) => Err(Status::failed_precondition(format!(
                 "trust_domain: {td} has a federation relationship that would fetch the bundle again; delete the relationship instead (`herald federation delete`)"
             ))),
-            Err(StoreError::NotFound { .. }) => Err(Status::not_found(format!(
-                "trust_domain: no bundle of {td} is stored"
-            ))),
+            Err(StoreError::NotFound { .. }) => Err(no_bundle(&td)),
             Err(e) => Err(store_status(e)),
         }
     }
@@ -81,6 +83,7 @@ impl FederatedBundlesApi {
 
 #[tonic::async_trait]
 impl FederatedBundles for FederatedBundlesApi {
+    #[tracing::instrument(name = "admin.ListFederatedBundles", skip_all)]
     async fn list_federated_bundles(
         &self,
         request: Request<admin::ListFederatedBundlesRequest>,
@@ -90,22 +93,19 @@ impl FederatedBundles for FederatedBundlesApi {
         let all = self
             .state
             .with_store(|s| s.list_bundles())
-            .instrument(tracing::info_span!("admin.ListFederatedBundles"))
             .await
             .map_err(store_status)?;
         let foreign: Vec<Bundle> = all.into_iter().filter(|b| b.trust_domain != own).collect();
-        let (page, next_page_token) = page_of(
-            foreign,
-            |b| b.trust_domain.name(),
-            req.page_size,
-            &req.page_token,
-        )?;
+        let key = |b: &Bundle| b.trust_domain.name().to_string();
+        let (page, next_page_token) = page_of(foreign, key, req.page_size, &req.page_token)?;
         Ok(Response::new(admin::ListFederatedBundlesResponse {
             bundles: page.iter().map(bundle_to_proto).collect::<Result<_, _>>()?,
             next_page_token,
         }))
     }
 
+    #[tracing::instrument(name = "admin.GetFederatedBundle", skip_all, fields(
+        trust_domain = %request.get_ref().trust_domain))]
     async fn get_federated_bundle(
         &self,
         request: Request<admin::GetFederatedBundleRequest>,
@@ -115,49 +115,40 @@ impl FederatedBundles for FederatedBundlesApi {
         let bundle = self
             .state
             .with_store(move |s| s.get_bundle(&lookup))
-            .instrument(tracing::info_span!("admin.GetFederatedBundle", trust_domain = %td))
             .await
             .map_err(store_status)?
-            .ok_or_else(|| {
-                Status::not_found(format!("trust_domain: no bundle of {td} is stored"))
-            })?;
+            .ok_or_else(|| no_bundle(&td))?;
         Ok(Response::new(bundle_to_proto(&bundle)?))
     }
 
+    #[tracing::instrument(name = "admin.BatchSetFederatedBundle", skip_all, fields(
+        count = request.get_ref().bundle.len()))]
     async fn batch_set_federated_bundle(
         &self,
         request: Request<admin::BatchSetFederatedBundleRequest>,
     ) -> Result<Response<admin::BatchSetFederatedBundleResponse>, Status> {
-        let items = request.into_inner().bundle;
-        let span = tracing::info_span!("admin.BatchSetFederatedBundle", count = items.len());
         let _writes = self.refresher.lock_writes().await;
-        let mut results = Vec::with_capacity(items.len());
-        let mut changed = false;
-        for item in items {
-            let item_span =
-                tracing::info_span!(parent: &span, "item", trust_domain = %item.trust_domain);
-            match self.set_one(&item).instrument(item_span.clone()).await {
-                Ok(bundle) => {
-                    changed = true;
-                    item_span.in_scope(|| {
-                        tracing::info!(sequence = bundle.sequence, "federated bundle set by hand")
-                    });
-                    results.push(admin::BundleResult {
-                        status: Some(ok_status()),
-                        bundle: Some(bundle_to_proto(&bundle)?),
-                    });
-                }
-                Err(status) => results.push(admin::BundleResult {
+        let mut results = Vec::new();
+        for item in request.into_inner().bundle {
+            let set = self
+                .set_one(&item)
+                .instrument(item_span(&item.trust_domain));
+            results.push(match set.await {
+                Ok(bundle) => admin::BundleResult {
+                    status: Some(ok_status()),
+                    bundle: Some(bundle_to_proto(&bundle)?),
+                },
+                Err(status) => admin::BundleResult {
                     status: Some(item_status(&status)),
                     bundle: Some(admin::Bundle {
                         trust_domain: item.trust_domain,
                         spiffe_json: String::new(),
                         sequence_number: 0,
                     }),
-                }),
-            }
+                },
+            });
         }
-        if changed {
+        if any_ok(results.iter().map(|r| &r.status)) {
             self.state.publish(ServerEvent::BundleChanged);
         }
         Ok(Response::new(admin::BatchSetFederatedBundleResponse {
@@ -165,35 +156,30 @@ impl FederatedBundles for FederatedBundlesApi {
         }))
     }
 
+    #[tracing::instrument(name = "admin.BatchDeleteFederatedBundle", skip_all, fields(
+        count = request.get_ref().trust_domains.len()))]
     async fn batch_delete_federated_bundle(
         &self,
         request: Request<admin::BatchDeleteFederatedBundleRequest>,
     ) -> Result<Response<admin::BatchDeleteFederatedBundleResponse>, Status> {
-        let names = request.into_inner().trust_domains;
-        let span = tracing::info_span!("admin.BatchDeleteFederatedBundle", count = names.len());
         let _writes = self.refresher.lock_writes().await;
-        let mut results = Vec::with_capacity(names.len());
-        let mut changed = false;
-        for name in names {
-            let item_span = tracing::info_span!(parent: &span, "item", trust_domain = %name);
-            let status = match self.delete_one(&name).instrument(item_span.clone()).await {
-                Ok(()) => {
-                    changed = true;
-                    item_span.in_scope(|| tracing::info!("federated bundle deleted"));
-                    ok_status()
-                }
-                Err(status) => item_status(&status),
-            };
+        let mut results = Vec::new();
+        for name in request.into_inner().trust_domains {
+            let deleted = self.delete_one(&name).instrument(item_span(&name)).await;
             results.push(admin::DeleteFederatedBundleResult {
-                status: Some(status),
+                status: Some(deleted.map_or_else(|s| item_status(&s), |()| ok_status())),
                 trust_domain: name,
             });
         }
-        if changed {
+        if any_ok(results.iter().map(|r| &r.status)) {
             self.state.publish(ServerEvent::BundleChanged);
         }
         Ok(Response::new(admin::BatchDeleteFederatedBundleResponse {
             results,
         }))
     }
+}
+
+fn no_bundle(td: &TrustDomain) -> Status {
+    Status::not_found(format!("trust_domain: no bundle of {td} is stored"))
 }
