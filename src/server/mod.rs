@@ -8,5 +8,6 @@ pub mod federation;
 pub mod node_api;
 pub mod rotation;
 pub mod run;
+pub mod server_svid;
 pub mod state;
 pub mod validate;
