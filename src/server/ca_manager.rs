@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::authorities::{Authorities, AuthorityError};
-use crate::errors::Chain;
 use super::rotation::{next_event, plan, Action, Propagation, SlotView, Window};
 use super::state::ServerState;
+use crate::errors::Chain;
 use crate::store::{AuthorityKind, AuthorityState};
 
 fn kind_name(kind: AuthorityKind) -> &'static str {
