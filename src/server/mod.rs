@@ -11,3 +11,6 @@ pub mod run;
 pub mod server_svid;
 pub mod state;
 pub mod validate;
+
+/// What every gRPC method of the server's services returns.
+pub(crate) type Rpc<T> = Result<tonic::Response<T>, tonic::Status>;

@@ -32,8 +32,16 @@ use super::state::ServerState;
 use crate::clock::now_unix;
 use crate::errors::Chain;
 use crate::node::wire::bundle_to_wire;
-use crate::proto::node::{self, node_server::Node};
+use crate::proto::node::node_server::Node;
+use crate::proto::node::{
+    self, AckBundleRequest, AckBundleResponse, AttestRequest, AttestResponse,
+    BatchNewX509svidRequest as X509Batch, BatchNewX509svidResponse as X509BatchResponse,
+    NewDownstreamX509caRequest as DownstreamRequest, NewDownstreamX509caResponse as DownstreamCa,
+    NewJwtsvidRequest as JwtRequest, NewJwtsvidResponse as JwtResponse, RenewAgentRequest,
+    RenewAgentResponse,
+};
 use crate::registration::RegistrationEntry;
+use crate::server::Rpc;
 use crate::spiffe::SpiffeId;
 use crate::store::{AttestedAgent, StoreError};
 
@@ -138,84 +146,68 @@ type SyncStream = Pin<Box<dyn Stream<Item = Result<node::SyncUpdate, Status>> + 
 #[tonic::async_trait]
 impl Node for NodeApi {
     // Never the token itself in the span: it is a secret.
-    #[tracing::instrument(name = "node.attest", skip_all, fields(
-        token_prefix = %request.get_ref().join_token.chars().take(4).collect::<String>()))]
-    async fn attest(
-        &self,
-        request: Request<node::AttestRequest>,
-    ) -> Result<Response<node::AttestResponse>, Status> {
-        let req = request.into_inner();
-        self.attest_join_token(req).await.map(Response::new)
+    #[tracing::instrument(name = "node.attest", skip_all, fields(token_prefix = %token_prefix(&req)))]
+    async fn attest(&self, req: Request<AttestRequest>) -> Rpc<AttestResponse> {
+        self.attest_join_token(req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(name = "node.renew_agent", skip_all, fields(agent))]
-    async fn renew_agent(
-        &self,
-        request: Request<node::RenewAgentRequest>,
-    ) -> Result<Response<node::RenewAgentResponse>, Status> {
-        let agent = self.authenticate(&request).await?;
-        let csr = request.into_inner().csr;
-        self.renew(agent, &csr).await.map(Response::new)
+    async fn renew_agent(&self, req: Request<RenewAgentRequest>) -> Rpc<RenewAgentResponse> {
+        let agent = self.authenticate(&req).await?;
+        self.renew(agent, &req.get_ref().csr)
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(name = "node.new_downstream_x509_ca", skip_all, fields(agent))]
-    async fn new_downstream_x509ca(
-        &self,
-        request: Request<node::NewDownstreamX509caRequest>,
-    ) -> Result<Response<node::NewDownstreamX509caResponse>, Status> {
-        let agent = self.authenticate(&request).await?;
-        let req = request.get_ref();
-        self.downstream_ca(&agent, req).await.map(Response::new)
+    async fn new_downstream_x509ca(&self, req: Request<DownstreamRequest>) -> Rpc<DownstreamCa> {
+        let agent = self.authenticate(&req).await?;
+        let signed = self.downstream_ca(&agent, req.get_ref()).await;
+        signed.map(Response::new)
     }
 
     #[tracing::instrument(name = "node.ack_bundle", skip_all, fields(agent))]
-    async fn ack_bundle(
-        &self,
-        request: Request<node::AckBundleRequest>,
-    ) -> Result<Response<node::AckBundleResponse>, Status> {
-        let agent = self.authenticate(&request).await?;
-        let sequence = request.get_ref().sequence;
+    async fn ack_bundle(&self, req: Request<AckBundleRequest>) -> Rpc<AckBundleResponse> {
+        let agent = self.authenticate(&req).await?;
+        let sequence = req.get_ref().sequence;
         tracing::debug!(sequence, "bundle acknowledged");
         self.state.agent_acked(&agent.spiffe_id, sequence);
-        Ok(Response::new(node::AckBundleResponse {}))
+        Ok(Response::new(AckBundleResponse {}))
     }
 
     type SyncStream = SyncStream;
 
     #[tracing::instrument(name = "node.sync", skip_all, fields(agent))]
-    async fn sync(
-        &self,
-        request: Request<node::SyncRequest>,
-    ) -> Result<Response<Self::SyncStream>, Status> {
-        let agent = self.authenticate(&request).await?;
+    async fn sync(&self, req: Request<node::SyncRequest>) -> Rpc<Self::SyncStream> {
+        let agent = self.authenticate(&req).await?;
         let rx = self.open_sync(agent.spiffe_id).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     #[tracing::instrument(name = "node.batch_new_x509_svid", skip_all, fields(
-        agent, count = request.get_ref().params.len()))]
-    async fn batch_new_x509svid(
-        &self,
-        request: Request<node::BatchNewX509svidRequest>,
-    ) -> Result<Response<node::BatchNewX509svidResponse>, Status> {
-        let agent = self.authenticate(&request).await?;
-        let params = request.into_inner().params;
+        agent, count = req.get_ref().params.len()))]
+    async fn batch_new_x509svid(&self, req: Request<X509Batch>) -> Rpc<X509BatchResponse> {
+        let agent = self.authenticate(&req).await?;
+        let params = req.into_inner().params;
         let signed = self.sign_x509_batch(&agent.spiffe_id, params).await;
         signed.map(Response::new)
     }
 
     #[tracing::instrument(name = "node.new_jwt_svid", skip_all, fields(
-        agent, entry = %request.get_ref().entry_id))]
-    async fn new_jwtsvid(
-        &self,
-        request: Request<node::NewJwtsvidRequest>,
-    ) -> Result<Response<node::NewJwtsvidResponse>, Status> {
-        let agent = self.authenticate(&request).await?;
-        let req = request.into_inner();
-        self.sign_jwt(&agent.spiffe_id, req)
-            .await
-            .map(Response::new)
+        agent, entry = %req.get_ref().entry_id))]
+    async fn new_jwtsvid(&self, req: Request<JwtRequest>) -> Rpc<JwtResponse> {
+        let agent = self.authenticate(&req).await?;
+        let jwt = self.sign_jwt(&agent.spiffe_id, req.into_inner()).await;
+        jwt.map(Response::new)
     }
+}
+
+/// The first characters of a join token, enough to tell tokens apart in
+/// logs without revealing one.
+fn token_prefix(req: &Request<AttestRequest>) -> String {
+    req.get_ref().join_token.chars().take(4).collect()
 }
 
 impl NodeApi {

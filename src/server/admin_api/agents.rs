@@ -10,8 +10,13 @@ use tonic::{Request, Response, Status};
 use super::convert::{agent_to_proto, store_status};
 use super::{page_request, ttl_or_default};
 use crate::proto::admin::{self, agents_server::Agents};
+use crate::proto::admin::{
+    Agent, AgentIdRequest, CreateJoinTokenRequest as CreateTokenReq, Empty, ListAgentsRequest,
+    ListAgentsResponse,
+};
 use crate::server::state::{ServerEvent, ServerState};
 use crate::server::validate::{member_id, ValidationError};
+use crate::server::Rpc;
 use crate::spiffe::SpiffeId;
 use crate::store::{JoinToken, StoreError};
 
@@ -82,23 +87,20 @@ impl AgentsApi {
         })
     }
 
-    async fn list(
-        &self,
-        req: admin::ListAgentsRequest,
-    ) -> Result<admin::ListAgentsResponse, Status> {
+    async fn list(&self, req: ListAgentsRequest) -> Result<ListAgentsResponse, Status> {
         let page = page_request(req.page_size, &req.page_token)?;
         let page = self
             .state
             .with_store(move |store| store.list_agents(&page))
             .await
             .map_err(store_status)?;
-        Ok(admin::ListAgentsResponse {
+        Ok(ListAgentsResponse {
             agents: page.items.iter().map(agent_to_proto).collect(),
             next_page_token: page.next_token.unwrap_or_default(),
         })
     }
 
-    async fn get(&self, id: SpiffeId) -> Result<admin::Agent, Status> {
+    async fn get(&self, id: SpiffeId) -> Result<Agent, Status> {
         let lookup = id.clone();
         let agent = self
             .state
@@ -192,56 +194,41 @@ fn check_token(token: &str) -> Result<(), ValidationError> {
 impl Agents for AgentsApi {
     // Never the token itself in the span: it is a secret.
     #[tracing::instrument(name = "admin.CreateJoinToken", skip_all, fields(
-        agent_id = %request.get_ref().agent_id, ttl = request.get_ref().ttl))]
-    async fn create_join_token(
-        &self,
-        request: Request<admin::CreateJoinTokenRequest>,
-    ) -> Result<Response<admin::JoinToken>, Status> {
-        self.create_join_token(request.into_inner())
+        agent_id = %req.get_ref().agent_id, ttl = req.get_ref().ttl))]
+    async fn create_join_token(&self, req: Request<CreateTokenReq>) -> Rpc<admin::JoinToken> {
+        self.create_join_token(req.into_inner())
             .await
             .map(Response::new)
     }
 
     #[tracing::instrument(name = "admin.ListAgents", skip_all, fields(
-        page_size = request.get_ref().page_size))]
-    async fn list_agents(
-        &self,
-        request: Request<admin::ListAgentsRequest>,
-    ) -> Result<Response<admin::ListAgentsResponse>, Status> {
-        self.list(request.into_inner()).await.map(Response::new)
+        page_size = req.get_ref().page_size))]
+    async fn list_agents(&self, req: Request<ListAgentsRequest>) -> Rpc<ListAgentsResponse> {
+        self.list(req.into_inner()).await.map(Response::new)
     }
 
     #[tracing::instrument(name = "admin.GetAgent", skip_all, fields(
-        agent_id = %request.get_ref().id))]
-    async fn get_agent(
-        &self,
-        request: Request<admin::AgentIdRequest>,
-    ) -> Result<Response<admin::Agent>, Status> {
-        let id = self.agent_id(&request.into_inner().id)?;
+        agent_id = %req.get_ref().id))]
+    async fn get_agent(&self, req: Request<AgentIdRequest>) -> Rpc<Agent> {
+        let id = self.agent_id(&req.into_inner().id)?;
         self.get(id).await.map(Response::new)
     }
 
     #[tracing::instrument(name = "admin.DeleteAgent", skip_all, fields(
-        agent_id = %request.get_ref().id))]
-    async fn delete_agent(
-        &self,
-        request: Request<admin::AgentIdRequest>,
-    ) -> Result<Response<admin::Empty>, Status> {
-        let id = self.agent_id(&request.into_inner().id)?;
+        agent_id = %req.get_ref().id))]
+    async fn delete_agent(&self, req: Request<AgentIdRequest>) -> Rpc<Empty> {
+        let id = self.agent_id(&req.into_inner().id)?;
         self.evict(id).await.map(empty)
     }
 
     #[tracing::instrument(name = "admin.BanAgent", skip_all, fields(
-        agent_id = %request.get_ref().id))]
-    async fn ban_agent(
-        &self,
-        request: Request<admin::AgentIdRequest>,
-    ) -> Result<Response<admin::Empty>, Status> {
-        let id = self.agent_id(&request.into_inner().id)?;
+        agent_id = %req.get_ref().id))]
+    async fn ban_agent(&self, req: Request<AgentIdRequest>) -> Rpc<Empty> {
+        let id = self.agent_id(&req.into_inner().id)?;
         self.ban(id).await.map(empty)
     }
 }
 
-fn empty(_: ()) -> Response<admin::Empty> {
-    Response::new(admin::Empty {})
+fn empty(_: ()) -> Response<Empty> {
+    Response::new(Empty {})
 }

@@ -10,11 +10,12 @@ use tonic::{Request, Response, Status};
 
 use crate::proto::admin::local_authority_server::LocalAuthority;
 use crate::proto::admin::{
-    AuthorityIdRequest, AuthorityInfo, AuthorityKindRequest, ShowAuthoritiesRequest,
-    ShowAuthoritiesResponse,
+    AuthorityIdRequest, AuthorityInfo, AuthorityKindRequest, ShowAuthoritiesRequest as ShowReq,
+    ShowAuthoritiesResponse as Shown,
 };
 use crate::server::authorities::{Authorities, AuthorityError};
 use crate::server::state::ServerState;
+use crate::server::Rpc;
 use crate::store::{AuthorityKind, AuthorityRecord, AuthorityState};
 
 /// The LocalAuthority service.
@@ -123,13 +124,10 @@ fn kind_and_id(req: &AuthorityIdRequest) -> Result<AuthorityKind, Status> {
 #[tonic::async_trait]
 impl LocalAuthority for AuthoritiesApi {
     #[tracing::instrument(name = "admin.ShowAuthorities", skip_all)]
-    async fn show_authorities(
-        &self,
-        _request: Request<ShowAuthoritiesRequest>,
-    ) -> Result<Response<ShowAuthoritiesResponse>, Status> {
+    async fn show_authorities(&self, _req: Request<ShowReq>) -> Rpc<Shown> {
         let a = self.state.authorities();
         let seq = a.bundle().sequence;
-        Ok(Response::new(ShowAuthoritiesResponse {
+        Ok(Response::new(Shown {
             authorities: records(&a).iter().map(info).collect(),
             bundle_sequence: seq,
             lagging_agents: self.state.lagging_agents(seq),
@@ -137,12 +135,9 @@ impl LocalAuthority for AuthoritiesApi {
     }
 
     #[tracing::instrument(name = "admin.prepare_authority", skip_all, fields(
-        kind = %request.get_ref().kind))]
-    async fn prepare_authority(
-        &self,
-        request: Request<AuthorityKindRequest>,
-    ) -> Result<Response<AuthorityInfo>, Status> {
-        let kind = parse_kind(&request.get_ref().kind)?;
+        kind = %req.get_ref().kind))]
+    async fn prepare_authority(&self, req: Request<AuthorityKindRequest>) -> Rpc<AuthorityInfo> {
+        let kind = parse_kind(&req.get_ref().kind)?;
         let a = self
             .change(move |st, cur| {
                 cur.prepare(kind, st.store.as_ref(), st.keys.as_ref(), now_unix())
@@ -155,12 +150,9 @@ impl LocalAuthority for AuthoritiesApi {
     }
 
     #[tracing::instrument(name = "admin.activate_authority", skip_all, fields(
-        kind = %request.get_ref().kind))]
-    async fn activate_authority(
-        &self,
-        request: Request<AuthorityKindRequest>,
-    ) -> Result<Response<AuthorityInfo>, Status> {
-        let kind = parse_kind(&request.get_ref().kind)?;
+        kind = %req.get_ref().kind))]
+    async fn activate_authority(&self, req: Request<AuthorityKindRequest>) -> Rpc<AuthorityInfo> {
+        let kind = parse_kind(&req.get_ref().kind)?;
         let prepared = self.state.authorities().prepared_sequence().unwrap_or(0);
         let lagging = self.state.lagging_agents(prepared);
         if !lagging.is_empty() {
@@ -174,12 +166,9 @@ impl LocalAuthority for AuthoritiesApi {
     }
 
     #[tracing::instrument(name = "admin.taint_authority", skip_all, fields(
-        kind = %request.get_ref().kind, id = %request.get_ref().id))]
-    async fn taint_authority(
-        &self,
-        request: Request<AuthorityIdRequest>,
-    ) -> Result<Response<AuthorityInfo>, Status> {
-        let req = request.into_inner();
+        kind = %req.get_ref().kind, id = %req.get_ref().id))]
+    async fn taint_authority(&self, req: Request<AuthorityIdRequest>) -> Rpc<AuthorityInfo> {
+        let req = req.into_inner();
         let kind = kind_and_id(&req)?;
         let id = req.id.clone();
         let a = self
@@ -189,12 +178,9 @@ impl LocalAuthority for AuthoritiesApi {
     }
 
     #[tracing::instrument(name = "admin.revoke_authority", skip_all, fields(
-        kind = %request.get_ref().kind, id = %request.get_ref().id))]
-    async fn revoke_authority(
-        &self,
-        request: Request<AuthorityIdRequest>,
-    ) -> Result<Response<AuthorityInfo>, Status> {
-        let req = request.into_inner();
+        kind = %req.get_ref().kind, id = %req.get_ref().id))]
+    async fn revoke_authority(&self, req: Request<AuthorityIdRequest>) -> Rpc<AuthorityInfo> {
+        let req = req.into_inner();
         let kind = kind_and_id(&req)?;
         let before = self.state.authorities();
         let revoked = records(&before)

@@ -10,10 +10,18 @@ use tracing::Instrument as _;
 
 use super::{any_ok, item_span, page_of, parse_trust_domain};
 use crate::proto::admin::{self, federated_bundles_server::FederatedBundles};
+use crate::proto::admin::{
+    BatchDeleteFederatedBundleRequest as DeleteBatch,
+    BatchDeleteFederatedBundleResponse as DeleteResults,
+    BatchSetFederatedBundleRequest as SetBatch, BatchSetFederatedBundleResponse as SetResults,
+    GetFederatedBundleRequest as GetReq, ListFederatedBundlesRequest as ListReq,
+    ListFederatedBundlesResponse as ListResp,
+};
 use crate::server::admin_api::convert::{bundle_to_proto, item_status, ok_status, store_status};
 use crate::server::federation::bundle_trust_domain_check;
 use crate::server::federation::refresher::RefresherHandle;
 use crate::server::state::{ServerEvent, ServerState};
+use crate::server::Rpc;
 use crate::spiffe::{Bundle, TrustDomain};
 use crate::store::StoreError;
 
@@ -84,11 +92,8 @@ impl FederatedBundlesApi {
 #[tonic::async_trait]
 impl FederatedBundles for FederatedBundlesApi {
     #[tracing::instrument(name = "admin.ListFederatedBundles", skip_all)]
-    async fn list_federated_bundles(
-        &self,
-        request: Request<admin::ListFederatedBundlesRequest>,
-    ) -> Result<Response<admin::ListFederatedBundlesResponse>, Status> {
-        let req = request.into_inner();
+    async fn list_federated_bundles(&self, req: Request<ListReq>) -> Rpc<ListResp> {
+        let req = req.into_inner();
         let own = self.state.trust_domain.clone();
         let all = self
             .state
@@ -105,12 +110,9 @@ impl FederatedBundles for FederatedBundlesApi {
     }
 
     #[tracing::instrument(name = "admin.GetFederatedBundle", skip_all, fields(
-        trust_domain = %request.get_ref().trust_domain))]
-    async fn get_federated_bundle(
-        &self,
-        request: Request<admin::GetFederatedBundleRequest>,
-    ) -> Result<Response<admin::Bundle>, Status> {
-        let td = self.foreign("trust_domain", &request.into_inner().trust_domain)?;
+        trust_domain = %req.get_ref().trust_domain))]
+    async fn get_federated_bundle(&self, req: Request<GetReq>) -> Rpc<admin::Bundle> {
+        let td = self.foreign("trust_domain", &req.into_inner().trust_domain)?;
         let lookup = td.clone();
         let bundle = self
             .state
@@ -122,14 +124,11 @@ impl FederatedBundles for FederatedBundlesApi {
     }
 
     #[tracing::instrument(name = "admin.BatchSetFederatedBundle", skip_all, fields(
-        count = request.get_ref().bundle.len()))]
-    async fn batch_set_federated_bundle(
-        &self,
-        request: Request<admin::BatchSetFederatedBundleRequest>,
-    ) -> Result<Response<admin::BatchSetFederatedBundleResponse>, Status> {
+        count = req.get_ref().bundle.len()))]
+    async fn batch_set_federated_bundle(&self, req: Request<SetBatch>) -> Rpc<SetResults> {
         let _writes = self.refresher.lock_writes().await;
         let mut results = Vec::new();
-        for item in request.into_inner().bundle {
+        for item in req.into_inner().bundle {
             let set = self
                 .set_one(&item)
                 .instrument(item_span(&item.trust_domain));
@@ -157,14 +156,11 @@ impl FederatedBundles for FederatedBundlesApi {
     }
 
     #[tracing::instrument(name = "admin.BatchDeleteFederatedBundle", skip_all, fields(
-        count = request.get_ref().trust_domains.len()))]
-    async fn batch_delete_federated_bundle(
-        &self,
-        request: Request<admin::BatchDeleteFederatedBundleRequest>,
-    ) -> Result<Response<admin::BatchDeleteFederatedBundleResponse>, Status> {
+        count = req.get_ref().trust_domains.len()))]
+    async fn batch_delete_federated_bundle(&self, req: Request<DeleteBatch>) -> Rpc<DeleteResults> {
         let _writes = self.refresher.lock_writes().await;
         let mut results = Vec::new();
-        for name in request.into_inner().trust_domains {
+        for name in req.into_inner().trust_domains {
             let deleted = self.delete_one(&name).instrument(item_span(&name)).await;
             results.push(admin::DeleteFederatedBundleResult {
                 status: Some(deleted.map_or_else(|s| item_status(&s), |()| ok_status())),

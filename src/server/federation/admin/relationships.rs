@@ -11,11 +11,23 @@ use super::{any_ok, item_span, page_of, parse_trust_domain};
 use crate::errors::Chain;
 use crate::proto::admin;
 use crate::proto::admin::federation_server::Federation;
+use crate::proto::admin::{
+    BatchCreateFederationRelationshipRequest as Creates,
+    BatchCreateFederationRelationshipResponse as Created,
+    BatchDeleteFederationRelationshipRequest as Deletes,
+    BatchDeleteFederationRelationshipResponse as Deleted,
+    BatchUpdateFederationRelationshipRequest as Updates,
+    BatchUpdateFederationRelationshipResponse as Updated,
+    FederationRelationship as ApiRelationship, GetFederationRelationshipRequest as GetReq,
+    ListFederationRelationshipsRequest as ListReq, ListFederationRelationshipsResponse as ListResp,
+    RefreshBundleRequest as RefreshReq, RefreshBundleResponse,
+};
 use crate::server::admin_api::convert::{
     bundle_to_proto, item_status, ok_status, relationship_to_proto, store_status,
 };
 use crate::server::federation::refresher::{RefreshError, RefresherHandle};
 use crate::server::state::{ServerEvent, ServerState};
+use crate::server::Rpc;
 use crate::spiffe::TrustDomain;
 use crate::store::{FederationRelationship, StoreError};
 
@@ -35,12 +47,9 @@ enum Write {
 #[tonic::async_trait]
 impl Federation for FederationApi {
     #[tracing::instrument(name = "admin.BatchCreateFederationRelationship", skip_all, fields(
-        count = request.get_ref().federation_relationships.len()))]
-    async fn batch_create_federation_relationship(
-        &self,
-        request: Request<admin::BatchCreateFederationRelationshipRequest>,
-    ) -> Result<Response<admin::BatchCreateFederationRelationshipResponse>, Status> {
-        let items = request.into_inner().federation_relationships;
+        count = req.get_ref().federation_relationships.len()))]
+    async fn batch_create_federation_relationship(&self, req: Request<Creates>) -> Rpc<Created> {
+        let items = req.into_inner().federation_relationships;
         let results = self.write_batch(items, Write::Create).await;
         Ok(Response::new(
             admin::BatchCreateFederationRelationshipResponse { results },
@@ -48,11 +57,8 @@ impl Federation for FederationApi {
     }
 
     #[tracing::instrument(name = "admin.ListFederationRelationships", skip_all)]
-    async fn list_federation_relationships(
-        &self,
-        request: Request<admin::ListFederationRelationshipsRequest>,
-    ) -> Result<Response<admin::ListFederationRelationshipsResponse>, Status> {
-        let req = request.into_inner();
+    async fn list_federation_relationships(&self, req: Request<ListReq>) -> Rpc<ListResp> {
+        let req = req.into_inner();
         let all = self
             .state
             .with_store(|s| s.list_federation_relationships())
@@ -71,23 +77,17 @@ impl Federation for FederationApi {
     }
 
     #[tracing::instrument(name = "admin.GetFederationRelationship", skip_all, fields(
-        trust_domain = %request.get_ref().trust_domain))]
-    async fn get_federation_relationship(
-        &self,
-        request: Request<admin::GetFederationRelationshipRequest>,
-    ) -> Result<Response<admin::FederationRelationship>, Status> {
-        let td = parse_trust_domain("trust_domain", &request.into_inner().trust_domain)?;
+        trust_domain = %req.get_ref().trust_domain))]
+    async fn get_federation_relationship(&self, req: Request<GetReq>) -> Rpc<ApiRelationship> {
+        let td = parse_trust_domain("trust_domain", &req.into_inner().trust_domain)?;
         let rel = self.get(&td).await?;
         Ok(Response::new(self.to_proto(&rel).await))
     }
 
     #[tracing::instrument(name = "admin.BatchUpdateFederationRelationship", skip_all, fields(
-        count = request.get_ref().federation_relationships.len()))]
-    async fn batch_update_federation_relationship(
-        &self,
-        request: Request<admin::BatchUpdateFederationRelationshipRequest>,
-    ) -> Result<Response<admin::BatchUpdateFederationRelationshipResponse>, Status> {
-        let items = request.into_inner().federation_relationships;
+        count = req.get_ref().federation_relationships.len()))]
+    async fn batch_update_federation_relationship(&self, req: Request<Updates>) -> Rpc<Updated> {
+        let items = req.into_inner().federation_relationships;
         let results = self.write_batch(items, Write::Update).await;
         Ok(Response::new(
             admin::BatchUpdateFederationRelationshipResponse { results },
@@ -95,14 +95,11 @@ impl Federation for FederationApi {
     }
 
     #[tracing::instrument(name = "admin.BatchDeleteFederationRelationship", skip_all, fields(
-        count = request.get_ref().trust_domains.len()))]
-    async fn batch_delete_federation_relationship(
-        &self,
-        request: Request<admin::BatchDeleteFederationRelationshipRequest>,
-    ) -> Result<Response<admin::BatchDeleteFederationRelationshipResponse>, Status> {
+        count = req.get_ref().trust_domains.len()))]
+    async fn batch_delete_federation_relationship(&self, req: Request<Deletes>) -> Rpc<Deleted> {
         let _writes = self.refresher.lock_writes().await;
         let mut results = Vec::new();
-        for name in request.into_inner().trust_domains {
+        for name in req.into_inner().trust_domains {
             let deleted = self.delete_one(&name).instrument(item_span(&name)).await;
             results.push(admin::DeleteFederationRelationshipResult {
                 status: Some(deleted.map_or_else(|s| item_status(&s), |()| ok_status())),
@@ -119,15 +116,12 @@ impl Federation for FederationApi {
     }
 
     #[tracing::instrument(name = "admin.RefreshBundle", skip_all, fields(
-        trust_domain = %request.get_ref().trust_domain))]
-    async fn refresh_bundle(
-        &self,
-        request: Request<admin::RefreshBundleRequest>,
-    ) -> Result<Response<admin::RefreshBundleResponse>, Status> {
-        let td = parse_trust_domain("trust_domain", &request.into_inner().trust_domain)?;
+        trust_domain = %req.get_ref().trust_domain))]
+    async fn refresh_bundle(&self, req: Request<RefreshReq>) -> Rpc<RefreshBundleResponse> {
+        let td = parse_trust_domain("trust_domain", &req.into_inner().trust_domain)?;
         self.get(&td).await?;
         match self.refresher.refresh_now(&td).await {
-            Ok(outcome) => Ok(Response::new(admin::RefreshBundleResponse {
+            Ok(outcome) => Ok(Response::new(RefreshBundleResponse {
                 bundle: Some(bundle_to_proto(&outcome.bundle)?),
                 changed: outcome.changed,
             })),
