@@ -83,17 +83,12 @@ impl NodeApi {
 
     /// The agent record of `id`, if it is attested and not banned.
     async fn attested(&self, id: SpiffeId) -> Result<AttestedAgent, Status> {
-        let lookup = id.clone();
-        let agent = self
-            .state
-            .with_store(move |s| s.get_agent(&lookup))
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| {
-                Status::permission_denied(format!(
-                    "agent {id} is not attested (evicted?); attest again with a new join token"
-                ))
-            })?;
+        let agent = self.state.lookup(&id, |s, id| s.get_agent(id)).await;
+        let agent = agent.map_err(internal)?.ok_or_else(|| {
+            Status::permission_denied(format!(
+                "agent {id} is not attested (evicted?); attest again with a new join token"
+            ))
+        })?;
         if agent.banned {
             return Err(attest::banned(&id));
         }

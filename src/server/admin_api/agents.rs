@@ -101,12 +101,8 @@ impl AgentsApi {
     }
 
     async fn get(&self, id: SpiffeId) -> Result<Agent, Status> {
-        let lookup = id.clone();
-        let agent = self
-            .state
-            .with_store(move |store| store.get_agent(&lookup))
-            .await
-            .map_err(store_status)?;
+        let agent = self.state.lookup(&id, |s, id| s.get_agent(id)).await;
+        let agent = agent.map_err(store_status)?;
         agent
             .map(|a| agent_to_proto(&a))
             .ok_or_else(|| not_found(&id))

@@ -51,12 +51,8 @@ impl EntriesApi {
         if id.is_empty() {
             return Err(Status::invalid_argument("id: must not be empty"));
         }
-        let lookup = id.clone();
-        let entry = self
-            .state
-            .with_store(move |store| store.get_entry(&lookup))
-            .await
-            .map_err(store_status)?;
+        let entry = self.state.lookup(&id, |s, id| s.get_entry(id)).await;
+        let entry = entry.map_err(store_status)?;
         entry
             .map(|e| entry_to_proto(&e))
             .ok_or_else(|| not_found(&id))

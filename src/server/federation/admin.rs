@@ -19,11 +19,13 @@ use std::sync::Arc;
 
 use tonic::service::Routes;
 use tonic::Status;
+use tracing::Instrument as _;
 
 use super::refresher::RefresherHandle;
 use crate::proto::admin;
 use crate::proto::admin::federated_bundles_server::FederatedBundlesServer;
 use crate::proto::admin::federation_server::FederationServer;
+use crate::server::admin_api::convert::{item_status, ok_status};
 use crate::server::state::ServerState;
 use crate::spiffe::TrustDomain;
 use crate::store::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
@@ -73,6 +75,24 @@ fn parse_trust_domain(field: &str, name: &str) -> Result<TrustDomain, Status> {
 /// The span of one item of a batch, inside the RPC's span.
 fn item_span(trust_domain: &str) -> tracing::Span {
     tracing::info_span!("item", trust_domain = %trust_domain)
+}
+
+/// Runs `delete` on each trust domain named in a batch, each in its own
+/// span; answers per name in request order, and whether any was deleted.
+async fn delete_each<F, Fut>(names: Vec<String>, delete: F) -> (Vec<(String, admin::Status)>, bool)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Status>>,
+{
+    let mut results = Vec::with_capacity(names.len());
+    let mut deleted_any = false;
+    for name in names {
+        let deleted = delete(name.clone()).instrument(item_span(&name)).await;
+        deleted_any |= deleted.is_ok();
+        let status = deleted.map_or_else(|s| item_status(&s), |()| ok_status());
+        results.push((name, status));
+    }
+    (results, deleted_any)
 }
 
 /// Whether any item of a batch succeeded (so that something changed).

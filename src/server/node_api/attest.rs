@@ -25,12 +25,8 @@ impl NodeApi {
             Some(id) => id,
             None => default_agent_id(&self.state.trust_domain, &token.token)?,
         };
-        let lookup = agent_id.clone();
-        let existing = self
-            .state
-            .with_store(move |s| s.get_agent(&lookup))
-            .await
-            .map_err(internal)?;
+        let existing = self.state.lookup(&agent_id, |s, id| s.get_agent(id)).await;
+        let existing = existing.map_err(internal)?;
         if existing.as_ref().is_some_and(|a| a.banned) {
             return Err(banned(&agent_id));
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use super::{any_ok, item_span, page_of, parse_trust_domain};
+use super::{any_ok, delete_each, item_span, page_of, parse_trust_domain};
 use crate::proto::admin::{self, federated_bundles_server::FederatedBundles};
 use crate::proto::admin::{
     BatchDeleteFederatedBundleRequest as DeleteBatch,
@@ -113,11 +113,8 @@ impl FederatedBundles for FederatedBundlesApi {
         trust_domain = %req.get_ref().trust_domain))]
     async fn get_federated_bundle(&self, req: Request<GetReq>) -> Rpc<admin::Bundle> {
         let td = self.foreign("trust_domain", &req.into_inner().trust_domain)?;
-        let lookup = td.clone();
-        let bundle = self
-            .state
-            .with_store(move |s| s.get_bundle(&lookup))
-            .await
+        let bundle = self.state.lookup(&td, |s, td| s.get_bundle(td)).await;
+        let bundle = bundle
             .map_err(store_status)?
             .ok_or_else(|| no_bundle(&td))?;
         Ok(Response::new(bundle_to_proto(&bundle)?))
@@ -159,17 +156,21 @@ impl FederatedBundles for FederatedBundlesApi {
         count = req.get_ref().trust_domains.len()))]
     async fn batch_delete_federated_bundle(&self, req: Request<DeleteBatch>) -> Rpc<DeleteResults> {
         let _writes = self.refresher.lock_writes().await;
-        let mut results = Vec::new();
-        for name in req.into_inner().trust_domains {
-            let deleted = self.delete_one(&name).instrument(item_span(&name)).await;
-            results.push(admin::DeleteFederatedBundleResult {
-                status: Some(deleted.map_or_else(|s| item_status(&s), |()| ok_status())),
-                trust_domain: name,
-            });
-        }
-        if any_ok(results.iter().map(|r| &r.status)) {
+        let names = req.into_inner().trust_domains;
+        let delete = |name: String| async move { self.delete_one(&name).await };
+        let (results, deleted) = delete_each(names, delete).await;
+        if deleted {
             self.state.publish(ServerEvent::BundleChanged);
         }
+        let results = results
+            .into_iter()
+            .map(
+                |(trust_domain, status)| admin::DeleteFederatedBundleResult {
+                    status: Some(status),
+                    trust_domain,
+                },
+            )
+            .collect();
         Ok(Response::new(admin::BatchDeleteFederatedBundleResponse {
             results,
         }))

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use super::validate::{check_endpoint_trust, validate};
-use super::{any_ok, item_span, page_of, parse_trust_domain};
+use super::{delete_each, item_span, page_of, parse_trust_domain};
 use crate::errors::Chain;
 use crate::proto::admin;
 use crate::proto::admin::federation_server::Federation;
@@ -23,7 +23,7 @@ use crate::proto::admin::{
     RefreshBundleRequest as RefreshReq, RefreshBundleResponse,
 };
 use crate::server::admin_api::convert::{
-    bundle_to_proto, item_status, ok_status, relationship_to_proto, store_status,
+    bundle_to_proto, item_status, relationship_to_proto, store_status,
 };
 use crate::server::federation::refresher::{RefreshError, RefresherHandle};
 use crate::server::state::{ServerEvent, ServerState};
@@ -98,18 +98,22 @@ impl Federation for FederationApi {
         count = req.get_ref().trust_domains.len()))]
     async fn batch_delete_federation_relationship(&self, req: Request<Deletes>) -> Rpc<Deleted> {
         let _writes = self.refresher.lock_writes().await;
-        let mut results = Vec::new();
-        for name in req.into_inner().trust_domains {
-            let deleted = self.delete_one(&name).instrument(item_span(&name)).await;
-            results.push(admin::DeleteFederationRelationshipResult {
-                status: Some(deleted.map_or_else(|s| item_status(&s), |()| ok_status())),
-                trust_domain: name,
-            });
-        }
-        if any_ok(results.iter().map(|r| &r.status)) {
+        let names = req.into_inner().trust_domains;
+        let delete = |name: String| async move { self.delete_one(&name).await };
+        let (results, deleted) = delete_each(names, delete).await;
+        if deleted {
             self.state.publish(ServerEvent::BundleChanged);
             self.refresher.relationships_changed();
         }
+        let results = results
+            .into_iter()
+            .map(
+                |(trust_domain, status)| admin::DeleteFederationRelationshipResult {
+                    status: Some(status),
+                    trust_domain,
+                },
+            )
+            .collect();
         Ok(Response::new(
             admin::BatchDeleteFederationRelationshipResponse { results },
         ))
@@ -145,10 +149,10 @@ impl FederationApi {
     }
 
     async fn get(&self, td: &TrustDomain) -> Result<FederationRelationship, Status> {
-        let lookup = td.clone();
-        self.state
-            .with_store(move |s| s.get_federation_relationship(&lookup))
-            .await
+        let rel = self
+            .state
+            .lookup(td, |s, td| s.get_federation_relationship(td));
+        rel.await
             .map_err(store_status)?
             .ok_or_else(|| no_relationship(td))
     }
@@ -276,10 +280,9 @@ impl FederationApi {
 
     /// A stored relationship as the API shows it, with its refresh status.
     async fn to_proto(&self, rel: &FederationRelationship) -> admin::FederationRelationship {
-        let lookup = rel.trust_domain.clone();
         let sequence = self
             .state
-            .with_store(move |s| s.get_bundle(&lookup))
+            .lookup(&rel.trust_domain, |s, td| s.get_bundle(td))
             .await
             .ok()
             .flatten()
