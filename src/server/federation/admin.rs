@@ -77,20 +77,50 @@ fn item_span(trust_domain: &str) -> tracing::Span {
     tracing::info_span!("item", trust_domain = %trust_domain)
 }
 
+/// The per-name result of a batch delete.
+trait DeleteResult {
+    fn new(trust_domain: String, status: admin::Status) -> Self;
+}
+
+impl DeleteResult for admin::DeleteFederatedBundleResult {
+    fn new(trust_domain: String, status: admin::Status) -> Self {
+        Self {
+            status: Some(status),
+            trust_domain,
+        }
+    }
+}
+
+impl DeleteResult for admin::DeleteFederationRelationshipResult {
+    fn new(trust_domain: String, status: admin::Status) -> Self {
+        Self {
+            status: Some(status),
+            trust_domain,
+        }
+    }
+}
+
 /// Runs `delete` on each trust domain named in a batch, each in its own
-/// span; answers per name in request order, and whether any was deleted.
-async fn delete_each<F, Fut>(names: Vec<String>, delete: F) -> (Vec<(String, admin::Status)>, bool)
+/// span and all under the refresher's write lock; answers per name in
+/// request order, and whether any was deleted.
+async fn delete_each<R, F, Fut>(
+    refresher: &RefresherHandle,
+    names: Vec<String>,
+    delete: F,
+) -> (Vec<R>, bool)
 where
+    R: DeleteResult,
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Result<(), Status>>,
 {
+    let _writes = refresher.lock_writes().await;
     let mut results = Vec::with_capacity(names.len());
     let mut deleted_any = false;
     for name in names {
         let deleted = delete(name.clone()).instrument(item_span(&name)).await;
         deleted_any |= deleted.is_ok();
         let status = deleted.map_or_else(|s| item_status(&s), |()| ok_status());
-        results.push((name, status));
+        results.push(R::new(name, status));
     }
     (results, deleted_any)
 }

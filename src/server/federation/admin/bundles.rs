@@ -155,22 +155,12 @@ impl FederatedBundles for FederatedBundlesApi {
     #[tracing::instrument(name = "admin.BatchDeleteFederatedBundle", skip_all, fields(
         count = req.get_ref().trust_domains.len()))]
     async fn batch_delete_federated_bundle(&self, req: Request<DeleteBatch>) -> Rpc<DeleteResults> {
-        let _writes = self.refresher.lock_writes().await;
         let names = req.into_inner().trust_domains;
         let delete = |name: String| async move { self.delete_one(&name).await };
-        let (results, deleted) = delete_each(names, delete).await;
+        let (results, deleted) = delete_each(&self.refresher, names, delete).await;
         if deleted {
             self.state.publish(ServerEvent::BundleChanged);
         }
-        let results = results
-            .into_iter()
-            .map(
-                |(trust_domain, status)| admin::DeleteFederatedBundleResult {
-                    status: Some(status),
-                    trust_domain,
-                },
-            )
-            .collect();
         Ok(Response::new(admin::BatchDeleteFederatedBundleResponse {
             results,
         }))

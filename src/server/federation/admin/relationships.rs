@@ -97,23 +97,13 @@ impl Federation for FederationApi {
     #[tracing::instrument(name = "admin.BatchDeleteFederationRelationship", skip_all, fields(
         count = req.get_ref().trust_domains.len()))]
     async fn batch_delete_federation_relationship(&self, req: Request<Deletes>) -> Rpc<Deleted> {
-        let _writes = self.refresher.lock_writes().await;
         let names = req.into_inner().trust_domains;
         let delete = |name: String| async move { self.delete_one(&name).await };
-        let (results, deleted) = delete_each(names, delete).await;
+        let (results, deleted) = delete_each(&self.refresher, names, delete).await;
         if deleted {
             self.state.publish(ServerEvent::BundleChanged);
             self.refresher.relationships_changed();
         }
-        let results = results
-            .into_iter()
-            .map(
-                |(trust_domain, status)| admin::DeleteFederationRelationshipResult {
-                    status: Some(status),
-                    trust_domain,
-                },
-            )
-            .collect();
         Ok(Response::new(
             admin::BatchDeleteFederationRelationshipResponse { results },
         ))
