@@ -40,7 +40,7 @@ pub enum ServerError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: DataDirProblem,
+        source: Box<DataDirProblem>,
     },
     /// The CA could not be loaded or created.
     #[error(transparent)]
@@ -113,7 +113,7 @@ impl ServerHandle {
 fn data_dir_error(path: &Path, source: impl Into<DataDirProblem>) -> ServerError {
     ServerError::DataDir {
         path: path.to_path_buf(),
-        source: source.into(),
+        source: Box::new(source.into()),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::store::StoreError;
 
 /// One item's outcome: the entry as stored, or the refusal with the entry
 /// to show beside it (the one a duplicate duplicates).
-type Outcome = Result<RegistrationEntry, (Status, Option<RegistrationEntry>)>;
+type Outcome = Result<RegistrationEntry, (Status, Option<Box<RegistrationEntry>>)>;
 
 impl EntriesApi {
     pub(super) async fn batch_create(
@@ -42,7 +42,7 @@ impl EntriesApi {
                         result.map_err(|e| {
                             let existing = match &e {
                                 StoreError::AlreadyExists { id, .. } => {
-                                    store.get_entry(id).ok().flatten()
+                                    store.get_entry(id).ok().flatten().map(Box::new)
                                 }
                                 _ => None,
                             };
@@ -183,7 +183,7 @@ impl EntriesApi {
                 }
                 Err((status, shown)) => admin::EntryResult {
                     status: Some(item_status(&status)),
-                    entry: shown.as_ref().map(entry_to_proto),
+                    entry: shown.as_deref().map(entry_to_proto),
                 },
             })
             .collect();
