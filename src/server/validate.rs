@@ -18,6 +18,17 @@ use crate::proto::admin;
 use crate::registration::{RegistrationEntry, Selector};
 use crate::spiffe::{SpiffeId, TrustDomain};
 
+/// Refuses a `value` longer than `max` bytes, naming `field`.
+pub fn check_len(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
+    if value.len() > max {
+        return Err(ValidationError::new(
+            field,
+            format!("is {} bytes long; at most {max} are allowed", value.len()),
+        ));
+    }
+    Ok(())
+}
+
 /// The path under which the server's and agents' own IDs live; no entry or
 /// minted SVID may claim an ID there (SPIRE reserves `/spire` the same way).
 pub const RESERVED_PATH: &str = "/herald";
@@ -141,15 +152,7 @@ pub fn validate_entry_id(id: &str) -> Result<(), ValidationError> {
     if id.is_empty() {
         return Err(ValidationError::new("id", "must not be empty"));
     }
-    if id.len() > MAX_ENTRY_ID_LEN {
-        return Err(ValidationError::new(
-            "id",
-            format!(
-                "is {} bytes long; at most {MAX_ENTRY_ID_LEN} are allowed",
-                id.len()
-            ),
-        ));
-    }
+    check_len("id", id, MAX_ENTRY_ID_LEN)?;
     if let Some(c) = id.chars().find(|c| !c.is_ascii_graphic()) {
         return Err(ValidationError::new(
             "id",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ring::rand::SecureRandom as _;
 use tonic::{Request, Response, Status};
 
-use super::convert::{agent_to_proto, store_status};
+use super::convert::{agent_to_proto, store_status, store_status_or};
 use super::{page_request, ttl_or_default};
 use crate::proto::admin::{self, agents_server::Agents};
 use crate::proto::admin::{
@@ -15,7 +15,7 @@ use crate::proto::admin::{
     ListAgentsResponse,
 };
 use crate::server::state::{ServerEvent, ServerState};
-use crate::server::validate::{member_id, ValidationError};
+use crate::server::validate::{check_len, member_id, ValidationError};
 use crate::server::Rpc;
 use crate::spiffe::SpiffeId;
 use crate::store::{JoinToken, StoreError};
@@ -113,10 +113,7 @@ impl AgentsApi {
         self.state
             .with_store(move |store| store.delete_agent(&target))
             .await
-            .map_err(|e| match e {
-                StoreError::NotFound { .. } => not_found(&id),
-                e => store_status(e),
-            })?;
+            .map_err(|e| store_status_or(e, || not_found(&id)))?;
         tracing::info!("evicted agent");
         self.state.publish(ServerEvent::AgentRevoked(id));
         Ok(())
@@ -162,15 +159,7 @@ fn new_token() -> Result<String, Status> {
 /// A chosen token becomes a path segment of the agent's default ID, so it
 /// must be one: `[A-Za-z0-9._-]`, not `.` or `..`.
 fn check_token(token: &str) -> Result<(), ValidationError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(ValidationError::new(
-            "token",
-            format!(
-                "is {} bytes long; at most {MAX_TOKEN_LEN} are allowed",
-                token.len()
-            ),
-        ));
-    }
+    check_len("token", token, MAX_TOKEN_LEN)?;
     let ok = token != "."
         && token != ".."
         && token

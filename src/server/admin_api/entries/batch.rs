@@ -5,7 +5,9 @@
 
 use tonic::Status;
 
-use super::super::convert::{entry_to_proto, item_status, ok_status, store_status};
+use super::super::convert::{
+    entry_to_proto, item_status, ok_status, store_status, store_status_or,
+};
 use super::{not_found, EntriesApi};
 use crate::clock::now_unix;
 use crate::proto::admin;
@@ -74,10 +76,9 @@ impl EntriesApi {
                     .map(|c| {
                         let record = c.map_err(|status| (status, None))?;
                         let id = record.id.clone();
-                        store.update_entry(record).map_err(|e| match e {
-                            StoreError::NotFound { .. } => (not_found(&id), None),
-                            e => (store_status(e), None),
-                        })
+                        store
+                            .update_entry(record)
+                            .map_err(|e| (store_status_or(e, || not_found(&id)), None))
                     })
                     .collect::<Vec<Outcome>>())
             })

@@ -23,7 +23,7 @@ use crate::proto::admin::{
     RefreshBundleRequest as RefreshReq, RefreshBundleResponse,
 };
 use crate::server::admin_api::convert::{
-    bundle_to_proto, item_status, relationship_to_proto, store_status,
+    bundle_to_proto, item_status, relationship_to_proto, store_status, store_status_or,
 };
 use crate::server::federation::refresher::{RefreshError, RefresherHandle};
 use crate::server::state::{ServerEvent, ServerState};
@@ -162,10 +162,7 @@ impl FederationApi {
                 }
             })
             .await
-            .map_err(|e| match e {
-                StoreError::NotFound { .. } => no_relationship(&td),
-                other => store_status(other),
-            })?;
+            .map_err(|e| store_status_or(e, || no_relationship(&td)))?;
         tracing::info!("federation relationship and its bundle deleted");
         Ok(())
     }
