@@ -131,6 +131,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
             socket_path: socket_path.clone(),
             bootstrap: Bootstrap::TrustBundle(bootstrap),
             join_token: Some(token),
+            jwt_svid_leeway: crate::ca::DEFAULT_JWT_LEEWAY_SECS,
             log_level: "info".into(),
             log_format: LogFormat::Text,
         };

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::authorities::Authorities;
+use super::authorities::{Authorities, AuthorityError};
 use super::rotation::{next_event, plan, Action, Propagation, SlotView, Window};
 use super::state::ServerState;
+use crate::errors::Chain;
 use crate::store::{AuthorityKind, AuthorityState};
 
 fn kind_name(kind: AuthorityKind) -> &'static str {
@@ -57,10 +58,10 @@ fn apply(
     kind: AuthorityKind,
     action: &Action,
     now: i64,
-) -> Result<Authorities, String> {
+) -> Result<Authorities, AuthorityError> {
     let store = state.store.as_ref();
     let keys = state.keys.as_ref();
-    let result = match action {
+    match action {
         Action::Prepare => current.prepare(kind, store, keys, now),
         Action::Activate { forced_past } => {
             if !forced_past.is_empty() {
@@ -80,8 +81,7 @@ fn apply(
             current.settings().clone(),
             now,
         ),
-    };
-    result.map_err(|e| e.to_string())
+    }
 }
 
 /// Runs until `stop` turns true.
@@ -129,9 +129,9 @@ pub async fn run(state: Arc<ServerState>, mut stop: watch::Receiver<bool>) {
                         changed = true;
                     }
                     Ok(Err(e)) => {
-                        tracing::error!(kind = kind_name(kind), action = ?action, error = %e, "rotation step failed; retrying")
+                        tracing::error!(kind = kind_name(kind), action = ?action, error = %Chain(&e), "rotation step failed; retrying")
                     }
-                    Err(e) => tracing::error!(error = %e, "rotation task failed"),
+                    Err(e) => tracing::error!(error = %Chain(&e), "rotation task failed"),
                 }
             }
             let (slot, _) = view(&current, kind);

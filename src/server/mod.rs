@@ -8,5 +8,9 @@ pub mod federation;
 pub mod node_api;
 pub mod rotation;
 pub mod run;
+pub mod server_svid;
 pub mod state;
 pub mod validate;
+
+/// What every gRPC method of the server's services returns.
+pub(crate) type Rpc<T> = Result<tonic::Response<T>, tonic::Status>;

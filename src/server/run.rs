@@ -6,42 +6,47 @@ use crate::clock::now_unix;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
 
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::StreamExt as _;
 use tracing::Instrument as _;
 
+mod listeners;
+
+use self::listeners::NodeTls;
 use super::admin_api::admin_routes;
 use super::authorities::herald_upstream::HeraldUpstream;
+use super::authorities::upstream::UpstreamError;
 use super::authorities::{Authorities, CaSettings, DiskUpstream};
 use super::node_api::NodeApi;
+use super::server_svid::ServerSvidError;
 use super::state::{ServerSettings, ServerState};
-use crate::ca::{DiskKeyManager, KeyPair, KeyType, SvidRequest};
+use crate::ca::DiskKeyManager;
 use crate::config::{ServerConfig, UpstreamConfig};
+use crate::errors::Chain;
 use crate::proto::node::node_server::NodeServer;
-use crate::spiffe::SpiffeId;
 use crate::store::SledStore;
-use crate::tls::{certified_key, provider, OptionalSvidClientVerifier, Roots};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The data directory is unusable.
-    #[error("data directory {path}: {reason}")]
+    #[error("data directory {path}")]
     DataDir {
-        /// The directory.
+        /// The directory (or file in it).
         path: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: Box<DataDirProblem>,
     },
     /// The CA could not be loaded or created.
     #[error(transparent)]
     Authorities(#[from] super::authorities::AuthorityError),
     /// A listener could not be bound.
-    #[error("cannot listen on {what}: {source}")]
+    #[error("cannot listen on {what}")]
     Bind {
         /// Which listener.
         what: String,
@@ -49,14 +54,34 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// TLS setup failed.
-    #[error("TLS setup failed: {0}")]
-    Tls(String),
+    #[error("TLS setup failed")]
+    Tls(#[from] ServerSvidError),
     /// The upstream authority is unusable.
-    #[error("upstream authority: {0}")]
-    Upstream(String),
+    #[error("upstream authority")]
+    Upstream(#[from] UpstreamError),
+    /// The task loading the CA panicked or was cancelled.
+    #[error("the CA loading task failed")]
+    CaTask(#[source] tokio::task::JoinError),
     /// The bundle endpoint or the federation refresher could not start.
     #[error(transparent)]
     Federation(#[from] super::federation::FederationError),
+}
+
+/// What is wrong in the data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirProblem {
+    /// It cannot be created or restricted to its owner.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The store in it cannot be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The key directory in it cannot be opened.
+    #[error(transparent)]
+    Keys(#[from] crate::ca::KeyManagerError),
+    /// The disk upstream's files cannot be used.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
 }
 
 /// A running server.
@@ -85,10 +110,10 @@ impl ServerHandle {
     }
 }
 
-fn data_dir_error(path: &Path, reason: impl std::fmt::Display) -> ServerError {
+fn data_dir_error(path: &Path, source: impl Into<DataDirProblem>) -> ServerError {
     ServerError::DataDir {
         path: path.to_path_buf(),
-        reason: reason.to_string(),
+        source: Box::new(source.into()),
     }
 }
 
@@ -122,8 +147,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
                 join_token.as_deref(),
                 &dir.join("upstream"),
             )
-            .await
-            .map_err(|e| ServerError::Upstream(e.to_string()))?,
+            .await?,
         ),
     };
     // Loading may mint a CA, and a Herald upstream signs over the network
@@ -144,7 +168,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         )
     })
     .await
-    .map_err(|e| ServerError::Upstream(format!("CA task failed: {e}")))??;
+    .map_err(ServerError::CaTask)??;
     tracing::info!(
         trust_domain = %config.trust_domain,
         ca_serial = authorities.x509().serial(),
@@ -172,7 +196,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     ));
 
     // --- node API: TCP + TLS with the server's own SVID ---------------------
-    let tls = ServerTls::new(&state)?;
+    let tls = NodeTls::new(&state)?;
     let listener = TcpListener::bind(config.bind_address)
         .await
         .map_err(|source| ServerError::Bind {
@@ -184,17 +208,15 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         source,
     })?;
     let (conn_tx, conn_rx) = mpsc::channel(128);
-    tasks.push(tokio::spawn(accept_tls(
+    tasks.push(tokio::spawn(listeners::accept_tls(
         listener,
         tls.clone(),
         conn_tx,
         shutdown_rx.clone(),
     )));
-    tasks.push(tokio::spawn(refresh_server_svid(
-        state.clone(),
-        tls,
-        shutdown_rx.clone(),
-    )));
+    tasks.push(tokio::spawn(
+        tls.keep_fresh(state.clone(), shutdown_rx.clone()),
+    ));
     let node = NodeServer::new(NodeApi::new(state.clone(), shutdown_rx.clone()))
         .max_decoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE)
         .max_encoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE);
@@ -209,7 +231,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
                 })
                 .await
             {
-                tracing::error!(error = %e, "node API stopped");
+                tracing::error!(error = %Chain(&e), "node API stopped");
             }
         }
         .instrument(tracing::info_span!("node_api")),
@@ -235,7 +257,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
 
     // --- admin API: Unix socket, 0600 ----------------------------------------
     let admin_socket = config.admin_socket.clone();
-    let admin_listener = bind_admin_socket(&admin_socket)?;
+    let admin_listener = listeners::bind_admin_socket(&admin_socket)?;
     let routes = super::federation::add_federation_services(
         admin_routes(state.clone()),
         state.clone(),
@@ -251,7 +273,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
                 })
                 .await
             {
-                tracing::error!(error = %e, "admin API stopped");
+                tracing::error!(error = %Chain(&e), "admin API stopped");
             }
         }
         .instrument(tracing::info_span!("admin_api")),
@@ -270,158 +292,4 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         shutdown,
         tasks,
     })
-}
-
-use tokio_stream::StreamExt as _;
-
-fn bind_admin_socket(path: &Path) -> Result<UnixListener, ServerError> {
-    let bind_err = |source| ServerError::Bind {
-        what: format!("admin socket {}", path.display()),
-        source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(bind_err)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(bind_err(e)),
-    }
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
-    // Whoever can open this socket administers the trust domain.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-    Ok(listener)
-}
-
-/// The node API's TLS configuration, rebuilt when the server SVID is renewed
-/// or the bundle's roots change.
-#[derive(Clone)]
-struct ServerTls {
-    config: Arc<RwLock<Arc<rustls::ServerConfig>>>,
-    roots: Roots,
-}
-
-impl ServerTls {
-    fn new(state: &ServerState) -> Result<Self, ServerError> {
-        let roots = Roots::new(state.authorities().bundle().x509_authorities.clone());
-        let (config, _) = build_server_config(state, &roots)?;
-        Ok(ServerTls {
-            config: Arc::new(RwLock::new(Arc::new(config))),
-            roots,
-        })
-    }
-
-    fn current(&self) -> Arc<rustls::ServerConfig> {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-/// Mints a fresh server SVID (spiffe://<td>/herald/server) and builds the
-/// TLS config around it. Returns the config and the SVID's NotAfter.
-fn build_server_config(
-    state: &ServerState,
-    roots: &Roots,
-) -> Result<(rustls::ServerConfig, i64), ServerError> {
-    let key = KeyPair::generate(KeyType::EcP256).map_err(|e| ServerError::Tls(e.to_string()))?;
-    let id = SpiffeId::new(&state.trust_domain, "/herald/server")
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
-    let spki = key.public_key_spki();
-    let now = now_unix();
-    let cert = state
-        .authorities()
-        .x509()
-        .sign_svid(
-            &SvidRequest {
-                spiffe_id: &id,
-                public_key_spki: &spki,
-                ttl_secs: state.settings.agent_svid_ttl,
-                dns_names: &[],
-            },
-            now,
-        )
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
-    let (chain, key_der) = certified_key(&cert.chain, key.pkcs8_der());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
-        .with_client_cert_verifier(Arc::new(OptionalSvidClientVerifier::new(roots.clone())))
-        .with_single_cert(chain, key_der)
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok((config, cert.not_after))
-}
-
-/// Renews the server SVID at half its life and follows bundle changes.
-async fn refresh_server_svid(
-    state: Arc<ServerState>,
-    tls: ServerTls,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut events = state.subscribe();
-    let mut renew_at = now_unix() + state.settings.agent_svid_ttl / 2;
-    loop {
-        let wait = Duration::from_secs(u64::try_from(renew_at - now_unix()).unwrap_or(0).max(1));
-        tokio::select! {
-            _ = crate::shutdown::stopped(&mut stop) => return,
-            _ = tokio::time::sleep(wait) => {}
-            ev = events.recv() => {
-                if !matches!(ev, Ok(super::state::ServerEvent::BundleChanged) | Err(_)) {
-                    continue;
-                }
-            }
-        }
-        tls.roots
-            .set(state.authorities().bundle().x509_authorities.clone());
-        match build_server_config(&state, &tls.roots) {
-            Ok((config, not_after)) => {
-                *tls.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
-                let now = now_unix();
-                renew_at = now + (not_after - now) / 2;
-                tracing::debug!(not_after, "server SVID renewed");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "renewing the server SVID failed; retrying in 10s");
-                renew_at = now_unix() + 10;
-            }
-        }
-    }
-}
-
-/// Accepts TCP connections and completes the TLS handshake off the accept
-/// path, so one slow client cannot hold up the others.
-async fn accept_tls(
-    listener: TcpListener,
-    tls: ServerTls,
-    conns: mpsc::Sender<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            _ = crate::shutdown::stopped(&mut stop) => return,
-            a = listener.accept() => a,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-        let conns = conns.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let _ = conns.send(stream).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        });
-    }
 }

@@ -214,4 +214,19 @@ impl ServerState {
             Err(e) => Err(StoreError::TaskFailed(e)),
         }
     }
+
+    /// A store read keyed by `key`, on the blocking pool like
+    /// [`ServerState::with_store`].
+    pub async fn lookup<K, T>(
+        &self,
+        key: &K,
+        read: fn(&dyn DataStore, &K) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError>
+    where
+        K: Clone + Send + 'static,
+        T: Send + 'static,
+    {
+        let key = key.clone();
+        self.with_store(move |store| read(store, &key)).await
+    }
 }

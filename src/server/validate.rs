@@ -6,11 +6,28 @@
 //! …`) so that an operator can fix a batch of entries without guessing; the
 //! API maps them to `InvalidArgument`.
 
+mod dns;
+#[cfg(test)]
+mod tests;
+
 use std::fmt;
+
+pub use self::dns::{check_wildcard_overlap, validate_dns_name};
 
 use crate::proto::admin;
 use crate::registration::{RegistrationEntry, Selector};
 use crate::spiffe::{SpiffeId, TrustDomain};
+
+/// Refuses a `value` longer than `max` bytes, naming `field`.
+pub fn check_len(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
+    if value.len() > max {
+        return Err(ValidationError::new(
+            field,
+            format!("is {} bytes long; at most {max} are allowed", value.len()),
+        ));
+    }
+    Ok(())
+}
 
 /// The path under which the server's and agents' own IDs live; no entry or
 /// minted SVID may claim an ID there (SPIRE reserves `/spire` the same way).
@@ -135,15 +152,7 @@ pub fn validate_entry_id(id: &str) -> Result<(), ValidationError> {
     if id.is_empty() {
         return Err(ValidationError::new("id", "must not be empty"));
     }
-    if id.len() > MAX_ENTRY_ID_LEN {
-        return Err(ValidationError::new(
-            "id",
-            format!(
-                "is {} bytes long; at most {MAX_ENTRY_ID_LEN} are allowed",
-                id.len()
-            ),
-        ));
-    }
+    check_len("id", id, MAX_ENTRY_ID_LEN)?;
     if let Some(c) = id.chars().find(|c| !c.is_ascii_graphic()) {
         return Err(ValidationError::new(
             "id",
@@ -268,245 +277,5 @@ fn ttl(field: &str, value: i32) -> Result<u32, ValidationError> {
                 "{value} out of range; use 0 (the server default) to {MAX_SVID_TTL} seconds (one year)"
             ),
         ))
-    }
-}
-
-/// A hostname for a DNS SAN: dot-separated labels of letters, digits and
-/// inner hyphens, 63 bytes each, 253 in all, with an optional leading `*.`.
-pub fn validate_dns_name(name: &str) -> Result<(), String> {
-    let bare = name.strip_prefix("*.").unwrap_or(name);
-    if bare.is_empty() {
-        return Err(format!("{name:?} is not a valid DNS name: it is empty"));
-    }
-    if name.len() > 253 {
-        return Err(format!(
-            "{name:?} is not a valid DNS name: it is {} bytes long; at most 253 are allowed",
-            name.len()
-        ));
-    }
-    for label in bare.split('.') {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !ok {
-            return Err(format!(
-                "{name:?} is not a valid DNS name: label {label:?} must be 1-63 letters, digits or inner hyphens"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Rejects a wildcard DNS name that also covers another name of the same
-/// list (`*.example.org` with `a.example.org`), as SPIRE's mint does.
-pub fn check_wildcard_overlap(names: &[String]) -> Result<(), String> {
-    for wildcard in names {
-        let Some(base) = wildcard.strip_prefix("*.") else {
-            continue;
-        };
-        for other in names {
-            if other == wildcard {
-                continue;
-            }
-            let covered = other
-                .split_once('.')
-                .is_some_and(|(first, rest)| first != "*" && rest.eq_ignore_ascii_case(base));
-            if covered {
-                return Err(format!(
-                    "wildcard {wildcard:?} overlaps {other:?}; keep one of them"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn td() -> TrustDomain {
-        TrustDomain::new("example.org").unwrap()
-    }
-
-    fn good() -> admin::Entry {
-        admin::Entry {
-            spiffe_id: "spiffe://example.org/web".into(),
-            parent_id: "spiffe://example.org/herald/agent/join_token/abc".into(),
-            selectors: vec![admin::Selector {
-                r#type: "unix".into(),
-                value: "uid:1000".into(),
-            }],
-            ..Default::default()
-        }
-    }
-
-    fn err(entry: &admin::Entry) -> ValidationError {
-        validate_entry(&td(), entry, &[TrustDomain::new("other.org").unwrap()]).unwrap_err()
-    }
-
-    fn assert_field(entry: admin::Entry, field: &str, needle: &str) {
-        let e = err(&entry);
-        assert_eq!(e.field, field, "{e}");
-        assert!(e.to_string().contains(needle), "{e}");
-        let status: tonic::Status = e.into();
-        assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(status.message().starts_with(field), "{}", status.message());
-    }
-
-    #[test]
-    fn a_good_entry_becomes_a_record() {
-        let mut e = good();
-        e.x509_svid_ttl = 60;
-        e.jwt_svid_ttl = MAX_SVID_TTL;
-        e.dns_names = vec!["web.example.org".into(), "*.svc.example.org".into()];
-        e.federates_with = vec!["other.org".into(), "spiffe://other.org".into()];
-        e.hint = "h".repeat(MAX_HINT_LEN);
-        e.expires_at = 0;
-        e.id = "my-entry_1".into();
-        let r = validate_entry(&td(), &e, &[TrustDomain::new("other.org").unwrap()]).unwrap();
-        assert_eq!(r.spiffe_id.as_str(), "spiffe://example.org/web");
-        assert_eq!(r.x509_svid_ttl, 60);
-        assert_eq!(r.jwt_svid_ttl, MAX_SVID_TTL as u32);
-        assert_eq!(r.federates_with.len(), 1, "duplicates collapse");
-        assert_eq!(r.expires_at, None);
-        assert_eq!(r.selectors[0].to_string(), "unix:uid:1000");
-        e.expires_at = 5;
-        let r = validate_entry(&td(), &e, &[TrustDomain::new("other.org").unwrap()]).unwrap();
-        assert_eq!(r.expires_at, Some(5));
-    }
-
-    #[test]
-    fn spiffe_id_rules() {
-        for (id, needle) in [
-            ("spiffe://Example.org/x", "is not a valid SPIFFE ID"),
-            ("", "must not be empty"),
-            ("http://example.org/x", "is not a valid SPIFFE ID"),
-            ("spiffe://other.org/x", "not in trust domain example.org"),
-            ("spiffe://example.org", "has no path"),
-            ("spiffe://example.org/herald", "reserved path"),
-            ("spiffe://example.org/herald/agent/x", "reserved path"),
-        ] {
-            let mut e = good();
-            e.spiffe_id = id.into();
-            assert_field(e, "spiffe_id", needle);
-        }
-        // Only the exact segment is reserved.
-        let mut e = good();
-        e.spiffe_id = "spiffe://example.org/heraldry".into();
-        validate_entry(&td(), &e, &[]).unwrap();
-    }
-
-    #[test]
-    fn parent_id_rules() {
-        for (id, needle) in [
-            ("spiffe://example.org/a//b", "is not a valid SPIFFE ID"),
-            ("spiffe://other.org/agent", "not in trust domain"),
-            ("spiffe://example.org", "has no path"),
-            ("", "must not be empty"),
-        ] {
-            let mut e = good();
-            e.parent_id = id.into();
-            assert_field(e, "parent_id", needle);
-        }
-    }
-
-    #[test]
-    fn selector_rules() {
-        let mut e = good();
-        e.selectors.clear();
-        assert_field(e, "selectors", "at least one");
-        let sel = |t: &str, v: &str| admin::Selector {
-            r#type: t.into(),
-            value: v.into(),
-        };
-        for (s, field, needle) in [
-            (sel("", "x"), "selectors[1].type", "must not be empty"),
-            (sel("Unix", "x"), "selectors[1].type", "only a-z"),
-            (sel("a:b", "x"), "selectors[1].type", "only a-z"),
-            (sel("unix", ""), "selectors[1].value", "must not be empty"),
-            (sel("unix", "a\0b"), "selectors[1].value", "NUL"),
-        ] {
-            let mut e = good();
-            e.selectors.push(s);
-            assert_field(e, field, needle);
-        }
-    }
-
-    #[test]
-    fn ttl_rules() {
-        for v in [-1, MAX_SVID_TTL + 1, i32::MIN, i32::MAX] {
-            let mut e = good();
-            e.x509_svid_ttl = v;
-            assert_field(e, "x509_svid_ttl", "out of range");
-            let mut e = good();
-            e.jwt_svid_ttl = v;
-            assert_field(e, "jwt_svid_ttl", "out of range");
-        }
-    }
-
-    #[test]
-    fn dns_name_rules() {
-        for bad in [
-            "",
-            "*.",
-            "bad name",
-            "-a.org",
-            "a..org",
-            "a.*.org",
-            "*.*.org",
-            &"a".repeat(64),
-        ] {
-            let mut e = good();
-            e.dns_names = vec!["ok.org".into(), bad.to_string()];
-            assert_field(e, "dns_names[1]", "not a valid DNS name");
-        }
-        for ok in ["a", "a-b.example.org", "*.example.org", "xn--bcher-kva.de"] {
-            validate_dns_name(ok).unwrap();
-        }
-    }
-
-    #[test]
-    fn wildcard_overlap() {
-        let v = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(check_wildcard_overlap(&v(&["*.a.org", "b.a.org"])).is_err());
-        assert!(check_wildcard_overlap(&v(&["*.a.org", "a.org", "c.b.a.org"])).is_ok());
-    }
-
-    #[test]
-    fn federates_with_rules() {
-        let mut e = good();
-        e.federates_with = vec!["unknown.org".into()];
-        let msg = err(&e).to_string();
-        assert_eq!(
-            msg,
-            "federates_with: no bundle for trust domain unknown.org; federate with it first"
-        );
-        let mut e = good();
-        e.federates_with = vec!["Bad.Org".into()];
-        assert_field(e, "federates_with[0]", "not a valid trust domain");
-        let mut e = good();
-        e.federates_with = vec!["example.org".into()];
-        assert_field(e, "federates_with[0]", "own trust domain");
-    }
-
-    #[test]
-    fn hint_expiry_and_id_rules() {
-        let mut e = good();
-        e.hint = "h".repeat(MAX_HINT_LEN + 1);
-        assert_field(e, "hint", "at most 1024");
-        let mut e = good();
-        e.expires_at = -1;
-        assert_field(e, "expires_at", "negative");
-        let mut e = good();
-        e.id = "has space".into();
-        assert_field(e, "id", "printable ASCII");
-        let mut e = good();
-        e.id = "x".repeat(MAX_ENTRY_ID_LEN + 1);
-        assert_field(e, "id", "at most 255");
     }
 }

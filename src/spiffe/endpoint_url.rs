@@ -145,30 +145,24 @@ mod tests {
         let u = EndpointUrl::parse("https://[::1]").unwrap();
         assert_eq!((u.host(), u.port(), u.target()), ("::1", 443, "/"));
         assert_eq!(u.host_header(), "[::1]");
-        assert!(matches!(
-            EndpointUrl::parse("http://example.org/"),
-            Err(UrlError::NotHttps { .. })
-        ));
-        assert!(matches!(
-            EndpointUrl::parse("https://user:pw@example.org/"),
-            Err(UrlError::UserInfo { .. })
-        ));
-        assert!(matches!(
-            EndpointUrl::parse("https://user@example.org/"),
-            Err(UrlError::UserInfo { .. })
-        ));
-        assert!(matches!(
-            EndpointUrl::parse("https://example.org/#x"),
-            Err(UrlError::Fragment { .. })
-        ));
-        assert!(matches!(
-            EndpointUrl::parse("https://"),
-            Err(UrlError::NoHost { .. })
-        ));
-        assert!(matches!(
-            EndpointUrl::parse("example.org"),
-            Err(UrlError::NotAUrl { .. })
-        ));
+        for (url, kind) in [
+            ("http://example.org/", "NotHttps"),
+            ("https://user:pw@example.org/", "UserInfo"),
+            ("https://user@example.org/", "UserInfo"),
+            ("https://example.org/#x", "Fragment"),
+            ("https://", "NoHost"),
+            ("example.org", "NotAUrl"),
+        ] {
+            let got = match EndpointUrl::parse(url) {
+                Err(UrlError::NotHttps { .. }) => "NotHttps",
+                Err(UrlError::UserInfo { .. }) => "UserInfo",
+                Err(UrlError::Fragment { .. }) => "Fragment",
+                Err(UrlError::NoHost { .. }) => "NoHost",
+                Err(UrlError::NotAUrl { .. }) => "NotAUrl",
+                other => panic!("{url}: unexpected {other:?}"),
+            };
+            assert_eq!(got, kind, "{url}");
+        }
         assert!(EndpointUrl::parse("").is_err());
         assert_eq!(u.join("/other").unwrap().to_string(), "https://[::1]/other");
         assert!(u.join("http://evil/").is_err());

@@ -6,13 +6,17 @@ use std::sync::Arc;
 
 use ring::rand::SecureRandom as _;
 use tonic::{Request, Response, Status};
-use tracing::Instrument as _;
 
-use super::convert::{agent_to_proto, store_status};
+use super::convert::{agent_to_proto, store_status, store_status_or};
 use super::{page_request, ttl_or_default};
 use crate::proto::admin::{self, agents_server::Agents};
+use crate::proto::admin::{
+    Agent, AgentIdRequest, CreateJoinTokenRequest as CreateTokenReq, Empty, ListAgentsRequest,
+    ListAgentsResponse,
+};
 use crate::server::state::{ServerEvent, ServerState};
-use crate::server::validate::{member_id, ValidationError};
+use crate::server::validate::{check_len, member_id, ValidationError};
+use crate::server::Rpc;
 use crate::spiffe::SpiffeId;
 use crate::store::{AttestedAgent, JoinToken, StoreError};
 
@@ -83,29 +87,22 @@ impl AgentsApi {
         })
     }
 
-    async fn list(
-        &self,
-        req: admin::ListAgentsRequest,
-    ) -> Result<admin::ListAgentsResponse, Status> {
+    async fn list(&self, req: ListAgentsRequest) -> Result<ListAgentsResponse, Status> {
         let page = page_request(req.page_size, &req.page_token)?;
         let page = self
             .state
             .with_store(move |store| store.list_agents(&page))
             .await
             .map_err(store_status)?;
-        Ok(admin::ListAgentsResponse {
+        Ok(ListAgentsResponse {
             agents: page.items.iter().map(agent_to_proto).collect(),
             next_page_token: page.next_token.unwrap_or_default(),
         })
     }
 
-    async fn get(&self, id: SpiffeId) -> Result<admin::Agent, Status> {
-        let lookup = id.clone();
-        let agent = self
-            .state
-            .with_store(move |store| store.get_agent(&lookup))
-            .await
-            .map_err(store_status)?;
+    async fn get(&self, id: SpiffeId) -> Result<Agent, Status> {
+        let agent = self.state.lookup(&id, |s, id| s.get_agent(id)).await;
+        let agent = agent.map_err(store_status)?;
         agent
             .map(|a| agent_to_proto(&a))
             .ok_or_else(|| not_found(&id))
@@ -116,10 +113,7 @@ impl AgentsApi {
         self.state
             .with_store(move |store| store.delete_agent(&target))
             .await
-            .map_err(|e| match e {
-                StoreError::NotFound { .. } => not_found(&id),
-                e => store_status(e),
-            })?;
+            .map_err(|e| store_status_or(e, || not_found(&id)))?;
         tracing::info!("evicted agent");
         self.state.publish(ServerEvent::AgentRevoked(id));
         Ok(())
@@ -170,15 +164,7 @@ fn new_token() -> Result<String, Status> {
 /// A chosen token becomes a path segment of the agent's default ID, so it
 /// must be one: `[A-Za-z0-9._-]`, not `.` or `..`.
 fn check_token(token: &str) -> Result<(), ValidationError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(ValidationError::new(
-            "token",
-            format!(
-                "is {} bytes long; at most {MAX_TOKEN_LEN} are allowed",
-                token.len()
-            ),
-        ));
-    }
+    check_len("token", token, MAX_TOKEN_LEN)?;
     let ok = token != "."
         && token != ".."
         && token
@@ -196,72 +182,40 @@ fn check_token(token: &str) -> Result<(), ValidationError> {
 
 #[tonic::async_trait]
 impl Agents for AgentsApi {
-    async fn create_join_token(
-        &self,
-        request: Request<admin::CreateJoinTokenRequest>,
-    ) -> Result<Response<admin::JoinToken>, Status> {
-        let req = request.into_inner();
-        // Never the token itself: it is a secret.
-        let span =
-            tracing::info_span!("admin.CreateJoinToken", agent_id = %req.agent_id, ttl = req.ttl);
-        self.create_join_token(req)
-            .instrument(span)
+    // Never the token itself in the span: it is a secret.
+    #[tracing::instrument(name = "admin.CreateJoinToken", skip_all, fields(
+        agent_id = %req.get_ref().agent_id, ttl = req.get_ref().ttl))]
+    async fn create_join_token(&self, req: Request<CreateTokenReq>) -> Rpc<admin::JoinToken> {
+        self.create_join_token(req.into_inner())
             .await
             .map(Response::new)
     }
 
-    async fn list_agents(
-        &self,
-        request: Request<admin::ListAgentsRequest>,
-    ) -> Result<Response<admin::ListAgentsResponse>, Status> {
-        let req = request.into_inner();
-        let span = tracing::info_span!("admin.ListAgents", page_size = req.page_size);
-        self.list(req).instrument(span).await.map(Response::new)
+    #[tracing::instrument(name = "admin.ListAgents", skip_all, fields(
+        page_size = req.get_ref().page_size))]
+    async fn list_agents(&self, req: Request<ListAgentsRequest>) -> Rpc<ListAgentsResponse> {
+        self.list(req.into_inner()).await.map(Response::new)
     }
 
-    async fn get_agent(
-        &self,
-        request: Request<admin::AgentIdRequest>,
-    ) -> Result<Response<admin::Agent>, Status> {
-        let raw = request.into_inner().id;
-        let span = tracing::info_span!("admin.GetAgent", agent_id = %raw);
-        async {
-            let id = self.agent_id(&raw)?;
-            self.get(id).await
-        }
-        .instrument(span)
-        .await
-        .map(Response::new)
+    #[tracing::instrument(name = "admin.GetAgent", skip_all, fields(
+        agent_id = %req.get_ref().id))]
+    async fn get_agent(&self, req: Request<AgentIdRequest>) -> Rpc<Agent> {
+        let id = self.agent_id(&req.into_inner().id)?;
+        self.get(id).await.map(Response::new)
     }
 
-    async fn delete_agent(
-        &self,
-        request: Request<admin::AgentIdRequest>,
-    ) -> Result<Response<admin::Empty>, Status> {
-        let raw = request.into_inner().id;
-        let span = tracing::info_span!("admin.DeleteAgent", agent_id = %raw);
-        async {
-            let id = self.agent_id(&raw)?;
-            self.evict(id).await
-        }
-        .instrument(span)
-        .await
-        .map(|()| Response::new(admin::Empty {}))
+    #[tracing::instrument(name = "admin.DeleteAgent", skip_all, fields(
+        agent_id = %req.get_ref().id))]
+    async fn delete_agent(&self, req: Request<AgentIdRequest>) -> Rpc<Empty> {
+        let id = self.agent_id(&req.into_inner().id)?;
+        self.evict(id).await.map(empty)
     }
 
-    async fn ban_agent(
-        &self,
-        request: Request<admin::AgentIdRequest>,
-    ) -> Result<Response<admin::Empty>, Status> {
-        let raw = request.into_inner().id;
-        let span = tracing::info_span!("admin.BanAgent", agent_id = %raw);
-        async {
-            let id = self.agent_id(&raw)?;
-            self.ban(id).await
-        }
-        .instrument(span)
-        .await
-        .map(|()| Response::new(admin::Empty {}))
+    #[tracing::instrument(name = "admin.BanAgent", skip_all, fields(
+        agent_id = %req.get_ref().id))]
+    async fn ban_agent(&self, req: Request<AgentIdRequest>) -> Rpc<Empty> {
+        let id = self.agent_id(&req.into_inner().id)?;
+        self.ban(id).await.map(empty)
     }
 }
 
@@ -278,4 +232,8 @@ fn check_claimable_agent_id(id: &SpiffeId) -> Result<(), Status> {
             "agent_id: {id} is not under {AGENT_PREFIX}; a join token can only grant an agent ID"
         ))),
     }
+}
+
+fn empty(_: ()) -> Response<Empty> {
+    Response::new(Empty {})
 }

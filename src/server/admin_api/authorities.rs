@@ -3,18 +3,19 @@
 //! steps on its own (`ca_manager.rs`); this is the operator's override.
 
 use crate::clock::now_unix;
+use crate::errors::Chain;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::Instrument as _;
 
 use crate::proto::admin::local_authority_server::LocalAuthority;
 use crate::proto::admin::{
-    AuthorityIdRequest, AuthorityInfo, AuthorityKindRequest, ShowAuthoritiesRequest,
-    ShowAuthoritiesResponse,
+    AuthorityIdRequest, AuthorityInfo, AuthorityKindRequest, ShowAuthoritiesRequest as ShowReq,
+    ShowAuthoritiesResponse as Shown,
 };
 use crate::server::authorities::{Authorities, AuthorityError};
 use crate::server::state::ServerState;
+use crate::server::Rpc;
 use crate::store::{AuthorityKind, AuthorityRecord, AuthorityState};
 
 /// The LocalAuthority service.
@@ -38,7 +39,10 @@ impl AuthoritiesApi {
         let current = self.state.authorities();
         let next = tokio::task::spawn_blocking(move || f(&state, &current))
             .await
-            .map_err(|e| Status::internal(format!("authority task failed: {e}")))?
+            .map_err(|e| {
+                tracing::error!(error = %Chain(&e), "authority task failed");
+                Status::internal(format!("authority task failed: {e}"))
+            })?
             .map_err(|e| match e {
                 AuthorityError::NotAllowed(m) => Status::failed_precondition(m),
                 AuthorityError::NotFound { .. } => Status::not_found(e.to_string()),
@@ -108,111 +112,93 @@ fn find(a: &Authorities, pred: impl Fn(&AuthorityRecord) -> bool) -> Result<Auth
         .ok_or_else(|| Status::internal("the changed authority is missing from the set"))
 }
 
+/// The kind and ID of a taint or revoke request, checked.
+fn kind_and_id(req: &AuthorityIdRequest) -> Result<AuthorityKind, Status> {
+    let kind = parse_kind(&req.kind)?;
+    if req.id.is_empty() {
+        return Err(Status::invalid_argument("id: must not be empty"));
+    }
+    Ok(kind)
+}
+
 #[tonic::async_trait]
 impl LocalAuthority for AuthoritiesApi {
-    async fn show_authorities(
-        &self,
-        _request: Request<ShowAuthoritiesRequest>,
-    ) -> Result<Response<ShowAuthoritiesResponse>, Status> {
+    #[tracing::instrument(name = "admin.ShowAuthorities", skip_all)]
+    async fn show_authorities(&self, _req: Request<ShowReq>) -> Rpc<Shown> {
         let a = self.state.authorities();
         let seq = a.bundle().sequence;
-        Ok(Response::new(ShowAuthoritiesResponse {
+        Ok(Response::new(Shown {
             authorities: records(&a).iter().map(info).collect(),
             bundle_sequence: seq,
             lagging_agents: self.state.lagging_agents(seq),
         }))
     }
 
-    async fn prepare_authority(
-        &self,
-        request: Request<AuthorityKindRequest>,
-    ) -> Result<Response<AuthorityInfo>, Status> {
-        let kind = parse_kind(&request.get_ref().kind)?;
-        let span = tracing::info_span!("admin.prepare_authority", kind = %request.get_ref().kind);
-        async move {
-            let a = self
-                .change(move |st, cur| {
-                    cur.prepare(kind, st.store.as_ref(), st.keys.as_ref(), now_unix())
-                })
-                .await?;
-            Ok(Response::new(find(&a, |r| {
-                r.kind == kind && r.state == AuthorityState::Prepared
-            })?))
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn activate_authority(
-        &self,
-        request: Request<AuthorityKindRequest>,
-    ) -> Result<Response<AuthorityInfo>, Status> {
-        let kind = parse_kind(&request.get_ref().kind)?;
-        let span = tracing::info_span!("admin.activate_authority", kind = %request.get_ref().kind);
-        async move {
-            let lagging = self.state.lagging_agents(self.state.authorities().prepared_sequence().unwrap_or(0));
-            if !lagging.is_empty() {
-                tracing::warn!(lagging = %lagging.join(", "), "activating by hand although these agents have not acknowledged the new bundle");
-            }
-            let a = self.change(move |st, cur| cur.activate(kind, st.store.as_ref())).await?;
-            Ok(Response::new(find(&a, |r| r.kind == kind && r.state == AuthorityState::Active)?))
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn taint_authority(
-        &self,
-        request: Request<AuthorityIdRequest>,
-    ) -> Result<Response<AuthorityInfo>, Status> {
-        let req = request.into_inner();
-        let kind = parse_kind(&req.kind)?;
-        if req.id.is_empty() {
-            return Err(Status::invalid_argument("id: must not be empty"));
-        }
-        let span = tracing::info_span!("admin.taint_authority", kind = %req.kind, id = %req.id);
-        async move {
-            let id = req.id.clone();
-            let a = self
-                .change(move |st, cur| cur.taint(kind, &id, st.store.as_ref()))
-                .await?;
-            Ok(Response::new(find(&a, |r| r.id == req.id)?))
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn revoke_authority(
-        &self,
-        request: Request<AuthorityIdRequest>,
-    ) -> Result<Response<AuthorityInfo>, Status> {
-        let req = request.into_inner();
-        let kind = parse_kind(&req.kind)?;
-        if req.id.is_empty() {
-            return Err(Status::invalid_argument("id: must not be empty"));
-        }
-        let span = tracing::info_span!("admin.revoke_authority", kind = %req.kind, id = %req.id);
-        async move {
-            let before = self.state.authorities();
-            let revoked = records(&before)
-                .iter()
-                .find(|r| r.id == req.id && r.kind == kind)
-                .map(info)
-                .ok_or_else(|| {
-                    Status::not_found(format!("no {} authority with id {:?}", req.kind, req.id))
-                })?;
-            // Agents acknowledge a bundle only after re-issuing what a
-            // tainted authority signed; anyone behind the current bundle may
-            // still depend on it.
-            let lagging = self.state.lagging_agents(before.bundle().sequence);
-            let id = req.id.clone();
-            self.change(move |st, cur| {
-                cur.revoke(kind, &id, &lagging, st.store.as_ref(), st.keys.as_ref())
+    #[tracing::instrument(name = "admin.prepare_authority", skip_all, fields(
+        kind = %req.get_ref().kind))]
+    async fn prepare_authority(&self, req: Request<AuthorityKindRequest>) -> Rpc<AuthorityInfo> {
+        let kind = parse_kind(&req.get_ref().kind)?;
+        let a = self
+            .change(move |st, cur| {
+                cur.prepare(kind, st.store.as_ref(), st.keys.as_ref(), now_unix())
             })
             .await?;
-            Ok(Response::new(revoked))
+        let prepared = find(&a, |r| {
+            r.kind == kind && r.state == AuthorityState::Prepared
+        })?;
+        Ok(Response::new(prepared))
+    }
+
+    #[tracing::instrument(name = "admin.activate_authority", skip_all, fields(
+        kind = %req.get_ref().kind))]
+    async fn activate_authority(&self, req: Request<AuthorityKindRequest>) -> Rpc<AuthorityInfo> {
+        let kind = parse_kind(&req.get_ref().kind)?;
+        let prepared = self.state.authorities().prepared_sequence().unwrap_or(0);
+        let lagging = self.state.lagging_agents(prepared);
+        if !lagging.is_empty() {
+            tracing::warn!(lagging = %lagging.join(", "), "activating by hand although these agents have not acknowledged the new bundle");
         }
-        .instrument(span)
-        .await
+        let a = self
+            .change(move |st, cur| cur.activate(kind, st.store.as_ref()))
+            .await?;
+        let active = find(&a, |r| r.kind == kind && r.state == AuthorityState::Active)?;
+        Ok(Response::new(active))
+    }
+
+    #[tracing::instrument(name = "admin.taint_authority", skip_all, fields(
+        kind = %req.get_ref().kind, id = %req.get_ref().id))]
+    async fn taint_authority(&self, req: Request<AuthorityIdRequest>) -> Rpc<AuthorityInfo> {
+        let req = req.into_inner();
+        let kind = kind_and_id(&req)?;
+        let id = req.id.clone();
+        let a = self
+            .change(move |st, cur| cur.taint(kind, &id, st.store.as_ref()))
+            .await?;
+        Ok(Response::new(find(&a, |r| r.id == req.id)?))
+    }
+
+    #[tracing::instrument(name = "admin.revoke_authority", skip_all, fields(
+        kind = %req.get_ref().kind, id = %req.get_ref().id))]
+    async fn revoke_authority(&self, req: Request<AuthorityIdRequest>) -> Rpc<AuthorityInfo> {
+        let req = req.into_inner();
+        let kind = kind_and_id(&req)?;
+        let before = self.state.authorities();
+        let revoked = records(&before)
+            .iter()
+            .find(|r| r.id == req.id && r.kind == kind)
+            .map(info)
+            .ok_or_else(|| {
+                Status::not_found(format!("no {} authority with id {:?}", req.kind, req.id))
+            })?;
+        // Agents acknowledge a bundle only after re-issuing what a tainted
+        // authority signed; anyone behind the current bundle may still
+        // depend on it.
+        let lagging = self.state.lagging_agents(before.bundle().sequence);
+        let id = req.id;
+        self.change(move |st, cur| {
+            cur.revoke(kind, &id, &lagging, st.store.as_ref(), st.keys.as_ref())
+        })
+        .await?;
+        Ok(Response::new(revoked))
     }
 }

@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response};
 
-use crate::proto::admin::{self, bundles_server::Bundles};
+use super::convert::bundle_to_proto;
+use crate::proto::admin::bundles_server::Bundles;
+use crate::proto::admin::{Bundle, GetBundleRequest};
 use crate::server::state::ServerState;
+use crate::server::Rpc;
 
 /// Serves the Bundles service.
 pub(super) struct BundlesApi {
@@ -20,22 +23,9 @@ impl BundlesApi {
 
 #[tonic::async_trait]
 impl Bundles for BundlesApi {
-    async fn get_bundle(
-        &self,
-        _request: Request<admin::GetBundleRequest>,
-    ) -> Result<Response<admin::Bundle>, Status> {
-        let span = tracing::info_span!("admin.GetBundle", trust_domain = %self.state.trust_domain);
-        let _entered = span.enter();
-        let authorities = self.state.authorities();
-        let bundle = authorities.bundle();
-        let spiffe_json = bundle.to_spiffe_json().map_err(|e| {
-            tracing::error!(error = %e, "cannot encode the trust bundle");
-            Status::internal(format!("cannot encode the trust bundle: {e}"))
-        })?;
-        Ok(Response::new(admin::Bundle {
-            trust_domain: bundle.trust_domain.to_string(),
-            spiffe_json,
-            sequence_number: bundle.sequence,
-        }))
+    #[tracing::instrument(name = "admin.GetBundle", skip_all, fields(
+        trust_domain = %self.state.trust_domain))]
+    async fn get_bundle(&self, _req: Request<GetBundleRequest>) -> Rpc<Bundle> {
+        bundle_to_proto(self.state.authorities().bundle()).map(Response::new)
     }
 }

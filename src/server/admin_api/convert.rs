@@ -88,6 +88,18 @@ pub(crate) fn store_status(e: StoreError) -> tonic::Status {
     }
 }
 
+/// Like [`store_status`], with the caller's own status for `NotFound`
+/// (which names what the caller asked for).
+pub(crate) fn store_status_or(
+    e: StoreError,
+    not_found: impl FnOnce() -> tonic::Status,
+) -> tonic::Status {
+    match e {
+        StoreError::NotFound { .. } => not_found(),
+        e => store_status(e),
+    }
+}
+
 /// A bundle as the API shows it. Encoding fails only on a stored bundle
 /// that is somehow broken; that is our failure, said as such.
 pub(crate) fn bundle_to_proto(b: &Bundle) -> Result<admin::Bundle, tonic::Status> {

@@ -6,15 +6,18 @@ use crate::clock::now_unix;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::Instrument as _;
 
 use super::convert::store_status;
 use super::ttl_or_default;
 use crate::ca::{verify_csr, JwtSignError, SvidRequest, X509Error};
 use crate::proto::admin::{self, svids_server::Svids};
+use crate::proto::admin::{
+    MintJwtsvidRequest, MintJwtsvidResponse, MintX509svidRequest, MintX509svidResponse,
+};
 use crate::server::authorities::AuthorityError;
 use crate::server::state::ServerState;
 use crate::server::validate::{check_wildcard_overlap, validate_dns_name, workload_id};
+use crate::server::Rpc;
 
 /// Serves the Svids service.
 pub(super) struct SvidsApi {
@@ -26,10 +29,7 @@ impl SvidsApi {
         SvidsApi { state }
     }
 
-    async fn mint_x509(
-        &self,
-        req: admin::MintX509svidRequest,
-    ) -> Result<admin::MintX509svidResponse, Status> {
+    async fn mint_x509(&self, req: MintX509svidRequest) -> Result<MintX509svidResponse, Status> {
         let csr_error = |reason: String| Status::invalid_argument(format!("csr: {reason}"));
         let csr = verify_csr(&req.csr).map_err(|e| csr_error(e.to_string()))?;
         let [uri] = csr.uri_sans.as_slice() else {
@@ -70,7 +70,7 @@ impl SvidsApi {
             .map_err(store_status)?
             .map_err(sign_status)?;
         tracing::info!(serial = %signed.serial, not_after = signed.not_after, "minted an X509-SVID");
-        Ok(admin::MintX509svidResponse {
+        Ok(MintX509svidResponse {
             svid: Some(admin::X509svid {
                 cert_chain: signed.chain,
                 id: id.to_string(),
@@ -80,10 +80,7 @@ impl SvidsApi {
         })
     }
 
-    async fn mint_jwt(
-        &self,
-        req: admin::MintJwtsvidRequest,
-    ) -> Result<admin::MintJwtsvidResponse, Status> {
+    async fn mint_jwt(&self, req: MintJwtsvidRequest) -> Result<MintJwtsvidResponse, Status> {
         let id = workload_id(&self.state.trust_domain, "id", &req.id)?;
         if req.audience.is_empty() {
             return Err(Status::invalid_argument(
@@ -112,7 +109,7 @@ impl SvidsApi {
             })?;
         let expires_at = now.saturating_add(ttl).min(jwt.not_after());
         tracing::info!(expires_at, "minted a JWT-SVID");
-        Ok(admin::MintJwtsvidResponse {
+        Ok(MintJwtsvidResponse {
             svid: Some(admin::Jwtsvid {
                 token,
                 id: id.to_string(),
@@ -144,28 +141,15 @@ fn sign_status(e: AuthorityError) -> Status {
 
 #[tonic::async_trait]
 impl Svids for SvidsApi {
-    async fn mint_x509svid(
-        &self,
-        request: Request<admin::MintX509svidRequest>,
-    ) -> Result<Response<admin::MintX509svidResponse>, Status> {
-        let req = request.into_inner();
-        let span = tracing::info_span!(
-            "admin.MintX509SVID",
-            spiffe_id = tracing::field::Empty,
-            ttl = req.ttl
-        );
-        self.mint_x509(req)
-            .instrument(span)
-            .await
-            .map(Response::new)
+    #[tracing::instrument(name = "admin.MintX509SVID", skip_all, fields(
+        spiffe_id = tracing::field::Empty, ttl = req.get_ref().ttl))]
+    async fn mint_x509svid(&self, req: Request<MintX509svidRequest>) -> Rpc<MintX509svidResponse> {
+        self.mint_x509(req.into_inner()).await.map(Response::new)
     }
 
-    async fn mint_jwtsvid(
-        &self,
-        request: Request<admin::MintJwtsvidRequest>,
-    ) -> Result<Response<admin::MintJwtsvidResponse>, Status> {
-        let req = request.into_inner();
-        let span = tracing::info_span!("admin.MintJWTSVID", spiffe_id = %req.id, ttl = req.ttl);
-        self.mint_jwt(req).instrument(span).await.map(Response::new)
+    #[tracing::instrument(name = "admin.MintJWTSVID", skip_all, fields(
+        spiffe_id = %req.get_ref().id, ttl = req.get_ref().ttl))]
+    async fn mint_jwtsvid(&self, req: Request<MintJwtsvidRequest>) -> Rpc<MintJwtsvidResponse> {
+        self.mint_jwt(req.into_inner()).await.map(Response::new)
     }
 }

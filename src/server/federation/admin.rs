@@ -19,10 +19,13 @@ use std::sync::Arc;
 
 use tonic::service::Routes;
 use tonic::Status;
+use tracing::Instrument as _;
 
 use super::refresher::RefresherHandle;
+use crate::proto::admin;
 use crate::proto::admin::federated_bundles_server::FederatedBundlesServer;
 use crate::proto::admin::federation_server::FederationServer;
+use crate::server::admin_api::convert::{item_status, ok_status};
 use crate::server::state::ServerState;
 use crate::spiffe::TrustDomain;
 use crate::store::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
@@ -69,11 +72,72 @@ fn parse_trust_domain(field: &str, name: &str) -> Result<TrustDomain, Status> {
     TrustDomain::new(name).map_err(|e| Status::invalid_argument(format!("{field}: {name:?}: {e}")))
 }
 
+/// The span of one item of a batch, inside the RPC's span.
+fn item_span(trust_domain: &str) -> tracing::Span {
+    tracing::info_span!("item", trust_domain = %trust_domain)
+}
+
+/// The per-name result of a batch delete.
+trait DeleteResult {
+    fn new(trust_domain: String, status: admin::Status) -> Self;
+}
+
+impl DeleteResult for admin::DeleteFederatedBundleResult {
+    fn new(trust_domain: String, status: admin::Status) -> Self {
+        Self {
+            status: Some(status),
+            trust_domain,
+        }
+    }
+}
+
+impl DeleteResult for admin::DeleteFederationRelationshipResult {
+    fn new(trust_domain: String, status: admin::Status) -> Self {
+        Self {
+            status: Some(status),
+            trust_domain,
+        }
+    }
+}
+
+/// Runs `delete` on each trust domain named in a batch, each in its own
+/// span and all under the refresher's write lock; answers per name in
+/// request order, and whether any was deleted.
+async fn delete_each<R, F, Fut>(
+    refresher: &RefresherHandle,
+    names: Vec<String>,
+    delete: F,
+) -> (Vec<R>, bool)
+where
+    R: DeleteResult,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Status>>,
+{
+    let _writes = refresher.lock_writes().await;
+    let mut results = Vec::with_capacity(names.len());
+    let mut deleted_any = false;
+    for name in names {
+        let deleted = delete(name.clone()).instrument(item_span(&name)).await;
+        deleted_any |= deleted.is_ok();
+        let status = deleted.map_or_else(|s| item_status(&s), |()| ok_status());
+        results.push(R::new(name, status));
+    }
+    (results, deleted_any)
+}
+
+/// Whether any item of a batch succeeded (so that something changed).
+fn any_ok<'a>(statuses: impl IntoIterator<Item = &'a Option<admin::Status>>) -> bool {
+    statuses
+        .into_iter()
+        .flatten()
+        .any(|s| s.code == tonic::Code::Ok as i32)
+}
+
 /// One page of `items` (sorted by `key`), after `token` (the last key of
 /// the previous page). Returns the page and the next token, empty at the end.
 fn page_of<T>(
     mut items: Vec<T>,
-    key: impl Fn(&T) -> &str,
+    key: impl Fn(&T) -> String,
     page_size: i32,
     token: &str,
 ) -> Result<(Vec<T>, String), Status> {
@@ -91,15 +155,15 @@ fn page_of<T>(
             "page_token: not a token this server returned",
         ));
     }
-    items.sort_by(|a, b| key(a).cmp(key(b)));
+    items.sort_by_key(|i| key(i));
     let mut page: Vec<T> = items
         .into_iter()
-        .filter(|i| token.is_empty() || key(i) > token)
+        .filter(|i| token.is_empty() || key(i).as_str() > token)
         .take(size + 1)
         .collect();
     let next = if page.len() > size {
         page.truncate(size);
-        page.last().map(|i| key(i).to_string()).unwrap_or_default()
+        page.last().map(key).unwrap_or_default()
     } else {
         String::new()
     };

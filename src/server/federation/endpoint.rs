@@ -23,9 +23,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
-use self::identity::{load_web_identity, mint_svid, reload_web_identity, renew_svid, Resolver};
+use self::identity::{load_web_identity, reload_web_identity};
 use super::{FederationError, TlsSetupError};
 use crate::config::federation::{BundleEndpointConfig, EndpointProfile};
+use crate::server::server_svid::{self, RenewOn, Resolver};
 use crate::server::state::ServerState;
 use crate::tls::https_server::{self, Limits};
 use crate::tls::provider;
@@ -49,7 +50,9 @@ pub async fn serve_bundle_endpoint(
 ) -> Result<SocketAddr, FederationError> {
     let (certified, profile_name) = match &config.profile {
         EndpointProfile::HttpsSpiffe => (
-            mint_svid(&state).map_err(FederationError::Tls)?.0,
+            server_svid::mint(&state)
+                .map_err(FederationError::Tls)?
+                .certified,
             "https_spiffe",
         ),
         EndpointProfile::HttpsWeb {
@@ -76,7 +79,14 @@ pub async fn serve_bundle_endpoint(
     match config.profile.clone() {
         EndpointProfile::HttpsSpiffe => {
             tokio::spawn(
-                renew_svid(state.clone(), resolver, shutdown.clone()).instrument(span.clone()),
+                server_svid::keep_fresh(
+                    state.clone(),
+                    resolver,
+                    RenewOn::CaChange,
+                    |_| {},
+                    shutdown.clone(),
+                )
+                .instrument(span.clone()),
             );
         }
         EndpointProfile::HttpsWeb {

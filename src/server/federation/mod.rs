@@ -45,8 +45,6 @@ pub use refresher::{
 pub use web_roots::WebRoots;
 
 use super::state::{ServerEvent, ServerState};
-use crate::ca::{KeyError, X509Error};
-use crate::spiffe::IdError;
 use crate::store::StoreError;
 
 /// Why a federation piece could not start.
@@ -91,22 +89,9 @@ pub enum FederationError {
     },
 }
 
-/// Why the bundle endpoint's TLS identity could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
-    /// rustls refused the configuration or the key.
-    #[error("{0}")]
-    Rustls(#[from] rustls::Error),
-    /// No key pair could be generated.
-    #[error("{0}")]
-    Key(#[from] KeyError),
-    /// The endpoint's SPIFFE ID could not be formed.
-    #[error("{0}")]
-    Id(#[from] IdError),
-    /// The CA could not sign the endpoint's SVID.
-    #[error("{0}")]
-    Sign(#[from] X509Error),
-}
+/// Why the bundle endpoint's TLS identity could not be made: the server
+/// SVID's own error, shared with the node API.
+pub use crate::server::server_svid::ServerSvidError as TlsSetupError;
 
 /// Why a certificate, key or root file is unusable.
 #[derive(Debug, thiserror::Error)]

@@ -176,7 +176,7 @@ async fn send_snapshot(
     Ok(())
 }
 
-fn split_update(mut update: node::SyncUpdate) -> Vec<node::SyncUpdate> {
+pub(super) fn split_update(mut update: node::SyncUpdate) -> Vec<node::SyncUpdate> {
     if update.upserted.len() <= SNAPSHOT_CHUNK {
         return vec![update];
     }

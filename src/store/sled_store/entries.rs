@@ -1,7 +1,7 @@
 //! Registration entries and their three index trees (by parent, by
 //! selector, by "similarity"), always written together in one transaction.
 
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::{ConflictableTransactionError, TransactionResult, TransactionalTree};
 use sled::{Transactional, Tree};
 
 use super::codec::{abort, decode, encode, key_str, tx_result};
@@ -121,13 +121,25 @@ fn prepare(mut entry: RegistrationEntry) -> Result<Prepared, StoreError> {
 const CREATE_CHUNK: usize = 1000;
 
 impl SledStore {
-    fn entry_trees(&self) -> (&Tree, &Tree, &Tree, &Tree) {
-        (
+    /// Runs `f` in one transaction over the four entry trees.
+    fn in_entry_transaction<T>(
+        &self,
+        f: impl Fn(&EntryTrees<'_>) -> TxResult<T>,
+    ) -> TransactionResult<T, StoreError> {
+        let trees: (&Tree, &Tree, &Tree, &Tree) = (
             &self.entries,
             &self.entries_by_parent,
             &self.entries_by_selector,
             &self.entries_similar,
-        )
+        );
+        trees.transaction(|(entries, by_parent, by_selector, similar)| {
+            f(&EntryTrees {
+                entries,
+                by_parent,
+                by_selector,
+                similar,
+            })
+        })
     }
 
     pub(super) fn create_entries_impl(
@@ -148,39 +160,31 @@ impl SledStore {
         // sled's transaction buffers); the batch still ends in one flush.
         let mut outcomes: Vec<Option<StoreError>> = Vec::with_capacity(prepared.len());
         for chunk in prepared.chunks(CREATE_CHUNK) {
-            let chunk_outcomes =
-                self.entry_trees()
-                    .transaction(|(entries, by_parent, by_selector, similar)| {
-                        let trees = EntryTrees {
-                            entries,
-                            by_parent,
-                            by_selector,
-                            similar,
-                        };
-                        let mut outcomes: Vec<Option<StoreError>> = Vec::with_capacity(chunk.len());
-                        for p in chunk {
-                            let Ok(p) = p else {
-                                outcomes.push(None);
-                                continue;
-                            };
-                            let id = p.entry.id.as_str();
-                            if entries.get(id.as_bytes())?.is_some() {
-                                outcomes.push(Some(StoreError::AlreadyExists {
-                                    kind: KIND,
-                                    id: id.to_owned(),
-                                }));
-                            } else if let Some(existing) = similar.get(&p.similar)? {
-                                outcomes.push(Some(StoreError::AlreadyExists {
-                                    kind: SIMILAR_KIND,
-                                    id: key_str(&existing),
-                                }));
-                            } else {
-                                trees.insert(&p.entry, &p.bytes, &p.similar)?;
-                                outcomes.push(None);
-                            }
-                        }
-                        Ok(outcomes)
-                    });
+            let chunk_outcomes = self.in_entry_transaction(|trees| {
+                let mut outcomes: Vec<Option<StoreError>> = Vec::with_capacity(chunk.len());
+                for p in chunk {
+                    let Ok(p) = p else {
+                        outcomes.push(None);
+                        continue;
+                    };
+                    let id = p.entry.id.as_str();
+                    if trees.entries.get(id.as_bytes())?.is_some() {
+                        outcomes.push(Some(StoreError::AlreadyExists {
+                            kind: KIND,
+                            id: id.to_owned(),
+                        }));
+                    } else if let Some(existing) = trees.similar.get(&p.similar)? {
+                        outcomes.push(Some(StoreError::AlreadyExists {
+                            kind: SIMILAR_KIND,
+                            id: key_str(&existing),
+                        }));
+                    } else {
+                        trees.insert(&p.entry, &p.bytes, &p.similar)?;
+                        outcomes.push(None);
+                    }
+                }
+                Ok(outcomes)
+            });
             outcomes.extend(tx_result("create registration entries", chunk_outcomes)?);
         }
         self.flush("flush created registration entries")?;
@@ -210,38 +214,30 @@ impl SledStore {
         let _span = tracing::debug_span!("store.update_entry", entry_id = %entry.id).entered();
         entry.validate()?;
         let similar_new = similar_key(&entry);
-        let updated =
-            self.entry_trees()
-                .transaction(|(entries, by_parent, by_selector, similar)| {
-                    let trees = EntryTrees {
-                        entries,
-                        by_parent,
-                        by_selector,
-                        similar,
-                    };
-                    let id = entry.id.as_str();
-                    let Some(old) = trees.load(id)? else {
-                        return Err(abort(StoreError::NotFound {
-                            kind: KIND,
-                            id: id.to_owned(),
-                        }));
-                    };
-                    if let Some(owner) = similar.get(&similar_new)? {
-                        if owner.as_ref() != id.as_bytes() {
-                            return Err(abort(StoreError::AlreadyExists {
-                                kind: SIMILAR_KIND,
-                                id: key_str(&owner),
-                            }));
-                        }
-                    }
-                    let mut new = entry.clone();
-                    new.revision = old.revision.saturating_add(1);
-                    new.created_at = old.created_at;
-                    let bytes = encode(KIND, id, &new).map_err(abort)?;
-                    trees.remove(&old)?;
-                    trees.insert(&new, &bytes, &similar_new)?;
-                    Ok(new)
-                });
+        let updated = self.in_entry_transaction(|trees| {
+            let id = entry.id.as_str();
+            let Some(old) = trees.load(id)? else {
+                return Err(abort(StoreError::NotFound {
+                    kind: KIND,
+                    id: id.to_owned(),
+                }));
+            };
+            if let Some(owner) = trees.similar.get(&similar_new)? {
+                if owner.as_ref() != id.as_bytes() {
+                    return Err(abort(StoreError::AlreadyExists {
+                        kind: SIMILAR_KIND,
+                        id: key_str(&owner),
+                    }));
+                }
+            }
+            let mut new = entry.clone();
+            new.revision = old.revision.saturating_add(1);
+            new.created_at = old.created_at;
+            let bytes = encode(KIND, id, &new).map_err(abort)?;
+            trees.remove(&old)?;
+            trees.insert(&new, &bytes, &similar_new)?;
+            Ok(new)
+        });
         let updated = tx_result("update a registration entry", updated)?;
         self.flush("flush an updated registration entry")?;
         tracing::debug!(revision = updated.revision, "updated registration entry");
@@ -256,35 +252,25 @@ impl SledStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let results =
-            self.entry_trees()
-                .transaction(|(entries, by_parent, by_selector, similar)| {
-                    let trees = EntryTrees {
-                        entries,
-                        by_parent,
-                        by_selector,
-                        similar,
-                    };
-                    let mut results = Vec::with_capacity(ids.len());
-                    for id in ids {
-                        // A record that does not decode is reported, not
-                        // removed: we could not find its index rows.
-                        let loaded = match entries.get(id.as_bytes())? {
-                            None => Err(StoreError::NotFound {
-                                kind: KIND,
-                                id: id.clone(),
-                            }),
-                            Some(bytes) => {
-                                decode::<RegistrationEntry>(ENTRIES, id.as_bytes(), &bytes)
-                            }
-                        };
-                        if let Ok(entry) = &loaded {
-                            trees.remove(entry)?;
-                        }
-                        results.push(loaded);
-                    }
-                    Ok(results)
-                });
+        let results = self.in_entry_transaction(|trees| {
+            let mut results = Vec::with_capacity(ids.len());
+            for id in ids {
+                // A record that does not decode is reported, not
+                // removed: we could not find its index rows.
+                let loaded = match trees.entries.get(id.as_bytes())? {
+                    None => Err(StoreError::NotFound {
+                        kind: KIND,
+                        id: id.clone(),
+                    }),
+                    Some(bytes) => decode::<RegistrationEntry>(ENTRIES, id.as_bytes(), &bytes),
+                };
+                if let Ok(entry) = &loaded {
+                    trees.remove(entry)?;
+                }
+                results.push(loaded);
+            }
+            Ok(results)
+        });
         let results = tx_result("delete registration entries", results)?;
         self.flush("flush deleted registration entries")?;
         Ok(results)

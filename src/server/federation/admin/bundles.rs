@@ -8,12 +8,20 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use super::{page_of, parse_trust_domain};
+use super::{any_ok, delete_each, item_span, page_of, parse_trust_domain};
 use crate::proto::admin::{self, federated_bundles_server::FederatedBundles};
+use crate::proto::admin::{
+    BatchDeleteFederatedBundleRequest as DeleteBatch,
+    BatchDeleteFederatedBundleResponse as DeleteResults,
+    BatchSetFederatedBundleRequest as SetBatch, BatchSetFederatedBundleResponse as SetResults,
+    GetFederatedBundleRequest as GetReq, ListFederatedBundlesRequest as ListReq,
+    ListFederatedBundlesResponse as ListResp,
+};
 use crate::server::admin_api::convert::{bundle_to_proto, item_status, ok_status, store_status};
 use crate::server::federation::bundle_trust_domain_check;
 use crate::server::federation::refresher::RefresherHandle;
 use crate::server::state::{ServerEvent, ServerState};
+use crate::server::Rpc;
 use crate::spiffe::{Bundle, TrustDomain};
 use crate::store::StoreError;
 
@@ -51,6 +59,7 @@ impl FederatedBundlesApi {
             .with_store(move |s| s.set_bundle(&stored))
             .await
             .map_err(store_status)?;
+        tracing::info!(sequence = bundle.sequence, "federated bundle set by hand");
         Ok(bundle)
     }
 
@@ -67,13 +76,14 @@ impl FederatedBundlesApi {
             })
             .await;
         match outcome {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                tracing::info!("federated bundle deleted");
+                Ok(())
+            }
             Ok(false) => Err(Status::failed_precondition(format!(
                 "trust_domain: {td} has a federation relationship that would fetch the bundle again; delete the relationship instead (`herald federation delete`)"
             ))),
-            Err(StoreError::NotFound { .. }) => Err(Status::not_found(format!(
-                "trust_domain: no bundle of {td} is stored"
-            ))),
+            Err(StoreError::NotFound { .. }) => Err(no_bundle(&td)),
             Err(e) => Err(store_status(e)),
         }
     }
@@ -81,83 +91,60 @@ impl FederatedBundlesApi {
 
 #[tonic::async_trait]
 impl FederatedBundles for FederatedBundlesApi {
-    async fn list_federated_bundles(
-        &self,
-        request: Request<admin::ListFederatedBundlesRequest>,
-    ) -> Result<Response<admin::ListFederatedBundlesResponse>, Status> {
-        let req = request.into_inner();
+    #[tracing::instrument(name = "admin.ListFederatedBundles", skip_all)]
+    async fn list_federated_bundles(&self, req: Request<ListReq>) -> Rpc<ListResp> {
+        let req = req.into_inner();
         let own = self.state.trust_domain.clone();
         let all = self
             .state
             .with_store(|s| s.list_bundles())
-            .instrument(tracing::info_span!("admin.ListFederatedBundles"))
             .await
             .map_err(store_status)?;
         let foreign: Vec<Bundle> = all.into_iter().filter(|b| b.trust_domain != own).collect();
-        let (page, next_page_token) = page_of(
-            foreign,
-            |b| b.trust_domain.name(),
-            req.page_size,
-            &req.page_token,
-        )?;
+        let key = |b: &Bundle| b.trust_domain.name().to_string();
+        let (page, next_page_token) = page_of(foreign, key, req.page_size, &req.page_token)?;
         Ok(Response::new(admin::ListFederatedBundlesResponse {
             bundles: page.iter().map(bundle_to_proto).collect::<Result<_, _>>()?,
             next_page_token,
         }))
     }
 
-    async fn get_federated_bundle(
-        &self,
-        request: Request<admin::GetFederatedBundleRequest>,
-    ) -> Result<Response<admin::Bundle>, Status> {
-        let td = self.foreign("trust_domain", &request.into_inner().trust_domain)?;
-        let lookup = td.clone();
-        let bundle = self
-            .state
-            .with_store(move |s| s.get_bundle(&lookup))
-            .instrument(tracing::info_span!("admin.GetFederatedBundle", trust_domain = %td))
-            .await
+    #[tracing::instrument(name = "admin.GetFederatedBundle", skip_all, fields(
+        trust_domain = %req.get_ref().trust_domain))]
+    async fn get_federated_bundle(&self, req: Request<GetReq>) -> Rpc<admin::Bundle> {
+        let td = self.foreign("trust_domain", &req.into_inner().trust_domain)?;
+        let bundle = self.state.lookup(&td, |s, td| s.get_bundle(td)).await;
+        let bundle = bundle
             .map_err(store_status)?
-            .ok_or_else(|| {
-                Status::not_found(format!("trust_domain: no bundle of {td} is stored"))
-            })?;
+            .ok_or_else(|| no_bundle(&td))?;
         Ok(Response::new(bundle_to_proto(&bundle)?))
     }
 
-    async fn batch_set_federated_bundle(
-        &self,
-        request: Request<admin::BatchSetFederatedBundleRequest>,
-    ) -> Result<Response<admin::BatchSetFederatedBundleResponse>, Status> {
-        let items = request.into_inner().bundle;
-        let span = tracing::info_span!("admin.BatchSetFederatedBundle", count = items.len());
+    #[tracing::instrument(name = "admin.BatchSetFederatedBundle", skip_all, fields(
+        count = req.get_ref().bundle.len()))]
+    async fn batch_set_federated_bundle(&self, req: Request<SetBatch>) -> Rpc<SetResults> {
         let _writes = self.refresher.lock_writes().await;
-        let mut results = Vec::with_capacity(items.len());
-        let mut changed = false;
-        for item in items {
-            let item_span =
-                tracing::info_span!(parent: &span, "item", trust_domain = %item.trust_domain);
-            match self.set_one(&item).instrument(item_span.clone()).await {
-                Ok(bundle) => {
-                    changed = true;
-                    item_span.in_scope(|| {
-                        tracing::info!(sequence = bundle.sequence, "federated bundle set by hand")
-                    });
-                    results.push(admin::BundleResult {
-                        status: Some(ok_status()),
-                        bundle: Some(bundle_to_proto(&bundle)?),
-                    });
-                }
-                Err(status) => results.push(admin::BundleResult {
+        let mut results = Vec::new();
+        for item in req.into_inner().bundle {
+            let set = self
+                .set_one(&item)
+                .instrument(item_span(&item.trust_domain));
+            results.push(match set.await {
+                Ok(bundle) => admin::BundleResult {
+                    status: Some(ok_status()),
+                    bundle: Some(bundle_to_proto(&bundle)?),
+                },
+                Err(status) => admin::BundleResult {
                     status: Some(item_status(&status)),
                     bundle: Some(admin::Bundle {
                         trust_domain: item.trust_domain,
                         spiffe_json: String::new(),
                         sequence_number: 0,
                     }),
-                }),
-            }
+                },
+            });
         }
-        if changed {
+        if any_ok(results.iter().map(|r| &r.status)) {
             self.state.publish(ServerEvent::BundleChanged);
         }
         Ok(Response::new(admin::BatchSetFederatedBundleResponse {
@@ -165,35 +152,21 @@ impl FederatedBundles for FederatedBundlesApi {
         }))
     }
 
-    async fn batch_delete_federated_bundle(
-        &self,
-        request: Request<admin::BatchDeleteFederatedBundleRequest>,
-    ) -> Result<Response<admin::BatchDeleteFederatedBundleResponse>, Status> {
-        let names = request.into_inner().trust_domains;
-        let span = tracing::info_span!("admin.BatchDeleteFederatedBundle", count = names.len());
-        let _writes = self.refresher.lock_writes().await;
-        let mut results = Vec::with_capacity(names.len());
-        let mut changed = false;
-        for name in names {
-            let item_span = tracing::info_span!(parent: &span, "item", trust_domain = %name);
-            let status = match self.delete_one(&name).instrument(item_span.clone()).await {
-                Ok(()) => {
-                    changed = true;
-                    item_span.in_scope(|| tracing::info!("federated bundle deleted"));
-                    ok_status()
-                }
-                Err(status) => item_status(&status),
-            };
-            results.push(admin::DeleteFederatedBundleResult {
-                status: Some(status),
-                trust_domain: name,
-            });
-        }
-        if changed {
+    #[tracing::instrument(name = "admin.BatchDeleteFederatedBundle", skip_all, fields(
+        count = req.get_ref().trust_domains.len()))]
+    async fn batch_delete_federated_bundle(&self, req: Request<DeleteBatch>) -> Rpc<DeleteResults> {
+        let names = req.into_inner().trust_domains;
+        let delete = |name: String| async move { self.delete_one(&name).await };
+        let (results, deleted) = delete_each(&self.refresher, names, delete).await;
+        if deleted {
             self.state.publish(ServerEvent::BundleChanged);
         }
         Ok(Response::new(admin::BatchDeleteFederatedBundleResponse {
             results,
         }))
     }
+}
+
+fn no_bundle(td: &TrustDomain) -> Status {
+    Status::not_found(format!("trust_domain: no bundle of {td} is stored"))
 }

@@ -7,14 +7,27 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use super::validate::{check_endpoint_trust, validate};
-use super::{page_of, parse_trust_domain};
+use super::{delete_each, item_span, page_of, parse_trust_domain};
+use crate::errors::Chain;
 use crate::proto::admin;
 use crate::proto::admin::federation_server::Federation;
+use crate::proto::admin::{
+    BatchCreateFederationRelationshipRequest as Creates,
+    BatchCreateFederationRelationshipResponse as Created,
+    BatchDeleteFederationRelationshipRequest as Deletes,
+    BatchDeleteFederationRelationshipResponse as Deleted,
+    BatchUpdateFederationRelationshipRequest as Updates,
+    BatchUpdateFederationRelationshipResponse as Updated,
+    FederationRelationship as ApiRelationship, GetFederationRelationshipRequest as GetReq,
+    ListFederationRelationshipsRequest as ListReq, ListFederationRelationshipsResponse as ListResp,
+    RefreshBundleRequest as RefreshReq, RefreshBundleResponse,
+};
 use crate::server::admin_api::convert::{
-    bundle_to_proto, item_status, ok_status, relationship_to_proto, store_status,
+    bundle_to_proto, item_status, relationship_to_proto, store_status, store_status_or,
 };
 use crate::server::federation::refresher::{RefreshError, RefresherHandle};
 use crate::server::state::{ServerEvent, ServerState};
+use crate::server::Rpc;
 use crate::spiffe::TrustDomain;
 use crate::store::{FederationRelationship, StoreError};
 
@@ -33,34 +46,26 @@ enum Write {
 
 #[tonic::async_trait]
 impl Federation for FederationApi {
-    async fn batch_create_federation_relationship(
-        &self,
-        request: Request<admin::BatchCreateFederationRelationshipRequest>,
-    ) -> Result<Response<admin::BatchCreateFederationRelationshipResponse>, Status> {
-        let items = request.into_inner().federation_relationships;
+    #[tracing::instrument(name = "admin.BatchCreateFederationRelationship", skip_all, fields(
+        count = req.get_ref().federation_relationships.len()))]
+    async fn batch_create_federation_relationship(&self, req: Request<Creates>) -> Rpc<Created> {
+        let items = req.into_inner().federation_relationships;
         let results = self.write_batch(items, Write::Create).await;
         Ok(Response::new(
             admin::BatchCreateFederationRelationshipResponse { results },
         ))
     }
 
-    async fn list_federation_relationships(
-        &self,
-        request: Request<admin::ListFederationRelationshipsRequest>,
-    ) -> Result<Response<admin::ListFederationRelationshipsResponse>, Status> {
-        let req = request.into_inner();
+    #[tracing::instrument(name = "admin.ListFederationRelationships", skip_all)]
+    async fn list_federation_relationships(&self, req: Request<ListReq>) -> Rpc<ListResp> {
+        let req = req.into_inner();
         let all = self
             .state
             .with_store(|s| s.list_federation_relationships())
-            .instrument(tracing::info_span!("admin.ListFederationRelationships"))
             .await
             .map_err(store_status)?;
-        let (page, next_page_token) = page_of(
-            all,
-            |r| r.trust_domain.name(),
-            req.page_size,
-            &req.page_token,
-        )?;
+        let key = |r: &FederationRelationship| r.trust_domain.name().to_string();
+        let (page, next_page_token) = page_of(all, key, req.page_size, &req.page_token)?;
         let mut out = Vec::with_capacity(page.len());
         for rel in &page {
             out.push(self.to_proto(rel).await);
@@ -71,82 +76,30 @@ impl Federation for FederationApi {
         }))
     }
 
-    async fn get_federation_relationship(
-        &self,
-        request: Request<admin::GetFederationRelationshipRequest>,
-    ) -> Result<Response<admin::FederationRelationship>, Status> {
-        let td = parse_trust_domain("trust_domain", &request.into_inner().trust_domain)?;
-        let span = tracing::info_span!("admin.GetFederationRelationship", trust_domain = %td);
-        async {
-            let rel = self.get(&td).await?;
-            Ok(Response::new(self.to_proto(&rel).await))
-        }
-        .instrument(span)
-        .await
+    #[tracing::instrument(name = "admin.GetFederationRelationship", skip_all, fields(
+        trust_domain = %req.get_ref().trust_domain))]
+    async fn get_federation_relationship(&self, req: Request<GetReq>) -> Rpc<ApiRelationship> {
+        let td = parse_trust_domain("trust_domain", &req.into_inner().trust_domain)?;
+        let rel = self.get(&td).await?;
+        Ok(Response::new(self.to_proto(&rel).await))
     }
 
-    async fn batch_update_federation_relationship(
-        &self,
-        request: Request<admin::BatchUpdateFederationRelationshipRequest>,
-    ) -> Result<Response<admin::BatchUpdateFederationRelationshipResponse>, Status> {
-        let items = request.into_inner().federation_relationships;
+    #[tracing::instrument(name = "admin.BatchUpdateFederationRelationship", skip_all, fields(
+        count = req.get_ref().federation_relationships.len()))]
+    async fn batch_update_federation_relationship(&self, req: Request<Updates>) -> Rpc<Updated> {
+        let items = req.into_inner().federation_relationships;
         let results = self.write_batch(items, Write::Update).await;
         Ok(Response::new(
             admin::BatchUpdateFederationRelationshipResponse { results },
         ))
     }
 
-    async fn batch_delete_federation_relationship(
-        &self,
-        request: Request<admin::BatchDeleteFederationRelationshipRequest>,
-    ) -> Result<Response<admin::BatchDeleteFederationRelationshipResponse>, Status> {
-        let names = request.into_inner().trust_domains;
-        let span = tracing::info_span!(
-            "admin.BatchDeleteFederationRelationship",
-            count = names.len()
-        );
-        let _writes = self.refresher.lock_writes().await;
-        let mut results = Vec::with_capacity(names.len());
-        let mut deleted = false;
-        for name in names {
-            let outcome = match parse_trust_domain("trust_domain", &name) {
-                Ok(td) => {
-                    let lookup = td.clone();
-                    self.state
-                        .with_store(move |s| {
-                            let rel = s.delete_federation_relationship(&lookup)?;
-                            // Terminating a relationship drops its bundle
-                            // (SPIFFE.md §6); it may already be gone.
-                            match s.delete_bundle(&lookup) {
-                                Ok(_) | Err(StoreError::NotFound { .. }) => Ok(rel),
-                                Err(e) => Err(e),
-                            }
-                        })
-                        .await
-                        .map_err(|e| match e {
-                            StoreError::NotFound { .. } => Status::not_found(format!(
-                                "trust_domain: there is no federation relationship with {td}"
-                            )),
-                            other => store_status(other),
-                        })
-                }
-                Err(status) => Err(status),
-            };
-            let status = match outcome {
-                Ok(rel) => {
-                    deleted = true;
-                    span.in_scope(|| {
-                        tracing::info!(trust_domain = %rel.trust_domain, "federation relationship and its bundle deleted")
-                    });
-                    ok_status()
-                }
-                Err(status) => item_status(&status),
-            };
-            results.push(admin::DeleteFederationRelationshipResult {
-                status: Some(status),
-                trust_domain: name,
-            });
-        }
+    #[tracing::instrument(name = "admin.BatchDeleteFederationRelationship", skip_all, fields(
+        count = req.get_ref().trust_domains.len()))]
+    async fn batch_delete_federation_relationship(&self, req: Request<Deletes>) -> Rpc<Deleted> {
+        let names = req.into_inner().trust_domains;
+        let delete = |name: String| async move { self.delete_one(&name).await };
+        let (results, deleted) = delete_each(&self.refresher, names, delete).await;
         if deleted {
             self.state.publish(ServerEvent::BundleChanged);
             self.refresher.relationships_changed();
@@ -156,31 +109,22 @@ impl Federation for FederationApi {
         ))
     }
 
-    async fn refresh_bundle(
-        &self,
-        request: Request<admin::RefreshBundleRequest>,
-    ) -> Result<Response<admin::RefreshBundleResponse>, Status> {
-        let td = parse_trust_domain("trust_domain", &request.into_inner().trust_domain)?;
-        let span = tracing::info_span!("admin.RefreshBundle", trust_domain = %td);
-        self.get(&td).instrument(span.clone()).await?;
-        match self
-            .refresher
-            .refresh_now(&td)
-            .instrument(span.clone())
-            .await
-        {
-            Ok(outcome) => Ok(Response::new(admin::RefreshBundleResponse {
+    #[tracing::instrument(name = "admin.RefreshBundle", skip_all, fields(
+        trust_domain = %req.get_ref().trust_domain))]
+    async fn refresh_bundle(&self, req: Request<RefreshReq>) -> Rpc<RefreshBundleResponse> {
+        let td = parse_trust_domain("trust_domain", &req.into_inner().trust_domain)?;
+        self.get(&td).await?;
+        match self.refresher.refresh_now(&td).await {
+            Ok(outcome) => Ok(Response::new(RefreshBundleResponse {
                 bundle: Some(bundle_to_proto(&outcome.bundle)?),
                 changed: outcome.changed,
             })),
-            Err(RefreshError::NoRelationship(_)) => Err(Status::not_found(format!(
-                "trust_domain: there is no federation relationship with {td}"
-            ))),
+            Err(RefreshError::NoRelationship(_)) => Err(no_relationship(&td)),
             Err(RefreshError::NotRunning) => Err(Status::unavailable(
                 "the federation refresher is not running",
             )),
             Err(e) => {
-                span.in_scope(|| tracing::warn!(error = %e, "requested bundle refresh failed"));
+                tracing::warn!(error = %Chain(&e), "requested bundle refresh failed");
                 Err(Status::aborted(format!(
                     "{e}; the last good bundle stays in use"
                 )))
@@ -195,16 +139,32 @@ impl FederationApi {
     }
 
     async fn get(&self, td: &TrustDomain) -> Result<FederationRelationship, Status> {
+        let rel = self
+            .state
+            .lookup(td, |s, td| s.get_federation_relationship(td));
+        rel.await
+            .map_err(store_status)?
+            .ok_or_else(|| no_relationship(td))
+    }
+
+    /// Deletes one relationship of a batch, and the bundle it fetched.
+    async fn delete_one(&self, name: &str) -> Result<(), Status> {
+        let td = parse_trust_domain("trust_domain", name)?;
         let lookup = td.clone();
         self.state
-            .with_store(move |s| s.get_federation_relationship(&lookup))
-            .await
-            .map_err(store_status)?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "trust_domain: there is no federation relationship with {td}"
-                ))
+            .with_store(move |s| {
+                s.delete_federation_relationship(&lookup)?;
+                // Terminating a relationship drops its bundle (SPIFFE.md
+                // §6); it may already be gone.
+                match s.delete_bundle(&lookup) {
+                    Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(e),
+                }
             })
+            .await
+            .map_err(|e| store_status_or(e, || no_relationship(&td)))?;
+        tracing::info!("federation relationship and its bundle deleted");
+        Ok(())
     }
 
     /// Creates or updates each relationship of a batch (per-item results in
@@ -214,25 +174,21 @@ impl FederationApi {
         items: Vec<admin::FederationRelationship>,
         write: Write,
     ) -> Vec<admin::FederationRelationshipResult> {
-        let (name, verb) = match write {
-            Write::Create => ("admin.BatchCreateFederationRelationship", "created"),
-            Write::Update => ("admin.BatchUpdateFederationRelationship", "updated"),
+        let verb = match write {
+            Write::Create => "created",
+            Write::Update => "updated",
         };
-        let span = tracing::info_span!("admin.batch", rpc = name, count = items.len());
         let _writes = self.refresher.lock_writes().await;
         let mut results = Vec::with_capacity(items.len());
         let (mut written, mut bundles_changed) = (false, false);
         for item in items {
-            let item_span =
-                tracing::info_span!(parent: &span, "item", trust_domain = %item.trust_domain);
-            let outcome = self.write_one(&item, write).instrument(item_span).await;
+            let span = item_span(&item.trust_domain);
+            let outcome = self.write_one(&item, write).instrument(span).await;
             match outcome {
                 Ok((rel, stored_bundle)) => {
                     written = true;
                     bundles_changed |= stored_bundle;
-                    span.in_scope(|| {
-                        tracing::info!(trust_domain = %rel.trust_domain, url = %rel.bundle_endpoint_url, "federation relationship {verb}")
-                    });
+                    tracing::info!(trust_domain = %rel.trust_domain, url = %rel.bundle_endpoint_url, "federation relationship {verb}");
                     results.push(self.result(Status::ok(""), Some(&rel)).await);
                 }
                 Err(status) => results.push(admin::FederationRelationshipResult {
@@ -271,9 +227,9 @@ impl FederationApi {
                         ))))
                     }
                     (Write::Update, false) => {
-                        return Ok(Err(Status::not_found(format!(
-                        "trust_domain: there is no federation relationship with {td}; use create"
-                    ))))
+                        let status = no_relationship(td);
+                        let message = format!("{}; use create", status.message());
+                        return Ok(Err(Status::not_found(message)));
                     }
                     _ => {}
                 }
@@ -311,10 +267,9 @@ impl FederationApi {
 
     /// A stored relationship as the API shows it, with its refresh status.
     async fn to_proto(&self, rel: &FederationRelationship) -> admin::FederationRelationship {
-        let lookup = rel.trust_domain.clone();
         let sequence = self
             .state
-            .with_store(move |s| s.get_bundle(&lookup))
+            .lookup(&rel.trust_domain, |s, td| s.get_bundle(td))
             .await
             .ok()
             .flatten()
@@ -329,4 +284,10 @@ impl FederationApi {
 fn strip_bundle(mut item: admin::FederationRelationship) -> admin::FederationRelationship {
     item.trust_domain_bundle = String::new();
     item
+}
+
+fn no_relationship(td: &TrustDomain) -> Status {
+    Status::not_found(format!(
+        "trust_domain: there is no federation relationship with {td}"
+    ))
 }

@@ -13,6 +13,7 @@ use tracing::Instrument as _;
 
 use super::storing::refresh_once;
 use super::{Command, RefreshError, RefreshOutcome, RefresherHandle, RefresherSettings, Reply};
+use crate::errors::Chain;
 use crate::server::federation::web_roots::WebRoots;
 use crate::server::state::ServerState;
 use crate::spiffe::TrustDomain;
@@ -311,7 +312,7 @@ impl Refresher {
                 t.backoff = Some(backoff);
                 t.next_at = Instant::now() + backoff;
                 let next = now + backoff.as_secs().max(1) as i64;
-                let message = e.to_string();
+                let message = Chain(&e).to_string();
                 self.handle.update_status(&td, |s| {
                     s.last_error = Some(message);
                     s.consecutive_failures = s.consecutive_failures.saturating_add(1);
@@ -320,7 +321,7 @@ impl Refresher {
                 tracing::warn!(
                     trust_domain = %td,
                     url = %rel.bundle_endpoint_url,
-                    error = %e,
+                    error = %Chain(&e),
                     retry_in_secs = backoff.as_secs_f32(),
                     "federated bundle refresh failed; the last good bundle stays in use"
                 );

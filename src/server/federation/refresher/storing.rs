@@ -154,26 +154,17 @@ mod tests {
     #[test]
     fn same_authorities_never_move_the_sequence_back() {
         let stored = bundle(7, Some(300), &[b"a", b"b"]);
-        assert_eq!(
-            decide(&stored, &bundle(7, Some(300), &[b"b", b"a"])),
-            Decision::Keep
-        );
-        assert_eq!(
-            decide(&stored, &bundle(6, Some(300), &[b"a", b"b"])),
-            Decision::Keep
-        );
-        assert_eq!(
-            decide(&stored, &bundle(6, Some(60), &[b"a", b"b"])),
-            Decision::Keep
-        );
-        assert_eq!(
-            decide(&stored, &bundle(9, Some(300), &[b"a", b"b"])),
-            Decision::UpdateQuietly
-        );
-        assert_eq!(
-            decide(&stored, &bundle(7, Some(60), &[b"a", b"b"])),
-            Decision::UpdateQuietly
-        );
+        let (same, swapped): (&[&[u8]], &[&[u8]]) = (&[b"a", b"b"], &[b"b", b"a"]);
+        for (sequence, hint, roots, want) in [
+            (7, 300, swapped, Decision::Keep),
+            (6, 300, same, Decision::Keep),
+            (6, 60, same, Decision::Keep),
+            (9, 300, same, Decision::UpdateQuietly),
+            (7, 60, same, Decision::UpdateQuietly),
+        ] {
+            let got = decide(&stored, &bundle(sequence, Some(hint), roots));
+            assert_eq!(got, want, "sequence {sequence}, hint {hint}");
+        }
     }
 
     #[test]

@@ -1,0 +1,372 @@
+//! The node API called directly, over a server state in a temp dir: the
+//! calls that need no TLS peer (Attest), and beneath the mTLS ones the
+//! pieces they run once the caller is known (the Sync stream, signing).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tonic::{Code, Request, Status};
+
+use super::NodeApi;
+use crate::ca::{KeyPair, KeyType, MemoryKeyManager};
+use crate::clock::now_unix;
+use crate::node::make_csr;
+use crate::proto::node::{self, node_server::Node as _};
+use crate::registration::{RegistrationEntry, Selector};
+use crate::server::authorities::{Authorities, CaSettings};
+use crate::server::state::{ServerEvent, ServerSettings, ServerState};
+use crate::spiffe::{SpiffeId, TrustDomain};
+use crate::store::{AttestedAgent, JoinToken, SledStore};
+
+const AGENT: &str = "spiffe://example.org/herald/agent/a";
+
+struct Server {
+    _dir: tempfile::TempDir,
+    state: Arc<ServerState>,
+    api: NodeApi,
+    _shutdown: watch::Sender<bool>,
+}
+
+fn server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("store")).unwrap();
+    let keys = Arc::new(MemoryKeyManager::default());
+    let td = TrustDomain::new("example.org").unwrap();
+    let authorities = Authorities::load_or_create(
+        &store,
+        keys.as_ref(),
+        &td,
+        CaSettings::default(),
+        now_unix(),
+    )
+    .unwrap();
+    let state = ServerState::new(
+        td,
+        Arc::new(store),
+        keys,
+        authorities,
+        ServerSettings::default(),
+    );
+    let (shutdown, stop) = watch::channel(false);
+    Server {
+        _dir: dir,
+        api: NodeApi::new(state.clone(), stop),
+        state,
+        _shutdown: shutdown,
+    }
+}
+
+fn csr() -> Vec<u8> {
+    make_csr(&KeyPair::generate(KeyType::EcP256).unwrap()).unwrap()
+}
+
+fn id(s: &str) -> SpiffeId {
+    SpiffeId::parse(s).unwrap()
+}
+
+fn entry(n: usize, parent: &str) -> RegistrationEntry {
+    RegistrationEntry {
+        id: format!("entry-{n:05}"),
+        ..RegistrationEntry::new(
+            id(&format!("spiffe://example.org/w/{n}")),
+            id(parent),
+            vec![Selector::parse(&format!("unix:uid:{n}")).unwrap()],
+        )
+    }
+}
+
+impl Server {
+    fn token(&self, token: &str, expires_at: i64, agent_id: Option<&str>) {
+        self.state
+            .store
+            .create_join_token(JoinToken {
+                token: token.into(),
+                expires_at,
+                agent_id: agent_id.map(id),
+            })
+            .unwrap();
+    }
+
+    async fn attest(&self, token: &str, csr: Vec<u8>) -> Result<node::AttestResponse, Status> {
+        let request = Request::new(node::AttestRequest {
+            join_token: token.into(),
+            csr,
+        });
+        self.api.attest(request).await.map(|r| r.into_inner())
+    }
+}
+
+#[tokio::test]
+async fn attest_with_a_valid_token_records_the_agent() {
+    let s = server();
+    s.token("tok-1", now_unix() + 600, None);
+    let response = s.attest("tok-1", csr()).await.unwrap();
+    let agent_id = "spiffe://example.org/herald/agent/join_token/tok-1";
+    assert_eq!(response.spiffe_id, agent_id);
+    assert!(!response.svid_chain.is_empty());
+    let leaf = crate::ca::x509::cert_facts(&response.svid_chain[0]).unwrap();
+    let agent = s.state.store.get_agent(&id(agent_id)).unwrap().unwrap();
+    assert_eq!(
+        agent.serial, leaf.serial,
+        "the record names the SVID issued"
+    );
+    assert_eq!(agent.attestation_type, "join_token");
+    let bundle = response.bundle.unwrap();
+    assert_eq!(
+        bundle.x509_authorities,
+        s.state.authorities().bundle().x509_authorities
+    );
+}
+
+#[tokio::test]
+async fn a_token_naming_an_agent_id_gives_that_id() {
+    let s = server();
+    s.token("tok-2", now_unix() + 600, Some(AGENT));
+    let response = s.attest("tok-2", csr()).await.unwrap();
+    assert_eq!(response.spiffe_id, AGENT);
+}
+
+#[tokio::test]
+async fn a_token_is_spent_once() {
+    let s = server();
+    s.token("tok-3", now_unix() + 600, None);
+    s.attest("tok-3", csr()).await.unwrap();
+    let again = s.attest("tok-3", csr()).await.unwrap_err();
+    assert_eq!(again.code(), Code::PermissionDenied);
+    assert!(again.message().contains("already used"), "{again:?}");
+}
+
+#[tokio::test]
+async fn an_expired_or_unknown_token_is_refused() {
+    let s = server();
+    s.token("tok-4", now_unix() - 1, None);
+    let expired = s.attest("tok-4", csr()).await.unwrap_err();
+    assert_eq!(expired.code(), Code::PermissionDenied);
+    assert!(expired.message().contains("expired"), "{expired:?}");
+    let unknown = s.attest("nope", csr()).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::PermissionDenied);
+    let empty = s.attest("", csr()).await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_bad_csr_does_not_burn_the_token() {
+    let s = server();
+    s.token("tok-5", now_unix() + 600, None);
+    let bad = s.attest("tok-5", b"not a csr".to_vec()).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().starts_with("csr: "), "{bad:?}");
+    s.attest("tok-5", csr()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_banned_agent_cannot_attest_again() {
+    let s = server();
+    s.token("tok-6", now_unix() + 600, Some(AGENT));
+    s.attest("tok-6", csr()).await.unwrap();
+    let agent = s
+        .state
+        .store
+        .update_agent(&id(AGENT), &mut |a| {
+            Ok(AttestedAgent {
+                banned: true,
+                ..a.clone()
+            })
+        })
+        .unwrap();
+    s.token("tok-7", now_unix() + 600, Some(AGENT));
+    let refused = s.attest("tok-7", csr()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(refused.message().contains("banned"), "{refused:?}");
+    // The check happens before the agent's attestation is recorded.
+    let err = s.api.attested(id(AGENT), &agent.serial).await.unwrap_err();
+    assert!(err.message().contains("banned"), "{err:?}");
+}
+
+#[tokio::test]
+async fn calls_without_a_client_certificate_are_unauthenticated() {
+    let s = server();
+    let request = Request::new(node::RenewAgentRequest { csr: csr() });
+    let err = s.api.renew_agent(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+}
+
+type Rx = mpsc::Receiver<Result<node::SyncUpdate, Status>>;
+
+async fn next(rx: &mut Rx) -> node::SyncUpdate {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a sync message in time")
+        .expect("the stream is open")
+        .expect("not an error")
+}
+
+fn ids(update: &node::SyncUpdate) -> Vec<String> {
+    update.upserted.iter().map(|e| e.id.clone()).collect()
+}
+
+#[tokio::test]
+async fn the_snapshot_holds_exactly_the_authorized_entries() {
+    let s = server();
+    let store = &s.state.store;
+    store.create_entry(entry(1, AGENT)).unwrap();
+    // Nested under entry 1's SPIFFE ID: authorized too.
+    store
+        .create_entry(entry(2, "spiffe://example.org/w/1"))
+        .unwrap();
+    store
+        .create_entry(entry(3, "spiffe://example.org/herald/agent/b"))
+        .unwrap();
+    let mut expired = entry(4, AGENT);
+    expired.expires_at = Some(now_unix() - 10);
+    store.create_entry(expired).unwrap();
+
+    let mut rx = s.api.open_sync(id(AGENT)).await.unwrap();
+    let snapshot = next(&mut rx).await;
+    assert!(snapshot.snapshot && snapshot.complete);
+    assert_eq!(ids(&snapshot), ["entry-00001", "entry-00002"]);
+    assert!(snapshot.removed.is_empty());
+    assert_eq!(
+        snapshot.bundle.unwrap().sequence,
+        s.state.authorities().bundle().sequence
+    );
+    assert!(snapshot.federated_bundles_changed);
+}
+
+#[tokio::test]
+async fn created_and_deleted_entries_arrive_as_a_diff() {
+    let s = server();
+    let store = &s.state.store;
+    store.create_entry(entry(1, AGENT)).unwrap();
+    let mut rx = s.api.open_sync(id(AGENT)).await.unwrap();
+    assert_eq!(ids(&next(&mut rx).await), ["entry-00001"]);
+
+    store.create_entry(entry(2, AGENT)).unwrap();
+    // Not this agent's: must not show up.
+    store
+        .create_entry(entry(3, "spiffe://example.org/herald/agent/b"))
+        .unwrap();
+    s.state.publish(ServerEvent::EntriesChanged);
+    let created = next(&mut rx).await;
+    assert!(!created.snapshot);
+    assert_eq!(ids(&created), ["entry-00002"], "only what changed");
+    assert!(created.removed.is_empty());
+    assert!(created.bundle.is_none());
+
+    store.delete_entries(&["entry-00001".to_string()]).unwrap();
+    s.state.publish(ServerEvent::EntriesChanged);
+    let deleted = next(&mut rx).await;
+    assert!(deleted.upserted.is_empty());
+    assert_eq!(deleted.removed, ["entry-00001"]);
+    let cached = s.state.authorized_for(&id(AGENT)).unwrap();
+    assert_eq!(cached.keys().collect::<Vec<_>>(), ["entry-00002"]);
+}
+
+#[tokio::test]
+async fn revoking_the_agent_ends_its_stream() {
+    let s = server();
+    let mut rx = s.api.open_sync(id(AGENT)).await.unwrap();
+    next(&mut rx).await;
+    s.state
+        .publish(ServerEvent::AgentRevoked(id("spiffe://example.org/other")));
+    s.state.publish(ServerEvent::AgentRevoked(id(AGENT)));
+    let end = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(end.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn a_large_snapshot_comes_in_chunks() {
+    let s = server();
+    let entries: Vec<_> = (0..2500).map(|n| entry(n, AGENT)).collect();
+    for result in s.state.store.create_entries(entries).unwrap() {
+        result.unwrap();
+    }
+    let mut rx = s.api.open_sync(id(AGENT)).await.unwrap();
+    let chunks = [
+        next(&mut rx).await,
+        next(&mut rx).await,
+        next(&mut rx).await,
+    ];
+    let sizes: Vec<_> = chunks.iter().map(|c| c.upserted.len()).collect();
+    assert_eq!(sizes, [1000, 1000, 500]);
+    assert!(chunks.iter().all(|c| c.snapshot));
+    let complete: Vec<_> = chunks.iter().map(|c| c.complete).collect();
+    assert_eq!(complete, [false, false, true]);
+    assert!(chunks[0].bundle.is_some());
+    assert!(chunks[1..].iter().all(|c| c.bundle.is_none()));
+    let mut all: Vec<_> = chunks.iter().flat_map(ids).collect();
+    all.dedup();
+    assert_eq!(all.len(), 2500);
+}
+
+#[tokio::test]
+async fn the_signing_rpcs_sign_only_authorized_entries() {
+    let s = server();
+    s.state.store.create_entry(entry(1, AGENT)).unwrap();
+    let params = vec![
+        node::NewX509svidParams {
+            entry_id: "entry-00001".into(),
+            csr: csr(),
+        },
+        node::NewX509svidParams {
+            entry_id: "entry-99999".into(),
+            csr: csr(),
+        },
+        node::NewX509svidParams {
+            entry_id: "entry-00001".into(),
+            csr: b"junk".to_vec(),
+        },
+    ];
+    let response = s.api.sign_x509_batch(&id(AGENT), params).await.unwrap();
+    let codes: Vec<_> = response.results.iter().map(|r| r.code).collect();
+    assert_eq!(
+        codes,
+        [
+            Code::Ok as i32,
+            Code::PermissionDenied as i32,
+            Code::InvalidArgument as i32
+        ]
+    );
+    let leaf = crate::ca::x509::cert_facts(&response.results[0].cert_chain[0]).unwrap();
+    let issued = s.state.store.get_issuance(&leaf.serial).unwrap().unwrap();
+    assert_eq!(issued.entry_id.as_deref(), Some("entry-00001"));
+    assert_eq!(issued.agent_id, Some(id(AGENT)));
+
+    let jwt = node::NewJwtsvidRequest {
+        entry_id: "entry-99999".into(),
+        audience: vec!["db".into()],
+    };
+    let refused = s.api.sign_jwt(&id(AGENT), jwt).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+}
+
+#[test]
+fn a_large_change_is_split_and_keeps_its_other_parts_in_the_first_message() {
+    let upserted: Vec<_> = (0..2001)
+        .map(|n| crate::node::wire::entry_to_wire(&entry(n, AGENT)))
+        .collect();
+    let update = node::SyncUpdate {
+        upserted,
+        removed: vec!["gone".into()],
+        federated_bundles_changed: true,
+        ..Default::default()
+    };
+    let parts = super::sync::split_update(update);
+    let sizes: Vec<_> = parts.iter().map(|p| p.upserted.len()).collect();
+    assert_eq!(sizes, [1000, 1000, 1]);
+    assert_eq!(parts[0].removed, ["gone"]);
+    assert!(parts[0].federated_bundles_changed);
+    assert!(parts[1..]
+        .iter()
+        .all(|p| p.removed.is_empty() && !p.federated_bundles_changed && !p.snapshot));
+    let small = node::SyncUpdate {
+        removed: vec!["x".into()],
+        ..Default::default()
+    };
+    assert_eq!(super::sync::split_update(small.clone()), [small]);
+}
