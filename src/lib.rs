@@ -45,6 +45,7 @@ pub mod fuzzing;
 pub mod node;
 pub mod proto;
 pub mod registration;
+pub mod runtime_dir;
 pub mod server;
 pub mod shutdown;
 pub mod spiffe;

@@ -16,8 +16,7 @@ struct RawAgent {
     trust_domain: String,
     server_address: String,
     data_dir: PathBuf,
-    #[serde(default = "default_workload_socket")]
-    socket_path: PathBuf,
+    socket_path: Option<PathBuf>,
     trust_bundle_path: Option<PathBuf>,
     #[serde(default)]
     insecure_bootstrap: bool,
@@ -37,12 +36,7 @@ fn default_jwt_leeway() -> String {
     "30s".into()
 }
 
-fn default_workload_socket() -> PathBuf {
-    PathBuf::from(DEFAULT_WORKLOAD_SOCKET)
-}
 
-/// The default Workload API socket of an agent.
-pub const DEFAULT_WORKLOAD_SOCKET: &str = "/tmp/herald-agent/public/api.sock";
 
 /// How the agent first trusts its server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +113,9 @@ impl AgentConfig {
             trust_domain: c.trust_domain("trust_domain", &raw.trust_domain)?,
             server_address: c.address("server_address", &raw.server_address)?,
             data_dir: raw.data_dir,
-            socket_path: raw.socket_path,
+            socket_path: raw
+                .socket_path
+                .unwrap_or_else(|| crate::runtime_dir::default_workload_socket(&raw.data_dir)),
             bootstrap,
             join_token: raw.join_token,
             jwt_svid_leeway,

@@ -19,8 +19,8 @@ mod check;
 pub mod federation;
 pub mod server;
 
-pub use agent::{AgentConfig, Bootstrap, DEFAULT_WORKLOAD_SOCKET};
-pub use server::{ServerConfig, UpstreamConfig, DEFAULT_ADMIN_SOCKET};
+pub use agent::{AgentConfig, Bootstrap};
+pub use server::{ServerConfig, UpstreamConfig};
 
 /// Why a configuration file was refused. Always names the file, and the key
 /// where there is one.

@@ -95,8 +95,6 @@ fn default_jwt_ttl() -> String {
     "5m".into()
 }
 
-/// The default admin socket of a server.
-pub const DEFAULT_ADMIN_SOCKET: &str = "/tmp/herald-server/admin.sock";
 
 /// A validated server configuration.
 #[derive(Debug, Clone)]
@@ -226,7 +224,7 @@ impl ServerConfig {
             bind_address: c.address("bind_address", &raw.bind_address)?,
             admin_socket: raw
                 .admin_socket
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_SOCKET)),
+                .unwrap_or_else(|| crate::runtime_dir::default_admin_socket(&raw.data_dir)),
             data_dir: raw.data_dir,
             ca_key_type,
             ca_ttl,

@@ -12,7 +12,12 @@ fn minimal_server_config_takes_defaults() {
     assert_eq!(c.ca_ttl, 86_400);
     assert_eq!(c.default_x509_svid_ttl, 3600);
     assert_eq!(c.default_jwt_svid_ttl, 300);
-    assert_eq!(c.admin_socket, PathBuf::from(DEFAULT_ADMIN_SOCKET));
+    // Root's default lives under /run/herald, never in a world-writable /tmp.
+    assert_eq!(
+        c.admin_socket,
+        crate::runtime_dir::default_admin_socket(Path::new("/tmp/x"))
+    );
+    assert!(!c.admin_socket.starts_with("/tmp/herald-server"));
 }
 
 #[test]
