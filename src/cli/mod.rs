@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use error::CliError;
+
 mod admin_client;
 mod agent_run;
 mod agents;
@@ -18,9 +20,12 @@ mod check;
 mod data_dir;
 mod dev;
 mod entry;
+mod error;
 mod federated_bundle;
 mod federation;
 mod jwt;
+mod mint;
+mod print;
 mod runtime;
 mod server;
 mod token;
@@ -80,36 +85,6 @@ enum Command {
     /// A Workload API client, for operators debugging a node.
     #[command(subcommand)]
     Api(api::ApiCmd),
-}
-
-/// A command's failure: what to print and which exit code to use.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// The user's input is wrong (exit code 2).
-    #[error("{0}")]
-    BadInput(String),
-    /// Doing the work failed (exit code 1).
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl CliError {
-    /// Bad input, described by `e` and every cause under it.
-    pub(crate) fn bad_input(e: &dyn std::error::Error) -> Self {
-        CliError::BadInput(crate::errors::chain(e))
-    }
-
-    /// A failure, described by `e` and every cause under it.
-    pub(crate) fn failed(e: &dyn std::error::Error) -> Self {
-        CliError::Failed(crate::errors::chain(e))
-    }
-
-    fn exit_code(&self) -> ExitCode {
-        match self {
-            CliError::BadInput(_) => ExitCode::from(2),
-            CliError::Failed(_) => ExitCode::from(1),
-        }
-    }
 }
 
 /// Output formats shared by every command that prints records.
@@ -178,5 +153,5 @@ fn run(cli: Cli) -> Result<(), CliError> {
 /// Parses a duration flag, naming the flag in the error.
 pub(crate) fn duration_flag(flag: &str, value: &str) -> Result<i64, CliError> {
     crate::duration::parse_duration_secs(value)
-        .map_err(|e| CliError::BadInput(format!("--{flag}: {e}")))
+        .map_err(|e| CliError::bad_input_in(format_args!("--{flag}"), &e))
 }
