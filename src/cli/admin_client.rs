@@ -136,23 +136,6 @@ impl AdminClient {
     }
 }
 
-/// Follows a paged list to its end: `fetch` gets the page at a token and
-/// returns its items and the next token (empty at the end).
-pub(super) fn collect_pages<T>(
-    mut fetch: impl FnMut(String) -> Result<(Vec<T>, String), CliError>,
-) -> Result<Vec<T>, CliError> {
-    let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
-        let (items, next) = fetch(token)?;
-        all.extend(items);
-        if next.is_empty() {
-            return Ok(all);
-        }
-        token = next;
-    }
-}
-
 /// What a refused call means for the exit code: the server judged the
 /// input (exit 2), or something failed (exit 1).
 pub(super) fn status_error(status: tonic::Status) -> CliError {

@@ -4,9 +4,10 @@
 
 use clap::{Args, Subcommand};
 
-use super::admin_client::{collect_pages, AdminArgs};
+use super::admin_client::AdminArgs;
+use super::paging::list_command;
 use super::print::{
-    format_time, print_list, print_outcome, print_record, selector_fields, Listed, Record, Shown,
+    format_time, print_outcome, print_record, selector_fields, Columns, Listed, Record, Shown,
 };
 use super::{agent_run, CliError};
 use crate::proto::admin;
@@ -40,24 +41,11 @@ pub(super) struct IdArgs {
 pub(super) fn run(cmd: AgentCmd) -> Result<(), CliError> {
     match cmd {
         AgentCmd::Run(agent_run::RunCmd::Run { config }) => agent_run::run(&config, None),
-        AgentCmd::List(args) => list(args),
+        AgentCmd::List(args) => list_command::<admin::ListAgentsRequest>(&args),
         AgentCmd::Show(args) => show(args),
         AgentCmd::Evict(args) => revoke(args, false),
         AgentCmd::Ban(args) => revoke(args, true),
     }
-}
-
-fn list(args: AdminArgs) -> Result<(), CliError> {
-    let client = args.connect()?;
-    let agents = collect_pages(|page_token| {
-        let req = admin::ListAgentsRequest {
-            page_size: 0,
-            page_token,
-        };
-        let page = client.call(client.agents().list_agents(req))?;
-        Ok((page.agents, page.next_page_token))
-    })?;
-    print_list(args.output, &agents)
 }
 
 fn show(args: IdArgs) -> Result<(), CliError> {
@@ -123,23 +111,16 @@ impl Shown for admin::Agent {
 }
 
 impl Listed for admin::Agent {
-    const KEY: &'static str = "agents";
-    const HEADER: &'static [&'static str] = &[
-        "SPIFFE ID",
-        "ATTESTATION",
-        "SVID SERIAL",
-        "SVID EXPIRES",
-        "BANNED",
-    ];
-    const NOUN: &'static str = "agents";
+    const NAMES: (&'static str, &'static str) = ("agents", "agents");
 
-    fn row(&self) -> Result<Vec<String>, CliError> {
-        Ok(vec![
-            self.id.clone(),
-            self.attestation_type.clone(),
-            self.x509svid_serial_number.clone(),
-            format_time(self.x509svid_expires_at),
-            if self.banned { "yes" } else { "no" }.to_string(),
-        ])
+    fn columns(&self) -> Columns {
+        let banned = if self.banned { "yes" } else { "no" };
+        vec![
+            ("SPIFFE ID", self.id.clone()),
+            ("ATTESTATION", self.attestation_type.clone()),
+            ("SVID SERIAL", self.x509svid_serial_number.clone()),
+            ("SVID EXPIRES", format_time(self.x509svid_expires_at)),
+            ("BANNED", banned.to_string()),
+        ]
     }
 }

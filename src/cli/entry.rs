@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::admin_client::{collect_pages, failure, secs_i32, AdminArgs};
+use super::admin_client::{failure, secs_i32, AdminArgs};
+use super::paging::collect_pages;
 use super::print::{print_list, print_record};
 use super::{CliError, Output};
 use crate::proto::admin;

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::admin_client::{collect_pages, single, AdminArgs, AdminClient, SocketArgs};
-use super::print::{print_list, Listed, Record};
+use super::admin_client::{single, AdminArgs, AdminClient, SocketArgs};
+use super::paging::list_command;
+use super::print::{Columns, Listed, Record};
 use super::CliError;
 use crate::ca::keys::{der_to_pem, pem_blocks};
 use crate::proto::admin;
@@ -65,7 +66,7 @@ pub(super) struct DeleteArgs {
 
 pub(super) fn run(cmd: FederatedBundleCmd) -> Result<(), CliError> {
     match cmd {
-        FederatedBundleCmd::List(args) => list(args),
+        FederatedBundleCmd::List(args) => list_command::<admin::ListFederatedBundlesRequest>(&args),
         FederatedBundleCmd::Set(args) => set(args),
         FederatedBundleCmd::Delete(args) => delete(args),
     }
@@ -96,19 +97,6 @@ pub(super) fn decode(reply: &admin::Bundle) -> Result<Bundle, CliError> {
     let td = TrustDomain::new(&reply.trust_domain).map_err(|e| CliError::failed_in(bad, &e))?;
     Bundle::from_spiffe_json(td, reply.spiffe_json.as_bytes())
         .map_err(|e| CliError::failed_in(bad, &e))
-}
-
-fn list(args: AdminArgs) -> Result<(), CliError> {
-    let client = args.connect()?;
-    let all = collect_pages(|page_token| {
-        let req = admin::ListFederatedBundlesRequest {
-            page_size: 0,
-            page_token,
-        };
-        let page = client.call(client.federated_bundles().list_federated_bundles(req))?;
-        Ok((page.bundles, page.next_page_token))
-    })?;
-    print_list(args.output, &all)
 }
 
 fn set(args: SetArgs) -> Result<(), CliError> {
@@ -191,27 +179,27 @@ impl Record for admin::Bundle {
 }
 
 impl Listed for admin::Bundle {
-    const KEY: &'static str = "bundles";
-    const HEADER: &'static [&'static str] = &[
-        "TRUST DOMAIN",
-        "SEQUENCE",
-        "X509 AUTHORITIES",
-        "JWT AUTHORITIES",
-        "REFRESH HINT",
-    ];
-    const NOUN: &'static str = "federated bundles";
+    const NAMES: (&'static str, &'static str) = ("bundles", "federated bundles");
 
-    fn row(&self) -> Result<Vec<String>, CliError> {
-        let bundle = decode(self)?;
-        Ok(vec![
-            self.trust_domain.clone(),
-            self.sequence_number.to_string(),
-            bundle.x509_authorities.len().to_string(),
-            bundle.jwt_authorities.len().to_string(),
-            bundle
-                .refresh_hint
-                .map(|h| format!("{h}s"))
-                .unwrap_or_else(|| "-".into()),
-        ])
+    fn columns(&self) -> Columns {
+        // Listed bundles are `usable`, so this decodes; a default one (asked
+        // only for the titles) does not, and counts nothing.
+        let bundle = decode(self).ok();
+        let count = |n: fn(&Bundle) -> usize| bundle.as_ref().map_or(0, n).to_string();
+        let hint = bundle.as_ref().and_then(|b| b.refresh_hint);
+        vec![
+            ("TRUST DOMAIN", self.trust_domain.clone()),
+            ("SEQUENCE", self.sequence_number.to_string()),
+            ("X509 AUTHORITIES", count(|b| b.x509_authorities.len())),
+            ("JWT AUTHORITIES", count(|b| b.jwt_authorities.len())),
+            (
+                "REFRESH HINT",
+                hint.map_or_else(|| "-".into(), |h| format!("{h}s")),
+            ),
+        ]
+    }
+
+    fn usable(&self) -> Result<(), CliError> {
+        decode(self).map(drop)
     }
 }

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::admin_client::{collect_pages, single, AdminArgs};
-use super::print::{format_time, print_list, print_outcome, print_record, Listed, Record, Shown};
+use super::admin_client::{single, AdminArgs};
+use super::paging::list_command;
+use super::print::{format_time, print_outcome, print_record, Columns, Listed, Record, Shown};
 use super::CliError;
 use crate::proto::admin;
 use crate::proto::admin::federation_relationship::BundleEndpointProfile as Profile;
@@ -78,7 +79,9 @@ pub(super) struct TrustDomainArgs {
 pub(super) fn run(cmd: FederationCmd) -> Result<(), CliError> {
     match cmd {
         FederationCmd::Create(args) => create_or_update(args, true),
-        FederationCmd::List(args) => list(args),
+        FederationCmd::List(args) => {
+            list_command::<admin::ListFederationRelationshipsRequest>(&args)
+        }
         FederationCmd::Show(args) => show(args),
         FederationCmd::Update(args) => create_or_update(args, false),
         FederationCmd::Delete(args) => delete(args),
@@ -151,19 +154,6 @@ fn create_or_update(args: RelationshipArgs, create: bool) -> Result<(), CliError
         println!("{done} federation relationship with {}", rel.trust_domain);
     }
     print_record(args.admin.output, &rel)
-}
-
-fn list(args: AdminArgs) -> Result<(), CliError> {
-    let client = args.connect()?;
-    let all = collect_pages(|page_token| {
-        let req = admin::ListFederationRelationshipsRequest {
-            page_size: 0,
-            page_token,
-        };
-        let page = client.call(client.federation().list_federation_relationships(req))?;
-        Ok((page.federation_relationships, page.next_page_token))
-    })?;
-    print_list(args.output, &all)
 }
 
 fn show(args: TrustDomainArgs) -> Result<(), CliError> {
@@ -304,27 +294,19 @@ impl Shown for admin::FederationRelationship {
 }
 
 impl Listed for admin::FederationRelationship {
-    const KEY: &'static str = "federation_relationships";
-    const HEADER: &'static [&'static str] = &[
-        "TRUST DOMAIN",
-        "PROFILE",
-        "BUNDLE ENDPOINT URL",
-        "ENDPOINT SPIFFE ID",
-        "SEQUENCE",
-        "LAST REFRESH",
-    ];
-    const NOUN: &'static str = "federation relationships";
+    const NAMES: (&'static str, &'static str) =
+        ("federation_relationships", "federation relationships");
 
-    fn row(&self) -> Result<Vec<String>, CliError> {
+    fn columns(&self) -> Columns {
         let (profile, id) = profile_text(self);
         let status = self.refresh_status.clone().unwrap_or_default();
-        Ok(vec![
-            self.trust_domain.clone(),
-            profile.to_string(),
-            self.bundle_endpoint_url.clone(),
-            id,
-            status.bundle_sequence.to_string(),
-            refresh_summary(&status),
-        ])
+        vec![
+            ("TRUST DOMAIN", self.trust_domain.clone()),
+            ("PROFILE", profile.to_string()),
+            ("BUNDLE ENDPOINT URL", self.bundle_endpoint_url.clone()),
+            ("ENDPOINT SPIFFE ID", id),
+            ("SEQUENCE", status.bundle_sequence.to_string()),
+            ("LAST REFRESH", refresh_summary(&status)),
+        ]
     }
 }

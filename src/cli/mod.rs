@@ -25,6 +25,7 @@ mod federated_bundle;
 mod federation;
 mod jwt;
 mod mint;
+mod paging;
 mod print;
 mod runtime;
 mod server;

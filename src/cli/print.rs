@@ -19,16 +19,22 @@ pub(super) trait Shown: Record {
     fn fields(&self) -> Vec<(&'static str, String)>;
 }
 
+/// A record's row in a table: each column's title and cell.
+pub(super) type Columns = Vec<(&'static str, String)>;
+
 /// A record that `list` prints as one row of a table.
-pub(super) trait Listed: Record {
-    /// The key of the JSON array: `{"<KEY>": [...]}`.
-    const KEY: &'static str;
-    /// The table's column titles.
-    const HEADER: &'static [&'static str];
-    /// What the count line under the table counts ("3 agents").
-    const NOUN: &'static str;
-    /// The record's cells, in `HEADER` order.
-    fn row(&self) -> Result<Vec<String>, CliError>;
+pub(super) trait Listed: Record + Default {
+    /// The key of the JSON array, `{"<key>": [...]}`, and what the count
+    /// line under the table counts ("3 agents").
+    const NAMES: (&'static str, &'static str);
+    /// The record's row. The titles must not depend on the record: those
+    /// of a default record head the table.
+    fn columns(&self) -> Columns;
+    /// Fails when the record cannot be shown as a row at all (a bundle
+    /// that does not decode).
+    fn usable(&self) -> Result<(), CliError> {
+        Ok(())
+    }
 }
 
 /// Prints one record in `output`'s format.
@@ -45,14 +51,21 @@ pub(super) fn print_list<T: Listed>(output: Output, records: &[T]) -> Result<(),
     match output {
         Output::Json => {
             let docs = records.iter().map(T::json).collect::<Result<Vec<_>, _>>()?;
+            let (key, _) = T::NAMES;
             let mut doc = Map::new();
-            doc.insert(T::KEY.into(), docs.into());
+            doc.insert(key.into(), docs.into());
             println!("{}", Value::Object(doc));
         }
         Output::Table => {
-            let rows = records.iter().map(T::row).collect::<Result<Vec<_>, _>>()?;
-            print_table(T::HEADER, &rows);
-            println!("{} {}", records.len(), T::NOUN);
+            let (_, noun) = T::NAMES;
+            let titles: Vec<&str> = T::default().columns().into_iter().map(|(t, _)| t).collect();
+            let mut rows = Vec::with_capacity(records.len());
+            for record in records {
+                record.usable()?;
+                rows.push(record.columns().into_iter().map(|(_, cell)| cell).collect());
+            }
+            print_table(&titles, &rows);
+            println!("{} {noun}", records.len());
         }
     }
     Ok(())

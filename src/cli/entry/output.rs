@@ -2,7 +2,9 @@
 
 use super::json;
 use crate::cli::admin_client::{failure, is_bad_input};
-use crate::cli::print::{format_time, print_fields, selector_fields, Listed, Record, Shown};
+use crate::cli::print::{
+    format_time, print_fields, selector_fields, Columns, Listed, Record, Shown,
+};
 use crate::cli::{CliError, Output};
 use crate::proto::admin;
 
@@ -140,16 +142,14 @@ impl Shown for admin::Entry {
 }
 
 impl Listed for admin::Entry {
-    const KEY: &'static str = "entries";
-    const HEADER: &'static [&'static str] = &["ENTRY ID", "SPIFFE ID", "PARENT ID", "SELECTORS"];
-    const NOUN: &'static str = "entries";
+    const NAMES: (&'static str, &'static str) = ("entries", "entries");
 
-    fn row(&self) -> Result<Vec<String>, CliError> {
-        Ok(vec![
-            self.id.clone(),
-            self.spiffe_id.clone(),
-            self.parent_id.clone(),
-            selectors_text(&self.selectors),
-        ])
+    fn columns(&self) -> Columns {
+        vec![
+            ("ENTRY ID", self.id.clone()),
+            ("SPIFFE ID", self.spiffe_id.clone()),
+            ("PARENT ID", self.parent_id.clone()),
+            ("SELECTORS", selectors_text(&self.selectors)),
+        ]
     }
 }
