@@ -5,9 +5,9 @@
 use clap::{Args, Subcommand};
 
 use super::admin_client::AdminClient;
-use super::mint::{server_ttl, SignedBy, Signer};
+use super::mint::{server_ttl, MintFlags, SignedBy};
 use super::print::print_outcome;
-use super::{duration_flag, CliError, Output};
+use super::CliError;
 use crate::clock::now_unix;
 use crate::proto::admin;
 use crate::server::authorities::CaSettings;
@@ -23,30 +23,20 @@ pub(super) enum JwtCmd {
 #[derive(Debug, Args)]
 pub(super) struct MintArgs {
     #[command(flatten)]
-    signer: Signer,
+    mint: MintFlags,
     /// Audience to put in `aud`; repeat for several.
     #[arg(long = "audience", required = true)]
     audiences: Vec<String>,
-    /// Lifetime of the token (capped at the key's); by default the server's
-    /// default, or 5m with --data-dir.
-    #[arg(long)]
-    ttl: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    output: Output,
 }
 
 pub(super) fn run(cmd: JwtCmd) -> Result<(), CliError> {
     let JwtCmd::Mint(args) = cmd;
-    let id = args.signer.spiffe_id()?;
+    let id = args.mint.spiffe_id()?;
     if args.audiences.iter().any(|a| a.is_empty()) {
         return Err(CliError::BadInput("--audience: must not be empty".into()));
     }
-    let ttl = match &args.ttl {
-        Some(v) => Some(duration_flag("ttl", v)?),
-        None => None,
-    };
-    let (token, expires_at) = match args.signer.open(&id, CaSettings::default())? {
+    let ttl = args.mint.ttl()?;
+    let (token, expires_at) = match args.mint.open(&id, CaSettings::default())? {
         SignedBy::DataDir(local) => {
             let authorities = &local.authorities;
             let ttl = ttl.unwrap_or(300);
@@ -72,7 +62,7 @@ pub(super) fn run(cmd: JwtCmd) -> Result<(), CliError> {
         }
     };
     print_outcome(
-        args.output,
+        args.mint.output,
         || serde_json::json!({ "spiffe_id": id.as_str(), "token": token, "expires_at": expires_at }),
         || token.clone(),
     );

@@ -9,14 +9,15 @@ use clap::Args;
 
 use super::admin_client::SocketArgs;
 use super::data_dir::DataDir;
-use super::CliError;
+use super::{duration_flag, CliError, Output};
 use crate::ca::keys::der_to_pem;
 use crate::server::authorities::{Authorities, CaSettings};
 use crate::spiffe::SpiffeId;
 
-/// The flags naming the signer and the subject of a minted SVID.
+/// The flags of every mint command: who signs, for which SPIFFE ID, for
+/// how long, and how to print the outcome.
 #[derive(Debug, Args)]
-pub(super) struct Signer {
+pub(super) struct MintFlags {
     /// Server data directory whose keys sign (created if new), instead of
     /// asking the server.
     #[arg(long)]
@@ -26,6 +27,14 @@ pub(super) struct Signer {
     /// The SPIFFE ID the SVID is for, e.g. spiffe://example.org/web.
     #[arg(long)]
     spiffe_id: String,
+    /// Lifetime of the SVID (capped at its signer's); by default the
+    /// server's default, or with --data-dir 1h for an X509-SVID and 5m for
+    /// a JWT-SVID.
+    #[arg(long)]
+    ttl: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub(super) output: Output,
 }
 
 /// A server data directory, opened, and its authorities for the SVID's
@@ -44,10 +53,18 @@ pub(super) enum SignedBy<'a> {
     Server(&'a Path),
 }
 
-impl Signer {
+impl MintFlags {
     /// The `--spiffe-id` flag, parsed.
     pub(super) fn spiffe_id(&self) -> Result<SpiffeId, CliError> {
         SpiffeId::parse(&self.spiffe_id).map_err(|e| CliError::bad_input_in("--spiffe-id", &e))
+    }
+
+    /// The `--ttl` flag in seconds, when given.
+    pub(super) fn ttl(&self) -> Result<Option<i64>, CliError> {
+        self.ttl
+            .as_deref()
+            .map(|v| duration_flag("ttl", v))
+            .transpose()
     }
 
     /// Opens the data directory, or names the server's socket. `ca` says

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::admin_client::AdminClient;
-use super::mint::{pem_certs, server_ttl, LocalKeys, SignedBy, Signer, SvidPem};
+use super::mint::{pem_certs, server_ttl, LocalKeys, MintFlags, SignedBy, SvidPem};
 use super::{duration_flag, CliError, Output};
 use crate::ca::{KeyPair, KeyType};
 use crate::clock::now_unix;
@@ -29,11 +29,7 @@ pub(super) enum X509Cmd {
 #[derive(Debug, Args)]
 pub(super) struct MintArgs {
     #[command(flatten)]
-    signer: Signer,
-    /// Lifetime of the SVID (capped at the CA's); by default the server's
-    /// default, or 1h with --data-dir.
-    #[arg(long)]
-    ttl: Option<String>,
+    mint: MintFlags,
     /// DNS SAN to add; repeat for several. The first is also the subject CN.
     #[arg(long = "dns-name")]
     dns_names: Vec<String>,
@@ -50,29 +46,20 @@ pub(super) struct MintArgs {
     /// directory instead of printing them.
     #[arg(long)]
     write: Option<PathBuf>,
-    /// Output format of the summary.
-    #[arg(long, value_enum, default_value_t)]
-    output: Output,
 }
 
 pub(super) fn run(cmd: X509Cmd) -> Result<(), CliError> {
     let X509Cmd::Mint(args) = cmd;
-    let id = args.signer.spiffe_id()?;
+    let id = args.mint.spiffe_id()?;
     if id.is_trust_domain_id() {
         return Err(CliError::BadInput(format!(
             "--spiffe-id: {id} has no path; an X509-SVID needs one (spiffe://<td>/<path>)"
         )));
     }
-    let ttl = match &args.ttl {
-        Some(v) => {
-            let ttl = duration_flag("ttl", v)?;
-            if ttl < 1 {
-                return Err(CliError::BadInput("--ttl: must be at least 1s".into()));
-            }
-            Some(ttl)
-        }
-        None => None,
-    };
+    let ttl = args.mint.ttl()?;
+    if ttl.is_some_and(|t| t < 1) {
+        return Err(CliError::BadInput("--ttl: must be at least 1s".into()));
+    }
     let ca_ttl = duration_flag("ca-ttl", &args.ca_ttl)?;
     if ca_ttl < 60 {
         return Err(CliError::BadInput("--ca-ttl: must be at least 60s".into()));
@@ -93,7 +80,7 @@ pub(super) fn run(cmd: X509Cmd) -> Result<(), CliError> {
         key_type: ca_key_type,
         ca_ttl_secs: ca_ttl,
     };
-    let minted = match args.signer.open(&id, ca)? {
+    let minted = match args.mint.open(&id, ca)? {
         SignedBy::DataDir(local) => mint_local(&local, &spec)?,
         SignedBy::Server(socket) => mint_remote(socket, &spec)?,
     };
@@ -102,7 +89,7 @@ pub(super) fn run(cmd: X509Cmd) -> Result<(), CliError> {
         Some(out) => Some(minted.pem.write(out, "")?),
         None => None,
     };
-    print_minted(&id, minted, files, args.output);
+    print_minted(&id, minted, files, args.mint.output);
     Ok(())
 }
 
