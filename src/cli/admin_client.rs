@@ -35,13 +35,18 @@ pub(super) struct SocketArgs {
     pub(super) socket: PathBuf,
 }
 
+/// Where `--output` stands in a command's help: after the command's own
+/// flags, even those declared after the struct that brings `--output` in,
+/// and before `--help` and `--version` (which clap places at 999).
+pub(super) const OUTPUT_LAST: usize = 998;
+
 /// The flags of most admin commands: the socket and the output format.
 #[derive(Debug, Clone, Args)]
 pub(super) struct AdminArgs {
     #[command(flatten)]
     pub(super) socket: SocketArgs,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, default_value_t, display_order = OUTPUT_LAST)]
     pub(super) output: Output,
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::admin_client::SocketArgs;
+use super::admin_client::{SocketArgs, OUTPUT_LAST};
 use super::data_dir::DataDir;
 use super::{duration_flag, CliError, Output};
 use crate::ca::keys::der_to_pem;
@@ -33,7 +33,7 @@ pub(super) struct MintFlags {
     #[arg(long)]
     ttl: Option<String>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, default_value_t, display_order = OUTPUT_LAST)]
     pub(super) output: Output,
 }
 
