@@ -1,8 +1,8 @@
 //! The connection to a running server's admin socket, shared by every
 //! command that manages the server (`entry`, `token`, `agent`,
 //! `federation`, `authority`, and the socket forms of `bundle`, `x509 mint`
-//! and `jwt mint`): one call, a paged list, a batch's results, and what a
-//! refusal means for the exit code.
+//! and `jwt mint`): their common flags, one call, a batch's items, and what
+//! a refusal means for the exit code. Paged lists are in `paging.rs`.
 //!
 //! The commands are synchronous; each one runs its few calls on a
 //! current-thread runtime owned by the [`AdminClient`].
