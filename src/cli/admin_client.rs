@@ -1,7 +1,8 @@
 //! The connection to a running server's admin socket, shared by every
-//! command that manages the server (`entry`, `token`, `agent`, and the
-//! socket forms of `bundle show`, `x509 mint` and `jwt mint`), and the
-//! output helpers those commands share.
+//! command that manages the server (`entry`, `token`, `agent`,
+//! `federation`, `authority`, and the socket forms of `bundle`, `x509 mint`
+//! and `jwt mint`): their common flags, one call, a batch's items, and what
+//! a refusal means for the exit code. Paged lists are in `paging.rs`.
 //!
 //! The commands are synchronous; each one runs its few calls on a
 //! current-thread runtime owned by the [`AdminClient`].
@@ -12,7 +13,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tonic::transport::Channel;
 
-use super::CliError;
+use super::{CliError, Output};
+use crate::proto::admin;
 use crate::proto::admin::agents_client::AgentsClient;
 use crate::proto::admin::bundles_client::BundlesClient;
 use crate::proto::admin::entries_client::EntriesClient;
@@ -33,6 +35,28 @@ pub(super) struct SocketArgs {
     pub(super) socket: PathBuf,
 }
 
+/// Where `--output` stands in a command's help: after the command's own
+/// flags, even those declared after the struct that brings `--output` in,
+/// and before `--help` and `--version` (which clap places at 999).
+pub(super) const OUTPUT_LAST: usize = 998;
+
+/// The flags of most admin commands: the socket and the output format.
+#[derive(Debug, Clone, Args)]
+pub(super) struct AdminArgs {
+    #[command(flatten)]
+    pub(super) socket: SocketArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t, display_order = OUTPUT_LAST)]
+    pub(super) output: Output,
+}
+
+impl AdminArgs {
+    /// Connects to the socket these flags name.
+    pub(super) fn connect(&self) -> Result<AdminClient, CliError> {
+        AdminClient::connect(&self.socket.socket)
+    }
+}
+
 /// A gRPC channel to the admin socket and the runtime that drives it.
 pub(super) struct AdminClient {
     runtime: tokio::runtime::Runtime,
@@ -45,22 +69,36 @@ impl AdminClient {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
+            .map_err(|e| CliError::failed_in("cannot start the async runtime", &e))?;
         let channel = runtime
             .block_on(crate::uds::connect_unix(socket))
             .map_err(|e| {
-                CliError::Failed(format!(
-                    "cannot reach the server admin socket at {}: {}",
-                    socket.display(),
-                    e.reason()
-                ))
+                let at = socket.display();
+                CliError::unreachable(
+                    format_args!("cannot reach the server admin socket at {at}"),
+                    &e,
+                )
             })?;
         Ok(AdminClient { runtime, channel })
     }
 
-    /// Runs one or more calls to completion.
-    pub(super) fn run<F: Future>(&self, f: F) -> F::Output {
-        self.runtime.block_on(f)
+    /// Runs one call to completion; a refusal becomes the command's error.
+    pub(super) fn call<R>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    ) -> Result<R, CliError> {
+        self.runtime
+            .block_on(call)
+            .map(tonic::Response::into_inner)
+            .map_err(status_error)
+    }
+
+    /// Runs one call to completion, leaving a refusal to the caller.
+    pub(super) fn try_call<R>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    ) -> Result<R, tonic::Status> {
+        self.runtime.block_on(call).map(tonic::Response::into_inner)
     }
 
     /// The Entries service.
@@ -103,23 +141,6 @@ impl AdminClient {
     }
 }
 
-/// Follows a paged list to its end: `fetch` gets the page at a token and
-/// returns its items and the next token (empty at the end).
-pub(super) fn collect_pages<T>(
-    mut fetch: impl FnMut(String) -> Result<(Vec<T>, String), tonic::Status>,
-) -> Result<Vec<T>, CliError> {
-    let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
-        let (items, next) = fetch(token).map_err(status_error)?;
-        all.extend(items);
-        if next.is_empty() {
-            return Ok(all);
-        }
-        token = next;
-    }
-}
-
 /// What a refused call means for the exit code: the server judged the
 /// input (exit 2), or something failed (exit 1).
 pub(super) fn status_error(status: tonic::Status) -> CliError {
@@ -137,27 +158,50 @@ pub(super) fn status_error(status: tonic::Status) -> CliError {
     }
 }
 
-/// A failed batch item as a command failure (exit 2 when the server judged
-/// the input, 1 otherwise).
-pub(super) fn check_item(status: &Option<crate::proto::admin::Status>) -> Result<(), CliError> {
-    match status {
-        Some(s) if s.code != 0 => {
-            if is_bad_input(tonic::Code::from(s.code)) {
-                Err(CliError::BadInput(s.message.clone()))
-            } else {
-                Err(CliError::Failed(s.message.clone()))
-            }
-        }
-        _ => Ok(()),
-    }
+/// One item of a batch call's answer: the server judges each on its own.
+pub(super) trait BatchItem {
+    /// The item's outcome; absent or code 0 is success.
+    fn status(&self) -> Option<&admin::Status>;
 }
 
-/// The only result of a one-item batch call.
-pub(super) fn only_result<T>(results: Vec<T>) -> Result<T, CliError> {
-    results
+macro_rules! batch_items {
+    ($($t:ty),* $(,)?) => {
+        $(impl BatchItem for $t {
+            fn status(&self) -> Option<&admin::Status> {
+                self.status.as_ref()
+            }
+        })*
+    };
+}
+
+batch_items!(
+    admin::EntryResult,
+    admin::DeleteEntryResult,
+    admin::FederationRelationshipResult,
+    admin::DeleteFederationRelationshipResult,
+    admin::BundleResult,
+    admin::DeleteFederatedBundleResult,
+);
+
+/// A failed batch item's status, if it failed.
+pub(super) fn failure(item: &impl BatchItem) -> Option<&admin::Status> {
+    item.status().filter(|s| s.code != 0)
+}
+
+/// The only item of a one-item batch call, when it succeeded; its failure
+/// is the command's (exit 2 when the server judged the input, 1 otherwise).
+pub(super) fn single<T: BatchItem>(results: Vec<T>) -> Result<T, CliError> {
+    let item = results
         .into_iter()
         .next()
-        .ok_or_else(|| CliError::Failed("the server answered no result".into()))
+        .ok_or_else(|| CliError::Failed("the server answered no result".into()))?;
+    match failure(&item) {
+        Some(s) if is_bad_input(tonic::Code::from(s.code)) => {
+            Err(CliError::BadInput(s.message.clone()))
+        }
+        Some(s) => Err(CliError::Failed(s.message.clone())),
+        None => Ok(item),
+    }
 }
 
 /// Codes that say the request was wrong rather than the server.
@@ -176,68 +220,4 @@ pub(super) fn is_bad_input(code: tonic::Code) -> bool {
 pub(super) fn secs_i32(flag: &str, value: &str) -> Result<i32, CliError> {
     let secs = super::duration_flag(flag, value)?;
     i32::try_from(secs).map_err(|_| CliError::BadInput(format!("--{flag}: {value} is too long")))
-}
-
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
-pub(super) fn format_time(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil-from-days (H. Hinnant), proleptic Gregorian calendar.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-/// Prints rows under a header, each column as wide as its widest cell.
-pub(super) fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
-        let text: Vec<String> = cells
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", text.join("  ").trim_end());
-    };
-    line(&mut header.iter().copied());
-    for row in rows {
-        line(&mut row.iter().map(String::as_str));
-    }
-}
-
-/// Prints `label: value` lines with the values aligned.
-pub(super) fn print_fields(fields: &[(&str, String)]) {
-    let width = fields.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
-    for (label, value) in fields {
-        println!("{label:<width$} : {value}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_unix_time_as_utc() {
-        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_time(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(format_time(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(format_time(4_102_444_799), "2099-12-31T23:59:59Z");
-    }
 }

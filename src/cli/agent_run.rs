@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
-use super::runtime::{init_role_logging, runtime, wait_for_signal};
+use super::runtime::{init_role_logging, run_until_signal};
 use super::CliError;
 use crate::config::AgentConfig;
 
@@ -23,12 +23,6 @@ pub(super) enum RunCmd {
 pub(super) fn run(config: &Path, log_flag: Option<&str>) -> Result<(), CliError> {
     let config = AgentConfig::load(config).map_err(|e| CliError::bad_input(&e))?;
     init_role_logging(log_flag, &config.log_level, config.log_format);
-    runtime()?.block_on(async {
-        let handle = crate::agent::run::start(&config)
-            .await
-            .map_err(|e| CliError::failed(&e))?;
-        wait_for_signal().await;
-        handle.shutdown().await;
-        Ok(())
-    })
+    let start = crate::agent::run::start(&config);
+    run_until_signal(start, crate::agent::run::AgentHandle::shutdown)
 }

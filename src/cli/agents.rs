@@ -4,10 +4,12 @@
 
 use clap::{Args, Subcommand};
 
-use super::admin_client::{
-    collect_pages, format_time, print_fields, print_table, status_error, AdminClient, SocketArgs,
+use super::admin_client::AdminArgs;
+use super::paging::list_command;
+use super::print::{
+    format_time, print_outcome, print_record, selector_fields, Columns, Listed, Record, Shown,
 };
-use super::{agent_run, CliError, Output};
+use super::{agent_run, CliError};
 use crate::proto::admin;
 
 /// `herald agent ...`
@@ -17,7 +19,7 @@ pub(super) enum AgentCmd {
     #[command(flatten)]
     Run(agent_run::RunCmd),
     /// List attested agents.
-    List(ListArgs),
+    List(AdminArgs),
     /// Show one attested agent.
     Show(IdArgs),
     /// Evict an agent: its record is removed and it must attest again.
@@ -26,143 +28,99 @@ pub(super) enum AgentCmd {
     Ban(IdArgs),
 }
 
-/// Flags of `herald agent list`.
-#[derive(Debug, Args)]
-pub(super) struct ListArgs {
-    #[command(flatten)]
-    socket: SocketArgs,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    output: Output,
-}
-
 /// Flags of the commands about one agent.
 #[derive(Debug, Args)]
 pub(super) struct IdArgs {
     #[command(flatten)]
-    socket: SocketArgs,
+    admin: AdminArgs,
     /// The agent's SPIFFE ID.
     #[arg(long)]
     spiffe_id: String,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    output: Output,
 }
 
 pub(super) fn run(cmd: AgentCmd) -> Result<(), CliError> {
     match cmd {
         AgentCmd::Run(agent_run::RunCmd::Run { config }) => agent_run::run(&config, None),
-        AgentCmd::List(args) => list(args),
+        AgentCmd::List(args) => list_command::<admin::ListAgentsRequest>(&args),
         AgentCmd::Show(args) => show(args),
         AgentCmd::Evict(args) => revoke(args, false),
         AgentCmd::Ban(args) => revoke(args, true),
     }
 }
 
-fn list(args: ListArgs) -> Result<(), CliError> {
-    let client = AdminClient::connect(&args.socket.socket)?;
-    let agents = collect_pages(|token| {
-        let page = client
-            .run(client.agents().list_agents(admin::ListAgentsRequest {
-                page_size: 0,
-                page_token: token,
-            }))?
-            .into_inner();
-        Ok((page.agents, page.next_page_token))
-    })?;
-    match args.output {
-        Output::Json => {
-            let agents: Vec<_> = agents.iter().map(agent_json).collect();
-            println!("{}", serde_json::json!({ "agents": agents }));
-        }
-        Output::Table => {
-            let rows: Vec<Vec<String>> = agents
-                .iter()
-                .map(|a| {
-                    vec![
-                        a.id.clone(),
-                        a.attestation_type.clone(),
-                        a.x509svid_serial_number.clone(),
-                        format_time(a.x509svid_expires_at),
-                        if a.banned { "yes" } else { "no" }.to_string(),
-                    ]
-                })
-                .collect();
-            print_table(
-                &[
-                    "SPIFFE ID",
-                    "ATTESTATION",
-                    "SVID SERIAL",
-                    "SVID EXPIRES",
-                    "BANNED",
-                ],
-                &rows,
-            );
-            println!("{} agents", agents.len());
-        }
-    }
-    Ok(())
-}
-
 fn show(args: IdArgs) -> Result<(), CliError> {
-    let client = AdminClient::connect(&args.socket.socket)?;
-    let agent = client
-        .run(client.agents().get_agent(admin::AgentIdRequest {
-            id: args.spiffe_id.clone(),
-        }))
-        .map_err(status_error)?
-        .into_inner();
-    match args.output {
-        Output::Json => println!("{}", agent_json(&agent)),
-        Output::Table => {
-            let mut fields = vec![
-                ("SPIFFE ID", agent.id.clone()),
-                ("Attestation type", agent.attestation_type.clone()),
-                ("SVID serial", agent.x509svid_serial_number.clone()),
-                ("SVID expires at", format_time(agent.x509svid_expires_at)),
-                ("Banned", agent.banned.to_string()),
-            ];
-            for s in &agent.selectors {
-                fields.push(("Selector", format!("{}:{}", s.r#type, s.value)));
-            }
-            print_fields(&fields);
-        }
-    }
-    Ok(())
+    let client = args.admin.connect()?;
+    let req = admin::AgentIdRequest { id: args.spiffe_id };
+    let agent = client.call(client.agents().get_agent(req))?;
+    print_record(args.admin.output, &agent)
 }
 
 /// Evicts (`ban == false`) or bans an agent.
 fn revoke(args: IdArgs, ban: bool) -> Result<(), CliError> {
-    let client = AdminClient::connect(&args.socket.socket)?;
+    let client = args.admin.connect()?;
     let req = admin::AgentIdRequest {
         id: args.spiffe_id.clone(),
     };
     let mut agents = client.agents();
-    let result = if ban {
-        client.run(agents.ban_agent(req))
+    if ban {
+        client.call(agents.ban_agent(req))?;
     } else {
-        client.run(agents.delete_agent(req))
-    };
-    result.map_err(status_error)?;
-    let done = if ban { "banned" } else { "evicted" };
-    match args.output {
-        Output::Json => println!(
-            "{}",
-            serde_json::json!({ "spiffe_id": args.spiffe_id, done: true })
-        ),
-        Output::Table => println!("Agent {} {done}", args.spiffe_id),
+        client.call(agents.delete_agent(req))?;
     }
+    let done = if ban { "banned" } else { "evicted" };
+    let id = args.spiffe_id;
+    print_outcome(
+        args.admin.output,
+        || serde_json::json!({ "spiffe_id": id, done: true }),
+        || format!("Agent {id} {done}"),
+    );
     Ok(())
 }
 
-fn agent_json(a: &admin::Agent) -> serde_json::Value {
-    serde_json::json!({
-        "id": a.id,
-        "attestation_type": a.attestation_type,
-        "x509svid_serial_number": a.x509svid_serial_number,
-        "x509svid_expires_at": a.x509svid_expires_at,
-        "selectors": a.selectors.iter().map(|s| serde_json::json!({"type": s.r#type, "value": s.value})).collect::<Vec<_>>(),
-        "banned": a.banned,
-        "can_reattest": a.can_reattest,
-    })
+impl Record for admin::Agent {
+    fn json(&self) -> Result<serde_json::Value, CliError> {
+        let selectors: Vec<_> = self
+            .selectors
+            .iter()
+            .map(|s| serde_json::json!({"type": s.r#type, "value": s.value}))
+            .collect();
+        Ok(serde_json::json!({
+            "id": self.id,
+            "attestation_type": self.attestation_type,
+            "x509svid_serial_number": self.x509svid_serial_number,
+            "x509svid_expires_at": self.x509svid_expires_at,
+            "selectors": selectors,
+            "banned": self.banned,
+            "can_reattest": self.can_reattest,
+        }))
+    }
+}
+
+impl Shown for admin::Agent {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            ("SPIFFE ID", self.id.clone()),
+            ("Attestation type", self.attestation_type.clone()),
+            ("SVID serial", self.x509svid_serial_number.clone()),
+            ("SVID expires at", format_time(self.x509svid_expires_at)),
+            ("Banned", self.banned.to_string()),
+        ];
+        fields.extend(selector_fields(&self.selectors));
+        fields
+    }
+}
+
+impl Listed for admin::Agent {
+    const NAMES: (&'static str, &'static str) = ("agents", "agents");
+
+    fn columns(&self) -> Columns {
+        let banned = if self.banned { "yes" } else { "no" };
+        vec![
+            ("SPIFFE ID", self.id.clone()),
+            ("ATTESTATION", self.attestation_type.clone()),
+            ("SVID SERIAL", self.x509svid_serial_number.clone()),
+            ("SVID EXPIRES", format_time(self.x509svid_expires_at)),
+            ("BANNED", banned.to_string()),
+        ]
+    }
 }

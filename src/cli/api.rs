@@ -3,14 +3,17 @@
 //! would (the security header included), so what it prints is what
 //! workloads get.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use tonic::transport::Channel;
+use tonic::Streaming;
 
+use super::mint::{pem_certs, SvidPem};
 use super::runtime::runtime;
 use super::{CliError, Output};
 use crate::ca::keys::der_to_pem;
+use crate::ca::x509::{cert_facts, split_der_certs, CertFacts};
 use crate::proto::workload::{self, spiffe_workload_api_client::SpiffeWorkloadApiClient};
 
 /// `herald api ...`
@@ -103,17 +106,24 @@ fn socket_path(s: &str) -> Result<PathBuf, CliError> {
 
 async fn connect(socket: &SocketArg) -> Result<SpiffeWorkloadApiClient<Channel>, CliError> {
     let path = socket_path(&socket.socket)?;
-    let channel = crate::uds::connect_unix(&path).await.map_err(|e| {
-        CliError::Failed(format!(
-            "cannot reach the Workload API at {}: {}",
-            path.display(),
-            e.reason()
-        ))
-    })?;
+    let unreachable = format!("cannot reach the Workload API at {}", path.display());
+    workload_client(&path, unreachable).await
+}
+
+/// A Workload API client on the socket at `path`; `unreachable` is what
+/// the error says when nothing answers there.
+pub(super) async fn workload_client(
+    path: &Path,
+    unreachable: String,
+) -> Result<SpiffeWorkloadApiClient<Channel>, CliError> {
+    let channel = crate::uds::connect_unix(path)
+        .await
+        .map_err(|e| CliError::unreachable(unreachable, &e))?;
     Ok(SpiffeWorkloadApiClient::new(channel))
 }
 
-fn with_header<T>(msg: T) -> tonic::Request<T> {
+/// `msg` with the header every Workload API request must carry.
+pub(super) fn with_header<T>(msg: T) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.metadata_mut().insert(
         "workload.spiffe.io",
@@ -138,90 +148,116 @@ pub(super) fn run(cmd: ApiCmd) -> Result<(), CliError> {
                 socket,
                 audiences,
                 spiffe_id,
-            }) => {
-                let mut client = connect(&socket).await?;
-                let resp = client
-                    .fetch_jwtsvid(with_header(workload::JwtsvidRequest {
-                        audience: audiences,
-                        spiffe_id: spiffe_id.unwrap_or_default(),
-                    }))
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                for s in resp.svids {
-                    println!("{}\n{}", s.spiffe_id, s.svid);
-                }
-                Ok(())
-            }
-            ApiCmd::Fetch(FetchCmd::Bundles { socket }) => {
-                let mut client = connect(&socket).await?;
-                let mut stream = client
-                    .fetch_x509_bundles(with_header(workload::X509BundlesRequest {}))
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                let msg = stream
-                    .message()
-                    .await
-                    .map_err(status_error)?
-                    .ok_or_else(|| CliError::Failed("the stream closed".into()))?;
-                for (td, der) in msg.bundles {
-                    println!("# {td}");
-                    for cert in crate::ca::x509::split_der_certs(&der) {
-                        print!("{}", der_to_pem(&cert, "CERTIFICATE"));
-                    }
-                }
-                Ok(())
-            }
+            }) => fetch_jwt(&socket, audiences, spiffe_id).await,
+            ApiCmd::Fetch(FetchCmd::Bundles { socket }) => fetch_bundles(&socket).await,
             ApiCmd::Validate(ValidateCmd::Jwt {
                 socket,
                 audience,
                 svid,
-            }) => {
-                let mut client = connect(&socket).await?;
-                let resp = client
-                    .validate_jwtsvid(with_header(workload::ValidateJwtsvidRequest {
-                        audience,
-                        svid,
-                    }))
-                    .await
-                    .map_err(|s| {
-                        CliError::BadInput(format!("the JWT-SVID is not valid: {}", s.message()))
-                    })?
-                    .into_inner();
-                println!("valid: {}", resp.spiffe_id);
-                Ok(())
-            }
-            ApiCmd::Watch { socket, count } => {
-                let mut client = connect(&socket).await?;
-                let mut stream = client
-                    .fetch_x509svid(with_header(workload::X509svidRequest {}))
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                let mut seen = 0usize;
-                while let Some(msg) = stream.message().await.map_err(status_error)? {
-                    for s in &msg.svids {
-                        let leaf = crate::ca::x509::split_der_certs(&s.x509_svid)
-                            .into_iter()
-                            .next()
-                            .unwrap_or_default();
-                        let facts =
-                            crate::ca::x509::cert_facts(&leaf).map_err(|e| CliError::failed(&e))?;
-                        println!(
-                            "{} serial={} not_after={}",
-                            s.spiffe_id, facts.serial, facts.not_after
-                        );
-                    }
-                    seen += 1;
-                    if count.is_some_and(|c| seen >= c) {
-                        break;
-                    }
-                }
-                Ok(())
-            }
+            }) => validate_jwt(&socket, audience, svid).await,
+            ApiCmd::Watch { socket, count } => watch(&socket, count).await,
         }
     })
+}
+
+/// The X.509 stream: the SVIDs now, then again on every change.
+async fn x509_stream(
+    socket: &SocketArg,
+) -> Result<Streaming<workload::X509svidResponse>, CliError> {
+    let mut client = connect(socket).await?;
+    let req = with_header(workload::X509svidRequest {});
+    Ok(client
+        .fetch_x509svid(req)
+        .await
+        .map_err(status_error)?
+        .into_inner())
+}
+
+/// A stream's first message, which the API sends at once.
+async fn first<T>(stream: &mut Streaming<T>) -> Result<T, CliError> {
+    stream
+        .message()
+        .await
+        .map_err(status_error)?
+        .ok_or_else(|| CliError::Failed("the stream closed before the first message".into()))
+}
+
+/// The leaf of a DER chain, read.
+fn leaf_facts(chain: &[u8]) -> Result<CertFacts, CliError> {
+    let leaf = split_der_certs(chain)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    cert_facts(&leaf).map_err(|e| CliError::failed(&e))
+}
+
+async fn fetch_jwt(
+    socket: &SocketArg,
+    audience: Vec<String>,
+    spiffe_id: Option<String>,
+) -> Result<(), CliError> {
+    let req = with_header(workload::JwtsvidRequest {
+        audience,
+        spiffe_id: spiffe_id.unwrap_or_default(),
+    });
+    let mut client = connect(socket).await?;
+    let resp = client
+        .fetch_jwtsvid(req)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    for s in resp.svids {
+        println!("{}\n{}", s.spiffe_id, s.svid);
+    }
+    Ok(())
+}
+
+async fn fetch_bundles(socket: &SocketArg) -> Result<(), CliError> {
+    let mut client = connect(socket).await?;
+    let req = with_header(workload::X509BundlesRequest {});
+    let mut stream = client
+        .fetch_x509_bundles(req)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    for (td, der) in first(&mut stream).await?.bundles {
+        println!("# {td}");
+        for cert in split_der_certs(&der) {
+            print!("{}", der_to_pem(&cert, "CERTIFICATE"));
+        }
+    }
+    Ok(())
+}
+
+async fn validate_jwt(socket: &SocketArg, audience: String, svid: String) -> Result<(), CliError> {
+    let mut client = connect(socket).await?;
+    let req = with_header(workload::ValidateJwtsvidRequest { audience, svid });
+    let resp = client
+        .validate_jwtsvid(req)
+        .await
+        .map_err(|s| CliError::BadInput(format!("the JWT-SVID is not valid: {}", s.message())))?
+        .into_inner();
+    println!("valid: {}", resp.spiffe_id);
+    Ok(())
+}
+
+async fn watch(socket: &SocketArg, count: Option<usize>) -> Result<(), CliError> {
+    let mut stream = x509_stream(socket).await?;
+    let mut seen = 0usize;
+    while let Some(msg) = stream.message().await.map_err(status_error)? {
+        for s in &msg.svids {
+            let facts = leaf_facts(&s.x509_svid)?;
+            println!(
+                "{} serial={} not_after={}",
+                s.spiffe_id, facts.serial, facts.not_after
+            );
+        }
+        seen += 1;
+        if count.is_some_and(|c| seen >= c) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 async fn fetch_x509(
@@ -229,41 +265,17 @@ async fn fetch_x509(
     write: Option<PathBuf>,
     output: Output,
 ) -> Result<(), CliError> {
-    let mut client = connect(socket).await?;
-    let mut stream = client
-        .fetch_x509svid(with_header(workload::X509svidRequest {}))
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let msg = stream
-        .message()
-        .await
-        .map_err(status_error)?
-        .ok_or_else(|| CliError::Failed("the stream closed before the first message".into()))?;
+    let msg = first(&mut x509_stream(socket).await?).await?;
     let mut docs = Vec::new();
     for (i, s) in msg.svids.iter().enumerate() {
-        let certs = crate::ca::x509::split_der_certs(&s.x509_svid);
-        let leaf = certs.first().cloned().unwrap_or_default();
-        let facts = crate::ca::x509::cert_facts(&leaf).map_err(|e| CliError::failed(&e))?;
+        let facts = leaf_facts(&s.x509_svid)?;
         if let Some(dir) = &write {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| CliError::Failed(format!("--write {}: {e}", dir.display())))?;
-            let chain: String = certs.iter().map(|c| der_to_pem(c, "CERTIFICATE")).collect();
-            let bundle: String = crate::ca::x509::split_der_certs(&s.bundle)
-                .iter()
-                .map(|c| der_to_pem(c, "CERTIFICATE"))
-                .collect();
-            super::x509::write_file(&dir.join(format!("svid.{i}.pem")), chain.as_bytes(), 0o644)?;
-            super::x509::write_file(
-                &dir.join(format!("svid.{i}.key")),
-                der_to_pem(&s.x509_svid_key, "PRIVATE KEY").as_bytes(),
-                0o600,
-            )?;
-            super::x509::write_file(
-                &dir.join(format!("bundle.{i}.pem")),
-                bundle.as_bytes(),
-                0o644,
-            )?;
+            let pem = SvidPem {
+                chain: pem_certs(&split_der_certs(&s.x509_svid)),
+                key: der_to_pem(&s.x509_svid_key, "PRIVATE KEY"),
+                bundle: pem_certs(&split_der_certs(&s.bundle)),
+            };
+            pem.write(dir, &format!(".{i}"))?;
         }
         docs.push(serde_json::json!({
             "spiffe_id": s.spiffe_id, "serial": facts.serial, "expires_at": facts.not_after, "hint": s.hint,

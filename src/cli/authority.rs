@@ -5,7 +5,8 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::admin_client::{format_time, status_error, AdminClient, SocketArgs};
+use super::admin_client::AdminArgs;
+use super::print::format_time;
 use super::{CliError, Output};
 use crate::proto::admin::{
     AuthorityIdRequest, AuthorityInfo, AuthorityKindRequest, ShowAuthoritiesRequest,
@@ -15,13 +16,7 @@ use crate::proto::admin::{
 #[derive(Debug, Subcommand)]
 pub(super) enum AuthorityCmd {
     /// Show every authority, its state and lifetime, and agents lagging behind the bundle.
-    Show {
-        #[command(flatten)]
-        socket: SocketArgs,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        output: Output,
-    },
+    Show(AdminArgs),
     /// Mint and publish the next authority now.
     Prepare(KindArgs),
     /// Make the prepared authority the signing one now.
@@ -54,29 +49,84 @@ impl Kind {
 #[derive(Debug, Args)]
 pub(super) struct KindArgs {
     #[command(flatten)]
-    socket: SocketArgs,
+    admin: AdminArgs,
     /// Which authority.
     #[arg(long, value_enum)]
     kind: Kind,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    output: Output,
 }
 
 /// Flags naming one authority.
 #[derive(Debug, Args)]
 pub(super) struct IdArgs {
     #[command(flatten)]
-    socket: SocketArgs,
-    /// Which kind.
-    #[arg(long, value_enum)]
-    kind: Kind,
+    of_kind: KindArgs,
     /// The authority's id (see `herald authority show`).
     #[arg(long)]
     id: String,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    output: Output,
+}
+
+/// What to do to an authority.
+enum Change {
+    Prepare,
+    Activate,
+    Taint(String),
+    Revoke(String),
+}
+
+pub(super) fn run(cmd: AuthorityCmd) -> Result<(), CliError> {
+    match cmd {
+        AuthorityCmd::Show(args) => show(args),
+        AuthorityCmd::Prepare(k) => change(k, Change::Prepare),
+        AuthorityCmd::Activate(k) => change(k, Change::Activate),
+        AuthorityCmd::Taint(a) => change(a.of_kind, Change::Taint(a.id)),
+        AuthorityCmd::Revoke(a) => change(a.of_kind, Change::Revoke(a.id)),
+    }
+}
+
+fn show(args: AdminArgs) -> Result<(), CliError> {
+    let client = args.connect()?;
+    let resp = client.call(
+        client
+            .authorities()
+            .show_authorities(ShowAuthoritiesRequest {}),
+    )?;
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "authorities": resp.authorities.iter().map(json).collect::<Vec<_>>(),
+                "bundle_sequence": resp.bundle_sequence,
+                "lagging_agents": resp.lagging_agents,
+            })
+        ),
+        Output::Table => {
+            for a in &resp.authorities {
+                print_one(a, args.output);
+            }
+            println!("bundle sequence {}", resp.bundle_sequence);
+            if !resp.lagging_agents.is_empty() {
+                println!(
+                    "agents behind the current bundle: {}",
+                    resp.lagging_agents.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn change(args: KindArgs, change: Change) -> Result<(), CliError> {
+    let client = args.admin.connect()?;
+    let mut svc = client.authorities();
+    let kind = args.kind.wire();
+    let info = match change {
+        Change::Prepare => client.call(svc.prepare_authority(AuthorityKindRequest { kind })),
+        Change::Activate => client.call(svc.activate_authority(AuthorityKindRequest { kind })),
+        Change::Taint(id) => client.call(svc.taint_authority(AuthorityIdRequest { kind, id })),
+        Change::Revoke(id) => client.call(svc.revoke_authority(AuthorityIdRequest { kind, id })),
+    }?;
+    print_one(&info, args.admin.output);
+    Ok(())
 }
 
 fn json(a: &AuthorityInfo) -> serde_json::Value {
@@ -100,82 +150,4 @@ fn print_one(a: &AuthorityInfo, output: Output) {
             if a.tainted { " TAINTED" } else { "" }
         ),
     }
-}
-
-pub(super) fn run(cmd: AuthorityCmd) -> Result<(), CliError> {
-    match cmd {
-        AuthorityCmd::Show { socket, output } => {
-            let client = AdminClient::connect(&socket.socket)?;
-            let resp = client
-                .run(
-                    client
-                        .authorities()
-                        .show_authorities(ShowAuthoritiesRequest {}),
-                )
-                .map_err(status_error)?
-                .into_inner();
-            match output {
-                Output::Json => println!(
-                    "{}",
-                    serde_json::json!({
-                        "authorities": resp.authorities.iter().map(json).collect::<Vec<_>>(),
-                        "bundle_sequence": resp.bundle_sequence,
-                        "lagging_agents": resp.lagging_agents,
-                    })
-                ),
-                Output::Table => {
-                    for a in &resp.authorities {
-                        print_one(a, output);
-                    }
-                    println!("bundle sequence {}", resp.bundle_sequence);
-                    if !resp.lagging_agents.is_empty() {
-                        println!(
-                            "agents behind the current bundle: {}",
-                            resp.lagging_agents.join(", ")
-                        );
-                    }
-                }
-            }
-            Ok(())
-        }
-        AuthorityCmd::Prepare(k) => kind_call(k, true),
-        AuthorityCmd::Activate(k) => kind_call(k, false),
-        AuthorityCmd::Taint(a) => id_call(a, true),
-        AuthorityCmd::Revoke(a) => id_call(a, false),
-    }
-}
-
-fn kind_call(k: KindArgs, prepare: bool) -> Result<(), CliError> {
-    let client = AdminClient::connect(&k.socket.socket)?;
-    let req = AuthorityKindRequest {
-        kind: k.kind.wire(),
-    };
-    let mut svc = client.authorities();
-    let resp = if prepare {
-        client.run(svc.prepare_authority(req))
-    } else {
-        client.run(svc.activate_authority(req))
-    }
-    .map_err(status_error)?
-    .into_inner();
-    print_one(&resp, k.output);
-    Ok(())
-}
-
-fn id_call(a: IdArgs, taint: bool) -> Result<(), CliError> {
-    let client = AdminClient::connect(&a.socket.socket)?;
-    let req = AuthorityIdRequest {
-        kind: a.kind.wire(),
-        id: a.id,
-    };
-    let mut svc = client.authorities();
-    let resp = if taint {
-        client.run(svc.taint_authority(req))
-    } else {
-        client.run(svc.revoke_authority(req))
-    }
-    .map_err(status_error)?
-    .into_inner();
-    print_one(&resp, a.output);
-    Ok(())
 }

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::admin_client::{status_error, AdminClient, SocketArgs};
+use super::admin_client::{AdminClient, SocketArgs};
 use super::data_dir::DataDir;
 use super::CliError;
 use crate::ca::keys::der_to_pem;
 use crate::proto::admin;
-use crate::spiffe::{Bundle, TrustDomain};
+use crate::spiffe::Bundle;
 use crate::store::DataStore;
 
 /// `herald bundle ...`
@@ -84,15 +84,8 @@ fn show(args: ShowArgs) -> Result<(), CliError> {
 
 fn from_server(socket: &SocketArgs) -> Result<Bundle, CliError> {
     let client = AdminClient::connect(&socket.socket)?;
-    let reply = client
-        .run(client.bundles().get_bundle(admin::GetBundleRequest {}))
-        .map_err(status_error)?
-        .into_inner();
-    let bad = |e: &dyn std::fmt::Display| {
-        CliError::Failed(format!("the server sent an unusable bundle: {e}"))
-    };
-    let td = TrustDomain::new(&reply.trust_domain).map_err(|e| bad(&e))?;
-    Bundle::from_spiffe_json(td, reply.spiffe_json.as_bytes()).map_err(|e| bad(&e))
+    let reply = client.call(client.bundles().get_bundle(admin::GetBundleRequest {}))?;
+    super::federated_bundle::decode(&reply)
 }
 
 fn from_data_dir(data_dir: &std::path::Path) -> Result<Bundle, CliError> {

@@ -2,10 +2,14 @@
 //! healthcheck` (is this server or agent answering?), for operators and
 //! probes. Both exit 0 when all is well and print one line otherwise.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use crate::proto::{admin, workload};
 use clap::Args;
 
+use super::admin_client::AdminClient;
+use super::api::{with_header, workload_client};
+use super::runtime::runtime;
 use super::CliError;
 use crate::config::{AgentConfig, ServerConfig};
 
@@ -55,57 +59,40 @@ pub(super) fn check(args: CheckArgs) -> Result<(), CliError> {
 }
 
 pub(super) fn healthcheck(args: HealthcheckArgs) -> Result<(), CliError> {
-    let rt = super::runtime::runtime()?;
     match (args.admin_socket, args.workload_socket) {
         (Some(socket), None) => {
-            let client = super::admin_client::AdminClient::connect(&socket)?;
+            let client = AdminClient::connect(&socket)?;
             client
-                .run(
-                    client
-                        .bundles()
-                        .get_bundle(crate::proto::admin::GetBundleRequest {}),
-                )
+                .try_call(client.bundles().get_bundle(admin::GetBundleRequest {}))
                 .map_err(|s| CliError::Failed(format!("server unhealthy: {}", s.message())))?;
             println!("server healthy");
             Ok(())
         }
-        (None, Some(socket)) => rt.block_on(async move {
-            // Any answer from the Workload API proves it serves; a request
-            // without an audience is refused at once without touching the server.
-            let channel = crate::uds::connect_unix(&socket).await.map_err(|e| {
-                CliError::Failed(format!(
-                    "agent unhealthy: cannot reach {}: {}",
-                    socket.display(),
-                    e.reason()
-                ))
-            })?;
-            let mut client =
-                crate::proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(
-                    channel,
-                );
-            let mut req =
-                tonic::Request::new(crate::proto::workload::ValidateJwtsvidRequest::default());
-            req.metadata_mut().insert(
-                "workload.spiffe.io",
-                tonic::metadata::MetadataValue::from_static("true"),
-            );
-            match client.validate_jwtsvid(req).await {
-                Err(s) if s.code() == tonic::Code::InvalidArgument => {
-                    println!("agent healthy");
-                    Ok(())
-                }
-                Err(s) => Err(CliError::Failed(format!(
-                    "agent unhealthy: {:?}: {}",
-                    s.code(),
-                    s.message()
-                ))),
-                Ok(_) => Err(CliError::Failed(
-                    "agent answered an empty request as valid".into(),
-                )),
-            }
-        }),
+        (None, Some(socket)) => runtime()?.block_on(agent_healthcheck(&socket)),
         _ => Err(CliError::BadInput(
             "give --admin-socket (a server) or --workload-socket (an agent)".into(),
+        )),
+    }
+}
+
+/// Any answer from the Workload API proves it serves; a request without an
+/// audience is refused at once without touching the server.
+async fn agent_healthcheck(socket: &Path) -> Result<(), CliError> {
+    let unreachable = format!("agent unhealthy: cannot reach {}", socket.display());
+    let mut client = workload_client(socket, unreachable).await?;
+    let req = with_header(workload::ValidateJwtsvidRequest::default());
+    match client.validate_jwtsvid(req).await {
+        Err(s) if s.code() == tonic::Code::InvalidArgument => {
+            println!("agent healthy");
+            Ok(())
+        }
+        Err(s) => Err(CliError::Failed(format!(
+            "agent unhealthy: {:?}: {}",
+            s.code(),
+            s.message()
+        ))),
+        Ok(_) => Err(CliError::Failed(
+            "agent answered an empty request as valid".into(),
         )),
     }
 }

@@ -19,8 +19,8 @@ pub(super) struct DataDir {
 impl DataDir {
     /// Opens (creating, mode 0700) the data directory.
     pub(super) fn open(dir: &Path) -> Result<Self, CliError> {
-        let fail = |e: &dyn std::fmt::Display| {
-            CliError::Failed(format!("data directory {}: {e}", dir.display()))
+        let fail = |e: &dyn std::error::Error| {
+            CliError::failed_in(format_args!("data directory {}", dir.display()), e)
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -58,8 +58,9 @@ impl DataDir {
             .filter(|r| r.kind == AuthorityKind::X509)
         {
             let Some(cert) = &rec.cert_der else { continue };
-            let facts = crate::ca::x509::cert_facts(cert)
-                .map_err(|e| CliError::Failed(format!("CA journal record {}: {e}", rec.id)))?;
+            let facts = crate::ca::x509::cert_facts(cert).map_err(|e| {
+                CliError::failed_in(format_args!("CA journal record {}", rec.id), &e)
+            })?;
             if let Some(td) = facts
                 .uri_sans
                 .iter()

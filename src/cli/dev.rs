@@ -37,7 +37,7 @@ pub(super) struct DevArgs {
 /// The real user ID of this process, from /proc (no libc: the crate forbids unsafe).
 fn current_uid() -> Result<u32, CliError> {
     let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| CliError::Failed(format!("cannot read /proc/self/status: {e}")))?;
+        .map_err(|e| CliError::failed_in("cannot read /proc/self/status", &e))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
@@ -48,19 +48,18 @@ fn current_uid() -> Result<u32, CliError> {
 
 fn absolute(path: &Path) -> Result<PathBuf, CliError> {
     std::fs::create_dir_all(path)
-        .map_err(|e| CliError::Failed(format!("--data-dir {}: {e}", path.display())))?;
+        .map_err(|e| CliError::failed_in(format_args!("--data-dir {}", path.display()), &e))?;
     path.canonicalize()
-        .map_err(|e| CliError::Failed(format!("--data-dir {}: {e}", path.display())))
+        .map_err(|e| CliError::failed_in(format_args!("--data-dir {}", path.display()), &e))
 }
 
 pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError> {
     let td = TrustDomain::new(&args.trust_domain)
-        .map_err(|e| CliError::BadInput(format!("--trust-domain: {e}")))?;
+        .map_err(|e| CliError::bad_input_in("--trust-domain", &e))?;
     let uid = current_uid()?;
     let workload_id = match &args.spiffe_id {
         Some(s) => {
-            let id =
-                SpiffeId::parse(s).map_err(|e| CliError::BadInput(format!("--spiffe-id: {e}")))?;
+            let id = SpiffeId::parse(s).map_err(|e| CliError::bad_input_in("--spiffe-id", &e))?;
             if id.trust_domain() != &td || id.is_trust_domain_id() {
                 return Err(CliError::BadInput(format!(
                     "--spiffe-id: {id} must be in trust domain {td} and have a path"
@@ -102,7 +101,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         // handed over as a file, exactly as an operator would.
         let agent_dir = dir.join("agent");
         std::fs::create_dir_all(&agent_dir)
-            .map_err(|e| CliError::Failed(format!("{}: {e}", agent_dir.display())))?;
+            .map_err(|e| CliError::failed_in(agent_dir.display(), &e))?;
         let bootstrap = agent_dir.join("bootstrap.pem");
         let pem: String = state
             .authorities()
@@ -112,7 +111,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
             .map(|c| crate::ca::keys::der_to_pem(c, "CERTIFICATE"))
             .collect();
         std::fs::write(&bootstrap, pem)
-            .map_err(|e| CliError::Failed(format!("{}: {e}", bootstrap.display())))?;
+            .map_err(|e| CliError::failed_in(bootstrap.display(), &e))?;
         let token = format!("dev-{}", uuid::Uuid::new_v4().simple());
         let join = JoinToken {
             token: token.clone(),
@@ -152,11 +151,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         for r in created {
             match r {
                 Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
-                Err(e) => {
-                    return Err(CliError::Failed(format!(
-                        "registering the dev workload: {e}"
-                    )))
-                }
+                Err(e) => return Err(CliError::failed_in("registering the dev workload", &e)),
             }
         }
         state.publish(ServerEvent::EntriesChanged);

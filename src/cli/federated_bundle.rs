@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::admin_client::{
-    check_item, collect_pages, only_result, print_table, status_error, AdminClient, SocketArgs,
-};
-use super::{CliError, Output};
+use super::admin_client::{single, AdminArgs, AdminClient, SocketArgs};
+use super::paging::list_command;
+use super::print::{Columns, Listed, Record};
+use super::CliError;
 use crate::ca::keys::{der_to_pem, pem_blocks};
 use crate::proto::admin;
 use crate::spiffe::{Bundle, TrustDomain};
@@ -21,7 +21,7 @@ use crate::spiffe::{Bundle, TrustDomain};
 #[derive(Debug, Subcommand)]
 pub(super) enum FederatedBundleCmd {
     /// List the federated bundles (foreign trust domains only).
-    List(ListArgs),
+    List(AdminArgs),
     /// Set a foreign trust domain's bundle by hand (create or replace).
     Set(SetArgs),
     /// Delete a federated bundle (one without a federation relationship).
@@ -36,16 +36,6 @@ pub(super) enum BundleFormat {
     Spiffe,
     /// PEM certificates: the X.509 authorities only.
     Pem,
-}
-
-/// Flags of `bundle list`.
-#[derive(Debug, Args)]
-pub(super) struct ListArgs {
-    #[command(flatten)]
-    socket: SocketArgs,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    output: Output,
 }
 
 /// Flags of `bundle set`.
@@ -76,7 +66,7 @@ pub(super) struct DeleteArgs {
 
 pub(super) fn run(cmd: FederatedBundleCmd) -> Result<(), CliError> {
     match cmd {
-        FederatedBundleCmd::List(args) => list(args),
+        FederatedBundleCmd::List(args) => list_command::<admin::ListFederatedBundlesRequest>(&args),
         FederatedBundleCmd::Set(args) => set(args),
         FederatedBundleCmd::Delete(args) => delete(args),
     }
@@ -86,15 +76,10 @@ pub(super) fn run(cmd: FederatedBundleCmd) -> Result<(), CliError> {
 /// JSON, or its X.509 authorities as PEM with `pem`.
 pub(super) fn show(socket: &Path, trust_domain: &str, pem: bool) -> Result<(), CliError> {
     let client = AdminClient::connect(socket)?;
-    let reply =
-        client
-            .run(client.federated_bundles().get_federated_bundle(
-                admin::GetFederatedBundleRequest {
-                    trust_domain: trust_domain.to_string(),
-                },
-            ))
-            .map_err(status_error)?
-            .into_inner();
+    let req = admin::GetFederatedBundleRequest {
+        trust_domain: trust_domain.to_string(),
+    };
+    let reply = client.call(client.federated_bundles().get_federated_bundle(req))?;
     let bundle = decode(&reply)?;
     if pem {
         for c in &bundle.x509_authorities {
@@ -106,115 +91,38 @@ pub(super) fn show(socket: &Path, trust_domain: &str, pem: bool) -> Result<(), C
     Ok(())
 }
 
-fn decode(reply: &admin::Bundle) -> Result<Bundle, CliError> {
-    let bad = |e: &dyn std::fmt::Display| {
-        CliError::Failed(format!("the server sent an unusable bundle: {e}"))
-    };
-    let td = TrustDomain::new(&reply.trust_domain).map_err(|e| bad(&e))?;
-    Bundle::from_spiffe_json(td, reply.spiffe_json.as_bytes()).map_err(|e| bad(&e))
-}
-
-fn list(args: ListArgs) -> Result<(), CliError> {
-    let client = AdminClient::connect(&args.socket.socket)?;
-    let all = collect_pages(|token| {
-        let page = client
-            .run(client.federated_bundles().list_federated_bundles(
-                admin::ListFederatedBundlesRequest {
-                    page_size: 0,
-                    page_token: token,
-                },
-            ))?
-            .into_inner();
-        Ok((page.bundles, page.next_page_token))
-    })?;
-    match args.output {
-        Output::Json => {
-            let items = all
-                .iter()
-                .map(|b| {
-                    let doc: serde_json::Value = serde_json::from_str(&b.spiffe_json)
-                        .map_err(|e| CliError::Failed(format!("the server sent bad JSON: {e}")))?;
-                    Ok(serde_json::json!({
-                        "trust_domain": b.trust_domain,
-                        "sequence_number": b.sequence_number,
-                        "bundle": doc,
-                    }))
-                })
-                .collect::<Result<Vec<_>, CliError>>()?;
-            println!("{}", serde_json::json!({ "bundles": items }));
-        }
-        Output::Table => {
-            let mut rows = Vec::with_capacity(all.len());
-            for b in &all {
-                let bundle = decode(b)?;
-                rows.push(vec![
-                    b.trust_domain.clone(),
-                    b.sequence_number.to_string(),
-                    bundle.x509_authorities.len().to_string(),
-                    bundle.jwt_authorities.len().to_string(),
-                    bundle
-                        .refresh_hint
-                        .map(|h| format!("{h}s"))
-                        .unwrap_or_else(|| "-".into()),
-                ]);
-            }
-            print_table(
-                &[
-                    "TRUST DOMAIN",
-                    "SEQUENCE",
-                    "X509 AUTHORITIES",
-                    "JWT AUTHORITIES",
-                    "REFRESH HINT",
-                ],
-                &rows,
-            );
-            println!("{} federated bundles", all.len());
-        }
-    }
-    Ok(())
+/// A bundle the server sent, checked and parsed.
+pub(super) fn decode(reply: &admin::Bundle) -> Result<Bundle, CliError> {
+    let bad = "the server sent an unusable bundle";
+    let td = TrustDomain::new(&reply.trust_domain).map_err(|e| CliError::failed_in(bad, &e))?;
+    Bundle::from_spiffe_json(td, reply.spiffe_json.as_bytes())
+        .map_err(|e| CliError::failed_in(bad, &e))
 }
 
 fn set(args: SetArgs) -> Result<(), CliError> {
     let text = std::fs::read_to_string(&args.path).map_err(|e| {
-        CliError::BadInput(format!("--path: cannot read {}: {e}", args.path.display()))
+        let path = args.path.display();
+        CliError::bad_input_in(format_args!("--path: cannot read {path}"), &e)
     })?;
     let spiffe_json = match args.format {
         BundleFormat::Spiffe => text,
-        BundleFormat::Pem => {
-            let td = TrustDomain::new(&args.trust_domain)
-                .map_err(|e| CliError::BadInput(format!("--trust-domain: {e}")))?;
-            let certs = pem_blocks(&text, "CERTIFICATE")
-                .map_err(|e| CliError::BadInput(format!("--path: {e}")))?;
-            if certs.is_empty() {
-                return Err(CliError::BadInput(format!(
-                    "--path: {} holds no CERTIFICATE block",
-                    args.path.display()
-                )));
-            }
-            let mut bundle = Bundle::new(td);
-            bundle.x509_authorities = certs;
-            bundle
-                .to_spiffe_json()
-                .map_err(|e| CliError::BadInput(format!("--path: {e}")))?
-        }
+        BundleFormat::Pem => spiffe_json_of_pem(&args, &text)?,
     };
     let client = AdminClient::connect(&args.socket.socket)?;
+    let req = admin::BatchSetFederatedBundleRequest {
+        bundle: vec![admin::Bundle {
+            trust_domain: args.trust_domain.clone(),
+            spiffe_json,
+            sequence_number: 0,
+        }],
+    };
     let results = client
-        .run(client.federated_bundles().batch_set_federated_bundle(
-            admin::BatchSetFederatedBundleRequest {
-                bundle: vec![admin::Bundle {
-                    trust_domain: args.trust_domain.clone(),
-                    spiffe_json,
-                    sequence_number: 0,
-                }],
-            },
-        ))
-        .map_err(status_error)?
-        .into_inner()
+        .call(client.federated_bundles().batch_set_federated_bundle(req))?
         .results;
-    let result = only_result(results)?;
-    check_item(&result.status)?;
-    let sequence = result.bundle.map(|b| b.sequence_number).unwrap_or(0);
+    let sequence = single(results)?
+        .bundle
+        .map(|b| b.sequence_number)
+        .unwrap_or(0);
     println!(
         "Set the bundle of {} (sequence {sequence})",
         args.trust_domain
@@ -222,19 +130,76 @@ fn set(args: SetArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// A bundle of the X.509 authorities in the PEM file `text`.
+fn spiffe_json_of_pem(args: &SetArgs, text: &str) -> Result<String, CliError> {
+    let td = TrustDomain::new(&args.trust_domain)
+        .map_err(|e| CliError::bad_input_in("--trust-domain", &e))?;
+    let certs =
+        pem_blocks(text, "CERTIFICATE").map_err(|e| CliError::bad_input_in("--path", &e))?;
+    if certs.is_empty() {
+        return Err(CliError::BadInput(format!(
+            "--path: {} holds no CERTIFICATE block",
+            args.path.display()
+        )));
+    }
+    let mut bundle = Bundle::new(td);
+    bundle.x509_authorities = certs;
+    bundle
+        .to_spiffe_json()
+        .map_err(|e| CliError::bad_input_in("--path", &e))
+}
+
 fn delete(args: DeleteArgs) -> Result<(), CliError> {
     let client = AdminClient::connect(&args.socket.socket)?;
+    let req = admin::BatchDeleteFederatedBundleRequest {
+        trust_domains: vec![args.trust_domain.clone()],
+    };
     let results = client
-        .run(client.federated_bundles().batch_delete_federated_bundle(
-            admin::BatchDeleteFederatedBundleRequest {
-                trust_domains: vec![args.trust_domain.clone()],
-            },
-        ))
-        .map_err(status_error)?
-        .into_inner()
+        .call(
+            client
+                .federated_bundles()
+                .batch_delete_federated_bundle(req),
+        )?
         .results;
-    let result = only_result(results)?;
-    check_item(&result.status)?;
+    single(results)?;
     println!("Deleted the bundle of {}", args.trust_domain);
     Ok(())
+}
+
+impl Record for admin::Bundle {
+    fn json(&self) -> Result<serde_json::Value, CliError> {
+        let doc: serde_json::Value = serde_json::from_str(&self.spiffe_json)
+            .map_err(|e| CliError::failed_in("the server sent bad JSON", &e))?;
+        Ok(serde_json::json!({
+            "trust_domain": self.trust_domain,
+            "sequence_number": self.sequence_number,
+            "bundle": doc,
+        }))
+    }
+}
+
+impl Listed for admin::Bundle {
+    const NAMES: (&'static str, &'static str) = ("bundles", "federated bundles");
+
+    fn columns(&self) -> Columns {
+        // Listed bundles are `usable`, so this decodes; a default one (asked
+        // only for the titles) does not, and counts nothing.
+        let bundle = decode(self).ok();
+        let count = |n: fn(&Bundle) -> usize| bundle.as_ref().map_or(0, n).to_string();
+        let hint = bundle.as_ref().and_then(|b| b.refresh_hint);
+        vec![
+            ("TRUST DOMAIN", self.trust_domain.clone()),
+            ("SEQUENCE", self.sequence_number.to_string()),
+            ("X509 AUTHORITIES", count(|b| b.x509_authorities.len())),
+            ("JWT AUTHORITIES", count(|b| b.jwt_authorities.len())),
+            (
+                "REFRESH HINT",
+                hint.map_or_else(|| "-".into(), |h| format!("{h}s")),
+            ),
+        ]
+    }
+
+    fn usable(&self) -> Result<(), CliError> {
+        decode(self).map(drop)
+    }
 }

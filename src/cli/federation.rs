@@ -8,11 +8,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::admin_client::{
-    check_item, collect_pages, format_time, only_result, print_fields, print_table, status_error,
-    AdminClient, SocketArgs,
-};
-use super::{CliError, Output};
+use super::admin_client::{single, AdminArgs};
+use super::paging::list_command;
+use super::print::{format_time, print_outcome, print_record, Columns, Listed, Record, Shown};
+use super::CliError;
 use crate::proto::admin;
 use crate::proto::admin::federation_relationship::BundleEndpointProfile as Profile;
 
@@ -22,7 +21,7 @@ pub(super) enum FederationCmd {
     /// Create a relationship: the server starts fetching the trust domain's bundle.
     Create(RelationshipArgs),
     /// List relationships with their refresh status; follows every page.
-    List(ListArgs),
+    List(AdminArgs),
     /// Show one relationship and how its refreshes went.
     Show(TrustDomainArgs),
     /// Replace a relationship's endpoint URL and profile (all flags as for create).
@@ -48,7 +47,7 @@ pub(super) enum ProfileArg {
 #[derive(Debug, Args)]
 pub(super) struct RelationshipArgs {
     #[command(flatten)]
-    socket: SocketArgs,
+    admin: AdminArgs,
     /// The foreign trust domain's name (e.g. partner.org).
     #[arg(long)]
     trust_domain: String,
@@ -65,38 +64,24 @@ pub(super) struct RelationshipArgs {
     /// https_spiffe; on update it replaces the stored bundle.
     #[arg(long, value_name = "FILE")]
     trust_domain_bundle: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    output: Output,
-}
-
-/// Flags of `list`.
-#[derive(Debug, Args)]
-pub(super) struct ListArgs {
-    #[command(flatten)]
-    socket: SocketArgs,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    output: Output,
 }
 
 /// Flags of the commands about one relationship.
 #[derive(Debug, Args)]
 pub(super) struct TrustDomainArgs {
     #[command(flatten)]
-    socket: SocketArgs,
+    admin: AdminArgs,
     /// The foreign trust domain's name.
     #[arg(long)]
     trust_domain: String,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    output: Output,
 }
 
 pub(super) fn run(cmd: FederationCmd) -> Result<(), CliError> {
     match cmd {
         FederationCmd::Create(args) => create_or_update(args, true),
-        FederationCmd::List(args) => list(args),
+        FederationCmd::List(args) => {
+            list_command::<admin::ListFederationRelationshipsRequest>(&args)
+        }
         FederationCmd::Show(args) => show(args),
         FederationCmd::Update(args) => create_or_update(args, false),
         FederationCmd::Delete(args) => delete(args),
@@ -125,10 +110,11 @@ fn relationship_from_flags(
     };
     let trust_domain_bundle = match &args.trust_domain_bundle {
         Some(path) => std::fs::read_to_string(path).map_err(|e| {
-            CliError::BadInput(format!(
-                "--trust-domain-bundle: cannot read {}: {e}",
-                path.display()
-            ))
+            let path = path.display();
+            CliError::bad_input_in(
+                format_args!("--trust-domain-bundle: cannot read {path}"),
+                &e,
+            )
         })?,
         None => String::new(),
     };
@@ -142,179 +128,91 @@ fn relationship_from_flags(
 }
 
 fn create_or_update(args: RelationshipArgs, create: bool) -> Result<(), CliError> {
-    let rel = relationship_from_flags(&args)?;
-    let client = AdminClient::connect(&args.socket.socket)?;
-    let mut federation = client.federation();
+    let federation_relationships = vec![relationship_from_flags(&args)?];
+    let client = args.admin.connect()?;
+    let mut svc = client.federation();
     let results = if create {
+        let req = admin::BatchCreateFederationRelationshipRequest {
+            federation_relationships,
+        };
         client
-            .run(federation.batch_create_federation_relationship(
-                admin::BatchCreateFederationRelationshipRequest {
-                    federation_relationships: vec![rel],
-                },
-            ))
-            .map_err(status_error)?
-            .into_inner()
+            .call(svc.batch_create_federation_relationship(req))?
             .results
     } else {
+        let req = admin::BatchUpdateFederationRelationshipRequest {
+            federation_relationships,
+        };
         client
-            .run(federation.batch_update_federation_relationship(
-                admin::BatchUpdateFederationRelationshipRequest {
-                    federation_relationships: vec![rel],
-                },
-            ))
-            .map_err(status_error)?
-            .into_inner()
+            .call(svc.batch_update_federation_relationship(req))?
             .results
     };
-    let result = only_result(results)?;
-    check_item(&result.status)?;
-    let rel = result
+    let rel = single(results)?
         .federation_relationship
         .ok_or_else(|| CliError::Failed("the server answered no relationship".into()))?;
-    match args.output {
-        Output::Json => println!("{}", relationship_json(&rel)),
-        Output::Table => {
-            let done = if create { "Created" } else { "Updated" };
-            println!("{done} federation relationship with {}", rel.trust_domain);
-            print_relationship(&rel);
-        }
+    if args.admin.output == super::Output::Table {
+        let done = if create { "Created" } else { "Updated" };
+        println!("{done} federation relationship with {}", rel.trust_domain);
     }
-    Ok(())
-}
-
-fn list(args: ListArgs) -> Result<(), CliError> {
-    let client = AdminClient::connect(&args.socket.socket)?;
-    let all = collect_pages(|token| {
-        let page = client
-            .run(client.federation().list_federation_relationships(
-                admin::ListFederationRelationshipsRequest {
-                    page_size: 0,
-                    page_token: token,
-                },
-            ))?
-            .into_inner();
-        Ok((page.federation_relationships, page.next_page_token))
-    })?;
-    match args.output {
-        Output::Json => {
-            let items: Vec<_> = all.iter().map(relationship_json).collect();
-            println!(
-                "{}",
-                serde_json::json!({ "federation_relationships": items })
-            );
-        }
-        Output::Table => {
-            let rows: Vec<Vec<String>> = all
-                .iter()
-                .map(|r| {
-                    let (profile, id) = profile_text(r);
-                    let status = r.refresh_status.clone().unwrap_or_default();
-                    vec![
-                        r.trust_domain.clone(),
-                        profile.to_string(),
-                        r.bundle_endpoint_url.clone(),
-                        id,
-                        status.bundle_sequence.to_string(),
-                        refresh_summary(&status),
-                    ]
-                })
-                .collect();
-            print_table(
-                &[
-                    "TRUST DOMAIN",
-                    "PROFILE",
-                    "BUNDLE ENDPOINT URL",
-                    "ENDPOINT SPIFFE ID",
-                    "SEQUENCE",
-                    "LAST REFRESH",
-                ],
-                &rows,
-            );
-            println!("{} federation relationships", all.len());
-        }
-    }
-    Ok(())
+    print_record(args.admin.output, &rel)
 }
 
 fn show(args: TrustDomainArgs) -> Result<(), CliError> {
-    let client = AdminClient::connect(&args.socket.socket)?;
-    let rel = client
-        .run(client.federation().get_federation_relationship(
-            admin::GetFederationRelationshipRequest {
-                trust_domain: args.trust_domain.clone(),
-            },
-        ))
-        .map_err(status_error)?
-        .into_inner();
-    match args.output {
-        Output::Json => println!("{}", relationship_json(&rel)),
-        Output::Table => print_relationship(&rel),
-    }
-    Ok(())
+    let client = args.admin.connect()?;
+    let req = admin::GetFederationRelationshipRequest {
+        trust_domain: args.trust_domain,
+    };
+    let rel = client.call(client.federation().get_federation_relationship(req))?;
+    print_record(args.admin.output, &rel)
 }
 
 fn delete(args: TrustDomainArgs) -> Result<(), CliError> {
-    let client = AdminClient::connect(&args.socket.socket)?;
+    let client = args.admin.connect()?;
+    let req = admin::BatchDeleteFederationRelationshipRequest {
+        trust_domains: vec![args.trust_domain],
+    };
     let results = client
-        .run(client.federation().batch_delete_federation_relationship(
-            admin::BatchDeleteFederationRelationshipRequest {
-                trust_domains: vec![args.trust_domain.clone()],
-            },
-        ))
-        .map_err(status_error)?
-        .into_inner()
+        .call(
+            client
+                .federation()
+                .batch_delete_federation_relationship(req),
+        )?
         .results;
-    let result = only_result(results)?;
-    check_item(&result.status)?;
-    match args.output {
-        Output::Json => println!(
-            "{}",
-            serde_json::json!({ "trust_domain": result.trust_domain, "deleted": true })
-        ),
-        Output::Table => println!(
-            "Deleted federation relationship with {} and its federated bundle",
-            result.trust_domain
-        ),
-    }
+    let td = single(results)?.trust_domain;
+    print_outcome(
+        args.admin.output,
+        || serde_json::json!({ "trust_domain": td, "deleted": true }),
+        || format!("Deleted federation relationship with {td} and its federated bundle"),
+    );
     Ok(())
 }
 
 fn refresh(args: TrustDomainArgs) -> Result<(), CliError> {
-    let client = AdminClient::connect(&args.socket.socket)?;
-    let reply = client
-        .run(
-            client
-                .federation()
-                .refresh_bundle(admin::RefreshBundleRequest {
-                    trust_domain: args.trust_domain.clone(),
-                }),
-        )
-        .map_err(status_error)?
-        .into_inner();
-    let sequence = reply
-        .bundle
-        .as_ref()
-        .map(|b| b.sequence_number)
-        .unwrap_or(0);
-    match args.output {
-        Output::Json => println!(
-            "{}",
+    let client = args.admin.connect()?;
+    let td = args.trust_domain;
+    let req = admin::RefreshBundleRequest {
+        trust_domain: td.clone(),
+    };
+    let reply = client.call(client.federation().refresh_bundle(req))?;
+    let sequence = reply.bundle.map(|b| b.sequence_number).unwrap_or(0);
+    let changed = reply.changed;
+    print_outcome(
+        args.admin.output,
+        || {
             serde_json::json!({
-                "trust_domain": args.trust_domain,
-                "changed": reply.changed,
+                "trust_domain": td,
+                "changed": changed,
                 "sequence_number": sequence,
             })
-        ),
-        Output::Table => println!(
-            "Refreshed the bundle of {}: sequence {sequence}, {}",
-            args.trust_domain,
-            if reply.changed {
+        },
+        || {
+            let what = if changed {
                 "new authorities stored"
             } else {
                 "authorities unchanged"
-            }
-        ),
-    }
+            };
+            format!("Refreshed the bundle of {td}: sequence {sequence}, {what}")
+        },
+    );
     Ok(())
 }
 
@@ -345,48 +243,70 @@ fn refresh_summary(s: &admin::FederationRefreshStatus) -> String {
     }
 }
 
-fn print_relationship(r: &admin::FederationRelationship) {
-    let (profile, id) = profile_text(r);
-    let status = r.refresh_status.clone().unwrap_or_default();
-    let mut fields = vec![
-        ("Trust domain", r.trust_domain.clone()),
-        ("Bundle endpoint URL", r.bundle_endpoint_url.clone()),
-        ("Profile", profile.to_string()),
-    ];
-    if !id.is_empty() {
-        fields.push(("Endpoint SPIFFE ID", id));
+impl Record for admin::FederationRelationship {
+    fn json(&self) -> Result<serde_json::Value, CliError> {
+        let (profile, id) = profile_text(self);
+        let s = self.refresh_status.clone().unwrap_or_default();
+        let mut doc = serde_json::json!({
+            "trust_domain": self.trust_domain,
+            "bundle_endpoint_url": self.bundle_endpoint_url,
+            "bundle_endpoint_profile": profile,
+            "refresh_status": {
+                "last_attempt_at": s.last_attempt_at,
+                "last_success_at": s.last_success_at,
+                "last_error": s.last_error,
+                "consecutive_failures": s.consecutive_failures,
+                "next_refresh_at": s.next_refresh_at,
+                "bundle_sequence": s.bundle_sequence,
+            },
+        });
+        if !id.is_empty() {
+            doc["endpoint_spiffe_id"] = serde_json::Value::String(id);
+        }
+        Ok(doc)
     }
-    fields.extend([
-        ("Bundle sequence", status.bundle_sequence.to_string()),
-        ("Last attempt", time_or_never(status.last_attempt_at)),
-        ("Last success", time_or_never(status.last_success_at)),
-        ("Next refresh", time_or_never(status.next_refresh_at)),
-    ]);
-    if !status.last_error.is_empty() {
-        fields.push(("Failures in a row", status.consecutive_failures.to_string()));
-        fields.push(("Last error", status.last_error.clone()));
-    }
-    print_fields(&fields);
 }
 
-fn relationship_json(r: &admin::FederationRelationship) -> serde_json::Value {
-    let (profile, id) = profile_text(r);
-    let s = r.refresh_status.clone().unwrap_or_default();
-    let mut doc = serde_json::json!({
-        "trust_domain": r.trust_domain,
-        "bundle_endpoint_url": r.bundle_endpoint_url,
-        "bundle_endpoint_profile": profile,
-        "refresh_status": {
-            "last_attempt_at": s.last_attempt_at,
-            "last_success_at": s.last_success_at,
-            "last_error": s.last_error,
-            "consecutive_failures": s.consecutive_failures,
-            "next_refresh_at": s.next_refresh_at,
-            "bundle_sequence": s.bundle_sequence,
-        },
-    });
-    if !id.is_empty() {
-        doc["endpoint_spiffe_id"] = serde_json::Value::String(id);
+impl Shown for admin::FederationRelationship {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let (profile, id) = profile_text(self);
+        let status = self.refresh_status.clone().unwrap_or_default();
+        let mut fields = vec![
+            ("Trust domain", self.trust_domain.clone()),
+            ("Bundle endpoint URL", self.bundle_endpoint_url.clone()),
+            ("Profile", profile.to_string()),
+        ];
+        if !id.is_empty() {
+            fields.push(("Endpoint SPIFFE ID", id));
+        }
+        fields.extend([
+            ("Bundle sequence", status.bundle_sequence.to_string()),
+            ("Last attempt", time_or_never(status.last_attempt_at)),
+            ("Last success", time_or_never(status.last_success_at)),
+            ("Next refresh", time_or_never(status.next_refresh_at)),
+        ]);
+        if !status.last_error.is_empty() {
+            fields.push(("Failures in a row", status.consecutive_failures.to_string()));
+            fields.push(("Last error", status.last_error.clone()));
+        }
+        fields
     }
-    doc
+}
+
+impl Listed for admin::FederationRelationship {
+    const NAMES: (&'static str, &'static str) =
+        ("federation_relationships", "federation relationships");
+
+    fn columns(&self) -> Columns {
+        let (profile, id) = profile_text(self);
+        let status = self.refresh_status.clone().unwrap_or_default();
+        vec![
+            ("TRUST DOMAIN", self.trust_domain.clone()),
+            ("PROFILE", profile.to_string()),
+            ("BUNDLE ENDPOINT URL", self.bundle_endpoint_url.clone()),
+            ("ENDPOINT SPIFFE ID", id),
+            ("SEQUENCE", status.bundle_sequence.to_string()),
+            ("LAST REFRESH", refresh_summary(&status)),
+        ]
+    }
 }

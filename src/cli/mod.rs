@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use error::CliError;
+
 mod admin_client;
 mod agent_run;
 mod agents;
@@ -18,9 +20,13 @@ mod check;
 mod data_dir;
 mod dev;
 mod entry;
+mod error;
 mod federated_bundle;
 mod federation;
 mod jwt;
+mod mint;
+mod paging;
+mod print;
 mod runtime;
 mod server;
 mod token;
@@ -52,27 +58,10 @@ enum Command {
     Agent(agents::AgentCmd),
     /// Run server and agent in one process with zero configuration, for trying Herald out.
     Dev(dev::DevArgs),
-    /// Registration entries: which workloads get which SPIFFE IDs.
-    #[command(subcommand)]
-    Entry(entry::EntryCmd),
-    /// Trust bundles: this trust domain's, and federated ones.
-    #[command(subcommand)]
-    Bundle(bundle::BundleCmd),
-    /// Federation relationships with other trust domains.
-    #[command(subcommand)]
-    Federation(federation::FederationCmd),
-    /// Join tokens that let a new agent attest.
-    #[command(subcommand)]
-    Token(token::TokenCmd),
-    /// X509-SVIDs minted directly, outside any agent.
-    #[command(subcommand)]
-    X509(x509::X509Cmd),
-    /// JWT-SVIDs minted directly, outside any agent.
-    #[command(subcommand)]
-    Jwt(jwt::JwtCmd),
-    /// The server's signing authorities: show, prepare, activate, taint, revoke.
-    #[command(subcommand)]
-    Authority(authority::AuthorityCmd),
+    /// The groups that need nothing but their own flags (boxed: the flags
+    /// of some are large).
+    #[command(flatten)]
+    Group(Box<Group>),
     /// Check a configuration file without starting anything.
     Check(check::CheckArgs),
     /// Ask a running server or agent whether it is healthy (for probes).
@@ -82,34 +71,41 @@ enum Command {
     Api(api::ApiCmd),
 }
 
-/// A command's failure: what to print and which exit code to use.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// The user's input is wrong (exit code 2).
-    #[error("{0}")]
-    BadInput(String),
-    /// Doing the work failed (exit code 1).
-    #[error("{0}")]
-    Failed(String),
+/// Declares [`Group`] and its dispatch from one list, `Name(module::Cmd)`
+/// each, every module having `run(module::Cmd)`.
+macro_rules! command_groups {
+    ($($(#[$doc:meta])* $name:ident($module:ident::$cmd:ident),)*) => {
+        /// The command groups that need nothing but their own flags.
+        #[derive(Debug, Subcommand)]
+        enum Group {
+            $($(#[$doc])* #[command(subcommand)] $name($module::$cmd),)*
+        }
+
+        impl Group {
+            fn run(self) -> Result<(), CliError> {
+                match self {
+                    $(Group::$name(cmd) => $module::run(cmd),)*
+                }
+            }
+        }
+    };
 }
 
-impl CliError {
-    /// Bad input, described by `e` and every cause under it.
-    pub(crate) fn bad_input(e: &dyn std::error::Error) -> Self {
-        CliError::BadInput(crate::errors::chain(e))
-    }
-
-    /// A failure, described by `e` and every cause under it.
-    pub(crate) fn failed(e: &dyn std::error::Error) -> Self {
-        CliError::Failed(crate::errors::chain(e))
-    }
-
-    fn exit_code(&self) -> ExitCode {
-        match self {
-            CliError::BadInput(_) => ExitCode::from(2),
-            CliError::Failed(_) => ExitCode::from(1),
-        }
-    }
+command_groups! {
+    /// Registration entries: which workloads get which SPIFFE IDs.
+    Entry(entry::EntryCmd),
+    /// Trust bundles: this trust domain's, and federated ones.
+    Bundle(bundle::BundleCmd),
+    /// Federation relationships with other trust domains.
+    Federation(federation::FederationCmd),
+    /// Join tokens that let a new agent attest.
+    Token(token::TokenCmd),
+    /// X509-SVIDs minted directly, outside any agent.
+    X509(x509::X509Cmd),
+    /// JWT-SVIDs minted directly, outside any agent.
+    Jwt(jwt::JwtCmd),
+    /// The server's signing authorities: show, prepare, activate, taint, revoke.
+    Authority(authority::AuthorityCmd),
 }
 
 /// Output formats shared by every command that prints records.
@@ -156,19 +152,13 @@ fn init_logging(filter: &str) {
 fn run(cli: Cli) -> Result<(), CliError> {
     let log = cli.log_level.as_deref();
     match cli.command {
-        Command::X509(cmd) => x509::run(cmd),
-        Command::Jwt(cmd) => jwt::run(cmd),
-        Command::Bundle(cmd) => bundle::run(cmd),
         Command::Server(cmd) => server::run(cmd, log),
         Command::Agent(agents::AgentCmd::Run(agent_run::RunCmd::Run { config })) => {
             agent_run::run(&config, log)
         }
         Command::Agent(cmd) => agents::run(cmd),
         Command::Dev(args) => dev::run(args, log),
-        Command::Entry(cmd) => entry::run(cmd),
-        Command::Federation(cmd) => federation::run(cmd),
-        Command::Token(cmd) => token::run(cmd),
-        Command::Authority(cmd) => authority::run(cmd),
+        Command::Group(group) => group.run(),
         Command::Check(args) => check::check(args),
         Command::Healthcheck(args) => check::healthcheck(args),
         Command::Api(cmd) => api::run(cmd),
@@ -178,5 +168,5 @@ fn run(cli: Cli) -> Result<(), CliError> {
 /// Parses a duration flag, naming the flag in the error.
 pub(crate) fn duration_flag(flag: &str, value: &str) -> Result<i64, CliError> {
     crate::duration::parse_duration_secs(value)
-        .map_err(|e| CliError::BadInput(format!("--{flag}: {e}")))
+        .map_err(|e| CliError::bad_input_in(format_args!("--{flag}"), &e))
 }

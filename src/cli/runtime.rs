@@ -1,15 +1,36 @@
 //! What the long-running commands share: a tokio runtime, logging set up
 //! from a config file, and waiting for SIGINT or SIGTERM.
 
+use std::future::Future;
+
 use super::CliError;
 use crate::config::LogFormat;
+
+/// Runs a role (`server run`, `agent run`) until SIGINT or SIGTERM: awaits
+/// `start` on a fresh runtime, then hands what it started to `shutdown`
+/// once a signal comes.
+pub(super) fn run_until_signal<H, E, S>(
+    start: impl Future<Output = Result<H, E>>,
+    shutdown: impl FnOnce(H) -> S,
+) -> Result<(), CliError>
+where
+    E: std::error::Error,
+    S: Future<Output = ()>,
+{
+    runtime()?.block_on(async {
+        let running = start.await.map_err(|e| CliError::failed(&e))?;
+        wait_for_signal().await;
+        shutdown(running).await;
+        Ok(())
+    })
+}
 
 /// A multi-threaded runtime for a server or agent.
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| CliError::failed_in("cannot start the async runtime", &e))
 }
 
 /// Sets up logging for a role. `flag` (the global --log-level, when given)

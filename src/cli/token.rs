@@ -3,8 +3,9 @@
 
 use clap::{Args, Subcommand};
 
-use super::admin_client::{format_time, secs_i32, status_error, AdminClient, SocketArgs};
-use super::{CliError, Output};
+use super::admin_client::{secs_i32, AdminArgs};
+use super::print::{format_time, print_outcome};
+use super::CliError;
 use crate::proto::admin;
 
 /// `herald token ...`
@@ -18,7 +19,7 @@ pub(super) enum TokenCmd {
 #[derive(Debug, Args)]
 pub(super) struct GenerateArgs {
     #[command(flatten)]
-    socket: SocketArgs,
+    admin: AdminArgs,
     /// How long the token stays valid (e.g. 10m); the server default when absent.
     #[arg(long)]
     ttl: Option<String>,
@@ -26,9 +27,6 @@ pub(super) struct GenerateArgs {
     /// spiffe://<td>/herald/agent/join_token/<token>.
     #[arg(long = "spiffe-id", value_name = "AGENT_ID")]
     spiffe_id: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    output: Output,
 }
 
 pub(super) fn run(cmd: TokenCmd) -> Result<(), CliError> {
@@ -48,37 +46,29 @@ fn generate(args: GenerateArgs) -> Result<(), CliError> {
         }
         None => 0,
     };
-    let client = AdminClient::connect(&args.socket.socket)?;
-    let token = client
-        .run(
-            client
-                .agents()
-                .create_join_token(admin::CreateJoinTokenRequest {
-                    ttl,
-                    token: String::new(),
-                    agent_id: args.spiffe_id.clone().unwrap_or_default(),
-                }),
-        )
-        .map_err(status_error)?
-        .into_inner();
-    match args.output {
-        Output::Json => println!(
-            "{}",
+    let client = args.admin.connect()?;
+    let req = admin::CreateJoinTokenRequest {
+        ttl,
+        token: String::new(),
+        agent_id: args.spiffe_id.unwrap_or_default(),
+    };
+    let token = client.call(client.agents().create_join_token(req))?;
+    print_outcome(
+        args.admin.output,
+        || {
             serde_json::json!({
                 "token": token.value,
                 "agent_id": token.agent_id,
                 "expires_at": token.expires_at,
             })
-        ),
-        Output::Table => {
-            println!("Token:      {}", token.value);
-            println!("Agent ID:   {}", token.agent_id);
-            println!(
-                "Expires at: {} ({})",
-                format_time(token.expires_at),
-                token.expires_at
-            );
-        }
-    }
+        },
+        || {
+            let expires = format_time(token.expires_at);
+            format!(
+                "Token:      {}\nAgent ID:   {}\nExpires at: {expires} ({})",
+                token.value, token.agent_id, token.expires_at
+            )
+        },
+    );
     Ok(())
 }

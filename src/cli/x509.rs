@@ -5,16 +5,15 @@
 //! `--data-dir` it signs with the CA kept in that server data directory
 //! (creating one in a new directory).
 
-use crate::clock::now_unix;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::admin_client::{status_error, AdminClient, SocketArgs};
-use super::data_dir::DataDir;
+use super::admin_client::AdminClient;
+use super::mint::{pem_certs, server_ttl, LocalKeys, MintFlags, SignedBy, SvidPem};
 use super::{duration_flag, CliError, Output};
-use crate::ca::keys::der_to_pem;
 use crate::ca::{KeyPair, KeyType};
+use crate::clock::now_unix;
 use crate::proto::admin;
 use crate::server::authorities::CaSettings;
 use crate::spiffe::SpiffeId;
@@ -29,19 +28,8 @@ pub(super) enum X509Cmd {
 /// Flags of `herald x509 mint`.
 #[derive(Debug, Args)]
 pub(super) struct MintArgs {
-    /// Server data directory whose CA signs (created if new), instead of
-    /// asking the server.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
     #[command(flatten)]
-    socket: SocketArgs,
-    /// The SPIFFE ID to certify, e.g. spiffe://example.org/web.
-    #[arg(long)]
-    spiffe_id: String,
-    /// Lifetime of the SVID (capped at the CA's); by default the server's
-    /// default, or 1h with --data-dir.
-    #[arg(long)]
-    ttl: Option<String>,
+    mint: MintFlags,
     /// DNS SAN to add; repeat for several. The first is also the subject CN.
     #[arg(long = "dns-name")]
     dns_names: Vec<String>,
@@ -58,91 +46,66 @@ pub(super) struct MintArgs {
     /// directory instead of printing them.
     #[arg(long)]
     write: Option<PathBuf>,
-    /// Output format of the summary.
-    #[arg(long, value_enum, default_value_t)]
-    output: Output,
 }
 
 pub(super) fn run(cmd: X509Cmd) -> Result<(), CliError> {
-    match cmd {
-        X509Cmd::Mint(args) => mint(args),
-    }
-}
-
-fn mint(args: MintArgs) -> Result<(), CliError> {
-    let id = SpiffeId::parse(&args.spiffe_id)
-        .map_err(|e| CliError::BadInput(format!("--spiffe-id: {e}")))?;
+    let X509Cmd::Mint(args) = cmd;
+    let id = args.mint.spiffe_id()?;
     if id.is_trust_domain_id() {
         return Err(CliError::BadInput(format!(
             "--spiffe-id: {id} has no path; an X509-SVID needs one (spiffe://<td>/<path>)"
         )));
     }
-    let ttl = match &args.ttl {
-        Some(v) => {
-            let ttl = duration_flag("ttl", v)?;
-            if ttl < 1 {
-                return Err(CliError::BadInput("--ttl: must be at least 1s".into()));
-            }
-            Some(ttl)
-        }
-        None => None,
-    };
+    let ttl = args.mint.ttl()?;
+    if ttl.is_some_and(|t| t < 1) {
+        return Err(CliError::BadInput("--ttl: must be at least 1s".into()));
+    }
     let ca_ttl = duration_flag("ca-ttl", &args.ca_ttl)?;
     if ca_ttl < 60 {
         return Err(CliError::BadInput("--ca-ttl: must be at least 60s".into()));
     }
-    let key_type: KeyType = args
-        .key_type
-        .parse()
-        .map_err(|e| CliError::BadInput(format!("--key-type: {e}")))?;
-    let ca_key_type: KeyType = args
-        .ca_key_type
-        .parse()
-        .map_err(|e| CliError::BadInput(format!("--ca-key-type: {e}")))?;
+    let key_type = key_type_flag("key-type", &args.key_type)?;
+    let ca_key_type = key_type_flag("ca-key-type", &args.ca_key_type)?;
     for name in &args.dns_names {
         check_dns_name(name)?;
     }
-
-    let minted = match &args.data_dir {
-        Some(data_dir) => mint_local(
-            data_dir,
-            &id,
-            key_type,
-            ttl.unwrap_or(3600),
-            &args.dns_names,
-            CaSettings {
-                upstream: None,
-                key_type: ca_key_type,
-                ca_ttl_secs: ca_ttl,
-            },
-        )?,
-        None => mint_remote(&args.socket, &id, key_type, ttl, &args.dns_names)?,
+    let spec = SvidSpec {
+        id: &id,
+        key_type,
+        ttl,
+        dns_names: &args.dns_names,
+    };
+    let ca = CaSettings {
+        upstream: None,
+        key_type: ca_key_type,
+        ca_ttl_secs: ca_ttl,
+    };
+    let minted = match args.mint.open(&id, ca)? {
+        SignedBy::DataDir(local) => mint_local(&local, &spec)?,
+        SignedBy::Server(socket) => mint_remote(socket, &spec)?,
     };
     tracing::info!(spiffe_id = %id, serial = %minted.serial, "minted X509-SVID");
+    let files = match &args.write {
+        Some(out) => Some(minted.pem.write(out, "")?),
+        None => None,
+    };
+    print_minted(&id, minted, files, args.mint.output);
+    Ok(())
+}
+
+fn key_type_flag(flag: &str, value: &str) -> Result<KeyType, CliError> {
+    value
+        .parse()
+        .map_err(|e| CliError::bad_input_in(format_args!("--{flag}"), &e))
+}
+
+fn print_minted(id: &SpiffeId, minted: Minted, files: Option<[PathBuf; 3]>, output: Output) {
     let Minted {
         serial,
         expires_at,
-        chain_pem,
-        key_pem,
-        bundle_pem,
+        pem,
     } = minted;
-
-    let files = match &args.write {
-        Some(out) => {
-            std::fs::create_dir_all(out)
-                .map_err(|e| CliError::Failed(format!("--write {}: {e}", out.display())))?;
-            let svid = out.join("svid.pem");
-            let key = out.join("svid.key");
-            let bundle = out.join("bundle.pem");
-            write_file(&svid, chain_pem.as_bytes(), 0o644)?;
-            write_file(&key, key_pem.as_bytes(), 0o600)?;
-            write_file(&bundle, bundle_pem.as_bytes(), 0o644)?;
-            Some([svid, key, bundle])
-        }
-        None => None,
-    };
-
-    match args.output {
+    match output {
         Output::Json => {
             let mut doc = serde_json::json!({
                 "spiffe_id": id.as_str(),
@@ -156,9 +119,9 @@ fn mint(args: MintArgs) -> Result<(), CliError> {
                     doc["bundle_file"] = bundle.display().to_string().into();
                 }
                 None => {
-                    doc["svid_pem"] = chain_pem.into();
-                    doc["key_pem"] = key_pem.into();
-                    doc["bundle_pem"] = bundle_pem.into();
+                    doc["svid_pem"] = pem.chain.into();
+                    doc["key_pem"] = pem.key.into();
+                    doc["bundle_pem"] = pem.bundle.into();
                 }
             }
             println!("{doc}");
@@ -173,74 +136,64 @@ fn mint(args: MintArgs) -> Result<(), CliError> {
                     println!("Key:        {}", key.display());
                     println!("Bundle:     {}", bundle.display());
                 }
-                None => print!("{chain_pem}{key_pem}{bundle_pem}"),
+                None => print!("{}{}{}", pem.chain, pem.key, pem.bundle),
             }
         }
     }
-    Ok(())
+}
+
+/// What to mint: the flags, judged.
+struct SvidSpec<'a> {
+    id: &'a SpiffeId,
+    key_type: KeyType,
+    /// The lifetime asked for; the signer's default when absent.
+    ttl: Option<i64>,
+    dns_names: &'a [String],
 }
 
 /// An X509-SVID ready to print or write.
 struct Minted {
     serial: String,
     expires_at: i64,
-    chain_pem: String,
-    key_pem: String,
-    bundle_pem: String,
-}
-
-fn pem_certs(ders: &[Vec<u8>]) -> String {
-    ders.iter().map(|c| der_to_pem(c, "CERTIFICATE")).collect()
+    pem: SvidPem,
 }
 
 /// Signs with the CA of a data directory.
-fn mint_local(
-    data_dir: &Path,
-    id: &SpiffeId,
-    key_type: KeyType,
-    ttl: i64,
-    dns_names: &[String],
-    ca: CaSettings,
-) -> Result<Minted, CliError> {
-    let dir = DataDir::open(data_dir)?;
-    let authorities = dir.authorities(id.trust_domain(), ca)?;
+fn mint_local(local: &LocalKeys, spec: &SvidSpec) -> Result<Minted, CliError> {
+    let LocalKeys { dir, authorities } = local;
+    let ttl = spec.ttl.unwrap_or(3600);
     let minted = authorities
-        .mint_x509_svid(&dir.store, id, key_type, ttl, dns_names, now_unix())
+        .mint_x509_svid(
+            &dir.store,
+            spec.id,
+            spec.key_type,
+            ttl,
+            spec.dns_names,
+            now_unix(),
+        )
         .map_err(|e| CliError::failed(&e))?;
     Ok(Minted {
         serial: minted.cert.serial,
         expires_at: minted.cert.not_after,
-        chain_pem: pem_certs(&minted.cert.chain),
-        key_pem: minted.key.to_pkcs8_pem(),
-        bundle_pem: pem_certs(&authorities.bundle().x509_authorities),
+        pem: SvidPem {
+            chain: pem_certs(&minted.cert.chain),
+            key: minted.key.to_pkcs8_pem(),
+            bundle: pem_certs(&authorities.bundle().x509_authorities),
+        },
     })
 }
 
 /// Generates the key here and has the server sign a CSR for it.
-fn mint_remote(
-    socket: &SocketArgs,
-    id: &SpiffeId,
-    key_type: KeyType,
-    ttl: Option<i64>,
-    dns_names: &[String],
-) -> Result<Minted, CliError> {
-    let ttl = match ttl {
-        Some(t) => {
-            i32::try_from(t).map_err(|_| CliError::BadInput(format!("--ttl: {t}s is too long")))?
-        }
-        None => 0,
-    };
-    let key = KeyPair::generate(key_type).map_err(|e| CliError::failed(&e))?;
-    let csr = build_csr(&key, id, dns_names)?;
-    let client = AdminClient::connect(&socket.socket)?;
-    let reply = client
-        .run(
-            client
-                .svids()
-                .mint_x509svid(admin::MintX509svidRequest { csr, ttl }),
-        )
-        .map_err(status_error)?
-        .into_inner();
+fn mint_remote(socket: &std::path::Path, spec: &SvidSpec) -> Result<Minted, CliError> {
+    let ttl = server_ttl(spec.ttl)?;
+    let key = KeyPair::generate(spec.key_type).map_err(|e| CliError::failed(&e))?;
+    let csr = build_csr(&key, spec.id, spec.dns_names)?;
+    let client = AdminClient::connect(socket)?;
+    let reply = client.call(
+        client
+            .svids()
+            .mint_x509svid(admin::MintX509svidRequest { csr, ttl }),
+    )?;
     let svid = reply
         .svid
         .ok_or_else(|| CliError::Failed("the server answered without an SVID".into()))?;
@@ -249,32 +202,33 @@ fn mint_remote(
         .first()
         .ok_or_else(|| CliError::Failed("the server answered an empty chain".into()))?;
     let facts = crate::ca::x509::cert_facts(leaf)
-        .map_err(|e| CliError::Failed(format!("the server sent an unusable certificate: {e}")))?;
+        .map_err(|e| CliError::failed_in("the server sent an unusable certificate", &e))?;
     Ok(Minted {
         serial: facts.serial,
         expires_at: svid.expires_at,
-        chain_pem: pem_certs(&svid.cert_chain),
-        key_pem: key.to_pkcs8_pem(),
-        bundle_pem: pem_certs(&reply.bundle),
+        pem: SvidPem {
+            chain: pem_certs(&svid.cert_chain),
+            key: key.to_pkcs8_pem(),
+            bundle: pem_certs(&reply.bundle),
+        },
     })
 }
 
 /// A PKCS#10 request over `key` whose one URI SAN is `id`, plus the DNS SANs.
 fn build_csr(key: &KeyPair, id: &SpiffeId, dns_names: &[String]) -> Result<Vec<u8>, CliError> {
-    let fail = |e: rcgen::Error| CliError::Failed(format!("cannot build the CSR: {e}"));
+    let fail = |e: rcgen::Error| CliError::failed_in("cannot build the CSR", &e);
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     let uri = rcgen::string::Ia5String::try_from(id.as_str()).map_err(fail)?;
     params.subject_alt_names.push(rcgen::SanType::URI(uri));
     for name in dns_names {
         let name = rcgen::string::Ia5String::try_from(name.as_str())
-            .map_err(|e| CliError::BadInput(format!("--dns-name: {name:?}: {e}")))?;
+            .map_err(|e| CliError::bad_input_in(format_args!("--dns-name: {name:?}"), &e))?;
         params.subject_alt_names.push(rcgen::SanType::DnsName(name));
     }
     let csr = params.serialize_request(key.rcgen()).map_err(fail)?;
     Ok(csr.der().to_vec())
 }
-
 /// DNS SANs must be plain hostnames (a leading `*.` wildcard allowed).
 fn check_dns_name(name: &str) -> Result<(), CliError> {
     let bare = name.strip_prefix("*.").unwrap_or(name);
@@ -296,10 +250,4 @@ fn check_dns_name(name: &str) -> Result<(), CliError> {
             "--dns-name: {name:?} is not a valid DNS name"
         )))
     }
-}
-
-/// Writes `contents` to `path` with `mode`, atomically.
-pub(super) fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CliError> {
-    crate::fsutil::write_atomic(path, contents, mode)
-        .map_err(|e| CliError::Failed(format!("writing {}: {e}", path.display())))
 }

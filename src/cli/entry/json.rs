@@ -17,10 +17,12 @@ use crate::proto::admin;
 /// Reads `{"entries": [...]}` from `path`.
 pub(super) fn read_data_file(path: &Path) -> Result<Vec<admin::Entry>, CliError> {
     let bad = |m: String| CliError::BadInput(format!("--data: {m}"));
-    let text =
-        std::fs::read(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
-    let doc: Value = serde_json::from_slice(&text)
-        .map_err(|e| bad(format!("{} is not valid JSON: {e}", path.display())))?;
+    let shown = path.display();
+    let text = std::fs::read(path)
+        .map_err(|e| CliError::bad_input_in(format_args!("--data: cannot read {shown}"), &e))?;
+    let doc: Value = serde_json::from_slice(&text).map_err(|e| {
+        CliError::bad_input_in(format_args!("--data: {shown} is not valid JSON"), &e)
+    })?;
     let entries = doc
         .as_object()
         .and_then(|o| o.get("entries"))

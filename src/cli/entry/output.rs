@@ -1,7 +1,10 @@
 //! How `herald entry` commands print entries and batch outcomes.
 
 use super::json;
-use crate::cli::admin_client::{format_time, is_bad_input, print_fields};
+use crate::cli::admin_client::{failure, is_bad_input};
+use crate::cli::print::{
+    format_time, print_fields, selector_fields, Columns, Listed, Record, Shown,
+};
 use crate::cli::{CliError, Output};
 use crate::proto::admin;
 
@@ -16,22 +19,22 @@ pub(super) fn report_batch(
     let mut failures = Vec::new();
     let mut first = true;
     for (i, r) in results.iter().enumerate() {
-        match &r.status {
-            Some(s) if s.code != 0 => {
+        match failure(r) {
+            Some(s) => {
                 let what = match sent.get(i) {
                     Some(e) if !e.spiffe_id.is_empty() => format!("entry {i} ({})", e.spiffe_id),
                     _ => format!("entry {i}"),
                 };
                 failures.push((s.clone(), what));
             }
-            _ => {
+            None => {
                 if let (Output::Table, Some(e)) = (output, &r.entry) {
                     if !first {
                         println!();
                     }
                     first = false;
                     println!("Entry {verb}:");
-                    print_entry(e);
+                    print_fields(&e.fields());
                 }
             }
         }
@@ -82,7 +85,7 @@ pub(super) fn batch_outcome(
     Err(wrap(format!("{} of {total} {noun} failed", failures.len())))
 }
 
-pub(super) fn selectors_text(selectors: &[admin::Selector]) -> String {
+fn selectors_text(selectors: &[admin::Selector]) -> String {
     selectors
         .iter()
         .map(|s| format!("{}:{}", s.r#type, s.value))
@@ -90,43 +93,63 @@ pub(super) fn selectors_text(selectors: &[admin::Selector]) -> String {
         .join(",")
 }
 
-pub(super) fn print_entry(e: &admin::Entry) {
-    let ttl = |t: i32| {
-        if t == 0 {
-            "default".to_string()
-        } else {
-            format!("{t}s")
+impl Record for admin::Entry {
+    fn json(&self) -> Result<serde_json::Value, CliError> {
+        Ok(json::entry_json(self))
+    }
+}
+
+impl Shown for admin::Entry {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let ttl = |t: i32| {
+            if t == 0 {
+                "default".to_string()
+            } else {
+                format!("{t}s")
+            }
+        };
+        let mut fields = vec![
+            ("Entry ID", self.id.clone()),
+            ("SPIFFE ID", self.spiffe_id.clone()),
+            ("Parent ID", self.parent_id.clone()),
+            ("Revision", self.revision_number.to_string()),
+            ("X509-SVID TTL", ttl(self.x509_svid_ttl)),
+            ("JWT-SVID TTL", ttl(self.jwt_svid_ttl)),
+        ];
+        fields.extend(selector_fields(&self.selectors));
+        fields.extend(self.dns_names.iter().map(|d| ("DNS name", d.clone())));
+        fields.extend(
+            self.federates_with
+                .iter()
+                .map(|f| ("Federates with", f.clone())),
+        );
+        let flags = [("Admin", self.admin), ("Downstream", self.downstream)];
+        fields.extend(
+            flags
+                .into_iter()
+                .filter(|(_, on)| *on)
+                .map(|(l, _)| (l, "true".into())),
+        );
+        if !self.hint.is_empty() {
+            fields.push(("Hint", self.hint.clone()));
         }
-    };
-    let mut fields = vec![
-        ("Entry ID", e.id.clone()),
-        ("SPIFFE ID", e.spiffe_id.clone()),
-        ("Parent ID", e.parent_id.clone()),
-        ("Revision", e.revision_number.to_string()),
-        ("X509-SVID TTL", ttl(e.x509_svid_ttl)),
-        ("JWT-SVID TTL", ttl(e.jwt_svid_ttl)),
-    ];
-    for s in &e.selectors {
-        fields.push(("Selector", format!("{}:{}", s.r#type, s.value)));
+        if self.expires_at != 0 {
+            fields.push(("Expires at", format_time(self.expires_at)));
+        }
+        fields.push(("Created at", format_time(self.created_at)));
+        fields
     }
-    for d in &e.dns_names {
-        fields.push(("DNS name", d.clone()));
+}
+
+impl Listed for admin::Entry {
+    const NAMES: (&'static str, &'static str) = ("entries", "entries");
+
+    fn columns(&self) -> Columns {
+        vec![
+            ("ENTRY ID", self.id.clone()),
+            ("SPIFFE ID", self.spiffe_id.clone()),
+            ("PARENT ID", self.parent_id.clone()),
+            ("SELECTORS", selectors_text(&self.selectors)),
+        ]
     }
-    for f in &e.federates_with {
-        fields.push(("Federates with", f.clone()));
-    }
-    if e.admin {
-        fields.push(("Admin", "true".into()));
-    }
-    if e.downstream {
-        fields.push(("Downstream", "true".into()));
-    }
-    if !e.hint.is_empty() {
-        fields.push(("Hint", e.hint.clone()));
-    }
-    if e.expires_at != 0 {
-        fields.push(("Expires at", format_time(e.expires_at)));
-    }
-    fields.push(("Created at", format_time(e.created_at)));
-    print_fields(&fields);
 }
