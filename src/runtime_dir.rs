@@ -8,7 +8,9 @@
 //! by others; anything else is refused, never repaired behind the
 //! operator's back.
 
-use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::{
+    DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _,
+};
 use std::path::{Path, PathBuf};
 
 /// Why a socket directory or socket is refused.
@@ -84,6 +86,16 @@ pub fn default_cli_admin_socket() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/run/herald"))
         .join("server")
         .join("admin.sock")
+}
+
+/// The Workload API socket a command line uses when none is given (as for
+/// [`default_cli_admin_socket`]).
+pub fn default_cli_workload_socket() -> PathBuf {
+    runtime_dir()
+        .unwrap_or_else(|| PathBuf::from("/run/herald"))
+        .join("agent")
+        .join("public")
+        .join("api.sock")
 }
 
 /// The default Workload API socket of an agent whose data lives in `data_dir`.
@@ -209,7 +221,10 @@ mod tests {
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = prepare_socket_dir(&open, 0o700).unwrap_err();
-        assert!(matches!(err, SocketDirError::WritableByOthers { mode: 0o777, .. }), "{err}");
+        assert!(
+            matches!(err, SocketDirError::WritableByOthers { mode: 0o777, .. }),
+            "{err}"
+        );
 
         // A symlink to a safe directory is refused too: it could be swapped.
         let link = tmp.path().join("link");
@@ -231,7 +246,10 @@ mod tests {
         }
         rustix::fs::chown(&dir, Some(rustix::process::Uid::from_raw(65534)), None).unwrap();
         let err = prepare_socket_dir(&dir, 0o700).unwrap_err();
-        assert!(matches!(err, SocketDirError::NotOurs { owner: 65534, .. }), "{err}");
+        assert!(
+            matches!(err, SocketDirError::NotOurs { owner: 65534, .. }),
+            "{err}"
+        );
     }
 
     #[tokio::test]

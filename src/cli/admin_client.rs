@@ -24,14 +24,17 @@ use crate::proto::admin::local_authority_client::LocalAuthorityClient;
 use crate::proto::admin::svids_client::SvidsClient;
 use crate::proto::ADMIN_MAX_MESSAGE_SIZE as MAX_MESSAGE_SIZE;
 
-/// Where `herald server run` listens for administrators unless told otherwise.
-pub(super) const DEFAULT_SOCKET: &str = "/tmp/herald-server/admin.sock";
-
 /// The `--socket` flag of every admin command.
 #[derive(Debug, Clone, Args)]
 pub(super) struct SocketArgs {
-    /// The server's admin socket.
-    #[arg(long = "socket", env = "HERALD_ADMIN_SOCKET", default_value = DEFAULT_SOCKET)]
+    /// The server's admin socket (default: where `herald server run`
+    /// listens unless configured otherwise, under /run/herald for root or
+    /// $XDG_RUNTIME_DIR/herald for another user).
+    #[arg(
+        long = "socket",
+        env = "HERALD_ADMIN_SOCKET",
+        default_value_os_t = crate::runtime_dir::default_cli_admin_socket()
+    )]
     pub(super) socket: PathBuf,
 }
 

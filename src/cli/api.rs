@@ -87,7 +87,11 @@ pub(super) enum ValidateCmd {
 #[derive(Debug, Args)]
 pub(super) struct SocketArg {
     /// The Workload API socket: a path or a unix:// URI.
-    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET", default_value = crate::config::DEFAULT_WORKLOAD_SOCKET)]
+    #[arg(
+        long,
+        env = "SPIFFE_ENDPOINT_SOCKET",
+        default_value_t = crate::runtime_dir::default_cli_workload_socket().display().to_string()
+    )]
     socket: String,
 }
 

@@ -36,8 +36,6 @@ fn default_jwt_leeway() -> String {
     "30s".into()
 }
 
-
-
 /// How the agent first trusts its server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bootstrap {
@@ -109,13 +107,15 @@ impl AgentConfig {
                 return Err(c.invalid("join_token", "must not be empty"));
             }
         }
+        let data_dir = raw.data_dir;
+        let socket_path = raw
+            .socket_path
+            .unwrap_or_else(|| crate::runtime_dir::default_workload_socket(&data_dir));
         Ok(AgentConfig {
             trust_domain: c.trust_domain("trust_domain", &raw.trust_domain)?,
             server_address: c.address("server_address", &raw.server_address)?,
-            data_dir: raw.data_dir,
-            socket_path: raw
-                .socket_path
-                .unwrap_or_else(|| crate::runtime_dir::default_workload_socket(&raw.data_dir)),
+            data_dir,
+            socket_path,
             bootstrap,
             join_token: raw.join_token,
             jwt_svid_leeway,

@@ -95,7 +95,6 @@ fn default_jwt_ttl() -> String {
     "5m".into()
 }
 
-
 /// A validated server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
