@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{RegistrationError, Selector};
+use super::{rule, RegistrationError, Selector};
 use crate::spiffe::{SpiffeId, TrustDomain};
 
 /// Says which workloads (by selectors, under which parent) receive which
@@ -79,21 +79,16 @@ impl RegistrationEntry {
     /// domain; the API layer checks the rest. (Selectors were checked when
     /// they were built.)
     pub fn validate(&self) -> Result<(), RegistrationError> {
-        let invalid = |field, reason: &str| RegistrationError {
-            record: self.describe(),
-            field,
-            reason: reason.into(),
-        };
-        if self.id.is_empty() {
-            return Err(invalid("id", "must not be empty"));
-        }
-        if self.id.contains('\0') {
-            return Err(invalid("id", "must not contain a NUL character"));
-        }
-        if self.selectors.is_empty() {
-            return Err(invalid("selectors", "must contain at least one selector"));
-        }
-        Ok(())
+        let me = || self.describe();
+        rule(self.id.is_empty(), me, "id", "must not be empty")?;
+        rule(
+            self.id.contains('\0'),
+            me,
+            "id",
+            "must not contain a NUL character",
+        )?;
+        let none = self.selectors.is_empty();
+        rule(none, me, "selectors", "must contain at least one selector")
     }
 
     /// The selectors as a set: order and repetition do not change which

@@ -23,3 +23,21 @@ pub struct RegistrationError {
     /// What is wrong with it.
     pub reason: String,
 }
+
+/// Checks one rule of a record: `Err` naming `record` and `field` when
+/// `broken` holds.
+fn rule(
+    broken: bool,
+    record: impl FnOnce() -> String,
+    field: &'static str,
+    reason: &str,
+) -> Result<(), RegistrationError> {
+    if broken {
+        return Err(RegistrationError {
+            record: record(),
+            field,
+            reason: reason.into(),
+        });
+    }
+    Ok(())
+}

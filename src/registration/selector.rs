@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::RegistrationError;
+use super::{rule, RegistrationError};
 
 /// A property of a workload or node that an attestor can vouch for, such as
 /// `unix:uid:1000`. Entries match workloads by their selectors.
@@ -45,23 +45,13 @@ impl Selector {
             kind: kind.into(),
             value: value.into(),
         };
-        let invalid = |field, reason: &str| RegistrationError {
-            record: format!("selector {:?}", selector.to_string()),
-            field,
-            reason: reason.into(),
-        };
-        if selector.kind.is_empty() {
-            return Err(invalid("kind", "must not be empty"));
-        }
-        if selector.kind.contains(':') {
-            return Err(invalid("kind", "must not contain `:`"));
-        }
-        if selector.value.is_empty() {
-            return Err(invalid("value", "must not be empty"));
-        }
-        if selector.kind.contains('\0') || selector.value.contains('\0') {
-            return Err(invalid("selector", "must not contain a NUL character"));
-        }
+        let (kind, value) = (&selector.kind, &selector.value);
+        let me = || format!("selector {:?}", selector.to_string());
+        rule(kind.is_empty(), me, "kind", "must not be empty")?;
+        rule(kind.contains(':'), me, "kind", "must not contain `:`")?;
+        rule(value.is_empty(), me, "value", "must not be empty")?;
+        let nul = kind.contains('\0') || value.contains('\0');
+        rule(nul, me, "selector", "must not contain a NUL character")?;
         Ok(selector)
     }
 

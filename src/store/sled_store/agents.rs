@@ -48,16 +48,9 @@ impl SledStore {
         let key = id.as_str().as_bytes();
         let _span = tracing::debug_span!("store.update_agent", agent_id = id.as_str()).entered();
         loop {
-            let Some(bytes) = self
-                .agents
-                .get(key)
-                .map_err(StoreError::sled("read an agent"))?
-            else {
-                return Err(StoreError::NotFound {
-                    kind: "agent",
-                    id: id.to_string(),
-                });
-            };
+            let bytes = existing(&self.agents, key, ("read an agent", "agent"), || {
+                id.to_string()
+            })?;
             let current: AttestedAgent = decode(AGENTS, key, &bytes)?;
             let next = change(&current)?;
             if next.spiffe_id != current.spiffe_id {
@@ -119,16 +112,12 @@ impl SledStore {
             tracing::debug_span!("store.consume_join_token", token_prefix = %prefix).entered();
         let key = token.as_bytes();
         loop {
-            let Some(bytes) = self
-                .join_tokens
-                .get(key)
-                .map_err(StoreError::sled("read a join token"))?
-            else {
-                return Err(StoreError::NotFound {
-                    kind: TOKEN_KIND,
-                    id: prefix,
-                });
-            };
+            let bytes = existing(
+                &self.join_tokens,
+                key,
+                ("read a join token", TOKEN_KIND),
+                || prefix.clone(),
+            )?;
             let stored: JoinToken = decode(JOIN_TOKENS, prefix.as_bytes(), &bytes)?;
             // The removal is a compare-and-swap against the value we read:
             // of several concurrent consumers exactly one swaps; the others
@@ -179,4 +168,17 @@ impl SledStore {
         tracing::debug!(removed, "pruned expired join tokens");
         Ok(removed)
     }
+}
+
+/// The stored value at `key`, or `NotFound` naming the record (`id` is
+/// called only then), failing a sled read as `op`.
+fn existing(
+    tree: &sled::Tree,
+    key: &[u8],
+    (op, kind): (&'static str, &'static str),
+    id: impl FnOnce() -> String,
+) -> Result<sled::IVec, StoreError> {
+    tree.get(key)
+        .map_err(StoreError::sled(op))?
+        .ok_or_else(|| StoreError::NotFound { kind, id: id() })
 }
