@@ -7,6 +7,7 @@
 //! node client are the test harness's (`tests/harness/`), so benches and
 //! tests start Herald the same way.
 
+use herald::config::ConfigFile as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! `herald agent run --config agent.toml`: the node agent.
 
+use crate::config::ConfigFile as _;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
@@ -22,7 +23,7 @@ pub(super) enum RunCmd {
 
 pub(super) fn run(config: &Path, log_flag: Option<&str>) -> Result<(), CliError> {
     let config = AgentConfig::load(config).map_err(|e| CliError::bad_input(&e))?;
-    init_role_logging(log_flag, &config.log_level, config.log_format);
+    init_role_logging(log_flag, &config.logging);
     let start = crate::agent::run::start(&config);
     run_until_signal(start, crate::agent::run::AgentHandle::shutdown)
 }

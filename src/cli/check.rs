@@ -2,6 +2,7 @@
 //! healthcheck` (is this server or agent answering?), for operators and
 //! probes. Both exit 0 when all is well and print one line otherwise.
 
+use crate::config::ConfigFile as _;
 use std::path::{Path, PathBuf};
 
 use crate::proto::{admin, workload};

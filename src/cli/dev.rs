@@ -13,7 +13,7 @@ use clap::Args;
 
 use super::runtime::{init_role_logging, runtime, wait_for_signal};
 use super::CliError;
-use crate::config::{AgentConfig, Bootstrap, LogFormat, ServerConfig};
+use crate::config::{AgentConfig, Bootstrap, Logging, ServerConfig};
 use crate::registration::{RegistrationEntry, Selector};
 use crate::server::state::ServerEvent;
 use crate::spiffe::{SpiffeId, TrustDomain};
@@ -86,11 +86,10 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         agent_svid_ttl: 3600,
         ca_activation_deadline: 300,
         upstream: crate::config::UpstreamConfig::SelfSigned,
-        log_level: "info".into(),
-        log_format: LogFormat::Text,
+        logging: Logging::default(),
         federation: Default::default(),
     };
-    init_role_logging(log_flag, "info", LogFormat::Text);
+    init_role_logging(log_flag, &Logging::default());
     runtime()?.block_on(async move {
         let server = crate::server::run::start(&server_config)
             .await
@@ -131,8 +130,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
             bootstrap: Bootstrap::TrustBundle(bootstrap),
             join_token: Some(token),
             jwt_svid_leeway: crate::ca::DEFAULT_JWT_LEEWAY_SECS,
-            log_level: "info".into(),
-            log_format: LogFormat::Text,
+            logging: Logging::default(),
         };
         let agent = crate::agent::run::start(&agent_config)
             .await

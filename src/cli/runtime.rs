@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use super::CliError;
-use crate::config::LogFormat;
+use crate::config::{LogFormat, Logging};
 
 /// Runs a role (`server run`, `agent run`) until SIGINT or SIGTERM: awaits
 /// `start` on a fresh runtime, then hands what it started to `shutdown`
@@ -35,8 +35,8 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 /// Sets up logging for a role. `flag` (the global --log-level, when given)
 /// wins over the config file's level.
-pub(super) fn init_role_logging(flag: Option<&str>, config_level: &str, format: LogFormat) {
-    let level = flag.unwrap_or(config_level);
+pub(super) fn init_role_logging(flag: Option<&str>, logging: &Logging) {
+    let level = flag.unwrap_or(&logging.level);
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal as _;
@@ -45,7 +45,7 @@ pub(super) fn init_role_logging(flag: Option<&str>, config_level: &str, format: 
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A logger may already be installed (tests run commands in-process); keep it.
-    let _ = match format {
+    let _ = match logging.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };

@@ -1,5 +1,6 @@
 //! `herald server run --config server.toml`: the CA of one trust domain.
 
+use crate::config::ConfigFile as _;
 use std::path::PathBuf;
 
 use clap::Subcommand;
@@ -22,7 +23,7 @@ pub(super) enum ServerCmd {
 pub(super) fn run(cmd: ServerCmd, log_flag: Option<&str>) -> Result<(), CliError> {
     let ServerCmd::Run { config } = cmd;
     let config = ServerConfig::load(&config).map_err(|e| CliError::bad_input(&e))?;
-    init_role_logging(log_flag, &config.log_level, config.log_format);
+    init_role_logging(log_flag, &config.logging);
     let start = crate::server::run::start(&config);
     run_until_signal(start, crate::server::run::ServerHandle::shutdown)
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::check::Checker;
-use super::{default_log_level, parse_toml, read, ConfigError, LogFormat};
+use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
 use crate::spiffe::TrustDomain;
 
 #[derive(Debug, Deserialize)]
@@ -63,20 +63,12 @@ pub struct AgentConfig {
     pub join_token: Option<String>,
     /// Clock skew ValidateJWTSVID tolerates on `nbf` and `iat`, seconds.
     pub jwt_svid_leeway: i64,
-    /// tracing filter.
-    pub log_level: String,
-    /// Log format.
-    pub log_format: LogFormat,
+    /// `log_level` and `log_format`.
+    pub logging: Logging,
 }
 
-impl AgentConfig {
-    /// Reads and validates an agent configuration file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::parse(path, &read(path)?)
-    }
-
-    /// Validates agent configuration text.
-    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+impl ConfigFile for AgentConfig {
+    fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let raw: RawAgent = parse_toml(path, text)?;
         let c = Checker { path };
         let bootstrap = match (raw.trust_bundle_path, raw.insecure_bootstrap) {
@@ -119,8 +111,7 @@ impl AgentConfig {
             bootstrap,
             join_token: raw.join_token,
             jwt_svid_leeway,
-            log_level: c.log_level(&raw.log_level)?,
-            log_format: raw.log_format,
+            logging: c.logging(raw.log_level, raw.log_format)?,
         })
     }
 }

@@ -64,9 +64,13 @@ impl Checker<'_> {
         TrustDomain::new(value).map_err(|e| self.invalid(key, e))
     }
 
-    pub(super) fn log_level(&self, value: &str) -> Result<String, ConfigError> {
-        tracing_subscriber::EnvFilter::try_new(value).map_err(|e| self.invalid("log_level", e))?;
-        Ok(value.to_string())
+    pub(super) fn logging(
+        &self,
+        level: String,
+        format: super::LogFormat,
+    ) -> Result<super::Logging, ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| self.invalid("log_level", e))?;
+        Ok(super::Logging { level, format })
     }
 
     /// A path that must not be empty when given.

@@ -65,6 +65,37 @@ pub enum LogFormat {
     Json,
 }
 
+/// A configuration file of one role: validated from its text, or read from
+/// its path first.
+pub trait ConfigFile: Sized {
+    /// Validates configuration text (`path` only names it in errors).
+    fn parse(path: &Path, text: &str) -> Result<Self, ConfigError>;
+
+    /// Reads and validates a configuration file.
+    fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(path, &read(path)?)
+    }
+}
+
+/// How a role logs: the same two keys (`log_level`, `log_format`) in every
+/// role's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logging {
+    /// The tracing filter (`info`, `debug`, or a directive).
+    pub level: String,
+    /// Lines for people or JSON for machines.
+    pub format: LogFormat,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            level: default_log_level(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
 /// The log level every role defaults to.
 fn default_log_level() -> String {
     "info".into()

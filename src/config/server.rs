@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::check::Checker;
 use super::federation::FederationConfig;
-use super::{default_log_level, parse_toml, read, ConfigError, LogFormat};
+use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
 use crate::ca::KeyType;
 use crate::spiffe::TrustDomain;
 
@@ -121,22 +121,14 @@ pub struct ServerConfig {
     pub ca_activation_deadline: i64,
     /// Who signs the CA.
     pub upstream: UpstreamConfig,
-    /// tracing filter.
-    pub log_level: String,
-    /// Log format.
-    pub log_format: LogFormat,
+    /// `log_level` and `log_format`.
+    pub logging: Logging,
     /// Bundle endpoint and federation relationships (`[federation]`).
     pub federation: FederationConfig,
 }
 
-impl ServerConfig {
-    /// Reads and validates a server configuration file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::parse(path, &read(path)?)
-    }
-
-    /// Validates server configuration text (`path` only names it in errors).
-    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+impl ConfigFile for ServerConfig {
+    fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let raw: RawServer = parse_toml(path, text)?;
         let c = Checker { path };
         let ca_ttl = c.duration("ca_ttl", &raw.ca_ttl, 60)?;
@@ -234,8 +226,7 @@ impl ServerConfig {
                 1,
             )?,
             agent_svid_ttl: c.duration("agent_svid_ttl", &raw.agent_svid_ttl, 30)?,
-            log_level: c.log_level(&raw.log_level)?,
-            log_format: raw.log_format,
+            logging: c.logging(raw.log_level, raw.log_format)?,
         })
     }
 }
