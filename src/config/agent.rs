@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::check::Checker;
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
 use crate::spiffe::TrustDomain;
 
@@ -69,8 +68,7 @@ pub struct AgentConfig {
 
 impl ConfigFile for AgentConfig {
     fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let raw: RawAgent = parse_toml(path, text)?;
-        let c = Checker { path };
+        let (raw, c) = parse_toml::<RawAgent>(path, text)?;
         let bootstrap = match (raw.trust_bundle_path, raw.insecure_bootstrap) {
             (Some(_), true) => {
                 return Err(c.invalid(

@@ -101,21 +101,24 @@ fn default_log_level() -> String {
     "info".into()
 }
 
-pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
+fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })
 }
 
-pub(crate) fn parse_toml<T: for<'de> Deserialize<'de>>(
-    path: &Path,
+/// Parses TOML into a role's raw table, and gives the checker that names
+/// this file in the errors of the validation that follows.
+fn parse_toml<'p, T: for<'de> Deserialize<'de>>(
+    path: &'p Path,
     text: &str,
-) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Syntax {
+) -> Result<(T, check::Checker<'p>), ConfigError> {
+    let raw = toml::from_str(text).map_err(|e| ConfigError::Syntax {
         path: path.to_path_buf(),
         message: e.to_string().trim().replace('\n', " "),
-    })
+    })?;
+    Ok((raw, check::Checker { path }))
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::check::Checker;
 use super::federation::FederationConfig;
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
 use crate::ca::KeyType;
@@ -129,8 +128,7 @@ pub struct ServerConfig {
 
 impl ConfigFile for ServerConfig {
     fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let raw: RawServer = parse_toml(path, text)?;
-        let c = Checker { path };
+        let (raw, c) = parse_toml::<RawServer>(path, text)?;
         let ca_ttl = c.duration("ca_ttl", &raw.ca_ttl, 60)?;
         let x509 = c.duration("default_x509_svid_ttl", &raw.default_x509_svid_ttl, 1)?;
         if x509 > ca_ttl {
