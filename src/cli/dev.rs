@@ -90,6 +90,10 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         log_level: "info".into(),
         log_format: LogFormat::Text,
         federation: Default::default(),
+        admin_allowed_uids: Vec::new(),
+        downstream_ca_max_ttl: 24 * 3600,
+        downstream_ca_path_len: 0,
+        limits: Default::default(),
     };
     init_role_logging(log_flag, "info", LogFormat::Text);
     runtime()?.block_on(async move {
