@@ -18,7 +18,7 @@ mod listeners;
 mod node_listener;
 mod streams;
 
-pub(crate) use self::connections::ConnInfo;
+pub(crate) use self::connections::{ConnInfo, PeerCounter};
 pub(crate) use self::node_listener::NodeConnectInfo;
 pub use self::node_listener::ANONYMOUS_MAX_MESSAGE;
 use super::admin_api::admin_routes;
@@ -207,9 +207,10 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     tasks.push(refresher_task);
     let bundle_endpoint = match &config.federation.bundle_endpoint {
         Some(endpoint) => Some(
-            super::federation::serve_bundle_endpoint(
+            super::federation::serve_bundle_endpoint_limited(
                 state.clone(),
                 endpoint.clone(),
+                config.limits.bundle_endpoint_max_connections_per_peer,
                 shutdown_rx.clone(),
             )
             .await?,
