@@ -109,11 +109,9 @@ fn anonymous_unfinished_messages_are_not_buffered() {
 
 #[test]
 fn anonymous_connections_get_few_streams_and_few_connections_per_address() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        "[limits]\nnode_anonymous_connections_per_peer = 3\nnode_max_connections_per_peer = 5\n",
-    );
+    // The defaults: 4 streams per anonymous connection, 8 anonymous
+    // connections and 64 connections in all per address.
+    let server = Server::start_temp();
     let rt = runtime();
     rt.block_on(async {
         // Streams: after one round trip the client knows the server's
@@ -131,11 +129,13 @@ fn anonymous_connections_get_few_streams_and_few_connections_per_address() {
         assert_eq!(max, 4, "an anonymous connection advertises at most 4 streams");
         client = client.ready().await.unwrap();
 
-        // Connections without a certificate: 3 held (this one and two more),
-        // the 4th is closed right after its handshake.
-        let _second = anonymous_h2(server.node_addr).await.expect("2nd");
-        let _third = anonymous_h2(server.node_addr).await.expect("3rd");
-        let fourth = async {
+        // Connections without a certificate: 8 held (this one and 7 more),
+        // the 9th is closed right after its handshake.
+        let mut held = Vec::new();
+        for n in 2..=8 {
+            held.push(anonymous_h2(server.node_addr).await.unwrap_or_else(|e| panic!("{n}: {e}")));
+        }
+        let ninth = async {
             let c = anonymous_h2(server.node_addr).await?;
             let (response, _) = c
                 .ready()
@@ -145,26 +145,33 @@ fn anonymous_connections_get_few_streams_and_few_connections_per_address() {
                 .map_err(|e| e.to_string())?;
             response.await.map(|_| ()).map_err(|e| e.to_string())
         };
-        let fourth = tokio::time::timeout(Duration::from_secs(10), fourth).await;
+        let ninth = tokio::time::timeout(Duration::from_secs(10), ninth).await;
         assert!(
-            matches!(fourth, Ok(Err(_))),
-            "a 4th anonymous connection from one address was served: {fourth:?}"
+            matches!(ninth, Ok(Err(_))),
+            "a 9th anonymous connection from one address was served: {ninth:?}"
         );
 
-        // Connections of any kind: 5 per address, counting handshakes; the
-        // 6th is closed before its TLS handshake.
-        let _fourth_tcp = tokio::net::TcpStream::connect(server.node_addr).await.unwrap();
-        let _fifth_tcp = tokio::net::TcpStream::connect(server.node_addr).await.unwrap();
+        // Connections of any kind: 64 per address, counting those still in
+        // their handshake; the 65th is closed before its TLS handshake.
+        let mut held_tcps = Vec::new();
+        for _ in 9..=64 {
+            held_tcps.push(held_tcp(&server).await);
+        }
         // Let the server count them.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let sixth = tokio::time::timeout(Duration::from_secs(10), anonymous_tls(server.node_addr))
+        let over = tokio::time::timeout(Duration::from_secs(10), anonymous_tls(server.node_addr))
             .await
-            .expect("the server neither served nor closed the 6th connection");
-        assert!(sixth.is_err(), "a 6th connection from one address was accepted");
-        drop(client);
+            .expect("the server neither served nor closed the 65th connection");
+        assert!(over.is_err(), "a 65th connection from one address was accepted");
+        drop((client, held, held_tcps));
     });
     let log = server.proc.log_text();
     assert!(log.contains("too many connections"), "{log}");
+}
+
+/// A TCP connection to the node API that never starts its handshake.
+async fn held_tcp(server: &Server) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(server.node_addr).await.unwrap()
 }
 
 #[test]
@@ -172,9 +179,6 @@ fn the_admin_socket_refuses_other_uids_even_when_world_writable() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let server = Server::start(dir.path(), "");
-    let allowed_dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(allowed_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let allowed = Server::start(allowed_dir.path(), "admin_allowed_uids = [65534]\n");
     let as_nobody = |s: &Server| {
         std::fs::set_permissions(&s.admin_socket, std::fs::Permissions::from_mode(0o666))
             .unwrap();
@@ -198,6 +202,9 @@ fn the_admin_socket_refuses_other_uids_even_when_world_writable() {
     // Root (our uid) still administers it.
     server.cli_ok(&["entry", "list"]);
     // An allow-listed uid may.
+    let allowed_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(allowed_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let allowed = Server::start(allowed_dir.path(), "admin_allowed_uids = [65534]\n");
     let out = as_nobody(&allowed);
     assert!(
         out.status.success(),
@@ -208,8 +215,16 @@ fn the_admin_socket_refuses_other_uids_even_when_world_writable() {
 
 #[test]
 fn a_downstream_ca_cannot_mint_cas_is_ttl_capped_and_logged() {
+    // By default the cap is the server's own ca_ttl (24h).
+    downstream_ca_case("", 24 * 3600);
+    downstream_ca_case("downstream_ca_max_ttl = \"2h\"\n", 2 * 3600);
+}
+
+/// Asks a server configured with `extra` for a downstream CA of ten years;
+/// checks it against `max_ttl` and the issuance log.
+fn downstream_ca_case(extra: &str, max_ttl: i64) {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), "downstream_ca_max_ttl = \"2h\"\n");
+    let mut server = Server::start(dir.path(), extra);
     let rt = runtime();
     let (serial, caller, not_after) = rt.block_on(async {
         let agent = attest(&server).await;
@@ -243,8 +258,8 @@ fn a_downstream_ca_cannot_mint_cas_is_ttl_capped_and_logged() {
         let facts = herald::ca::x509::cert_facts(&resp.ca_cert_chain[0]).unwrap();
         let ttl = facts.not_after - harness::bin::now();
         assert!(
-            ttl <= 2 * 3600 + 5,
-            "the downstream CA lives {ttl}s, over downstream_ca_max_ttl (2h)"
+            ttl <= max_ttl + 5,
+            "the downstream CA lives {ttl}s, over downstream_ca_max_ttl ({max_ttl}s)"
         );
         (facts.serial, agent.id, facts.not_after)
     });
