@@ -126,14 +126,21 @@ fn anonymous_connections_get_few_streams_and_few_connections_per_address() {
             .unwrap();
         let _ = response.await;
         let max = client.current_max_send_streams();
-        assert_eq!(max, 4, "an anonymous connection advertises at most 4 streams");
+        assert_eq!(
+            max, 4,
+            "an anonymous connection advertises at most 4 streams"
+        );
         client = client.ready().await.unwrap();
 
         // Connections without a certificate: 8 held (this one and 7 more),
         // the 9th is closed right after its handshake.
         let mut held = Vec::new();
         for n in 2..=8 {
-            held.push(anonymous_h2(server.node_addr).await.unwrap_or_else(|e| panic!("{n}: {e}")));
+            held.push(
+                anonymous_h2(server.node_addr)
+                    .await
+                    .unwrap_or_else(|e| panic!("{n}: {e}")),
+            );
         }
         let ninth = async {
             let c = anonymous_h2(server.node_addr).await?;
@@ -162,7 +169,10 @@ fn anonymous_connections_get_few_streams_and_few_connections_per_address() {
         let over = tokio::time::timeout(Duration::from_secs(10), anonymous_tls(server.node_addr))
             .await
             .expect("the server neither served nor closed the 65th connection");
-        assert!(over.is_err(), "a 65th connection from one address was accepted");
+        assert!(
+            over.is_err(),
+            "a 65th connection from one address was accepted"
+        );
         drop((client, held, held_tcps));
     });
     let log = server.proc.log_text();
@@ -171,7 +181,9 @@ fn anonymous_connections_get_few_streams_and_few_connections_per_address() {
 
 /// A TCP connection to the node API that never starts its handshake.
 async fn held_tcp(server: &Server) -> tokio::net::TcpStream {
-    tokio::net::TcpStream::connect(server.node_addr).await.unwrap()
+    tokio::net::TcpStream::connect(server.node_addr)
+        .await
+        .unwrap()
 }
 
 #[test]
@@ -180,8 +192,7 @@ fn the_admin_socket_refuses_other_uids_even_when_world_writable() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let server = Server::start(dir.path(), "");
     let as_nobody = |s: &Server| {
-        std::fs::set_permissions(&s.admin_socket, std::fs::Permissions::from_mode(0o666))
-            .unwrap();
+        std::fs::set_permissions(&s.admin_socket, std::fs::Permissions::from_mode(0o666)).unwrap();
         std::process::Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(env!("CARGO_BIN_EXE_herald"))
@@ -198,7 +209,10 @@ fn the_admin_socket_refuses_other_uids_even_when_world_writable() {
         "not a clear PermissionDenied: {stderr}"
     );
     let log = server.proc.log_text();
-    assert!(log.contains("uid=65534"), "the refusal is not logged with the uid: {log}");
+    assert!(
+        log.contains("uid=65534"),
+        "the refusal is not logged with the uid: {log}"
+    );
     // Root (our uid) still administers it.
     server.cli_ok(&["entry", "list"]);
     // An allow-listed uid may.
@@ -254,7 +268,11 @@ fn downstream_ca_case(extra: &str, max_ttl: i64) {
             .unwrap()
             .expect("basicConstraints");
         assert!(critical && bc.ca);
-        assert_eq!(bc.path_len_constraint, Some(0), "a downstream CA may mint CAs");
+        assert_eq!(
+            bc.path_len_constraint,
+            Some(0),
+            "a downstream CA may mint CAs"
+        );
         let facts = herald::ca::x509::cert_facts(&resp.ca_cert_chain[0]).unwrap();
         let ttl = facts.not_after - harness::bin::now();
         assert!(

@@ -100,9 +100,10 @@ where
         };
         match refusal {
             None => Either::Left(self.inner.call(req)),
-            Some(message) => Either::Right(future::ready(Ok(
-                tonic::Status::permission_denied(message).into_http()
-            ))),
+            Some(message) => Either::Right(future::ready(Ok(tonic::Status::permission_denied(
+                message,
+            )
+            .into_http()))),
         }
     }
 }

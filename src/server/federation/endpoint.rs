@@ -51,8 +51,8 @@ pub async fn serve_bundle_endpoint(
     config: BundleEndpointConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Result<SocketAddr, FederationError> {
-    let max = crate::config::limits::ListenerLimits::default()
-        .bundle_endpoint_max_connections_per_peer;
+    let max =
+        crate::config::limits::ListenerLimits::default().bundle_endpoint_max_connections_per_peer;
     serve_bundle_endpoint_limited(state, config, max, shutdown).await
 }
 
@@ -130,7 +130,7 @@ pub async fn serve_bundle_endpoint_limited(
             service,
             shutdown,
         )
-            .instrument(span.clone()),
+        .instrument(span.clone()),
     );
     span.in_scope(|| {
         tracing::info!(

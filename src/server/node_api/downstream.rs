@@ -16,22 +16,14 @@ use crate::spiffe::SpiffeId;
 use crate::store::{AttestedAgent, IssuanceRecord};
 
 /// What the node API signs downstream CAs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The default caps the lifetime at `ca_ttl` and allows no further CAs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DownstreamPolicy {
     /// The longest lifetime of a downstream CA, seconds; `None` caps it at
     /// this server's own `ca_ttl`.
     pub max_ttl: Option<i64>,
     /// The pathLenConstraint put in every downstream CA.
     pub path_len: u8,
-}
-
-impl Default for DownstreamPolicy {
-    fn default() -> Self {
-        DownstreamPolicy {
-            max_ttl: None,
-            path_len: 0,
-        }
-    }
 }
 
 impl NodeApi {
@@ -84,9 +76,8 @@ impl NodeApi {
         let record = IssuanceRecord {
             serial: signed.serial.clone(),
             // A CA certifies the trust domain's own ID.
-            spiffe_id: SpiffeId::new(&self.state.trust_domain, "").map_err(|e| {
-                Status::internal(format!("the trust domain ID: {}", Chain(&e)))
-            })?,
+            spiffe_id: SpiffeId::new(&self.state.trust_domain, "")
+                .map_err(|e| Status::internal(format!("the trust domain ID: {}", Chain(&e))))?,
             agent_id: Some(agent.spiffe_id.clone()),
             entry_id: Some(entry_id),
             not_after: signed.not_after,

@@ -68,7 +68,11 @@ impl<K: Hash + Eq + Clone> PeerCounter<K> {
 
 impl<K: Hash + Eq> Drop for PeerSlot<K> {
     fn drop(&mut self) {
-        let mut counts = self.counter.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self
+            .counter
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(n) = counts.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -135,7 +139,12 @@ pub(crate) struct GuardedIo<I> {
 impl<I> GuardedIo<I> {
     /// Wraps `io`, holding `slots` until it is dropped, and starts its
     /// watchdog. `peer` names the peer in the watchdog's log line.
-    pub(crate) fn new(io: I, slots: Box<dyn std::any::Any + Send + Sync>, limits: ConnLimits, peer: String) -> Self {
+    pub(crate) fn new(
+        io: I,
+        slots: Box<dyn std::any::Any + Send + Sync>,
+        limits: ConnLimits,
+        peer: String,
+    ) -> Self {
         let (tx, rx) = watch::channel(0usize);
         let (kill_tx, kill_rx) = oneshot::channel();
         tokio::spawn(watchdog(rx, kill_tx, limits, peer));
@@ -267,7 +276,10 @@ mod tests {
         let a = c.try_acquire(1u32).unwrap();
         let _b = c.try_acquire(1u32).unwrap();
         assert!(c.try_acquire(1u32).is_none());
-        assert!(c.try_acquire(2u32).is_some(), "other peers are not affected");
+        assert!(
+            c.try_acquire(2u32).is_some(),
+            "other peers are not affected"
+        );
         drop(a);
         assert!(c.try_acquire(1u32).is_some());
     }
@@ -287,7 +299,9 @@ mod tests {
         assert!(busy.is_err(), "a stream is open: the connection stays");
         drop(stream);
         let idle = tokio::time::timeout(Duration::from_secs(10), io.read(&mut buf)).await;
-        let err = idle.expect("the idle connection was not closed").unwrap_err();
+        let err = idle
+            .expect("the idle connection was not closed")
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 }

@@ -128,7 +128,9 @@ pub(super) async fn accept_tls(
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %Chain(&e), "TLS handshake failed"),
+                Ok(Err(e)) => {
+                    return tracing::debug!(%peer, error = %Chain(&e), "TLS handshake failed")
+                }
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
             let authenticated = stream
@@ -137,7 +139,12 @@ pub(super) async fn accept_tls(
                 .peer_certificates()
                 .is_some_and(|c| !c.is_empty());
             if authenticated {
-                let io = GuardedIo::new(stream, Box::new(slot), limits.authenticated_conn, peer.to_string());
+                let io = GuardedIo::new(
+                    stream,
+                    Box::new(slot),
+                    limits.authenticated_conn,
+                    peer.to_string(),
+                );
                 let _ = conns.authenticated.send(io).await;
                 return;
             }
@@ -145,7 +152,12 @@ pub(super) async fn accept_tls(
                 return tracing::warn!(%peer, max = limits.anonymous.max(),
                     "node API: too many connections without a client certificate from this address; closing the new one");
             };
-            let io = GuardedIo::new(stream, Box::new((slot, anonymous)), limits.anonymous_conn, peer.to_string());
+            let io = GuardedIo::new(
+                stream,
+                Box::new((slot, anonymous)),
+                limits.anonymous_conn,
+                peer.to_string(),
+            );
             let _ = conns.anonymous.send(io).await;
         });
     }

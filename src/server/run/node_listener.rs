@@ -95,12 +95,11 @@ pub(super) async fn serve(
     tasks.push(tokio::spawn(
         tls.keep_fresh(state.clone(), shutdown.clone()),
     ));
-    let api = NodeApi::new(state.clone(), shutdown.clone()).with_downstream_policy(
-        DownstreamPolicy {
+    let api =
+        NodeApi::new(state.clone(), shutdown.clone()).with_downstream_policy(DownstreamPolicy {
             max_ttl: Some(config.downstream_ca_max_ttl),
             path_len: config.downstream_ca_path_len,
-        },
-    );
+        });
     let authenticated = NodeServer::new(api.clone())
         .max_decoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE)
         .max_encoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE);
@@ -119,7 +118,12 @@ pub(super) async fn serve(
         .timeout(ANONYMOUS_CALL_TIMEOUT)
         .layer(TrackStreamsLayer::<TlsConnectInfo<TcpConnectInfo>>::new())
         .add_service(anonymous);
-    tasks.push(spawn_server(server, anon_rx, shutdown, "node_api_anonymous"));
+    tasks.push(spawn_server(
+        server,
+        anon_rx,
+        shutdown,
+        "node_api_anonymous",
+    ));
     Ok(node_addr)
 }
 
