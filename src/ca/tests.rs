@@ -216,6 +216,20 @@ fn intermediate_chain_is_returned_without_the_root() {
 }
 
 #[test]
+fn a_downstream_ca_carries_its_path_len_constraint() {
+    let ca = root();
+    let ikey = Arc::new(KeyPair::generate(KeyType::EcP256).unwrap());
+    for n in [0u8, 2] {
+        let signed = ca
+            .sign_downstream_ca(&td(), &ikey.public_key_spki(), 3600, n, NOW)
+            .unwrap();
+        let (critical, bc) = ext::<BasicConstraints>(parse(&signed.cert_der));
+        assert!(critical && bc.ca);
+        assert_eq!(bc.path_len_constraint, Some(n));
+    }
+}
+
+#[test]
 fn from_parts_rejects_a_key_that_is_not_the_cas() {
     let ca = root();
     let other = Arc::new(KeyPair::generate(KeyType::EcP256).unwrap());

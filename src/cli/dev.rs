@@ -88,6 +88,10 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         upstream: crate::config::UpstreamConfig::SelfSigned,
         logging: Logging::default(),
         federation: Default::default(),
+        admin_allowed_uids: Vec::new(),
+        downstream_ca_max_ttl: 24 * 3600,
+        downstream_ca_path_len: 0,
+        limits: Default::default(),
     };
     init_role_logging(log_flag, &Logging::default());
     runtime()?.block_on(async move {

@@ -17,6 +17,7 @@ use serde::Deserialize;
 pub mod agent;
 mod check;
 pub mod federation;
+pub mod limits;
 pub mod server;
 
 pub use agent::{AgentConfig, Bootstrap};

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::federation::FederationConfig;
+use super::limits::ListenerLimits;
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
 use crate::ca::KeyType;
 use crate::spiffe::TrustDomain;
@@ -45,6 +46,14 @@ struct RawServer {
     log_format: LogFormat,
     /// The `[federation]` table, validated by `FederationConfig::from_toml`.
     federation: Option<toml::Value>,
+    // --- issue 10: admin callers, downstream CAs, listener limits ---
+    #[serde(default)]
+    admin_allowed_uids: Vec<u32>,
+    downstream_ca_max_ttl: Option<String>,
+    #[serde(default)]
+    downstream_ca_path_len: u8,
+    /// The `[limits]` table, validated by `ListenerLimits::from_toml`.
+    limits: Option<toml::Value>,
 }
 
 fn default_activation_deadline() -> String {
@@ -94,6 +103,9 @@ fn default_jwt_ttl() -> String {
     "5m".into()
 }
 
+/// The deepest nesting `downstream_ca_path_len` may allow.
+const MAX_DOWNSTREAM_PATH_LEN: u8 = 8;
+
 /// A validated server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -124,6 +136,16 @@ pub struct ServerConfig {
     pub logging: Logging,
     /// Bundle endpoint and federation relationships (`[federation]`).
     pub federation: FederationConfig,
+    // --- issue 10: admin callers, downstream CAs, listener limits ---
+    /// Uids besides root and the server's own that may use the admin socket.
+    pub admin_allowed_uids: Vec<u32>,
+    /// Longest lifetime of a downstream CA, seconds (default: `ca_ttl`).
+    pub downstream_ca_max_ttl: i64,
+    /// pathLenConstraint of downstream CAs: how many further CAs a
+    /// downstream server may put below its own (0: none).
+    pub downstream_ca_path_len: u8,
+    /// Connection, stream and time limits of the listeners (`[limits]`).
+    pub limits: ListenerLimits,
 }
 
 impl ConfigFile for ServerConfig {
@@ -201,7 +223,25 @@ impl ConfigFile for ServerConfig {
             Some(table) => FederationConfig::from_toml(table, path, &trust_domain)?,
             None => Default::default(),
         };
+        let downstream_ca_max_ttl = match &raw.downstream_ca_max_ttl {
+            Some(v) => c.duration("downstream_ca_max_ttl", v, 60)?,
+            None => ca_ttl,
+        };
+        if raw.downstream_ca_path_len > MAX_DOWNSTREAM_PATH_LEN {
+            return Err(c.invalid(
+                "downstream_ca_path_len",
+                format!(
+                    "must be at most {MAX_DOWNSTREAM_PATH_LEN}, got {}",
+                    raw.downstream_ca_path_len
+                ),
+            ));
+        }
+        let limits = ListenerLimits::from_toml(raw.limits.as_ref(), path)?;
         Ok(ServerConfig {
+            admin_allowed_uids: raw.admin_allowed_uids,
+            downstream_ca_max_ttl,
+            downstream_ca_path_len: raw.downstream_ca_path_len,
+            limits,
             federation,
             ca_activation_deadline: c.duration(
                 "ca_activation_deadline",

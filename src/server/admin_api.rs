@@ -13,11 +13,14 @@
 mod agents;
 mod authorities;
 mod bundles;
+mod caller;
 pub(crate) mod convert;
 mod entries;
 mod svids;
 
 use std::sync::Arc;
+
+pub(crate) use self::caller::{AllowedCallers, CallerCheckLayer};
 
 use tonic::service::Routes;
 

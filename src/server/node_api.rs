@@ -15,6 +15,8 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
+pub use self::downstream::DownstreamPolicy;
+
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,7 +24,6 @@ use std::sync::Arc;
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
@@ -41,6 +42,7 @@ use crate::proto::node::{
     RenewAgentResponse,
 };
 use crate::registration::RegistrationEntry;
+use crate::server::run::NodeConnectInfo;
 use crate::server::Rpc;
 use crate::spiffe::SpiffeId;
 use crate::store::{AttestedAgent, StoreError};
@@ -52,12 +54,24 @@ pub struct NodeApi {
     /// Sync streams end when this turns true, so that a graceful shutdown
     /// (which waits for every connection) is not held open by agents.
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// How downstream CAs are signed.
+    downstream: DownstreamPolicy,
 }
 
 impl NodeApi {
     /// A service over `state` that ends its streams at `shutdown`.
     pub fn new(state: Arc<ServerState>, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
-        NodeApi { state, shutdown }
+        NodeApi {
+            state,
+            shutdown,
+            downstream: DownstreamPolicy::default(),
+        }
+    }
+
+    /// The same service, signing downstream CAs with `policy`.
+    pub fn with_downstream_policy(mut self, policy: DownstreamPolicy) -> Self {
+        self.downstream = policy;
+        self
     }
 
     /// The agent behind an mTLS call, if it is attested and not banned. Its
@@ -65,8 +79,8 @@ impl NodeApi {
     async fn authenticate<T>(&self, req: &Request<T>) -> Result<AttestedAgent, Status> {
         let certs = req
             .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .and_then(|i| i.peer_certs())
+            .get::<NodeConnectInfo>()
+            .and_then(|i| i.inner.peer_certs())
             .ok_or_else(|| {
                 Status::unauthenticated(
                     "this call needs the agent's X509-SVID as TLS client certificate",

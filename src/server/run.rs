@@ -1,6 +1,7 @@
 //! Starting and stopping a server: open the data directory, load or mint the
 //! CA, and serve the node API (TCP + TLS) and the admin API (Unix socket,
-//! 0600) until shutdown.
+//! 0600, callers checked by uid) until shutdown, each listener within the
+//! `[limits]` of `server.toml`.
 
 use crate::clock::now_unix;
 use std::net::SocketAddr;
@@ -8,26 +9,26 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
-use tokio_stream::StreamExt as _;
+use tokio::sync::watch;
 use tracing::Instrument as _;
 
+mod admin_listener;
+mod connections;
 mod listeners;
+mod node_listener;
+mod streams;
 
-use self::listeners::NodeTls;
+pub(crate) use self::connections::{ConnInfo, PeerCounter};
+pub(crate) use self::node_listener::NodeConnectInfo;
+pub use self::node_listener::ANONYMOUS_MAX_MESSAGE;
 use super::admin_api::admin_routes;
 use super::authorities::herald_upstream::HeraldUpstream;
 use super::authorities::upstream::UpstreamError;
 use super::authorities::{Authorities, CaSettings, DiskUpstream};
-use super::node_api::NodeApi;
 use super::server_svid::ServerSvidError;
 use super::state::{ServerSettings, ServerState};
 use crate::ca::DiskKeyManager;
 use crate::config::{ServerConfig, UpstreamConfig};
-use crate::errors::Chain;
-use crate::proto::node::node_server::NodeServer;
 use crate::store::SledStore;
 
 /// Why the server could not start or stopped with an error.
@@ -45,6 +46,9 @@ pub enum ServerError {
     /// The CA could not be loaded or created.
     #[error(transparent)]
     Authorities(#[from] super::authorities::AuthorityError),
+    /// A listener could not be bound.
+    #[error("admin socket")]
+    AdminSocket(#[from] crate::runtime_dir::SocketDirError),
     /// A listener could not be bound.
     #[error("cannot listen on {what}")]
     Bind {
@@ -196,46 +200,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     ));
 
     // --- node API: TCP + TLS with the server's own SVID ---------------------
-    let tls = NodeTls::new(&state)?;
-    let listener = TcpListener::bind(config.bind_address)
-        .await
-        .map_err(|source| ServerError::Bind {
-            what: format!("node API address {}", config.bind_address),
-            source,
-        })?;
-    let node_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        what: "node API address".into(),
-        source,
-    })?;
-    let (conn_tx, conn_rx) = mpsc::channel(128);
-    tasks.push(tokio::spawn(listeners::accept_tls(
-        listener,
-        tls.clone(),
-        conn_tx,
-        shutdown_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(
-        tls.keep_fresh(state.clone(), shutdown_rx.clone()),
-    ));
-    let node = NodeServer::new(NodeApi::new(state.clone(), shutdown_rx.clone()))
-        .max_decoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE);
-    let mut stop = shutdown_rx.clone();
-    tasks.push(tokio::spawn(
-        async move {
-            let incoming = ReceiverStream::new(conn_rx).map(Ok::<_, std::io::Error>);
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_service(node)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    crate::shutdown::stopped(&mut stop).await;
-                })
-                .await
-            {
-                tracing::error!(error = %Chain(&e), "node API stopped");
-            }
-        }
-        .instrument(tracing::info_span!("node_api")),
-    ));
+    let node_addr = node_listener::serve(config, &state, &shutdown_rx, &mut tasks).await?;
 
     // --- federation: relationships, refresher, bundle endpoint ---------------
     super::federation::apply_configured_relationships(&state, &config.federation).await?;
@@ -245,9 +210,10 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     tasks.push(refresher_task);
     let bundle_endpoint = match &config.federation.bundle_endpoint {
         Some(endpoint) => Some(
-            super::federation::serve_bundle_endpoint(
+            super::federation::serve_bundle_endpoint_limited(
                 state.clone(),
                 endpoint.clone(),
+                config.limits.bundle_endpoint_max_connections_per_peer,
                 shutdown_rx.clone(),
             )
             .await?,
@@ -257,27 +223,18 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
 
     // --- admin API: Unix socket, 0600 ----------------------------------------
     let admin_socket = config.admin_socket.clone();
-    let admin_listener = listeners::bind_admin_socket(&admin_socket)?;
     let routes = super::federation::add_federation_services(
         admin_routes(state.clone()),
         state.clone(),
         refresher,
     );
-    let mut stop = shutdown_rx.clone();
-    tasks.push(tokio::spawn(
-        async move {
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(UnixListenerStream::new(admin_listener), async move {
-                    crate::shutdown::stopped(&mut stop).await;
-                })
-                .await
-            {
-                tracing::error!(error = %Chain(&e), "admin API stopped");
-            }
-        }
-        .instrument(tracing::info_span!("admin_api")),
-    ));
+    tasks.push(admin_listener::serve(
+        &admin_socket,
+        &config.admin_allowed_uids,
+        &config.limits,
+        routes,
+        &shutdown_rx,
+    )?);
     tracing::info!(
         node_api = %node_addr,
         admin_socket = %admin_socket.display(),

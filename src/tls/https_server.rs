@@ -18,6 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
+use crate::server::run::PeerCounter;
+
 /// How much time and memory one connection may take.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -30,6 +32,9 @@ pub struct Limits {
     /// Whether a connection may carry more than one request (within
     /// `connection_timeout` either way).
     pub keep_alive: bool,
+    /// Live connections (counting TLS handshakes) from one IP address; a
+    /// further one is closed at accept.
+    pub max_connections_per_peer: usize,
 }
 
 /// Serves `service` on one accepted connection (TLS or not) within
@@ -56,7 +61,8 @@ where
 
 /// Accepts connections on `listener` until `stop` turns true; each gets a
 /// task that does the TLS handshake with `tls` and serves `service`, all
-/// within `limits`. Every connection runs in a span carrying its peer.
+/// within `limits` (a peer over its connection budget is closed at
+/// accept). Every connection runs in a span carrying its peer.
 pub async fn serve<S, B>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -72,10 +78,16 @@ pub async fn serve<S, B>(
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let per_peer = PeerCounter::new(limits.max_connections_per_peer);
     while let Some((tcp, peer)) = next_connection(&listener, &mut stop).await {
+        let Some(slot) = per_peer.try_acquire(peer.ip()) else {
+            tracing::warn!(%peer, max = per_peer.max(), "too many connections from this address; closing the new one");
+            continue;
+        };
         let (acceptor, limits, service) = (acceptor.clone(), limits.clone(), service.clone());
         let timeout = limits.connection_timeout;
         let connection = async move {
+            let _slot = slot;
             let stream = acceptor.accept(tcp).await?;
             serve_connection(stream, &limits, service).await?;
             Ok::<_, ConnectionError>(())
@@ -145,6 +157,7 @@ mod tests {
         header_read_timeout: Duration::from_millis(200),
         max_request_head: 16 * 1024,
         keep_alive: false,
+        max_connections_per_peer: 4,
     };
 
     /// Serves a fixed answer on one in-memory connection; returns what the

@@ -67,9 +67,37 @@ impl X509Authority {
         ttl_secs: i64,
         now: i64,
     ) -> Result<SignedCert, X509Error> {
+        self.sign_subordinate(td, public_key_spki, ttl_secs, None, now)
+    }
+
+    /// Signs a CA certificate for a downstream server, whose
+    /// pathLenConstraint says how many CAs may follow it (0: it signs only
+    /// leaves), so that a downstream cannot mint further CAs unless allowed.
+    pub fn sign_downstream_ca(
+        &self,
+        td: &TrustDomain,
+        public_key_spki: &[u8],
+        ttl_secs: i64,
+        path_len: u8,
+        now: i64,
+    ) -> Result<SignedCert, X509Error> {
+        self.sign_subordinate(td, public_key_spki, ttl_secs, Some(path_len), now)
+    }
+
+    fn sign_subordinate(
+        &self,
+        td: &TrustDomain,
+        public_key_spki: &[u8],
+        ttl_secs: i64,
+        path_len: Option<u8>,
+        now: i64,
+    ) -> Result<SignedCert, X509Error> {
         let not_after = self.validity(ttl_secs, now)?;
         let public_key = CertifiedKey::from_spki(public_key_spki)?;
         let (mut params, serial) = template::ca_params(td, public_key.der_bytes(), now, not_after)?;
+        if let Some(n) = path_len {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(n));
+        }
         params.use_authority_key_identifier_extension = true;
         self.issue(
             "intermediate CA certificate",

@@ -32,20 +32,38 @@ use crate::tls::https_server::{self, Limits};
 use crate::tls::provider;
 
 /// What one connection may take. The endpoint serves a few KiB to a peer
-/// polling every few minutes: one request per connection is plenty.
-const LIMITS: Limits = Limits {
-    connection_timeout: Duration::from_secs(10),
-    header_read_timeout: Duration::from_secs(5),
-    max_request_head: 16 * 1024,
-    keep_alive: false,
-};
+/// polling every few minutes: one request per connection is plenty. The
+/// request body is never read, so its size costs nothing.
+fn limits(max_connections_per_peer: usize) -> Limits {
+    Limits {
+        connection_timeout: Duration::from_secs(10),
+        header_read_timeout: Duration::from_secs(5),
+        max_request_head: 16 * 1024,
+        keep_alive: false,
+        max_connections_per_peer,
+    }
+}
 
-/// Starts the bundle endpoint and returns the address it listens on. The
-/// listener and the task keeping its certificate fresh stop when
-/// `shutdown` turns true.
+/// [`serve_bundle_endpoint_limited`] with the default connection budget
+/// per peer (`[limits] bundle_endpoint_max_connections_per_peer`).
 pub async fn serve_bundle_endpoint(
     state: Arc<ServerState>,
     config: BundleEndpointConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<SocketAddr, FederationError> {
+    let max =
+        crate::config::limits::ListenerLimits::default().bundle_endpoint_max_connections_per_peer;
+    serve_bundle_endpoint_limited(state, config, max, shutdown).await
+}
+
+/// Starts the bundle endpoint and returns the address it listens on; one
+/// IP address may hold `max_connections_per_peer` connections. The
+/// listener and the task keeping its certificate fresh stop when
+/// `shutdown` turns true.
+pub async fn serve_bundle_endpoint_limited(
+    state: Arc<ServerState>,
+    config: BundleEndpointConfig,
+    max_connections_per_peer: usize,
     shutdown: watch::Receiver<bool>,
 ) -> Result<SocketAddr, FederationError> {
     let (certified, profile_name) = match &config.profile {
@@ -105,8 +123,14 @@ pub async fn serve_bundle_endpoint(
         async move { Ok::<_, Infallible>(respond(&state, refresh_hint_secs, &request)) }
     });
     tokio::spawn(
-        https_server::serve(listener, Arc::new(tls), LIMITS, service, shutdown)
-            .instrument(span.clone()),
+        https_server::serve(
+            listener,
+            Arc::new(tls),
+            limits(max_connections_per_peer),
+            service,
+            shutdown,
+        )
+        .instrument(span.clone()),
     );
     span.in_scope(|| {
         tracing::info!(

@@ -1,7 +1,7 @@
 //! The node API's TLS listener (its config follows the server SVID and the
 //! bundle's roots) and the admin API's Unix socket (0600).
 
-use std::os::unix::fs::PermissionsExt as _;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +9,12 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 
+use super::connections::{ConnLimits, GuardedIo, PeerCounter};
 use super::ServerError;
 use crate::errors::Chain;
 use crate::server::server_svid::{self, RenewOn, Resolver};
 use crate::server::state::ServerState;
+use crate::tls::https_server::next_connection;
 use crate::tls::{provider, OptionalSvidClientVerifier, Roots};
 
 /// The node API's TLS configuration: the current server SVID (served by a
@@ -65,57 +67,87 @@ impl NodeTls {
 /// Binds the admin socket, replacing a stale one, readable and writable by
 /// the owner only.
 pub(super) fn bind_admin_socket(path: &Path) -> Result<UnixListener, ServerError> {
-    let bind_err = |source| ServerError::Bind {
-        what: format!("admin socket {}", path.display()),
-        source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(bind_err)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(bind_err(e)),
-    }
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
-    // Whoever can open this socket administers the trust domain.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-    Ok(listener)
+    // Whoever can open this socket administers the trust domain: 0600, in a
+    // directory (0700) that only the server's user controls.
+    Ok(crate::runtime_dir::bind_socket(path, 0o600, 0o700)?)
+}
+
+/// A node API connection after its handshake, with its peer's slots.
+pub(super) type NodeConn = GuardedIo<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
+
+/// Where accepted node API connections go: agents (with a client
+/// certificate) and anonymous peers (attesting) are served by different
+/// servers with different limits.
+pub(super) struct NodeConns {
+    pub(super) authenticated: mpsc::Sender<NodeConn>,
+    pub(super) anonymous: mpsc::Sender<NodeConn>,
+}
+
+/// How many node API connections one IP address may hold.
+pub(super) struct NodePeerLimits {
+    pub(super) any: Arc<PeerCounter<IpAddr>>,
+    pub(super) anonymous: Arc<PeerCounter<IpAddr>>,
+    pub(super) authenticated_conn: ConnLimits,
+    pub(super) anonymous_conn: ConnLimits,
 }
 
 /// Accepts TCP connections and completes the TLS handshake off the accept
-/// path, so one slow client cannot hold up the others.
+/// path, so one slow client cannot hold up the others. A peer over its
+/// connection budget is closed at once (before the handshake, or right
+/// after it for the smaller budget of peers without a client certificate).
 pub(super) async fn accept_tls(
     listener: TcpListener,
     tls: NodeTls,
-    conns: mpsc::Sender<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    limits: NodePeerLimits,
+    conns: NodeConns,
     mut stop: watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
-    loop {
-        let accepted = tokio::select! {
-            _ = crate::shutdown::stopped(&mut stop) => return,
-            a = listener.accept() => a,
+    let limits = Arc::new(limits);
+    let conns = Arc::new(conns);
+    while let Some((tcp, peer)) = next_connection(&listener, &mut stop).await {
+        let Some(slot) = limits.any.try_acquire(peer.ip()) else {
+            tracing::warn!(%peer, max = limits.any.max(), "node API: too many connections from this address; closing the new one");
+            continue;
         };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %Chain(&e), "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let conns = conns.clone();
+        let (acceptor, conns, limits) = (acceptor.clone(), conns.clone(), limits.clone());
         tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let _ = conns.send(stream).await;
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    return tracing::debug!(%peer, error = %Chain(&e), "TLS handshake failed")
                 }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %Chain(&e), "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let authenticated = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .is_some_and(|c| !c.is_empty());
+            if authenticated {
+                let io = GuardedIo::new(
+                    stream,
+                    Box::new(slot),
+                    limits.authenticated_conn,
+                    peer.to_string(),
+                );
+                let _ = conns.authenticated.send(io).await;
+                return;
             }
+            let Some(anonymous) = limits.anonymous.try_acquire(peer.ip()) else {
+                return tracing::warn!(%peer, max = limits.anonymous.max(),
+                    "node API: too many connections without a client certificate from this address; closing the new one");
+            };
+            let io = GuardedIo::new(
+                stream,
+                Box::new((slot, anonymous)),
+                limits.anonymous_conn,
+                peer.to_string(),
+            );
+            let _ = conns.anonymous.send(io).await;
         });
     }
 }
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

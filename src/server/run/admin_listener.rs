@@ -1,0 +1,118 @@
+//! The admin API listener: a Unix socket (0600) whose every call is checked
+//! against the caller's uid ([`crate::server::admin_api`]'s caller check),
+//! with a connection budget per uid, a stream cap per connection, HTTP/2
+//! keepalive and an idle timeout.
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt as _;
+use tonic::service::Routes;
+use tonic::transport::server::UdsConnectInfo;
+use tracing::Instrument as _;
+
+use super::connections::{ConnLimits, GuardedIo, PeerCounter};
+use super::listeners;
+use super::streams::TrackStreamsLayer;
+use super::ServerError;
+use crate::config::limits::ListenerLimits;
+use crate::errors::Chain;
+use crate::server::admin_api::{AllowedCallers, CallerCheckLayer};
+
+/// Binds the admin socket and serves `routes` on it until `shutdown`.
+pub(super) fn serve(
+    socket: &Path,
+    allowed_uids: &[u32],
+    limits: &ListenerLimits,
+    routes: Routes,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, ServerError> {
+    let listener = listeners::bind_admin_socket(socket)?;
+    // We created the socket: its owner is the uid we run as.
+    let own_uid = std::fs::symlink_metadata(socket)
+        .map_err(|source| ServerError::Bind {
+            what: format!("admin socket {}", socket.display()),
+            source,
+        })?
+        .uid();
+    let allowed = AllowedCallers::new(own_uid, allowed_uids);
+    let (tx, rx) = mpsc::channel(64);
+    let conn_limits = ConnLimits {
+        idle_timeout: limits.idle_timeout,
+        lifetime: None,
+    };
+    let per_uid = PeerCounter::new(limits.admin_max_connections_per_uid);
+    let stop = shutdown.clone();
+    tokio::spawn(accept(listener, per_uid, conn_limits, tx, stop));
+    let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.admin_max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+        .layer(TrackStreamsLayer::<UdsConnectInfo>::new())
+        .layer(CallerCheckLayer(allowed))
+        .add_routes(routes);
+    let mut stop = shutdown.clone();
+    Ok(tokio::spawn(
+        async move {
+            let incoming = ReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
+            if let Err(e) = server
+                .serve_with_incoming_shutdown(incoming, async move {
+                    crate::shutdown::stopped(&mut stop).await;
+                })
+                .await
+            {
+                tracing::error!(error = %Chain(&e), "admin API stopped");
+            }
+        }
+        .instrument(tracing::info_span!("admin_api")),
+    ))
+}
+
+/// Accepts admin connections, each within its caller uid's budget.
+async fn accept(
+    listener: UnixListener,
+    per_uid: Arc<PeerCounter<u32>>,
+    limits: ConnLimits,
+    conns: mpsc::Sender<GuardedIo<UnixStream>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = crate::shutdown::stopped(&mut stop) => return,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %Chain(&e), "admin API: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let uid = match stream.peer_cred() {
+            Ok(cred) => cred.uid(),
+            Err(e) => {
+                tracing::warn!(error = %Chain(&e), "admin API: no peer credentials; closing");
+                continue;
+            }
+        };
+        let Some(slot) = per_uid.try_acquire(uid) else {
+            tracing::warn!(
+                uid,
+                max = per_uid.max(),
+                "admin API: too many connections from this uid; closing the new one"
+            );
+            continue;
+        };
+        let io = GuardedIo::new(stream, Box::new(slot), limits, format!("uid {uid}"));
+        if conns.send(io).await.is_err() {
+            return;
+        }
+    }
+}

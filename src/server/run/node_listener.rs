@@ -1,0 +1,171 @@
+//! The node API listener: TCP + TLS with the server's SVID, and two gRPC
+//! servers behind it. Agents (a client certificate the TLS layer verified
+//! against our bundle) get today's message sizes; peers without one can
+//! only attest, so their server buffers no more than an Attest request (a
+//! join token and a CSR of at most 16 KiB), on a few streams, for a short
+//! while (issue 10, attack 2: unfinished 16 MiB messages from anonymous
+//! peers grew the server by 1 GiB).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt as _;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tracing::Instrument as _;
+
+use super::connections::{ConnLimits, PeerCounter};
+use super::listeners::{self, NodeConn, NodeConns, NodePeerLimits, NodeTls};
+use super::streams::TrackStreamsLayer;
+use super::ServerError;
+use crate::config::limits::ListenerLimits;
+use crate::config::ServerConfig;
+use crate::errors::Chain;
+use crate::proto::node::node_server::NodeServer;
+use crate::server::node_api::{DownstreamPolicy, NodeApi};
+use crate::server::state::ServerState;
+
+/// The largest message a peer without a client certificate may send: an
+/// Attest request is a join token and a CSR (at most 16 KiB, `ca::csr`).
+pub const ANONYMOUS_MAX_MESSAGE: usize = 64 * 1024;
+
+/// HTTP/2 flow-control windows of anonymous connections: together with
+/// the stream cap they bound what such a connection can make us buffer.
+const ANONYMOUS_STREAM_WINDOW: u32 = 64 * 1024;
+const ANONYMOUS_CONNECTION_WINDOW: u32 = 128 * 1024;
+
+/// How long one anonymous call (an attestation) may take.
+const ANONYMOUS_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Decoded header list cap on every node API connection (hyper's default,
+/// stated so that it cannot drift).
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+
+/// The connect info of a node API request.
+pub(crate) type NodeConnectInfo = super::connections::ConnInfo<TlsConnectInfo<TcpConnectInfo>>;
+
+/// Binds the node API and starts its tasks; returns its address.
+pub(super) async fn serve(
+    config: &ServerConfig,
+    state: &Arc<ServerState>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<SocketAddr, ServerError> {
+    let tls = NodeTls::new(state)?;
+    let listener = TcpListener::bind(config.bind_address)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what: format!("node API address {}", config.bind_address),
+            source,
+        })?;
+    let node_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        what: "node API address".into(),
+        source,
+    })?;
+    let limits = &config.limits;
+    let (auth_tx, auth_rx) = mpsc::channel(128);
+    let (anon_tx, anon_rx) = mpsc::channel(128);
+    let peer_limits = NodePeerLimits {
+        any: PeerCounter::new(limits.node_max_connections_per_peer),
+        anonymous: PeerCounter::new(limits.node_anonymous_connections_per_peer),
+        authenticated_conn: ConnLimits {
+            idle_timeout: limits.idle_timeout,
+            lifetime: None,
+        },
+        anonymous_conn: ConnLimits {
+            idle_timeout: limits.idle_timeout,
+            lifetime: Some(limits.node_anonymous_connection_lifetime),
+        },
+    };
+    let conns = NodeConns {
+        authenticated: auth_tx,
+        anonymous: anon_tx,
+    };
+    tasks.push(tokio::spawn(listeners::accept_tls(
+        listener,
+        tls.clone(),
+        peer_limits,
+        conns,
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(
+        tls.keep_fresh(state.clone(), shutdown.clone()),
+    ));
+    let api =
+        NodeApi::new(state.clone(), shutdown.clone()).with_downstream_policy(DownstreamPolicy {
+            max_ttl: Some(config.downstream_ca_max_ttl),
+            path_len: config.downstream_ca_path_len,
+        });
+    let authenticated = NodeServer::new(api.clone())
+        .max_decoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE);
+    let anonymous = NodeServer::new(api)
+        .max_decoding_message_size(ANONYMOUS_MAX_MESSAGE)
+        .max_encoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE);
+    let server = builder(limits)
+        .max_concurrent_streams(limits.node_max_concurrent_streams)
+        .layer(TrackStreamsLayer::<TlsConnectInfo<TcpConnectInfo>>::new())
+        .add_service(authenticated);
+    tasks.push(spawn_server(server, auth_rx, shutdown, "node_api"));
+    let server = builder(limits)
+        .max_concurrent_streams(limits.node_anonymous_max_concurrent_streams)
+        .initial_stream_window_size(ANONYMOUS_STREAM_WINDOW)
+        .initial_connection_window_size(ANONYMOUS_CONNECTION_WINDOW)
+        .timeout(ANONYMOUS_CALL_TIMEOUT)
+        .layer(TrackStreamsLayer::<TlsConnectInfo<TcpConnectInfo>>::new())
+        .add_service(anonymous);
+    tasks.push(spawn_server(
+        server,
+        anon_rx,
+        shutdown,
+        "node_api_anonymous",
+    ));
+    Ok(node_addr)
+}
+
+/// The HTTP/2 settings both node API servers share.
+fn builder(limits: &ListenerLimits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+        .http2_max_header_list_size(MAX_HEADER_LIST)
+}
+
+fn spawn_server<L>(
+    router: tonic::transport::server::Router<L>,
+    conns: mpsc::Receiver<NodeConn>,
+    shutdown: &watch::Receiver<bool>,
+    name: &'static str,
+) -> JoinHandle<()>
+where
+    L: tower::Layer<tonic::service::Routes> + Clone + Send + 'static,
+    L::Service: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        > + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    let mut stop = shutdown.clone();
+    tokio::spawn(
+        async move {
+            let incoming = ReceiverStream::new(conns).map(Ok::<_, std::io::Error>);
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    crate::shutdown::stopped(&mut stop).await;
+                })
+                .await
+            {
+                tracing::error!(error = %Chain(&e), "node API stopped");
+            }
+        }
+        .instrument(tracing::info_span!("listener", name)),
+    )
+}
