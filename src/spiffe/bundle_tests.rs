@@ -50,6 +50,22 @@ fn doc(bundle: &Bundle) -> Value {
     serde_json::from_str(&bundle.to_spiffe_json().unwrap()).unwrap()
 }
 
+/// Parses `json` and asserts that it is refused with an error matching
+/// `pattern`; a failure names the input and what came back. Yields the
+/// error for further checks.
+macro_rules! assert_rejects {
+    ($json:expr, $pattern:pat $(if $guard:expr)?) => {{
+        let json: &str = $json;
+        match parse(json) {
+            Ok(bundle) => panic!("accepted {json}: {bundle:?}"),
+            Err(err) => {
+                assert!(matches!(err, $pattern $(if $guard)?), "{json}: {err}");
+                err
+            }
+        }
+    }};
+}
+
 #[test]
 fn round_trip_ec_rsa_and_x509() {
     let bundle = full_bundle();
@@ -135,97 +151,71 @@ fn with_key(key: Value) -> String {
     serde_json::json!({ "keys": [key] }).to_string()
 }
 
-fn x509_key(bundle: &Bundle) -> Value {
-    doc(bundle)["keys"][0].clone()
+/// The JWK of a bundle's only X.509 authority, a fresh P-256 CA.
+fn p256_x509_key() -> Value {
+    let bundle = Bundle {
+        x509_authorities: vec![ca_cert(&rcgen::PKCS_ECDSA_P256_SHA256)],
+        ..Bundle::new(td())
+    };
+    doc(&bundle)["keys"][0].clone()
 }
 
 #[test]
 fn x5c_key_must_match_params() {
-    let mut bundle = Bundle::new(td());
-    bundle
-        .x509_authorities
-        .push(ca_cert(&rcgen::PKCS_ECDSA_P256_SHA256));
-    let mut key = x509_key(&bundle);
+    let mut key = p256_x509_key();
     let other = JwkKeyParams::from_spki_der(&rcgen_spki(&rcgen::PKCS_ECDSA_P256_SHA256)).unwrap();
     key["x"] = Value::String(other.to_jwk_json().unwrap().x.unwrap());
-    let err = parse(&with_key(key)).unwrap_err();
-    assert!(
-        matches!(err, BundleError::X5cKeyMismatch { index: 0 }),
-        "{err}"
-    );
+    let err = assert_rejects!(&with_key(key), BundleError::X5cKeyMismatch { index: 0 });
     assert!(err.to_string().contains("keys[0]"));
 }
 
 #[test]
 fn x5c_must_hold_exactly_one_cert() {
-    let mut bundle = Bundle::new(td());
-    bundle
-        .x509_authorities
-        .push(ca_cert(&rcgen::PKCS_ECDSA_P256_SHA256));
-    let mut key = x509_key(&bundle);
+    let mut key = p256_x509_key();
     let cert = key["x5c"][0].clone();
     key["x5c"] = Value::Array(vec![cert.clone(), cert]);
-    let err = parse(&with_key(key.clone())).unwrap_err();
-    assert!(
-        matches!(err, BundleError::X5cCount { index: 0, count: 2 }),
-        "{err}"
+    assert_rejects!(
+        &with_key(key.clone()),
+        BundleError::X5cCount { index: 0, count: 2 }
     );
     key["x5c"] = Value::Array(vec![]);
-    assert!(matches!(
-        parse(&with_key(key.clone())),
-        Err(BundleError::X5cCount { count: 0, .. })
-    ));
+    assert_rejects!(
+        &with_key(key.clone()),
+        BundleError::X5cCount { count: 0, .. }
+    );
     key.as_object_mut().unwrap().remove("x5c");
-    assert!(matches!(
-        parse(&with_key(key.clone())),
-        Err(BundleError::MissingX5c { index: 0 })
-    ));
+    assert_rejects!(&with_key(key.clone()), BundleError::MissingX5c { index: 0 });
     key["x5c"] = serde_json::json!([42]);
-    assert!(matches!(
-        parse(&with_key(key.clone())),
-        Err(BundleError::X5cNotString { index: 0 })
-    ));
+    assert_rejects!(
+        &with_key(key.clone()),
+        BundleError::X5cNotString { index: 0 }
+    );
     key["x5c"] = serde_json::json!(["!!!"]);
-    assert!(matches!(
-        parse(&with_key(key.clone())),
-        Err(BundleError::X5cBase64 { index: 0, .. })
-    ));
+    assert_rejects!(
+        &with_key(key.clone()),
+        BundleError::X5cBase64 { index: 0, .. }
+    );
     key["x5c"] = serde_json::json!(["AAAA"]);
-    assert!(matches!(
-        parse(&with_key(key)),
-        Err(BundleError::X5cCertificate { index: 0, .. })
-    ));
+    assert_rejects!(&with_key(key), BundleError::X5cCertificate { index: 0, .. });
 }
 
 #[test]
 fn missing_or_malformed_keys_rejected() {
-    assert!(matches!(parse("{}"), Err(BundleError::MissingKeys)));
-    assert!(matches!(
-        parse(r#"{"spiffe_sequence":1}"#),
-        Err(BundleError::MissingKeys)
-    ));
-    assert!(matches!(
-        parse(r#"{"keys":{}}"#),
-        Err(BundleError::KeysNotArray)
-    ));
-    assert!(matches!(
-        parse(r#"{"keys":[1]}"#),
-        Err(BundleError::KeyNotObject { index: 0 })
-    ));
-    assert!(matches!(parse("[]"), Err(BundleError::NotAnObject)));
-    assert!(matches!(parse("not json"), Err(BundleError::Json(_))));
-    assert!(matches!(parse(""), Err(BundleError::Json(_))));
-    assert!(matches!(
-        parse(r#"{"keys":[],"keys":[]}"#),
-        Err(BundleError::Json(_))
-    ));
+    assert_rejects!("{}", BundleError::MissingKeys);
+    assert_rejects!(r#"{"spiffe_sequence":1}"#, BundleError::MissingKeys);
+    assert_rejects!(r#"{"keys":{}}"#, BundleError::KeysNotArray);
+    assert_rejects!(r#"{"keys":[1]}"#, BundleError::KeyNotObject { index: 0 });
+    assert_rejects!("[]", BundleError::NotAnObject);
+    assert_rejects!("not json", BundleError::Json(_));
+    assert_rejects!("", BundleError::Json(_));
+    assert_rejects!(r#"{"keys":[],"keys":[]}"#, BundleError::Json(_));
 }
 
 fn jwt_json(kid: &str) -> Value {
-    let mut bundle = Bundle::new(td());
-    bundle
-        .jwt_authorities
-        .push(jwt_key(kid, rcgen_spki(&rcgen::PKCS_ECDSA_P256_SHA256)));
+    let bundle = Bundle {
+        jwt_authorities: vec![jwt_key(kid, rcgen_spki(&rcgen::PKCS_ECDSA_P256_SHA256))],
+        ..Bundle::new(td())
+    };
     doc(&bundle)["keys"][0].clone()
 }
 
@@ -233,20 +223,11 @@ fn jwt_json(kid: &str) -> Value {
 fn jwt_key_needs_kid() {
     let mut key = jwt_json("k");
     key.as_object_mut().unwrap().remove("kid");
-    assert!(matches!(
-        parse(&with_key(key.clone())),
-        Err(BundleError::MissingKid { index: 0 })
-    ));
+    assert_rejects!(&with_key(key.clone()), BundleError::MissingKid { index: 0 });
     key["kid"] = Value::String(String::new());
-    assert!(matches!(
-        parse(&with_key(key.clone())),
-        Err(BundleError::MissingKid { index: 0 })
-    ));
+    assert_rejects!(&with_key(key.clone()), BundleError::MissingKid { index: 0 });
     key["kid"] = Value::from(7);
-    assert!(matches!(
-        parse(&with_key(key)),
-        Err(BundleError::MissingKid { index: 0 })
-    ));
+    assert_rejects!(&with_key(key), BundleError::MissingKid { index: 0 });
 }
 
 #[test]
@@ -254,46 +235,35 @@ fn bad_key_params_name_index_and_member() {
     let mut key = jwt_json("k");
     key["x"] = Value::String("***".into());
     let json = serde_json::json!({ "keys": [jwt_json("a"), key] }).to_string();
-    let err = parse(&json).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            BundleError::KeyParams {
-                index: 1,
-                source: JwkError::Base64 { member: "x", .. },
-                ..
-            }
-        ),
-        "{err}"
+    let err = assert_rejects!(
+        &json,
+        BundleError::KeyParams {
+            index: 1,
+            source: JwkError::Base64 { member: "x", .. },
+            ..
+        }
     );
     let msg = err.to_string();
     assert!(msg.contains("keys[1]") && msg.contains("`x`"), "{msg}");
 
     let mut key = jwt_json("k");
     key["y"] = Value::String(URL_SAFE_NO_PAD_ENGINE.encode([5u8; 31]));
-    let err = parse(&with_key(key)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            BundleError::KeyParams {
-                index: 0,
-                source: JwkError::CoordinateLength {
-                    member: "y",
-                    got: 31,
-                    ..
-                },
+    assert_rejects!(
+        &with_key(key),
+        BundleError::KeyParams {
+            index: 0,
+            source: JwkError::CoordinateLength {
+                member: "y",
+                got: 31,
                 ..
-            }
-        ),
-        "{err}"
+            },
+            ..
+        }
     );
 
     let mut key = jwt_json("k");
     key.as_object_mut().unwrap().remove("kty");
-    assert!(matches!(
-        parse(&with_key(key)),
-        Err(BundleError::KeyParams { index: 0, .. })
-    ));
+    assert_rejects!(&with_key(key), BundleError::KeyParams { index: 0, .. });
 }
 
 const URL_SAFE_NO_PAD_ENGINE: base64::engine::GeneralPurpose =
@@ -304,17 +274,13 @@ fn duplicate_kid_rejected() {
     let json =
         serde_json::json!({ "keys": [jwt_json("same"), jwt_json("other"), jwt_json("same")] })
             .to_string();
-    let err = parse(&json).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            BundleError::DuplicateKid {
-                index: 2,
-                first: 0,
-                ..
-            }
-        ),
-        "{err}"
+    assert_rejects!(
+        &json,
+        BundleError::DuplicateKid {
+            index: 2,
+            first: 0,
+            ..
+        }
     );
 
     let mut bundle = Bundle::new(td());
@@ -337,25 +303,11 @@ fn duplicate_kid_rejected() {
 
 #[test]
 fn sequence_and_hint_must_be_u64() {
-    for bad in ["-1", "1.5", "1e3", "\"1\"", "null", "18446744073709551616"] {
-        let json = format!(r#"{{"keys":[],"spiffe_sequence":{bad}}}"#);
-        let err = parse(&json).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                BundleError::BadInteger {
-                    member: "spiffe_sequence"
-                }
-            ),
-            "{bad}: {err}"
-        );
-        let json = format!(r#"{{"keys":[],"spiffe_refresh_hint":{bad}}}"#);
-        assert!(matches!(
-            parse(&json),
-            Err(BundleError::BadInteger {
-                member: "spiffe_refresh_hint"
-            })
-        ));
+    for name in ["spiffe_sequence", "spiffe_refresh_hint"] {
+        for bad in ["-1", "1.5", "1e3", "\"1\"", "null", "18446744073709551616"] {
+            let json = format!(r#"{{"keys":[],"{name}":{bad}}}"#);
+            assert_rejects!(&json, BundleError::BadInteger { member } if member == name);
+        }
     }
 }
 

@@ -6,6 +6,27 @@ fn long_td(n: usize) -> String {
     format!("spiffe://{}/x", "a".repeat(n))
 }
 
+fn bad_td_char(character: char, position: usize) -> IdError {
+    IdError::BadTrustDomainChar {
+        character,
+        position,
+    }
+}
+
+fn bad_path_char(character: char, position: usize) -> IdError {
+    IdError::BadPathSegmentChar {
+        character,
+        position,
+    }
+}
+
+fn uppercase_td(character: char, position: usize) -> IdError {
+    IdError::UppercaseTrustDomain {
+        character,
+        position,
+    }
+}
+
 #[test]
 fn valid_vectors_1_to_15() {
     let long_path = format!("spiffe://example.org/{}", "a".repeat(2027));
@@ -112,116 +133,35 @@ fn invalid_vectors_16_to_46() {
         ),
         (
             "spiffe://example.org/path?query=1".into(),
-            BadPathSegmentChar {
-                character: '?',
-                position: 25,
-            },
+            bad_path_char('?', 25),
         ),
         (
             "spiffe://example.org/path#frag".into(),
-            BadPathSegmentChar {
-                character: '#',
-                position: 25,
-            },
+            bad_path_char('#', 25),
         ),
         (
             "spiffe://example.org:8443/path".into(),
-            BadTrustDomainChar {
-                character: ':',
-                position: 20,
-            },
+            bad_td_char(':', 20),
         ),
         (
             "spiffe://user@example.org/path".into(),
-            BadTrustDomainChar {
-                character: '@',
-                position: 13,
-            },
+            bad_td_char('@', 13),
         ),
         (
             "spiffe://user:pass@example.org/path".into(),
-            BadTrustDomainChar {
-                character: ':',
-                position: 13,
-            },
+            bad_td_char(':', 13),
         ),
-        (
-            "spiffe://[::1]/path".into(),
-            BadTrustDomainChar {
-                character: '[',
-                position: 9,
-            },
-        ),
-        (
-            "spiffe://exa%6Dple.org/path".into(),
-            BadTrustDomainChar {
-                character: '%',
-                position: 12,
-            },
-        ),
-        (
-            "spiffe://example.org/p%20q".into(),
-            BadPathSegmentChar {
-                character: '%',
-                position: 22,
-            },
-        ),
-        (
-            "spiffe://example.org/~user".into(),
-            BadPathSegmentChar {
-                character: '~',
-                position: 21,
-            },
-        ),
-        (
-            "spiffe://example.org/a+b".into(),
-            BadPathSegmentChar {
-                character: '+',
-                position: 22,
-            },
-        ),
-        (
-            "spiffe://example.org/a:b".into(),
-            BadPathSegmentChar {
-                character: ':',
-                position: 22,
-            },
-        ),
-        (
-            "spiffe://example.org/a@b".into(),
-            BadPathSegmentChar {
-                character: '@',
-                position: 22,
-            },
-        ),
-        (
-            "spiffe://example.org/café".into(),
-            BadPathSegmentChar {
-                character: 'é',
-                position: 24,
-            },
-        ),
-        (
-            "spiffe://exa mple.org/path".into(),
-            BadTrustDomainChar {
-                character: ' ',
-                position: 12,
-            },
-        ),
-        (
-            "spiffe://example.org/a b".into(),
-            BadPathSegmentChar {
-                character: ' ',
-                position: 22,
-            },
-        ),
-        (
-            "spiffe://exa$mple.org/path".into(),
-            BadTrustDomainChar {
-                character: '$',
-                position: 12,
-            },
-        ),
+        ("spiffe://[::1]/path".into(), bad_td_char('[', 9)),
+        ("spiffe://exa%6Dple.org/path".into(), bad_td_char('%', 12)),
+        ("spiffe://example.org/p%20q".into(), bad_path_char('%', 22)),
+        ("spiffe://example.org/~user".into(), bad_path_char('~', 21)),
+        ("spiffe://example.org/a+b".into(), bad_path_char('+', 22)),
+        ("spiffe://example.org/a:b".into(), bad_path_char(':', 22)),
+        ("spiffe://example.org/a@b".into(), bad_path_char('@', 22)),
+        ("spiffe://example.org/café".into(), bad_path_char('é', 24)),
+        ("spiffe://exa mple.org/path".into(), bad_td_char(' ', 12)),
+        ("spiffe://example.org/a b".into(), bad_path_char(' ', 22)),
+        ("spiffe://exa$mple.org/path".into(), bad_td_char('$', 12)),
         (long_td(256), TrustDomainTooLong { len: 256 }),
     ];
     assert_eq!(cases.len(), 31);
@@ -238,10 +178,7 @@ fn implementation_dependent_vectors_47_48_rejected() {
     );
     assert_eq!(
         SpiffeId::parse("spiffe://Example.ORG/path"),
-        Err(IdError::UppercaseTrustDomain {
-            character: 'E',
-            position: 9
-        })
+        Err(uppercase_td('E', 9))
     );
 }
 
@@ -279,24 +216,17 @@ fn new_builds_from_parts() {
     assert_eq!(id.trust_domain(), &td);
     assert_eq!(id, SpiffeId::parse(id.as_str()).unwrap());
     assert!(SpiffeId::new(&td, "").unwrap().is_trust_domain_id());
-    assert_eq!(SpiffeId::new(&td, "a/b"), Err(IdError::PathNotAbsolute));
-    assert_eq!(SpiffeId::new(&td, "/a/"), Err(IdError::TrailingSlash));
-    assert_eq!(SpiffeId::new(&td, "/"), Err(IdError::TrailingSlash));
-    assert_eq!(
-        SpiffeId::new(&td, "/a//b"),
-        Err(IdError::EmptySegment { position: 3 })
-    );
-    assert_eq!(
-        SpiffeId::new(&td, "/a/.."),
-        Err(IdError::DotSegment { position: 3 })
-    );
-    assert_eq!(
-        SpiffeId::new(&td, "/a?b"),
-        Err(IdError::BadPathSegmentChar {
-            character: '?',
-            position: 2
-        })
-    );
+    let rejected = [
+        ("a/b", IdError::PathNotAbsolute),
+        ("/a/", IdError::TrailingSlash),
+        ("/", IdError::TrailingSlash),
+        ("/a//b", IdError::EmptySegment { position: 3 }),
+        ("/a/..", IdError::DotSegment { position: 3 }),
+        ("/a?b", bad_path_char('?', 2)),
+    ];
+    for (path, want) in rejected {
+        assert_eq!(SpiffeId::new(&td, path), Err(want), "{path:?}");
+    }
 }
 
 #[test]
@@ -309,37 +239,18 @@ fn trust_domain_new_is_bare_and_strict() {
     assert!(id.is_trust_domain_id());
     assert_eq!(id, SpiffeId::parse("spiffe://example.org").unwrap());
 
-    assert_eq!(TrustDomain::new(""), Err(IdError::MissingTrustDomain));
-    assert_eq!(
-        TrustDomain::new("Example.org"),
-        Err(IdError::UppercaseTrustDomain {
-            character: 'E',
-            position: 0
-        })
-    );
-    assert_eq!(
-        TrustDomain::new("example.org:443"),
-        Err(IdError::BadTrustDomainChar {
-            character: ':',
-            position: 11
-        })
-    );
-    assert_eq!(
-        TrustDomain::new("example.org/x"),
-        Err(IdError::BadTrustDomainChar {
-            character: '/',
-            position: 11
-        })
-    );
-    assert_eq!(
-        TrustDomain::new("spiffe://example.org"),
-        Err(IdError::TrustDomainIdNotName)
-    );
     assert!(TrustDomain::new(&"a".repeat(255)).is_ok());
-    assert_eq!(
-        TrustDomain::new(&"a".repeat(256)),
-        Err(IdError::TrustDomainTooLong { len: 256 })
-    );
+    let rejected = [
+        (String::new(), IdError::MissingTrustDomain),
+        ("Example.org".into(), uppercase_td('E', 0)),
+        ("example.org:443".into(), bad_td_char(':', 11)),
+        ("example.org/x".into(), bad_td_char('/', 11)),
+        ("spiffe://example.org".into(), IdError::TrustDomainIdNotName),
+        ("a".repeat(256), IdError::TrustDomainTooLong { len: 256 }),
+    ];
+    for (name, want) in rejected {
+        assert_eq!(TrustDomain::new(&name), Err(want), "{name:?}");
+    }
 }
 
 #[test]
@@ -348,23 +259,16 @@ fn trust_domain_parse_accepts_both_forms() {
     assert_eq!(TrustDomain::parse("example.org").unwrap(), td);
     assert_eq!(TrustDomain::parse("spiffe://example.org").unwrap(), td);
     assert_eq!("spiffe://example.org".parse::<TrustDomain>().unwrap(), td);
-    assert_eq!(
-        TrustDomain::parse("spiffe://example.org/"),
-        Err(IdError::TrailingSlash)
-    );
-    assert_eq!(
-        TrustDomain::parse("spiffe://example.org/x"),
-        Err(IdError::UnexpectedPath)
-    );
-    assert_eq!(
-        TrustDomain::parse("http://example.org"),
-        Err(IdError::WrongScheme)
-    );
-    assert_eq!(
-        TrustDomain::parse("SPIFFE://example.org"),
-        Err(IdError::WrongScheme)
-    );
-    assert_eq!(TrustDomain::parse(""), Err(IdError::MissingTrustDomain));
+    let rejected = [
+        ("spiffe://example.org/", IdError::TrailingSlash),
+        ("spiffe://example.org/x", IdError::UnexpectedPath),
+        ("http://example.org", IdError::WrongScheme),
+        ("SPIFFE://example.org", IdError::WrongScheme),
+        ("", IdError::MissingTrustDomain),
+    ];
+    for (input, want) in rejected {
+        assert_eq!(TrustDomain::parse(input), Err(want), "{input:?}");
+    }
 }
 
 #[test]
@@ -375,23 +279,35 @@ fn ordering_and_from_str() {
     assert!("spiffe://x/".parse::<SpiffeId>().is_err());
 }
 
+/// Serialises `value` to exactly `json`, reads that back to an equal
+/// value, and refuses every string in `refused`.
+fn check_serde<T>(value: &T, json: &str, refused: &[&str])
+where
+    T: Serialize + serde::de::DeserializeOwned + PartialEq + fmt::Debug,
+{
+    assert_eq!(serde_json::to_string(value).unwrap(), json);
+    assert_eq!(&serde_json::from_str::<T>(json).unwrap(), value);
+    for input in refused {
+        assert!(serde_json::from_str::<T>(input).is_err(), "{input}");
+    }
+}
+
 #[test]
 fn serde_round_trips_and_validates() {
-    let id = SpiffeId::parse("spiffe://example.org/web").unwrap();
-    let json = serde_json::to_string(&id).unwrap();
-    assert_eq!(json, "\"spiffe://example.org/web\"");
-    assert_eq!(serde_json::from_str::<SpiffeId>(&json).unwrap(), id);
-    assert!(serde_json::from_str::<SpiffeId>("\"spiffe://example.org/\"").is_err());
-    assert!(serde_json::from_str::<SpiffeId>("\"spiffe://Example.org/a\"").is_err());
-    assert!(serde_json::from_str::<SpiffeId>("42").is_err());
-
-    let td = TrustDomain::new("example.org").unwrap();
-    let json = serde_json::to_string(&td).unwrap();
-    assert_eq!(json, "\"example.org\"");
-    assert_eq!(serde_json::from_str::<TrustDomain>(&json).unwrap(), td);
-    assert!(serde_json::from_str::<TrustDomain>("\"Example.org\"").is_err());
-    assert!(serde_json::from_str::<TrustDomain>("\"spiffe://example.org\"").is_err());
-    assert!(serde_json::from_str::<TrustDomain>("\"\"").is_err());
+    check_serde(
+        &SpiffeId::parse("spiffe://example.org/web").unwrap(),
+        "\"spiffe://example.org/web\"",
+        &[
+            "\"spiffe://example.org/\"",
+            "\"spiffe://Example.org/a\"",
+            "42",
+        ],
+    );
+    check_serde(
+        &TrustDomain::new("example.org").unwrap(),
+        "\"example.org\"",
+        &["\"Example.org\"", "\"spiffe://example.org\"", "\"\""],
+    );
 }
 
 #[test]

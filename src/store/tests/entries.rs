@@ -2,15 +2,13 @@
 
 use std::collections::BTreeSet;
 
-use super::{entry, id, open_temp, sel};
+use super::{add_entry, entry, id, open_temp, sel};
 use crate::store::{DataStore, EntryFilter, PageRequest, SelectorMatch, StoreError};
 
 #[test]
 fn create_get_update_delete() {
     let (_dir, store) = open_temp();
-    let created = store
-        .create_entry(entry("/web", "/agent", &["unix:uid:1000"]))
-        .unwrap();
+    let created = add_entry(&store, "/web", "/agent", &["unix:uid:1000"]);
     assert!(uuid::Uuid::parse_str(&created.id).is_ok(), "{}", created.id);
     assert_eq!(created.revision, 1);
     assert_eq!(store.get_entry(&created.id).unwrap(), Some(created.clone()));
@@ -56,9 +54,7 @@ fn update_of_missing_entry_is_not_found() {
 #[test]
 fn batch_create_reports_per_item_in_order() {
     let (_dir, store) = open_temp();
-    let existing = store
-        .create_entry(entry("/db", "/agent", &["unix:uid:5"]))
-        .unwrap();
+    let existing = add_entry(&store, "/db", "/agent", &["unix:uid:5"]);
 
     let mut explicit = entry("/x", "/agent", &["unix:uid:7"]);
     explicit.id = "fixed-id".into();
@@ -99,12 +95,8 @@ fn batch_create_reports_per_item_in_order() {
 #[test]
 fn update_keeps_indexes_consistent() {
     let (_dir, store) = open_temp();
-    let e = store
-        .create_entry(entry("/web", "/agent-a", &["unix:uid:1", "unix:gid:1"]))
-        .unwrap();
-    let other = store
-        .create_entry(entry("/web", "/agent-b", &["unix:uid:2"]))
-        .unwrap();
+    let e = add_entry(&store, "/web", "/agent-a", &["unix:uid:1", "unix:gid:1"]);
+    let other = add_entry(&store, "/web", "/agent-b", &["unix:uid:2"]);
 
     let mut moved = e.clone();
     moved.parent_id = id("/agent-b");
@@ -135,9 +127,7 @@ fn update_keeps_indexes_consistent() {
     assert_eq!(ids("unix:gid:1"), vec![e.id.clone()]);
 
     // The old identity is free again; the new one is taken.
-    store
-        .create_entry(entry("/web", "/agent-a", &["unix:uid:1", "unix:gid:1"]))
-        .unwrap();
+    add_entry(&store, "/web", "/agent-a", &["unix:uid:1", "unix:gid:1"]);
     assert!(matches!(
         store.create_entry(entry("/web", "/agent-b", &["unix:gid:1", "unix:uid:3"])),
         Err(StoreError::AlreadyExists { id, .. }) if id == e.id

@@ -6,7 +6,7 @@ mod records;
 
 use tempfile::TempDir;
 
-use super::{RegistrationEntry, Selector, SledStore};
+use super::{DataStore, RegistrationEntry, Selector, SledStore};
 use crate::spiffe::{SpiffeId, TrustDomain};
 
 /// A store in a fresh directory; keep the `TempDir` alive as long as the store.
@@ -38,4 +38,17 @@ fn entry(spiffe_path: &str, parent_path: &str, selectors: &[&str]) -> Registrati
             selectors.iter().map(|s| sel(s)).collect(),
         )
     }
+}
+
+/// Creates `entry(spiffe_path, parent_path, selectors)` in `store`, which
+/// the test expects to succeed, and returns the stored entry.
+fn add_entry(
+    store: &SledStore,
+    spiffe_path: &str,
+    parent_path: &str,
+    selectors: &[&str],
+) -> RegistrationEntry {
+    store
+        .create_entry(entry(spiffe_path, parent_path, selectors))
+        .unwrap()
 }

@@ -1,31 +1,50 @@
 //! What survives a restart, and what the store refuses to read.
 
+use std::path::{Path, PathBuf};
+
 use tempfile::TempDir;
 
 use super::records::sample_bundle;
-use super::{entry, id, sel, td};
+use super::{add_entry, id, sel, td};
 use crate::store::{
     AttestedAgent, DataStore, IssuanceRecord, JoinToken, SledStore, StoreError, SCHEMA_VERSION,
 };
 
 /// Writes raw bytes into a tree with sled directly, as disk damage or
 /// another program would.
-fn poke(path: &std::path::Path, tree: &str, key: &[u8], value: &[u8]) {
+fn poke(path: &Path, tree: &str, key: &[u8], value: &[u8]) {
     let db = sled::open(path).unwrap();
     db.open_tree(tree).unwrap().insert(key, value).unwrap();
     db.flush().unwrap();
 }
 
-#[test]
-fn reopen_keeps_everything() {
+/// Asserts that opening `path` fails because its schema stamp in the
+/// `meta` tree is missing or unreadable.
+#[track_caller]
+fn assert_meta_refused(path: &Path) {
+    let got = SledStore::open(path);
+    assert!(
+        matches!(got, Err(StoreError::Corrupt { tree: "meta", .. })),
+        "{:?}",
+        got.err()
+    );
+}
+
+/// A fresh temporary directory and the data path inside it; keep the
+/// `TempDir` alive as long as the path is used.
+fn temp_data_path() -> (TempDir, PathBuf) {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("data");
+    (dir, path)
+}
+
+#[test]
+fn reopen_keeps_everything() {
+    let (_dir, path) = temp_data_path();
     let bundle = sample_bundle("example.org");
     let created = {
         let store = SledStore::open(&path).unwrap();
-        let created = store
-            .create_entry(entry("/web", "/agent", &["unix:uid:1"]))
-            .unwrap();
+        let created = add_entry(&store, "/web", "/agent", &["unix:uid:1"]);
         store
             .attest_agent(&AttestedAgent {
                 spiffe_id: id("/agent"),
@@ -88,8 +107,7 @@ fn new_data_dir_is_private() {
 
 #[test]
 fn unknown_schema_version_is_refused() {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("data");
+    let (_dir, path) = temp_data_path();
     drop(SledStore::open(&path).unwrap());
     poke(&path, "meta", b"schema_version", b"999");
     let err = SledStore::open(&path).unwrap_err();
@@ -109,33 +127,23 @@ fn unknown_schema_version_is_refused() {
     );
 
     poke(&path, "meta", b"schema_version", b"one");
-    assert!(matches!(
-        SledStore::open(&path),
-        Err(StoreError::Corrupt { tree: "meta", .. })
-    ));
+    assert_meta_refused(&path);
 }
 
 #[test]
 fn unstamped_directory_with_data_is_refused() {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("data");
+    let (_dir, path) = temp_data_path();
     poke(&path, "entries", b"x", b"{}");
-    assert!(matches!(
-        SledStore::open(&path),
-        Err(StoreError::Corrupt { tree: "meta", .. })
-    ));
+    assert_meta_refused(&path);
 }
 
 #[test]
 fn corrupt_records_are_errors_not_panics() {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("data");
+    let (_dir, path) = temp_data_path();
     let created = {
         let store = SledStore::open(&path).unwrap();
         store.set_bundle(&sample_bundle("example.org")).unwrap();
-        store
-            .create_entry(entry("/web", "/agent", &["unix:uid:1"]))
-            .unwrap()
+        add_entry(&store, "/web", "/agent", &["unix:uid:1"])
     };
     poke(&path, "entries", b"garbage", &[0xff, 0x00, 0x13, 0x37]);
     poke(&path, "entries", created.id.as_bytes(), b"{\"id\": 1}");
