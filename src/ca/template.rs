@@ -24,7 +24,8 @@ use rcgen::{
 use ring::rand::SecureRandom as _;
 use time::OffsetDateTime;
 
-use crate::spiffe::{SpiffeId, TrustDomain};
+use crate::ca::x509::SvidRequest;
+use crate::spiffe::TrustDomain;
 
 /// Seconds by which every certificate's NotBefore is moved into the past.
 pub const BACKDATE_SECS: i64 = 10;
@@ -103,6 +104,30 @@ fn time(unix: i64) -> Result<OffsetDateTime, TemplateError> {
         .map_err(|source| TemplateError::BadTime { unix, source })
 }
 
+/// What every Herald certificate shares: a fresh random serial, the Herald
+/// subject (plus the CN `common_name` derives from the serial, if any), a
+/// validity backdated against clock skew, and the SKI of the certified key.
+/// Returns the parameters and the serial in hex.
+fn base_params(
+    common_name: impl FnOnce(&str) -> Option<String>,
+    subject_key_bits: &[u8],
+    not_before: i64,
+    not_after: i64,
+) -> Result<(CertificateParams, String), TemplateError> {
+    let (serial, serial_hex) = random_serial()?;
+    let mut params = CertificateParams::default();
+    let mut dn = base_name()?;
+    if let Some(cn) = common_name(&serial_hex) {
+        dn.push(DnType::CommonName, cn);
+    }
+    params.distinguished_name = dn;
+    params.serial_number = Some(serial);
+    params.not_before = time(not_before - BACKDATE_SECS)?;
+    params.not_after = time(not_after)?;
+    params.key_identifier_method = KeyIdMethod::PreSpecified(key_identifier(subject_key_bits));
+    Ok((params, serial_hex))
+}
+
 /// Parameters for a CA certificate (self-signed root or intermediate) of
 /// `td`, certifying the key whose subjectPublicKey bits are given.
 pub fn ca_params(
@@ -111,57 +136,40 @@ pub fn ca_params(
     not_before: i64,
     not_after: i64,
 ) -> Result<(CertificateParams, String), TemplateError> {
-    let (serial, serial_hex) = random_serial()?;
-    let mut params = CertificateParams::default();
-    let mut dn = base_name()?;
     // The serial in the subject keeps the names of successive CAs distinct,
     // so chain builders never confuse an old authority with its successor.
-    dn.push(
-        DnType::CommonName,
-        format!("Herald CA {}", &serial_hex[..8.min(serial_hex.len())]),
-    );
-    params.distinguished_name = dn;
-    params.serial_number = Some(serial);
-    params.not_before = time(not_before - BACKDATE_SECS)?;
-    params.not_after = time(not_after)?;
+    let common_name = |serial_hex: &str| {
+        Some(format!(
+            "Herald CA {}",
+            &serial_hex[..8.min(serial_hex.len())]
+        ))
+    };
+    let (mut params, serial_hex) =
+        base_params(common_name, subject_key_bits, not_before, not_after)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.subject_alt_names = vec![san_uri(&td.id_string())?];
-    params.key_identifier_method = KeyIdMethod::PreSpecified(key_identifier(subject_key_bits));
     Ok((params, serial_hex))
 }
 
-/// What a leaf X509-SVID certifies.
-#[derive(Debug, Clone)]
-pub struct LeafSpec<'a> {
-    /// The SPIFFE ID; it always comes from a registration entry (or the admin).
-    pub spiffe_id: &'a SpiffeId,
-    /// Extra DNS SANs from the entry; the first is also the subject CN.
-    pub dns_names: &'a [String],
-    /// Whether the leaf key is RSA (which adds keyEncipherment).
-    pub rsa_key: bool,
-    /// The subjectPublicKey bits of the leaf key (for its SKI).
-    pub subject_key_bits: &'a [u8],
-    /// NotBefore before backdating.
-    pub not_before: i64,
-    /// NotAfter, already capped at the issuer's NotAfter.
-    pub not_after: i64,
-}
-
 /// Parameters for a workload (or agent, or server) X509-SVID.
-pub fn leaf_params(spec: &LeafSpec<'_>) -> Result<(CertificateParams, String), TemplateError> {
-    let (serial, serial_hex) = random_serial()?;
-    let mut params = CertificateParams::default();
-    let mut dn = base_name()?;
-    if let Some(first) = spec.dns_names.first() {
-        dn.push(DnType::CommonName, first.clone());
-    }
-    params.distinguished_name = dn;
-    params.serial_number = Some(serial);
-    params.not_before = time(spec.not_before - BACKDATE_SECS)?;
-    params.not_after = time(spec.not_after)?;
+/// The names come from `req` (its ID from a registration entry or the
+/// admin; the first DNS name is also the subject CN); `rsa_key` adds
+/// keyEncipherment; `subject_key_bits` (the leaf key's subjectPublicKey)
+/// gives the SKI; `not_before` is backdated here and `not_after` is already
+/// capped at the issuer's NotAfter.
+pub fn leaf_params(
+    req: &SvidRequest<'_>,
+    rsa_key: bool,
+    subject_key_bits: &[u8],
+    not_before: i64,
+    not_after: i64,
+) -> Result<(CertificateParams, String), TemplateError> {
+    let common_name = |_: &str| req.dns_names.first().cloned();
+    let (mut params, serial_hex) =
+        base_params(common_name, subject_key_bits, not_before, not_after)?;
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = if spec.rsa_key {
+    params.key_usages = if rsa_key {
         vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -174,9 +182,8 @@ pub fn leaf_params(spec: &LeafSpec<'_>) -> Result<(CertificateParams, String), T
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     params.use_authority_key_identifier_extension = true;
-    params.key_identifier_method = KeyIdMethod::PreSpecified(key_identifier(spec.subject_key_bits));
-    let mut sans = vec![san_uri(spec.spiffe_id.as_str())?];
-    for dns in spec.dns_names {
+    let mut sans = vec![san_uri(req.spiffe_id.as_str())?];
+    for dns in req.dns_names {
         let name = rcgen::string::Ia5String::try_from(dns.as_str())
             .map_err(field(format!("dns name {dns:?}")))?;
         sans.push(SanType::DnsName(name));

@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use super::connector::{AgentCredential, NodeClientError, ServerConnector};
 use super::csr::{make_csr, CsrBuildError};
-use super::wire::{bundle_from_wire, WireError};
-use crate::ca::x509::X509Error;
+use super::wire::{bundle_from_wire, WireCause, WireError};
 use crate::ca::{KeyError, KeyPair, KeyType};
 use crate::proto::node;
-use crate::spiffe::{Bundle, IdError, SpiffeId};
+use crate::spiffe::{Bundle, SpiffeId};
 
 /// Why attestation failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,35 +26,21 @@ pub enum AttestError {
     /// The server refused.
     #[error("the server refused: {}: {}", code_name(.0.code()), .0.message())]
     Refused(#[source] tonic::Status),
-    /// The server's answer does not parse.
+    /// A part of the server's answer is missing or does not parse.
     #[error("the server sent a bad {what}")]
     BadReply {
         /// Which part of the answer.
         what: &'static str,
         /// Why it is bad.
         #[source]
-        source: BadReplyCause,
+        source: WireCause,
     },
+    /// The server's bundle does not parse.
+    #[error("the server sent a bad bundle")]
+    BadBundle(#[source] WireError),
 }
 
-/// What was wrong with a part of the server's answer.
-#[derive(Debug, thiserror::Error)]
-pub enum BadReplyCause {
-    /// A SPIFFE ID that does not parse.
-    #[error(transparent)]
-    Id(#[from] IdError),
-    /// A certificate that does not parse.
-    #[error(transparent)]
-    Cert(#[from] X509Error),
-    /// A node API field that does not parse.
-    #[error(transparent)]
-    Wire(#[from] WireError),
-    /// A required part is absent.
-    #[error("it is missing")]
-    Missing,
-}
-
-fn bad(what: &'static str, source: impl Into<BadReplyCause>) -> AttestError {
+fn bad(what: &'static str, source: impl Into<WireCause>) -> AttestError {
     AttestError::BadReply {
         what,
         source: source.into(),
@@ -83,12 +68,12 @@ pub async fn attest(
     let leaf = resp
         .svid_chain
         .first()
-        .ok_or_else(|| bad("agent SVID", BadReplyCause::Missing))?;
+        .ok_or_else(|| bad("agent SVID", WireCause::Missing))?;
     let facts = crate::ca::x509::cert_facts(leaf).map_err(|e| bad("agent SVID", e))?;
     let wire_bundle = resp
         .bundle
-        .ok_or_else(|| bad("bundle", BadReplyCause::Missing))?;
-    let bundle = bundle_from_wire(wire_bundle).map_err(|e| bad("bundle", e))?;
+        .ok_or_else(|| bad("bundle", WireCause::Missing))?;
+    let bundle = bundle_from_wire(wire_bundle).map_err(AttestError::BadBundle)?;
     tracing::info!(agent = %spiffe_id, "attested with a join token");
     Ok((
         AgentCredential {

@@ -2,6 +2,7 @@
 //! both ends (the server's node API and the agent's node client). Incoming
 //! messages are parsed as untrusted: a bad field is an error naming it.
 
+use crate::ca::x509::X509Error;
 use crate::proto::node;
 use crate::registration::{RegistrationEntry, RegistrationError, Selector};
 use crate::spiffe::{Bundle, IdError, JwtAuthority, SpiffeId, TrustDomain};
@@ -17,7 +18,7 @@ pub struct WireError {
     pub cause: WireCause,
 }
 
-/// Why a node API field does not parse.
+/// Why a node API field (or a part of a node API answer) is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum WireCause {
     /// A SPIFFE ID or trust domain name that does not parse.
@@ -26,9 +27,15 @@ pub enum WireCause {
     /// A selector that breaks the registration rules.
     #[error(transparent)]
     Selector(#[from] RegistrationError),
+    /// A certificate that does not parse.
+    #[error(transparent)]
+    Cert(#[from] X509Error),
     /// A field that must not be empty is.
     #[error("empty")]
     Empty,
+    /// A required part is absent.
+    #[error("it is missing")]
+    Missing,
 }
 
 fn bad(field: &'static str, cause: impl Into<WireCause>) -> WireError {

@@ -143,6 +143,19 @@ pub struct MintedSvid {
     pub key: KeyPair,
 }
 
+/// What the tainted slots of one kind contribute (`part` of each).
+fn tainted<S, T>(
+    slots: &[S],
+    record: impl Fn(&S) -> &AuthorityRecord,
+    part: impl Fn(&S) -> Option<T>,
+) -> Vec<T> {
+    slots
+        .iter()
+        .filter(|s| record(s).tainted)
+        .filter_map(part)
+        .collect()
+}
+
 impl Authorities {
     /// Loads the authorities of `td` from the journal, creating and
     /// activating new ones when none is active and valid at `now`.
@@ -164,7 +177,14 @@ impl Authorities {
         let bundle = store
             .get_bundle(td)?
             .unwrap_or_else(|| Bundle::new(td.clone()));
-        transitions::assemble(store, keys, td.clone(), settings, x509, jwt, bundle, now)
+        let draft = transitions::Draft {
+            td: td.clone(),
+            settings,
+            x509,
+            jwt,
+            prev: bundle,
+        };
+        transitions::assemble(store, keys, draft, now)
     }
 
     /// The trust domain.
@@ -205,20 +225,16 @@ impl Authorities {
     /// Certificates of tainted X.509 authorities: agents re-issue anything
     /// they signed.
     pub fn tainted_x509(&self) -> Vec<Vec<u8>> {
-        self.x509
-            .iter()
-            .filter(|s| s.record.tainted)
-            .filter_map(|s| s.record.cert_der.clone())
-            .collect()
+        tainted(&self.x509, |s| &s.record, |s| s.record.cert_der.clone())
     }
 
     /// Key IDs of tainted JWT keys.
     pub fn tainted_jwt(&self) -> Vec<String> {
-        self.jwt
-            .iter()
-            .filter(|s| s.record.tainted)
-            .map(|s| s.authority.key_id.clone())
-            .collect()
+        tainted(
+            &self.jwt,
+            |s| &s.record,
+            |s| Some(s.authority.key_id.clone()),
+        )
     }
 
     /// The bundle sequence at which the prepared authorities (if any) were

@@ -69,6 +69,20 @@ impl SvidVerifier {
         let found = verify_svid(leaf, intermediates, &self.roots.get(), now, usage)?;
         self.expected.check(found)
     }
+
+    /// [`Self::verify`] as a rustls verifier answers: the ID is not needed,
+    /// a refusal is a [`refusal`].
+    fn admit(
+        &self,
+        leaf: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        usage: webpki::KeyUsage,
+    ) -> Result<(), rustls::Error> {
+        self.verify(leaf, intermediates, now, usage)
+            .map(drop)
+            .map_err(refusal)
+    }
 }
 
 /// A refusal as rustls carries it; the [`PeerError`] stays reachable
@@ -142,14 +156,8 @@ impl ServerCertVerifier for ServerIdVerifier {
         if self.insecure {
             return Ok(ServerCertVerified::assertion());
         }
-        self.svid
-            .verify(
-                end_entity,
-                intermediates,
-                now,
-                webpki::KeyUsage::server_auth(),
-            )
-            .map_err(refusal)?;
+        let usage = webpki::KeyUsage::server_auth();
+        self.svid.admit(end_entity, intermediates, now, usage)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -194,14 +202,8 @@ impl ClientCertVerifier for OptionalSvidClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.svid
-            .verify(
-                end_entity,
-                intermediates,
-                now,
-                webpki::KeyUsage::client_auth(),
-            )
-            .map_err(refusal)?;
+        let usage = webpki::KeyUsage::client_auth();
+        self.svid.admit(end_entity, intermediates, now, usage)?;
         Ok(ClientCertVerified::assertion())
     }
 

@@ -4,7 +4,7 @@
 use rcgen::PublicKeyData as _;
 
 use super::{CertifiedKey, SignedCert, X509Authority, X509Error};
-use crate::ca::template::{self, LeafSpec};
+use crate::ca::template;
 use crate::spiffe::SpiffeId;
 
 /// What an X509-SVID is for.
@@ -34,14 +34,13 @@ impl X509Authority {
         }
         let not_after = self.validity(req.ttl_secs, now)?;
         let public_key = CertifiedKey::from_spki(req.public_key_spki)?;
-        let (params, serial) = template::leaf_params(&LeafSpec {
-            spiffe_id: req.spiffe_id,
-            dns_names: req.dns_names,
-            rsa_key: public_key.is_rsa(),
-            subject_key_bits: public_key.der_bytes(),
-            not_before: now,
+        let (params, serial) = template::leaf_params(
+            req,
+            public_key.is_rsa(),
+            public_key.der_bytes(),
+            now,
             not_after,
-        })?;
+        )?;
         self.issue("X509-SVID", params, &public_key, serial, not_after)
     }
 }

@@ -38,28 +38,34 @@ pub(super) fn set_state(
     Ok(())
 }
 
+/// Everything a new [`Authorities`] value is built from: the slots as the
+/// journal now has them and the bundle they replace.
+pub(super) struct Draft {
+    pub(super) td: TrustDomain,
+    pub(super) settings: CaSettings,
+    pub(super) x509: Vec<X509Slot>,
+    pub(super) jwt: Vec<JwtSlot>,
+    pub(super) prev: Bundle,
+}
+
 /// Makes sure exactly one valid authority of each kind is active (promoting
 /// a valid prepared one, or minting one), then computes the bundle.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn assemble(
     store: &dyn DataStore,
     keys: &dyn KeyManager,
-    td: TrustDomain,
-    settings: CaSettings,
-    mut x509: Vec<X509Slot>,
-    mut jwt: Vec<JwtSlot>,
-    prev: Bundle,
+    mut draft: Draft,
     now: i64,
 ) -> Result<Authorities, AuthorityError> {
+    let (td, settings) = (&draft.td, &draft.settings);
     // The newest valid active wins; other actives become old (a crash
     // between the two writes of an activation leaves two).
-    ensure_active(store, &mut x509, now, || {
-        new_x509(store, keys, &td, &settings, AuthorityState::Active, now)
+    ensure_active(store, &mut draft.x509, now, || {
+        new_x509(store, keys, td, settings, AuthorityState::Active, now)
     })?;
-    ensure_active(store, &mut jwt, now, || {
-        new_jwt(store, keys, &settings, AuthorityState::Active, now)
+    ensure_active(store, &mut draft.jwt, now, || {
+        new_jwt(store, keys, settings, AuthorityState::Active, now)
     })?;
-    build(store, td, settings, x509, jwt, prev, false)
+    build(store, draft, false)
 }
 
 /// A slot of either kind, seen through its journal record.
@@ -140,13 +146,16 @@ fn normalize(
 /// stores it (with a new sequence) when it changed or `bump` is set.
 pub(super) fn build(
     store: &dyn DataStore,
-    td: TrustDomain,
-    settings: CaSettings,
-    mut x509: Vec<X509Slot>,
-    mut jwt: Vec<JwtSlot>,
-    prev: Bundle,
+    draft: Draft,
     bump: bool,
 ) -> Result<Authorities, AuthorityError> {
+    let Draft {
+        td,
+        settings,
+        mut x509,
+        mut jwt,
+        prev,
+    } = draft;
     let mut bundle = prev.clone();
     bundle.x509_authorities = match &settings.upstream {
         Some(up) => up.roots(),

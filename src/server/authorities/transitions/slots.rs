@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::bad;
 use crate::ca::jwt::new_kid;
-use crate::ca::{JwtKey, KeyManager, X509Authority};
+use crate::ca::{JwtKey, KeyManager, KeyPair, X509Authority};
 use crate::server::authorities::{AuthorityError, CaSettings, JwtSlot, X509Slot};
 use crate::spiffe::{JwtAuthority, TrustDomain};
 use crate::store::{AuthorityKind, AuthorityRecord, AuthorityState, DataStore};
@@ -77,6 +77,18 @@ pub(in crate::server::authorities) fn load_jwt(
     })
 }
 
+/// A fresh key for a new authority, stored under a new id (`prefix-uuid`)
+/// that its journal record will also carry.
+fn new_key(
+    keys: &dyn KeyManager,
+    prefix: &str,
+    settings: &CaSettings,
+) -> Result<(String, Arc<KeyPair>), AuthorityError> {
+    let id = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+    let key = keys.generate(&id, settings.key_type)?;
+    Ok((id, key))
+}
+
 pub(super) fn new_x509(
     store: &dyn DataStore,
     keys: &dyn KeyManager,
@@ -85,8 +97,7 @@ pub(super) fn new_x509(
     state: AuthorityState,
     now: i64,
 ) -> Result<X509Slot, AuthorityError> {
-    let id = format!("x509-{}", uuid::Uuid::new_v4().simple());
-    let key = keys.generate(&id, settings.key_type)?;
+    let (id, key) = new_key(keys, "x509", settings)?;
     let (ca, upstream_chain) = match &settings.upstream {
         None => (
             X509Authority::self_signed(td, key, settings.ca_ttl_secs, now)?,
@@ -131,8 +142,7 @@ pub(super) fn new_jwt(
     state: AuthorityState,
     now: i64,
 ) -> Result<JwtSlot, AuthorityError> {
-    let id = format!("jwt-{}", uuid::Uuid::new_v4().simple());
-    let key = keys.generate(&id, settings.key_type)?;
+    let (id, key) = new_key(keys, "jwt", settings)?;
     let not_after = now + settings.ca_ttl_secs;
     let jwt = JwtKey::new(new_kid()?, key.clone(), not_after);
     let record = AuthorityRecord {

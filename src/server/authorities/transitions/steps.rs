@@ -3,7 +3,7 @@
 //! revoke. Each writes the journal first and returns the new set.
 
 use super::slots::{new_jwt, new_x509};
-use super::{build, kind_name, set_state};
+use super::{build, kind_name, set_state, Draft};
 use crate::ca::KeyManager;
 use crate::server::authorities::{Authorities, AuthorityError, JwtSlot, X509Slot};
 use crate::store::{AuthorityKind, AuthorityRecord, AuthorityState, DataStore};
@@ -16,15 +16,14 @@ impl Authorities {
         jwt: Vec<JwtSlot>,
         bump: bool,
     ) -> Result<Authorities, AuthorityError> {
-        build(
-            store,
-            self.trust_domain.clone(),
-            self.settings.clone(),
+        let draft = Draft {
+            td: self.trust_domain.clone(),
+            settings: self.settings.clone(),
             x509,
             jwt,
-            self.bundle.clone(),
-            bump,
-        )
+            prev: self.bundle.clone(),
+        };
+        build(store, draft, bump)
     }
 
     /// Mints the next authority of `kind` and publishes it in the bundle.
