@@ -90,6 +90,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         log_level: "info".into(),
         log_format: LogFormat::Text,
         federation: Default::default(),
+        prune: Default::default(),
     };
     init_role_logging(log_flag, "info", LogFormat::Text);
     runtime()?.block_on(async move {

@@ -46,6 +46,37 @@ struct RawServer {
     log_format: LogFormat,
     /// The `[federation]` table, validated by `FederationConfig::from_toml`.
     federation: Option<toml::Value>,
+    #[serde(default = "default_prune_interval")]
+    prune_interval: String,
+    #[serde(default = "default_issuance_retention")]
+    issuance_retention: String,
+}
+
+fn default_prune_interval() -> String {
+    "1m".into()
+}
+fn default_issuance_retention() -> String {
+    "24h".into()
+}
+
+/// How the server removes what has expired from its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneConfig {
+    /// Seconds between sweeps for expired entries, join tokens and
+    /// issuance records (`prune_interval`, default 1m).
+    pub interval: i64,
+    /// Seconds an issuance record is kept after its certificate expired
+    /// (`issuance_retention`, default 24h).
+    pub issuance_retention: i64,
+}
+
+impl Default for PruneConfig {
+    fn default() -> Self {
+        PruneConfig {
+            interval: 60,
+            issuance_retention: 86_400,
+        }
+    }
 }
 
 fn default_activation_deadline() -> String {
@@ -130,6 +161,8 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Bundle endpoint and federation relationships (`[federation]`).
     pub federation: FederationConfig,
+    /// Pruning of expired entries, join tokens and issuance records.
+    pub prune: PruneConfig,
 }
 
 impl ServerConfig {
@@ -214,8 +247,13 @@ impl ServerConfig {
             Some(table) => FederationConfig::from_toml(table, path, &trust_domain)?,
             None => Default::default(),
         };
+        let prune = PruneConfig {
+            interval: c.duration("prune_interval", &raw.prune_interval, 1)?,
+            issuance_retention: c.duration("issuance_retention", &raw.issuance_retention, 0)?,
+        };
         Ok(ServerConfig {
             federation,
+            prune,
             ca_activation_deadline: c.duration(
                 "ca_activation_deadline",
                 &raw.ca_activation_deadline,
