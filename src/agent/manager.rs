@@ -93,6 +93,8 @@ pub struct Manager {
     bundle: Bundle,
     entries: BTreeMap<String, StoredEntry>,
     pending_snapshot: Option<BTreeMap<String, StoredEntry>>,
+    /// A federated bundle set still arriving over several Sync messages.
+    pending_federated: Option<Vec<crate::proto::node::Bundle>>,
     held: BTreeMap<String, Held>,
     client: SharedClient,
     synced_once: bool,
@@ -133,6 +135,7 @@ impl Manager {
             bundle,
             entries: BTreeMap::new(),
             pending_snapshot: None,
+            pending_federated: None,
             held: BTreeMap::new(),
             client,
             synced_once: false,

@@ -92,6 +92,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         downstream_ca_max_ttl: 24 * 3600,
         downstream_ca_path_len: 0,
         limits: Default::default(),
+        prune: Default::default(),
     };
     init_role_logging(log_flag, &Logging::default());
     runtime()?.block_on(async move {

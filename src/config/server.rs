@@ -54,6 +54,37 @@ struct RawServer {
     downstream_ca_path_len: u8,
     /// The `[limits]` table, validated by `ListenerLimits::from_toml`.
     limits: Option<toml::Value>,
+    #[serde(default = "default_prune_interval")]
+    prune_interval: String,
+    #[serde(default = "default_issuance_retention")]
+    issuance_retention: String,
+}
+
+fn default_prune_interval() -> String {
+    "1m".into()
+}
+fn default_issuance_retention() -> String {
+    "24h".into()
+}
+
+/// How the server removes what has expired from its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneConfig {
+    /// Seconds between sweeps for expired entries, join tokens and
+    /// issuance records (`prune_interval`, default 1m).
+    pub interval: i64,
+    /// Seconds an issuance record is kept after its certificate expired
+    /// (`issuance_retention`, default 24h).
+    pub issuance_retention: i64,
+}
+
+impl Default for PruneConfig {
+    fn default() -> Self {
+        PruneConfig {
+            interval: 60,
+            issuance_retention: 86_400,
+        }
+    }
 }
 
 fn default_activation_deadline() -> String {
@@ -146,6 +177,8 @@ pub struct ServerConfig {
     pub downstream_ca_path_len: u8,
     /// Connection, stream and time limits of the listeners (`[limits]`).
     pub limits: ListenerLimits,
+    /// Pruning of expired entries, join tokens and issuance records.
+    pub prune: PruneConfig,
 }
 
 impl ConfigFile for ServerConfig {
@@ -237,12 +270,17 @@ impl ConfigFile for ServerConfig {
             ));
         }
         let limits = ListenerLimits::from_toml(raw.limits.as_ref(), path)?;
+        let prune = PruneConfig {
+            interval: c.duration("prune_interval", &raw.prune_interval, 1)?,
+            issuance_retention: c.duration("issuance_retention", &raw.issuance_retention, 0)?,
+        };
         Ok(ServerConfig {
             admin_allowed_uids: raw.admin_allowed_uids,
             downstream_ca_max_ttl,
             downstream_ca_path_len: raw.downstream_ca_path_len,
             limits,
             federation,
+            prune,
             ca_activation_deadline: c.duration(
                 "ca_activation_deadline",
                 &raw.ca_activation_deadline,

@@ -4,12 +4,17 @@
 //! and, transitively, for entries whose parent is the SPIFFE ID of an entry it
 //! is already authorized for (SPIRE's node-alias and nesting model). Expired
 //! entries are left out. Nothing else: deny unless an entry allows.
+//!
+//! Signing asks [`signable_entries`], which judges each requested entry by
+//! its current record, never by a set computed earlier: an agent's Sync
+//! stream recomputes its set only as fast as the agent reads, and a slow
+//! reader must not keep an expired, deleted or re-parented entry signable.
 
 use std::collections::{BTreeMap, HashSet};
 
 use crate::registration::RegistrationEntry;
 use crate::spiffe::SpiffeId;
-use crate::store::{DataStore, StoreError};
+use crate::store::{entry_expired, DataStore, StoreError};
 
 /// The entries `agent` is authorized for at `now`, by entry ID.
 pub fn authorized_entries(
@@ -23,13 +28,51 @@ pub fn authorized_entries(
     seen.insert(agent.clone());
     while let Some(parent) = frontier.pop() {
         for entry in store.entries_by_parent(&parent)? {
-            if entry.expires_at.is_some_and(|t| t != 0 && t <= now) {
+            if entry_expired(entry.expires_at, now) {
                 continue;
             }
             if seen.insert(entry.spiffe_id.clone()) {
                 frontier.push(entry.spiffe_id.clone());
             }
             out.insert(entry.id.clone(), entry);
+        }
+    }
+    Ok(out)
+}
+
+/// Those of `ids` that `agent` may have an SVID signed for at `now`, by
+/// entry ID, as the store holds them now. An entry whose parent is the
+/// agent costs one lookup; a nested one is judged by a fresh
+/// [`authorized_entries`] walk, made at most once per call.
+pub fn signable_entries(
+    store: &dyn DataStore,
+    agent: &SpiffeId,
+    ids: &[String],
+    now: i64,
+) -> Result<BTreeMap<String, RegistrationEntry>, StoreError> {
+    let mut out = BTreeMap::new();
+    let mut checked: HashSet<&str> = HashSet::new();
+    let mut walked: Option<BTreeMap<String, RegistrationEntry>> = None;
+    for id in ids {
+        if !checked.insert(id.as_str()) {
+            continue;
+        }
+        let Some(entry) = store.get_entry(id)? else {
+            continue;
+        };
+        if entry_expired(entry.expires_at, now) {
+            continue;
+        }
+        if &entry.parent_id == agent {
+            out.insert(id.clone(), entry);
+            continue;
+        }
+        let all = match &mut walked {
+            Some(all) => all,
+            None => walked.insert(authorized_entries(store, agent, now)?),
+        };
+        if let Some(entry) = all.remove(id) {
+            out.insert(id.clone(), entry);
         }
     }
     Ok(out)
@@ -88,5 +131,61 @@ mod tests {
         let got = authorized_entries(&store, &SpiffeId::parse(agent).unwrap(), 1000).unwrap();
         let ids: Vec<_> = got.keys().cloned().collect();
         assert_eq!(ids, vec!["1", "2", "5"]);
+    }
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// What a Sync stream cached before the changes authorizes nothing
+    /// the store no longer does: signing judges by current records.
+    #[test]
+    fn signing_sees_deletion_expiry_and_reparenting_a_cached_set_misses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let agent_s = "spiffe://example.org/herald/agent/a";
+        let agent = SpiffeId::parse(agent_s).unwrap();
+        store
+            .create_entry(entry("alias", "spiffe://example.org/node-alias", agent_s))
+            .unwrap();
+        store
+            .create_entry(entry(
+                "nested",
+                "spiffe://example.org/web",
+                "spiffe://example.org/node-alias",
+            ))
+            .unwrap();
+        store
+            .create_entry(entry("gone", "spiffe://example.org/gone", agent_s))
+            .unwrap();
+        let mut expiring = entry("expiring", "spiffe://example.org/exp", agent_s);
+        expiring.expires_at = Some(2000);
+        store.create_entry(expiring).unwrap();
+        let moved = store
+            .create_entry(entry("moved", "spiffe://example.org/moved", agent_s))
+            .unwrap();
+
+        let all = ids(&["alias", "nested", "gone", "expiring", "moved"]);
+        // What a stream computed (and a stalled one would keep) at 1000.
+        let cached = authorized_entries(&store, &agent, 1000).unwrap();
+        assert_eq!(cached.len(), 5);
+        let now = signable_entries(&store, &agent, &all, 1000).unwrap();
+        assert_eq!(now.len(), 5, "{:?}", now.keys());
+
+        store.delete_entries(&ids(&["gone", "alias"])).unwrap();
+        store
+            .update_entry(RegistrationEntry {
+                parent_id: SpiffeId::parse("spiffe://example.org/herald/agent/b").unwrap(),
+                ..moved
+            })
+            .unwrap();
+        // The cached set still has all five; at 2000 none is signable:
+        // deleted, nested under a deleted alias, expired, re-parented.
+        assert_eq!(cached.len(), 5);
+        let later = signable_entries(&store, &agent, &all, 2000).unwrap();
+        assert!(later.is_empty(), "{:?}", later.keys());
+        // Unknown and repeated IDs are simply not signable.
+        let odd = signable_entries(&store, &agent, &ids(&["nope", "nope"]), 2000).unwrap();
+        assert!(odd.is_empty());
     }
 }

@@ -6,6 +6,7 @@ pub mod authorized;
 pub mod ca_manager;
 pub mod federation;
 pub mod node_api;
+pub mod pruner;
 pub mod rotation;
 pub mod run;
 pub mod server_svid;

@@ -121,20 +121,6 @@ impl NodeApi {
         Ok(agent)
     }
 
-    /// The agent's authorized entries as its Sync stream last computed them
-    /// (kept current on every entry change), or from the store when it has
-    /// no stream open. The cache can trail an entry deletion by one event;
-    /// the agent drops SVIDs of deleted entries when the change reaches it.
-    async fn authorized_cached(
-        &self,
-        agent: &SpiffeId,
-    ) -> Result<Arc<BTreeMap<String, RegistrationEntry>>, Status> {
-        match self.state.authorized_for(agent) {
-            Some(a) => Ok(a),
-            None => Ok(Arc::new(self.authorized(agent).await?)),
-        }
-    }
-
     async fn authorized(
         &self,
         agent: &SpiffeId,

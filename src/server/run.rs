@@ -198,6 +198,10 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         super::ca_manager::run(state.clone(), shutdown_rx.clone())
             .instrument(tracing::info_span!("ca_manager")),
     ));
+    tasks.push(tokio::spawn(
+        super::pruner::run(state.clone(), config.prune, shutdown_rx.clone())
+            .instrument(tracing::info_span!("pruner")),
+    ));
 
     // --- node API: TCP + TLS with the server's own SVID ---------------------
     let node_addr = node_listener::serve(config, &state, &shutdown_rx, &mut tasks).await?;

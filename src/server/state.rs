@@ -74,7 +74,10 @@ pub struct ServerState {
 struct ConnectedAgent {
     streams: usize,
     acked: u64,
-    /// The entries it is authorized for, as its Sync stream last computed.
+    /// The entries it is authorized for, as its Sync stream last computed
+    /// them: what the agent was last told, for inspection only. It trails
+    /// the store while the agent reads slowly, so signing never consults
+    /// it (see `authorized::signable_entries`).
     authorized: Option<Arc<AuthorizedEntries>>,
 }
 
@@ -154,7 +157,8 @@ impl ServerState {
         }
     }
 
-    /// A connected agent's authorized entries, if its stream computed them.
+    /// A connected agent's authorized entries, if its stream computed them;
+    /// never the basis of an authorization decision.
     pub fn authorized_for(&self, agent: &SpiffeId) -> Option<Arc<AuthorizedEntries>> {
         let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
         agents.get(agent).and_then(|a| a.authorized.clone())

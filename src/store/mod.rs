@@ -40,6 +40,13 @@ pub const DEFAULT_PAGE_SIZE: usize = 500;
 /// single call cannot make the server decode the whole store into memory.
 pub const MAX_PAGE_SIZE: usize = 10_000;
 
+/// Whether an entry with this `expires_at` has stopped applying at `now`:
+/// from its expiry second on (0 or absent means it never expires). The one
+/// definition used by authorization, signing and pruning alike.
+pub fn entry_expired(expires_at: Option<i64>, now: i64) -> bool {
+    expires_at.is_some_and(|t| t != 0 && t <= now)
+}
+
 /// The server's durable state. Every write is durable when it returns `Ok`.
 pub trait DataStore: Send + Sync {
     // --- registration entries ---
@@ -108,6 +115,12 @@ pub trait DataStore: Send + Sync {
 
     /// Number of registration entries.
     fn count_entries(&self) -> Result<u64, StoreError>;
+
+    /// Deletes every entry expired at `now` (see [`entry_expired`]), with
+    /// its index rows, and returns them. An entry updated to a later expiry
+    /// while the scan ran is kept; one that does not decode is left for the
+    /// operator to inspect.
+    fn prune_expired_entries(&self, now: i64) -> Result<Vec<RegistrationEntry>, StoreError>;
 
     // --- attested agents ---
 

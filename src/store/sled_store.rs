@@ -222,6 +222,10 @@ impl DataStore for SledStore {
         self.delete_entries_impl(ids)
     }
 
+    fn prune_expired_entries(&self, now: i64) -> Result<Vec<RegistrationEntry>, StoreError> {
+        self.prune_expired_entries_impl(now)
+    }
+
     fn get_entry(&self, id: &str) -> Result<Option<RegistrationEntry>, StoreError> {
         get_json(&self.entries, ENTRIES, id.as_bytes())
     }

@@ -62,8 +62,11 @@ impl Manager {
         let mut client = self.connector.authenticated(&self.cred).await?;
         let mut stream = client.sync(node::SyncRequest {}).await?.into_inner();
         *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
-        // A new connection starts unacknowledged on the server's side.
+        // A new connection starts unacknowledged on the server's side, and
+        // with a snapshot: nothing half-received on a lost one carries over.
         self.acked = 0;
+        self.pending_snapshot = None;
+        self.pending_federated = None;
         tracing::info!(agent = %self.cred.spiffe_id, "connected to the server");
         loop {
             let wake = self.next_wake();

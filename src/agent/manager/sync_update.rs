@@ -49,7 +49,13 @@ impl Manager {
             }
         }
         if update.federated_bundles_changed {
-            changed |= self.apply_federated(update.federated_bundles);
+            let mut set = self.pending_federated.take().unwrap_or_default();
+            set.extend(update.federated_bundles);
+            if update.federated_bundles_more {
+                self.pending_federated = Some(set);
+            } else {
+                changed |= self.apply_federated(set);
+            }
         }
         if update.snapshot {
             let pending = self.pending_snapshot.get_or_insert_with(BTreeMap::new);
@@ -288,5 +294,31 @@ mod tests {
         };
         assert!(f.manager.apply(cleared).unwrap());
         assert!(f.manager.federated.is_empty());
+    }
+
+    #[test]
+    fn a_federated_set_split_over_messages_applies_once_whole() {
+        let mut f = synced(&[]);
+        let part = |name: &str| {
+            let mut b = wire_bundle(&new_ca(), 1);
+            b.trust_domain = name.into();
+            b
+        };
+        let first = node::SyncUpdate {
+            federated_bundles: vec![part("a.org"), part("b.org")],
+            federated_bundles_changed: true,
+            federated_bundles_more: true,
+            ..Default::default()
+        };
+        assert!(!f.manager.apply(first).unwrap(), "not whole yet");
+        assert!(f.manager.federated.is_empty());
+        let last = node::SyncUpdate {
+            federated_bundles: vec![part("c.org")],
+            federated_bundles_changed: true,
+            ..Default::default()
+        };
+        assert!(f.manager.apply(last).unwrap());
+        let names: Vec<_> = f.manager.federated.keys().map(|t| t.name()).collect();
+        assert_eq!(names, ["a.org", "b.org", "c.org"]);
     }
 }

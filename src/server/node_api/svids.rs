@@ -1,6 +1,8 @@
 //! Workload SVIDs an agent asks for on behalf of its workloads: X509-SVIDs
 //! over CSRs in batches, and JWT-SVIDs, each only for an entry the agent is
-//! authorized for.
+//! authorized for by the store's current records (see
+//! [`signable_entries`]): never by the set its Sync stream last computed,
+//! which trails the store for as long as the agent reads slowly.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use crate::errors::Chain;
 use crate::proto::node;
 use crate::registration::RegistrationEntry;
 use crate::server::authorities::Authorities;
+use crate::server::authorized::signable_entries;
 use crate::spiffe::SpiffeId;
 use crate::store::IssuanceRecord;
 
@@ -32,12 +35,14 @@ impl NodeApi {
         agent: &SpiffeId,
         params: Vec<node::NewX509svidParams>,
     ) -> Result<node::BatchNewX509svidResponse, Status> {
+        let now = now_unix();
+        let ids = params.iter().map(|p| p.entry_id.clone()).collect();
         let signer = Arc::new(Signer {
             authorities: self.state.authorities(),
-            authorized: self.authorized_cached(agent).await?,
+            authorized: Arc::new(self.signable(agent, ids, now).await?),
             agent: agent.clone(),
             default_ttl: self.state.settings.default_x509_svid_ttl,
-            now: now_unix(),
+            now,
         });
         // Verify and sign on the blocking pool, one chunk per core: it is
         // pure CPU, and one agent's batch should use the whole machine.
@@ -88,12 +93,14 @@ impl NodeApi {
                 "audience: must name at least one audience",
             ));
         }
-        let authorized = self.authorized_cached(agent).await?;
+        let now = now_unix();
+        let authorized = self
+            .signable(agent, vec![req.entry_id.clone()], now)
+            .await?;
         let entry = authorized
             .get(&req.entry_id)
             .ok_or_else(|| not_authorized(&req.entry_id))?;
         let ttl = entry_ttl(entry.jwt_svid_ttl, self.state.settings.default_jwt_svid_ttl);
-        let now = now_unix();
         let authorities = self.state.authorities();
         let token = authorities
             .jwt()
@@ -106,6 +113,23 @@ impl NodeApi {
             token,
             expires_at: (now + ttl).min(authorities.jwt().not_after()),
         })
+    }
+}
+
+impl NodeApi {
+    /// Which of `ids` `agent` may be signed for at `now`, read from the
+    /// store on the blocking pool.
+    async fn signable(
+        &self,
+        agent: &SpiffeId,
+        ids: Vec<String>,
+        now: i64,
+    ) -> Result<BTreeMap<String, RegistrationEntry>, Status> {
+        let agent = agent.clone();
+        self.state
+            .with_store(move |s| signable_entries(s, &agent, &ids, now))
+            .await
+            .map_err(internal)
     }
 }
 
@@ -170,4 +194,134 @@ fn not_authorized(entry_id: &str) -> Status {
     Status::permission_denied(format!(
         "entry {entry_id:?} is not authorized for this agent"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+    use tonic::Code;
+
+    use super::NodeApi;
+    use crate::ca::{KeyPair, KeyType, MemoryKeyManager};
+    use crate::clock::now_unix;
+    use crate::node::make_csr;
+    use crate::proto::node;
+    use crate::registration::{RegistrationEntry, Selector};
+    use crate::server::authorities::{Authorities, CaSettings};
+    use crate::server::state::{ServerEvent, ServerSettings, ServerState};
+    use crate::spiffe::{SpiffeId, TrustDomain};
+    use crate::store::SledStore;
+
+    const AGENT: &str = "spiffe://example.org/herald/agent/a";
+
+    fn id(s: &str) -> SpiffeId {
+        SpiffeId::parse(s).unwrap()
+    }
+
+    fn entry(n: usize) -> RegistrationEntry {
+        RegistrationEntry {
+            id: format!("entry-{n:05}"),
+            ..RegistrationEntry::new(
+                id(&format!("spiffe://example.org/w/{n}")),
+                id(AGENT),
+                vec![Selector::parse(&format!("unix:uid:{n}")).unwrap()],
+            )
+        }
+    }
+
+    /// Waits until the agent's stream has taken in `n` entries.
+    async fn cached_len_reaches(state: &ServerState, n: usize) {
+        let agent = id(AGENT);
+        for _ in 0..500 {
+            if state.authorized_for(&agent).is_some_and(|a| a.len() == n) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the Sync stream never took in {n} entries");
+    }
+
+    /// An agent that stops reading its Sync stream freezes the set the
+    /// stream computed; an entry deleted after that is still refused.
+    #[tokio::test]
+    async fn a_stalled_sync_stream_does_not_keep_a_deleted_entry_signable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("store")).unwrap();
+        let keys = Arc::new(MemoryKeyManager::default());
+        let td = TrustDomain::new("example.org").unwrap();
+        let authorities = Authorities::load_or_create(
+            &store,
+            keys.as_ref(),
+            &td,
+            CaSettings::default(),
+            now_unix(),
+        )
+        .unwrap();
+        let state = ServerState::new(
+            td,
+            Arc::new(store),
+            keys,
+            authorities,
+            ServerSettings::default(),
+        );
+        let (_shutdown, stop) = watch::channel(false);
+        let api = NodeApi::new(state.clone(), stop);
+        state.store.create_entry(entry(0)).unwrap();
+
+        // Opened and never read: once its channel is full the stream
+        // stops taking in changes.
+        let _rx = api.open_sync(id(AGENT)).await.unwrap();
+        let mut n = 1;
+        let stalled = loop {
+            state.store.create_entry(entry(n)).unwrap();
+            state.publish(ServerEvent::EntriesChanged);
+            n += 1;
+            let agent = id(AGENT);
+            let mut took_it = false;
+            for _ in 0..100 {
+                if state.authorized_for(&agent).is_some_and(|a| a.len() == n) {
+                    took_it = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if !took_it {
+                break n - 1;
+            }
+            assert!(n < 100, "the Sync stream never stalled");
+        };
+        cached_len_reaches(&state, stalled).await;
+        state
+            .store
+            .delete_entries(&["entry-00000".to_string()])
+            .unwrap();
+        state.publish(ServerEvent::EntriesChanged);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let cached = state.authorized_for(&id(AGENT)).unwrap();
+        assert!(cached.contains_key("entry-00000"), "the stream is stalled");
+
+        let csr = make_csr(&KeyPair::generate(KeyType::EcP256).unwrap()).unwrap();
+        let params = vec![
+            node::NewX509svidParams {
+                entry_id: "entry-00000".into(),
+                csr: csr.clone(),
+            },
+            node::NewX509svidParams {
+                entry_id: "entry-00001".into(),
+                csr,
+            },
+        ];
+        let response = api.sign_x509_batch(&id(AGENT), params).await.unwrap();
+        let codes: Vec<_> = response.results.iter().map(|r| r.code).collect();
+        assert_eq!(codes, [Code::PermissionDenied as i32, Code::Ok as i32]);
+        let jwt = node::NewJwtsvidRequest {
+            entry_id: "entry-00000".into(),
+            audience: vec!["db".into()],
+        };
+        let refused = api.sign_jwt(&id(AGENT), jwt).await.unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+    }
 }

@@ -1,23 +1,41 @@
 //! The Sync stream: the snapshot of an agent's authorized entries and the
 //! bundles, in chunks, then one message per change for as long as the agent
 //! stays connected. Changes arrive as [`ServerEvent`]s; a burst of them is
-//! collapsed into one recomputation and diff.
+//! collapsed into one recomputation and diff. An entry's expiry is a change
+//! too: the stream wakes at the earliest expiry among the entries it sent.
+//!
+//! Every message stays far below the node API's message limit
+//! ([`crate::proto::NODE_MAX_MESSAGE_SIZE`]): entries, removed IDs and
+//! federated bundles are each split by a byte budget, so many or large
+//! foreign bundles spread over several messages instead of growing one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use prost::Message as _;
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
 use super::{internal, own_bundle_wire, NodeApi};
+use crate::clock::now_unix;
 use crate::node::wire::{bundle_to_wire, entry_to_wire};
-use crate::proto::node;
+use crate::proto::{node, NODE_MAX_MESSAGE_SIZE};
 use crate::registration::RegistrationEntry;
 use crate::server::state::ServerEvent;
 use crate::spiffe::SpiffeId;
 
-/// Entries per snapshot message: keeps every message far below gRPC's 4 MiB.
+/// Most entries in one message, whatever their size.
 const SNAPSHOT_CHUNK: usize = 1000;
+
+/// Bytes of entries, of removed IDs, and of federated bundles in one
+/// message (each): with the own bundle, a message stays below half the limit.
+const CHUNK_BYTES: usize = NODE_MAX_MESSAGE_SIZE / 8;
+
+/// The largest federated bundle Sync carries. One bundle cannot be split;
+/// a larger one (only an administrator can store one) is left out and
+/// logged, rather than failing every agent's stream.
+const MAX_BUNDLE_BYTES: usize = NODE_MAX_MESSAGE_SIZE / 2;
 
 pub(super) type Tx = mpsc::Sender<Result<node::SyncUpdate, Status>>;
 
@@ -33,7 +51,20 @@ impl NodeApi {
             .map_err(internal)?;
         bundles.retain(|b| b.trust_domain != own);
         bundles.sort_by(|a, b| a.trust_domain.cmp(&b.trust_domain));
-        Ok(bundles.iter().map(bundle_to_wire).collect())
+        let mut wire: Vec<node::Bundle> = bundles.iter().map(bundle_to_wire).collect();
+        wire.retain(|b| {
+            let size = b.encoded_len();
+            if size > MAX_BUNDLE_BYTES {
+                tracing::warn!(
+                    trust_domain = %b.trust_domain,
+                    size,
+                    limit = MAX_BUNDLE_BYTES,
+                    "federated bundle too large for the node API; not sent to agents"
+                );
+            }
+            size <= MAX_BUNDLE_BYTES
+        });
+        Ok(wire)
     }
 
     /// Sends the snapshot, then one update per relevant change, until the
@@ -65,8 +96,11 @@ impl NodeApi {
         tracing::debug!(entries = current.len(), "sync snapshot sent");
         loop {
             let mut stop = self.shutdown.clone();
+            let expiry = until_next_expiry(&current, now_unix());
             let first = tokio::select! {
                 ev = events.recv() => ev,
+                // An entry expired: recompute as if it had changed.
+                () = sleep_for(expiry) => Ok(ServerEvent::EntriesChanged),
                 _ = tx.closed() => return Ok(()),
                 _ = crate::shutdown::stopped(&mut stop) => {
                     return Err(Status::unavailable("the server is shutting down; reconnect"));
@@ -142,33 +176,38 @@ impl NodeApi {
     }
 }
 
+/// How long until the first of `entries` expires (`None`: none expires).
+fn until_next_expiry(entries: &BTreeMap<String, RegistrationEntry>, now: i64) -> Option<Duration> {
+    entries
+        .values()
+        .filter_map(|e| e.expires_at.filter(|t| *t != 0))
+        .min()
+        .map(|t| Duration::from_secs(u64::try_from(t - now).unwrap_or(0)))
+}
+
+async fn sleep_for(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn send_snapshot(
     tx: &Tx,
     entries: &BTreeMap<String, RegistrationEntry>,
     bundle: node::Bundle,
     federated: Vec<node::Bundle>,
 ) -> Result<(), Status> {
-    let all: Vec<&RegistrationEntry> = entries.values().collect();
-    let chunks: Vec<&[&RegistrationEntry]> = if all.is_empty() {
-        vec![&[]]
-    } else {
-        all.chunks(SNAPSHOT_CHUNK).collect()
+    let whole = node::SyncUpdate {
+        snapshot: true,
+        complete: true,
+        upserted: entries.values().map(entry_to_wire).collect(),
+        bundle: Some(bundle),
+        federated_bundles: federated,
+        federated_bundles_changed: true,
+        ..Default::default()
     };
-    let last = chunks.len() - 1;
-    for (i, chunk) in chunks.into_iter().enumerate() {
-        let msg = node::SyncUpdate {
-            snapshot: true,
-            complete: i == last,
-            upserted: chunk.iter().map(|e| entry_to_wire(e)).collect(),
-            bundle: (i == 0).then(|| bundle.clone()),
-            federated_bundles: if i == 0 {
-                federated.clone()
-            } else {
-                Vec::new()
-            },
-            federated_bundles_changed: i == 0,
-            ..Default::default()
-        };
+    for msg in split_update(whole) {
         if tx.send(Ok(msg)).await.is_err() {
             return Err(Status::cancelled("agent went away"));
         }
@@ -176,20 +215,141 @@ async fn send_snapshot(
     Ok(())
 }
 
+/// Splits one update (a change, or a whole snapshot) into messages that
+/// each stay within the budgets above. The first message keeps the own
+/// bundle; a snapshot's messages all say `snapshot` and the last one
+/// `complete`; a federated set split over several messages marks all but
+/// its last with `federated_bundles_more`.
 pub(super) fn split_update(mut update: node::SyncUpdate) -> Vec<node::SyncUpdate> {
-    if update.upserted.len() <= SNAPSHOT_CHUNK {
-        return vec![update];
+    let entries = chunk(std::mem::take(&mut update.upserted), SNAPSHOT_CHUNK, |e| {
+        e.encoded_len()
+    });
+    let removed = chunk(std::mem::take(&mut update.removed), usize::MAX, |id| {
+        id.len()
+    });
+    let bundles = if update.federated_bundles_changed {
+        chunk(
+            std::mem::take(&mut update.federated_bundles),
+            usize::MAX,
+            |b| b.encoded_len(),
+        )
+    } else {
+        Vec::new()
+    };
+    let count = entries.len().max(removed.len()).max(bundles.len()).max(1);
+    let (mut entries, mut removed) = (entries.into_iter(), removed.into_iter());
+    let bundle_groups = bundles.len();
+    let mut bundles = bundles.into_iter();
+    (0..count)
+        .map(|i| node::SyncUpdate {
+            snapshot: update.snapshot,
+            complete: update.snapshot && update.complete && i == count - 1,
+            upserted: entries.next().unwrap_or_default(),
+            removed: removed.next().unwrap_or_default(),
+            bundle: if i == 0 { update.bundle.take() } else { None },
+            federated_bundles: bundles.next().unwrap_or_default(),
+            // A cleared set is one message with no bundles.
+            federated_bundles_changed: update.federated_bundles_changed
+                && (i == 0 || i < bundle_groups),
+            federated_bundles_more: i + 1 < bundle_groups,
+        })
+        .collect()
+}
+
+/// `items` in order, in groups of at most `max_items` and (unless one item
+/// alone is larger) [`CHUNK_BYTES`] by `size`; none when `items` is empty.
+fn chunk<T>(items: Vec<T>, max_items: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    // Field tag and length prefix of each item on the wire.
+    const PER_ITEM: usize = 6;
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut current: Vec<T> = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let n = size(&item) + PER_ITEM;
+        if !current.is_empty() && (current.len() == max_items || bytes + n > CHUNK_BYTES) {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += n;
+        current.push(item);
     }
-    let mut out = Vec::new();
-    let rest = std::mem::take(&mut update.upserted);
-    let mut chunks = rest.chunks(SNAPSHOT_CHUNK).map(|c| c.to_vec());
-    update.upserted = chunks.next().unwrap_or_default();
-    out.push(update);
-    for c in chunks {
-        out.push(node::SyncUpdate {
-            upserted: c,
-            ..Default::default()
-        });
+    if !current.is_empty() {
+        out.push(current);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::{split_update, CHUNK_BYTES};
+    use crate::proto::{node, NODE_MAX_MESSAGE_SIZE};
+
+    fn bundle(n: usize, bytes: usize) -> node::Bundle {
+        node::Bundle {
+            trust_domain: format!("td{n:03}.org"),
+            x509_authorities: vec![vec![n as u8; bytes]],
+            ..Default::default()
+        }
+    }
+
+    /// 200 foreign bundles of 256 KiB (50 MiB, three times the limit)
+    /// arrive over several messages, each below the limit, in order.
+    #[test]
+    fn many_large_federated_bundles_are_split_below_the_limit() {
+        let federated: Vec<_> = (0..200).map(|n| bundle(n, 256 * 1024)).collect();
+        let snapshot = node::SyncUpdate {
+            snapshot: true,
+            complete: true,
+            upserted: Vec::new(),
+            bundle: Some(bundle(999, 1024)),
+            federated_bundles: federated.clone(),
+            federated_bundles_changed: true,
+            ..Default::default()
+        };
+        assert!(snapshot.encoded_len() > 3 * NODE_MAX_MESSAGE_SIZE);
+        let parts = split_update(snapshot);
+        assert!(parts.len() > 1);
+        for p in &parts {
+            assert!(
+                p.encoded_len() <= NODE_MAX_MESSAGE_SIZE / 2,
+                "{}",
+                p.encoded_len()
+            );
+            assert!(p.snapshot && p.federated_bundles_changed);
+        }
+        let more: Vec<_> = parts.iter().map(|p| p.federated_bundles_more).collect();
+        assert!(more[..more.len() - 1].iter().all(|m| *m) && !more[more.len() - 1]);
+        let complete: Vec<_> = parts.iter().map(|p| p.complete).collect();
+        assert_eq!(complete.iter().filter(|c| **c).count(), 1);
+        assert!(complete[complete.len() - 1]);
+        assert!(parts[0].bundle.is_some() && parts[1..].iter().all(|p| p.bundle.is_none()));
+        let joined: Vec<_> = parts
+            .into_iter()
+            .flat_map(|p| p.federated_bundles)
+            .collect();
+        assert_eq!(joined, federated);
+    }
+
+    /// A change of the federated set alone is split the same way; one
+    /// bundle over the byte budget travels alone; an emptied set is one
+    /// message saying so.
+    #[test]
+    fn a_federated_change_splits_and_an_emptied_set_is_one_message() {
+        let federated = vec![bundle(1, 10), bundle(2, CHUNK_BYTES + 1), bundle(3, 10)];
+        let parts = split_update(node::SyncUpdate {
+            federated_bundles: federated,
+            federated_bundles_changed: true,
+            ..Default::default()
+        });
+        let sizes: Vec<_> = parts.iter().map(|p| p.federated_bundles.len()).collect();
+        assert_eq!(sizes, [1, 1, 1]);
+        assert!(parts.iter().all(|p| !p.snapshot && !p.complete));
+        let cleared = node::SyncUpdate {
+            federated_bundles_changed: true,
+            ..Default::default()
+        };
+        assert_eq!(split_update(cleared.clone()), [cleared]);
+    }
 }

@@ -7,7 +7,7 @@ use sled::{Transactional, Tree};
 use super::codec::{abort, decode, encode, key_str, tx_result};
 use super::{SledStore, ENTRIES};
 use crate::registration::RegistrationEntry;
-use crate::store::StoreError;
+use crate::store::{entry_expired, StoreError};
 
 const KIND: &str = "registration entry";
 /// The `AlreadyExists` kind when another entry has the same SPIFFE ID,
@@ -274,5 +274,63 @@ impl SledStore {
         let results = tx_result("delete registration entries", results)?;
         self.flush("flush deleted registration entries")?;
         Ok(results)
+    }
+}
+
+/// The one field the expiry scan reads, so that a scan of every entry does
+/// not decode whole entries.
+#[derive(serde::Deserialize)]
+struct ExpiryOnly {
+    #[serde(default)]
+    expires_at: Option<i64>,
+}
+
+impl SledStore {
+    pub(super) fn prune_expired_entries_impl(
+        &self,
+        now: i64,
+    ) -> Result<Vec<RegistrationEntry>, StoreError> {
+        let _span = tracing::debug_span!("store.prune_expired_entries", now).entered();
+        let mut expired = Vec::new();
+        for item in self.entries.iter() {
+            let (key, bytes) = item.map_err(StoreError::sled("scan registration entries"))?;
+            // Unreadable records are skipped here as in the transaction below.
+            if let Ok(e) = serde_json::from_slice::<ExpiryOnly>(&bytes) {
+                if entry_expired(e.expires_at, now) {
+                    expired.push(key_str(&key));
+                }
+            }
+        }
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut removed = Vec::with_capacity(expired.len());
+        for chunk in expired.chunks(CREATE_CHUNK) {
+            let pruned = self.in_entry_transaction(|trees| {
+                let mut pruned = Vec::new();
+                for id in chunk {
+                    let Some(bytes) = trees.entries.get(id.as_bytes())? else {
+                        continue; // deleted since the scan
+                    };
+                    // Re-read inside the transaction: the entry may have
+                    // been given a later expiry since the scan.
+                    match decode::<RegistrationEntry>(ENTRIES, id.as_bytes(), &bytes) {
+                        Ok(entry) if entry_expired(entry.expires_at, now) => {
+                            trees.remove(&entry)?;
+                            pruned.push(entry);
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(pruned)
+            });
+            removed.extend(tx_result("prune expired registration entries", pruned)?);
+        }
+        self.flush("flush pruned registration entries")?;
+        tracing::debug!(
+            removed = removed.len(),
+            "pruned expired registration entries"
+        );
+        Ok(removed)
     }
 }

@@ -308,3 +308,47 @@ fn batch_of_100_000_entries() {
     assert_eq!(store.entries_by_parent(&id("/agent7")).unwrap().len(), 1000);
     assert!(elapsed.as_secs() < 120, "took {elapsed:?}");
 }
+
+#[test]
+fn pruning_removes_expired_entries_with_their_index_rows() {
+    let (_dir, store) = open_temp();
+    let mut old = entry("/old", "/agent", &["unix:uid:1"]);
+    old.expires_at = Some(100);
+    let old = store.create_entry(old).unwrap();
+    let mut due = entry("/due", "/agent", &["unix:uid:2"]);
+    due.expires_at = Some(200);
+    let due = store.create_entry(due).unwrap();
+    let mut later = entry("/later", "/agent", &["unix:uid:3"]);
+    later.expires_at = Some(201);
+    let later = store.create_entry(later).unwrap();
+    let mut never = entry("/never", "/agent", &["unix:uid:4"]);
+    never.expires_at = Some(0);
+    let never = store.create_entry(never).unwrap();
+
+    // Expired from its expiry second on, as authorization sees it.
+    let pruned = store.prune_expired_entries(200).unwrap();
+    let ids: BTreeSet<_> = pruned.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, BTreeSet::from([old.id.clone(), due.id.clone()]));
+    assert_eq!(store.get_entry(&old.id).unwrap(), None);
+    assert!(store
+        .entries_by_selector(&sel("unix:uid:1"))
+        .unwrap()
+        .is_empty());
+    let left: Vec<_> = store
+        .entries_by_parent(&id("/agent"))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        left.into_iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([later.id.clone(), never.id.clone()])
+    );
+    // The same entry can be registered again once pruned (no stale
+    // similarity row), and a second pass finds nothing more.
+    let mut again = entry("/old", "/agent", &["unix:uid:1"]);
+    again.expires_at = Some(10_000);
+    store.create_entry(again).unwrap();
+    assert!(store.prune_expired_entries(200).unwrap().is_empty());
+    assert_eq!(store.count_entries().unwrap(), 3);
+}
