@@ -10,7 +10,8 @@ use super::attestor::UnixAttestor;
 use super::cache::Cache;
 use super::jwt_source::NodeJwtSource;
 use super::manager::Manager;
-use super::workload_api::WorkloadApi;
+use super::h2_authority::ConnLimits;
+use super::workload_api::{WorkloadApi, WorkloadApiLimits};
 use crate::ca::keys::pem_blocks;
 use crate::clock;
 use crate::config::{AgentConfig, Bootstrap};
@@ -166,12 +167,22 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     );
     tasks.push(tokio::spawn(manager.run(shutdown_rx.clone())));
 
+    let limits = &config.workload_api;
     let api = WorkloadApi::new(
         cache.clone(),
         Arc::new(NodeJwtSource::new(client, jwt_epoch, clock)),
-        Arc::new(UnixAttestor::new()),
+        Arc::new(UnixAttestor::new().with_sha256_max_file_size(limits.sha256_max_file_size)),
     )
-    .with_jwt_leeway(config.jwt_svid_leeway);
+    .with_jwt_leeway(config.jwt_svid_leeway)
+    .with_limits(WorkloadApiLimits {
+        conn: ConnLimits {
+            max_header_list_size: limits.max_header_list_size,
+            max_connections_per_uid: limits.max_connections_per_uid,
+            idle_timeout: limits.idle_timeout,
+        },
+        max_concurrent_streams: limits.max_concurrent_streams,
+        keepalive_interval: limits.keepalive_interval,
+    });
     if let Some(parent) = config.socket_path.parent() {
         std::fs::create_dir_all(parent).map_err(|source| AgentError::SocketDir {
             path: parent.to_path_buf(),

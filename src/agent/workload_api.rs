@@ -29,11 +29,44 @@ use tonic::transport::Server;
 
 use self::handler::Handler;
 use crate::agent::attestor::UnixAttestor;
+use crate::agent::h2_authority::{self, ConnLimits, TrackRequestsLayer};
 use crate::agent::cache::{Cache, JwtSvidSource};
 use crate::proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 
 /// How long a request waits for the agent's first sync before answering Unavailable.
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default for `workload_api_max_concurrent_streams`: HTTP/2's recommended
+/// minimum; a workload uses a handful (one stream per watched kind, a few
+/// unary calls).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Default for `workload_api_keepalive_interval`.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a keepalive PING may go unanswered before the connection is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What any local user may make the Workload API hold: every listener
+/// limit in one place, from `agent.toml`.
+#[derive(Debug, Clone)]
+pub struct WorkloadApiLimits {
+    /// Limits the `:authority` shim enforces per connection and per uid.
+    pub conn: ConnLimits,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: streams beyond it are refused.
+    pub max_concurrent_streams: u32,
+    /// How often the server PINGs a connection; one unanswered for
+    /// [`KEEPALIVE_TIMEOUT`] is closed, so a vanished client's streams go.
+    pub keepalive_interval: Duration,
+}
+
+impl Default for WorkloadApiLimits {
+    fn default() -> Self {
+        WorkloadApiLimits {
+            conn: ConnLimits::default(),
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+        }
+    }
+}
 
 /// Why the Workload API could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +126,7 @@ pub struct WorkloadApi {
     attestor: Arc<UnixAttestor>,
     ready_timeout: Duration,
     jwt_leeway_secs: i64,
+    limits: WorkloadApiLimits,
 }
 
 impl std::fmt::Debug for WorkloadApi {
@@ -100,6 +134,7 @@ impl std::fmt::Debug for WorkloadApi {
         f.debug_struct("WorkloadApi")
             .field("ready_timeout", &self.ready_timeout)
             .field("jwt_leeway_secs", &self.jwt_leeway_secs)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -116,7 +151,15 @@ impl WorkloadApi {
             attestor,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             jwt_leeway_secs: crate::ca::DEFAULT_JWT_LEEWAY_SECS,
+            limits: WorkloadApiLimits::default(),
         }
+    }
+
+    /// The listener's limits (default [`WorkloadApiLimits::default`], the
+    /// `workload_api_*` keys of agent.toml).
+    pub fn with_limits(mut self, limits: WorkloadApiLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Clock skew tolerated on `nbf` and `iat` by ValidateJWTSVID (default
@@ -197,6 +240,7 @@ impl WorkloadApi {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WorkloadApiError> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let limits = self.limits.clone();
         let handler = Handler {
             api: self,
             stop: stop_rx,
@@ -206,9 +250,17 @@ impl WorkloadApi {
             tracing::info!("Workload API shutting down");
             stop_tx.send_replace(true);
         };
+        // h2 and the shim agree on the header list limit, so a client the
+        // shim passes through is held to the same bound by h2 itself.
+        let header_list = u32::try_from(limits.conn.max_header_list_size).unwrap_or(u32::MAX);
         Server::builder()
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_max_header_list_size(header_list)
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .layer(TrackRequestsLayer)
             .add_service(SpiffeWorkloadApiServer::new(handler))
-            .serve_with_incoming_shutdown(super::h2_authority::incoming(listener), signal)
+            .serve_with_incoming_shutdown(h2_authority::incoming_with(listener, limits.conn), signal)
             .await?;
         Ok(())
     }
