@@ -177,11 +177,11 @@ fn shim_with(
         .map_or((None, None), |c| (Some(c.uid()), c.pid()));
     let (server_side, shim_side) = tokio::io::duplex(64 * 1024);
     let (client_read, mut client_write) = stream.into_split();
-    let (mut pipe_read, pipe_write) = tokio::io::split(shim_side);
+    let (mut pipe_read, mut pipe_write) = tokio::io::split(shim_side);
     let idle = activity.clone();
     let reader = tokio::spawn(async move {
         tokio::select! {
-            result = rewrite_client_frames(client_read, pipe_write, &limits) => match result {
+            result = rewrite_client_frames(client_read, &mut pipe_write, &limits) => match result {
                 Ok(()) => {}
                 Err(ShimError::Io(e)) => {
                     tracing::debug!(uid, pid, error = %e, "workload connection: client stream ended")
@@ -199,6 +199,9 @@ fn shim_with(
                 "workload connection closed: no request for workload_api_idle_timeout"
             ),
         }
+        // The server sees the end of its input and closes the connection
+        // (dropping one half of a split pipe would not tell it).
+        let _ = pipe_write.shutdown().await;
     })
     .abort_handle();
     let (closed, server_done) = oneshot::channel::<()>();

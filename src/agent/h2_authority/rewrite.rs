@@ -85,7 +85,7 @@ fn headers_fragment(flags: u8, payload: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Shi
 /// rewritten: the first one is always decoded here.
 pub(super) async fn rewrite_client_frames<R, W>(
     mut from: R,
-    mut to: W,
+    to: &mut W,
     limits: &ConnLimits,
 ) -> Result<(), ShimError>
 where
@@ -97,7 +97,7 @@ where
     to.write_all(&preface).await?;
     if preface != PREFACE {
         // Not HTTP/2 prior knowledge: let the server reject it as it sees fit.
-        tokio::io::copy(&mut from, &mut to).await?;
+        tokio::io::copy(&mut from, to).await?;
         return Ok(());
     }
     let max_pending = limits.max_pending_block();
@@ -185,7 +185,7 @@ where
                 to.write_all(&raw).await?;
                 drop(raw);
                 drop(payload);
-                tokio::io::copy(&mut from, &mut to).await?;
+                tokio::io::copy(&mut from, to).await?;
                 return Ok(to.shutdown().await?);
             }
             // From here on every header block is re-encoded, so the server's
@@ -194,7 +194,7 @@ where
         }
         let encoded = encode_literals(&headers);
         emit_block(
-            &mut to,
+            to,
             p.stream,
             p.flags & FLAG_END_STREAM,
             &p.priority,

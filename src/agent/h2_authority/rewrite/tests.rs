@@ -120,7 +120,7 @@ async fn frames_pass_and_blocks_are_rewritten_and_split() {
 
 /// The shim's verdict on `input` under the default limits.
 async fn run(input: &[u8]) -> Result<(), ShimError> {
-    rewrite_client_frames(input, tokio::io::sink(), &ConnLimits::default()).await
+    rewrite_client_frames(input, &mut tokio::io::sink(), &ConnLimits::default()).await
 }
 
 fn preface_and_settings() -> Vec<u8> {
