@@ -113,6 +113,20 @@ impl AsyncWrite for ShimmedConn {
     }
 }
 
+/// Runs the client-to-server rewriting over `input` with the default
+/// limits, for the fuzz target (`crate::fuzzing::h2_authority`): what it
+/// would hand the server, or why it closed the connection.
+pub fn rewrite_bytes(input: &[u8]) -> Result<Vec<u8>, ShimError> {
+    let mut out = Vec::new();
+    // Reading a slice and writing a Vec never wait, so no runtime is needed.
+    futures::executor::block_on(rewrite_client_frames(
+        input,
+        &mut out,
+        &ConnLimits::default(),
+    ))?;
+    Ok(out)
+}
+
 /// Accepted connections of `listener` under the default [`ConnLimits`],
 /// each wrapped by the shim.
 pub fn incoming(listener: UnixListener) -> impl futures::Stream<Item = io::Result<ShimmedConn>> {
