@@ -186,7 +186,11 @@ fn streams_per_connection_are_capped_and_memory_stays_bounded() {
     // memory is reused, not grown round after round). glibc keeps part of
     // the freed heap mapped, so RSS is compared with a bound, not with the
     // baseline itself.
-    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while fds() > 32 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
@@ -202,9 +206,8 @@ fn streams_per_connection_are_capped_and_memory_stays_bounded() {
 
 #[test]
 fn connections_per_uid_are_capped_and_idle_ones_closed() {
-    let (_server, agent, _dir) = start(
-        "workload_api_max_connections_per_uid = 16\nworkload_api_idle_timeout = \"3s\"\n",
-    );
+    let (_server, agent, _dir) =
+        start("workload_api_max_connections_per_uid = 16\nworkload_api_idle_timeout = \"3s\"\n");
     // The warm-up client's connection is gone once the agent sees it close.
     std::thread::sleep(Duration::from_millis(500));
     let mut conns: Vec<_> = (0..48).map(|_| connect(&agent.socket)).collect();

@@ -45,12 +45,11 @@ use tonic::transport::server::{Connected, UdsConnectInfo};
 pub use self::activity::{Activity, ActivityGuard, ConnInfo, TrackRequests, TrackRequestsLayer};
 pub use self::block::BlockError;
 pub use self::limits::{
-    ConnLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_UID,
-    DEFAULT_MAX_HEADER_LIST_SIZE,
+    ConnLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_UID, DEFAULT_MAX_HEADER_LIST_SIZE,
 };
-pub use self::rewrite::ShimError;
 use self::limits::{UidSlot, UidSlots};
 use self::rewrite::rewrite_client_frames;
+pub use self::rewrite::ShimError;
 
 /// How long the server's last bytes (a GOAWAY) may take to reach a client
 /// once the server is done with its connection; a client that stops

@@ -8,9 +8,9 @@ use tokio::sync::watch;
 
 use super::attestor::UnixAttestor;
 use super::cache::Cache;
+use super::h2_authority::ConnLimits;
 use super::jwt_source::NodeJwtSource;
 use super::manager::Manager;
-use super::h2_authority::ConnLimits;
 use super::workload_api::{WorkloadApi, WorkloadApiLimits};
 use crate::ca::keys::pem_blocks;
 use crate::clock;

@@ -29,8 +29,8 @@ use tonic::transport::Server;
 
 use self::handler::Handler;
 use crate::agent::attestor::UnixAttestor;
-use crate::agent::h2_authority::{self, ConnLimits, TrackRequestsLayer};
 use crate::agent::cache::{Cache, JwtSvidSource};
+use crate::agent::h2_authority::{self, ConnLimits, TrackRequestsLayer};
 use crate::proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 
 /// How long a request waits for the agent's first sync before answering Unavailable.
@@ -260,7 +260,10 @@ impl WorkloadApi {
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .layer(TrackRequestsLayer)
             .add_service(SpiffeWorkloadApiServer::new(handler))
-            .serve_with_incoming_shutdown(h2_authority::incoming_with(listener, limits.conn), signal)
+            .serve_with_incoming_shutdown(
+                h2_authority::incoming_with(listener, limits.conn),
+                signal,
+            )
             .await?;
         Ok(())
     }

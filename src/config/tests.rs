@@ -116,14 +116,38 @@ fn agent_workload_api_limits_have_defaults_and_bounds() {
     assert_eq!(c.sha256_max_file_size, 0);
 
     for (bad, key) in [
-        ("workload_api_max_header_list_size = 100", "workload_api_max_header_list_size"),
-        ("workload_api_max_header_list_size = 4194304", "workload_api_max_header_list_size"),
-        ("workload_api_max_connections_per_uid = 0", "workload_api_max_connections_per_uid"),
-        ("workload_api_max_concurrent_streams = 0", "workload_api_max_concurrent_streams"),
-        ("workload_api_max_concurrent_streams = 100000", "workload_api_max_concurrent_streams"),
-        ("workload_api_keepalive_interval = \"0s\"", "workload_api_keepalive_interval"),
-        ("workload_api_idle_timeout = \"soon\"", "workload_api_idle_timeout"),
-        ("unix_sha256_max_file_size = -1", "unix_sha256_max_file_size"),
+        (
+            "workload_api_max_header_list_size = 100",
+            "workload_api_max_header_list_size",
+        ),
+        (
+            "workload_api_max_header_list_size = 4194304",
+            "workload_api_max_header_list_size",
+        ),
+        (
+            "workload_api_max_connections_per_uid = 0",
+            "workload_api_max_connections_per_uid",
+        ),
+        (
+            "workload_api_max_concurrent_streams = 0",
+            "workload_api_max_concurrent_streams",
+        ),
+        (
+            "workload_api_max_concurrent_streams = 100000",
+            "workload_api_max_concurrent_streams",
+        ),
+        (
+            "workload_api_keepalive_interval = \"0s\"",
+            "workload_api_keepalive_interval",
+        ),
+        (
+            "workload_api_idle_timeout = \"soon\"",
+            "workload_api_idle_timeout",
+        ),
+        (
+            "unix_sha256_max_file_size = -1",
+            "unix_sha256_max_file_size",
+        ),
     ] {
         let err = AgentConfig::parse(p, &format!("{base}{bad}\n"))
             .unwrap_err()

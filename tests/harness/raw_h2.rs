@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::Duration;
 
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-pub const DATA: u8 = 0x0;
 pub const HEADERS: u8 = 0x1;
 pub const RST_STREAM: u8 = 0x3;
 pub const SETTINGS: u8 = 0x4;
@@ -80,7 +79,10 @@ pub fn grpc_request_block(method: &str) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend(indexed(3)); // :method POST
     b.extend(indexed(6)); // :scheme http
-    b.extend(literal(b":path", format!("/SpiffeWorkloadAPI/{method}").as_bytes()));
+    b.extend(literal(
+        b":path",
+        format!("/SpiffeWorkloadAPI/{method}").as_bytes(),
+    ));
     b.extend(literal(b":authority", b"localhost"));
     b.extend(literal(b"content-type", b"application/grpc"));
     b.extend(literal(b"te", b"trailers"));
@@ -115,7 +117,8 @@ pub fn read_frame(s: &mut UnixStream) -> Option<Frame> {
 /// The value of `id` in a SETTINGS payload.
 pub fn setting(payload: &[u8], id: u16) -> Option<u32> {
     payload.chunks_exact(6).find_map(|c| {
-        (u16::from_be_bytes([c[0], c[1]]) == id).then(|| u32::from_be_bytes([c[2], c[3], c[4], c[5]]))
+        (u16::from_be_bytes([c[0], c[1]]) == id)
+            .then(|| u32::from_be_bytes([c[2], c[3], c[4], c[5]]))
     })
 }
 

@@ -106,7 +106,10 @@ impl ExeHashes {
         // The last one out removes the turn; a later version gets a new one.
         drop(turn);
         let mut in_flight = self.in_flight();
-        if in_flight.get(&key).is_some_and(|t| Arc::strong_count(t) == 1) {
+        if in_flight
+            .get(&key)
+            .is_some_and(|t| Arc::strong_count(t) == 1)
+        {
             in_flight.remove(&key);
         }
         Ok((path, Some(hash?)))

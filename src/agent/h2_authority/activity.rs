@@ -148,11 +148,9 @@ mod tests {
         let idle = activity.idle_for(Duration::from_millis(50));
         tokio::pin!(idle);
         // A request in flight keeps the connection from ever being idle.
-        assert!(
-            tokio::time::timeout(Duration::from_millis(500), &mut idle)
-                .await
-                .is_err()
-        );
+        assert!(tokio::time::timeout(Duration::from_millis(500), &mut idle)
+            .await
+            .is_err());
         drop(guard);
         tokio::time::timeout(Duration::from_secs(10), &mut idle)
             .await

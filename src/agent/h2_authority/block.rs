@@ -95,7 +95,10 @@ mod tests {
         let err = BlockDecoder::new(16 * 1024)
             .decode(&bomb(4000, 16 * 1024))
             .unwrap_err();
-        assert!(matches!(err, BlockError::ListTooLarge { max: 16384 }), "{err}");
+        assert!(
+            matches!(err, BlockError::ListTooLarge { max: 16384 }),
+            "{err}"
+        );
         // Under the limit the same shape decodes.
         let headers = BlockDecoder::new(16 * 1024).decode(&bomb(4000, 2)).unwrap();
         assert_eq!(headers.len(), 3);

@@ -111,9 +111,7 @@ where
         let mut head = [0u8; 9];
         match from.read_exact(&mut head).await {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Ok(to.shutdown().await?)
-            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(to.shutdown().await?),
             Err(e) => return Err(e.into()),
         }
         let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
@@ -121,7 +119,9 @@ where
         let flags = head[4];
         let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
         if len > MAX_FRAME {
-            return Err(ShimError::Protocol("frame larger than SETTINGS_MAX_FRAME_SIZE"));
+            return Err(ShimError::Protocol(
+                "frame larger than SETTINGS_MAX_FRAME_SIZE",
+            ));
         }
         payload.resize(len, 0);
         from.read_exact(&mut payload).await?;

@@ -63,7 +63,7 @@ async fn frames_pass_and_blocks_are_rewritten_and_split() {
     ]);
     let mut input = PREFACE.to_vec();
     input.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]); // empty SETTINGS
-    // Frames no larger than the protocol's default maximum.
+                                                             // Frames no larger than the protocol's default maximum.
     let (a, b) = block.split_at(10);
     let mut parts = vec![a];
     parts.extend(b.chunks(MAX_FRAME));
@@ -99,8 +99,7 @@ async fn frames_pass_and_blocks_are_rewritten_and_split() {
     let mut rebuilt = Vec::new();
     let mut frames = 0;
     while !rest.is_empty() {
-        let len =
-            (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
+        let len = (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
         assert!(len <= MAX_FRAME);
         if frames == 0 {
             assert_eq!(rest[3], FRAME_HEADERS);
@@ -158,7 +157,10 @@ async fn a_header_block_never_finished_is_bounded() {
         input.extend_from_slice(&frame(FRAME_CONTINUATION, 0, 1, &filler));
     }
     let err = run(&input).await.unwrap_err();
-    assert!(matches!(err, ShimError::PendingTooLarge { max: 32768 }), "{err}");
+    assert!(
+        matches!(err, ShimError::PendingTooLarge { max: 32768 }),
+        "{err}"
+    );
 }
 
 #[tokio::test]
