@@ -56,3 +56,22 @@ pub fn jwt_svid(data: &[u8]) {
         assert!(!parsed.claims.aud.is_empty());
     }
 }
+
+/// The Workload API's `:authority` shim (HTTP/2 frames and HPACK from any
+/// local user). Whatever it passes on is bounded: each header block it
+/// re-encodes is at most the decoded header list limit, and every block
+/// costs the client at least one 9-byte frame header.
+pub fn h2_authority(data: &[u8]) {
+    use crate::agent::h2_authority::{rewrite_bytes, DEFAULT_MAX_HEADER_LIST_SIZE};
+    if let Ok(out) = rewrite_bytes(data) {
+        let blocks = data.len() / 9 + 1;
+        let bound = data.len() + blocks * (DEFAULT_MAX_HEADER_LIST_SIZE + 4 * 9);
+        assert!(
+            out.len() <= bound,
+            "{} bytes in, {} out: more than the limits allow",
+            data.len(),
+            out.len()
+        );
+        assert_eq!(out.get(..24.min(data.len())), data.get(..24));
+    }
+}

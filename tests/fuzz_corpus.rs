@@ -104,3 +104,8 @@ fn csr_target() {
 fn jwt_svid_target() {
     run_target("jwt_svid", herald::fuzzing::jwt_svid);
 }
+
+#[test]
+fn h2_authority_target() {
+    run_target("h2_authority", herald::fuzzing::h2_authority);
+}

@@ -24,6 +24,7 @@ use std::io;
 use std::path::PathBuf;
 
 use self::exe_hash::ExeHashes;
+pub use self::exe_hash::DEFAULT_SHA256_MAX_FILE_SIZE;
 use self::names::NameDatabases;
 use self::proc_files::{read_proc_file, read_start_time, status_effective_uid, status_groups};
 use crate::registration::Selector;
@@ -110,9 +111,17 @@ impl UnixAttestor {
             proc_root: PathBuf::from("/proc"),
             passwd: PathBuf::from("/etc/passwd"),
             group: PathBuf::from("/etc/group"),
-            hashes: ExeHashes::default(),
+            hashes: ExeHashes::new(DEFAULT_SHA256_MAX_FILE_SIZE),
             names: NameDatabases::default(),
         }
+    }
+
+    /// Executables larger than `max` bytes get no `sha256` selector
+    /// (default [`DEFAULT_SHA256_MAX_FILE_SIZE`], `unix_sha256_max_file_size`
+    /// in agent.toml; 0 turns the selector off).
+    pub fn with_sha256_max_file_size(mut self, max: u64) -> Self {
+        self.hashes = ExeHashes::new(max);
+        self
     }
 
     /// Selectors for the process `pid`, whose socket peer credential says
@@ -172,7 +181,9 @@ impl UnixAttestor {
                 if let Some(path) = path {
                     push(format!("path:{path}"));
                 }
-                push(format!("sha256:{hash}"));
+                if let Some(hash) = hash {
+                    push(format!("sha256:{hash}"));
+                }
             }
             Err(e) => {
                 tracing::debug!(pid, error = %e, "executable unreadable; no path or sha256 selector")
@@ -218,7 +229,8 @@ mod tests {
     fn attests_the_test_process() {
         let (uid, gid) = self_ids();
         let pid = std::process::id() as i32;
-        let attestor = UnixAttestor::new();
+        // A debug test binary is larger than the default hashing limit.
+        let attestor = UnixAttestor::new().with_sha256_max_file_size(u64::MAX);
         let selectors = attestor.attest(pid, uid, gid).unwrap();
 
         assert!(has(&selectors, &format!("uid:{uid}")), "{selectors:?}");

@@ -16,8 +16,9 @@ use crate::registration::Selector;
 use crate::spiffe::{Bundle, SpiffeId, TrustDomain};
 
 /// One identity the agent can hand out: a registration entry and the
-/// X509-SVID currently issued for it.
-#[derive(Debug, Clone)]
+/// X509-SVID currently issued for it. Its Debug leaves the private key out,
+/// so no log line or panic message can carry it.
+#[derive(Clone)]
 pub struct WorkloadIdentity {
     /// The registration entry's ID.
     pub entry_id: String,
@@ -37,6 +38,21 @@ pub struct WorkloadIdentity {
     pub key_pkcs8: Vec<u8>,
     /// The SVID's NotAfter, unix seconds.
     pub not_after: i64,
+}
+
+impl std::fmt::Debug for WorkloadIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkloadIdentity")
+            .field("entry_id", &self.entry_id)
+            .field("spiffe_id", &self.spiffe_id)
+            .field("selectors", &self.selectors)
+            .field("hint", &self.hint)
+            .field("federates_with", &self.federates_with)
+            .field("created_at", &self.created_at)
+            .field("svid_chain_len", &self.svid_chain.len())
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WorkloadIdentity {
@@ -215,5 +231,27 @@ mod tests {
             "an entry without selectors matches no one"
         );
         assert!(ids(&[sel("uid:9")]).is_empty());
+    }
+
+    #[test]
+    fn debug_never_shows_the_private_key() {
+        let key = crate::ca::KeyPair::generate(crate::ca::KeyType::EcP256).unwrap();
+        let pkcs8 = key.pkcs8_der().to_vec();
+        let mut id = (*identity("one", vec![sel("uid:1")])).clone();
+        id.key_pkcs8 = pkcs8.clone();
+        let mut snap = CacheSnapshot::empty(td());
+        snap.identities = vec![Arc::new(id.clone())];
+        for text in [format!("{id:?}"), format!("{id:#?}"), format!("{snap:?}")] {
+            assert!(text.contains("one"), "{text}");
+            assert!(!text.contains("key_pkcs8"), "{text}");
+            // The key as Debug prints a byte vector, as hex, and as PEM base64.
+            let as_debug = format!("{pkcs8:?}");
+            let inner = &as_debug[1..as_debug.len() - 1];
+            assert!(!text.contains(inner), "{text}");
+            assert!(!text.contains(&hex::encode(&pkcs8)), "{text}");
+            let pem = crate::ca::keys::der_to_pem(&pkcs8, "PRIVATE KEY");
+            let body = pem.lines().nth(1).unwrap();
+            assert!(!text.contains(body), "{text}");
+        }
     }
 }

@@ -15,32 +15,71 @@
 //! is detected on that first header block and passed through untouched.
 //! Every other frame, and the whole server-to-client direction, is copied
 //! byte for byte.
-
 //!
-//! This file holds the connection wrapper; `rewrite` holds the frame and
-//! HPACK rewriting.
+//! The shim is also the first code any local user reaches, before any
+//! check, so it bounds what one connection and one uid may cost: header
+//! blocks (see `block`), connections per uid, and idle time (see `limits`).
+//!
+//! This file holds the connection wrapper and the accept loop; `rewrite`
+//! holds the frame and HPACK rewriting, `block` the bounded HPACK decoding,
+//! `limits` the per-connection and per-uid limits, `activity` the request
+//! counting behind the idle timeout.
 
+mod activity;
+mod block;
+mod limits;
 mod rewrite;
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, DuplexStream, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
 use tonic::transport::server::{Connected, UdsConnectInfo};
 
+pub use self::activity::{Activity, ActivityGuard, ConnInfo, TrackRequests, TrackRequestsLayer};
+pub use self::block::BlockError;
+pub use self::limits::{
+    ConnLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_UID, DEFAULT_MAX_HEADER_LIST_SIZE,
+};
+use self::limits::{UidSlot, UidSlots};
 use self::rewrite::rewrite_client_frames;
+pub use self::rewrite::ShimError;
+
+/// How long the server's last bytes (a GOAWAY) may take to reach a client
+/// once the server is done with its connection; a client that stops
+/// reading cannot hold the socket longer.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// A Workload API connection after the shim: the server side of an
 /// in-process pipe, carrying the peer credentials of the real socket.
 pub struct ShimmedConn {
     io: DuplexStream,
-    info: UdsConnectInfo,
+    info: ConnInfo,
+    /// The client-to-server task, stopped when the server drops the connection.
+    reader: AbortHandle,
+    /// Tells the server-to-client task to finish within [`DRAIN_GRACE`].
+    closed: Option<oneshot::Sender<()>>,
+    /// The uid's connection slot, held as long as the server holds the connection.
+    _slot: Option<UidSlot>,
+}
+
+impl Drop for ShimmedConn {
+    fn drop(&mut self) {
+        self.reader.abort();
+        if let Some(closed) = self.closed.take() {
+            let _ = closed.send(());
+        }
+    }
 }
 
 impl Connected for ShimmedConn {
-    type ConnectInfo = UdsConnectInfo;
+    type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.info.clone()
@@ -73,34 +112,132 @@ impl AsyncWrite for ShimmedConn {
     }
 }
 
-/// Accepted connections of `listener`, each wrapped by the shim.
+/// Runs the client-to-server rewriting over `input` with the default
+/// limits, for the fuzz target (`crate::fuzzing::h2_authority`): what it
+/// would hand the server, or why it closed the connection.
+pub fn rewrite_bytes(input: &[u8]) -> Result<Vec<u8>, ShimError> {
+    let mut out = Vec::new();
+    // Reading a slice and writing a Vec never wait, so no runtime is needed.
+    futures::executor::block_on(rewrite_client_frames(
+        input,
+        &mut out,
+        &ConnLimits::default(),
+    ))?;
+    Ok(out)
+}
+
+/// Accepted connections of `listener` under the default [`ConnLimits`],
+/// each wrapped by the shim.
 pub fn incoming(listener: UnixListener) -> impl futures::Stream<Item = io::Result<ShimmedConn>> {
-    futures::stream::unfold(listener, |listener| async move {
-        let conn = match listener.accept().await {
-            Ok((stream, _)) => Ok(shim(stream)),
-            Err(e) => Err(e),
-        };
-        Some((conn, listener))
+    incoming_with(listener, ConnLimits::default())
+}
+
+/// Accepted connections of `listener`, each wrapped by the shim. A
+/// connection beyond its uid's share is closed at once; accept errors
+/// (such as running out of file descriptors) are logged and retried, never
+/// passed on.
+pub fn incoming_with(
+    listener: UnixListener,
+    limits: ConnLimits,
+) -> impl futures::Stream<Item = io::Result<ShimmedConn>> {
+    let state = (listener, Arc::new(UidSlots::default()), Arc::new(limits));
+    futures::stream::unfold(state, |(listener, slots, limits)| async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Workload API accept failed");
+                    // Out of descriptors or memory: give closing connections a moment.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let info = stream.connect_info();
+            let (uid, pid) = info
+                .peer_cred
+                .map_or((u32::MAX, None), |c| (c.uid(), c.pid()));
+            let Some(slot) = slots.acquire(uid, limits.max_connections_per_uid) else {
+                tracing::warn!(
+                    uid,
+                    pid,
+                    max = limits.max_connections_per_uid,
+                    "Workload API connection refused: the caller's uid holds the most connections allowed (workload_api_max_connections_per_uid)"
+                );
+                drop(stream);
+                continue;
+            };
+            let conn = shim_with(stream, info, limits.clone(), Some(slot));
+            return Some((Ok(conn), (listener, slots, limits)));
+        }
     })
 }
 
-/// Wraps one accepted socket.
+/// Wraps one accepted socket under the default [`ConnLimits`].
 pub fn shim(stream: UnixStream) -> ShimmedConn {
     let info = stream.connect_info();
+    shim_with(stream, info, Arc::new(ConnLimits::default()), None)
+}
+
+fn shim_with(
+    stream: UnixStream,
+    uds: UdsConnectInfo,
+    limits: Arc<ConnLimits>,
+    slot: Option<UidSlot>,
+) -> ShimmedConn {
+    let activity = Arc::new(Activity::default());
+    let (uid, pid) = uds
+        .peer_cred
+        .map_or((None, None), |c| (Some(c.uid()), c.pid()));
     let (server_side, shim_side) = tokio::io::duplex(64 * 1024);
     let (client_read, mut client_write) = stream.into_split();
-    let (mut pipe_read, pipe_write) = tokio::io::split(shim_side);
-    tokio::spawn(async move {
-        if let Err(e) = rewrite_client_frames(client_read, pipe_write).await {
-            tracing::debug!(error = %e, "workload connection: client stream ended");
+    let (mut pipe_read, mut pipe_write) = tokio::io::split(shim_side);
+    let idle = activity.clone();
+    let reader = tokio::spawn(async move {
+        tokio::select! {
+            result = rewrite_client_frames(client_read, &mut pipe_write, &limits) => match result {
+                Ok(()) => {}
+                Err(ShimError::Io(e)) => {
+                    tracing::debug!(uid, pid, error = %e, "workload connection: client stream ended")
+                }
+                Err(e) => tracing::warn!(
+                    uid,
+                    pid,
+                    error = %crate::errors::Chain(&e),
+                    "workload connection closed: bad HTTP/2 input"
+                ),
+            },
+            () = idle.idle_for(limits.idle_timeout) => tracing::debug!(
+                uid,
+                pid,
+                "workload connection closed: no request for workload_api_idle_timeout"
+            ),
         }
-    });
+        // The server sees the end of its input and closes the connection
+        // (dropping one half of a split pipe would not tell it).
+        let _ = pipe_write.shutdown().await;
+    })
+    .abort_handle();
+    let (closed, server_done) = oneshot::channel::<()>();
     tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut pipe_read, &mut client_write).await;
-        let _ = client_write.shutdown().await;
+        let copy = async {
+            let _ = tokio::io::copy(&mut pipe_read, &mut client_write).await;
+            let _ = client_write.shutdown().await;
+        };
+        tokio::pin!(copy);
+        tokio::select! {
+            () = &mut copy => {}
+            _ = server_done => {
+                // The server is done: what it still wrote gets a little
+                // time to reach the client, then the socket goes.
+                let _ = tokio::time::timeout(DRAIN_GRACE, copy).await;
+            }
+        }
     });
     ShimmedConn {
         io: server_side,
-        info,
+        info: ConnInfo { uds, activity },
+        reader,
+        closed: Some(closed),
+        _slot: slot,
     }
 }

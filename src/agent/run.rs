@@ -8,9 +8,10 @@ use tokio::sync::watch;
 
 use super::attestor::UnixAttestor;
 use super::cache::Cache;
+use super::h2_authority::ConnLimits;
 use super::jwt_source::NodeJwtSource;
 use super::manager::Manager;
-use super::workload_api::WorkloadApi;
+use super::workload_api::{WorkloadApi, WorkloadApiLimits};
 use crate::ca::keys::pem_blocks;
 use crate::clock;
 use crate::config::{AgentConfig, Bootstrap};
@@ -44,14 +45,6 @@ pub enum AgentError {
     /// Attestation failed.
     #[error("attestation failed")]
     Attest(#[from] AttestError),
-    /// The Workload API could not start.
-    #[error("cannot create the Workload API socket directory {path}")]
-    SocketDir {
-        /// The directory.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
     /// The Workload API socket could not be bound.
     #[error("workload API")]
     WorkloadApi(#[from] super::workload_api::WorkloadApiError),
@@ -166,18 +159,22 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     );
     tasks.push(tokio::spawn(manager.run(shutdown_rx.clone())));
 
+    let limits = &config.workload_api;
     let api = WorkloadApi::new(
         cache.clone(),
         Arc::new(NodeJwtSource::new(client, jwt_epoch, clock)),
-        Arc::new(UnixAttestor::new()),
+        Arc::new(UnixAttestor::new().with_sha256_max_file_size(limits.sha256_max_file_size)),
     )
-    .with_jwt_leeway(config.jwt_svid_leeway);
-    if let Some(parent) = config.socket_path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| AgentError::SocketDir {
-            path: parent.to_path_buf(),
-            source,
-        })?;
-    }
+    .with_jwt_leeway(config.jwt_svid_leeway)
+    .with_limits(WorkloadApiLimits {
+        conn: ConnLimits {
+            max_header_list_size: limits.max_header_list_size,
+            max_connections_per_uid: limits.max_connections_per_uid,
+            idle_timeout: limits.idle_timeout,
+        },
+        max_concurrent_streams: limits.max_concurrent_streams,
+        keepalive_interval: limits.keepalive_interval,
+    });
     let listener = WorkloadApi::bind(&config.socket_path)?;
     let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {

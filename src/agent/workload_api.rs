@@ -18,8 +18,7 @@ mod responses;
 mod stream;
 
 use std::future::Future;
-use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,56 +29,50 @@ use tonic::transport::Server;
 use self::handler::Handler;
 use crate::agent::attestor::UnixAttestor;
 use crate::agent::cache::{Cache, JwtSvidSource};
+use crate::agent::h2_authority::{self, ConnLimits, TrackRequestsLayer};
 use crate::proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 
 /// How long a request waits for the agent's first sync before answering Unavailable.
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Default for `workload_api_max_concurrent_streams`: HTTP/2's recommended
+/// minimum; a workload uses a handful (one stream per watched kind, a few
+/// unary calls).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Default for `workload_api_keepalive_interval`.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a keepalive PING may go unanswered before the connection is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What any local user may make the Workload API hold: every listener
+/// limit in one place, from `agent.toml`.
+#[derive(Debug, Clone)]
+pub struct WorkloadApiLimits {
+    /// Limits the `:authority` shim enforces per connection and per uid.
+    pub conn: ConnLimits,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: streams beyond it are refused.
+    pub max_concurrent_streams: u32,
+    /// How often the server PINGs a connection; one unanswered for
+    /// [`KEEPALIVE_TIMEOUT`] is closed, so a vanished client's streams go.
+    pub keepalive_interval: Duration,
+}
+
+impl Default for WorkloadApiLimits {
+    fn default() -> Self {
+        WorkloadApiLimits {
+            conn: ConnLimits::default(),
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+        }
+    }
+}
+
 /// Why the Workload API could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadApiError {
-    /// Something other than a socket sits where the socket should go.
-    #[error("{path} exists and is not a socket; refusing to replace it")]
-    NotASocket {
-        /// The configured socket path.
-        path: PathBuf,
-    },
-    /// The socket path could not be inspected.
-    #[error("cannot inspect the socket path {path}")]
-    Inspect {
-        /// The configured socket path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A socket left by an earlier run could not be removed.
-    #[error("cannot remove the stale socket {path}")]
-    RemoveStale {
-        /// The configured socket path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Binding failed (missing directory, permissions, address in use).
-    #[error("cannot bind the Workload API socket {path}")]
-    Bind {
-        /// The configured socket path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The socket could not be opened to workloads of every user.
-    #[error("cannot set mode 0777 on the Workload API socket {path}")]
-    Permissions {
-        /// The configured socket path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The socket or its directory is refused or could not be made.
+    #[error("Workload API socket")]
+    Socket(#[from] crate::runtime_dir::SocketDirError),
     /// The gRPC server failed.
     #[error("the Workload API server failed")]
     Serve(#[from] tonic::transport::Error),
@@ -93,6 +86,7 @@ pub struct WorkloadApi {
     attestor: Arc<UnixAttestor>,
     ready_timeout: Duration,
     jwt_leeway_secs: i64,
+    limits: WorkloadApiLimits,
 }
 
 impl std::fmt::Debug for WorkloadApi {
@@ -100,6 +94,7 @@ impl std::fmt::Debug for WorkloadApi {
         f.debug_struct("WorkloadApi")
             .field("ready_timeout", &self.ready_timeout)
             .field("jwt_leeway_secs", &self.jwt_leeway_secs)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -116,7 +111,15 @@ impl WorkloadApi {
             attestor,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             jwt_leeway_secs: crate::ca::DEFAULT_JWT_LEEWAY_SECS,
+            limits: WorkloadApiLimits::default(),
         }
+    }
+
+    /// The listener's limits (default [`WorkloadApiLimits::default`], the
+    /// `workload_api_*` keys of agent.toml).
+    pub fn with_limits(mut self, limits: WorkloadApiLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Clock skew tolerated on `nbf` and `iat` by ValidateJWTSVID (default
@@ -133,42 +136,13 @@ impl WorkloadApi {
         self
     }
 
-    /// Binds the socket: removes a stale socket file (but nothing else),
-    /// binds, and sets mode 0777 so workloads of any user can connect (the
-    /// parent directory's permissions are the operator's business). Must be
+    /// Binds the socket with mode 0777 so workloads of any user can connect
+    /// (the agent decides what each caller gets from its kernel
+    /// credentials), in a directory (0755) that only the agent's user
+    /// controls; a stale socket is replaced, anything else refused. Must be
     /// called inside a tokio runtime.
     pub fn bind(socket_path: &Path) -> Result<UnixListener, WorkloadApiError> {
-        let path = || socket_path.to_owned();
-        match std::fs::symlink_metadata(socket_path) {
-            Ok(meta) if meta.file_type().is_socket() => {
-                std::fs::remove_file(socket_path).map_err(|source| {
-                    WorkloadApiError::RemoveStale {
-                        path: path(),
-                        source,
-                    }
-                })?
-            }
-            Ok(_) => return Err(WorkloadApiError::NotASocket { path: path() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(WorkloadApiError::Inspect {
-                    path: path(),
-                    source,
-                })
-            }
-        }
-        let listener =
-            UnixListener::bind(socket_path).map_err(|source| WorkloadApiError::Bind {
-                path: path(),
-                source,
-            })?;
-        std::fs::set_permissions(socket_path, std::fs::Permissions::from_mode(0o777)).map_err(
-            |source| WorkloadApiError::Permissions {
-                path: path(),
-                source,
-            },
-        )?;
-        Ok(listener)
+        Ok(crate::runtime_dir::bind_socket(socket_path, 0o777, 0o755)?)
     }
 
     /// Binds `socket_path` and serves until `shutdown` resolves; then ends
@@ -197,6 +171,7 @@ impl WorkloadApi {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WorkloadApiError> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let limits = self.limits.clone();
         let handler = Handler {
             api: self,
             stop: stop_rx,
@@ -206,9 +181,20 @@ impl WorkloadApi {
             tracing::info!("Workload API shutting down");
             stop_tx.send_replace(true);
         };
+        // h2 and the shim agree on the header list limit, so a client the
+        // shim passes through is held to the same bound by h2 itself.
+        let header_list = u32::try_from(limits.conn.max_header_list_size).unwrap_or(u32::MAX);
         Server::builder()
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_max_header_list_size(header_list)
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .layer(TrackRequestsLayer)
             .add_service(SpiffeWorkloadApiServer::new(handler))
-            .serve_with_incoming_shutdown(super::h2_authority::incoming(listener), signal)
+            .serve_with_incoming_shutdown(
+                h2_authority::incoming_with(listener, limits.conn),
+                signal,
+            )
             .await?;
         Ok(())
     }
@@ -216,6 +202,8 @@ impl WorkloadApi {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     #[tokio::test]
@@ -231,7 +219,13 @@ mod tests {
         let file = dir.path().join("not-a-socket");
         std::fs::write(&file, b"x").unwrap();
         let err = WorkloadApi::bind(&file).unwrap_err();
-        assert!(matches!(err, WorkloadApiError::NotASocket { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                WorkloadApiError::Socket(crate::runtime_dir::SocketDirError::NotASocket { .. })
+            ),
+            "{err}"
+        );
         assert!(file.exists());
     }
 }

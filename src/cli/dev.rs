@@ -135,6 +135,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
             bootstrap: Bootstrap::TrustBundle(bootstrap),
             join_token: Some(token),
             jwt_svid_leeway: crate::ca::DEFAULT_JWT_LEEWAY_SECS,
+            workload_api: Default::default(),
             logging: Logging::default(),
         };
         let agent = crate::agent::run::start(&agent_config)

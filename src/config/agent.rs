@@ -3,10 +3,17 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::check::Checker;
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
+use crate::agent::attestor::DEFAULT_SHA256_MAX_FILE_SIZE;
+use crate::agent::h2_authority::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_UID, DEFAULT_MAX_HEADER_LIST_SIZE,
+};
+use crate::agent::workload_api::{DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_MAX_CONCURRENT_STREAMS};
 use crate::spiffe::TrustDomain;
 
 #[derive(Debug, Deserialize)]
@@ -22,6 +29,12 @@ struct RawAgent {
     join_token: Option<String>,
     #[serde(default = "default_jwt_leeway")]
     jwt_svid_leeway: String,
+    workload_api_max_header_list_size: Option<u64>,
+    workload_api_max_connections_per_uid: Option<u64>,
+    workload_api_max_concurrent_streams: Option<u64>,
+    workload_api_keepalive_interval: Option<String>,
+    workload_api_idle_timeout: Option<String>,
+    unix_sha256_max_file_size: Option<u64>,
     #[serde(default = "default_log_level")]
     log_level: String,
     #[serde(default)]
@@ -33,6 +46,124 @@ const MAX_JWT_LEEWAY_SECS: i64 = 600;
 
 fn default_jwt_leeway() -> String {
     "30s".into()
+}
+
+/// The Workload API listener's limits, as configured (see
+/// `crate::agent::workload_api::WorkloadApiLimits` for what each bounds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadApiSettings {
+    /// `workload_api_max_header_list_size`: decoded bytes of one header block.
+    pub max_header_list_size: usize,
+    /// `workload_api_max_connections_per_uid`.
+    pub max_connections_per_uid: usize,
+    /// `workload_api_max_concurrent_streams`: per connection.
+    pub max_concurrent_streams: u32,
+    /// `workload_api_keepalive_interval`.
+    pub keepalive_interval: Duration,
+    /// `workload_api_idle_timeout`: a connection without a request in flight this long is closed.
+    pub idle_timeout: Duration,
+    /// `unix_sha256_max_file_size`: executables larger than this get no sha256 selector.
+    pub sha256_max_file_size: u64,
+}
+
+impl Default for WorkloadApiSettings {
+    fn default() -> Self {
+        WorkloadApiSettings {
+            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
+            max_connections_per_uid: DEFAULT_MAX_CONNECTIONS_PER_UID,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            sha256_max_file_size: DEFAULT_SHA256_MAX_FILE_SIZE,
+        }
+    }
+}
+
+/// An integer key within `min..=max`, or `default` when absent.
+fn bounded(
+    c: &Checker<'_>,
+    key: &'static str,
+    value: Option<u64>,
+    default: u64,
+    (min, max): (u64, u64),
+) -> Result<u64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        Some(v) => Err(c.invalid(key, format!("must be between {min} and {max}, got {v}"))),
+    }
+}
+
+/// A duration key of at least `min` seconds, or `default` when absent.
+fn duration_or(
+    c: &Checker<'_>,
+    key: &'static str,
+    value: Option<&str>,
+    default: Duration,
+    min: i64,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        // `duration` refuses anything below `min`, which is positive.
+        Some(v) => Ok(Duration::from_secs(c.duration(key, v, min)?.unsigned_abs())),
+    }
+}
+
+fn workload_api_settings(
+    c: &Checker<'_>,
+    raw: &RawAgent,
+) -> Result<WorkloadApiSettings, ConfigError> {
+    let d = WorkloadApiSettings::default();
+    // The conversions below cannot fail: each bound fits the target type.
+    let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    Ok(WorkloadApiSettings {
+        // Below 4 KiB real clients' metadata no longer fits; above 1 MiB
+        // the limit no longer protects anything.
+        max_header_list_size: size(bounded(
+            c,
+            "workload_api_max_header_list_size",
+            raw.workload_api_max_header_list_size,
+            d.max_header_list_size as u64,
+            (4096, 1 << 20),
+        )?),
+        max_connections_per_uid: size(bounded(
+            c,
+            "workload_api_max_connections_per_uid",
+            raw.workload_api_max_connections_per_uid,
+            d.max_connections_per_uid as u64,
+            (1, 65_536),
+        )?),
+        max_concurrent_streams: u32::try_from(bounded(
+            c,
+            "workload_api_max_concurrent_streams",
+            raw.workload_api_max_concurrent_streams,
+            u64::from(d.max_concurrent_streams),
+            (1, 10_000),
+        )?)
+        .unwrap_or(u32::MAX),
+        keepalive_interval: duration_or(
+            c,
+            "workload_api_keepalive_interval",
+            raw.workload_api_keepalive_interval.as_deref(),
+            d.keepalive_interval,
+            1,
+        )?,
+        idle_timeout: duration_or(
+            c,
+            "workload_api_idle_timeout",
+            raw.workload_api_idle_timeout.as_deref(),
+            d.idle_timeout,
+            1,
+        )?,
+        // 0 turns sha256 selectors off.
+        sha256_max_file_size: bounded(
+            c,
+            "unix_sha256_max_file_size",
+            raw.unix_sha256_max_file_size,
+            d.sha256_max_file_size,
+            (0, u64::MAX),
+        )?,
+    })
 }
 
 /// How the agent first trusts its server.
@@ -62,6 +193,8 @@ pub struct AgentConfig {
     pub join_token: Option<String>,
     /// Clock skew ValidateJWTSVID tolerates on `nbf` and `iat`, seconds.
     pub jwt_svid_leeway: i64,
+    /// The Workload API listener's limits.
+    pub workload_api: WorkloadApiSettings,
     /// `log_level` and `log_format`.
     pub logging: Logging,
 }
@@ -69,6 +202,7 @@ pub struct AgentConfig {
 impl ConfigFile for AgentConfig {
     fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let (raw, c) = parse_toml::<RawAgent>(path, text)?;
+        let workload_api = workload_api_settings(&c, &raw)?;
         let bootstrap = match (raw.trust_bundle_path, raw.insecure_bootstrap) {
             (Some(_), true) => {
                 return Err(c.invalid(
@@ -109,6 +243,7 @@ impl ConfigFile for AgentConfig {
             bootstrap,
             join_token: raw.join_token,
             jwt_svid_leeway,
+            workload_api,
             logging: c.logging(raw.log_level, raw.log_format)?,
         })
     }

@@ -94,3 +94,69 @@ fn agent_jwt_leeway_is_bounded() {
         .to_string();
     assert!(err.contains("jwt_svid_leeway"), "{err}");
 }
+
+#[test]
+fn agent_workload_api_limits_have_defaults_and_bounds() {
+    let base = "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:8081\"\ndata_dir = \"/x\"\ninsecure_bootstrap = true\n";
+    let p = Path::new("agent.toml");
+    let d = AgentConfig::parse(p, base).unwrap().workload_api;
+    assert_eq!(d.max_header_list_size, 16 * 1024);
+    assert_eq!(d.max_connections_per_uid, 512);
+    assert_eq!(d.max_concurrent_streams, 100);
+    assert_eq!(d.keepalive_interval, std::time::Duration::from_secs(60));
+    assert_eq!(d.idle_timeout, std::time::Duration::from_secs(300));
+    assert_eq!(d.sha256_max_file_size, 64 * 1024 * 1024);
+
+    let set = "workload_api_max_header_list_size = 8192\nworkload_api_max_connections_per_uid = 8\n\
+               workload_api_max_concurrent_streams = 10\nworkload_api_keepalive_interval = \"10s\"\n\
+               workload_api_idle_timeout = \"1m\"\nunix_sha256_max_file_size = 0\n";
+    let c = AgentConfig::parse(p, &format!("{base}{set}"))
+        .unwrap()
+        .workload_api;
+    assert_eq!(c.max_header_list_size, 8192);
+    assert_eq!(c.max_connections_per_uid, 8);
+    assert_eq!(c.max_concurrent_streams, 10);
+    assert_eq!(c.keepalive_interval, std::time::Duration::from_secs(10));
+    assert_eq!(c.idle_timeout, std::time::Duration::from_secs(60));
+    assert_eq!(c.sha256_max_file_size, 0);
+
+    for (bad, key) in [
+        (
+            "workload_api_max_header_list_size = 100",
+            "workload_api_max_header_list_size",
+        ),
+        (
+            "workload_api_max_header_list_size = 4194304",
+            "workload_api_max_header_list_size",
+        ),
+        (
+            "workload_api_max_connections_per_uid = 0",
+            "workload_api_max_connections_per_uid",
+        ),
+        (
+            "workload_api_max_concurrent_streams = 0",
+            "workload_api_max_concurrent_streams",
+        ),
+        (
+            "workload_api_max_concurrent_streams = 100000",
+            "workload_api_max_concurrent_streams",
+        ),
+        (
+            "workload_api_keepalive_interval = \"0s\"",
+            "workload_api_keepalive_interval",
+        ),
+        (
+            "workload_api_idle_timeout = \"soon\"",
+            "workload_api_idle_timeout",
+        ),
+        (
+            "unix_sha256_max_file_size = -1",
+            "unix_sha256_max_file_size",
+        ),
+    ] {
+        let err = AgentConfig::parse(p, &format!("{base}{bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{bad}: {err}");
+    }
+}

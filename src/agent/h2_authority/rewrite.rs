@@ -6,25 +6,88 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+use super::block::{BlockDecoder, BlockError};
+use super::limits::ConnLimits;
+
+pub(super) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADERS: u8 = 0x1;
 const FRAME_CONTINUATION: u8 = 0x9;
 const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_END_HEADERS: u8 = 0x4;
 const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
-/// Every HTTP/2 peer accepts frames of this size (the protocol minimum).
-const MAX_FRAME: usize = 16_384;
-/// Largest header block we reassemble; gRPC metadata is far smaller.
-const MAX_BLOCK: usize = 256 * 1024;
+/// SETTINGS_MAX_FRAME_SIZE as the server behind the shim leaves it (the
+/// protocol default): every peer accepts frames of this size, and a
+/// larger frame from the client is an error the server would raise too.
+pub(super) const MAX_FRAME: usize = 16_384;
 
-fn bad(msg: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+/// Why the shim closed a client connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    /// Reading from the client or writing to the server failed.
+    #[error("connection I/O")]
+    Io(#[from] io::Error),
+    /// The client broke the HTTP/2 framing rules.
+    #[error("HTTP/2 protocol error: {0}")]
+    Protocol(&'static str),
+    /// A header block awaiting END_HEADERS grew past the limit.
+    #[error("header block awaiting END_HEADERS exceeds {max} bytes")]
+    PendingTooLarge {
+        /// Twice `workload_api_max_header_list_size`.
+        max: usize,
+    },
+    /// A complete header block could not be decoded within the limits.
+    #[error("header block refused")]
+    Block(#[from] BlockError),
+}
+
+/// A header block being reassembled from HEADERS and CONTINUATION frames.
+struct Pending {
+    stream: u32,
+    /// The HEADERS frame's flags (END_STREAM is carried over).
+    flags: u8,
+    /// The HEADERS priority fields, re-emitted as they came.
+    priority: Vec<u8>,
+    /// The HPACK bytes so far.
+    block: Vec<u8>,
+    /// Bytes received for this block, frame headers and padding included.
+    received: usize,
+}
+
+/// The HEADERS frame's payload without padding: (priority fields, block fragment).
+fn headers_fragment(flags: u8, payload: &[u8]) -> Result<(Vec<u8>, Vec<u8>), ShimError> {
+    let mut body = payload;
+    let mut pad = 0usize;
+    if flags & FLAG_PADDED != 0 {
+        let (&p, rest) = body
+            .split_first()
+            .ok_or(ShimError::Protocol("padded HEADERS without pad length"))?;
+        pad = usize::from(p);
+        body = rest;
+    }
+    let mut priority = Vec::new();
+    if flags & FLAG_PRIORITY != 0 {
+        if body.len() < 5 {
+            return Err(ShimError::Protocol("HEADERS priority truncated"));
+        }
+        priority = body[..5].to_vec();
+        body = &body[5..];
+    }
+    if pad > body.len() {
+        return Err(ShimError::Protocol("HEADERS padding longer than the frame"));
+    }
+    Ok((priority, body[..body.len() - pad].to_vec()))
 }
 
 /// Copies `from` to `to`, rewriting header blocks when the first one
 /// carries a malformed `:authority` (see the module docs of the parent).
-pub(super) async fn rewrite_client_frames<R, W>(mut from: R, mut to: W) -> io::Result<()>
+/// Every header block is bounded by `limits` whether or not it is
+/// rewritten: the first one is always decoded here.
+pub(super) async fn rewrite_client_frames<R, W>(
+    mut from: R,
+    to: &mut W,
+    limits: &ConnLimits,
+) -> Result<(), ShimError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -34,99 +97,96 @@ where
     to.write_all(&preface).await?;
     if preface != PREFACE {
         // Not HTTP/2 prior knowledge: let the server reject it as it sees fit.
-        tokio::io::copy(&mut from, &mut to).await?;
+        tokio::io::copy(&mut from, to).await?;
         return Ok(());
     }
-    let mut decoder = loona_hpack::Decoder::new();
+    let max_pending = limits.max_pending_block();
+    let mut decoder = BlockDecoder::new(limits.max_header_list_size);
     // The raw frames of the first header block, kept until we know whether
     // this client needs rewriting at all (None once decided).
     let mut first_block: Option<Vec<u8>> = Some(Vec::new());
-    // The header block being reassembled: (stream id, flags, priority bytes, block).
-    let mut pending: Option<(u32, u8, Vec<u8>, Vec<u8>)> = None;
+    let mut pending: Option<Pending> = None;
+    let mut payload = Vec::with_capacity(MAX_FRAME);
     loop {
         let mut head = [0u8; 9];
         match from.read_exact(&mut head).await {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return to.shutdown().await,
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(to.shutdown().await?),
+            Err(e) => return Err(e.into()),
         }
         let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
         let kind = head[3];
         let flags = head[4];
         let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-        if len > MAX_BLOCK {
-            return Err(bad("HTTP/2 frame too large"));
+        if len > MAX_FRAME {
+            return Err(ShimError::Protocol(
+                "frame larger than SETTINGS_MAX_FRAME_SIZE",
+            ));
         }
-        let mut payload = vec![0u8; len];
+        payload.resize(len, 0);
         from.read_exact(&mut payload).await?;
-        if let Some(raw) = first_block.as_mut() {
-            if kind == FRAME_HEADERS || kind == FRAME_CONTINUATION {
-                raw.extend_from_slice(&head);
-                raw.extend_from_slice(&payload);
+        match (kind, pending.as_mut()) {
+            (FRAME_HEADERS, None) => {
+                let (priority, block) = headers_fragment(flags, &payload)?;
+                if head.len() + len > max_pending {
+                    return Err(ShimError::PendingTooLarge { max: max_pending });
+                }
+                pending = Some(Pending {
+                    stream,
+                    flags,
+                    priority,
+                    block,
+                    received: head.len() + len,
+                });
             }
-        }
-        match kind {
-            FRAME_HEADERS => {
-                let mut body: &[u8] = &payload;
-                let mut pad = 0usize;
-                if flags & FLAG_PADDED != 0 {
-                    let (&p, rest) = body
-                        .split_first()
-                        .ok_or_else(|| bad("padded HEADERS without pad length"))?;
-                    pad = usize::from(p);
-                    body = rest;
+            (FRAME_CONTINUATION, Some(p)) if p.stream == stream => {
+                p.received += head.len() + len;
+                if p.received > max_pending {
+                    return Err(ShimError::PendingTooLarge { max: max_pending });
                 }
-                let mut priority = Vec::new();
-                if flags & FLAG_PRIORITY != 0 {
-                    if body.len() < 5 {
-                        return Err(bad("HEADERS priority truncated"));
-                    }
-                    priority = body[..5].to_vec();
-                    body = &body[5..];
-                }
-                if pad > body.len() {
-                    return Err(bad("HEADERS padding longer than the frame"));
-                }
-                let block = body[..body.len() - pad].to_vec();
-                pending = Some((stream, flags, priority, block));
+                p.block.extend_from_slice(&payload);
             }
-            FRAME_CONTINUATION => match pending.as_mut() {
-                Some((id, _, _, block)) if *id == stream => {
-                    if block.len() + payload.len() > MAX_BLOCK {
-                        return Err(bad("header block too large"));
-                    }
-                    block.extend_from_slice(&payload);
-                    if flags & FLAG_END_HEADERS != 0 {
-                        // Fall through to emit below with END_HEADERS semantics.
-                    }
-                }
-                _ => return Err(bad("CONTINUATION without HEADERS")),
-            },
-            _ => {
+            (FRAME_CONTINUATION, _) => {
+                return Err(ShimError::Protocol("CONTINUATION without HEADERS"))
+            }
+            // RFC 9113 §6.10: a header block is contiguous; anything else
+            // before its END_HEADERS (a new HEADERS included) is a
+            // connection error.
+            (_, Some(_)) => {
+                return Err(ShimError::Protocol(
+                    "frame interleaved with an unfinished header block",
+                ))
+            }
+            (_, None) => {
                 to.write_all(&head).await?;
                 to.write_all(&payload).await?;
                 continue;
             }
         }
+        if let Some(raw) = first_block.as_mut() {
+            raw.extend_from_slice(&head);
+            raw.extend_from_slice(&payload);
+        }
         if flags & FLAG_END_HEADERS == 0 {
             continue;
         }
-        let Some((id, first_flags, priority, block)) = pending.take() else {
+        let Some(p) = pending.take() else {
             continue;
         };
-        let headers = decoder
-            .decode(&block)
-            .map_err(|e| bad(&format!("HPACK: {e}")))?;
+        let headers = decoder.decode(&p.block)?;
         if let Some(raw) = first_block.take() {
             let authority_ok = headers
                 .iter()
                 .all(|(name, value)| name != b":authority" || valid_authority(value));
             if authority_ok {
                 // A well-behaved client (tonic, go, Java over TCP...): send
-                // its bytes on untouched and get out of the way for good.
+                // its bytes on untouched and get out of the way for good;
+                // the server bounds its later header blocks itself.
                 to.write_all(&raw).await?;
-                tokio::io::copy(&mut from, &mut to).await?;
-                return to.shutdown().await;
+                drop(raw);
+                drop(payload);
+                tokio::io::copy(&mut from, to).await?;
+                return Ok(to.shutdown().await?);
             }
             // From here on every header block is re-encoded, so the server's
             // HPACK state never depends on entries this client indexed.
@@ -134,10 +194,10 @@ where
         }
         let encoded = encode_literals(&headers);
         emit_block(
-            &mut to,
-            id,
-            first_flags & FLAG_END_STREAM,
-            &priority,
+            to,
+            p.stream,
+            p.flags & FLAG_END_STREAM,
+            &p.priority,
             &encoded,
         )
         .await?;
@@ -209,110 +269,4 @@ async fn emit_block<W: AsyncWrite + Unpin>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replaces_only_a_malformed_authority() {
-        let headers = vec![
-            (b":method".to_vec(), b"POST".to_vec()),
-            (b":authority".to_vec(), b"tmp%2Fagent%2Fapi.sock".to_vec()),
-            (b"workload.spiffe.io".to_vec(), b"true".to_vec()),
-        ];
-        let encoded = encode_literals(&headers);
-        let decoded = loona_hpack::Decoder::new().decode(&encoded).unwrap();
-        assert_eq!(decoded[1], (b":authority".to_vec(), b"localhost".to_vec()));
-        assert_eq!(decoded[0], headers[0]);
-        assert_eq!(decoded[2], headers[2]);
-        let ok = vec![(b":authority".to_vec(), b"localhost:8080".to_vec())];
-        let decoded = loona_hpack::Decoder::new()
-            .decode(&encode_literals(&ok))
-            .unwrap();
-        assert_eq!(decoded, ok);
-    }
-
-    #[tokio::test]
-    async fn a_client_with_a_valid_authority_passes_through_byte_for_byte() {
-        let mut enc = loona_hpack::Encoder::new();
-        let block = enc.encode(vec![
-            (&b":authority"[..], &b"localhost"[..]),
-            (&b"x"[..], &b"y"[..]),
-        ]);
-        let mut input = PREFACE.to_vec();
-        input.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
-        let len = block.len();
-        input.extend_from_slice(&[0, 0, len as u8, FRAME_HEADERS, FLAG_END_HEADERS, 0, 0, 0, 1]);
-        input.extend_from_slice(&block);
-        // Anything after the first block is copied verbatim, even garbage.
-        input.extend_from_slice(b"\xff\xfe not a frame");
-        let mut out = Vec::new();
-        rewrite_client_frames(&input[..], &mut out).await.unwrap();
-        assert_eq!(out, input);
-    }
-
-    #[tokio::test]
-    async fn frames_pass_and_blocks_are_rewritten_and_split() {
-        // A client preface, a SETTINGS frame, and a HEADERS block large
-        // enough to need CONTINUATION frames after re-encoding.
-        let mut enc = loona_hpack::Encoder::new();
-        let big = vec![b'x'; 40_000];
-        let block = enc.encode(vec![
-            (&b":authority"[..], &b"a%2Fb"[..]),
-            (&b"x-big"[..], &big[..]),
-        ]);
-        let mut input = PREFACE.to_vec();
-        input.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]); // empty SETTINGS
-        let (a, b) = block.split_at(10);
-        for (i, part) in [a, b].iter().enumerate() {
-            let kind = if i == 0 {
-                FRAME_HEADERS
-            } else {
-                FRAME_CONTINUATION
-            };
-            let flags = if i == 1 {
-                FLAG_END_HEADERS
-            } else {
-                FLAG_END_STREAM
-            };
-            let len = part.len();
-            input.extend_from_slice(&[
-                (len >> 16) as u8,
-                (len >> 8) as u8,
-                len as u8,
-                kind,
-                flags,
-                0,
-                0,
-                0,
-                1,
-            ]);
-            input.extend_from_slice(part);
-        }
-        let mut out = Vec::new();
-        rewrite_client_frames(&input[..], &mut out).await.unwrap();
-        assert_eq!(&out[..24], PREFACE);
-        assert_eq!(&out[24..33], &[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
-        // Reassemble the rewritten block.
-        let mut rest = &out[33..];
-        let mut rebuilt = Vec::new();
-        let mut frames = 0;
-        while !rest.is_empty() {
-            let len =
-                (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
-            assert!(len <= MAX_FRAME);
-            if frames == 0 {
-                assert_eq!(rest[3], FRAME_HEADERS);
-                assert_eq!(rest[4] & FLAG_END_STREAM, FLAG_END_STREAM);
-            } else {
-                assert_eq!(rest[3], FRAME_CONTINUATION);
-            }
-            rebuilt.extend_from_slice(&rest[9..9 + len]);
-            frames += 1;
-            rest = &rest[9 + len..];
-        }
-        assert!(frames >= 3);
-        let decoded = loona_hpack::Decoder::new().decode(&rebuilt).unwrap();
-        assert_eq!(decoded[0].1, b"localhost");
-        assert_eq!(decoded[1].1, big);
-    }
-}
+mod tests;
