@@ -92,6 +92,7 @@ fn apply(state: &ServerState, sweep: &Sweep) {
 mod tests {
     use super::*;
     use crate::config::ConfigFile as _;
+    use crate::server::state::test_state;
 
     #[test]
     fn the_plan_prunes_expired_things_and_keeps_issuances_for_the_retention() {
@@ -158,21 +159,14 @@ mod tests {
     /// One sweep over a real store: what expired goes, the rest stays.
     #[test]
     fn a_sweep_removes_what_the_plan_says() {
-        use crate::ca::MemoryKeyManager;
         use crate::registration::{RegistrationEntry, Selector};
-        use crate::server::authorities::{Authorities, CaSettings};
-        use crate::server::state::ServerSettings;
-        use crate::spiffe::{SpiffeId, TrustDomain};
+
+        use crate::spiffe::SpiffeId;
         use crate::store::{DataStore, IssuanceRecord, JoinToken, SledStore};
 
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let keys = Arc::new(MemoryKeyManager::default());
-        let td = TrustDomain::new("example.org").unwrap();
         let now = now_unix();
-        let authorities =
-            Authorities::load_or_create(&store, keys.as_ref(), &td, CaSettings::default(), now)
-                .unwrap();
         let id = |s: &str| SpiffeId::parse(s).unwrap();
         let entry = |n: u32, expires_at: Option<i64>| RegistrationEntry {
             expires_at,
@@ -204,13 +198,7 @@ mod tests {
         store
             .append_issuances(&[record("0a", now - 2 * 86_400), record("0b", now - 60)])
             .unwrap();
-        let state = ServerState::new(
-            td,
-            Arc::new(store),
-            keys,
-            authorities,
-            ServerSettings::default(),
-        );
+        let state = test_state(store);
         let mut events = state.subscribe();
         let config = PruneConfig {
             interval: 60,

@@ -234,3 +234,27 @@ impl ServerState {
         self.with_store(move |store| read(store, &key)).await
     }
 }
+
+/// A state for unit tests of the server's pieces: trust domain
+/// `example.org`, in-memory keys, a fresh self-signed CA over `store`, and
+/// default settings.
+#[cfg(test)]
+pub(crate) fn test_state(store: crate::store::SledStore) -> Arc<ServerState> {
+    let keys = Arc::new(crate::ca::MemoryKeyManager::default());
+    let td = TrustDomain::new("example.org").expect("a valid trust domain");
+    let authorities = Authorities::load_or_create(
+        &store,
+        keys.as_ref(),
+        &td,
+        super::authorities::CaSettings::default(),
+        crate::clock::now_unix(),
+    )
+    .expect("a CA over a fresh store");
+    ServerState::new(
+        td,
+        Arc::new(store),
+        keys,
+        authorities,
+        ServerSettings::default(),
+    )
+}

@@ -198,21 +198,22 @@ fn not_authorized(entry_id: &str) -> Status {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+
     use std::time::Duration;
 
     use tokio::sync::watch;
     use tonic::Code;
 
     use super::NodeApi;
-    use crate::ca::{KeyPair, KeyType, MemoryKeyManager};
-    use crate::clock::now_unix;
+    use crate::ca::{KeyPair, KeyType};
+    use crate::server::state::test_state;
+
     use crate::node::make_csr;
     use crate::proto::node;
     use crate::registration::{RegistrationEntry, Selector};
-    use crate::server::authorities::{Authorities, CaSettings};
-    use crate::server::state::{ServerEvent, ServerSettings, ServerState};
-    use crate::spiffe::{SpiffeId, TrustDomain};
+
+    use crate::server::state::{ServerEvent, ServerState};
+    use crate::spiffe::SpiffeId;
     use crate::store::SledStore;
 
     const AGENT: &str = "spiffe://example.org/herald/agent/a";
@@ -249,24 +250,7 @@ mod tests {
     #[tokio::test]
     async fn a_stalled_sync_stream_does_not_keep_a_deleted_entry_signable() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("store")).unwrap();
-        let keys = Arc::new(MemoryKeyManager::default());
-        let td = TrustDomain::new("example.org").unwrap();
-        let authorities = Authorities::load_or_create(
-            &store,
-            keys.as_ref(),
-            &td,
-            CaSettings::default(),
-            now_unix(),
-        )
-        .unwrap();
-        let state = ServerState::new(
-            td,
-            Arc::new(store),
-            keys,
-            authorities,
-            ServerSettings::default(),
-        );
+        let state = test_state(SledStore::open(&dir.path().join("store")).unwrap());
         let (_shutdown, stop) = watch::channel(false);
         let api = NodeApi::new(state.clone(), stop);
         state.store.create_entry(entry(0)).unwrap();

@@ -9,14 +9,14 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Code, Request, Status};
 
 use super::NodeApi;
-use crate::ca::{KeyPair, KeyType, MemoryKeyManager};
+use crate::ca::{KeyPair, KeyType};
 use crate::clock::now_unix;
 use crate::node::make_csr;
 use crate::proto::node::{self, node_server::Node as _};
 use crate::registration::{RegistrationEntry, Selector};
-use crate::server::authorities::{Authorities, CaSettings};
-use crate::server::state::{ServerEvent, ServerSettings, ServerState};
-use crate::spiffe::{SpiffeId, TrustDomain};
+use crate::server::state::test_state;
+use crate::server::state::{ServerEvent, ServerState};
+use crate::spiffe::SpiffeId;
 use crate::store::{AttestedAgent, JoinToken, SledStore};
 
 const AGENT: &str = "spiffe://example.org/herald/agent/a";
@@ -30,24 +30,7 @@ struct Server {
 
 fn server() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(&dir.path().join("store")).unwrap();
-    let keys = Arc::new(MemoryKeyManager::default());
-    let td = TrustDomain::new("example.org").unwrap();
-    let authorities = Authorities::load_or_create(
-        &store,
-        keys.as_ref(),
-        &td,
-        CaSettings::default(),
-        now_unix(),
-    )
-    .unwrap();
-    let state = ServerState::new(
-        td,
-        Arc::new(store),
-        keys,
-        authorities,
-        ServerSettings::default(),
-    );
+    let state = test_state(SledStore::open(&dir.path().join("store")).unwrap());
     let (shutdown, stop) = watch::channel(false);
     Server {
         _dir: dir,
