@@ -89,16 +89,6 @@ pub struct WorkloadApi {
     limits: WorkloadApiLimits,
 }
 
-impl std::fmt::Debug for WorkloadApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkloadApi")
-            .field("ready_timeout", &self.ready_timeout)
-            .field("jwt_leeway_secs", &self.jwt_leeway_secs)
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
-    }
-}
-
 // === impl WorkloadApi ===
 
 impl WorkloadApi {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::keys::{KeyError, KeyPair, KeyType};
+use crate::spiffe::id::is_path_segment;
 
 /// Why the key manager could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -66,13 +67,8 @@ pub trait KeyManager: Send + Sync {
 }
 
 fn check_name(name: &str) -> Result<(), KeyManagerError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    // No leading dot: a key file is never hidden, nor `.` or `..`.
+    if name.len() <= 128 && !name.starts_with('.') && is_path_segment(name) {
         Ok(())
     } else {
         Err(KeyManagerError::InvalidName(name.to_string()))

@@ -45,7 +45,7 @@ use crate::registration::RegistrationEntry;
 use crate::server::run::NodeConnectInfo;
 use crate::server::Rpc;
 use crate::spiffe::SpiffeId;
-use crate::store::{AttestedAgent, StoreError};
+use crate::store::{AttestedAgent, IssuanceRecord, StoreError};
 
 /// The node API service.
 #[derive(Clone)]
@@ -139,6 +139,29 @@ fn own_bundle_wire(authorities: &Authorities) -> node::Bundle {
     b.tainted_x509_authorities = authorities.tainted_x509();
     b.tainted_jwt_key_ids = authorities.tainted_jwt();
     b
+}
+
+/// A signing failure is ours, never the caller's: logged with its chain,
+/// and Internal on the wire, naming what was being signed.
+fn signing_failed<E: std::error::Error>(what: &'static str) -> impl FnOnce(E) -> Status {
+    move |e| {
+        tracing::error!(error = %Chain(&e), "signing {what} failed");
+        Status::internal(format!("signing {what} failed: {e}"))
+    }
+}
+
+impl NodeApi {
+    /// Makes the issuance log durable before anything it lists leaves the
+    /// server: no certificate goes out without a trace.
+    async fn record_issuances(&self, records: Vec<IssuanceRecord>) -> Result<(), Status> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.state
+            .with_store(move |s| s.append_issuances(&records))
+            .await
+            .map_err(internal)
+    }
 }
 
 fn internal(e: StoreError) -> Status {

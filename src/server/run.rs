@@ -16,6 +16,7 @@ mod admin_listener;
 mod connections;
 mod listeners;
 mod node_listener;
+mod serve;
 mod streams;
 
 pub(crate) use self::connections::{ConnInfo, PeerCounter};

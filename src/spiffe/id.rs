@@ -284,6 +284,18 @@ string_form!(
 
 // === validation ===
 
+/// Whether `s` can stand as one segment of a SPIFFE ID path: non-empty,
+/// only `[A-Za-z0-9._-]`, and not `.` or `..`. Names that end up in a
+/// path (a join token in the agent's default ID) or that must be just as
+/// inert (a key's file name) are held to the same rule.
+pub fn is_path_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// Checks a bare trust-domain name; `offset` is where it starts in the caller's input.
 fn validate_trust_domain(td: &str, offset: usize) -> Result<(), IdError> {
     if td.is_empty() {

@@ -17,6 +17,7 @@ use crate::proto::admin::{
 use crate::server::state::{ServerEvent, ServerState};
 use crate::server::validate::{check_len, member_id, ValidationError};
 use crate::server::Rpc;
+use crate::spiffe::id::is_path_segment;
 use crate::spiffe::SpiffeId;
 use crate::store::{AttestedAgent, JoinToken, StoreError};
 
@@ -165,12 +166,7 @@ fn new_token() -> Result<String, Status> {
 /// must be one: `[A-Za-z0-9._-]`, not `.` or `..`.
 fn check_token(token: &str) -> Result<(), ValidationError> {
     check_len("token", token, MAX_TOKEN_LEN)?;
-    let ok = token != "."
-        && token != ".."
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if is_path_segment(token) {
         Ok(())
     } else {
         Err(ValidationError::new(

@@ -3,10 +3,9 @@
 
 use tonic::Status;
 
-use super::{internal, NodeApi};
+use super::{internal, signing_failed, NodeApi};
 use crate::ca::{verify_csr, SvidRequest};
 use crate::clock::now_unix;
-use crate::errors::Chain;
 use crate::proto::node;
 use crate::spiffe::SpiffeId;
 use crate::store::{AttestedAgent, IssuanceRecord, StoreError};
@@ -39,22 +38,16 @@ impl NodeApi {
                 },
                 now,
             )
-            .map_err(|e| {
-                tracing::error!(error = %Chain(&e), "signing the agent SVID failed");
-                Status::internal(format!("signing the agent SVID failed: {e}"))
-            })?;
-        let record = IssuanceRecord {
+            .map_err(signing_failed("the agent SVID"))?;
+        self.record_issuances(vec![IssuanceRecord {
             serial: cert.serial.clone(),
             spiffe_id: agent_id.clone(),
             agent_id: Some(agent_id.clone()),
             entry_id: None,
             not_after: cert.not_after,
             issued_at: now,
-        };
-        self.state
-            .with_store(move |s| s.append_issuances(&[record]))
-            .await
-            .map_err(internal)?;
+        }])
+        .await?;
         Ok(AgentSvid {
             chain: cert.chain,
             serial: cert.serial,

@@ -67,26 +67,21 @@ impl NodeApi {
                 self.downstream.path_len,
                 now,
             )
-            .map_err(|e| {
-                tracing::error!(error = %Chain(&e), "signing the downstream CA failed");
-                Status::internal(format!("signing the downstream CA failed: {e}"))
-            })?;
+            .map_err(super::signing_failed("the downstream CA"))?;
         // Recorded before it is returned, as every SVID: no CA leaves this
         // server without a trace.
-        let record = IssuanceRecord {
+        let ca_id = SpiffeId::new(&self.state.trust_domain, "")
+            .map_err(|e| Status::internal(format!("the trust domain ID: {}", Chain(&e))))?;
+        self.record_issuances(vec![IssuanceRecord {
             serial: signed.serial.clone(),
             // A CA certifies the trust domain's own ID.
-            spiffe_id: SpiffeId::new(&self.state.trust_domain, "")
-                .map_err(|e| Status::internal(format!("the trust domain ID: {}", Chain(&e))))?,
+            spiffe_id: ca_id,
             agent_id: Some(agent.spiffe_id.clone()),
             entry_id: Some(entry_id),
             not_after: signed.not_after,
             issued_at: now,
-        };
-        self.state
-            .with_store(move |s| s.append_issuances(&[record]))
-            .await
-            .map_err(super::internal)?;
+        }])
+        .await?;
         tracing::info!(
             serial = %signed.serial,
             not_after = signed.not_after,

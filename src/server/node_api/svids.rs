@@ -9,10 +9,9 @@ use std::sync::Arc;
 
 use tonic::Status;
 
-use super::{internal, NodeApi};
+use super::{internal, signing_failed, NodeApi};
 use crate::ca::{verify_csr, SvidRequest};
 use crate::clock::now_unix;
-use crate::errors::Chain;
 use crate::proto::node;
 use crate::registration::RegistrationEntry;
 use crate::server::authorities::Authorities;
@@ -64,22 +63,16 @@ impl NodeApi {
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(total);
         for task in tasks {
-            let signed = task.await.map_err(|e| {
-                tracing::error!(error = %Chain(&e), "signing task failed");
-                Status::internal(format!("signing task failed: {e}"))
-            })?;
+            let signed = task
+                .await
+                .map_err(signing_failed("a batch of X509-SVIDs"))?;
             for (result, record) in signed {
                 results.push(result);
                 records.extend(record);
             }
         }
         // One durable write for the whole batch, before any SVID leaves.
-        if !records.is_empty() {
-            self.state
-                .with_store(move |s| s.append_issuances(&records))
-                .await
-                .map_err(internal)?;
-        }
+        self.record_issuances(records).await?;
         Ok(node::BatchNewX509svidResponse { results })
     }
 
@@ -105,10 +98,7 @@ impl NodeApi {
         let token = authorities
             .jwt()
             .sign(&entry.spiffe_id, &req.audience, ttl, now)
-            .map_err(|e| {
-                tracing::error!(error = %Chain(&e), "signing the JWT-SVID failed");
-                Status::internal(format!("signing the JWT-SVID failed: {e}"))
-            })?;
+            .map_err(signing_failed("the JWT-SVID"))?;
         Ok(node::NewJwtsvidResponse {
             token,
             expires_at: (now + ttl).min(authorities.jwt().not_after()),
@@ -198,40 +188,13 @@ fn not_authorized(entry_id: &str) -> Status {
 
 #[cfg(test)]
 mod tests {
-
     use std::time::Duration;
 
-    use tokio::sync::watch;
     use tonic::Code;
 
-    use super::NodeApi;
-    use crate::ca::{KeyPair, KeyType};
-    use crate::server::state::test_state;
-
-    use crate::node::make_csr;
     use crate::proto::node;
-    use crate::registration::{RegistrationEntry, Selector};
-
+    use crate::server::node_api::tests::{csr, entry, id, server, AGENT};
     use crate::server::state::{ServerEvent, ServerState};
-    use crate::spiffe::SpiffeId;
-    use crate::store::SledStore;
-
-    const AGENT: &str = "spiffe://example.org/herald/agent/a";
-
-    fn id(s: &str) -> SpiffeId {
-        SpiffeId::parse(s).unwrap()
-    }
-
-    fn entry(n: usize) -> RegistrationEntry {
-        RegistrationEntry {
-            id: format!("entry-{n:05}"),
-            ..RegistrationEntry::new(
-                id(&format!("spiffe://example.org/w/{n}")),
-                id(AGENT),
-                vec![Selector::parse(&format!("unix:uid:{n}")).unwrap()],
-            )
-        }
-    }
 
     /// Waits until the agent's stream has taken in `n` entries.
     async fn cached_len_reaches(state: &ServerState, n: usize) {
@@ -249,18 +212,16 @@ mod tests {
     /// stream computed; an entry deleted after that is still refused.
     #[tokio::test]
     async fn a_stalled_sync_stream_does_not_keep_a_deleted_entry_signable() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = test_state(SledStore::open(&dir.path().join("store")).unwrap());
-        let (_shutdown, stop) = watch::channel(false);
-        let api = NodeApi::new(state.clone(), stop);
-        state.store.create_entry(entry(0)).unwrap();
+        let server = server();
+        let (state, api) = (&server.state, &server.api);
+        state.store.create_entry(entry(0, AGENT)).unwrap();
 
         // Opened and never read: once its channel is full the stream
         // stops taking in changes.
         let _rx = api.open_sync(id(AGENT)).await.unwrap();
         let mut n = 1;
         let stalled = loop {
-            state.store.create_entry(entry(n)).unwrap();
+            state.store.create_entry(entry(n, AGENT)).unwrap();
             state.publish(ServerEvent::EntriesChanged);
             n += 1;
             let agent = id(AGENT);
@@ -277,7 +238,7 @@ mod tests {
             }
             assert!(n < 100, "the Sync stream never stalled");
         };
-        cached_len_reaches(&state, stalled).await;
+        cached_len_reaches(state, stalled).await;
         state
             .store
             .delete_entries(&["entry-00000".to_string()])
@@ -287,7 +248,7 @@ mod tests {
         let cached = state.authorized_for(&id(AGENT)).unwrap();
         assert!(cached.contains_key("entry-00000"), "the stream is stalled");
 
-        let csr = make_csr(&KeyPair::generate(KeyType::EcP256).unwrap()).unwrap();
+        let csr = csr();
         let params = vec![
             node::NewX509svidParams {
                 entry_id: "entry-00000".into(),

@@ -19,16 +19,16 @@ use crate::server::state::{ServerEvent, ServerState};
 use crate::spiffe::SpiffeId;
 use crate::store::{AttestedAgent, JoinToken, SledStore};
 
-const AGENT: &str = "spiffe://example.org/herald/agent/a";
+pub(super) const AGENT: &str = "spiffe://example.org/herald/agent/a";
 
-struct Server {
+pub(super) struct Server {
     _dir: tempfile::TempDir,
-    state: Arc<ServerState>,
-    api: NodeApi,
+    pub(super) state: Arc<ServerState>,
+    pub(super) api: NodeApi,
     _shutdown: watch::Sender<bool>,
 }
 
-fn server() -> Server {
+pub(super) fn server() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let state = test_state(SledStore::open(&dir.path().join("store")).unwrap());
     let (shutdown, stop) = watch::channel(false);
@@ -40,15 +40,15 @@ fn server() -> Server {
     }
 }
 
-fn csr() -> Vec<u8> {
+pub(super) fn csr() -> Vec<u8> {
     make_csr(&KeyPair::generate(KeyType::EcP256).unwrap()).unwrap()
 }
 
-fn id(s: &str) -> SpiffeId {
+pub(super) fn id(s: &str) -> SpiffeId {
     SpiffeId::parse(s).unwrap()
 }
 
-fn entry(n: usize, parent: &str) -> RegistrationEntry {
+pub(super) fn entry(n: usize, parent: &str) -> RegistrationEntry {
     RegistrationEntry {
         id: format!("entry-{n:05}"),
         ..RegistrationEntry::new(

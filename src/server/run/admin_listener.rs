@@ -11,14 +11,12 @@ use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt as _;
 use tonic::service::Routes;
 use tonic::transport::server::UdsConnectInfo;
-use tracing::Instrument as _;
 
 use super::connections::{ConnLimits, GuardedIo, PeerCounter};
 use super::listeners;
+use super::serve::spawn_router;
 use super::streams::TrackStreamsLayer;
 use super::ServerError;
 use crate::config::limits::ListenerLimits;
@@ -57,21 +55,7 @@ pub(super) fn serve(
         .layer(TrackStreamsLayer::<UdsConnectInfo>::new())
         .layer(CallerCheckLayer(allowed))
         .add_routes(routes);
-    let mut stop = shutdown.clone();
-    Ok(tokio::spawn(
-        async move {
-            let incoming = ReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
-            if let Err(e) = server
-                .serve_with_incoming_shutdown(incoming, async move {
-                    crate::shutdown::stopped(&mut stop).await;
-                })
-                .await
-            {
-                tracing::error!(error = %Chain(&e), "admin API stopped");
-            }
-        }
-        .instrument(tracing::info_span!("admin_api")),
-    ))
+    Ok(spawn_router(server, rx, shutdown, "admin_api"))
 }
 
 /// Accepts admin connections, each within its caller uid's budget.

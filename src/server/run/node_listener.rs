@@ -13,18 +13,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt as _;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-use tracing::Instrument as _;
 
 use super::connections::{ConnLimits, PeerCounter};
-use super::listeners::{self, NodeConn, NodeConns, NodePeerLimits, NodeTls};
+use super::listeners::{self, NodeConns, NodePeerLimits, NodeTls};
+use super::serve::spawn_router;
 use super::streams::TrackStreamsLayer;
 use super::ServerError;
 use crate::config::limits::ListenerLimits;
 use crate::config::ServerConfig;
-use crate::errors::Chain;
 use crate::proto::node::node_server::NodeServer;
 use crate::server::node_api::{DownstreamPolicy, NodeApi};
 use crate::server::state::ServerState;
@@ -110,7 +107,7 @@ pub(super) async fn serve(
         .max_concurrent_streams(limits.node_max_concurrent_streams)
         .layer(TrackStreamsLayer::<TlsConnectInfo<TcpConnectInfo>>::new())
         .add_service(authenticated);
-    tasks.push(spawn_server(server, auth_rx, shutdown, "node_api"));
+    tasks.push(spawn_router(server, auth_rx, shutdown, "node_api"));
     let server = builder(limits)
         .max_concurrent_streams(limits.node_anonymous_max_concurrent_streams)
         .initial_stream_window_size(ANONYMOUS_STREAM_WINDOW)
@@ -118,7 +115,7 @@ pub(super) async fn serve(
         .timeout(ANONYMOUS_CALL_TIMEOUT)
         .layer(TrackStreamsLayer::<TlsConnectInfo<TcpConnectInfo>>::new())
         .add_service(anonymous);
-    tasks.push(spawn_server(
+    tasks.push(spawn_router(
         server,
         anon_rx,
         shutdown,
@@ -133,39 +130,4 @@ fn builder(limits: &ListenerLimits) -> tonic::transport::Server {
         .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
         .http2_max_header_list_size(MAX_HEADER_LIST)
-}
-
-fn spawn_server<L>(
-    router: tonic::transport::server::Router<L>,
-    conns: mpsc::Receiver<NodeConn>,
-    shutdown: &watch::Receiver<bool>,
-    name: &'static str,
-) -> JoinHandle<()>
-where
-    L: tower::Layer<tonic::service::Routes> + Clone + Send + 'static,
-    L::Service: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-        > + Clone
-        + Send
-        + 'static,
-    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
-    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Error:
-        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
-{
-    let mut stop = shutdown.clone();
-    tokio::spawn(
-        async move {
-            let incoming = ReceiverStream::new(conns).map(Ok::<_, std::io::Error>);
-            if let Err(e) = router
-                .serve_with_incoming_shutdown(incoming, async move {
-                    crate::shutdown::stopped(&mut stop).await;
-                })
-                .await
-            {
-                tracing::error!(error = %Chain(&e), "node API stopped");
-            }
-        }
-        .instrument(tracing::info_span!("listener", name)),
-    )
 }

@@ -62,10 +62,7 @@ fn agents_crud_and_paging() {
     assert!(all.windows(2).all(|w| w[0].spiffe_id < w[1].spiffe_id));
 
     assert_eq!(store.delete_agent(&id("/agent/03")).unwrap(), banned);
-    assert!(matches!(
-        store.delete_agent(&id("/agent/03")),
-        Err(StoreError::NotFound { kind: "agent", .. })
-    ));
+    assert_not_found(store.delete_agent(&id("/agent/03")), "agent");
 }
 
 #[test]
@@ -119,10 +116,10 @@ fn a_ban_survives_every_concurrent_renewal_and_reattestation() {
     ));
     // Eviction deletes the record; a late renewal cannot bring it back.
     store.delete_agent(&agent_id).unwrap();
-    assert!(matches!(
+    assert_not_found(
         store.update_agent(&agent_id, &mut |a| Ok(a.clone())),
-        Err(StoreError::NotFound { kind: "agent", .. })
-    ));
+        "agent",
+    );
     assert_eq!(store.get_agent(&agent_id).unwrap(), None);
 }
 
@@ -269,10 +266,7 @@ fn bundles_crud() {
     assert_eq!(store.get_bundle(&td("example.org")).unwrap(), Some(next));
 
     assert_eq!(store.delete_bundle(&td("peer.example")).unwrap(), peer);
-    assert!(matches!(
-        store.delete_bundle(&td("peer.example")),
-        Err(StoreError::NotFound { kind: "bundle", .. })
-    ));
+    assert_not_found(store.delete_bundle(&td("peer.example")), "bundle");
 }
 
 #[test]
@@ -406,4 +400,13 @@ fn issuance_log() {
         Some(issuance("0a", 1_000))
     );
     assert_eq!(store.prune_issuances(301).unwrap(), 0);
+}
+
+/// `result` is NotFound for a record of `kind`.
+#[track_caller]
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, kind: &str) {
+    match result {
+        Err(StoreError::NotFound { kind: k, .. }) if k == kind => {}
+        other => panic!("expected {kind} NotFound, got {other:?}"),
+    }
 }
