@@ -36,7 +36,8 @@ pub enum NodeClientError {
 }
 
 /// The agent's current credential: an SVID chain (leaf first) and its key.
-#[derive(Clone)]
+/// Its Debug shows no key: [`KeyPair`]'s leaves it out.
+#[derive(Clone, Debug)]
 pub struct AgentCredential {
     /// The agent's SPIFFE ID.
     pub spiffe_id: SpiffeId,
@@ -46,15 +47,6 @@ pub struct AgentCredential {
     pub key: Arc<KeyPair>,
     /// The SVID's NotAfter.
     pub not_after: i64,
-}
-
-impl std::fmt::Debug for AgentCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentCredential")
-            .field("spiffe_id", &self.spiffe_id)
-            .field("not_after", &self.not_after)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Builds connections to one server.

@@ -26,16 +26,16 @@ const RENEW_RETRY: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ServerSvidError {
     /// rustls refused the configuration or the key.
-    #[error(transparent)]
+    #[error("rustls refused the server SVID or its key")]
     Rustls(#[from] rustls::Error),
     /// No key pair could be generated.
-    #[error(transparent)]
+    #[error("generating the server SVID's key")]
     Key(#[from] KeyError),
     /// The server's SPIFFE ID could not be formed.
-    #[error(transparent)]
+    #[error("forming the server's SPIFFE ID")]
     Id(#[from] IdError),
     /// The CA could not sign the server's SVID.
-    #[error(transparent)]
+    #[error("the CA could not sign the server SVID")]
     Sign(#[from] X509Error),
 }
 

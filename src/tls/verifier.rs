@@ -95,26 +95,21 @@ fn algorithms() -> WebPkiSupportedAlgorithms {
     rustls::crypto::ring::default_provider().signature_verification_algorithms
 }
 
+/// What a handshake-signature check answers, in the verifier traits' terms.
+type SigCheck = Result<HandshakeSignatureValid, rustls::Error>;
+type Cert<'a> = CertificateDer<'a>;
+type Dss = DigitallySignedStruct;
+
 /// The handshake-signature checks both verifier traits require, identical
 /// for every SPIFFE verifier: ring's algorithms, nothing else.
 macro_rules! handshake_signature_checks {
     () => {
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms())
+        fn verify_tls12_signature(&self, msg: &[u8], cert: &Cert<'_>, dss: &Dss) -> SigCheck {
+            rustls::crypto::verify_tls12_signature(msg, cert, dss, &algorithms())
         }
 
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+        fn verify_tls13_signature(&self, msg: &[u8], cert: &Cert<'_>, dss: &Dss) -> SigCheck {
+            rustls::crypto::verify_tls13_signature(msg, cert, dss, &algorithms())
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -63,6 +63,13 @@ fn parse_kind(kind: &str) -> Result<AuthorityKind, Status> {
     }
 }
 
+fn kind_name(k: AuthorityKind) -> &'static str {
+    match k {
+        AuthorityKind::X509 => "x509",
+        AuthorityKind::Jwt => "jwt",
+    }
+}
+
 fn state_name(s: AuthorityState) -> &'static str {
     match s {
         AuthorityState::Prepared => "prepared",
@@ -83,10 +90,7 @@ fn info(r: &AuthorityRecord) -> AuthorityInfo {
     };
     AuthorityInfo {
         id: r.id.clone(),
-        kind: match r.kind {
-            AuthorityKind::X509 => "x509".into(),
-            AuthorityKind::Jwt => "jwt".into(),
-        },
+        kind: kind_name(r.kind).into(),
         state: state_name(r.state).into(),
         tainted: r.tainted,
         not_before: r.not_before,
@@ -113,12 +117,13 @@ fn find(a: &Authorities, pred: impl Fn(&AuthorityRecord) -> bool) -> Result<Auth
 }
 
 /// The kind and ID of a taint or revoke request, checked.
-fn kind_and_id(req: &AuthorityIdRequest) -> Result<AuthorityKind, Status> {
+fn kind_and_id(req: Request<AuthorityIdRequest>) -> Result<(AuthorityKind, String), Status> {
+    let req = req.into_inner();
     let kind = parse_kind(&req.kind)?;
     if req.id.is_empty() {
         return Err(Status::invalid_argument("id: must not be empty"));
     }
-    Ok(kind)
+    Ok((kind, req.id))
 }
 
 #[tonic::async_trait]
@@ -168,33 +173,30 @@ impl LocalAuthority for AuthoritiesApi {
     #[tracing::instrument(name = "admin.taint_authority", skip_all, fields(
         kind = %req.get_ref().kind, id = %req.get_ref().id))]
     async fn taint_authority(&self, req: Request<AuthorityIdRequest>) -> Rpc<AuthorityInfo> {
-        let req = req.into_inner();
-        let kind = kind_and_id(&req)?;
-        let id = req.id.clone();
+        let (kind, id) = kind_and_id(req)?;
+        let wanted = id.clone();
         let a = self
             .change(move |st, cur| cur.taint(kind, &id, st.store.as_ref()))
             .await?;
-        Ok(Response::new(find(&a, |r| r.id == req.id)?))
+        Ok(Response::new(find(&a, |r| r.id == wanted)?))
     }
 
     #[tracing::instrument(name = "admin.revoke_authority", skip_all, fields(
         kind = %req.get_ref().kind, id = %req.get_ref().id))]
     async fn revoke_authority(&self, req: Request<AuthorityIdRequest>) -> Rpc<AuthorityInfo> {
-        let req = req.into_inner();
-        let kind = kind_and_id(&req)?;
+        let (kind, id) = kind_and_id(req)?;
         let before = self.state.authorities();
         let revoked = records(&before)
             .iter()
-            .find(|r| r.id == req.id && r.kind == kind)
+            .find(|r| r.id == id && r.kind == kind)
             .map(info)
             .ok_or_else(|| {
-                Status::not_found(format!("no {} authority with id {:?}", req.kind, req.id))
+                Status::not_found(format!("no {} authority with id {id:?}", kind_name(kind)))
             })?;
         // Agents acknowledge a bundle only after re-issuing what a tainted
         // authority signed; anyone behind the current bundle may still
         // depend on it.
         let lagging = self.state.lagging_agents(before.bundle().sequence);
-        let id = req.id;
         self.change(move |st, cur| {
             cur.revoke(kind, &id, &lagging, st.store.as_ref(), st.keys.as_ref())
         })

@@ -107,16 +107,18 @@ impl Entries for EntriesApi {
         count = req.get_ref().entries.len(),
         spiffe_id = first(&req.get_ref().entries, |e| &e.spiffe_id)))]
     async fn batch_create_entry(&self, req: Request<CreateBatch>) -> Rpc<CreateResults> {
-        let entries = req.into_inner().entries;
-        self.batch_create(entries).await.map(Response::new)
+        self.batch_create(req.into_inner().entries)
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(name = "admin.BatchUpdateEntry", skip_all, fields(
         count = req.get_ref().entries.len(),
         entry_id = first(&req.get_ref().entries, |e| &e.id)))]
     async fn batch_update_entry(&self, req: Request<UpdateBatch>) -> Rpc<UpdateResults> {
-        let entries = req.into_inner().entries;
-        self.batch_update(entries).await.map(Response::new)
+        self.batch_update(req.into_inner().entries)
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(name = "admin.BatchDeleteEntry", skip_all, fields(

@@ -122,20 +122,14 @@ impl Upstream {
     }
 }
 
-/// A loaded disk upstream.
+/// A loaded disk upstream. Its Debug shows no key: [`X509Authority`]'s
+/// leaves it out.
+#[derive(Debug)]
 pub struct DiskUpstream {
     signer: X509Authority,
     /// Certificates from the signer up to (excluding) the root.
     chain: Vec<Vec<u8>>,
     root: Vec<u8>,
-}
-
-impl std::fmt::Debug for DiskUpstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream")
-            .field("signer", &self.signer)
-            .finish_non_exhaustive()
-    }
 }
 
 impl DiskUpstream {

@@ -306,18 +306,15 @@ fn batch_of_100_000_entries() {
 #[test]
 fn pruning_removes_expired_entries_with_their_index_rows() {
     let (_dir, store) = open_temp();
-    let mut old = entry("/old", "/agent", &["unix:uid:1"]);
-    old.expires_at = Some(100);
-    let old = store.create_entry(old).unwrap();
-    let mut due = entry("/due", "/agent", &["unix:uid:2"]);
-    due.expires_at = Some(200);
-    let due = store.create_entry(due).unwrap();
-    let mut later = entry("/later", "/agent", &["unix:uid:3"]);
-    later.expires_at = Some(201);
-    let later = store.create_entry(later).unwrap();
-    let mut never = entry("/never", "/agent", &["unix:uid:4"]);
-    never.expires_at = Some(0);
-    let never = store.create_entry(never).unwrap();
+    let expiring = |path: &str, uid: &str, expires_at: i64| {
+        let mut e = entry(path, "/agent", &[uid]);
+        e.expires_at = Some(expires_at);
+        store.create_entry(e).unwrap()
+    };
+    let old = expiring("/old", "unix:uid:1", 100);
+    let due = expiring("/due", "unix:uid:2", 200);
+    let later = expiring("/later", "unix:uid:3", 201);
+    let never = expiring("/never", "unix:uid:4", 0);
 
     // Expired from its expiry second on, as authorization sees it.
     let pruned = store.prune_expired_entries(200).unwrap();
@@ -334,9 +331,7 @@ fn pruning_removes_expired_entries_with_their_index_rows() {
     );
     // The same entry can be registered again once pruned (no stale
     // similarity row), and a second pass finds nothing more.
-    let mut again = entry("/old", "/agent", &["unix:uid:1"]);
-    again.expires_at = Some(10_000);
-    store.create_entry(again).unwrap();
+    expiring("/old", "unix:uid:1", 10_000);
     assert!(store.prune_expired_entries(200).unwrap().is_empty());
     assert_eq!(store.count_entries().unwrap(), 3);
 }
