@@ -8,6 +8,7 @@
 //! days is never cut off (HTTP/2 keepalive finds the dead ones).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ pub const DEFAULT_MAX_HEADER_LIST_SIZE: usize = 16 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS_PER_UID: usize = 512;
 /// Default for `workload_api_idle_timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the socket must stay without connections before freed heap is
+/// handed back: a burst of short calls ends in one trim, not one each.
+const TRIM_AFTER: Duration = Duration::from_secs(1);
 
 /// Limits the shim enforces on each connection before HTTP/2 reaches tonic.
 #[derive(Debug, Clone)]
@@ -56,6 +60,8 @@ impl ConnLimits {
 #[derive(Debug, Default)]
 pub(super) struct UidSlots {
     open: Mutex<HashMap<u32, usize>>,
+    /// A heap trim is waiting for [`TRIM_AFTER`] to pass.
+    trim_scheduled: AtomicBool,
 }
 
 impl UidSlots {
@@ -77,6 +83,26 @@ impl UidSlots {
     #[cfg(test)]
     pub(super) fn open(&self, uid: u32) -> usize {
         self.lock().get(&uid).copied().unwrap_or(0)
+    }
+
+    /// Once the last connection has closed and none came back for
+    /// [`TRIM_AFTER`], hands the heap it freed back to the kernel, so the
+    /// agent's memory returns near its baseline when clients leave.
+    fn trim_when_idle(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.trim_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let slots = self.clone();
+        runtime.spawn(async move {
+            tokio::time::sleep(TRIM_AFTER).await;
+            slots.trim_scheduled.store(false, Ordering::Release);
+            if slots.lock().is_empty() {
+                let _ = tokio::task::spawn_blocking(crate::heap::release_free_memory).await;
+            }
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u32, usize>> {
@@ -102,6 +128,11 @@ impl Drop for UidSlot {
                 // Forget the uid so the map does not grow with every user ever seen.
                 open.remove(&self.uid);
             }
+        }
+        let idle = open.is_empty();
+        drop(open);
+        if idle {
+            self.slots.trim_when_idle();
         }
     }
 }
