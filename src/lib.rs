@@ -21,7 +21,8 @@
 //! - [`cli`]: the `herald` command line.
 //! - [`clock`] is the one source of time; [`errors`] prints error chains;
 //!   [`uds`] is the Unix-socket gRPC client; [`runtime_dir`] places and guards
-//!   sockets; [`proto`] is the generated code.
+//!   sockets; [`heap`] returns freed memory once a listener is idle;
+//!   [`proto`] is the generated code.
 //!
 //! Dependency direction: `cli` → `server`, `agent` → `node`, `ca`, `store`,
 //! `tls` → `registration` → `spiffe`. `server` and `agent` never import
