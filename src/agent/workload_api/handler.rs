@@ -137,18 +137,28 @@ impl Handler {
         }
     }
 
-    /// A receiver positioned at the first ready snapshot, and that snapshot;
-    /// Unavailable if the cache is not ready within the timeout.
+    /// A receiver positioned at the first ready snapshot, and that snapshot.
+    /// Unavailable if the cache is not ready within the timeout, and at once
+    /// when it is not and the server is known to be unreachable: no answer
+    /// is coming, so the caller should not wait for its deadline.
     async fn ready(
         &self,
     ) -> Result<(watch::Receiver<Arc<CacheSnapshot>>, Arc<CacheSnapshot>), Status> {
         let mut rx = self.api.cache.subscribe();
         let waited = tokio::time::timeout(self.api.ready_timeout, async {
-            rx.wait_for(|s| s.ready).await.map(|snap| Arc::clone(&snap))
+            rx.wait_for(|s| s.ready || s.server_unreachable)
+                .await
+                .map(|snap| Arc::clone(&snap))
         })
         .await;
         let snap = match waited {
-            Ok(Ok(snap)) => snap,
+            Ok(Ok(snap)) if snap.ready => snap,
+            Ok(Ok(_)) => {
+                tracing::debug!("cache not ready and the server unreachable");
+                return Err(Status::unavailable(
+                    "the agent cannot reach its server and holds no saved SVIDs",
+                ));
+            }
             Ok(Err(_)) => return Err(Status::unavailable("the identity cache was closed")),
             Err(_) => {
                 tracing::debug!("cache not ready");
