@@ -98,7 +98,10 @@ fn a_restarted_agent_serves_saved_svids_with_the_server_down_then_resyncs() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "the file holds private keys");
-    assert_eq!(saved_ids(&file, &agent_id), ["spiffe://example.org/offline/kept"]);
+    assert_eq!(
+        saved_ids(&file, &agent_id),
+        ["spiffe://example.org/offline/kept"]
+    );
 
     // While the agent is down its entry is replaced; then the server dies
     // without a chance to say goodbye.
@@ -197,7 +200,10 @@ fn a_restarted_agent_serves_saved_svids_with_the_server_down_then_resyncs() {
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     while saved_ids(&file, &agent_id) != ["spiffe://example.org/offline/new"] {
-        assert!(Instant::now() < deadline, "the saved file never followed the sync");
+        assert!(
+            Instant::now() < deadline,
+            "the saved file never followed the sync"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

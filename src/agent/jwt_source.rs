@@ -116,7 +116,11 @@ impl JwtSvidSource for NodeJwtSource {
                 let Some((token, _)) = usable else {
                     return Err(status);
                 };
-                tracing::debug!(entry_id, message = status.message(), "minting failed; serving the cached JWT-SVID until it expires");
+                tracing::debug!(
+                    entry_id,
+                    message = status.message(),
+                    "minting failed; serving the cached JWT-SVID until it expires"
+                );
                 return Ok(token);
             }
         };

@@ -59,9 +59,9 @@ pub enum PersistError {
     Decode {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it.
+        /// What is wrong with it (boxed: it can carry a parser's error).
         #[source]
-        source: DecodeError,
+        source: Box<DecodeError>,
     },
 }
 
@@ -97,7 +97,7 @@ pub fn load(
         .map(Some)
         .map_err(|source| PersistError::Decode {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         })
 }
 

@@ -89,7 +89,11 @@ mod tests {
         let snap = f.cache.current();
         assert!(snap.ready, "served before any sync");
         assert!(snap.restored);
-        let ids: Vec<_> = snap.identities.iter().map(|i| i.entry_id.as_str()).collect();
+        let ids: Vec<_> = snap
+            .identities
+            .iter()
+            .map(|i| i.entry_id.as_str())
+            .collect();
         assert_eq!(ids, ["a", "b"]);
         assert_eq!(entry_ids(&f.manager), ["a", "b"]);
         assert!(

@@ -181,7 +181,11 @@ impl Write for Hashing<'_> {
 }
 
 /// Writes the identities and federated bundles of `snap`, saved by `agent`.
-pub(super) fn encode(out: &mut dyn Write, snap: &CacheSnapshot, agent: &SpiffeId) -> std::io::Result<()> {
+pub(super) fn encode(
+    out: &mut dyn Write,
+    snap: &CacheSnapshot,
+    agent: &SpiffeId,
+) -> std::io::Result<()> {
     let mut w = Hashing {
         inner: out,
         digest: Context::new(&SHA256),

@@ -172,7 +172,14 @@ fn a_damaged_or_foreign_file_is_refused_and_restore_ignores_it() {
     assert!(restore(&dir.path().join("a-dir"), &td(), &agent(), T0).is_none());
 }
 
-fn persister(dir: &Path) -> (Cache, PathBuf, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+fn persister(
+    dir: &Path,
+) -> (
+    Cache,
+    PathBuf,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
     let cache = Cache::new(td());
     let path = dir.join(FILE_NAME);
     let (stop, stop_rx) = watch::channel(false);
@@ -201,7 +208,11 @@ async fn the_persister_saves_changes_after_they_settle_and_at_shutdown() {
     task.await.unwrap();
     assert_ne!(std::fs::metadata(&path).unwrap().ino(), first, "rewritten");
     let r = load(&path, &td(), &agent(), T0).unwrap().unwrap();
-    assert_eq!(r.identities.len(), 2, "the last change was saved at shutdown");
+    assert_eq!(
+        r.identities.len(),
+        2,
+        "the last change was saved at shutdown"
+    );
 }
 
 #[tokio::test]
@@ -220,7 +231,10 @@ async fn the_persister_rewrites_nothing_when_nothing_it_saves_changed() {
     cache.publish(same);
     stop.send_replace(true);
     task.await.unwrap();
-    assert!(!path.exists(), "what the cache held at start counts as saved");
+    assert!(
+        !path.exists(),
+        "what the cache held at start counts as saved"
+    );
 
     let (cache, path, stop, task) = persister(dir.path());
     let mut not_ready = snapshot(vec![identity(&ca, "b", 600)]);
