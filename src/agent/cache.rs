@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::node::wire::AgentEntry;
 use crate::registration::Selector;
 use crate::spiffe::{Bundle, SpiffeId, TrustDomain};
 
@@ -59,6 +60,27 @@ impl std::fmt::Debug for WorkloadIdentity {
 }
 
 impl WorkloadIdentity {
+    /// The identity of `entry` with an SVID (chain, key, NotAfter).
+    pub fn issued(
+        entry: AgentEntry,
+        svid_chain: Vec<Vec<u8>>,
+        key_pkcs8: Vec<u8>,
+        not_after: i64,
+    ) -> Self {
+        WorkloadIdentity {
+            entry_id: entry.id,
+            spiffe_id: entry.spiffe_id,
+            selectors: entry.selectors,
+            hint: entry.hint,
+            federates_with: entry.federates_with,
+            created_at: entry.created_at,
+            revision: entry.revision,
+            svid_chain,
+            key_pkcs8,
+            not_after,
+        }
+    }
+
     /// Whether a caller with `caller` selectors is entitled to this identity.
     pub fn matches(&self, caller: &[Selector]) -> bool {
         !self.selectors.is_empty() && self.selectors.iter().all(|s| caller.contains(s))

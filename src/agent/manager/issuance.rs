@@ -116,18 +116,12 @@ impl Manager {
                 Held {
                     renew_at: svid_renew_at(issued_at, r.expires_at),
                     issuer_key_id,
-                    identity: Arc::new(WorkloadIdentity {
-                        entry_id: entry.id,
-                        spiffe_id: entry.spiffe_id,
-                        selectors: entry.selectors,
-                        hint: entry.hint,
-                        federates_with: entry.federates_with,
-                        created_at: entry.created_at,
-                        revision: entry.revision,
-                        svid_chain: r.cert_chain,
-                        key_pkcs8: key.pkcs8_der().to_vec(),
-                        not_after: r.expires_at,
-                    }),
+                    identity: Arc::new(WorkloadIdentity::issued(
+                        entry,
+                        r.cert_chain,
+                        key.pkcs8_der().to_vec(),
+                        r.expires_at,
+                    )),
                 },
             );
         }

@@ -22,7 +22,9 @@ use ring::digest::{Context, SHA256, SHA256_OUTPUT_LEN};
 
 use crate::agent::cache::{CacheSnapshot, WorkloadIdentity};
 use crate::ca::x509::X509Error;
-use crate::node::wire::{bundle_from_wire, bundle_to_wire, entry_from_wire, WireError};
+use crate::node::wire::{
+    bundle_from_wire, bundle_to_wire, entry_from_wire, selectors_to_wire, WireError,
+};
 use crate::proto::node;
 use crate::spiffe::{Bundle, SpiffeId, TrustDomain};
 
@@ -142,14 +144,7 @@ pub(crate) fn identity_entry(id: &WorkloadIdentity) -> node::Entry {
     node::Entry {
         id: id.entry_id.clone(),
         spiffe_id: id.spiffe_id.as_str().to_owned(),
-        selectors: id
-            .selectors
-            .iter()
-            .map(|s| node::Selector {
-                r#type: s.kind().to_owned(),
-                value: s.value().to_owned(),
-            })
-            .collect(),
+        selectors: selectors_to_wire(&id.selectors),
         federates_with: id
             .federates_with
             .iter()
@@ -299,18 +294,12 @@ fn identity(record: Record, td: &TrustDomain) -> Result<RestoredIdentity, Decode
         return Err(DecodeError::WrongSpiffeId { entry: entry.id });
     }
     Ok(RestoredIdentity {
-        identity: WorkloadIdentity {
-            entry_id: entry.id,
-            spiffe_id: entry.spiffe_id,
-            selectors: entry.selectors,
-            hint: entry.hint,
-            federates_with: entry.federates_with,
-            created_at: entry.created_at,
-            revision: entry.revision,
-            svid_chain: record.svid_chain,
-            key_pkcs8: record.key_pkcs8,
-            not_after: facts.not_after,
-        },
+        identity: WorkloadIdentity::issued(
+            entry,
+            record.svid_chain,
+            record.key_pkcs8,
+            facts.not_after,
+        ),
         not_before: facts.not_before,
         issuer_key_id: facts.authority_key_id,
     })
