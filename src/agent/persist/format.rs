@@ -47,15 +47,26 @@ struct Header {
     identities: u64,
 }
 
+/// Its Debug (prost's is skipped) leaves the key out.
 #[derive(Clone, PartialEq, prost::Message)]
-struct Record {
+#[prost(skip_debug)]
+pub(super) struct Record {
     #[prost(message, optional, tag = "1")]
-    entry: Option<node::Entry>,
+    pub(super) entry: Option<node::Entry>,
     /// DER, leaf first.
     #[prost(bytes = "vec", repeated, tag = "2")]
-    svid_chain: Vec<Vec<u8>>,
+    pub(super) svid_chain: Vec<Vec<u8>>,
     #[prost(bytes = "vec", tag = "3")]
-    key_pkcs8: Vec<u8>,
+    pub(super) key_pkcs8: Vec<u8>,
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("entry", &self.entry)
+            .field("svid_chain_len", &self.svid_chain.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a saved file is refused.

@@ -244,3 +244,18 @@ async fn the_persister_rewrites_nothing_when_nothing_it_saves_changed() {
     task.await.unwrap();
     assert!(!path.exists());
 }
+
+#[test]
+fn a_record_never_shows_its_key() {
+    let id = identity(&ca(), "a", 600);
+    let record = format::Record {
+        entry: Some(identity_entry(&id)),
+        svid_chain: id.svid_chain.clone(),
+        key_pkcs8: id.key_pkcs8.clone(),
+    };
+    let text = format!("{record:?}");
+    assert!(text.contains("entry-a"), "{text}");
+    let as_debug = format!("{:?}", id.key_pkcs8);
+    assert!(!text.contains(&as_debug[1..as_debug.len() - 1]), "{text}");
+    assert!(!text.contains("key_pkcs8"), "{text}");
+}
