@@ -185,7 +185,7 @@ pub trait JwtSvidSource: Send + Sync + 'static {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn td() -> TrustDomain {
@@ -196,7 +196,9 @@ mod tests {
         Selector::new("unix", v).unwrap()
     }
 
-    fn identity(id: &str, selectors: Vec<Selector>) -> Arc<WorkloadIdentity> {
+    /// An identity of example.org with a placeholder SVID (for tests that
+    /// look at which identity is served, not at its certificate).
+    pub(crate) fn identity(id: &str, selectors: Vec<Selector>) -> Arc<WorkloadIdentity> {
         Arc::new(WorkloadIdentity {
             entry_id: id.into(),
             spiffe_id: SpiffeId::new(&td(), &format!("/{id}")).unwrap(),

@@ -64,8 +64,8 @@ pub(super) async fn wait(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::cache::WorkloadIdentity;
-    use crate::spiffe::{SpiffeId, TrustDomain};
+    use crate::agent::cache::tests::identity;
+    use crate::spiffe::TrustDomain;
 
     /// A wait that must end on an event, never on its timeout.
     const LONG: Duration = Duration::from_secs(3_600);
@@ -84,21 +84,7 @@ mod tests {
         let mut s = CacheSnapshot::empty(td());
         s.identities = uids
             .iter()
-            .map(|uid| {
-                Arc::new(WorkloadIdentity {
-                    entry_id: (*uid).into(),
-                    spiffe_id: SpiffeId::new(&td(), &format!("/{}", uid.replace(':', "-")))
-                        .unwrap(),
-                    selectors: vec![sel(uid)],
-                    hint: String::new(),
-                    federates_with: Vec::new(),
-                    created_at: 0,
-                    revision: 1,
-                    svid_chain: vec![vec![1]],
-                    key_pkcs8: vec![2],
-                    not_after: 0,
-                })
-            })
+            .map(|uid| identity(&uid.replace(':', "-"), vec![sel(uid)]))
             .collect();
         s.ready = true;
         s.restored = restored;
