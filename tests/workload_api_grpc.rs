@@ -96,6 +96,7 @@ fn identity(d: &Domain, spec: Spec<'_>) -> Arc<WorkloadIdentity> {
         hint: spec.hint.into(),
         federates_with: spec.federates_with.iter().map(|t| td(t)).collect(),
         created_at: spec.n,
+        revision: 1,
         svid_chain: signed.chain,
         key_pkcs8: key.pkcs8_der().to_vec(),
         not_after: signed.not_after,

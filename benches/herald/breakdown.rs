@@ -65,6 +65,7 @@ fn identity(i: usize, selector: Selector) -> Arc<WorkloadIdentity> {
         hint: String::new(),
         federates_with: vec![],
         created_at: i as i64,
+        revision: 1,
         svid_chain: vec![vec![0x30; 600]],
         key_pkcs8: vec![0x30; 138],
         not_after: now_unix() + 3600,

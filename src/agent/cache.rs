@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::node::wire::AgentEntry;
 use crate::registration::Selector;
 use crate::spiffe::{Bundle, SpiffeId, TrustDomain};
 
@@ -32,6 +33,8 @@ pub struct WorkloadIdentity {
     pub federates_with: Vec<TrustDomain>,
     /// The entry's creation time; among identities with one hint, the oldest wins.
     pub created_at: i64,
+    /// The entry revision the SVID was issued for: a new revision re-issues.
+    pub revision: i64,
     /// DER chain, leaf first.
     pub svid_chain: Vec<Vec<u8>>,
     /// PKCS#8 DER of the SVID's key.
@@ -49,6 +52,7 @@ impl std::fmt::Debug for WorkloadIdentity {
             .field("hint", &self.hint)
             .field("federates_with", &self.federates_with)
             .field("created_at", &self.created_at)
+            .field("revision", &self.revision)
             .field("svid_chain_len", &self.svid_chain.len())
             .field("not_after", &self.not_after)
             .finish_non_exhaustive()
@@ -56,6 +60,27 @@ impl std::fmt::Debug for WorkloadIdentity {
 }
 
 impl WorkloadIdentity {
+    /// The identity of `entry` with an SVID (chain, key, NotAfter).
+    pub fn issued(
+        entry: AgentEntry,
+        svid_chain: Vec<Vec<u8>>,
+        key_pkcs8: Vec<u8>,
+        not_after: i64,
+    ) -> Self {
+        WorkloadIdentity {
+            entry_id: entry.id,
+            spiffe_id: entry.spiffe_id,
+            selectors: entry.selectors,
+            hint: entry.hint,
+            federates_with: entry.federates_with,
+            created_at: entry.created_at,
+            revision: entry.revision,
+            svid_chain,
+            key_pkcs8,
+            not_after,
+        }
+    }
+
     /// Whether a caller with `caller` selectors is entitled to this identity.
     pub fn matches(&self, caller: &[Selector]) -> bool {
         !self.selectors.is_empty() && self.selectors.iter().all(|s| caller.contains(s))
@@ -76,10 +101,20 @@ pub struct CacheSnapshot {
     pub federated: BTreeMap<TrustDomain, Arc<Bundle>>,
     /// Increases with every published snapshot.
     pub generation: u64,
-    /// False until the agent has synced with its server at least once; the
-    /// Workload API answers Unavailable (retry) rather than PermissionDenied
-    /// (no identity) while it is false.
+    /// False until the agent has something to serve: it synced with its
+    /// server, or restored the SVIDs it saved before a restart. The Workload
+    /// API answers Unavailable (retry) rather than PermissionDenied (no
+    /// identity) while it is false.
     pub ready: bool,
+    /// True while what is served was restored from the agent's data
+    /// directory and no sync with the server has confirmed it yet: a caller
+    /// without an identity gets Unavailable, since its entry may be one the
+    /// agent has not heard of.
+    pub restored: bool,
+    /// True once an attempt to reach the server failed, until a connection
+    /// succeeds: a request that the cache cannot answer fails at once
+    /// instead of waiting for a sync that is not coming.
+    pub server_unreachable: bool,
 }
 
 impl CacheSnapshot {
@@ -92,6 +127,8 @@ impl CacheSnapshot {
             federated: BTreeMap::new(),
             generation: 0,
             ready: false,
+            restored: false,
+            server_unreachable: false,
         }
     }
 
@@ -148,7 +185,7 @@ pub trait JwtSvidSource: Send + Sync + 'static {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn td() -> TrustDomain {
@@ -159,7 +196,9 @@ mod tests {
         Selector::new("unix", v).unwrap()
     }
 
-    fn identity(id: &str, selectors: Vec<Selector>) -> Arc<WorkloadIdentity> {
+    /// An identity of example.org with a placeholder SVID (for tests that
+    /// look at which identity is served, not at its certificate).
+    pub(crate) fn identity(id: &str, selectors: Vec<Selector>) -> Arc<WorkloadIdentity> {
         Arc::new(WorkloadIdentity {
             entry_id: id.into(),
             spiffe_id: SpiffeId::new(&td(), &format!("/{id}")).unwrap(),
@@ -167,6 +206,7 @@ mod tests {
             hint: String::new(),
             federates_with: Vec::new(),
             created_at: 0,
+            revision: 0,
             svid_chain: vec![vec![1]],
             key_pkcs8: vec![2],
             not_after: 0,

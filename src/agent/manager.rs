@@ -14,12 +14,14 @@
 //! The pieces: `stored` (the compact form entries are kept in),
 //! `sync_update` (applying one Sync message), `issuance` (which SVIDs
 //! are due, and getting them signed), `renewal` (when things are due, and
-//! the agent's own SVID), `session` (the connection loop).
+//! the agent's own SVID), `session` (the connection loop), `restore`
+//! (starting from the SVIDs saved before a restart).
 
 #[cfg(test)]
 mod fixture;
 mod issuance;
 mod renewal;
+mod restore;
 mod session;
 mod stored;
 mod sync_update;
@@ -98,6 +100,10 @@ pub struct Manager {
     held: BTreeMap<String, Held>,
     client: SharedClient,
     synced_once: bool,
+    /// Serving SVIDs saved before a restart, not yet confirmed by a sync.
+    restored: bool,
+    /// The last attempt to reach or stay connected to the server failed.
+    server_unreachable: bool,
     /// Key identifiers of tainted X.509 authorities.
     tainted_x509: HashSet<Vec<u8>>,
     tainted_jwt: Vec<String>,
@@ -139,6 +145,8 @@ impl Manager {
             held: BTreeMap::new(),
             client,
             synced_once: false,
+            restored: false,
+            server_unreachable: false,
             tainted_x509: HashSet::new(),
             tainted_jwt: Vec::new(),
             jwt_epoch,
@@ -171,7 +179,9 @@ impl Manager {
         snapshot.identities = identities;
         snapshot.bundle = Arc::new(self.bundle.clone());
         snapshot.federated = self.federated.clone();
-        snapshot.ready = self.synced_once;
+        snapshot.ready = self.synced_once || self.restored;
+        snapshot.restored = self.restored && !self.synced_once;
+        snapshot.server_unreachable = self.server_unreachable;
         self.cache.publish(snapshot);
     }
 }

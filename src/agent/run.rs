@@ -1,5 +1,7 @@
 //! Starting an agent: load (or obtain, with a join token) the agent SVID,
-//! start the manager, and serve the Workload API on its socket.
+//! restore the workload SVIDs saved before a restart, start the manager
+//! and the task that keeps them saved, and serve the Workload API on its
+//! socket.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -11,6 +13,7 @@ use super::cache::Cache;
 use super::h2_authority::ConnLimits;
 use super::jwt_source::NodeJwtSource;
 use super::manager::Manager;
+use super::persist::{self, Persister};
 use super::workload_api::{WorkloadApi, WorkloadApiLimits};
 use crate::ca::keys::pem_blocks;
 use crate::clock;
@@ -147,7 +150,7 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     let mut tasks = Vec::new();
     let spiffe_id = cred.spiffe_id.clone();
     let jwt_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let manager = Manager::new(
+    let mut manager = Manager::new(
         connector,
         store,
         cache.clone(),
@@ -157,7 +160,30 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
         jwt_epoch.clone(),
         clock.clone(),
     );
+    // Before the first connection: the Workload API serves what was saved
+    // even if the server never answers.
+    let svids_path = config.data_dir.join(persist::FILE_NAME);
+    let restored = {
+        let (path, td, id) = (
+            svids_path.clone(),
+            config.trust_domain.clone(),
+            spiffe_id.clone(),
+        );
+        let now = clock.now_unix();
+        tokio::task::spawn_blocking(move || persist::restore(&path, &td, &id, now))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading the saved workload SVIDs failed; ignored");
+                None
+            })
+    };
+    if let Some(restored) = restored {
+        manager.restore(restored);
+    }
+    // Made before the manager runs, so that it sees every change after the restore.
+    let persister = Persister::new(&cache, svids_path, spiffe_id.clone());
     tasks.push(tokio::spawn(manager.run(shutdown_rx.clone())));
+    tasks.push(tokio::spawn(persister.run(shutdown_rx.clone())));
 
     let limits = &config.workload_api;
     let api = WorkloadApi::new(

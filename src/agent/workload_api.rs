@@ -14,6 +14,7 @@
 //! synced yet, attestation failure, minting failure, shutdown).
 
 mod handler;
+mod ready;
 mod responses;
 mod stream;
 
@@ -32,7 +33,8 @@ use crate::agent::cache::{Cache, JwtSvidSource};
 use crate::agent::h2_authority::{self, ConnLimits, TrackRequestsLayer};
 use crate::proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 
-/// How long a request waits for the agent's first sync before answering Unavailable.
+/// How long a request waits for the agent's first sync before answering
+/// Unavailable (unless the server is known to be unreachable: then at once).
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default for `workload_api_max_concurrent_streams`: HTTP/2's recommended
@@ -120,7 +122,8 @@ impl WorkloadApi {
     }
 
     /// How long a request waits for the cache to become ready before
-    /// answering Unavailable (default 5 s).
+    /// answering Unavailable (default 5 s; no wait once the server is
+    /// known to be unreachable).
     pub fn with_ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
         self

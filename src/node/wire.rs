@@ -96,14 +96,7 @@ pub fn entry_to_wire(e: &RegistrationEntry) -> node::Entry {
         id: e.id.clone(),
         spiffe_id: e.spiffe_id.to_string(),
         parent_id: e.parent_id.to_string(),
-        selectors: e
-            .selectors
-            .iter()
-            .map(|s| node::Selector {
-                r#type: s.kind().to_string(),
-                value: s.value().to_string(),
-            })
-            .collect(),
+        selectors: selectors_to_wire(&e.selectors),
         x509_svid_ttl: i32::try_from(e.x509_svid_ttl).unwrap_or(i32::MAX),
         jwt_svid_ttl: i32::try_from(e.jwt_svid_ttl).unwrap_or(i32::MAX),
         dns_names: e.dns_names.clone(),
@@ -118,6 +111,17 @@ pub fn entry_to_wire(e: &RegistrationEntry) -> node::Entry {
         admin: e.admin,
         downstream: e.downstream,
     }
+}
+
+/// Selectors as sent to agents.
+pub fn selectors_to_wire(selectors: &[Selector]) -> Vec<node::Selector> {
+    selectors
+        .iter()
+        .map(|s| node::Selector {
+            r#type: s.kind().to_string(),
+            value: s.value().to_string(),
+        })
+        .collect()
 }
 
 /// What the agent needs of an entry, parsed and validated.

@@ -96,6 +96,13 @@ impl Proc {
         lines.join("\n")
     }
 
+    /// SIGKILL and reap: the process gets no chance to clean up. Later
+    /// calls, and [`Proc::stop`], see it already gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then wait (10 s at most, then SIGKILL). The exit status of
     /// a clean stop; None if it had to be killed. A process already reaped
     /// is not signalled again (its pid may belong to another by now).
@@ -123,7 +130,6 @@ impl Proc {
 impl Drop for Proc {
     /// Kills the process (it is ours) and reaps it.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

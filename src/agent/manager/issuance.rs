@@ -19,9 +19,8 @@ const SIGN_BATCH: usize = 500;
 
 /// An identity the manager holds, with what decides its next issuance.
 pub(super) struct Held {
+    /// The identity served, with the entry revision it was issued for.
     pub(super) identity: Arc<WorkloadIdentity>,
-    /// The entry revision it was issued for: a new revision re-issues.
-    pub(super) revision: i64,
     /// When it is due for renewal, unix seconds.
     pub(super) renew_at: i64,
     /// The signing CA's key identifier (the leaf's AKI), to spot SVIDs
@@ -42,7 +41,7 @@ impl Manager {
             .iter()
             .filter(|(id, e)| match self.held.get(*id) {
                 Some(h) => {
-                    h.revision != e.revision
+                    h.identity.revision != e.revision
                         || h.renew_at <= now
                         || h.issuer_key_id
                             .as_ref()
@@ -115,20 +114,14 @@ impl Manager {
             self.held.insert(
                 entry.id.clone(),
                 Held {
-                    revision: entry.revision,
                     renew_at: svid_renew_at(issued_at, r.expires_at),
                     issuer_key_id,
-                    identity: Arc::new(WorkloadIdentity {
-                        entry_id: entry.id,
-                        spiffe_id: entry.spiffe_id,
-                        selectors: entry.selectors,
-                        hint: entry.hint,
-                        federates_with: entry.federates_with,
-                        created_at: entry.created_at,
-                        svid_chain: r.cert_chain,
-                        key_pkcs8: key.pkcs8_der().to_vec(),
-                        not_after: r.expires_at,
-                    }),
+                    identity: Arc::new(WorkloadIdentity::issued(
+                        entry,
+                        r.cert_chain,
+                        key.pkcs8_der().to_vec(),
+                        r.expires_at,
+                    )),
                 },
             );
         }
@@ -217,7 +210,7 @@ mod tests {
         f.manager.hold_issued(results, keys, T0).unwrap();
         assert_eq!(held_ids(&f.manager), ["a"]);
         let a = &f.manager.held["a"];
-        assert_eq!(a.revision, 3);
+        assert_eq!(a.identity.revision, 3);
         assert_eq!(a.identity.svid_chain, chain_a);
         assert_eq!(a.identity.key_pkcs8, pkcs8_a);
         assert_eq!(a.identity.not_after, T0 + 600);

@@ -45,6 +45,7 @@ impl Manager {
                 }
             }
             *self.client.write().unwrap_or_else(|p| p.into_inner()) = None;
+            self.set_server_unreachable(true);
             self.prune_expired();
             let sleep = backoff + jitter(backoff / 4);
             tokio::select! {
@@ -62,6 +63,7 @@ impl Manager {
         let mut client = self.connector.authenticated(&self.cred).await?;
         let mut stream = client.sync(node::SyncRequest {}).await?.into_inner();
         *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
+        self.set_server_unreachable(false);
         // A new connection starts unacknowledged on the server's side, and
         // with a snapshot: nothing half-received on a lost one carries over.
         self.acked = 0;

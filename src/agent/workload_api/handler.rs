@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use super::stream::{self, ResponseStream};
-use super::{responses, WorkloadApi};
+use super::{ready, responses, WorkloadApi};
 use crate::agent::cache::CacheSnapshot;
 use crate::errors::Chain;
 use crate::proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
@@ -137,27 +137,12 @@ impl Handler {
         }
     }
 
-    /// A receiver positioned at the first ready snapshot, and that snapshot;
-    /// Unavailable if the cache is not ready within the timeout.
+    /// The cache once it can answer this caller (see [`ready::wait`]).
     async fn ready(
         &self,
+        caller: Option<&[Selector]>,
     ) -> Result<(watch::Receiver<Arc<CacheSnapshot>>, Arc<CacheSnapshot>), Status> {
-        let mut rx = self.api.cache.subscribe();
-        let waited = tokio::time::timeout(self.api.ready_timeout, async {
-            rx.wait_for(|s| s.ready).await.map(|snap| Arc::clone(&snap))
-        })
-        .await;
-        let snap = match waited {
-            Ok(Ok(snap)) => snap,
-            Ok(Err(_)) => return Err(Status::unavailable("the identity cache was closed")),
-            Err(_) => {
-                tracing::debug!("cache not ready");
-                return Err(Status::unavailable(
-                    "the agent has not synced with its server yet",
-                ));
-            }
-        };
-        Ok((rx, snap))
+        ready::wait(&self.api.cache, self.api.ready_timeout, caller).await
     }
 
     /// The common body of the three streams: attest once, wait for the
@@ -176,7 +161,7 @@ impl Handler {
         let stream_span = span.clone();
         async move {
             let selectors = self.attest(caller?).await?;
-            let (rx, snap) = self.ready().await?;
+            let (rx, snap) = self.ready(Some(&selectors)).await?;
             let first = build(&snap, &selectors).inspect_err(|s| {
                 tracing::debug!(code = ?s.code(), message = s.message(), "refused");
             })?;
@@ -209,7 +194,7 @@ impl Handler {
                 })?),
             };
         let selectors = self.attest(caller).await?;
-        let (_, snap) = self.ready().await?;
+        let (_, snap) = self.ready(Some(&selectors)).await?;
         let mut ids = responses::entitled(&snap, &selectors)?;
         if let Some(wanted) = &wanted {
             ids.retain(|id| &id.spiffe_id == wanted);
@@ -259,7 +244,7 @@ impl Handler {
         if req.svid.is_empty() {
             return Err(Status::invalid_argument("svid must be specified"));
         }
-        let (_, snap) = self.ready().await?;
+        let (_, snap) = self.ready(None).await?;
         let claims = crate::ca::verify_jwt_svid_with_leeway(
             &req.svid,
             |td| responses::bundle_for(&snap, td),

@@ -21,7 +21,9 @@ pub(super) const NO_IDENTITY: &str = "no identity issued";
 
 /// The identities the caller is entitled to, default first, keeping only
 /// the first (oldest: the cache is ordered by creation time) of several
-/// identities that share a non-empty hint. PermissionDenied when none.
+/// identities that share a non-empty hint. PermissionDenied when none,
+/// or Unavailable while the cache holds only SVIDs restored from disk
+/// (the caller's entry may be one the agent has not heard of yet).
 pub(super) fn entitled(
     snap: &CacheSnapshot,
     selectors: &[Selector],
@@ -38,6 +40,11 @@ pub(super) fn entitled(
             id.hint.is_empty() || hints.insert(id.hint.clone())
         })
         .collect();
+    if ids.is_empty() && snap.restored {
+        return Err(Status::unavailable(
+            "no saved identity for this caller, and the agent has not synced with its server since it restarted",
+        ));
+    }
     if ids.is_empty() {
         return Err(Status::permission_denied(NO_IDENTITY));
     }
@@ -216,6 +223,7 @@ mod tests {
             hint: hint.into(),
             federates_with: federates.iter().map(|t| td(t)).collect(),
             created_at: i64::from(n),
+            revision: 1,
             svid_chain: vec![vec![n, 1], vec![n, 2]],
             key_pkcs8: vec![n, 9],
             not_after: 0,
@@ -239,6 +247,8 @@ mod tests {
             federated,
             generation: 1,
             ready: true,
+            restored: false,
+            server_unreachable: false,
         }
     }
 
@@ -277,6 +287,16 @@ mod tests {
             assert_eq!(status.code(), tonic::Code::PermissionDenied);
             assert_eq!(status.message(), NO_IDENTITY);
         }
+    }
+
+    #[test]
+    fn no_identity_in_a_restored_cache_is_unavailable() {
+        let mut snap = snapshot(vec![identity(1, "uid:1", "", &[])]);
+        snap.restored = true;
+        let status = x509_svid_response(&snap, &[sel("uid:7")]).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        let resp = x509_svid_response(&snap, &[sel("uid:1")]).unwrap();
+        assert_eq!(resp.svids.len(), 1, "what was saved is served");
     }
 
     #[test]
