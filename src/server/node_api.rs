@@ -10,18 +10,20 @@
 mod agent_svid;
 mod attest;
 mod downstream;
+mod federated;
 mod svids;
 mod sync;
 #[cfg(test)]
 mod tests;
 
 pub use self::downstream::DownstreamPolicy;
+pub use self::federated::{FederatedCache, FederatedWire};
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -213,7 +215,10 @@ impl Node for NodeApi {
     async fn sync(&self, req: Request<node::SyncRequest>) -> Rpc<Self::SyncStream> {
         let agent = self.authenticate(&req).await?;
         let rx = self.open_sync(agent.spiffe_id).await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        // Each message takes its federated bundles from the shared set
+        // only now, as it is about to be encoded.
+        let updates = ReceiverStream::new(rx).map(|part| part.map(sync::SyncPart::into_update));
+        Ok(Response::new(Box::pin(updates)))
     }
 
     #[tracing::instrument(name = "node.batch_new_x509_svid", skip_all, fields(
@@ -247,7 +252,7 @@ impl NodeApi {
     async fn open_sync(
         &self,
         agent: SpiffeId,
-    ) -> Result<mpsc::Receiver<Result<node::SyncUpdate, Status>>, Status> {
+    ) -> Result<mpsc::Receiver<Result<sync::SyncPart, Status>>, Status> {
         // Subscribe before reading the snapshot, so no change falls between.
         let events = self.state.subscribe();
         let entries = self.authorized(&agent).await?;
