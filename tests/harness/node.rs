@@ -14,6 +14,8 @@ use herald::proto::node;
 use herald::spiffe::{SpiffeId, TrustDomain};
 use herald::tls::Roots;
 
+use super::cluster::Server;
+
 /// What an agent holds after attesting: the connector and its SVID.
 pub struct NodeAgent {
     pub id: SpiffeId,
@@ -57,6 +59,18 @@ impl NodeAgent {
             id,
             connector,
         }
+    }
+
+    /// Attests to the running `server` with a fresh join token, trusting
+    /// the roots of its bundle.
+    pub async fn join(server: &Server) -> NodeAgent {
+        let (token, _) = server.join_token();
+        let td = TrustDomain::new(&server.td).unwrap();
+        let pem = server.bundle_pem();
+        let roots = rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
+            .map(|c: Result<rustls_pki_types::CertificateDer<'static>, _>| c.unwrap().to_vec())
+            .collect();
+        NodeAgent::attest(server.node_addr, &td, roots, &token).await
     }
 
     /// Opens the Sync stream as this agent (over mTLS).

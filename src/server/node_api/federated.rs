@@ -10,37 +10,52 @@
 //! ([`super::sync::SyncPart`]). Memory follows the bundles' size, not the
 //! number of agents times it.
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use prost::bytes::{Bytes, BytesMut};
+use prost::encoding;
 use prost::Message as _;
 
 use super::sync::{chunk, MAX_BUNDLE_BYTES};
-use crate::node::wire::bundle_to_wire;
+use crate::node::wire::bundle_into_wire;
 use crate::proto::node;
 use crate::server::state::ServerState;
 use crate::store::StoreError;
 
 /// Every federated bundle the server holds, in wire form, ordered by trust
 /// domain (agents hand each workload only those its entries federate
-/// with), each at most [`MAX_BUNDLE_BYTES`].
+/// with), each at most [`MAX_BUNDLE_BYTES`]; encoded once, in groups that
+/// each fit one Sync message.
 #[derive(Debug, Default)]
 pub struct FederatedWire {
-    bundles: Vec<node::Bundle>,
-    /// `bundles` in consecutive groups that each fit one message.
-    groups: Vec<Range<usize>>,
+    /// Each group as the `federated_bundles` field of its message: key,
+    /// length and encoded bundle, for each bundle of the group. Every
+    /// stream sends these same bytes.
+    groups: Vec<Bytes>,
 }
 
+/// The field number of `SyncUpdate.federated_bundles` in node.proto.
+const FEDERATED_BUNDLES_FIELD: u32 = 6;
+
 impl FederatedWire {
-    /// The set of `bundles`, grouped into messages.
+    /// The set of `bundles`, grouped into messages and encoded.
     pub(super) fn new(bundles: Vec<node::Bundle>) -> FederatedWire {
-        let indices: Vec<usize> = (0..bundles.len()).collect();
-        let groups = chunk(indices, usize::MAX, |&i| bundles[i].encoded_len())
+        let groups = chunk(bundles, usize::MAX, |b| b.encoded_len())
             .into_iter()
-            .filter_map(|g| Some(*g.first()?..*g.last()? + 1))
+            .map(|group| {
+                let len = group
+                    .iter()
+                    .map(|b| encoding::message::encoded_len(FEDERATED_BUNDLES_FIELD, b))
+                    .sum();
+                let mut buf = BytesMut::with_capacity(len);
+                for b in &group {
+                    encoding::message::encode(FEDERATED_BUNDLES_FIELD, b, &mut buf);
+                }
+                buf.freeze()
+            })
             .collect();
-        FederatedWire { bundles, groups }
+        FederatedWire { groups }
     }
 
     /// Reads the federated bundles from the store. A bundle too large for
@@ -53,8 +68,7 @@ impl FederatedWire {
         bundles.sort_by(|a, b| a.trust_domain.cmp(&b.trust_domain));
         let mut wire = Vec::with_capacity(bundles.len());
         for b in bundles {
-            let w = bundle_to_wire(&b);
-            drop(b);
+            let w = bundle_into_wire(b);
             let size = w.encoded_len();
             if size > MAX_BUNDLE_BYTES {
                 tracing::warn!(
@@ -75,20 +89,25 @@ impl FederatedWire {
         self.groups.len()
     }
 
-    /// A copy of the bundles of message `group`, made when the message is
-    /// encoded.
+    /// The encoded bundles of message `group`, shared (not copied).
+    pub(super) fn encoded_group(&self, group: usize) -> Bytes {
+        self.groups.get(group).cloned().unwrap_or_default()
+    }
+
+    /// The bundles of message `group`, decoded: for the tonic path, which
+    /// encodes messages itself.
     pub(super) fn group(&self, group: usize) -> Vec<node::Bundle> {
-        self.groups
-            .get(group)
-            .and_then(|r| self.bundles.get(r.clone()))
-            .map(<[node::Bundle]>::to_vec)
+        // Bytes this type encoded decode; an empty set is the fallback
+        // that cannot happen.
+        node::SyncUpdate::decode(self.encoded_group(group))
+            .map(|u| u.federated_bundles)
             .unwrap_or_default()
     }
 
     /// Whether `other` holds the same bundles (cheap when it is the same
     /// version).
     pub(super) fn same_as(self: &Arc<Self>, other: &Arc<Self>) -> bool {
-        Arc::ptr_eq(self, other) || self.bundles == other.bundles
+        Arc::ptr_eq(self, other) || self.groups == other.groups
     }
 }
 
@@ -158,7 +177,8 @@ mod tests {
         let first = state.federated_wire().await.unwrap();
         let again = state.federated_wire().await.unwrap();
         assert!(Arc::ptr_eq(&first, &again));
-        let tds: Vec<_> = first.bundles.iter().map(|b| b.trust_domain.as_str()).collect();
+        let group = first.group(0);
+        let tds: Vec<_> = group.iter().map(|b| b.trust_domain.as_str()).collect();
         assert_eq!(tds, ["a.org", "b.org"]);
         assert_eq!(first.groups(), 1);
 

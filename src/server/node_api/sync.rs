@@ -44,8 +44,8 @@ pub(super) const MAX_BUNDLE_BYTES: usize = NODE_MAX_MESSAGE_SIZE / 2;
 pub(super) type Tx = mpsc::Sender<Result<SyncPart, Status>>;
 
 /// One message of a Sync stream as it waits to be sent: the federated
-/// bundles it carries stay in the shared [`FederatedWire`] until
-/// [`SyncPart::into_update`], which runs as the message is encoded. So a
+/// bundles it carries stay in the shared [`FederatedWire`], already
+/// encoded, and go out as those very bytes ([`super::sync_route`]). So a
 /// queue of messages to an agent holds a reference, not a copy.
 #[derive(Debug)]
 pub(super) struct SyncPart {
@@ -55,13 +55,22 @@ pub(super) struct SyncPart {
 }
 
 impl SyncPart {
-    /// The message itself.
+    /// The message, its federated bundles decoded: for tonic's own
+    /// encoding (and tests).
     pub(super) fn into_update(self) -> node::SyncUpdate {
         let mut update = self.update;
         if let Some((set, group)) = self.federated {
             update.federated_bundles = set.group(group);
         }
         update
+    }
+
+    /// The message as the agent's own part, still to be encoded, and the
+    /// shared encoding of its `federated_bundles` field to append: a
+    /// protobuf message is the concatenation of its fields, in any order.
+    pub(super) fn into_parts(self) -> (node::SyncUpdate, Option<prost::bytes::Bytes>) {
+        let shared = self.federated.map(|(set, group)| set.encoded_group(group));
+        (self.update, shared)
     }
 }
 
