@@ -262,8 +262,8 @@ async fn bad_endpoints_give_errors_that_say_why() {
         &roots,
         FetchLimits::with_timeout(Duration::from_millis(300)),
     )
-        .await
-        .unwrap_err();
+    .await
+    .unwrap_err();
     assert!(matches!(err.reason, FetchFailure::Timeout(_)), "{err}");
 
     // URLs that break the profile rules are refused before connecting.

@@ -18,7 +18,6 @@ mod harness;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,10 +26,9 @@ use harness::cluster::Server;
 use harness::config::ServerToml;
 use harness::dirs::free_port;
 use harness::hostile::{
-    bundle, drip_chunked, flood_forever, jwt_keys, ok_json, tiny_keys, trickle_forever,
-    x509_keys,
+    bundle, drip_chunked, flood_forever, jwt_keys, ok_json, tiny_keys, trickle_forever, x509_keys,
 };
-use harness::node::NodeAgent;
+use harness::node::SyncStreams;
 use harness::procfs::{cpu_time, hwm_mib, rss_bytes};
 use harness::web::{raw_request, serve_raw, serve_with, WebCa};
 use harness::workload::{raw_client, rt, with_header};
@@ -79,7 +77,10 @@ fn first_outcome(server: &Server, td: &str) -> serde_json::Value {
 }
 
 fn error_of(status: &serde_json::Value) -> String {
-    status["last_error"].as_str().unwrap_or_default().to_string()
+    status["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// What a server process used while `f` ran: CPU time and RSS growth.
@@ -147,7 +148,10 @@ fn a_dripping_peer_costs_linear_cpu_and_cannot_outlast_the_deadline() {
     let err = error_of(&status);
     assert!(err.contains("larger than 4194304 bytes"), "{err}");
     eprintln!("endless body: server RSS grew {} KiB", grown / 1024);
-    assert!(grown < 32 * MIB, "an endless body grew the server by {grown} bytes");
+    assert!(
+        grown < 32 * MIB,
+        "an endless body grew the server by {grown} bytes"
+    );
 }
 
 #[test]
@@ -250,70 +254,6 @@ fn a_bundle_of_26207_jwt_keys_is_stored_and_served_in_linear_time() {
     assert!(agent_cpu < Duration::from_secs(1), "{agent_cpu:?}");
 }
 
-/// Agents holding Sync streams, each counting the messages that carry a
-/// bundle of `td` whose first authority is padded with the `marker` byte
-/// (see [`x509_keys`]).
-struct Streams {
-    joined: usize,
-    synced: Arc<AtomicUsize>,
-    received: Arc<AtomicUsize>,
-    marker: Arc<AtomicUsize>,
-}
-
-impl Streams {
-    fn new() -> Streams {
-        Streams {
-            joined: 0,
-            synced: Arc::default(),
-            received: Arc::default(),
-            marker: Arc::default(),
-        }
-    }
-
-    /// Attests `n` more agents and opens their streams.
-    fn join(&mut self, rt: &tokio::runtime::Runtime, server: &Server, n: usize, td: &'static str) {
-        for _ in 0..n {
-            let agent = rt.block_on(NodeAgent::join(server));
-            let mut stream = rt.block_on(agent.sync());
-            let (synced, received, marker) =
-                (self.synced.clone(), self.received.clone(), self.marker.clone());
-            rt.spawn(async move {
-                let _agent = agent;
-                while let Some(Ok(update)) = stream.next().await {
-                    synced.fetch_add(usize::from(update.complete), Ordering::SeqCst);
-                    let wanted = marker.load(Ordering::SeqCst) as u8;
-                    let padded = |c: &Vec<u8>| c.windows(64).any(|w| w.iter().all(|b| *b == wanted));
-                    let hit = update.federated_bundles.iter().any(|b| {
-                        b.trust_domain == td && b.x509_authorities.first().is_some_and(padded)
-                    });
-                    received.fetch_add(usize::from(hit), Ordering::SeqCst);
-                }
-            });
-        }
-        self.joined += n;
-        wait_for(&self.synced, self.joined, "snapshots");
-    }
-
-    /// Counts from now the messages with the bundle padded with `marker`.
-    fn expect(&mut self, marker: u8) -> &mut Self {
-        self.marker.store(usize::from(marker), Ordering::SeqCst);
-        self.received.store(0, Ordering::SeqCst);
-        self
-    }
-
-    fn wait(&self) {
-        wait_for(&self.received, self.joined, "streams holding the bundle");
-    }
-}
-
-fn wait_for(counter: &AtomicUsize, n: usize, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while counter.load(Ordering::SeqCst) < n {
-        assert!(Instant::now() < deadline, "{what}: {counter:?} of {n}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn agents_share_one_copy_of_a_large_federated_bundle() {
     const AGENTS: usize = 40;
@@ -339,10 +279,19 @@ fn agents_share_one_copy_of_a_large_federated_bundle() {
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
         }
     }));
-    let mut streams = Streams::new();
-    let rotate = |streams: &mut Streams, to: u8| {
+    // Version `seed` is the bundle whose first certificate is padded with it.
+    let version = |seed: u8| {
+        move |b: &herald::proto::node::Bundle| {
+            b.trust_domain == "big.org"
+                && b.x509_authorities
+                    .first()
+                    .is_some_and(|c| c.windows(64).any(|w| w.iter().all(|x| *x == seed)))
+        }
+    };
+    let mut streams = SyncStreams::new();
+    let rotate = |streams: &mut SyncStreams, to: u8| {
         *serving.lock().unwrap() = Arc::new(versions[usize::from(to) - 1].clone());
-        streams.expect(to);
+        streams.expect(version(to));
         server.cli_ok(&["federation", "refresh", "--trust-domain", "big.org"]);
         streams.wait();
         std::thread::sleep(Duration::from_millis(500));
@@ -351,13 +300,13 @@ fn agents_share_one_copy_of_a_large_federated_bundle() {
     // and sent both ways once, and its allocator has seen the sizes.
     federate(&server, "big.org", peer);
     assert_eq!(error_of(&first_outcome(&server, "big.org")), "");
-    streams.expect(1).join(&rt, &server, 1, "big.org");
+    streams.expect(version(1)).join(&rt, &server, 1);
     streams.wait();
     rotate(&mut streams, 2);
     let (rss, hwm) = (rss_bytes(pid), hwm_mib(pid));
 
     // Snapshots: more agents connect and get the bundle.
-    streams.join(&rt, &server, AGENTS - 1, "big.org");
+    streams.join(&rt, &server, AGENTS - 1);
     streams.wait();
     std::thread::sleep(Duration::from_millis(500));
     let snapshots = rss_bytes(pid).saturating_sub(rss);
@@ -414,10 +363,16 @@ fn malformed_bundle_endpoint_requests_are_answered() {
     };
     let filler = "X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(400);
     for (request, status) in [
-        ("GET / HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n", "400"),
+        (
+            "GET / HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n",
+            "400",
+        ),
         ("GET / HTTP/9.9\r\nHost: localhost\r\n\r\n", "400"),
         ("G\u{1}T / HTTP/1.1\r\n\r\n", "400"),
-        (&format!("GET / HTTP/1.1\r\nHost: localhost\r\n{filler}\r\n"), "431"),
+        (
+            &format!("GET / HTTP/1.1\r\nHost: localhost\r\n{filler}\r\n"),
+            "431",
+        ),
     ] {
         let response = ask(request);
         assert!(

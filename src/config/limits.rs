@@ -201,7 +201,9 @@ impl ListenerLimits {
                     if s > MAX_FEDERATION_FETCH_TIMEOUT_SECS {
                         return Err(c.invalid(
                             key,
-                            format!("must be at most {MAX_FEDERATION_FETCH_TIMEOUT_SECS}s, got {v:?}"),
+                            format!(
+                                "must be at most {MAX_FEDERATION_FETCH_TIMEOUT_SECS}s, got {v:?}"
+                            ),
                         ));
                     }
                     Duration::from_secs(s.unsigned_abs())

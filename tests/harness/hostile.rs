@@ -50,7 +50,10 @@ pub fn jwt_keys(n: usize) -> Vec<Value> {
 pub fn x509_keys(n: usize, padding: usize, seed: u8) -> Vec<Value> {
     let key = rcgen::KeyPair::generate().unwrap();
     let raw = key.public_key_raw();
-    let (x, y) = (URL_SAFE_NO_PAD.encode(&raw[1..33]), URL_SAFE_NO_PAD.encode(&raw[33..65]));
+    let (x, y) = (
+        URL_SAFE_NO_PAD.encode(&raw[1..33]),
+        URL_SAFE_NO_PAD.encode(&raw[33..65]),
+    );
     (0..n)
         .map(|i| {
             let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();

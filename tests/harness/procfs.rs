@@ -39,7 +39,8 @@ pub fn cpu_time(pid: u32) -> Duration {
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after
     // the name and state.
-    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     // USER_HZ: 100 on every Linux architecture /proc reports to.
     Duration::from_millis(ticks * 10)
 }

@@ -245,7 +245,9 @@ mod tests {
         let url = EndpointUrl::parse("https://localhost/").unwrap();
         assert!(matches!(
             get(client, &url).await,
-            Err(HttpError::TooLarge { limit: MAX_RESPONSE })
+            Err(HttpError::TooLarge {
+                limit: MAX_RESPONSE
+            })
         ));
     }
 

@@ -40,8 +40,8 @@ mod schedule;
 mod storing;
 
 use super::fetch::{FetchError, FetchLimits};
-use crate::config::limits;
 use super::web_roots::WebRoots;
+use crate::config::limits;
 use crate::server::state::ServerState;
 use crate::spiffe::{Bundle, TrustDomain};
 use crate::store::StoreError;

@@ -263,11 +263,7 @@ pub(super) fn split_update(
 
 /// `items` in order, in groups of at most `max_items` and (unless one item
 /// alone is larger) [`CHUNK_BYTES`] by `size`; none when `items` is empty.
-pub(super) fn chunk<T>(
-    items: Vec<T>,
-    max_items: usize,
-    size: impl Fn(&T) -> usize,
-) -> Vec<Vec<T>> {
+pub(super) fn chunk<T>(items: Vec<T>, max_items: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
     // Field tag and length prefix of each item on the wire.
     const PER_ITEM: usize = 6;
     let mut out: Vec<Vec<T>> = Vec::new();

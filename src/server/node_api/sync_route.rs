@@ -51,8 +51,7 @@ impl<S: NamedService> NamedService for SharedSync<S> {
 
 impl<S> tower::Service<Request<Body>> for SharedSync<S>
 where
-    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + NamedService,
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible> + NamedService,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;

@@ -39,7 +39,7 @@ pub(super) fn check(json: &[u8], max_keys: usize) -> Result<(), BundleError> {
         over: Cell::new(None),
     };
     let mut de = serde_json::Deserializer::from_slice(json);
-    let counted = Document(&budget).deserialize(&mut de);
+    let counted = Value(&budget, Role::Document).deserialize(&mut de);
     match (budget.over.get(), counted) {
         (Some(Over::Keys), _) => Err(BundleError::TooManyKeys { limit: max_keys }),
         (Some(Over::Values), _) => Err(BundleError::TooManyValues {
@@ -80,144 +80,26 @@ impl Budget {
     }
 }
 
-/// The top level: an object whose `keys` member is counted element by element.
-struct Document<'a>(&'a Budget);
+/// Where a value sits: the document, its `keys` array, or anywhere else.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Document,
+    Keys,
+    Other,
+}
 
-impl<'de> DeserializeSeed<'de> for Document<'_> {
+/// One value, counted with everything inside it.
+struct Value<'a>(&'a Budget, Role);
+
+impl<'de> DeserializeSeed<'de> for Value<'_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(DocumentVisitor(self.0))
+        d.deserialize_any(self)
     }
 }
 
-struct DocumentVisitor<'a>(&'a Budget);
-
-impl<'de> Visitor<'de> for DocumentVisitor<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a SPIFFE bundle")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        self.0.count()?;
-        while let Some(name) = map.next_key::<String>()? {
-            if name == "keys" {
-                map.next_value_seed(Keys(self.0))?;
-            } else {
-                map.next_value_seed(Any(self.0))?;
-            }
-        }
-        Ok(())
-    }
-
-    // Not an object: the real parse says so.
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        Ok(())
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-}
-
-/// `keys`: an array whose elements are counted against `max_keys`.
-struct Keys<'a>(&'a Budget);
-
-impl<'de> DeserializeSeed<'de> for Keys<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(KeysVisitor(self.0))
-    }
-}
-
-struct KeysVisitor<'a>(&'a Budget);
-
-impl<'de> Visitor<'de> for KeysVisitor<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of keys")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        self.0.count()?;
-        let mut keys = 0usize;
-        while seq.next_element_seed(Any(self.0))?.is_some() {
-            keys += 1;
-            if keys > self.0.max_keys {
-                return Err(self.0.stop(Over::Keys));
-            }
-        }
-        Ok(())
-    }
-
-    // Not an array: counted like anything else; the real parse says so.
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        AnyVisitor(self.0).visit_map(map)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-}
-
-/// Any value, counted with everything inside it.
-struct Any<'a>(&'a Budget);
-
-impl<'de> DeserializeSeed<'de> for Any<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(AnyVisitor(self.0))
-    }
-}
-
-struct AnyVisitor<'a>(&'a Budget);
-
-impl<'de> Visitor<'de> for AnyVisitor<'_> {
+impl<'de> Visitor<'de> for Value<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -225,15 +107,35 @@ impl<'de> Visitor<'de> for AnyVisitor<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        self.0.count()?;
-        while seq.next_element_seed(Any(self.0))?.is_some() {}
+        let Value(budget, role) = self;
+        budget.count()?;
+        let mut elements = 0usize;
+        while seq.next_element_seed(Value(budget, Role::Other))?.is_some() {
+            elements += 1;
+            if role == Role::Keys && elements > budget.max_keys {
+                return Err(budget.stop(Over::Keys));
+            }
+        }
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        self.0.count()?;
-        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
-            map.next_value_seed(Any(self.0))?;
+        let Value(budget, role) = self;
+        budget.count()?;
+        if role == Role::Document {
+            // Member names one at a time, to find `keys`.
+            while let Some(name) = map.next_key::<String>()? {
+                let role = if name == "keys" {
+                    Role::Keys
+                } else {
+                    Role::Other
+                };
+                map.next_value_seed(Value(budget, role))?;
+            }
+        } else {
+            while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                map.next_value_seed(Value(budget, Role::Other))?;
+            }
         }
         Ok(())
     }
@@ -293,7 +195,10 @@ mod tests {
             check(junk(limit - 2).as_bytes(), 2),
             Err(BundleError::TooManyValues { limit: l }) if l == limit
         ));
-        let fat_key = format!("{{\"keys\":[{{\"a\":[{}]}}]}}", vec!["\"s\""; limit].join(","));
+        let fat_key = format!(
+            "{{\"keys\":[{{\"a\":[{}]}}]}}",
+            vec!["\"s\""; limit].join(",")
+        );
         assert!(matches!(
             check(fat_key.as_bytes(), 2),
             Err(BundleError::TooManyValues { .. })
@@ -302,7 +207,14 @@ mod tests {
 
     #[test]
     fn malformed_documents_are_left_to_the_parser() {
-        for doc in ["", "{", "[1,2]", "\"keys\"", "{\"keys\":{}}", "{\"keys\":7}"] {
+        for doc in [
+            "",
+            "{",
+            "[1,2]",
+            "\"keys\"",
+            "{\"keys\":{}}",
+            "{\"keys\":7}",
+        ] {
             assert!(check(doc.as_bytes(), 1).is_ok(), "{doc}");
         }
     }
