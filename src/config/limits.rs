@@ -262,21 +262,24 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e = parse("node_max_concurrent_streams = 0").unwrap_err();
-        assert!(
-            e.to_string().contains("limits.node_max_concurrent_streams"),
-            "{e}"
-        );
-        let e = parse("idle_timeout = \"soon\"").unwrap_err();
-        assert!(e.to_string().contains("limits.idle_timeout"), "{e}");
-        let e = parse("federation_max_bundle_keys = 0").unwrap_err();
-        assert!(
-            e.to_string().contains("limits.federation_max_bundle_keys"),
-            "{e}"
-        );
-        let e = parse("federation_fetch_timeout = \"1h\"").unwrap_err();
-        assert!(e.to_string().contains("at most 300s"), "{e}");
-        let e = parse("no_such_limit = 1").unwrap_err();
-        assert!(e.to_string().contains("no_such_limit"), "{e}");
+        for (text, needle) in [
+            (
+                "node_max_concurrent_streams = 0",
+                "limits.node_max_concurrent_streams",
+            ),
+            ("idle_timeout = \"soon\"", "limits.idle_timeout"),
+            (
+                "federation_max_bundle_keys = 0",
+                "limits.federation_max_bundle_keys",
+            ),
+            (
+                "federation_fetch_timeout = \"1h\"",
+                "limits.federation_fetch_timeout: must be at most 300s",
+            ),
+            ("no_such_limit = 1", "no_such_limit"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
     }
 }
