@@ -9,8 +9,9 @@
 //! federated bundles are each split by a byte budget, so many or large
 //! foreign bundles spread over several messages instead of growing one.
 //!
-//! Federated bundles come from the server-wide [`FederatedWire`], shared by
-//! every stream; a message carries them only from the moment it is encoded.
+//! Federated bundles come from the server-wide [`FederatedWire`], decoded
+//! and encoded once and shared by every stream; a queued message refers to
+//! it, and [`super::sync_route`] sends its bytes as they are.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
