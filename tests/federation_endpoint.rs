@@ -11,10 +11,14 @@ use std::time::Duration;
 use harness::dirs::free_port;
 use harness::peer::Peer;
 use harness::web::{raw_request, serve_raw, spiffe_relationship, web_relationship, WebCa};
-use herald::server::federation::{fetch_bundle, FetchFailure, WebRoots};
+use herald::config::limits::DEFAULT_FEDERATION_MAX_BUNDLE_KEYS;
+use herald::server::federation::{fetch_bundle, FetchFailure, FetchLimits, WebRoots};
 use herald::spiffe::{Bundle, TrustDomain};
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+const TIMEOUT: FetchLimits = FetchLimits {
+    timeout: Duration::from_secs(10),
+    max_keys: DEFAULT_FEDERATION_MAX_BUNDLE_KEYS,
+};
 
 #[tokio::test]
 async fn https_spiffe_endpoint_serves_the_bundle_to_the_right_endpoint_id() {
@@ -252,9 +256,14 @@ async fn bad_endpoints_give_errors_that_say_why() {
         "b.org",
         format!("https://localhost:{}/", silent.local_addr().unwrap().port()),
     );
-    let err = fetch_bundle(&rel, &[], &roots, Duration::from_millis(300))
-        .await
-        .unwrap_err();
+    let err = fetch_bundle(
+        &rel,
+        &[],
+        &roots,
+        FetchLimits::with_timeout(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err.reason, FetchFailure::Timeout(_)), "{err}");
 
     // URLs that break the profile rules are refused before connecting.

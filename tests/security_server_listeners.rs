@@ -23,7 +23,6 @@ use der::Decode as _;
 use harness::cluster::Server;
 use harness::node::NodeAgent;
 use herald::proto::node;
-use herald::spiffe::TrustDomain;
 use x509_cert::ext::pkix::BasicConstraints;
 use x509_cert::Certificate;
 
@@ -39,19 +38,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn roots(server: &Server) -> Vec<Vec<u8>> {
-    let pem = server.bundle_pem();
-    rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
-        .map(|c: Result<rustls_pki_types::CertificateDer<'static>, _>| c.unwrap().to_vec())
-        .collect()
-}
-
-async fn attest(server: &Server) -> NodeAgent {
-    let (token, _) = server.join_token();
-    let td = TrustDomain::new(&server.td).unwrap();
-    NodeAgent::attest(server.node_addr, &td, roots(server), &token).await
-}
-
 #[test]
 fn anonymous_unfinished_messages_are_not_buffered() {
     let server = Server::start_temp();
@@ -59,7 +45,7 @@ fn anonymous_unfinished_messages_are_not_buffered() {
     let rt = runtime();
     rt.block_on(async {
         // Warm up the allocator and the code paths an attestation takes.
-        attest(&server).await;
+        NodeAgent::join(&server).await;
         let before = rss_bytes(pid);
         // 4 connections x 16 streams x 4 MiB each, announcing 16 MiB
         // messages: 256 MiB attempted.
@@ -102,7 +88,7 @@ fn anonymous_unfinished_messages_are_not_buffered() {
         );
         drop(streams);
         // The server still attests a real agent.
-        let agent = attest(&server).await;
+        let agent = NodeAgent::join(&server).await;
         assert!(agent.id.to_string().contains("/herald/agent/"));
     });
 }
@@ -241,7 +227,7 @@ fn downstream_ca_case(extra: &str, max_ttl: i64) {
     let mut server = Server::start(dir.path(), extra);
     let rt = runtime();
     let (serial, caller, not_after) = rt.block_on(async {
-        let agent = attest(&server).await;
+        let agent = NodeAgent::join(&server).await;
         server.create_entry(
             "spiffe://example.org/downstream",
             &agent.id.to_string(),

@@ -1,7 +1,8 @@
 //! The `[limits]` table of `server.toml`: how many connections and streams
-//! each of the server's listeners accepts, and when an idle or silent
-//! connection is closed. Every key is optional; the defaults suit a trust
-//! domain of a few thousand agents, some of them behind one NAT address.
+//! each of the server's listeners accepts, when an idle or silent
+//! connection is closed, and how much a federation peer's bundle may cost.
+//! Every key is optional; the defaults suit a trust domain of a few
+//! thousand agents, some of them behind one NAT address.
 //!
 //! Before a node API peer is authenticated it may only attest, so what an
 //! anonymous connection may hold is far smaller than what an agent's may
@@ -15,6 +16,19 @@ use serde::Deserialize;
 
 use super::check::Checker;
 use super::ConfigError;
+
+/// Keys a fetched foreign bundle may hold unless configured. Real bundles
+/// hold a handful (SPIRE publishes 2 or 3 of each kind around a rotation);
+/// a thousand leaves room for a trust domain with many upstream roots,
+/// while a peer cannot make every agent hold and encode 100,000 (issue 18).
+pub const DEFAULT_FEDERATION_MAX_BUNDLE_KEYS: usize = 1000;
+
+/// How long one fetch of a foreign bundle may take, redirects included,
+/// unless configured.
+pub const DEFAULT_FEDERATION_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest `federation_fetch_timeout` accepted.
+const MAX_FEDERATION_FETCH_TIMEOUT_SECS: i64 = 300;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +44,8 @@ struct RawLimits {
     http2_keepalive_interval: Option<String>,
     http2_keepalive_timeout: Option<String>,
     idle_timeout: Option<String>,
+    federation_max_bundle_keys: Option<u32>,
+    federation_fetch_timeout: Option<String>,
 }
 
 /// Connection, stream and time limits of the server's listeners.
@@ -59,6 +75,11 @@ pub struct ListenerLimits {
     /// A node or admin connection with no open stream for this long is
     /// closed.
     pub idle_timeout: Duration,
+    /// Elements of `keys` a fetched foreign bundle may hold (skipped ones
+    /// included); a larger bundle is refused and the last good one kept.
+    pub federation_max_bundle_keys: usize,
+    /// One fetch of a foreign bundle, connection and redirects included.
+    pub federation_fetch_timeout: Duration,
 }
 
 impl Default for ListenerLimits {
@@ -75,6 +96,8 @@ impl Default for ListenerLimits {
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(300),
+            federation_max_bundle_keys: DEFAULT_FEDERATION_MAX_BUNDLE_KEYS,
+            federation_fetch_timeout: DEFAULT_FEDERATION_FETCH_TIMEOUT,
         }
     }
 }
@@ -165,6 +188,28 @@ impl ListenerLimits {
                 d.http2_keepalive_timeout,
             )?,
             idle_timeout: secs("limits.idle_timeout", &raw.idle_timeout, d.idle_timeout)?,
+            federation_max_bundle_keys: count(
+                "limits.federation_max_bundle_keys",
+                raw.federation_max_bundle_keys,
+                d.federation_max_bundle_keys,
+                1_000_000,
+            )?,
+            federation_fetch_timeout: match &raw.federation_fetch_timeout {
+                Some(v) => {
+                    let key = "limits.federation_fetch_timeout";
+                    let s = c.duration(key, v, 1)?;
+                    if s > MAX_FEDERATION_FETCH_TIMEOUT_SECS {
+                        return Err(c.invalid(
+                            key,
+                            format!(
+                                "must be at most {MAX_FEDERATION_FETCH_TIMEOUT_SECS}s, got {v:?}"
+                            ),
+                        ));
+                    }
+                    Duration::from_secs(s.unsigned_abs())
+                }
+                None => d.federation_fetch_timeout,
+            },
         })
     }
 }
@@ -204,21 +249,37 @@ mod tests {
 
     #[test]
     fn values_are_read() {
-        let l = parse("node_max_connections_per_peer = 3\nidle_timeout = \"1m\"").unwrap();
+        let l = parse(
+            "node_max_connections_per_peer = 3\nidle_timeout = \"1m\"\n\
+             federation_max_bundle_keys = 20\nfederation_fetch_timeout = \"5s\"",
+        )
+        .unwrap();
         assert_eq!(l.node_max_connections_per_peer, 3);
         assert_eq!(l.idle_timeout, Duration::from_secs(60));
+        assert_eq!(l.federation_max_bundle_keys, 20);
+        assert_eq!(l.federation_fetch_timeout, Duration::from_secs(5));
     }
 
     #[test]
     fn errors_name_the_key() {
-        let e = parse("node_max_concurrent_streams = 0").unwrap_err();
-        assert!(
-            e.to_string().contains("limits.node_max_concurrent_streams"),
-            "{e}"
-        );
-        let e = parse("idle_timeout = \"soon\"").unwrap_err();
-        assert!(e.to_string().contains("limits.idle_timeout"), "{e}");
-        let e = parse("no_such_limit = 1").unwrap_err();
-        assert!(e.to_string().contains("no_such_limit"), "{e}");
+        for (text, needle) in [
+            (
+                "node_max_concurrent_streams = 0",
+                "limits.node_max_concurrent_streams",
+            ),
+            ("idle_timeout = \"soon\"", "limits.idle_timeout"),
+            (
+                "federation_max_bundle_keys = 0",
+                "limits.federation_max_bundle_keys",
+            ),
+            (
+                "federation_fetch_timeout = \"1h\"",
+                "limits.federation_fetch_timeout: must be at most 300s",
+            ),
+            ("no_such_limit = 1", "no_such_limit"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
     }
 }

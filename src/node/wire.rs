@@ -47,15 +47,20 @@ fn bad(field: &'static str, cause: impl Into<WireCause>) -> WireError {
 
 /// A bundle as sent to agents.
 pub fn bundle_to_wire(b: &Bundle) -> node::Bundle {
+    bundle_into_wire(b.clone())
+}
+
+/// [`bundle_to_wire`], taking the bundle: a large one is not copied.
+pub fn bundle_into_wire(b: Bundle) -> node::Bundle {
     node::Bundle {
         trust_domain: b.trust_domain.name().to_string(),
-        x509_authorities: b.x509_authorities.clone(),
+        x509_authorities: b.x509_authorities,
         jwt_authorities: b
             .jwt_authorities
-            .iter()
+            .into_iter()
             .map(|a| node::JwtKey {
-                key_id: a.key_id.clone(),
-                public_key: a.public_key.clone(),
+                key_id: a.key_id,
+                public_key: a.public_key,
                 expires_at: a.expires_at.unwrap_or(0),
             })
             .collect(),

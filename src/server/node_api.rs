@@ -10,18 +10,22 @@
 mod agent_svid;
 mod attest;
 mod downstream;
+mod federated;
 mod svids;
 mod sync;
+mod sync_route;
 #[cfg(test)]
 mod tests;
 
 pub use self::downstream::DownstreamPolicy;
+pub use self::federated::{FederatedCache, FederatedWire};
+pub use self::sync_route::SharedSync;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -209,11 +213,12 @@ impl Node for NodeApi {
 
     type SyncStream = SyncStream;
 
-    #[tracing::instrument(name = "node.sync", skip_all, fields(agent))]
+    /// Served by [`SharedSync`] on the node listener; this is tonic's
+    /// path to the same stream, its messages encoded by tonic.
     async fn sync(&self, req: Request<node::SyncRequest>) -> Rpc<Self::SyncStream> {
-        let agent = self.authenticate(&req).await?;
-        let rx = self.open_sync(agent.spiffe_id).await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let rx = self.start_sync(&req).await?;
+        let updates = ReceiverStream::new(rx).map(|part| part.map(sync::SyncPart::into_update));
+        Ok(Response::new(Box::pin(updates)))
     }
 
     #[tracing::instrument(name = "node.batch_new_x509_svid", skip_all, fields(
@@ -241,13 +246,23 @@ fn token_prefix(req: &Request<AttestRequest>) -> String {
 }
 
 impl NodeApi {
+    /// Authenticates a Sync call and starts its stream.
+    #[tracing::instrument(name = "node.sync", skip_all, fields(agent))]
+    async fn start_sync<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<mpsc::Receiver<Result<sync::SyncPart, Status>>, Status> {
+        let agent = self.authenticate(req).await?;
+        self.open_sync(agent.spiffe_id).await
+    }
+
     /// Starts an agent's Sync stream: subscribes to changes, reads the
     /// snapshot, and pushes both from a task of its own (in the current
     /// span) until the agent goes away.
     async fn open_sync(
         &self,
         agent: SpiffeId,
-    ) -> Result<mpsc::Receiver<Result<node::SyncUpdate, Status>>, Status> {
+    ) -> Result<mpsc::Receiver<Result<sync::SyncPart, Status>>, Status> {
         // Subscribe before reading the snapshot, so no change falls between.
         let events = self.state.subscribe();
         let entries = self.authorized(&agent).await?;

@@ -210,8 +210,12 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     // --- federation: relationships, refresher, bundle endpoint ---------------
     super::federation::apply_configured_relationships(&state, &config.federation).await?;
     let web_roots = super::federation::WebRoots::load(config.federation.web_roots_path.as_deref())?;
-    let (refresher, refresher_task) =
-        super::federation::spawn_refresher(state.clone(), web_roots, shutdown_rx.clone());
+    let (refresher, refresher_task) = super::federation::spawn_refresher_with(
+        state.clone(),
+        web_roots,
+        super::federation::RefresherSettings::from_limits(&config.limits),
+        shutdown_rx.clone(),
+    );
     tasks.push(refresher_task);
     let bundle_endpoint = match &config.federation.bundle_endpoint {
         Some(endpoint) => Some(

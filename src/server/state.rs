@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{broadcast, Notify};
 
 use super::authorities::Authorities;
+use super::node_api::{FederatedCache, FederatedWire};
 use crate::ca::KeyManager;
 use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::store::{DataStore, StoreError};
@@ -66,6 +67,7 @@ pub struct ServerState {
     events: broadcast::Sender<ServerEvent>,
     agents: Mutex<HashMap<SpiffeId, ConnectedAgent>>,
     acks: Notify,
+    federated: FederatedCache,
 }
 
 /// A connected agent: how many Sync streams it has open, and the highest
@@ -125,6 +127,7 @@ impl ServerState {
             events,
             agents: Mutex::new(HashMap::new()),
             acks: Notify::new(),
+            federated: FederatedCache::default(),
         })
     }
 
@@ -197,7 +200,23 @@ impl ServerState {
 
     /// Announces a change; having no listener is fine.
     pub fn publish(&self, event: ServerEvent) {
+        if event == ServerEvent::BundleChanged {
+            self.federated.invalidate();
+        }
         let _ = self.events.send(event);
+    }
+
+    /// A federated bundle was stored with nothing new for agents (a newer
+    /// sequence, the same authorities): the shared wire form is reloaded
+    /// when next read, without waking any stream.
+    pub fn bundle_stored_quietly(&self) {
+        self.federated.invalidate();
+    }
+
+    /// The federated bundles as Sync sends them: one copy, decoded once
+    /// per change, shared by every agent's stream.
+    pub async fn federated_wire(&self) -> Result<Arc<FederatedWire>, StoreError> {
+        self.federated.get(self).await
     }
 
     /// Listens for changes.

@@ -13,8 +13,11 @@ use x509_cert::Certificate;
 use super::id::TrustDomain;
 use super::jwk::JwkError;
 
+mod budget;
 mod decode;
 mod encode;
+
+pub use budget::VALUES_PER_KEY;
 
 const USE_X509: &str = "x509-svid";
 const USE_JWT: &str = "jwt-svid";
@@ -32,6 +35,20 @@ pub enum BundleError {
     /// `keys` is absent; the spec requires it even when there are no keys.
     #[error("bundle has no `keys` member (it is required, even if empty)")]
     MissingKeys,
+    /// `keys` holds more elements than the reader accepts (for a peer's
+    /// bundle, the server's `limits.federation_max_bundle_keys`).
+    #[error("bundle has more than {limit} keys")]
+    TooManyKeys {
+        /// The most accepted.
+        limit: usize,
+    },
+    /// The document holds more JSON values than its key limit allows
+    /// ([`VALUES_PER_KEY`] per key), wherever they are.
+    #[error("bundle has more than {limit} JSON values")]
+    TooManyValues {
+        /// The most accepted.
+        limit: usize,
+    },
     /// `keys` is not an array.
     #[error("bundle member `keys` must be an array")]
     KeysNotArray,

@@ -15,6 +15,8 @@
 //! - [`admin`]: the admin API of an in-process server, and its request helpers.
 //! - [`web`]: a test Web PKI and raw HTTPS for the federation bundle endpoint.
 //! - [`openssl`]: OpenSSL as an independent verifier.
+//! - [`procfs`]: a process's memory and CPU time, from /proc.
+//! - [`hostile`]: federation peers that misbehave, and the bundles they serve.
 //!
 //! Each harness file imports the few `herald` types it needs at its top,
 //! so a module that moves in `src/` is a handful of `use` lines to follow.
@@ -27,9 +29,11 @@ pub mod bin;
 pub mod cluster;
 pub mod config;
 pub mod dirs;
+pub mod hostile;
 pub mod node;
 pub mod openssl;
 pub mod peer;
 pub mod process;
+pub mod procfs;
 pub mod web;
 pub mod workload;

@@ -5,7 +5,11 @@
 //! of issuance calls without a Workload API in between).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
 
 use herald::ca::{KeyPair, KeyType};
 use herald::node::make_csr;
@@ -13,6 +17,8 @@ use herald::node::{AgentCredential, ServerConnector};
 use herald::proto::node;
 use herald::spiffe::{SpiffeId, TrustDomain};
 use herald::tls::Roots;
+
+use super::cluster::Server;
 
 /// What an agent holds after attesting: the connector and its SVID.
 pub struct NodeAgent {
@@ -59,6 +65,18 @@ impl NodeAgent {
         }
     }
 
+    /// Attests to the running `server` with a fresh join token, trusting
+    /// the roots of its bundle.
+    pub async fn join(server: &Server) -> NodeAgent {
+        let (token, _) = server.join_token();
+        let td = TrustDomain::new(&server.td).unwrap();
+        let pem = server.bundle_pem();
+        let roots = rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
+            .map(|c: Result<rustls_pki_types::CertificateDer<'static>, _>| c.unwrap().to_vec())
+            .collect();
+        NodeAgent::attest(server.node_addr, &td, roots, &token).await
+    }
+
     /// Opens the Sync stream as this agent (over mTLS).
     pub async fn sync(&self) -> tonic::Streaming<node::SyncUpdate> {
         self.connector
@@ -69,5 +87,76 @@ impl NodeAgent {
             .await
             .expect("Sync")
             .into_inner()
+    }
+}
+
+/// Which federated bundle a test waits for.
+type Wanted = Arc<dyn Fn(&node::Bundle) -> bool + Send + Sync>;
+
+/// Agents holding Sync streams open, each reading its messages in a task
+/// and counting those that carry the federated bundle a test waits for.
+pub struct SyncStreams {
+    joined: usize,
+    synced: Arc<AtomicUsize>,
+    received: Arc<AtomicUsize>,
+    wanted: Arc<RwLock<Wanted>>,
+}
+
+impl SyncStreams {
+    pub fn new() -> SyncStreams {
+        SyncStreams {
+            joined: 0,
+            synced: Arc::default(),
+            received: Arc::default(),
+            wanted: Arc::new(RwLock::new(Arc::new(|_: &node::Bundle| false))),
+        }
+    }
+
+    /// Attests `n` more agents to `server`, opens their streams, and waits
+    /// for their snapshots.
+    pub fn join(&mut self, rt: &tokio::runtime::Runtime, server: &Server, n: usize) {
+        for _ in 0..n {
+            let agent = rt.block_on(NodeAgent::join(server));
+            let mut stream = rt.block_on(agent.sync());
+            let (synced, received, wanted) = (
+                self.synced.clone(),
+                self.received.clone(),
+                self.wanted.clone(),
+            );
+            rt.spawn(async move {
+                let _agent = agent;
+                while let Some(Ok(update)) = stream.next().await {
+                    synced.fetch_add(usize::from(update.complete), Ordering::SeqCst);
+                    let wanted = wanted.read().unwrap().clone();
+                    let hit = update.federated_bundles.iter().any(|b| wanted(b));
+                    received.fetch_add(usize::from(hit), Ordering::SeqCst);
+                }
+            });
+        }
+        self.joined += n;
+        wait_for(&self.synced, self.joined, "snapshots");
+    }
+
+    /// Counts, from now on, the messages carrying a bundle `wanted` accepts.
+    pub fn expect(
+        &mut self,
+        wanted: impl Fn(&node::Bundle) -> bool + Send + Sync + 'static,
+    ) -> &mut Self {
+        *self.wanted.write().unwrap() = Arc::new(wanted);
+        self.received.store(0, Ordering::SeqCst);
+        self
+    }
+
+    /// Waits until every stream has received the bundle expected.
+    pub fn wait(&self) {
+        wait_for(&self.received, self.joined, "streams holding the bundle");
+    }
+}
+
+fn wait_for(counter: &AtomicUsize, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while counter.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "{what}: {counter:?} of {n}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -157,17 +157,4 @@ pub async fn unfinished_attest(
     (sent, Some(stream))
 }
 
-/// A process's resident set (VmRSS), bytes.
-pub fn rss_bytes(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:") * 1024
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
+pub use crate::harness::procfs::rss_bytes;

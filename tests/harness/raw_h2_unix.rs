@@ -139,23 +139,4 @@ pub fn closed_by_peer(s: &mut UnixStream, within: Duration) -> bool {
     }
 }
 
-/// A `VmRSS:`/`VmHWM:` style field of /proc/<pid>/status, in KiB.
-pub fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
-/// Resident memory of `pid`, MiB.
-pub fn rss_mib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:") / 1024
-}
-
-/// Peak resident memory of `pid`, MiB.
-pub fn hwm_mib(pid: u32) -> u64 {
-    status_kib(pid, "VmHWM:") / 1024
-}
+pub use crate::harness::procfs::{hwm_mib, rss_mib};

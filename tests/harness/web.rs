@@ -14,6 +14,8 @@ use herald::spiffe::{Bundle, SpiffeId, TrustDomain};
 use herald::store::{BundleEndpointProfile, FederationRelationship};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 /// A TLS server config with Herald's crypto provider presenting `chain`.
 pub fn tls_server_config(
@@ -98,15 +100,34 @@ impl WebCa {
 /// An HTTPS server that answers every request with `response` (raw bytes,
 /// status line included).
 pub async fn serve_raw(config: Arc<rustls::ServerConfig>, response: Vec<u8>) -> SocketAddr {
+    let response = Arc::new(response);
+    serve_with(config, move |mut tls| {
+        let response = response.clone();
+        async move {
+            let _ = tls.write_all(&response).await;
+            let _ = tls.shutdown().await;
+        }
+    })
+    .await
+}
+
+/// An HTTPS server that reads each request's head, then hands the
+/// connection to `answer`.
+pub async fn serve_with<F, Fut>(config: Arc<rustls::ServerConfig>, answer: F) -> SocketAddr
+where
+    F: Fn(TlsStream<TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let answer = Arc::new(answer);
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let (acceptor, response) = (acceptor.clone(), response.clone());
+            let (acceptor, answer) = (acceptor.clone(), answer.clone());
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
@@ -119,8 +140,7 @@ pub async fn serve_raw(config: Arc<rustls::ServerConfig>, response: Vec<u8>) -> 
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
-                let _ = tls.write_all(&response).await;
-                let _ = tls.shutdown().await;
+                answer(tls).await;
             });
         }
     });
@@ -144,7 +164,7 @@ pub async fn raw_request(
         .unwrap()
         .with_root_certificates(store)
         .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await

@@ -26,6 +26,29 @@ use crate::store::{BundleEndpointProfile, FederationRelationship, StoreError};
 /// Redirect hops followed before giving up.
 pub const MAX_REDIRECTS: usize = 3;
 
+/// What one fetch may cost: `[limits] federation_fetch_timeout` and
+/// `federation_max_bundle_keys`. The response size is bounded by
+/// [`https_get`] whatever these say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// The whole exchange: connection, TLS, redirects, every byte of the
+    /// body. A peer that trickles its answer runs into this, not into a
+    /// per-read timeout it could keep resetting.
+    pub timeout: Duration,
+    /// Elements of the bundle's `keys`, skipped ones included.
+    pub max_keys: usize,
+}
+
+impl FetchLimits {
+    /// `timeout`, and the default key limit.
+    pub fn with_timeout(timeout: Duration) -> FetchLimits {
+        FetchLimits {
+            timeout,
+            max_keys: crate::config::limits::DEFAULT_FEDERATION_MAX_BUNDLE_KEYS,
+        }
+    }
+}
+
 /// Why one fetch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchFailure {
@@ -93,6 +116,9 @@ pub enum FetchFailure {
     /// The body is not a SPIFFE bundle.
     #[error("the endpoint served a malformed SPIFFE bundle: {0}")]
     MalformedBundle(#[source] BundleError),
+    /// The bundle holds more keys than this server accepts from a peer.
+    #[error("the endpoint served a bundle over this server's limit (limits.federation_max_bundle_keys): {0}")]
+    OverLimit(#[source] BundleError),
     /// The bundle's authorities belong to another trust domain.
     #[error("the endpoint served a bundle of another trust domain: {0}")]
     WrongTrustDomain(#[source] WrongTrustDomain),
@@ -136,7 +162,7 @@ pub async fn fetch_for_relationship(
     state: &ServerState,
     rel: &FederationRelationship,
     web_roots: &WebRoots,
-    timeout: Duration,
+    limits: FetchLimits,
 ) -> Result<Bundle, FetchError> {
     let roots = match endpoint_roots(state, rel).await {
         Ok(roots) => roots,
@@ -148,7 +174,7 @@ pub async fn fetch_for_relationship(
             })
         }
     };
-    fetch_bundle(rel, &roots, web_roots, timeout).await
+    fetch_bundle(rel, &roots, web_roots, limits).await
 }
 
 async fn endpoint_roots(
@@ -181,13 +207,14 @@ async fn endpoint_roots(
 /// Fetches `rel`'s bundle once. `spiffe_roots` are the DER roots of the
 /// endpoint ID's trust domain (`https_spiffe`); `web_roots` serve
 /// `https_web`. The whole exchange, redirects included, is bounded by
-/// `timeout`.
+/// `limits.timeout`; the bundle by `limits.max_keys`.
 pub async fn fetch_bundle(
     rel: &FederationRelationship,
     spiffe_roots: &[Vec<u8>],
     web_roots: &WebRoots,
-    timeout: Duration,
+    limits: FetchLimits,
 ) -> Result<Bundle, FetchError> {
+    let timeout = limits.timeout;
     let span = tracing::info_span!(
         "federation.fetch",
         trust_domain = %rel.trust_domain,
@@ -196,7 +223,8 @@ pub async fn fetch_bundle(
     let mut last_url = rel.bundle_endpoint_url.clone();
     let result = match tokio::time::timeout(
         timeout,
-        fetch_inner(rel, spiffe_roots, web_roots, &mut last_url).instrument(span.clone()),
+        fetch_inner(rel, spiffe_roots, web_roots, limits.max_keys, &mut last_url)
+            .instrument(span.clone()),
     )
     .await
     {
@@ -226,6 +254,7 @@ async fn fetch_inner(
     rel: &FederationRelationship,
     spiffe_roots: &[Vec<u8>],
     web_roots: &WebRoots,
+    max_keys: usize,
     last_url: &mut String,
 ) -> Result<Bundle, FetchFailure> {
     let mut url = EndpointUrl::parse(&rel.bundle_endpoint_url)?;
@@ -252,8 +281,14 @@ async fn fetch_inner(
             (status, _) => return Err(FetchFailure::HttpStatus(status)),
         }
     };
-    let bundle = Bundle::from_spiffe_json(rel.trust_domain.clone(), &body)
-        .map_err(FetchFailure::MalformedBundle)?;
+    let bundle = Bundle::from_spiffe_json_limited(rel.trust_domain.clone(), &body, max_keys)
+        .map_err(|e| match e {
+            BundleError::TooManyKeys { .. } | BundleError::TooManyValues { .. } => {
+                FetchFailure::OverLimit(e)
+            }
+            e => FetchFailure::MalformedBundle(e),
+        })?;
+    drop(body);
     bundle_trust_domain_check(&bundle).map_err(FetchFailure::WrongTrustDomain)?;
     if bundle.x509_authorities.is_empty() && bundle.jwt_authorities.is_empty() {
         return Err(FetchFailure::EmptyBundle);

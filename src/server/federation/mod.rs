@@ -37,7 +37,7 @@ pub use crate::config::federation::{
 pub use crate::spiffe::endpoint_url::{EndpointUrl, UrlError};
 pub use admin::{add_federation_services, federation_routes};
 pub use endpoint::{serve_bundle_endpoint, serve_bundle_endpoint_limited};
-pub use fetch::{fetch_bundle, FetchError, FetchFailure};
+pub use fetch::{fetch_bundle, FetchError, FetchFailure, FetchLimits};
 pub use refresher::{
     spawn_refresher, spawn_refresher_with, RefreshError, RefreshOutcome, RefreshStatus,
     RefresherHandle, RefresherSettings,

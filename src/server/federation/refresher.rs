@@ -39,8 +39,9 @@ use tracing::Instrument as _;
 mod schedule;
 mod storing;
 
-use super::fetch::FetchError;
+use super::fetch::{FetchError, FetchLimits};
 use super::web_roots::WebRoots;
+use crate::config::limits;
 use crate::server::state::ServerState;
 use crate::spiffe::{Bundle, TrustDomain};
 use crate::store::StoreError;
@@ -61,6 +62,8 @@ pub struct RefresherSettings {
     pub initial_backoff: Duration,
     /// Bound on one fetch, redirects included.
     pub fetch_timeout: Duration,
+    /// Keys a fetched bundle may hold.
+    pub max_bundle_keys: usize,
 }
 
 impl Default for RefresherSettings {
@@ -70,12 +73,30 @@ impl Default for RefresherSettings {
             min_interval: Duration::from_secs(10),
             max_interval: Duration::from_secs(24 * 3600),
             initial_backoff: Duration::from_secs(1),
-            fetch_timeout: Duration::from_secs(30),
+            fetch_timeout: limits::DEFAULT_FEDERATION_FETCH_TIMEOUT,
+            max_bundle_keys: limits::DEFAULT_FEDERATION_MAX_BUNDLE_KEYS,
         }
     }
 }
 
 impl RefresherSettings {
+    /// The defaults, with the fetch limits of the `[limits]` table.
+    pub fn from_limits(l: &limits::ListenerLimits) -> Self {
+        RefresherSettings {
+            fetch_timeout: l.federation_fetch_timeout,
+            max_bundle_keys: l.federation_max_bundle_keys,
+            ..RefresherSettings::default()
+        }
+    }
+
+    /// What one fetch may cost.
+    pub fn fetch_limits(&self) -> FetchLimits {
+        FetchLimits {
+            timeout: self.fetch_timeout,
+            max_keys: self.max_bundle_keys,
+        }
+    }
+
     /// The polling interval for a bundle with `hint`.
     pub fn interval(&self, hint: Option<u64>) -> Duration {
         hint.filter(|h| *h > 0)

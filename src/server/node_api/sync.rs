@@ -8,6 +8,10 @@
 //! ([`crate::proto::NODE_MAX_MESSAGE_SIZE`]): entries, removed IDs and
 //! federated bundles are each split by a byte budget, so many or large
 //! foreign bundles spread over several messages instead of growing one.
+//!
+//! Federated bundles come from the server-wide [`FederatedWire`], decoded
+//! and encoded once and shared by every stream; a queued message refers to
+//! it, and [`super::sync_route`] sends its bytes as they are.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,9 +21,10 @@ use prost::Message as _;
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
+use super::federated::FederatedWire;
 use super::{internal, own_bundle_wire, NodeApi};
 use crate::clock::now_unix;
-use crate::node::wire::{bundle_to_wire, entry_to_wire};
+use crate::node::wire::entry_to_wire;
 use crate::proto::{node, NODE_MAX_MESSAGE_SIZE};
 use crate::registration::RegistrationEntry;
 use crate::server::state::ServerEvent;
@@ -35,38 +40,42 @@ const CHUNK_BYTES: usize = NODE_MAX_MESSAGE_SIZE / 8;
 /// The largest federated bundle Sync carries. One bundle cannot be split;
 /// a larger one (only an administrator can store one) is left out and
 /// logged, rather than failing every agent's stream.
-const MAX_BUNDLE_BYTES: usize = NODE_MAX_MESSAGE_SIZE / 2;
+pub(super) const MAX_BUNDLE_BYTES: usize = NODE_MAX_MESSAGE_SIZE / 2;
 
-pub(super) type Tx = mpsc::Sender<Result<node::SyncUpdate, Status>>;
+pub(super) type Tx = mpsc::Sender<Result<SyncPart, Status>>;
 
-impl NodeApi {
-    /// Every federated bundle the server holds (agents hand each workload
-    /// only those its entries federate with), ordered by trust domain.
-    async fn federated_bundles(&self) -> Result<Vec<node::Bundle>, Status> {
-        let own = self.state.trust_domain.clone();
-        let mut bundles = self
-            .state
-            .with_store(move |s| s.list_bundles())
-            .await
-            .map_err(internal)?;
-        bundles.retain(|b| b.trust_domain != own);
-        bundles.sort_by(|a, b| a.trust_domain.cmp(&b.trust_domain));
-        let mut wire: Vec<node::Bundle> = bundles.iter().map(bundle_to_wire).collect();
-        wire.retain(|b| {
-            let size = b.encoded_len();
-            if size > MAX_BUNDLE_BYTES {
-                tracing::warn!(
-                    trust_domain = %b.trust_domain,
-                    size,
-                    limit = MAX_BUNDLE_BYTES,
-                    "federated bundle too large for the node API; not sent to agents"
-                );
-            }
-            size <= MAX_BUNDLE_BYTES
-        });
-        Ok(wire)
+/// One message of a Sync stream as it waits to be sent: the federated
+/// bundles it carries stay in the shared [`FederatedWire`], already
+/// encoded, and go out as those very bytes ([`super::sync_route`]). So a
+/// queue of messages to an agent holds a reference, not a copy.
+#[derive(Debug)]
+pub(super) struct SyncPart {
+    update: node::SyncUpdate,
+    /// The set, and which of its groups goes in this message.
+    federated: Option<(Arc<FederatedWire>, usize)>,
+}
+
+impl SyncPart {
+    /// The message, its federated bundles decoded: for tonic's own
+    /// encoding (and tests).
+    pub(super) fn into_update(self) -> node::SyncUpdate {
+        let mut update = self.update;
+        if let Some((set, group)) = self.federated {
+            update.federated_bundles = set.group(group);
+        }
+        update
     }
 
+    /// The message as the agent's own part, still to be encoded, and the
+    /// shared encoding of its `federated_bundles` field to append: a
+    /// protobuf message is the concatenation of its fields, in any order.
+    pub(super) fn into_parts(self) -> (node::SyncUpdate, Option<prost::bytes::Bytes>) {
+        let shared = self.federated.map(|(set, group)| set.encoded_group(group));
+        (self.update, shared)
+    }
+}
+
+impl NodeApi {
     /// Sends the snapshot, then one update per relevant change, until the
     /// agent goes away or is revoked.
     pub(super) async fn run_sync(
@@ -81,7 +90,7 @@ impl NodeApi {
         let _connection = self.state.agent_connected(&agent);
         let mut current = Arc::new(current);
         self.state.set_authorized(&agent, current.clone());
-        let mut federated = self.federated_bundles().await?;
+        let mut federated = self.state.federated_wire().await.map_err(internal)?;
         let mut bundle_seq = {
             let authorities = self.state.authorities();
             send_snapshot(
@@ -131,6 +140,7 @@ impl NodeApi {
                 }
             }
             let mut update = node::SyncUpdate::default();
+            let mut federated_changed = None;
             if entries_dirty {
                 let next = self.authorized(&agent).await?;
                 for (id, e) in &next {
@@ -152,22 +162,21 @@ impl NodeApi {
                     bundle_seq = authorities.bundle().sequence;
                     update.bundle = Some(own_bundle_wire(&authorities));
                 }
-                let next = self.federated_bundles().await?;
-                if next != federated {
-                    update.federated_bundles = next.clone();
-                    update.federated_bundles_changed = true;
-                    federated = next;
+                let next = self.state.federated_wire().await.map_err(internal)?;
+                if !next.same_as(&federated) {
+                    federated_changed = Some(next.clone());
                 }
+                federated = next;
             }
             if update.upserted.is_empty()
                 && update.removed.is_empty()
                 && update.bundle.is_none()
-                && !update.federated_bundles_changed
+                && federated_changed.is_none()
             {
                 continue;
             }
             // Large changes go out in several messages, like the snapshot.
-            for chunk in split_update(update) {
+            for chunk in split_update(update, federated_changed) {
                 if tx.send(Ok(chunk)).await.is_err() {
                     return Ok(());
                 }
@@ -196,18 +205,16 @@ async fn send_snapshot(
     tx: &Tx,
     entries: &BTreeMap<String, RegistrationEntry>,
     bundle: node::Bundle,
-    federated: Vec<node::Bundle>,
+    federated: Arc<FederatedWire>,
 ) -> Result<(), Status> {
     let whole = node::SyncUpdate {
         snapshot: true,
         complete: true,
         upserted: entries.values().map(entry_to_wire).collect(),
         bundle: Some(bundle),
-        federated_bundles: federated,
-        federated_bundles_changed: true,
         ..Default::default()
     };
-    for msg in split_update(whole) {
+    for msg in split_update(whole, Some(federated)) {
         if tx.send(Ok(msg)).await.is_err() {
             return Err(Status::cancelled("agent went away"));
         }
@@ -215,50 +222,49 @@ async fn send_snapshot(
     Ok(())
 }
 
-/// Splits one update (a change, or a whole snapshot) into messages that
-/// each stay within the budgets above. The first message keeps the own
-/// bundle; a snapshot's messages all say `snapshot` and the last one
-/// `complete`; a federated set split over several messages marks all but
-/// its last with `federated_bundles_more`.
-pub(super) fn split_update(mut update: node::SyncUpdate) -> Vec<node::SyncUpdate> {
+/// Splits one update (a change, or a whole snapshot) and, when the
+/// federated set changed, that set into messages that each stay within
+/// the budgets above. The first message keeps the own bundle; a
+/// snapshot's messages all say `snapshot` and the last one `complete`; a
+/// federated set split over several messages marks all but its last with
+/// `federated_bundles_more`.
+pub(super) fn split_update(
+    mut update: node::SyncUpdate,
+    federated: Option<Arc<FederatedWire>>,
+) -> Vec<SyncPart> {
     let entries = chunk(std::mem::take(&mut update.upserted), SNAPSHOT_CHUNK, |e| {
         e.encoded_len()
     });
     let removed = chunk(std::mem::take(&mut update.removed), usize::MAX, |id| {
         id.len()
     });
-    let bundles = if update.federated_bundles_changed {
-        chunk(
-            std::mem::take(&mut update.federated_bundles),
-            usize::MAX,
-            |b| b.encoded_len(),
-        )
-    } else {
-        Vec::new()
-    };
-    let count = entries.len().max(removed.len()).max(bundles.len()).max(1);
+    let bundle_groups = federated.as_ref().map_or(0, |f| f.groups());
+    let count = entries.len().max(removed.len()).max(bundle_groups).max(1);
     let (mut entries, mut removed) = (entries.into_iter(), removed.into_iter());
-    let bundle_groups = bundles.len();
-    let mut bundles = bundles.into_iter();
     (0..count)
-        .map(|i| node::SyncUpdate {
-            snapshot: update.snapshot,
-            complete: update.snapshot && update.complete && i == count - 1,
-            upserted: entries.next().unwrap_or_default(),
-            removed: removed.next().unwrap_or_default(),
-            bundle: if i == 0 { update.bundle.take() } else { None },
-            federated_bundles: bundles.next().unwrap_or_default(),
-            // A cleared set is one message with no bundles.
-            federated_bundles_changed: update.federated_bundles_changed
-                && (i == 0 || i < bundle_groups),
-            federated_bundles_more: i + 1 < bundle_groups,
+        .map(|i| SyncPart {
+            update: node::SyncUpdate {
+                snapshot: update.snapshot,
+                complete: update.snapshot && update.complete && i == count - 1,
+                upserted: entries.next().unwrap_or_default(),
+                removed: removed.next().unwrap_or_default(),
+                bundle: if i == 0 { update.bundle.take() } else { None },
+                federated_bundles: Vec::new(),
+                // A cleared set is one message with no bundles.
+                federated_bundles_changed: federated.is_some() && (i == 0 || i < bundle_groups),
+                federated_bundles_more: i + 1 < bundle_groups,
+            },
+            federated: federated
+                .as_ref()
+                .filter(|_| i < bundle_groups)
+                .map(|f| (f.clone(), i)),
         })
         .collect()
 }
 
 /// `items` in order, in groups of at most `max_items` and (unless one item
 /// alone is larger) [`CHUNK_BYTES`] by `size`; none when `items` is empty.
-fn chunk<T>(items: Vec<T>, max_items: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+pub(super) fn chunk<T>(items: Vec<T>, max_items: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
     // Field tag and length prefix of each item on the wire.
     const PER_ITEM: usize = 6;
     let mut out: Vec<Vec<T>> = Vec::new();
@@ -281,9 +287,11 @@ fn chunk<T>(items: Vec<T>, max_items: usize, size: impl Fn(&T) -> usize) -> Vec<
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use prost::Message as _;
 
-    use super::{split_update, CHUNK_BYTES};
+    use super::{split_update, FederatedWire, SyncPart, CHUNK_BYTES};
     use crate::proto::{node, NODE_MAX_MESSAGE_SIZE};
 
     fn bundle(n: usize, bytes: usize) -> node::Bundle {
@@ -292,6 +300,17 @@ mod tests {
             x509_authorities: vec![vec![n as u8; bytes]],
             ..Default::default()
         }
+    }
+
+    fn split(
+        update: node::SyncUpdate,
+        federated: Option<Vec<node::Bundle>>,
+    ) -> Vec<node::SyncUpdate> {
+        let set = federated.map(|f| Arc::new(FederatedWire::new(f)));
+        split_update(update, set)
+            .into_iter()
+            .map(SyncPart::into_update)
+            .collect()
     }
 
     /// 200 foreign bundles of 256 KiB (50 MiB, three times the limit)
@@ -304,12 +323,11 @@ mod tests {
             complete: true,
             upserted: Vec::new(),
             bundle: Some(bundle(999, 1024)),
-            federated_bundles: federated.clone(),
-            federated_bundles_changed: true,
             ..Default::default()
         };
-        assert!(snapshot.encoded_len() > 3 * NODE_MAX_MESSAGE_SIZE);
-        let parts = split_update(snapshot);
+        let total: usize = federated.iter().map(|b| b.encoded_len()).sum();
+        assert!(total > 3 * NODE_MAX_MESSAGE_SIZE);
+        let parts = split(snapshot, Some(federated.clone()));
         assert!(parts.len() > 1);
         for p in &parts {
             assert!(
@@ -334,15 +352,11 @@ mod tests {
 
     /// A change of the federated set alone is split the same way; one
     /// bundle over the byte budget travels alone; an emptied set is one
-    /// message saying so.
+    /// message saying so; no set, no federated fields.
     #[test]
     fn a_federated_change_splits_and_an_emptied_set_is_one_message() {
         let federated = vec![bundle(1, 10), bundle(2, CHUNK_BYTES + 1), bundle(3, 10)];
-        let parts = split_update(node::SyncUpdate {
-            federated_bundles: federated,
-            federated_bundles_changed: true,
-            ..Default::default()
-        });
+        let parts = split(node::SyncUpdate::default(), Some(federated));
         let sizes: Vec<_> = parts.iter().map(|p| p.federated_bundles.len()).collect();
         assert_eq!(sizes, [1, 1, 1]);
         assert!(parts.iter().all(|p| !p.snapshot && !p.complete));
@@ -350,6 +364,13 @@ mod tests {
             federated_bundles_changed: true,
             ..Default::default()
         };
-        assert_eq!(split_update(cleared.clone()), [cleared]);
+        assert_eq!(
+            split(node::SyncUpdate::default(), Some(Vec::new())),
+            [cleared]
+        );
+        assert_eq!(
+            split(node::SyncUpdate::default(), None),
+            [node::SyncUpdate::default()]
+        );
     }
 }

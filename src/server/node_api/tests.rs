@@ -175,7 +175,7 @@ async fn calls_without_a_client_certificate_are_unauthenticated() {
     assert_eq!(err.code(), Code::Unauthenticated);
 }
 
-type Rx = mpsc::Receiver<Result<node::SyncUpdate, Status>>;
+type Rx = mpsc::Receiver<Result<super::sync::SyncPart, Status>>;
 
 async fn next(rx: &mut Rx) -> node::SyncUpdate {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -183,6 +183,7 @@ async fn next(rx: &mut Rx) -> node::SyncUpdate {
         .expect("a sync message in time")
         .expect("the stream is open")
         .expect("not an error")
+        .into_update()
 }
 
 fn ids(update: &node::SyncUpdate) -> Vec<String> {
@@ -336,10 +337,15 @@ fn a_large_change_is_split_and_keeps_its_other_parts_in_the_first_message() {
     let update = node::SyncUpdate {
         upserted,
         removed: vec!["gone".into()],
-        federated_bundles_changed: true,
         ..Default::default()
     };
-    let parts = super::sync::split_update(update);
+    let split = |u, f| {
+        super::sync::split_update(u, f)
+            .into_iter()
+            .map(super::sync::SyncPart::into_update)
+            .collect::<Vec<_>>()
+    };
+    let parts = split(update, Some(Default::default()));
     let sizes: Vec<_> = parts.iter().map(|p| p.upserted.len()).collect();
     assert_eq!(sizes, [1000, 1000, 1]);
     assert_eq!(parts[0].removed, ["gone"]);
@@ -351,5 +357,5 @@ fn a_large_change_is_split_and_keeps_its_other_parts_in_the_first_message() {
         removed: vec!["x".into()],
         ..Default::default()
     };
-    assert_eq!(super::sync::split_update(small.clone()), [small]);
+    assert_eq!(split(small.clone(), None), [small]);
 }

@@ -23,7 +23,7 @@ use super::ServerError;
 use crate::config::limits::ListenerLimits;
 use crate::config::ServerConfig;
 use crate::proto::node::node_server::NodeServer;
-use crate::server::node_api::{DownstreamPolicy, NodeApi};
+use crate::server::node_api::{DownstreamPolicy, NodeApi, SharedSync};
 use crate::server::state::ServerState;
 
 /// The largest message a peer without a client certificate may send: an
@@ -97,9 +97,13 @@ pub(super) async fn serve(
             max_ttl: Some(config.downstream_ca_max_ttl),
             path_len: config.downstream_ca_path_len,
         });
-    let authenticated = NodeServer::new(api.clone())
-        .max_decoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE);
+    // Sync sends the shared federated bundles without a copy per agent.
+    let authenticated = SharedSync::new(
+        NodeServer::new(api.clone())
+            .max_decoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE),
+        api.clone(),
+    );
     let anonymous = NodeServer::new(api)
         .max_decoding_message_size(ANONYMOUS_MAX_MESSAGE)
         .max_encoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE);

@@ -12,6 +12,19 @@ use crate::spiffe::id::TrustDomain;
 use crate::spiffe::jwk::{JwkError, JwkKeyParams};
 
 impl Bundle {
+    /// [`Bundle::from_spiffe_json`] for a document from outside (a
+    /// federation peer): refused, before anything is built from it, if
+    /// `keys` holds more than `max_keys` elements (skipped ones included)
+    /// or the document more values than that many keys need.
+    pub fn from_spiffe_json_limited(
+        trust_domain: TrustDomain,
+        json: &[u8],
+        max_keys: usize,
+    ) -> Result<Bundle, BundleError> {
+        super::budget::check(json, max_keys)?;
+        Self::from_spiffe_json(trust_domain, json)
+    }
+
     /// Reads a SPIFFE bundle document for `trust_domain` (the document does
     /// not name its own domain). JWKs with a missing or unknown `use` or an
     /// unknown `kty` are skipped, as the spec requires; everything else must
@@ -30,7 +43,7 @@ impl Bundle {
         bundle.sequence = optional_u64(&doc, "spiffe_sequence")?.unwrap_or(0);
         bundle.refresh_hint = optional_u64(&doc, "spiffe_refresh_hint")?;
 
-        let mut kids: HashMap<String, usize> = HashMap::new();
+        let mut kids: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
         for (index, key) in keys.iter().enumerate() {
             let Value::Object(key) = key else {
                 return Err(BundleError::KeyNotObject { index });
@@ -61,14 +74,14 @@ impl Bundle {
                     Some(Value::String(kid)) if !kid.is_empty() => kid,
                     _ => return Err(BundleError::MissingKid { index }),
                 };
-                if let Some(&first) = kids.get(kid) {
+                if let Some(&first) = kids.get(kid.as_str()) {
                     return Err(BundleError::DuplicateKid {
                         index,
                         first,
                         kid: kid.clone(),
                     });
                 }
-                kids.insert(kid.clone(), index);
+                kids.insert(kid, index);
                 bundle.jwt_authorities.push(JwtAuthority {
                     key_id: kid.clone(),
                     public_key: params.to_spki_der().map_err(params_error)?,

@@ -1,5 +1,7 @@
 //! Writing bundles: the SPIFFE bundle JSON and the Workload API's plain JWKS.
 
+use std::collections::HashSet;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::Serialize;
@@ -65,16 +67,16 @@ impl Bundle {
         Ok(out)
     }
 
-    /// JWT keys with `kid` and no `use`, checked so that our parser would accept them back.
+    /// JWT keys with `kid` and no `use`, checked so that our parser would
+    /// accept them back. Key IDs are checked for uniqueness through a set:
+    /// a peer's bundle may hold thousands of keys, and every FetchJWTBundles
+    /// encodes them again (issue 18: a pairwise check cost seconds).
     fn jwt_jwks(&self) -> Result<Vec<JwkJson>, BundleError> {
         let mut out = Vec::with_capacity(self.jwt_authorities.len());
+        let mut seen: HashSet<&str> = HashSet::with_capacity(self.jwt_authorities.len());
         for (index, authority) in self.jwt_authorities.iter().enumerate() {
             let kid = &authority.key_id;
-            if kid.is_empty()
-                || self.jwt_authorities[..index]
-                    .iter()
-                    .any(|a| &a.key_id == kid)
-            {
+            if kid.is_empty() || !seen.insert(kid.as_str()) {
                 return Err(BundleError::BadAuthorityKid { index });
             }
             let mut jwk = JwkKeyParams::from_spki_der(&authority.public_key)

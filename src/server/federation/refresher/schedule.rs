@@ -237,7 +237,7 @@ impl Refresher {
             self.web_roots.clone(),
             self.handle.clone(),
             rel.clone(),
-            self.settings.fetch_timeout,
+            self.settings.fetch_limits(),
         );
         let td_job = td.clone();
         let abort = self.jobs.spawn(

@@ -2,10 +2,9 @@
 //! the parent module's doc ("What is stored").
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::{RefreshError, RefreshOutcome, RefresherHandle};
-use crate::server::federation::fetch::fetch_for_relationship;
+use crate::server::federation::fetch::{fetch_for_relationship, FetchLimits};
 use crate::server::federation::web_roots::WebRoots;
 use crate::server::state::{ServerEvent, ServerState};
 use crate::spiffe::Bundle;
@@ -17,10 +16,10 @@ pub(super) async fn refresh_once(
     web_roots: WebRoots,
     handle: RefresherHandle,
     rel: FederationRelationship,
-    timeout: Duration,
+    limits: FetchLimits,
 ) -> Result<RefreshOutcome, RefreshError> {
     let td = rel.trust_domain.clone();
-    let fetched = fetch_for_relationship(&state, &rel, &web_roots, timeout)
+    let fetched = fetch_for_relationship(&state, &rel, &web_roots, limits)
         .await
         .map_err(|e| RefreshError::Fetch(Arc::new(e)))?;
     let _writes = handle.lock_writes().await;
@@ -36,14 +35,10 @@ pub(super) async fn refresh_once(
             };
             let old_sequence = current.as_ref().map(|b| b.sequence);
             match (decision, current) {
-                (Decision::Keep, Some(current)) => Ok(Some((current, false, old_sequence))),
-                (Decision::UpdateQuietly, _) => {
-                    s.set_bundle(&fetched)?;
-                    Ok(Some((fetched, false, old_sequence)))
-                }
+                (Decision::Keep, Some(current)) => Ok(Some((current, decision, old_sequence))),
                 _ => {
                     s.set_bundle(&fetched)?;
-                    Ok(Some((fetched, true, old_sequence)))
+                    Ok(Some((fetched, decision, old_sequence)))
                 }
             }
         })
@@ -52,9 +47,10 @@ pub(super) async fn refresh_once(
             trust_domain: td.clone(),
             source: Arc::new(e),
         })?;
-    let Some((bundle, changed, old_sequence)) = stored else {
+    let Some((bundle, decision, old_sequence)) = stored else {
         return Err(RefreshError::Superseded(td));
     };
+    let changed = decision == Decision::Replace;
     if changed {
         tracing::info!(
             trust_domain = %td,
@@ -65,6 +61,8 @@ pub(super) async fn refresh_once(
             "federated bundle updated"
         );
         state.publish(ServerEvent::BundleChanged);
+    } else if decision == Decision::UpdateQuietly {
+        state.bundle_stored_quietly();
     }
     Ok(RefreshOutcome { bundle, changed })
 }
@@ -115,6 +113,8 @@ pub(super) fn same_authorities(a: &Bundle, b: &Bundle) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::server::federation::refresher::RefresherSettings;
     use crate::spiffe::{JwtAuthority, TrustDomain};
