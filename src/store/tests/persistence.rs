@@ -1,6 +1,7 @@
 //! What survives a restart, and what the store refuses to read.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -13,7 +14,7 @@ use crate::store::{
 /// Writes raw bytes into a tree with sled directly, as disk damage or
 /// another program would.
 fn poke(path: &Path, tree: &str, key: &[u8], value: &[u8]) {
-    let db = sled::open(path).unwrap();
+    let db = retry_locked(|| sled::open(path)).unwrap();
     db.open_tree(tree).unwrap().insert(key, value).unwrap();
     db.flush().unwrap();
 }
@@ -22,12 +23,34 @@ fn poke(path: &Path, tree: &str, key: &[u8], value: &[u8]) {
 /// `meta` tree is missing or unreadable.
 #[track_caller]
 fn assert_meta_refused(path: &Path) {
-    let got = SledStore::open(path);
+    let got = open(path);
     assert!(
         matches!(got, Err(StoreError::Corrupt { tree: "meta", .. })),
         "{:?}",
         got.err()
     );
+}
+
+/// Opens the store at `path`, waiting out the file lock of a handle this
+/// process dropped a moment ago.
+fn open(path: &Path) -> Result<SledStore, StoreError> {
+    retry_locked(|| SledStore::open(path))
+}
+
+/// sled releases a database's file lock from its flusher thread shortly
+/// after the last handle is dropped, so reopening in the same process can
+/// race it (EWOULDBLOCK). Retries such an open for a while; any other
+/// outcome is returned as is.
+fn retry_locked<T, E: std::fmt::Debug>(mut open: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(e) if format!("{e:?}").contains("WouldBlock") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// A fresh temporary directory and the data path inside it; keep the
@@ -43,7 +66,7 @@ fn reopen_keeps_everything() {
     let (_dir, path) = temp_data_path();
     let bundle = sample_bundle("example.org");
     let created = {
-        let store = SledStore::open(&path).unwrap();
+        let store = open(&path).unwrap();
         let created = add_entry(&store, "/web", "/agent", &["unix:uid:1"]);
         store
             .attest_agent(&AttestedAgent {
@@ -78,7 +101,7 @@ fn reopen_keeps_everything() {
         created
     };
 
-    let store = SledStore::open(&path).unwrap();
+    let store = open(&path).unwrap();
     assert_eq!(store.get_entry(&created.id).unwrap(), Some(created.clone()));
     assert_eq!(
         store.entries_by_parent(&id("/agent")).unwrap(),
@@ -100,7 +123,7 @@ fn new_data_dir_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("nested").join("data");
-    let _store = SledStore::open(&path).unwrap();
+    let _store = open(&path).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
 }
@@ -108,9 +131,9 @@ fn new_data_dir_is_private() {
 #[test]
 fn unknown_schema_version_is_refused() {
     let (_dir, path) = temp_data_path();
-    drop(SledStore::open(&path).unwrap());
+    drop(open(&path).unwrap());
     poke(&path, "meta", b"schema_version", b"999");
-    let err = SledStore::open(&path).unwrap_err();
+    let err = open(&path).unwrap_err();
     assert!(
         matches!(
             err,
@@ -141,7 +164,7 @@ fn unstamped_directory_with_data_is_refused() {
 fn corrupt_records_are_errors_not_panics() {
     let (_dir, path) = temp_data_path();
     let created = {
-        let store = SledStore::open(&path).unwrap();
+        let store = open(&path).unwrap();
         store.set_bundle(&sample_bundle("example.org")).unwrap();
         add_entry(&store, "/web", "/agent", &["unix:uid:1"])
     };
@@ -154,7 +177,7 @@ fn corrupt_records_are_errors_not_panics() {
         b"example.org",
         br#"{"spiffe_json":"{\"keys\":[{\"use\":\"jwt-svid\",\"kty\":\"EC\"}]}"}"#,
     );
-    let store = SledStore::open(&path).unwrap();
+    let store = open(&path).unwrap();
 
     let err = store.get_entry("garbage").unwrap_err();
     assert!(
