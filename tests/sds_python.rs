@@ -5,8 +5,11 @@
 //! module using only what SDS served, and checks that across an X.509 CA
 //! rotation the stream delivers the new bundle before the new CA signs.
 //!
+//! A second test checks the Envoy bootstrap of `deploy/envoy/` against
+//! Envoy's own protos (Envoy itself is not installed where the tests run).
+//!
 //! The Python packages are required, not optional: CI installs them
-//! (`.ci/run`), and a missing one fails this test saying how to install it.
+//! (`.ci/run`), and a missing one fails these tests saying how to install it.
 
 mod harness;
 
@@ -25,15 +28,15 @@ fn python_deps_present() {
     let out = Command::new("python3")
         .args([
             "-c",
-            "import grpc, envoy.service.secret.v3.sds_pb2_grpc, \
+            "import grpc, yaml, envoy.service.secret.v3.sds_pb2_grpc, \
              envoy.extensions.transport_sockets.tls.v3.tls_spiffe_validator_config_pb2",
         ])
         .output()
         .expect("python3 must be installed to run this test");
     assert!(
         out.status.success(),
-        "this test needs the Python packages grpcio and xds-protos: \
-         python3 -m pip install grpcio xds-protos (.ci/run installs them)\n{}",
+        "this test needs the Python packages grpcio, xds-protos and pyyaml: \
+         python3 -m pip install grpcio xds-protos pyyaml (.ci/run installs them)\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -108,4 +111,22 @@ fn an_independent_python_client_gets_secrets_completes_mtls_and_follows_a_ca_rot
     ] {
         assert!(out.contains(step), "no {step:?} in:\n{out}");
     }
+}
+
+#[test]
+fn the_envoy_bootstrap_in_deploy_parses_into_envoy_s_protos_and_names_served_secrets() {
+    python_deps_present();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("python3")
+        .arg(format!("{root}/tests/sds_python/check_envoy_bootstrap.py"))
+        .arg(format!("{root}/deploy/envoy/envoy.yaml"))
+        .arg(format!("{root}/deploy/agent.toml"))
+        .output()
+        .expect("spawn python3");
+    assert!(
+        out.status.success(),
+        "deploy/envoy/envoy.yaml is not a valid bootstrap:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
