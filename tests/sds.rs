@@ -92,10 +92,7 @@ fn default_and_rootca_are_served_and_a_renewal_is_pushed() {
             ["ROOTCA", "default", "spiffe://example.org", WEB]
         );
 
-        let mut s = open_sotw(&mut c, request(&["default", "ROOTCA"], "", ""))
-            .await
-            .unwrap();
-        let first = s.next(Duration::from_secs(10), "first response").await;
+        let (mut s, first) = sotw_first(&mut c, request(&["default", "ROOTCA"], "", "")).await;
         assert_eq!(first.type_url, SECRET);
         assert!(!first.version_info.is_empty() && !first.nonce.is_empty());
         let (id, serial) = verified_default(&first);
@@ -162,12 +159,7 @@ fn a_withdrawn_federated_bundle_leaves_delta_and_sotw_streams() {
             .collect();
         assert_eq!(all, ["example.org", "other.org"]);
 
-        let mut delta = open_delta(&mut c, delta_request(&[], &[], ""))
-            .await
-            .unwrap();
-        let first = delta
-            .next(Duration::from_secs(10), "first delta response")
-            .await;
+        let (mut delta, first) = delta_first(&mut c, delta_request(&[], &[], "")).await;
         let mut held: Vec<&str> = first.resources.iter().map(|r| r.name.as_str()).collect();
         held.sort();
         assert_eq!(held, ["spiffe://example.org", WEB, other]);
@@ -175,10 +167,7 @@ fn a_withdrawn_federated_bundle_leaves_delta_and_sotw_streams() {
         delta.send(delta_request(&[], &[], &first.nonce)).await;
 
         let names2 = [other, "ROOTCA"];
-        let mut sotw = open_sotw(&mut c, request(&names2, "", "")).await.unwrap();
-        let first = sotw
-            .next(Duration::from_secs(10), "first sotw response")
-            .await;
+        let (mut sotw, first) = sotw_first(&mut c, request(&names2, "", "")).await;
         assert_eq!(names(&first), ["ROOTCA", other]);
         sotw.send(request(&names2, &first.version_info, &first.nonce))
             .await;
@@ -238,15 +227,9 @@ fn a_nack_is_logged_and_starts_no_resend_loop() {
         let mut c = sds_client(&agent.socket).await;
         wait_served(&mut c, &["default"]).await;
 
-        let mut sotw = open_sotw(&mut c, request(&[], "", "")).await.unwrap();
-        let first = sotw.next(Duration::from_secs(10), "first response").await;
+        let (mut sotw, first) = sotw_first(&mut c, request(&[], "", "")).await;
         sotw.send(nack(&[], &first.nonce)).await;
-        let mut delta = open_delta(&mut c, delta_request(&[], &[], ""))
-            .await
-            .unwrap();
-        let dfirst = delta
-            .next(Duration::from_secs(10), "first delta response")
-            .await;
+        let (mut delta, dfirst) = delta_first(&mut c, delta_request(&[], &[], "")).await;
         let mut dnack = delta_request(&[], &[], &dfirst.nonce);
         dnack.error_detail = nack(&[], "").error_detail;
         delta.send(dnack).await;
@@ -277,6 +260,20 @@ fn a_nack_is_logged_and_starts_no_resend_loop() {
     });
 }
 
+/// The status a stream ends with at once: at its opening, or as its first message.
+async fn refusal<Req, Resp: std::fmt::Debug>(
+    opened: Result<Open<Req, Resp>, tonic::Status>,
+) -> tonic::Status {
+    match opened {
+        Ok(mut s) => s
+            .try_next(Duration::from_secs(10))
+            .await
+            .expect("an answer")
+            .expect_err("a refusal"),
+        Err(e) => e,
+    }
+}
+
 #[test]
 fn a_caller_without_an_identity_is_refused_like_the_workload_api() {
     let dir = tempfile::tempdir().unwrap();
@@ -305,22 +302,8 @@ fn a_caller_without_an_identity_is_refused_like_the_workload_api() {
 
         let mut c = sds_client(&agent.socket).await;
         let fetch = c.fetch_secrets(request(&[], "", "")).await.unwrap_err();
-        let sotw = match open_sotw(&mut c, request(&["default"], "", "")).await {
-            Ok(mut s) => s
-                .try_next(Duration::from_secs(10))
-                .await
-                .unwrap()
-                .unwrap_err(),
-            Err(e) => e,
-        };
-        let delta = match open_delta(&mut c, delta_request(&[], &[], "")).await {
-            Ok(mut s) => s
-                .try_next(Duration::from_secs(10))
-                .await
-                .unwrap()
-                .unwrap_err(),
-            Err(e) => e,
-        };
+        let sotw = refusal(open_sotw(&mut c, request(&["default"], "", "")).await).await;
+        let delta = refusal(open_delta(&mut c, delta_request(&[], &[], "")).await).await;
         for err in [fetch, sotw, delta] {
             assert_eq!(err.code(), wl_err.code(), "{err:?}");
             assert_eq!(err.message(), wl_err.message());

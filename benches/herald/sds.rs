@@ -25,9 +25,9 @@ use tonic::Streaming;
 
 use crate::cluster;
 use crate::harness::sds::{
-    delta_request, names, open_delta, open_sotw, request, DeltaStream, SotwStream,
+    delta_first, delta_request, names, request, sotw_first, DeltaStream, SotwStream,
 };
-use crate::measure::{fmt_dur, percentiles};
+use crate::measure::{fmt_dur, percentiles, Percentiles};
 use crate::report::{heading, ratio, Report, Row};
 use crate::scale::Scale;
 use crate::workload::{with_header, workload_client, x509_first, WorkloadClient};
@@ -54,17 +54,11 @@ async fn first(wl: &mut WorkloadClient, sds: &mut SdsClient, what: First) {
             x509_first(wl).await;
         }
         First::Sotw => {
-            let mut s = open_sotw(sds, request(&["default", "ROOTCA"], "", ""))
-                .await
-                .expect("StreamSecrets");
-            let r = s.next(WAIT, "StreamSecrets first response").await;
+            let (_, r) = sotw_first(sds, request(&["default", "ROOTCA"], "", "")).await;
             assert_eq!(r.resources.len(), 2);
         }
         First::Delta => {
-            let mut s = open_delta(sds, delta_request(&[], &[], ""))
-                .await
-                .expect("DeltaSecrets");
-            s.next(WAIT, "DeltaSecrets first response").await;
+            delta_first(sds, delta_request(&[], &[], "")).await;
         }
     }
 }
@@ -155,13 +149,9 @@ fn pushes(c: &crate::workload::WorkloadCluster, n: usize) -> [Vec<Duration>; 3] 
             .into_inner();
         wl_stream.message().await.unwrap().unwrap();
         let mut sds = SdsClient::new(cluster::uds_channel(&socket).await);
-        let mut sotw = open_sotw(&mut sds, request(&[], "", "")).await.unwrap();
-        let r = sotw.next(WAIT, "first").await;
+        let (mut sotw, r) = sotw_first(&mut sds, request(&[], "", "")).await;
         sotw.send(request(&[], &r.version_info, &r.nonce)).await;
-        let mut delta = open_delta(&mut sds, delta_request(&[], &[], ""))
-            .await
-            .unwrap();
-        let r = delta.next(WAIT, "first").await;
+        let (mut delta, r) = delta_first(&mut sds, delta_request(&[], &[], "")).await;
         delta.send(delta_request(&[], &[], &r.nonce)).await;
 
         let mut out: [Vec<Duration>; 3] = Default::default();
@@ -195,52 +185,61 @@ fn pushes(c: &crate::workload::WorkloadCluster, n: usize) -> [Vec<Duration>; 3] 
     })
 }
 
+/// p50 and p99 of `samples` beside `base`'s, the p99 held to `p99_target`.
+fn add_rows(
+    report: &mut Report,
+    figure: &str,
+    samples: &[Duration],
+    base: &Percentiles,
+    base_label: &str,
+    p99_target: Option<Duration>,
+) {
+    let p = percentiles(samples);
+    println!("  {figure}: {} samples, max {}", p.count, fmt_dur(p.max));
+    for (label, v, b, target) in [
+        ("p50", p.p50, base.p50, None),
+        ("p99", p.p99, base.p99, p99_target),
+    ] {
+        report.add(Row {
+            item: "7 SDS",
+            figure: format!("{figure} {label}"),
+            value: fmt_dur(v),
+            baseline: format!("{base_label} {}", fmt_dur(b)),
+            ratio: ratio(v.as_secs_f64(), b.as_secs_f64()),
+            target: target.map_or("–".into(), |t| format!("< {}", fmt_dur(t))),
+            met: target.map(|t| v < t),
+        });
+    }
+}
+
 /// Runs item 7.
 pub fn run(scale: &Scale, c: &crate::workload::WorkloadCluster, report: &mut Report) {
     heading("7", "Envoy SDS beside the Workload API");
     let [wl, sotw, delta] = first_responses(&c.rts, &c.socket(), scale.calls_c1);
     let wl = percentiles(&wl);
     for (name, samples) in [("StreamSecrets", sotw), ("DeltaSecrets", delta)] {
-        let p = percentiles(&samples);
-        println!(
-            "  {name} first response: {} calls, max {}",
-            p.count,
-            fmt_dur(p.max)
+        let figure = format!("{name} first response c=1");
+        add_rows(
+            report,
+            &figure,
+            &samples,
+            &wl,
+            "FetchX509SVID first response",
+            None,
         );
-        for (label, v, b) in [("p50", p.p50, wl.p50), ("p99", p.p99, wl.p99)] {
-            report.add(Row {
-                item: "7 SDS",
-                figure: format!("{name} first response c=1 {label}"),
-                value: fmt_dur(v),
-                baseline: format!("FetchX509SVID first response {}", fmt_dur(b)),
-                ratio: ratio(v.as_secs_f64(), b.as_secs_f64()),
-                target: "–".into(),
-                met: None,
-            });
-        }
     }
     let [wl, sotw, delta] = pushes(c, scale.propagation_changes);
     let wl = percentiles(&wl);
     for (name, samples) in [("StreamSecrets", sotw), ("DeltaSecrets", delta)] {
-        let p = percentiles(&samples);
-        println!(
-            "  entry created → {name} update: {} changes, max {}",
-            p.count,
-            fmt_dur(p.max)
+        let figure = format!("entry created → {name} update");
+        let target = Some(Duration::from_secs(1));
+        add_rows(
+            report,
+            &figure,
+            &samples,
+            &wl,
+            "→ Workload API stream",
+            target,
         );
-        for (label, v, b, target) in [
-            ("p50", p.p50, wl.p50, None),
-            ("p99", p.p99, wl.p99, Some(Duration::from_secs(1))),
-        ] {
-            report.add(Row {
-                item: "7 SDS",
-                figure: format!("entry created → {name} update {label}"),
-                value: fmt_dur(v),
-                baseline: format!("→ Workload API stream {}", fmt_dur(b)),
-                ratio: ratio(v.as_secs_f64(), b.as_secs_f64()),
-                target: target.map_or("–".into(), |t: Duration| format!("< {}", fmt_dur(t))),
-                met: target.map(|t| v < t),
-            });
-        }
     }
 }

@@ -136,6 +136,29 @@ pub async fn open_delta(
     })
 }
 
+/// Opens StreamSecrets and reads its first response (10 s at most).
+pub async fn sotw_first(
+    c: &mut SecretDiscoveryServiceClient<Channel>,
+    first: DiscoveryRequest,
+) -> (SotwStream, DiscoveryResponse) {
+    let mut s = open_sotw(c, first).await.expect("StreamSecrets");
+    let resp = s.next(FIRST, "StreamSecrets first response").await;
+    (s, resp)
+}
+
+/// Opens DeltaSecrets and reads its first response (10 s at most).
+pub async fn delta_first(
+    c: &mut SecretDiscoveryServiceClient<Channel>,
+    first: DeltaDiscoveryRequest,
+) -> (DeltaStream, DeltaDiscoveryResponse) {
+    let mut s = open_delta(c, first).await.expect("DeltaSecrets");
+    let resp = s.next(FIRST, "DeltaSecrets first response").await;
+    (s, resp)
+}
+
+/// How long a first response may take.
+const FIRST: Duration = Duration::from_secs(10);
+
 pub fn decode(any: &Any) -> Secret {
     assert_eq!(any.type_url, SECRET);
     Secret::decode(any.value.as_slice()).expect("a Secret")

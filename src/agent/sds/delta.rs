@@ -26,7 +26,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use tonic::Status;
 
 use super::resources::{secret_type_url, Catalogue};
-use super::stream::{check_type_url, Due, Protocol, MAX_NAMES};
+use super::stream::{check_type_url, log_answer, Due, Protocol, MAX_NAMES};
 
 /// One DeltaSecrets subscription.
 #[derive(Debug, Default)]
@@ -64,18 +64,7 @@ impl Protocol for Delta {
                 .map(|(name, version)| (name, Some(version)))
                 .collect();
         } else {
-            match &req.error_detail {
-                Some(e) => tracing::warn!(
-                    nonce = %req.response_nonce,
-                    code = e.code,
-                    error = %e.message,
-                    "the client rejected the secrets sent (NACK); they are not sent again"
-                ),
-                None if !req.response_nonce.is_empty() => {
-                    tracing::debug!(nonce = %req.response_nonce, "ACK");
-                }
-                None => {}
-            }
+            log_answer(&req.response_nonce, "", req.error_detail.as_ref());
         }
         let mut changed = first;
         for name in req.resource_names_subscribe {

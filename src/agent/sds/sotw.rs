@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use tonic::Status;
 
 use super::resources::{secret_type_url, short_hash, Catalogue};
-use super::stream::{check_type_url, Due, Protocol, MAX_NAMES};
+use super::stream::{check_type_url, log_answer, Due, Protocol, MAX_NAMES};
 
 /// One StreamSecrets subscription.
 #[derive(Debug, Default)]
@@ -91,18 +91,11 @@ impl Protocol for Sotw {
         if req.node.is_some() {
             self.node = req.node;
         }
-        match &req.error_detail {
-            Some(e) => tracing::warn!(
-                nonce = %req.response_nonce,
-                code = e.code,
-                error = %e.message,
-                "the client rejected the secrets sent (NACK); they are not sent again"
-            ),
-            None if !req.response_nonce.is_empty() => {
-                tracing::debug!(version = %req.version_info, "ACK");
-            }
-            None => {}
-        }
+        log_answer(
+            &req.response_nonce,
+            &req.version_info,
+            req.error_detail.as_ref(),
+        );
         let (wildcard, names) = subscription(req.resource_names);
         if wildcard == self.wildcard && names == self.names {
             return Ok(Due::Nothing);

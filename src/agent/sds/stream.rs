@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::rpc::Status as RpcStatus;
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -67,6 +68,22 @@ pub(super) fn check_type_url(type_url: &str) -> Result<(), Status> {
         "this is the Secret Discovery Service: type_url {type_url:?} is not {}",
         secret_type_url()
     )))
+}
+
+/// Logs what a request says of the last response: a NACK (`error` set)
+/// as a warning, since what was sent is not sent again; an ACK (a nonce,
+/// no error) at debug level.
+pub(super) fn log_answer(nonce: &str, version: &str, error: Option<&RpcStatus>) {
+    match error {
+        Some(e) => tracing::warn!(
+            nonce,
+            code = e.code,
+            error = %e.message,
+            "the client rejected the secrets sent (NACK); they are not sent again"
+        ),
+        None if !nonce.is_empty() => tracing::debug!(nonce, version, "ACK"),
+        None => {}
+    }
 }
 
 /// Who a stream serves, and the cache it follows.
