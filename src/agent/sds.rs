@@ -10,6 +10,21 @@
 //! StreamSecrets and FetchSecrets (state of the world, `sotw`) and
 //! DeltaSecrets (incremental, `delta`), which SPIRE leaves unimplemented.
 //! `resources` names and builds the secrets; `stream` drives a stream.
+//!
+//! Where Herald departs from SPIRE, and why:
+//! - A name the caller may not have is left out of a stream's responses
+//!   (Delta: named in `removed_resources`) instead of failing the stream
+//!   with InvalidArgument, so that a federated bundle withdrawn while
+//!   subscribed to does not break the stream (SPIRE #1816). FetchSecrets,
+//!   which has no later response to wait for, refuses such a request with
+//!   PermissionDenied.
+//! - `ALL` is also served with flat `trusted_ca` validation contexts (all
+//!   roots in one PEM), where SPIRE answers Internal.
+//! - A node that states no Envoy build version gets the SPIFFE validator
+//!   (SPIRE falls back to `trusted_ca`); the validator is the default of
+//!   SPIFFE.md §7, and an old Envoy states its version.
+//! - FetchSecrets answers with a version and a nonce like any response
+//!   (SPIRE leaves both empty).
 
 mod delta;
 #[cfg(test)]
