@@ -1,6 +1,6 @@
 //! The SPIFFE Workload API (SPIFFE.md §4), served on a Unix domain socket
 //! together with Envoy SDS (`crate::agent::sds`), which identifies callers
-//! through the same [`caller`] path.
+//! through the same `caller` path.
 //!
 //! The caller is identified out of band: the socket's SO_PEERCRED gives its
 //! pid, uid and gid, which the [`UnixAttestor`] turns into selectors. The
