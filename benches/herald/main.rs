@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Items (names for `HERALD_BENCH_ONLY`): `issuance`, `workload`,
-//! `rotation`, `sync`, `propagation`, `store`, `breakdown`. Servers and
+//! `rotation`, `sync`, `propagation`, `store`, `sds`, `breakdown`. Servers and
 //! agents run in this process on their own tokio runtimes (threads named
 //! `server…`, `agent…`, `bench…`, so CPU time is split by role), on temp
 //! dirs under `target/tmp`, loopback TCP and Unix sockets. Where a role's
@@ -29,6 +29,7 @@ mod propagation;
 mod report;
 mod rotation;
 mod scale;
+mod sds;
 mod store;
 mod sync;
 mod workload;
@@ -60,13 +61,16 @@ fn main() {
     if selected("issuance") {
         issuance::run(&scale, &bound, &mut report);
     }
-    if selected("workload") || selected("propagation") {
+    if selected("workload") || selected("propagation") || selected("sds") {
         let cluster = workload::WorkloadCluster::start(&scale);
         if selected("workload") {
             workload::run(&scale, &cluster, &mut report);
         }
         if selected("propagation") {
             propagation::run(&scale, &cluster, &mut report);
+        }
+        if selected("sds") {
+            sds::run(&scale, &cluster, &mut report);
         }
         cluster.stop();
     }

@@ -21,7 +21,7 @@ pub struct Scale {
     pub issuance_conns: usize,
     /// Item 2: workloads registered and cached on the agent.
     pub workloads: usize,
-    /// Item 2: calls per client at concurrency 1.
+    /// Items 2 and 7: calls per client at concurrency 1.
     pub calls_c1: usize,
     /// Item 2: calls per client at concurrency 32.
     pub calls_c32: usize,
@@ -33,7 +33,7 @@ pub struct Scale {
     pub sync_entries: usize,
     /// Item 4: entries per BatchCreateEntry call.
     pub sync_create_batch: usize,
-    /// Item 5: entry changes timed.
+    /// Items 5 and 7: entry changes timed.
     pub propagation_changes: usize,
     /// Item 6: single-record durable appends timed.
     pub store_single: usize,
@@ -104,13 +104,14 @@ impl Scale {
 
 /// The items named in `HERALD_BENCH_ONLY` (comma-separated), if set.
 pub fn only_from_env() -> Option<Vec<String>> {
-    const ITEMS: [&str; 7] = [
+    const ITEMS: [&str; 8] = [
         "issuance",
         "workload",
         "rotation",
         "sync",
         "propagation",
         "store",
+        "sds",
         "breakdown",
     ];
     let raw = std::env::var("HERALD_BENCH_ONLY").ok()?;

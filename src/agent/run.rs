@@ -1,7 +1,7 @@
 //! Starting an agent: load (or obtain, with a join token) the agent SVID,
 //! restore the workload SVIDs saved before a restart, start the manager
-//! and the task that keeps them saved, and serve the Workload API on its
-//! socket.
+//! and the task that keeps them saved, and serve the Workload API (and
+//! Envoy SDS) on its socket.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -192,6 +192,7 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
         Arc::new(UnixAttestor::new().with_sha256_max_file_size(limits.sha256_max_file_size)),
     )
     .with_jwt_leeway(config.jwt_svid_leeway)
+    .with_sds(config.sds.clone())
     .with_limits(WorkloadApiLimits {
         conn: ConnLimits {
             max_header_list_size: limits.max_header_list_size,

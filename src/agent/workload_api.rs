@@ -1,4 +1,6 @@
-//! The SPIFFE Workload API (SPIFFE.md §4), served on a Unix domain socket.
+//! The SPIFFE Workload API (SPIFFE.md §4), served on a Unix domain socket
+//! together with Envoy SDS (`crate::agent::sds`), which identifies callers
+//! through the same `caller` path.
 //!
 //! The caller is identified out of band: the socket's SO_PEERCRED gives its
 //! pid, uid and gid, which the [`UnixAttestor`] turns into selectors. The
@@ -13,9 +15,10 @@
 //! entitled to nothing, Unavailable for anything that may pass (cache not
 //! synced yet, attestation failure, minting failure, shutdown).
 
+pub(crate) mod caller;
 mod handler;
-mod ready;
-mod responses;
+pub(crate) mod ready;
+pub(crate) mod responses;
 mod stream;
 
 use std::future::Future;
@@ -31,6 +34,8 @@ use self::handler::Handler;
 use crate::agent::attestor::UnixAttestor;
 use crate::agent::cache::{Cache, JwtSvidSource};
 use crate::agent::h2_authority::{self, ConnLimits, TrackRequestsLayer};
+use crate::agent::sds::Sds;
+use crate::config::SdsSettings;
 use crate::proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 
 /// How long a request waits for the agent's first sync before answering
@@ -89,6 +94,7 @@ pub struct WorkloadApi {
     ready_timeout: Duration,
     jwt_leeway_secs: i64,
     limits: WorkloadApiLimits,
+    sds: SdsSettings,
 }
 
 // === impl WorkloadApi ===
@@ -104,7 +110,15 @@ impl WorkloadApi {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             jwt_leeway_secs: crate::ca::DEFAULT_JWT_LEEWAY_SECS,
             limits: WorkloadApiLimits::default(),
+            sds: SdsSettings::default(),
         }
+    }
+
+    /// How Envoy SDS, served on the same socket, names and shapes its
+    /// secrets (default: SPIRE's names; the `[sds]` table of agent.toml).
+    pub fn with_sds(mut self, settings: SdsSettings) -> Self {
+        self.sds = settings;
+        self
     }
 
     /// The listener's limits (default [`WorkloadApiLimits::default`], the
@@ -165,6 +179,13 @@ impl WorkloadApi {
     ) -> Result<(), WorkloadApiError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let limits = self.limits.clone();
+        let sds = Sds::new(
+            self.cache.clone(),
+            self.attestor.clone(),
+            self.ready_timeout,
+            self.sds.clone(),
+            stop_rx.clone(),
+        );
         let handler = Handler {
             api: self,
             stop: stop_rx,
@@ -184,6 +205,7 @@ impl WorkloadApi {
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .layer(TrackRequestsLayer)
             .add_service(SpiffeWorkloadApiServer::new(handler))
+            .add_service(sds.into_service())
             .serve_with_incoming_shutdown(
                 h2_authority::incoming_with(listener, limits.conn),
                 signal,

@@ -137,6 +137,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
             jwt_svid_leeway: crate::ca::DEFAULT_JWT_LEEWAY_SECS,
             workload_api: Default::default(),
             logging: Logging::default(),
+            sds: Default::default(),
         };
         let agent = crate::agent::run::start(&agent_config)
             .await

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::check::Checker;
+use super::sds::{sds_settings, RawSds, SdsSettings};
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
 use crate::agent::attestor::DEFAULT_SHA256_MAX_FILE_SIZE;
 use crate::agent::h2_authority::{
@@ -39,6 +40,8 @@ struct RawAgent {
     log_level: String,
     #[serde(default)]
     log_format: LogFormat,
+    #[serde(default)]
+    sds: RawSds,
 }
 
 /// The largest clock skew ValidateJWTSVID may be told to tolerate.
@@ -197,6 +200,8 @@ pub struct AgentConfig {
     pub workload_api: WorkloadApiSettings,
     /// `log_level` and `log_format`.
     pub logging: Logging,
+    /// The `[sds]` table: Envoy SDS resource names and validation contexts.
+    pub sds: SdsSettings,
 }
 
 impl ConfigFile for AgentConfig {
@@ -245,6 +250,7 @@ impl ConfigFile for AgentConfig {
             jwt_svid_leeway,
             workload_api,
             logging: c.logging(raw.log_level, raw.log_format)?,
+            sds: sds_settings(&c, raw.sds)?,
         })
     }
 }

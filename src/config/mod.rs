@@ -3,7 +3,8 @@
 //!
 //! - [`server`] reads `server.toml` (the CA, its upstream, listeners).
 //! - [`federation`] reads the `[federation]` table of `server.toml`.
-//! - [`agent`] reads `agent.toml`, the node agent's.
+//! - [`agent`] reads `agent.toml`, the node agent's, and [`sds`] its
+//!   `[sds]` table (Envoy SDS names).
 //! - `check` is the one checker every role's validation goes through, so
 //!   every error names the file and the key the same way.
 //!
@@ -18,9 +19,11 @@ pub mod agent;
 mod check;
 pub mod federation;
 pub mod limits;
+pub mod sds;
 pub mod server;
 
 pub use agent::{AgentConfig, Bootstrap};
+pub use sds::SdsSettings;
 pub use server::{ServerConfig, UpstreamConfig};
 
 /// Why a configuration file was refused. Always names the file, and the key

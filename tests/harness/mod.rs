@@ -10,6 +10,7 @@
 //! - [`process`]: a child process with its stderr log, waited on line by line.
 //! - [`cluster`]: `herald server run` and `herald agent run` processes.
 //! - [`workload`]: Workload API clients against an agent's socket.
+//! - [`sds`]: Envoy SDS streams against an agent's socket.
 //! - [`node`]: an agent-like node API client (join-token attestation, then mTLS).
 //! - [`peer`]: in-process servers ("peers") and services on Unix sockets.
 //! - [`admin`]: the admin API of an in-process server, and its request helpers.
@@ -35,5 +36,6 @@ pub mod openssl;
 pub mod peer;
 pub mod process;
 pub mod procfs;
+pub mod sds;
 pub mod web;
 pub mod workload;

@@ -6,14 +6,13 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tonic::metadata::MetadataMap;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
+use super::caller::{self, Caller};
 use super::stream::{self, ResponseStream};
 use super::{ready, responses, WorkloadApi};
 use crate::agent::cache::CacheSnapshot;
-use crate::errors::Chain;
 use crate::proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::proto::workload::{
     JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
@@ -28,14 +27,6 @@ use crate::spiffe::SpiffeId;
 const SECURITY_HEADER: &str = "workload.spiffe.io";
 
 // === request plumbing ===
-
-/// The kernel's view of the caller (SO_PEERCRED).
-#[derive(Debug, Clone, Copy)]
-struct Caller {
-    pid: i32,
-    uid: u32,
-    gid: u32,
-}
 
 /// The service the generated server wraps; `stop` turns true at shutdown.
 pub(super) struct Handler {
@@ -57,39 +48,18 @@ fn check_security_header(metadata: &MetadataMap) -> Result<(), Status> {
 /// Opens the request's span (carrying the caller's pid and uid), checks the
 /// security header, and reads the caller's credentials.
 fn begin<T>(request: &Request<T>, method: &'static str) -> (tracing::Span, Result<Caller, Status>) {
-    let cred = request
-        .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|info| info.peer_cred);
     let span = tracing::info_span!(
         "workload_api",
         method,
         pid = tracing::field::Empty,
         uid = tracing::field::Empty
     );
-    if let Some(cred) = cred {
-        span.record("uid", cred.uid());
-        if let Some(pid) = cred.pid() {
-            span.record("pid", pid);
-        }
-    }
+    let caller = caller::identify(request, &span);
     let caller = span.in_scope(|| {
         check_security_header(request.metadata()).inspect_err(|_| {
             tracing::debug!("request without the security header");
         })?;
-        let cred = cred.ok_or_else(|| {
-            tracing::warn!("connection without peer credentials");
-            Status::unavailable("cannot identify the caller: no peer credentials")
-        })?;
-        let pid = cred.pid().ok_or_else(|| {
-            tracing::warn!("peer credentials without a pid");
-            Status::unavailable("cannot identify the caller: no peer pid")
-        })?;
-        Ok(Caller {
-            pid,
-            uid: cred.uid(),
-            gid: cred.gid(),
-        })
+        caller
     });
     (span, caller)
 }
@@ -114,27 +84,9 @@ fn wit_unsupported<T>(request: &Request<T>, method: &'static str) -> Status {
 // === impl Handler ===
 
 impl Handler {
-    /// The caller's selectors, attested on a blocking thread.
+    /// The caller's selectors (see [`caller::attest`]).
     async fn attest(&self, caller: Caller) -> Result<Vec<Selector>, Status> {
-        let attestor = self.api.attestor.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            attestor.attest(caller.pid, caller.uid, caller.gid)
-        })
-        .await;
-        match result {
-            Ok(Ok(selectors)) => {
-                tracing::debug!(selectors = selectors.len(), "attested");
-                Ok(selectors)
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %Chain(&e), "workload attestation failed");
-                Err(Status::unavailable("workload attestation failed"))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "workload attestation task failed");
-                Err(Status::unavailable("workload attestation failed"))
-            }
-        }
+        caller::attest(&self.api.attestor, caller).await
     }
 
     /// The cache once it can answer this caller (see [`ready::wait`]).

@@ -29,7 +29,7 @@ fn settled(s: &CacheSnapshot, caller: Option<&[Selector]>) -> bool {
 /// snapshot is answered from as it is, and a cache with nothing is
 /// Unavailable. Unavailable at once when the cache holds nothing and the
 /// server is known to be unreachable, rather than at the client's deadline.
-pub(super) async fn wait(
+pub(crate) async fn wait(
     cache: &Cache,
     timeout: Duration,
     caller: Option<&[Selector]>,

@@ -24,7 +24,7 @@ pub(super) const NO_IDENTITY: &str = "no identity issued";
 /// identities that share a non-empty hint. PermissionDenied when none,
 /// or Unavailable while the cache holds only SVIDs restored from disk
 /// (the caller's entry may be one the agent has not heard of yet).
-pub(super) fn entitled(
+pub(crate) fn entitled(
     snap: &CacheSnapshot,
     selectors: &[Selector],
 ) -> Result<Vec<Arc<WorkloadIdentity>>, Status> {
@@ -53,7 +53,7 @@ pub(super) fn entitled(
 
 /// The foreign bundles the identities' `federates_with` name and the cache
 /// holds; the own trust domain is never among them.
-fn federated<'s>(
+pub(crate) fn federated<'s>(
     snap: &'s CacheSnapshot,
     ids: &[Arc<WorkloadIdentity>],
 ) -> Vec<(&'s TrustDomain, &'s Bundle)> {
