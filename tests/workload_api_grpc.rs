@@ -15,7 +15,7 @@ use harness::bin::{my_uid, now};
 use harness::workload::{raw_client, with_header};
 use herald::agent::attestor::UnixAttestor;
 use herald::agent::cache::{Cache, CacheSnapshot, JwtSvidSource, WorkloadIdentity};
-use herald::agent::workload_api::WorkloadApi;
+use herald::agent::workload_api::{WorkloadApi, WorkloadApiOptions};
 use herald::ca::{jwt::new_kid, JwtKey, KeyPair, KeyType, SvidRequest, X509Authority};
 use herald::proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use herald::proto::workload::{
@@ -156,8 +156,12 @@ impl Harness {
             cache: cache.clone(),
             key: own.jwt.clone(),
         });
-        let api = WorkloadApi::new(cache.clone(), jwt, Arc::new(UnixAttestor::new()))
-            .with_ready_timeout(ready_timeout);
+        let api = WorkloadApi::new(cache.clone(), jwt, Arc::new(UnixAttestor::new())).with_options(
+            WorkloadApiOptions {
+                ready_timeout,
+                ..WorkloadApiOptions::default()
+            },
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
         let listener = WorkloadApi::bind(&path).unwrap();

@@ -14,7 +14,7 @@ use super::h2_authority::ConnLimits;
 use super::jwt_source::NodeJwtSource;
 use super::manager::Manager;
 use super::persist::{self, Persister};
-use super::workload_api::{WorkloadApi, WorkloadApiLimits};
+use super::workload_api::{WorkloadApi, WorkloadApiLimits, WorkloadApiOptions};
 use crate::ca::keys::pem_blocks;
 use crate::clock;
 use crate::config::{AgentConfig, Bootstrap};
@@ -191,16 +191,19 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
         Arc::new(NodeJwtSource::new(client, jwt_epoch, clock)),
         Arc::new(UnixAttestor::new().with_sha256_max_file_size(limits.sha256_max_file_size)),
     )
-    .with_jwt_leeway(config.jwt_svid_leeway)
-    .with_sds(config.sds.clone())
-    .with_limits(WorkloadApiLimits {
-        conn: ConnLimits {
-            max_header_list_size: limits.max_header_list_size,
-            max_connections_per_uid: limits.max_connections_per_uid,
-            idle_timeout: limits.idle_timeout,
+    .with_options(WorkloadApiOptions {
+        jwt_leeway_secs: config.jwt_svid_leeway,
+        sds: config.sds.clone(),
+        limits: WorkloadApiLimits {
+            conn: ConnLimits {
+                max_header_list_size: limits.max_header_list_size,
+                max_connections_per_uid: limits.max_connections_per_uid,
+                idle_timeout: limits.idle_timeout,
+            },
+            max_concurrent_streams: limits.max_concurrent_streams,
+            keepalive_interval: limits.keepalive_interval,
         },
-        max_concurrent_streams: limits.max_concurrent_streams,
-        keepalive_interval: limits.keepalive_interval,
+        ..WorkloadApiOptions::default()
     });
     let listener = WorkloadApi::bind(&config.socket_path)?;
     let mut stop = shutdown_rx.clone();

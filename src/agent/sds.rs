@@ -48,11 +48,14 @@ use tracing::Instrument as _;
 
 use self::delta::Delta;
 use self::sotw::Sotw;
-use self::stream::{Due, Protocol as _, ResponseStream, Subscriber};
+use self::stream::{Due, Protocol, ResponseStream, Subscriber};
 use crate::agent::attestor::UnixAttestor;
 use crate::agent::cache::Cache;
 use crate::agent::workload_api::{caller, ready, responses};
 use crate::config::SdsSettings;
+
+/// What an SDS method answers.
+type Rpc<T> = Result<Response<T>, Status>;
 
 /// The largest request accepted. An Envoy's requests are a node
 /// description and a few names (Istio's node metadata runs to some KiB);
@@ -104,12 +107,7 @@ impl Sds {
         request: &Request<T>,
         method: &'static str,
     ) -> Result<(Subscriber, tracing::Span), Status> {
-        let span = tracing::info_span!(
-            "sds",
-            method,
-            pid = tracing::field::Empty,
-            uid = tracing::field::Empty
-        );
+        let span = caller::call_span("sds", method);
         let caller = caller::identify(request, &span);
         async move {
             let selectors = caller::attest(&self.attestor, caller?).await?;
@@ -130,6 +128,26 @@ impl Sds {
         .instrument(span.clone())
         .await
         .map(|sub| (sub, span))
+    }
+
+    /// A stream of either flavour: the caller attested, then `P` served
+    /// over its requests until it leaves or the agent stops.
+    async fn serve<P: Protocol + Default>(
+        &self,
+        request: Request<Streaming<P::Request>>,
+        method: &'static str,
+    ) -> Rpc<ResponseStream<P::Response>>
+    where
+        Streaming<P::Request>: Send,
+    {
+        let (sub, span) = self.open(&request, method).await?;
+        let requests = request.into_inner();
+        Ok(Response::new(stream::serve(
+            P::default(),
+            requests,
+            sub,
+            span,
+        )))
     }
 
     /// FetchSecrets: one state-of-the-world answer. Every name asked for
@@ -160,35 +178,18 @@ impl SecretDiscoveryService for Sds {
     async fn delta_secrets(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
-        let (sub, span) = self.open(&request, "DeltaSecrets").await?;
-        let requests = request.into_inner();
-        Ok(Response::new(stream::serve(
-            Delta::default(),
-            requests,
-            sub,
-            span,
-        )))
+    ) -> Rpc<Self::DeltaSecretsStream> {
+        self.serve::<Delta>(request, "DeltaSecrets").await
     }
 
     async fn stream_secrets(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamSecretsStream>, Status> {
-        let (sub, span) = self.open(&request, "StreamSecrets").await?;
-        let requests = request.into_inner();
-        Ok(Response::new(stream::serve(
-            Sotw::default(),
-            requests,
-            sub,
-            span,
-        )))
+    ) -> Rpc<Self::StreamSecretsStream> {
+        self.serve::<Sotw>(request, "StreamSecrets").await
     }
 
-    async fn fetch_secrets(
-        &self,
-        request: Request<DiscoveryRequest>,
-    ) -> Result<Response<DiscoveryResponse>, Status> {
+    async fn fetch_secrets(&self, request: Request<DiscoveryRequest>) -> Rpc<DiscoveryResponse> {
         self.fetch(request).await.map(Response::new)
     }
 }

@@ -91,10 +91,36 @@ pub struct WorkloadApi {
     cache: Cache,
     jwt: Arc<dyn JwtSvidSource>,
     attestor: Arc<UnixAttestor>,
-    ready_timeout: Duration,
-    jwt_leeway_secs: i64,
-    limits: WorkloadApiLimits,
-    sds: SdsSettings,
+    options: WorkloadApiOptions,
+}
+
+/// How a [`WorkloadApi`] behaves beyond what it serves; the default is what
+/// agent.toml's defaults give.
+#[derive(Debug, Clone)]
+pub struct WorkloadApiOptions {
+    /// How long a request waits for the cache to become ready before
+    /// answering Unavailable (default 5 s; no wait once the server is
+    /// known to be unreachable).
+    pub ready_timeout: Duration,
+    /// Clock skew tolerated on `nbf` and `iat` by ValidateJWTSVID, seconds
+    /// (default 30, the `jwt_svid_leeway` key).
+    pub jwt_leeway_secs: i64,
+    /// The listener's limits (the `workload_api_*` keys).
+    pub limits: WorkloadApiLimits,
+    /// How Envoy SDS, served on the same socket, names and shapes its
+    /// secrets (default: SPIRE's names; the `[sds]` table).
+    pub sds: SdsSettings,
+}
+
+impl Default for WorkloadApiOptions {
+    fn default() -> Self {
+        WorkloadApiOptions {
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            jwt_leeway_secs: crate::ca::DEFAULT_JWT_LEEWAY_SECS,
+            limits: WorkloadApiLimits::default(),
+            sds: SdsSettings::default(),
+        }
+    }
 }
 
 // === impl WorkloadApi ===
@@ -107,39 +133,13 @@ impl WorkloadApi {
             cache,
             jwt,
             attestor,
-            ready_timeout: DEFAULT_READY_TIMEOUT,
-            jwt_leeway_secs: crate::ca::DEFAULT_JWT_LEEWAY_SECS,
-            limits: WorkloadApiLimits::default(),
-            sds: SdsSettings::default(),
+            options: WorkloadApiOptions::default(),
         }
     }
 
-    /// How Envoy SDS, served on the same socket, names and shapes its
-    /// secrets (default: SPIRE's names; the `[sds]` table of agent.toml).
-    pub fn with_sds(mut self, settings: SdsSettings) -> Self {
-        self.sds = settings;
-        self
-    }
-
-    /// The listener's limits (default [`WorkloadApiLimits::default`], the
-    /// `workload_api_*` keys of agent.toml).
-    pub fn with_limits(mut self, limits: WorkloadApiLimits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// Clock skew tolerated on `nbf` and `iat` by ValidateJWTSVID (default
-    /// 30 s, the `jwt_svid_leeway` key of agent.toml).
-    pub fn with_jwt_leeway(mut self, secs: i64) -> Self {
-        self.jwt_leeway_secs = secs;
-        self
-    }
-
-    /// How long a request waits for the cache to become ready before
-    /// answering Unavailable (default 5 s; no wait once the server is
-    /// known to be unreachable).
-    pub fn with_ready_timeout(mut self, timeout: Duration) -> Self {
-        self.ready_timeout = timeout;
+    /// Replaces the default [`WorkloadApiOptions`].
+    pub fn with_options(mut self, options: WorkloadApiOptions) -> Self {
+        self.options = options;
         self
     }
 
@@ -178,12 +178,12 @@ impl WorkloadApi {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WorkloadApiError> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let limits = self.limits.clone();
+        let limits = self.options.limits.clone();
         let sds = Sds::new(
             self.cache.clone(),
             self.attestor.clone(),
-            self.ready_timeout,
-            self.sds.clone(),
+            self.options.ready_timeout,
+            self.options.sds.clone(),
             stop_rx.clone(),
         );
         let handler = Handler {

@@ -123,18 +123,16 @@ impl Protocol for Delta {
         }
         // Held but no longer wanted: only wildcard secrets that are gone
         // (the others left `known` when unsubscribed).
-        let gone: Vec<String> = self
-            .known
-            .keys()
-            .filter(|k| !wanted.contains(k))
-            .cloned()
-            .collect();
-        for name in gone {
-            if let Some(Some(_)) = self.known.remove(&name) {
-                tracing::info!(name = %name, "secret withdrawn");
-                removed.push(name);
+        self.known.retain(|name, version| {
+            if wanted.contains(name) {
+                return true;
             }
-        }
+            if version.is_some() {
+                tracing::info!(name = %name, "secret withdrawn");
+                removed.push(name.clone());
+            }
+            false
+        });
         if resources.is_empty() && removed.is_empty() {
             return None;
         }

@@ -97,3 +97,16 @@ pub(super) fn tls_pem(s: &Secret) -> (String, String) {
     };
     (text(&t.certificate_chain), text(&t.private_key))
 }
+
+/// One name more than a subscription may hold.
+pub(super) fn too_many_names() -> Vec<String> {
+    (0..=super::stream::MAX_NAMES)
+        .map(|i| format!("n{i}"))
+        .collect()
+}
+
+/// The code a refused request got.
+#[track_caller]
+pub(super) fn refusal<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> tonic::Code {
+    result.unwrap_err().code()
+}

@@ -178,28 +178,18 @@ fn versions_follow_content_only() {
 
 #[test]
 fn a_caller_without_identity_or_an_empty_bundle_is_refused_like_the_workload_api() {
-    let snap = two_workloads();
     let settings = SdsSettings::default();
-    let err = Catalogue::build(
-        &snap,
-        &[sel("uid:7")],
-        &settings,
-        Validation::SpiffeValidator,
-    )
-    .unwrap_err();
+    let build = |snap: &CacheSnapshot, uid: &str| {
+        Catalogue::build(snap, &[sel(uid)], &settings, Validation::SpiffeValidator)
+    };
+    let snap = two_workloads();
+    let err = build(&snap, "uid:7").unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     assert_eq!(err.message(), "no identity issued");
 
     let mut empty = snap;
     empty.bundle = bundle("example.org", &[]);
-    let err = Catalogue::build(
-        &empty,
-        &[sel("uid:1")],
-        &settings,
-        Validation::SpiffeValidator,
-    )
-    .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(refusal(build(&empty, "uid:1")), tonic::Code::Unavailable);
 }
 
 #[test]

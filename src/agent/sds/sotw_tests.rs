@@ -170,21 +170,16 @@ fn a_withdrawn_federated_bundle_is_gone_from_the_next_response() {
 
 #[test]
 fn other_types_and_too_many_names_are_refused() {
-    let mut s = Sotw::default();
     let wrong = DiscoveryRequest {
         type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
         ..DiscoveryRequest::default()
     };
-    assert_eq!(
-        s.on_request(wrong).unwrap_err().code(),
-        tonic::Code::InvalidArgument
-    );
-    let many: Vec<String> = (0..=MAX_NAMES).map(|i| format!("n{i}")).collect();
+    let refused = refusal(Sotw::default().on_request(wrong));
+    assert_eq!(refused, tonic::Code::InvalidArgument);
+    let many = too_many_names();
     let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-    assert_eq!(
-        s.on_request(request(&refs, "")).unwrap_err().code(),
-        tonic::Code::InvalidArgument
-    );
+    let refused = refusal(Sotw::default().on_request(request(&refs, "")));
+    assert_eq!(refused, tonic::Code::InvalidArgument);
     // An empty type URL means secrets, and the response says so.
     let mut s = Sotw::default();
     s.on_request(DiscoveryRequest::default()).unwrap();

@@ -20,6 +20,19 @@ pub(crate) struct Caller {
     gid: u32,
 }
 
+/// The span of one call on the Workload API socket: `service` is
+/// `workload_api` or `sds`; the caller's pid and uid are recorded in it by
+/// [`identify`].
+pub(crate) fn call_span(service: &'static str, method: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "call",
+        service,
+        method,
+        pid = tracing::field::Empty,
+        uid = tracing::field::Empty
+    )
+}
+
 /// The caller of `request`, its pid and uid recorded in `span` (which must
 /// declare `pid` and `uid` fields). Unavailable without credentials: the
 /// caller cannot be told apart from any other, so nothing is served.

@@ -48,12 +48,7 @@ fn check_security_header(metadata: &MetadataMap) -> Result<(), Status> {
 /// Opens the request's span (carrying the caller's pid and uid), checks the
 /// security header, and reads the caller's credentials.
 fn begin<T>(request: &Request<T>, method: &'static str) -> (tracing::Span, Result<Caller, Status>) {
-    let span = tracing::info_span!(
-        "workload_api",
-        method,
-        pid = tracing::field::Empty,
-        uid = tracing::field::Empty
-    );
+    let span = caller::call_span("workload_api", method);
     let caller = caller::identify(request, &span);
     let caller = span.in_scope(|| {
         check_security_header(request.metadata()).inspect_err(|_| {
@@ -94,7 +89,7 @@ impl Handler {
         &self,
         caller: Option<&[Selector]>,
     ) -> Result<(watch::Receiver<Arc<CacheSnapshot>>, Arc<CacheSnapshot>), Status> {
-        ready::wait(&self.api.cache, self.api.ready_timeout, caller).await
+        ready::wait(&self.api.cache, self.api.options.ready_timeout, caller).await
     }
 
     /// The common body of the three streams: attest once, wait for the
@@ -202,7 +197,7 @@ impl Handler {
             |td| responses::bundle_for(&snap, td),
             &req.audience,
             crate::clock::now_unix(),
-            self.api.jwt_leeway_secs,
+            self.api.options.jwt_leeway_secs,
         )
         .map_err(|e| {
             tracing::debug!(error = %e, "JWT-SVID rejected");
