@@ -3,9 +3,7 @@ use std::collections::HashMap;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 
 use super::super::fixture::*;
-use super::super::resources::Validation;
 use super::*;
-use crate::agent::cache::CacheSnapshot;
 
 fn request(subscribe: &[&str], unsubscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
     DeltaDiscoveryRequest {
@@ -28,18 +26,6 @@ fn sent(resp: &DeltaDiscoveryResponse) -> Vec<&str> {
     resp.resources.iter().map(|r| r.name.as_str()).collect()
 }
 
-fn snap(serial: u8, with_a: bool) -> CacheSnapshot {
-    let federates: &[&str] = if with_a { &["a.org"] } else { &[] };
-    snapshot(
-        vec![identity(1, "uid:1", federates, serial)],
-        &[("a.org", &[0xa])],
-    )
-}
-
-fn cat(s: &CacheSnapshot) -> Catalogue {
-    catalogue(s, Validation::SpiffeValidator)
-}
-
 const WILDCARD: [&str; 3] = [
     "spiffe://a.org",
     "spiffe://example.org",
@@ -50,7 +36,7 @@ const WILDCARD: [&str; 3] = [
 fn a_wildcard_stream_gets_everything_then_only_changes_and_withdrawals() {
     let mut d = Delta::default();
     assert_eq!(d.on_request(request(&[], &[], "")).unwrap(), Due::Now);
-    let first = d.respond(&cat(&snap(1, true)), Due::Now).unwrap();
+    let first = d.respond(&cat(&fed_snap(1, true)), Due::Now).unwrap();
     assert_eq!(sent(&first), WILDCARD);
     assert!(first.removed_resources.is_empty());
     assert_eq!(first.nonce, "1");
@@ -63,24 +49,28 @@ fn a_wildcard_stream_gets_everything_then_only_changes_and_withdrawals() {
         Due::Nothing,
         "an ACK"
     );
-    assert!(d.respond(&cat(&snap(1, true)), Due::IfChanged).is_none());
+    let next = cat(&fed_snap(1, true));
+    assert!(d.respond(&next, Due::IfChanged).is_none());
 
     // The SVID rotates: only it is sent.
-    let next = d.respond(&cat(&snap(2, true)), Due::IfChanged).unwrap();
+    let next = d.respond(&cat(&fed_snap(2, true)), Due::IfChanged).unwrap();
     assert_eq!(sent(&next), ["spiffe://example.org/w1"]);
     assert_eq!(next.nonce, "2");
 
     // a.org is withdrawn from the entry (SPIRE #1816).
-    let next = d.respond(&cat(&snap(2, false)), Due::IfChanged).unwrap();
+    let next = d
+        .respond(&cat(&fed_snap(2, false)), Due::IfChanged)
+        .unwrap();
     assert!(next.resources.is_empty());
     assert_eq!(next.removed_resources, ["spiffe://a.org"]);
-    assert!(d.respond(&cat(&snap(2, false)), Due::IfChanged).is_none());
+    let next = cat(&fed_snap(2, false));
+    assert!(d.respond(&next, Due::IfChanged).is_none());
 }
 
 #[test]
 fn explicit_subscriptions_change_on_the_open_stream() {
     let mut d = subscribed(&["default"]);
-    let s = snap(1, true);
+    let s = fed_snap(1, true);
     let first = d.respond(&cat(&s), Due::Now).unwrap();
     assert_eq!(sent(&first), ["default"]);
 
@@ -102,14 +92,18 @@ fn explicit_subscriptions_change_on_the_open_stream() {
         Due::Now
     );
     assert!(d.respond(&cat(&s), Due::Now).is_none());
-    assert!(d.respond(&cat(&snap(2, true)), Due::IfChanged).is_none());
+    let next = cat(&fed_snap(2, true));
+    assert!(d.respond(&next, Due::IfChanged).is_none());
 
     // Withdrawn while subscribed by name: removed, once.
-    let gone = d.respond(&cat(&snap(2, false)), Due::IfChanged).unwrap();
+    let gone = d
+        .respond(&cat(&fed_snap(2, false)), Due::IfChanged)
+        .unwrap();
     assert_eq!(gone.removed_resources, ["spiffe://a.org"]);
-    assert!(d.respond(&cat(&snap(2, false)), Due::IfChanged).is_none());
+    let next = cat(&fed_snap(2, false));
+    assert!(d.respond(&next, Due::IfChanged).is_none());
     // And back when the entry federates again.
-    let back = d.respond(&cat(&snap(2, true)), Due::IfChanged).unwrap();
+    let back = d.respond(&cat(&fed_snap(2, true)), Due::IfChanged).unwrap();
     assert_eq!(sent(&back), ["spiffe://a.org"]);
 }
 
@@ -118,17 +112,18 @@ fn a_name_the_caller_may_not_have_is_said_not_to_exist_once() {
     let mut d = Delta::default();
     d.on_request(request(&["default", "spiffe://b.org"], &[], ""))
         .unwrap();
-    let first = d.respond(&cat(&snap(1, true)), Due::Now).unwrap();
+    let first = d.respond(&cat(&fed_snap(1, true)), Due::Now).unwrap();
     assert_eq!(sent(&first), ["default"]);
     assert_eq!(first.removed_resources, ["spiffe://b.org"]);
-    assert!(d.respond(&cat(&snap(2, true)), Due::IfChanged).is_some());
-    let again = d.respond(&cat(&snap(3, true)), Due::IfChanged).unwrap();
+    let next = cat(&fed_snap(2, true));
+    assert!(d.respond(&next, Due::IfChanged).is_some());
+    let again = d.respond(&cat(&fed_snap(3, true)), Due::IfChanged).unwrap();
     assert!(again.removed_resources.is_empty());
 }
 
 #[test]
 fn a_reconnecting_client_gets_only_what_it_lacks() {
-    let s = snap(1, true);
+    let s = fed_snap(1, true);
     let mut d = Delta::default();
     d.on_request(request(&[], &[], "")).unwrap();
     let held: HashMap<String, String> = d
@@ -165,7 +160,7 @@ fn a_reconnecting_client_gets_only_what_it_lacks() {
 #[test]
 fn a_nack_is_logged_and_nothing_is_resent() {
     let mut d = subscribed(&["default"]);
-    let s = snap(1, true);
+    let s = fed_snap(1, true);
     d.respond(&cat(&s), Due::Now).unwrap();
     let nack = DeltaDiscoveryRequest {
         error_detail: Some(RpcStatus {
@@ -184,14 +179,15 @@ fn a_nack_is_logged_and_nothing_is_resent() {
 #[test]
 fn the_wildcard_can_be_left_and_joined_with_star() {
     let mut d = subscribed(&["ROOTCA"]);
-    let s = snap(1, true);
+    let s = fed_snap(1, true);
     assert_eq!(sent(&d.respond(&cat(&s), Due::Now).unwrap()), ["ROOTCA"]);
     d.on_request(request(&["*"], &[], "1")).unwrap();
     assert_eq!(sent(&d.respond(&cat(&s), Due::Now).unwrap()), WILDCARD);
     d.on_request(request(&[], &["*"], "2")).unwrap();
     assert!(d.respond(&cat(&s), Due::Now).is_none());
     // Withdrawn after leaving the wildcard: nothing to say.
-    assert!(d.respond(&cat(&snap(1, false)), Due::IfChanged).is_none());
+    let next = cat(&fed_snap(1, false));
+    assert!(d.respond(&next, Due::IfChanged).is_none());
 }
 
 #[test]
@@ -200,10 +196,5 @@ fn other_types_and_too_many_names_are_refused() {
         type_url: "type.googleapis.com/envoy.config.listener.v3.Listener".into(),
         ..DeltaDiscoveryRequest::default()
     };
-    let refused = refusal(Delta::default().on_request(wrong));
-    assert_eq!(refused, tonic::Code::InvalidArgument);
-    let many = too_many_names();
-    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-    let refused = refusal(Delta::default().on_request(request(&refs, &[], "")));
-    assert_eq!(refused, tonic::Code::InvalidArgument);
+    refuses_other_types_and_too_many_names::<Delta>(wrong, |names| request(names, &[], ""));
 }

@@ -98,15 +98,42 @@ pub(super) fn tls_pem(s: &Secret) -> (String, String) {
     (text(&t.certificate_chain), text(&t.private_key))
 }
 
-/// One name more than a subscription may hold.
-pub(super) fn too_many_names() -> Vec<String> {
-    (0..=super::stream::MAX_NAMES)
+/// Either flavour refuses a request for another resource type, and a
+/// subscription to one name more than a stream may hold; `subscribe`
+/// builds that flavour's request for some names.
+pub(super) fn refuses_other_types_and_too_many_names<P>(
+    wrong_type: P::Request,
+    subscribe: impl Fn(&[&str]) -> P::Request,
+) where
+    P: super::stream::Protocol + Default,
+{
+    let refused = refusal(P::default().on_request(wrong_type));
+    assert_eq!(refused, tonic::Code::InvalidArgument);
+    let many: Vec<String> = (0..=super::stream::MAX_NAMES)
         .map(|i| format!("n{i}"))
-        .collect()
+        .collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let refused = refusal(P::default().on_request(subscribe(&refs)));
+    assert_eq!(refused, tonic::Code::InvalidArgument);
 }
 
 /// The code a refused request got.
 #[track_caller]
 pub(super) fn refusal<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> tonic::Code {
     result.unwrap_err().code()
+}
+
+/// One workload (uid 1, SVID serial `serial`) that federates with a.org
+/// when `with_a`; the cache holds a.org's bundle either way.
+pub(super) fn fed_snap(serial: u8, with_a: bool) -> CacheSnapshot {
+    let federates: &[&str] = if with_a { &["a.org"] } else { &[] };
+    snapshot(
+        vec![identity(1, "uid:1", federates, serial)],
+        &[("a.org", &[0xa])],
+    )
+}
+
+/// The catalogue of `snap` with the SPIFFE validator.
+pub(super) fn cat(snap: &CacheSnapshot) -> Catalogue {
+    catalogue(snap, Validation::SpiffeValidator)
 }

@@ -1,9 +1,8 @@
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 
 use super::super::fixture::*;
-use super::super::resources::{unpack, Validation};
+use super::super::resources::unpack;
 use super::*;
-use crate::agent::cache::CacheSnapshot;
 
 fn request(names: &[&str], nonce: &str) -> DiscoveryRequest {
     DiscoveryRequest {
@@ -29,18 +28,6 @@ fn names(resp: &DiscoveryResponse) -> Vec<String> {
     resp.resources.iter().map(|a| unpack(a).name).collect()
 }
 
-fn federated_snapshot(serial: u8, with_a: bool) -> CacheSnapshot {
-    let federates: &[&str] = if with_a { &["a.org"] } else { &[] };
-    snapshot(
-        vec![identity(1, "uid:1", federates, serial)],
-        &[("a.org", &[0xa])],
-    )
-}
-
-fn cat(snap: &CacheSnapshot) -> Catalogue {
-    catalogue(snap, Validation::SpiffeValidator)
-}
-
 #[test]
 fn the_first_request_is_answered_with_a_version_and_a_nonce() {
     let mut s = Sotw::default();
@@ -48,9 +35,7 @@ fn the_first_request_is_answered_with_a_version_and_a_nonce() {
         s.on_request(request(&["default", "ROOTCA"], "")).unwrap(),
         Due::Now
     );
-    let resp = s
-        .respond(&cat(&federated_snapshot(1, true)), Due::Now)
-        .unwrap();
+    let resp = s.respond(&cat(&fed_snap(1, true)), Due::Now).unwrap();
     assert_eq!(names(&resp), ["ROOTCA", "default"]);
     assert_eq!(resp.type_url, secret_type_url());
     assert_eq!(resp.nonce, "1");
@@ -63,9 +48,7 @@ fn an_empty_or_star_subscription_is_a_wildcard() {
         let extra = !first.resource_names.is_empty();
         let mut s = Sotw::default();
         s.on_request(first).unwrap();
-        let resp = s
-            .respond(&cat(&federated_snapshot(1, true)), Due::Now)
-            .unwrap();
+        let resp = s.respond(&cat(&fed_snap(1, true)), Due::Now).unwrap();
         let mut want = vec![
             "spiffe://example.org/w1",
             "spiffe://a.org",
@@ -82,21 +65,18 @@ fn an_empty_or_star_subscription_is_a_wildcard() {
 fn acks_and_unchanged_snapshots_send_nothing_a_change_sends_a_new_version() {
     let mut s = Sotw::default();
     s.on_request(request(&["default"], "")).unwrap();
-    let first = s
-        .respond(&cat(&federated_snapshot(1, true)), Due::Now)
-        .unwrap();
+    let first = s.respond(&cat(&fed_snap(1, true)), Due::Now).unwrap();
     let ack = DiscoveryRequest {
         version_info: first.version_info.clone(),
         ..request(&["default"], &first.nonce)
     };
     assert_eq!(s.on_request(ack).unwrap(), Due::Nothing);
     // A new snapshot that changes nothing this subscription holds.
-    assert!(s
-        .respond(&cat(&federated_snapshot(1, false)), Due::IfChanged)
-        .is_none());
+    let next = cat(&fed_snap(1, false));
+    assert!(s.respond(&next, Due::IfChanged).is_none());
     // The SVID rotates.
     let next = s
-        .respond(&cat(&federated_snapshot(2, false)), Due::IfChanged)
+        .respond(&cat(&fed_snap(2, false)), Due::IfChanged)
         .unwrap();
     assert_ne!(next.version_info, first.version_info);
     assert_eq!(next.nonce, "2");
@@ -106,7 +86,7 @@ fn acks_and_unchanged_snapshots_send_nothing_a_change_sends_a_new_version() {
 fn a_nack_is_not_answered_and_what_it_rejected_is_not_sent_again() {
     let mut s = Sotw::default();
     s.on_request(request(&["default"], "")).unwrap();
-    let snap = federated_snapshot(1, true);
+    let snap = fed_snap(1, true);
     let first = s.respond(&cat(&snap), Due::Now).unwrap();
     assert_eq!(
         s.on_request(nack(&["default"], &first.nonce)).unwrap(),
@@ -116,20 +96,17 @@ fn a_nack_is_not_answered_and_what_it_rejected_is_not_sent_again() {
         assert!(s.respond(&cat(&snap), Due::IfChanged).is_none());
     }
     // Something new is sent.
-    assert!(s
-        .respond(&cat(&federated_snapshot(2, true)), Due::IfChanged)
-        .is_some());
+    let next = cat(&fed_snap(2, true));
+    assert!(s.respond(&next, Due::IfChanged).is_some());
 }
 
 #[test]
 fn a_stale_nonce_is_ignored_and_subscriptions_change_on_the_open_stream() {
     let mut s = Sotw::default();
     s.on_request(request(&["default"], "")).unwrap();
-    let snap = federated_snapshot(1, true);
+    let snap = fed_snap(1, true);
     s.respond(&cat(&snap), Due::Now).unwrap();
-    let second = s
-        .respond(&cat(&federated_snapshot(2, true)), Due::IfChanged)
-        .unwrap();
+    let second = s.respond(&cat(&fed_snap(2, true)), Due::IfChanged).unwrap();
     assert_eq!(
         s.on_request(request(&["default", "ROOTCA"], "1")).unwrap(),
         Due::Nothing,
@@ -154,18 +131,13 @@ fn a_withdrawn_federated_bundle_is_gone_from_the_next_response() {
     let mut s = Sotw::default();
     s.on_request(request(&["spiffe://a.org", "ROOTCA"], ""))
         .unwrap();
-    let first = s
-        .respond(&cat(&federated_snapshot(1, true)), Due::Now)
-        .unwrap();
+    let first = s.respond(&cat(&fed_snap(1, true)), Due::Now).unwrap();
     assert_eq!(names(&first), ["ROOTCA", "spiffe://a.org"]);
     let next = s
-        .respond(&cat(&federated_snapshot(1, false)), Due::IfChanged)
+        .respond(&cat(&fed_snap(1, false)), Due::IfChanged)
         .unwrap();
     assert_eq!(names(&next), ["ROOTCA"]);
-    assert_eq!(
-        s.missing(&cat(&federated_snapshot(1, false))),
-        ["spiffe://a.org"]
-    );
+    assert_eq!(s.missing(&cat(&fed_snap(1, false))), ["spiffe://a.org"]);
 }
 
 #[test]
@@ -174,17 +146,10 @@ fn other_types_and_too_many_names_are_refused() {
         type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
         ..DiscoveryRequest::default()
     };
-    let refused = refusal(Sotw::default().on_request(wrong));
-    assert_eq!(refused, tonic::Code::InvalidArgument);
-    let many = too_many_names();
-    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-    let refused = refusal(Sotw::default().on_request(request(&refs, "")));
-    assert_eq!(refused, tonic::Code::InvalidArgument);
+    refuses_other_types_and_too_many_names::<Sotw>(wrong, |names| request(names, ""));
     // An empty type URL means secrets, and the response says so.
     let mut s = Sotw::default();
     s.on_request(DiscoveryRequest::default()).unwrap();
-    let resp = s
-        .respond(&cat(&federated_snapshot(1, true)), Due::Now)
-        .unwrap();
+    let resp = s.respond(&cat(&fed_snap(1, true)), Due::Now).unwrap();
     assert_eq!(resp.type_url, secret_type_url());
 }
