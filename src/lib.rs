@@ -47,6 +47,7 @@ pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod heap;
+pub mod helper;
 pub mod node;
 pub mod proto;
 pub mod registration;

@@ -4,6 +4,7 @@
 //! - [`server`] reads `server.toml` (the CA, its upstream, listeners).
 //! - [`federation`] reads the `[federation]` table of `server.toml`.
 //! - [`agent`] reads `agent.toml`, the node agent's.
+//! - [`helper`] reads `helper.toml`, what `herald helper` writes and reloads.
 //! - `check` is the one checker every role's validation goes through, so
 //!   every error names the file and the key the same way.
 //!
@@ -17,6 +18,7 @@ use serde::Deserialize;
 pub mod agent;
 mod check;
 pub mod federation;
+pub mod helper;
 pub mod limits;
 pub mod server;
 
