@@ -26,6 +26,7 @@ mod federation;
 mod helper;
 mod jwt;
 mod mint;
+mod oidc;
 mod paging;
 mod print;
 mod runtime;
@@ -72,6 +73,8 @@ enum Command {
     Api(api::ApiCmd),
     /// Keep a program's SVID, key, bundle and JWT-SVIDs fresh in files, and reload it.
     Helper(helper::HelperArgs),
+    /// Serve the OIDC discovery document and JWKS of the trust domain's JWT-SVID keys.
+    Oidc(oidc::OidcArgs),
 }
 
 /// Declares [`Group`] and its dispatch from one list, `Name(module::Cmd)`
@@ -169,6 +172,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Healthcheck(args) => check::healthcheck(args),
         Command::Api(cmd) => api::run(cmd),
         Command::Helper(args) => helper::run(args, log),
+        Command::Oidc(args) => oidc::run(args),
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-use super::{client, Backoff, SessionError, Writer};
+use super::{client, SessionError, Writer};
+use crate::backoff::Backoff;
 use crate::config::helper::HelperConfig;
 use crate::errors::Chain;
 use crate::proto::workload;

@@ -9,10 +9,10 @@
 //! backoff.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tracing::Instrument as _;
 
+use crate::backoff::Backoff;
 use crate::ca::keys::{der_to_pem, pem_certs};
 use crate::ca::x509::{cert_facts, split_der_certs};
 use crate::config::helper::HelperConfig;
@@ -41,30 +41,6 @@ pub enum SessionError {
     /// The files could not be written.
     #[error("cannot install the new files")]
     Write(#[source] files::WriteError),
-}
-
-/// Retry delays after a failure: 0.5 s doubling to 30 s, reset by success.
-#[derive(Debug)]
-pub(crate) struct Backoff(Duration);
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(500);
-    const MAX: Duration = Duration::from_secs(30);
-
-    pub(crate) fn new() -> Backoff {
-        Backoff(Self::FIRST)
-    }
-
-    /// The delay to wait now; the next one doubles.
-    pub(crate) fn next(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(Self::MAX);
-        d
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.0 = Self::FIRST;
-    }
 }
 
 /// A Workload API client on the configured socket.

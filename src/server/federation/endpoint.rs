@@ -8,7 +8,7 @@
 //! connection (`Connection: close`), each connection bounded in time and
 //! size.
 
-mod identity;
+pub(crate) mod identity;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
