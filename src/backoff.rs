@@ -35,4 +35,3 @@ impl Backoff {
         self.0 = Self::FIRST;
     }
 }
-

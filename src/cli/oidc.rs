@@ -81,14 +81,25 @@ pub(super) fn run(args: OidcArgs) -> Result<(), CliError> {
             "give --tls-cert and --tls-key, or --insecure-http behind a proxy".into(),
         ));
     }
-    let socket = match args.agent_socket.or_else(|| std::env::var("SPIFFE_ENDPOINT_SOCKET").ok()) {
+    let socket = match args
+        .agent_socket
+        .or_else(|| std::env::var("SPIFFE_ENDPOINT_SOCKET").ok())
+    {
         Some(s) => super::api::socket_path(&s)?,
-        None => return Err(CliError::BadInput("--agent-socket is required (or SPIFFE_ENDPOINT_SOCKET)".into())),
+        None => {
+            return Err(CliError::BadInput(
+                "--agent-socket is required (or SPIFFE_ENDPOINT_SOCKET)".into(),
+            ))
+        }
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let certified = load_web_identity(cert, key).map_err(|e| CliError::bad_input(&e))?;
-            Some((Arc::new(Resolver::new(certified)), cert.clone(), key.clone()))
+            Some((
+                Arc::new(Resolver::new(certified)),
+                cert.clone(),
+                key.clone(),
+            ))
         }
         _ => None,
     };
@@ -100,25 +111,37 @@ pub(super) fn run(args: OidcArgs) -> Result<(), CliError> {
             discovery: crate::oidc::discovery_document(&issuer),
             jwks,
         });
-        let listener = TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| CliError::failed_in(format_args!("cannot listen on {}", args.listen), &e))?;
+        let listener = TcpListener::bind(args.listen).await.map_err(|e| {
+            CliError::failed_in(format_args!("cannot listen on {}", args.listen), &e)
+        })?;
         let address = listener
             .local_addr()
             .map_err(|e| CliError::failed_in("listener address", &e))?;
         let limits = limits(args.max_connections_per_peer);
         let server = match tls {
             Some((resolver, cert, key)) => {
-                let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| CliError::failed_in("TLS setup", &e))?
-                    .with_no_client_auth()
-                    .with_cert_resolver(resolver.clone());
+                let mut config =
+                    rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+                        .with_safe_default_protocol_versions()
+                        .map_err(|e| CliError::failed_in("TLS setup", &e))?
+                        .with_no_client_auth()
+                        .with_cert_resolver(resolver.clone());
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];
                 tokio::spawn(reload_web_identity(cert, key, resolver, stop.clone()));
-                tokio::spawn(https_server::serve(listener, Arc::new(config), limits, service(docs), stop))
+                tokio::spawn(https_server::serve(
+                    listener,
+                    Arc::new(config),
+                    limits,
+                    service(docs),
+                    stop,
+                ))
             }
-            None => tokio::spawn(https_server::serve_plain(listener, limits, service(docs), stop)),
+            None => tokio::spawn(https_server::serve_plain(
+                listener,
+                limits,
+                service(docs),
+                stop,
+            )),
         };
         tracing::info!(%address, %issuer, "oidc discovery provider listening");
         eprintln!("herald oidc: listening on {address}");

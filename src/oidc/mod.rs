@@ -83,8 +83,13 @@ pub async fn follow_bundles(
             .await;
         let delay = backoff.next();
         match outcome {
-            Ok(()) => tracing::warn!(?delay, "the JWT bundle stream ended; serving the last keys, reconnecting"),
-            Err(e) => tracing::warn!(error = %Chain(&e), ?delay, "no JWT bundle updates; serving the last keys, retrying"),
+            Ok(()) => tracing::warn!(
+                ?delay,
+                "the JWT bundle stream ended; serving the last keys, reconnecting"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %Chain(&e), ?delay, "no JWT bundle updates; serving the last keys, retrying")
+            }
         }
         tokio::time::sleep(delay).await;
     }

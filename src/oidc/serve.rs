@@ -27,7 +27,11 @@ pub struct Documents {
 fn answer(status: StatusCode, body: Bytes, json: bool) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
-    let kind = if json { "application/json" } else { "text/plain" };
+    let kind = if json {
+        "application/json"
+    } else {
+        "text/plain"
+    };
     let headers = r.headers_mut();
     headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(kind));
     // Clients re-fetch on an unknown `kid`; a short cache keeps rotations quick.
@@ -41,7 +45,11 @@ fn answer(status: StatusCode, body: Bytes, json: bool) -> Response<Full<Bytes>> 
 /// Answers one request.
 pub fn respond(docs: &Documents, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return answer(StatusCode::METHOD_NOT_ALLOWED, Bytes::from_static(b"GET only\n"), false);
+        return answer(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Bytes::from_static(b"GET only\n"),
+            false,
+        );
     }
     match req.uri().path() {
         DISCOVERY_PATH => answer(StatusCode::OK, docs.discovery.clone(), true),
@@ -53,7 +61,11 @@ pub fn respond(docs: &Documents, req: &Request<Incoming>) -> Response<Full<Bytes
                 false,
             ),
         },
-        _ => answer(StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n"), false),
+        _ => answer(
+            StatusCode::NOT_FOUND,
+            Bytes::from_static(b"not found\n"),
+            false,
+        ),
     }
 }
 
