@@ -24,7 +24,7 @@ impl Backoff {
     }
 
     /// The delay to wait now; the next one doubles.
-    pub fn next(&mut self) -> Duration {
+    pub fn delay(&mut self) -> Duration {
         let d = self.0;
         self.0 = (self.0 * 2).min(Self::MAX);
         d

@@ -309,6 +309,12 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_example_is_valid() {
+        let c = parse(include_str!("../../deploy/helper.toml")).unwrap();
+        assert!(matches!(c.reload, Reload::Signal { signal, .. } if signal == libc::SIGHUP));
+    }
+
+    #[test]
     fn mistakes_name_their_key() {
         for (extra, needle) in [
             (

@@ -34,11 +34,11 @@ pub(super) async fn follow(
                 }
                 Err(e) => {
                     tracing::warn!(error = %Chain(&e), "cannot write the JWT-SVID");
-                    backoff.next()
+                    backoff.delay()
                 }
             },
             Err(e) => {
-                let delay = backoff.next();
+                let delay = backoff.delay();
                 tracing::warn!(error = %Chain(&e), ?delay, "no JWT-SVID; the file stays, retrying");
                 delay
             }

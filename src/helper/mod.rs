@@ -82,7 +82,7 @@ async fn follow_x509(config: Arc<HelperConfig>, writer: Arc<Writer>) {
     let mut last: Option<X509Files> = None;
     loop {
         let outcome = x509_session(&config, &writer, &mut backoff, &mut last).await;
-        let delay = backoff.next();
+        let delay = backoff.delay();
         match outcome {
             Ok(()) => tracing::warn!(
                 ?delay,

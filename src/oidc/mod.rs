@@ -81,7 +81,7 @@ pub async fn follow_bundles(
         let outcome = session(&socket, &td, &jwks, &mut backoff)
             .instrument(tracing::info_span!("jwt_bundles", trust_domain = %td.name()))
             .await;
-        let delay = backoff.next();
+        let delay = backoff.delay();
         match outcome {
             Ok(()) => tracing::warn!(
                 ?delay,

@@ -69,6 +69,9 @@ pub fn respond(docs: &Documents, req: &Request<Incoming>) -> Response<Full<Bytes
     }
 }
 
+/// One answer, ready at once (nothing here waits).
+type Answer = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
+
 /// The hyper service over `docs`.
 pub fn service(
     docs: Arc<Documents>,
@@ -76,7 +79,7 @@ pub fn service(
     Request<Incoming>,
     Response = Response<Full<Bytes>>,
     Error = Infallible,
-    Future = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
+    Future = Answer,
 > + Clone {
     hyper::service::service_fn(move |req: Request<Incoming>| {
         let _span = tracing::debug_span!("oidc_request", path = %req.uri().path()).entered();
