@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Args;
 use tokio::net::TcpListener;
@@ -14,9 +13,10 @@ use super::runtime::{runtime, wait_for_signal};
 use super::CliError;
 use crate::oidc::serve::{service, Documents};
 use crate::server::federation::endpoint::identity::{load_web_identity, reload_web_identity};
+use crate::server::federation::endpoint::limits;
 use crate::server::server_svid::Resolver;
 use crate::spiffe::TrustDomain;
-use crate::tls::https_server::{self, Limits};
+use crate::tls::https_server;
 
 /// `herald oidc`
 #[derive(Debug, Args)]
@@ -47,17 +47,6 @@ pub(super) struct OidcArgs {
     /// Connections at once from one address.
     #[arg(long, default_value_t = 16)]
     max_connections_per_peer: usize,
-}
-
-/// The bounds of the OIDC listener: the bundle endpoint's.
-fn limits(max_connections_per_peer: usize) -> Limits {
-    Limits {
-        connection_timeout: Duration::from_secs(10),
-        header_read_timeout: Duration::from_secs(5),
-        max_request_head: 16 * 1024,
-        keep_alive: false,
-        max_connections_per_peer,
-    }
 }
 
 pub(super) fn run(args: OidcArgs) -> Result<(), CliError> {
