@@ -18,10 +18,14 @@
 //!   API, federation).
 //! - [`agent`]: the agent role (workload attestation, SVID cache and
 //!   rotation, Workload API).
+//! - [`helper`]: `herald helper`, SVIDs as files for programs that cannot
+//!   speak the Workload API; [`oidc`]: `herald oidc`, the OIDC discovery
+//!   document and JWKS of the JWT authorities. Both are Workload API clients.
 //! - [`cli`]: the `herald` command line.
 //! - [`clock`] is the one source of time; [`errors`] prints error chains;
 //!   [`uds`] is the Unix-socket gRPC client; [`runtime_dir`] places and guards
-//!   sockets; [`heap`] returns freed memory once a listener is idle;
+//!   sockets; [`heap`] returns freed memory once a listener is idle; [`backoff`]
+//!   spaces retries;
 //!   [`proto`] is the generated code.
 //!
 //! Dependency direction: `cli` → `server`, `agent` → `node`, `ca`, `store`,
@@ -37,6 +41,7 @@
 #![deny(unused_qualifications)]
 
 pub mod agent;
+pub mod backoff;
 pub mod ca;
 pub mod cli;
 pub mod clock;
@@ -47,7 +52,9 @@ pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod heap;
+pub mod helper;
 pub mod node;
+pub mod oidc;
 pub mod proto;
 pub mod registration;
 pub mod runtime_dir;

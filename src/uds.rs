@@ -56,6 +56,18 @@ impl UdsError {
     }
 }
 
+/// `msg` as a Workload API request, with the `workload.spiffe.io: true`
+/// header the API requires of every call (it keeps browsers and proxies
+/// that cannot set it out).
+pub fn workload_request<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert(
+        "workload.spiffe.io",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    req
+}
+
 /// Opens a gRPC channel to the server listening on the Unix socket `path`.
 ///
 /// The channel reconnects to the same path by itself if the connection

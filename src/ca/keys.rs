@@ -9,7 +9,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 
-pub use super::pem::{der_to_pem, pem_blocks, pem_to_der, PemError};
+pub use super::pem::{der_to_pem, pem_blocks, pem_certs, pem_to_der, PemError};
 use crate::spiffe::JwtAlgorithm;
 
 /// The key algorithms Herald can hold.

@@ -42,6 +42,11 @@ pub fn der_to_pem(der: &[u8], label: &str) -> String {
     out
 }
 
+/// DER certificates as concatenated PEM blocks (a chain or a bundle file).
+pub fn pem_certs(ders: &[Vec<u8>]) -> String {
+    ders.iter().map(|c| der_to_pem(c, "CERTIFICATE")).collect()
+}
+
 /// Extracts every PEM block labelled `label` from `pem`, in order.
 pub fn pem_blocks(pem: &str, label: &str) -> Result<Vec<Vec<u8>>, PemError> {
     let begin = format!("-----BEGIN {label}-----");

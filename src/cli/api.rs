@@ -95,7 +95,7 @@ pub(super) struct SocketArg {
     socket: String,
 }
 
-fn socket_path(s: &str) -> Result<PathBuf, CliError> {
+pub(super) fn socket_path(s: &str) -> Result<PathBuf, CliError> {
     let path = s
         .strip_prefix("unix://")
         .or_else(|| s.strip_prefix("unix:"))
@@ -128,12 +128,7 @@ pub(super) async fn workload_client(
 
 /// `msg` with the header every Workload API request must carry.
 pub(super) fn with_header<T>(msg: T) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert(
-        "workload.spiffe.io",
-        tonic::metadata::MetadataValue::from_static("true"),
-    );
-    req
+    crate::uds::workload_request(msg)
 }
 
 fn status_error(s: tonic::Status) -> CliError {

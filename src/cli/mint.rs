@@ -10,7 +10,6 @@ use clap::Args;
 use super::admin_client::{SocketArgs, OUTPUT_LAST};
 use super::data_dir::DataDir;
 use super::{duration_flag, CliError, Output};
-use crate::ca::keys::der_to_pem;
 use crate::server::authorities::{Authorities, CaSettings};
 use crate::spiffe::SpiffeId;
 
@@ -93,10 +92,7 @@ pub(super) fn server_ttl(ttl: Option<i64>) -> Result<i32, CliError> {
     }
 }
 
-/// DER certificates as concatenated PEM blocks.
-pub(super) fn pem_certs(ders: &[Vec<u8>]) -> String {
-    ders.iter().map(|c| der_to_pem(c, "CERTIFICATE")).collect()
-}
+pub(super) use crate::ca::keys::pem_certs;
 
 /// An X509-SVID as PEM: what is printed or written.
 pub(super) struct SvidPem {

@@ -23,8 +23,10 @@ mod entry;
 mod error;
 mod federated_bundle;
 mod federation;
+mod helper;
 mod jwt;
 mod mint;
+mod oidc;
 mod paging;
 mod print;
 mod runtime;
@@ -69,6 +71,10 @@ enum Command {
     /// A Workload API client, for operators debugging a node.
     #[command(subcommand)]
     Api(api::ApiCmd),
+    /// Keep a program's SVID, key, bundle and JWT-SVIDs fresh in files, and reload it.
+    Helper(helper::HelperArgs),
+    /// Serve the OIDC discovery document and JWKS of the trust domain's JWT-SVID keys.
+    Oidc(oidc::OidcArgs),
 }
 
 /// Declares [`Group`] and its dispatch from one list, `Name(module::Cmd)`
@@ -124,7 +130,10 @@ pub fn main() -> ExitCode {
     // Roles (server, agent, dev) set up logging from their configuration.
     if !matches!(
         cli.command,
-        Command::Server(_) | Command::Dev(_) | Command::Agent(agents::AgentCmd::Run(_))
+        Command::Server(_)
+            | Command::Dev(_)
+            | Command::Helper(_)
+            | Command::Agent(agents::AgentCmd::Run(_))
     ) {
         init_logging(cli.log_level.as_deref().unwrap_or("warn"));
     }
@@ -162,6 +171,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Check(args) => check::check(args),
         Command::Healthcheck(args) => check::healthcheck(args),
         Command::Api(cmd) => api::run(cmd),
+        Command::Helper(args) => helper::run(args, log),
+        Command::Oidc(args) => oidc::run(args),
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`federation`] reads the `[federation]` table of `server.toml`.
 //! - [`agent`] reads `agent.toml`, the node agent's, and [`sds`] its
 //!   `[sds]` table (Envoy SDS names).
+//! - [`helper`] reads `helper.toml`, what `herald helper` writes and reloads.
 //! - `check` is the one checker every role's validation goes through, so
 //!   every error names the file and the key the same way.
 //!
@@ -18,6 +19,7 @@ use serde::Deserialize;
 pub mod agent;
 mod check;
 pub mod federation;
+pub mod helper;
 pub mod limits;
 pub mod sds;
 pub mod server;

@@ -8,7 +8,7 @@
 //! connection (`Connection: close`), each connection bounded in time and
 //! size.
 
-mod identity;
+pub(crate) mod identity;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,8 +33,9 @@ use crate::tls::provider;
 
 /// What one connection may take. The endpoint serves a few KiB to a peer
 /// polling every few minutes: one request per connection is plenty. The
-/// request body is never read, so its size costs nothing.
-fn limits(max_connections_per_peer: usize) -> Limits {
+/// request body is never read, so its size costs nothing. `herald oidc`
+/// serves documents as small, and takes the same limits.
+pub(crate) fn limits(max_connections_per_peer: usize) -> Limits {
     Limits {
         connection_timeout: Duration::from_secs(10),
         header_read_timeout: Duration::from_secs(5),

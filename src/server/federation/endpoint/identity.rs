@@ -25,7 +25,7 @@ use crate::tls::provider;
 const WEB_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Loads an `https_web` certificate chain and key.
-pub(super) fn load_web_identity(
+pub(crate) fn load_web_identity(
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<Arc<CertifiedKey>, FederationError> {
@@ -64,7 +64,7 @@ fn modified(paths: &[&PathBuf]) -> Vec<Option<SystemTime>> {
 
 /// Re-reads the certificate files when they change; a bad new pair is
 /// logged and the previous one stays in use.
-pub(super) async fn reload_web_identity(
+pub(crate) async fn reload_web_identity(
     cert_path: PathBuf,
     key_path: PathBuf,
     resolver: Arc<Resolver>,
