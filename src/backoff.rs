@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::errors::Chain;
+
 /// Retry delays after a failure: 0.5 s doubling to 30 s, reset by success.
 #[derive(Debug)]
 pub struct Backoff(Duration);
@@ -34,4 +36,20 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.0 = Self::FIRST;
     }
+}
+
+/// After one session of a stream that must be followed forever: logs how
+/// it ended (`what` says what stays in place meanwhile) and waits out the
+/// backoff before the next attempt.
+pub async fn pause_after<E: std::error::Error>(
+    backoff: &mut Backoff,
+    outcome: Result<(), E>,
+    what: &str,
+) {
+    let delay = backoff.delay();
+    match outcome {
+        Ok(()) => tracing::warn!(?delay, "the stream ended; {what}; reconnecting"),
+        Err(e) => tracing::warn!(error = %Chain(&e), ?delay, "the stream failed; {what}; retrying"),
+    }
+    tokio::time::sleep(delay).await;
 }

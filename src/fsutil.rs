@@ -57,8 +57,7 @@ mod tests {
 
     #[test]
     fn replaces_contents_and_sets_the_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("k.key");
+        let (dir, p) = crate::testing::temp_path("k.key");
         write_atomic(&p, b"one", 0o600).unwrap();
         write_atomic(&p, b"two", 0o600).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
@@ -71,8 +70,7 @@ mod tests {
 
     #[test]
     fn a_failed_fill_leaves_the_old_contents() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
+        let (dir, p) = crate::testing::temp_path("f");
         write_atomic(&p, b"old", 0o600).unwrap();
         let err = write_atomic_with(&p, 0o600, |w| {
             w.write_all(b"half")?;

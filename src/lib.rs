@@ -62,5 +62,7 @@ pub mod server;
 pub mod shutdown;
 pub mod spiffe;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 pub mod uds;

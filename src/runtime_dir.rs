@@ -208,8 +208,7 @@ mod tests {
 
     #[test]
     fn creates_a_private_directory_and_refuses_unsafe_ones() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("a/b/sock");
+        let (tmp, dir) = crate::testing::temp_path("a/b/sock");
         prepare_socket_dir(&dir, 0o700).unwrap();
         let meta = std::fs::symlink_metadata(&dir).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o700);
@@ -235,8 +234,7 @@ mod tests {
 
     #[test]
     fn a_directory_of_another_user_is_refused() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("theirs");
+        let (_tmp, dir) = crate::testing::temp_path("theirs");
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         if !rustix::process::geteuid().is_root() {
@@ -254,8 +252,7 @@ mod tests {
 
     #[tokio::test]
     async fn binds_with_the_mode_and_refuses_to_replace_a_file() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("s/api.sock");
+        let (tmp, path) = crate::testing::temp_path("s/api.sock");
         let l = bind_socket(&path, 0o777, 0o755).unwrap();
         let meta = std::fs::symlink_metadata(&path).unwrap();
         assert!(meta.file_type().is_socket());

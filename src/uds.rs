@@ -104,14 +104,25 @@ pub async fn connect_unix(path: &Path) -> Result<Channel, UdsError> {
         })
 }
 
+/// Why a Workload API stream that this process follows (as `herald
+/// helper` and `herald oidc` do) stopped for now.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The socket did not answer.
+    #[error("cannot reach the Workload API")]
+    Connect(#[source] UdsError),
+    /// The agent answered with an error, or the stream broke.
+    #[error("the Workload API answered {}: {}", .0.code(), .0.message())]
+    Status(#[source] tonic::Status),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn a_missing_socket_is_named_with_the_os_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("absent.sock");
+        let (_dir, path) = crate::testing::temp_path("absent.sock");
         let err = connect_unix(&path).await.unwrap_err();
         assert!(matches!(err, UdsError::Connect { .. }), "{err:?}");
         assert_eq!(err.path(), path);
@@ -124,8 +135,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_listening_socket_yields_a_channel() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("live.sock");
+        let (_dir, path) = crate::testing::temp_path("live.sock");
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
         // The accepted stream stays open until the channel is made.
         let accepted = tokio::spawn(async move { listener.accept().await });

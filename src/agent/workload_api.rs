@@ -223,8 +223,7 @@ mod tests {
 
     #[tokio::test]
     async fn bind_replaces_a_stale_socket_but_not_a_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("api.sock");
+        let (dir, path) = crate::testing::temp_path("api.sock");
         let first = WorkloadApi::bind(&path).unwrap();
         drop(first);
         let _second = WorkloadApi::bind(&path).unwrap();

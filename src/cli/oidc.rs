@@ -16,7 +16,7 @@ use crate::server::federation::endpoint::identity::{load_web_identity, reload_we
 use crate::server::federation::endpoint::limits;
 use crate::server::server_svid::Resolver;
 use crate::spiffe::TrustDomain;
-use crate::tls::https_server;
+use crate::tls::https_server::{self, Transport};
 
 /// `herald oidc`
 #[derive(Debug, Args)]
@@ -107,7 +107,7 @@ pub(super) fn run(args: OidcArgs) -> Result<(), CliError> {
             .local_addr()
             .map_err(|e| CliError::failed_in("listener address", &e))?;
         let limits = limits(args.max_connections_per_peer);
-        let server = match tls {
+        let transport = match tls {
             Some((resolver, cert, key)) => {
                 let mut config =
                     rustls::ServerConfig::builder_with_provider(crate::tls::provider())
@@ -117,21 +117,17 @@ pub(super) fn run(args: OidcArgs) -> Result<(), CliError> {
                         .with_cert_resolver(resolver.clone());
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];
                 tokio::spawn(reload_web_identity(cert, key, resolver, stop.clone()));
-                tokio::spawn(https_server::serve(
-                    listener,
-                    Arc::new(config),
-                    limits,
-                    service(docs),
-                    stop,
-                ))
+                Transport::Tls(Arc::new(config))
             }
-            None => tokio::spawn(https_server::serve_plain(
-                listener,
-                limits,
-                service(docs),
-                stop,
-            )),
+            None => Transport::Plain,
         };
+        let server = tokio::spawn(https_server::serve(
+            listener,
+            transport,
+            limits,
+            service(docs),
+            stop,
+        ));
         tracing::info!(%address, %issuer, "oidc discovery provider listening");
         eprintln!("herald oidc: listening on {address}");
         wait_for_signal().await;

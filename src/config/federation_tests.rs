@@ -126,8 +126,7 @@ fn mistakes_name_their_key() {
 
 #[test]
 fn bootstrap_bundles_are_read_and_checked() {
-    let dir = tempfile::tempdir().unwrap();
-    let good = dir.path().join("good.json");
+    let (dir, good) = crate::testing::temp_path("good.json");
     std::fs::write(&good, r#"{"keys":[],"spiffe_sequence":3}"#).unwrap();
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{not json").unwrap();

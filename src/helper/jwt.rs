@@ -13,7 +13,7 @@ use crate::backoff::Backoff;
 use crate::config::helper::HelperConfig;
 use crate::errors::Chain;
 use crate::proto::workload;
-use crate::uds::workload_request;
+use crate::uds::{workload_request, StreamError};
 
 /// Fetches and rewrites the token for `audience` forever.
 pub(super) async fn follow(
@@ -56,7 +56,7 @@ async fn fetch(config: &HelperConfig, audience: &str) -> Result<String, SessionE
         .await?
         .fetch_jwtsvid(req)
         .await
-        .map_err(SessionError::Status)?
+        .map_err(StreamError::Status)?
         .into_inner();
     resp.svids
         .into_iter()

@@ -12,13 +12,12 @@ use std::sync::Arc;
 
 use tracing::Instrument as _;
 
-use crate::backoff::Backoff;
+use crate::backoff::{pause_after, Backoff};
 use crate::ca::keys::{der_to_pem, pem_certs};
 use crate::ca::x509::{cert_facts, split_der_certs};
 use crate::config::helper::HelperConfig;
-use crate::errors::Chain;
 use crate::proto::workload::{self, spiffe_workload_api_client::SpiffeWorkloadApiClient};
-use crate::uds::{connect_unix, workload_request, UdsError};
+use crate::uds::{connect_unix, workload_request, StreamError};
 
 pub mod files;
 pub mod jwt;
@@ -29,12 +28,9 @@ pub use files::{Writer, X509Files};
 /// Why one session with the agent ended.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// The socket did not answer.
-    #[error("cannot reach the Workload API")]
-    Connect(#[source] UdsError),
-    /// The agent answered with an error, or the stream broke.
-    #[error("the Workload API answered {}: {}", .0.code(), .0.message())]
-    Status(#[source] tonic::Status),
+    /// The stream could not be opened or broke.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
     /// The update held no SVID.
     #[error("the agent sent no SVID for this workload")]
     NoSvid,
@@ -49,7 +45,7 @@ pub(crate) async fn client(
 ) -> Result<SpiffeWorkloadApiClient<tonic::transport::Channel>, SessionError> {
     let channel = connect_unix(&config.agent_socket)
         .await
-        .map_err(SessionError::Connect)?;
+        .map_err(StreamError::Connect)?;
     Ok(SpiffeWorkloadApiClient::new(channel))
 }
 
@@ -82,17 +78,7 @@ async fn follow_x509(config: Arc<HelperConfig>, writer: Arc<Writer>) {
     let mut last: Option<X509Files> = None;
     loop {
         let outcome = x509_session(&config, &writer, &mut backoff, &mut last).await;
-        let delay = backoff.delay();
-        match outcome {
-            Ok(()) => tracing::warn!(
-                ?delay,
-                "the X.509 stream ended; the files stay, reconnecting"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %Chain(&e), ?delay, "no X.509 updates; the files stay, retrying")
-            }
-        }
-        tokio::time::sleep(delay).await;
+        pause_after(&mut backoff, outcome, "X.509 SVIDs: the files stay").await;
     }
 }
 
@@ -108,9 +94,9 @@ async fn x509_session(
         .await?
         .fetch_x509svid(workload_request(workload::X509svidRequest {}))
         .await
-        .map_err(SessionError::Status)?
+        .map_err(StreamError::Status)?
         .into_inner();
-    while let Some(msg) = stream.message().await.map_err(SessionError::Status)? {
+    while let Some(msg) = stream.message().await.map_err(StreamError::Status)? {
         let svid = msg.svids.first().ok_or(SessionError::NoSvid)?;
         let files = to_files(&msg, svid, config.include_federated_bundles);
         backoff.reset();

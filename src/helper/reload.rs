@@ -168,8 +168,7 @@ mod tests {
 
     #[test]
     fn a_bad_pid_file_is_named() {
-        let tmp = tempfile::tempdir().unwrap();
-        let p = tmp.path().join("x.pid");
+        let (_tmp, p) = crate::testing::temp_path("x.pid");
         std::fs::write(&p, "nope\n").unwrap();
         let e = send_signal(&p, libc::SIGHUP, "SIGHUP").unwrap_err();
         assert!(e.to_string().contains("not a process id"), "{e}");

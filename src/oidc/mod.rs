@@ -16,23 +16,19 @@ use hyper::body::Bytes;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
-use crate::backoff::Backoff;
-use crate::errors::Chain;
+use crate::backoff::{pause_after, Backoff};
 use crate::proto::workload::{self, spiffe_workload_api_client::SpiffeWorkloadApiClient};
 use crate::spiffe::TrustDomain;
-use crate::uds::{connect_unix, workload_request, UdsError};
+use crate::uds::{connect_unix, workload_request, StreamError};
 
 pub mod serve;
 
 /// Why following the agent's JWT bundles failed for now.
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {
-    /// The socket did not answer.
-    #[error("cannot reach the Workload API")]
-    Connect(#[source] UdsError),
-    /// The agent answered with an error, or the stream broke.
-    #[error("the Workload API answered {}: {}", .0.code(), .0.message())]
-    Status(#[source] tonic::Status),
+    /// The stream could not be opened or broke.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
     /// The update had no bundle for the trust domain served.
     #[error("the agent sent no JWT bundle for {0}")]
     NoBundle(String),
@@ -81,17 +77,7 @@ pub async fn follow_bundles(
         let outcome = session(&socket, &td, &jwks, &mut backoff)
             .instrument(tracing::info_span!("jwt_bundles", trust_domain = %td.name()))
             .await;
-        let delay = backoff.delay();
-        match outcome {
-            Ok(()) => tracing::warn!(
-                ?delay,
-                "the JWT bundle stream ended; serving the last keys, reconnecting"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %Chain(&e), ?delay, "no JWT bundle updates; serving the last keys, retrying")
-            }
-        }
-        tokio::time::sleep(delay).await;
+        pause_after(&mut backoff, outcome, "JWT bundles: serving the last keys").await;
     }
 }
 
@@ -101,14 +87,14 @@ async fn session(
     jwks: &watch::Sender<Option<Bytes>>,
     backoff: &mut Backoff,
 ) -> Result<(), OidcError> {
-    let channel = connect_unix(socket).await.map_err(OidcError::Connect)?;
+    let channel = connect_unix(socket).await.map_err(StreamError::Connect)?;
     let mut stream = SpiffeWorkloadApiClient::new(channel)
         .fetch_jwt_bundles(workload_request(workload::JwtBundlesRequest {}))
         .await
-        .map_err(OidcError::Status)?
+        .map_err(StreamError::Status)?
         .into_inner();
     let key = td.id_string();
-    while let Some(msg) = stream.message().await.map_err(OidcError::Status)? {
+    while let Some(msg) = stream.message().await.map_err(StreamError::Status)? {
         let bundle = msg
             .bundles
             .get(&key)

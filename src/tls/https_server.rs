@@ -59,13 +59,22 @@ where
         .await
 }
 
+/// How the connections a listener accepts are spoken to.
+pub enum Transport {
+    /// HTTPS: a TLS handshake with this configuration first.
+    Tls(Arc<rustls::ServerConfig>),
+    /// Plain HTTP, for a listener on loopback behind a proxy that
+    /// terminates TLS (the caller makes sure of the loopback).
+    Plain,
+}
+
 /// Accepts connections on `listener` until `stop` turns true; each gets a
-/// task that does the TLS handshake with `tls` and serves `service`, all
-/// within `limits` (a peer over its connection budget is closed at
-/// accept). Every connection runs in a span carrying its peer.
+/// task that speaks `transport` and serves `service`, all within `limits`
+/// (a peer over its connection budget is closed at accept). Every
+/// connection runs in a span carrying its peer.
 pub async fn serve<S, B>(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    transport: Transport,
     limits: Limits,
     service: S,
     stop: watch::Receiver<bool>,
@@ -77,67 +86,28 @@ pub async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    serve_accepted(listener, limits, service, stop, move |tcp| {
-        let acceptor = acceptor.clone();
-        async move { acceptor.accept(tcp).await }
-    })
-    .await
-}
-
-/// Like [`serve`], in plain HTTP: for a listener on loopback behind a
-/// proxy that terminates TLS (the caller makes sure of the loopback).
-pub async fn serve_plain<S, B>(
-    listener: TcpListener,
-    limits: Limits,
-    service: S,
-    stop: watch::Receiver<bool>,
-) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
-    serve_accepted(listener, limits, service, stop, |tcp| async move {
-        Ok::<_, std::io::Error>(tcp)
-    })
-    .await
-}
-
-/// The accept loop of [`serve`] and [`serve_plain`]: `wrap` turns a TCP
-/// connection into the stream served (a TLS handshake, or nothing).
-async fn serve_accepted<S, B, W, F, I>(
-    listener: TcpListener,
-    limits: Limits,
-    service: S,
-    mut stop: watch::Receiver<bool>,
-    wrap: W,
-) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-    W: Fn(TcpStream) -> F,
-    F: std::future::Future<Output = std::io::Result<I>> + Send + 'static,
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+    let acceptor = match transport {
+        Transport::Tls(tls) => Some(tokio_rustls::TlsAcceptor::from(tls)),
+        Transport::Plain => None,
+    };
+    let mut stop = stop;
     let per_peer = PeerCounter::new(limits.max_connections_per_peer);
     while let Some((tcp, peer)) = next_connection(&listener, &mut stop).await {
         let Some(slot) = per_peer.try_acquire(peer.ip()) else {
             tracing::warn!(%peer, max = per_peer.max(), "too many connections from this address; closing the new one");
             continue;
         };
-        let (limits, service) = (limits.clone(), service.clone());
+        let (limits, service, acceptor) = (limits.clone(), service.clone(), acceptor.clone());
         let timeout = limits.connection_timeout;
-        let wrapped = wrap(tcp);
         let connection = async move {
             let _slot = slot;
-            let stream = wrapped.await?;
-            serve_connection(stream, &limits, service).await?;
+            match acceptor {
+                Some(acceptor) => {
+                    let tls = acceptor.accept(tcp).await?;
+                    serve_connection(tls, &limits, service).await?;
+                }
+                None => serve_connection(tcp, &limits, service).await?,
+            }
             Ok::<_, ConnectionError>(())
         };
         tokio::spawn(

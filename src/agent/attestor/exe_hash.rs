@@ -185,8 +185,7 @@ mod tests {
     #[test]
     fn concurrent_callers_hash_a_file_once() {
         // A file the test controls, hashed through a fake /proc/<pid>/exe.
-        let dir = tempfile::tempdir().unwrap();
-        let exe = dir.path().join("bin");
+        let (dir, exe) = crate::testing::temp_path("bin");
         std::fs::write(&exe, vec![1u8; 8 * 1024 * 1024]).unwrap();
         let proc_dir = dir.path().join("proc");
         std::fs::create_dir(&proc_dir).unwrap();

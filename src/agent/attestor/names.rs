@@ -94,8 +94,7 @@ mod tests {
 
     #[test]
     fn a_changed_file_is_read_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("group");
+        let (dir, file) = crate::testing::temp_path("group");
         std::fs::write(&file, "old:x:10:\n").unwrap();
         let db = NameDatabases::default();
         assert_eq!(db.lookup(&file, 10).as_deref(), Some("old"));

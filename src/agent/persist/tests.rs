@@ -75,8 +75,7 @@ fn saved(snap: &CacheSnapshot) -> Vec<u8> {
 fn a_saved_file_reads_back_whole() {
     let ca = ca();
     let snap = snapshot(vec![identity(&ca, "a", 600), identity(&ca, "b", 900)]);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(FILE_NAME);
+    let (dir, path) = crate::testing::temp_path(FILE_NAME);
     save(&path, &snap, &agent()).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "it holds private keys");
@@ -164,8 +163,7 @@ fn a_damaged_or_foreign_file_is_refused_and_restore_ignores_it() {
     assert!(matches!(err, DecodeError::WrongSpiffeId { .. }), "{err:?}");
 
     // restore() logs and goes on without the file.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(FILE_NAME);
+    let (dir, path) = crate::testing::temp_path(FILE_NAME);
     std::fs::write(&path, &flipped).unwrap();
     assert!(restore(&path, &td(), &agent(), T0).is_none());
     std::fs::create_dir(dir.path().join("a-dir")).unwrap();

@@ -28,7 +28,7 @@ use super::{FederationError, TlsSetupError};
 use crate::config::federation::{BundleEndpointConfig, EndpointProfile};
 use crate::server::server_svid::{self, RenewOn, Resolver};
 use crate::server::state::ServerState;
-use crate::tls::https_server::{self, Limits};
+use crate::tls::https_server::{self, Limits, Transport};
 use crate::tls::provider;
 
 /// What one connection may take. The endpoint serves a few KiB to a peer
@@ -126,7 +126,7 @@ pub async fn serve_bundle_endpoint_limited(
     tokio::spawn(
         https_server::serve(
             listener,
-            Arc::new(tls),
+            Transport::Tls(Arc::new(tls)),
             limits(max_connections_per_peer),
             service,
             shutdown,

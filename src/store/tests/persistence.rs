@@ -56,9 +56,7 @@ fn retry_locked<T, E: std::fmt::Debug>(mut open: impl FnMut() -> Result<T, E>) -
 /// A fresh temporary directory and the data path inside it; keep the
 /// `TempDir` alive as long as the path is used.
 fn temp_data_path() -> (TempDir, PathBuf) {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("data");
-    (dir, path)
+    crate::testing::temp_path("data")
 }
 
 #[test]
