@@ -114,8 +114,7 @@ pub(super) fn x509_bundles_response(
     snap: &CacheSnapshot,
     selectors: &[Selector],
 ) -> Result<X509BundlesResponse, Status> {
-    let ids = entitled(snap, selectors)?;
-    let mut bundles = federated_x509(snap, &ids);
+    let mut bundles = federated_x509(snap, &entitled(snap, selectors)?);
     bundles.insert(
         snap.trust_domain.id_string(),
         snap.bundle.x509_authorities_concat(),
