@@ -82,3 +82,22 @@ pub fn h2_authority(data: &[u8]) {
         assert_eq!(out.get(..24.min(data.len())), data.get(..24));
     }
 }
+
+/// The agent's saved workload SVIDs (`workload_svids`), as a restarted
+/// agent reads them from its data directory: whatever the file holds, the
+/// read ends in a refusal or in identities whose SVID names their entry.
+pub fn workload_svids(data: &[u8]) {
+    use crate::agent::persist::format::{decode, sealed};
+    use crate::spiffe::{SpiffeId, TrustDomain};
+    let (Ok(td), Ok(agent)) = (
+        TrustDomain::new("example.org"),
+        SpiffeId::parse("spiffe://example.org/agent"),
+    ) else {
+        return;
+    };
+    if let Ok(restored) = decode(&sealed(data), &td, &agent, 0) {
+        for id in &restored.identities {
+            assert!(!id.identity.svid_chain.is_empty());
+        }
+    }
+}

@@ -109,3 +109,8 @@ fn jwt_svid_target() {
 fn h2_authority_target() {
     run_target("h2_authority", herald::fuzzing::h2_authority);
 }
+
+#[test]
+fn workload_svids_target() {
+    run_target("workload_svids", herald::fuzzing::workload_svids);
+}

@@ -12,7 +12,7 @@
 //! agent, another format) is logged and ignored: the agent then starts as
 //! if it had none.
 
-mod format;
+pub(crate) mod format;
 #[cfg(test)]
 mod tests;
 
