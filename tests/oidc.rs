@@ -2,6 +2,8 @@
 //! discovery document over HTTPS, fetches the JWKS from its `jwks_uri`, and
 //! verifies JWT-SVIDs from the agent, before and after a JWT key rotation
 //! (a token from the old key still verifies; one from the new key too).
+//! The script requires `iss` to equal the discovery document's issuer: the
+//! server is started with `jwt_issuer` set to the `--issuer` value.
 //! Missing PyJWT is a failure, never a skip: CI installs it (`.ci/run`).
 
 mod harness;
@@ -78,12 +80,17 @@ fn pyjwt_verify(issuer: &str, ca: &Path, tokens: &[&str]) -> Result<String, Stri
 #[test]
 fn pyjwt_verifies_jwt_svids_through_discovery_across_a_key_rotation() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("server"), "");
+    let port = free_port();
+    let issuer = format!("https://localhost:{port}");
+    // The server stamps the discovery document's issuer into every token;
+    // the script requires `iss` to equal it, as AWS STS and GCP do.
+    let server = Server::start(
+        &tmp.path().join("server"),
+        &format!("jwt_issuer = {issuer:?}\n"),
+    );
     let (agent, agent_id) = server.start_agent(&tmp.path().join("agent"));
     server.create_entry("spiffe://example.org/api", &agent_id, &[]);
     web_cert(tmp.path());
-    let port = free_port();
-    let issuer = format!("https://localhost:{port}");
     let mut cmd = herald();
     cmd.args(["oidc", "--trust-domain", "example.org", "--issuer", &issuer])
         .arg("--agent-socket")

@@ -1,8 +1,8 @@
 //! JWT-SVID signing and verification (SPIFFE.md section 3).
 //!
 //! Tokens carry exactly the headers `alg`, `kid` and `typ: "JWT"`, and the
-//! claims `sub`, `aud` (always an array), integer `exp` and `iat`: the shape
-//! every SPIFFE client accepts. Verification picks the bundle by the trust
+//! claims `sub`, `aud` (always an array), integer `exp` and `iat`, plus `iss`
+//! when the server has a `jwt_issuer`: the shape every SPIFFE client accepts. Verification picks the bundle by the trust
 //! domain of `sub` and never pools keys across trust domains.
 
 use std::sync::Arc;
@@ -178,9 +178,24 @@ impl JwtKey {
         }
     }
 
-    /// Signs a JWT-SVID for `sub`. `exp` is capped at the key's expiry.
+    /// Signs a JWT-SVID for `sub` with no `iss` claim. `exp` is capped at
+    /// the key's expiry.
     pub fn sign(
         &self,
+        sub: &SpiffeId,
+        audience: &[String],
+        ttl_secs: i64,
+        now: i64,
+    ) -> Result<String, JwtSignError> {
+        self.sign_issued(None, sub, audience, ttl_secs, now)
+    }
+
+    /// [`JwtKey::sign`], adding `iss` = `issuer` when given: cloud relying
+    /// parties (AWS STS, GCP workload identity) reject a token whose `iss`
+    /// does not name the OIDC discovery document they fetched.
+    pub fn sign_issued(
+        &self,
+        issuer: Option<&str>,
         sub: &SpiffeId,
         audience: &[String],
         ttl_secs: i64,
@@ -212,7 +227,9 @@ impl JwtKey {
             aud,
             exp: now.saturating_add(ttl_secs).min(self.not_after),
             iat: Some(now),
-            extra: Default::default(),
+            extra: issuer
+                .map(|iss| [("iss".to_string(), iss.into())].into_iter().collect())
+                .unwrap_or_default(),
         };
         let signing_input = jwt::encode_unsigned(&header, &claims)?;
         let sig = self.key.sign_jws(signing_input.as_bytes())?;

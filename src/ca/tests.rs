@@ -249,6 +249,27 @@ fn jwt_setup(key_type: KeyType) -> (JwtKey, Bundle) {
 }
 
 #[test]
+fn jwt_carries_iss_only_when_configured() {
+    let (key, _) = jwt_setup(KeyType::EcP256);
+    let sub = SpiffeId::parse("spiffe://example.org/web").unwrap();
+    let aud = ["sts.amazonaws.com".to_string()];
+    let iss = |token: &str| {
+        crate::spiffe::jwt::parse_compact(token)
+            .unwrap()
+            .claims
+            .extra
+            .get("iss")
+            .cloned()
+    };
+    let plain = key.sign(&sub, &aud, 300, NOW).unwrap();
+    assert_eq!(iss(&plain), None);
+    let issued = key
+        .sign_issued(Some("https://oidc.example.org"), &sub, &aud, 300, NOW)
+        .unwrap();
+    assert_eq!(iss(&issued), Some("https://oidc.example.org".into()));
+}
+
+#[test]
 fn jwt_sign_and_verify() {
     for kt in [KeyType::EcP256, KeyType::EcP384] {
         let (key, bundle) = jwt_setup(kt);

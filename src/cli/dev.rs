@@ -93,6 +93,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         downstream_ca_path_len: 0,
         limits: Default::default(),
         prune: Default::default(),
+        jwt_issuer: None,
     };
     init_role_logging(log_flag, &Logging::default());
     runtime()?.block_on(async move {

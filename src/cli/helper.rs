@@ -31,6 +31,10 @@ pub(super) struct HelperArgs {
     /// File name of the bundle [default: bundle.pem].
     #[arg(long)]
     svid_bundle_file_name: Option<String>,
+    /// Also write key and chain as PKCS#12 under this name (its password
+    /// is `pkcs12_password` in the config file, never a flag).
+    #[arg(long)]
+    pkcs12_file_name: Option<String>,
     /// Append the federated trust domains' roots to the bundle file.
     #[arg(long)]
     include_federated_bundles: bool,
@@ -93,6 +97,7 @@ impl HelperArgs {
         over(self.svid_file_name, &mut raw.svid_file_name);
         over(self.svid_key_file_name, &mut raw.svid_key_file_name);
         over(self.svid_bundle_file_name, &mut raw.svid_bundle_file_name);
+        over(self.pkcs12_file_name, &mut raw.pkcs12_file_name);
         over(self.key_file_mode, &mut raw.key_file_mode);
         over(self.cert_file_mode, &mut raw.cert_file_mode);
         over(self.renew_signal, &mut raw.renew_signal);

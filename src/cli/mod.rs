@@ -72,7 +72,7 @@ enum Command {
     #[command(subcommand)]
     Api(api::ApiCmd),
     /// Keep a program's SVID, key, bundle and JWT-SVIDs fresh in files, and reload it.
-    Helper(helper::HelperArgs),
+    Helper(Box<helper::HelperArgs>),
     /// Serve the OIDC discovery document and JWKS of the trust domain's JWT-SVID keys.
     Oidc(oidc::OidcArgs),
 }
@@ -171,7 +171,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Check(args) => check::check(args),
         Command::Healthcheck(args) => check::healthcheck(args),
         Command::Api(cmd) => api::run(cmd),
-        Command::Helper(args) => helper::run(args, log),
+        Command::Helper(args) => helper::run(*args, log),
         Command::Oidc(args) => oidc::run(args),
     }
 }

@@ -28,7 +28,8 @@ pub(super) struct OidcArgs {
     #[arg(long)]
     trust_domain: String,
     /// The issuer URL clients are told (https://host[/path]); `jwks_uri` is
-    /// <issuer>/keys.
+    /// <issuer>/keys. Set the server's `jwt_issuer` to the same value so
+    /// that JWT-SVIDs carry it as `iss`.
     #[arg(long)]
     issuer: String,
     /// The address to listen on.

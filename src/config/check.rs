@@ -73,6 +73,14 @@ impl Checker<'_> {
         Ok(super::Logging { level, format })
     }
 
+    /// A non-empty absolute URL, returned as written (an issuer is compared
+    /// byte for byte by relying parties, so it is not normalised).
+    pub(super) fn url(&self, key: &'static str, value: &str) -> Result<String, ConfigError> {
+        url::Url::parse(value)
+            .map_err(|e| self.invalid(key, format!("{value:?} is not an absolute URL: {e}")))?;
+        Ok(value.to_string())
+    }
+
     /// A path that must not be empty when given.
     pub(super) fn non_empty_path(&self, key: &'static str, p: &Path) -> Result<(), ConfigError> {
         if p.as_os_str().is_empty() {

@@ -25,6 +25,10 @@ pub struct RawHelper {
     pub svid_key_file_name: Option<String>,
     /// `svid_bundle_file_name` (default `bundle.pem`).
     pub svid_bundle_file_name: Option<String>,
+    /// `pkcs12_file_name`: a PKCS#12 file of key and chain (off when unset).
+    pub pkcs12_file_name: Option<String>,
+    /// `pkcs12_password`: the PKCS#12 file's password (default empty).
+    pub pkcs12_password: Option<String>,
     /// `include_federated_bundles`: append federated roots to the bundle file.
     pub include_federated_bundles: Option<bool>,
     /// `file_uid`, `file_gid`: owner of the files (needs the right to chown).
@@ -102,6 +106,8 @@ pub struct HelperConfig {
     pub key_file_name: String,
     /// The bundle's file name.
     pub bundle_file_name: String,
+    /// The PKCS#12 output, when configured.
+    pub pkcs12: Option<Pkcs12Output>,
     /// Whether the bundle file also holds the federated trust domains' roots.
     pub include_federated_bundles: bool,
     /// Owner given to every file written, when set.
@@ -118,6 +124,17 @@ pub struct HelperConfig {
     pub reload: Reload,
     /// `log_level` and `log_format`.
     pub logging: Logging,
+}
+
+/// A PKCS#12 file (key and chain) for software that reads only that
+/// (Java keystores, some .NET and Windows-born programs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs12Output {
+    /// Its name in `dir`.
+    pub file_name: String,
+    /// The password that encrypts it and keys its MAC; may be empty. It
+    /// lives in the config file (keep that file 0600), never in a flag.
+    pub password: String,
 }
 
 /// Signals a reload may send, by name.
@@ -212,6 +229,16 @@ impl HelperConfig {
             raw.svid_bundle_file_name,
             "bundle.pem",
         )?;
+        let pkcs12 = match raw.pkcs12_file_name {
+            Some(n) => Some(Pkcs12Output {
+                file_name: file_name(&c, "pkcs12_file_name", n)?,
+                password: raw.pkcs12_password.unwrap_or_default(),
+            }),
+            None if raw.pkcs12_password.is_some() => {
+                return Err(c.invalid("pkcs12_password", "needs pkcs12_file_name"))
+            }
+            None => None,
+        };
         let mut jwt_svids = Vec::new();
         for (i, j) in raw.jwt_svids.unwrap_or_default().into_iter().enumerate() {
             if j.audience.is_empty() {
@@ -221,6 +248,7 @@ impl HelperConfig {
             jwt_svids.push((j.audience, f));
         }
         let mut names: Vec<&String> = vec![&svid_file_name, &key_file_name, &bundle_file_name];
+        names.extend(pkcs12.as_ref().map(|p| &p.file_name));
         names.extend(jwt_svids.iter().map(|(_, f)| f));
         for (i, n) in names.iter().enumerate() {
             if names[..i].contains(n) {
@@ -264,6 +292,7 @@ impl HelperConfig {
             svid_file_name,
             key_file_name,
             bundle_file_name,
+            pkcs12,
             include_federated_bundles: raw.include_federated_bundles.unwrap_or(false),
             file_uid: raw.file_uid,
             file_gid: raw.file_gid,
@@ -336,6 +365,8 @@ mod tests {
                 "cmd_timeout",
             ),
             ("svid_key_file_name = \"svid.pem\"\n", "used twice"),
+            ("pkcs12_file_name = \"svid.pem\"\n", "used twice"),
+            ("pkcs12_password = \"x\"\n", "needs pkcs12_file_name"),
             (
                 "[[jwt_svids]]\naudience = \"\"\nfile_name = \"t\"\n",
                 "jwt_svids[0]",

@@ -58,6 +58,7 @@ struct RawServer {
     prune_interval: String,
     #[serde(default = "default_issuance_retention")]
     issuance_retention: String,
+    jwt_issuer: Option<String>,
 }
 
 fn default_prune_interval() -> String {
@@ -179,6 +180,10 @@ pub struct ServerConfig {
     pub limits: ListenerLimits,
     /// Pruning of expired entries, join tokens and issuance records.
     pub prune: PruneConfig,
+    /// The `iss` claim of every JWT-SVID (`jwt_issuer`, as SPIRE's): the
+    /// issuer URL of the OIDC discovery document (`herald oidc --issuer`)
+    /// that cloud relying parties check it against. None: no `iss`.
+    pub jwt_issuer: Option<String>,
 }
 
 impl ConfigFile for ServerConfig {
@@ -274,7 +279,12 @@ impl ConfigFile for ServerConfig {
             interval: c.duration("prune_interval", &raw.prune_interval, 1)?,
             issuance_retention: c.duration("issuance_retention", &raw.issuance_retention, 0)?,
         };
+        let jwt_issuer = match raw.jwt_issuer {
+            Some(v) => Some(c.url("jwt_issuer", &v)?),
+            None => None,
+        };
         Ok(ServerConfig {
+            jwt_issuer,
             admin_allowed_uids: raw.admin_allowed_uids,
             downstream_ca_max_ttl,
             downstream_ca_path_len: raw.downstream_ca_path_len,

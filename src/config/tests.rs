@@ -18,6 +18,20 @@ fn minimal_server_config_takes_defaults() {
         crate::runtime_dir::default_admin_socket(Path::new("/tmp/x"))
     );
     assert!(!c.admin_socket.starts_with("/tmp/herald-server"));
+    assert_eq!(c.jwt_issuer, None);
+}
+
+#[test]
+fn jwt_issuer_is_an_absolute_url() {
+    let base = "trust_domain = \"example.org\"\ndata_dir = \"/x\"\n";
+    let c = server(&format!("{base}jwt_issuer = \"https://oidc.example.org\"")).unwrap();
+    assert_eq!(c.jwt_issuer.as_deref(), Some("https://oidc.example.org"));
+    for bad in ["", "oidc.example.org", "/issuer"] {
+        let err = server(&format!("{base}jwt_issuer = {bad:?}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("jwt_issuer"), "{bad:?}: {err}");
+    }
 }
 
 #[test]

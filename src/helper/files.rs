@@ -48,7 +48,7 @@ pub struct Writer {
 pub struct WriteError {
     /// The file or directory being written.
     pub path: PathBuf,
-    /// What the operating system said.
+    /// What the operating system (or, for PKCS#12, the encoder) said.
     #[source]
     pub source: io::Error,
 }
@@ -83,10 +83,10 @@ impl Writer {
     }
 
     /// Writes one file atomically with `mode` and the configured owner.
-    fn write(&self, path: &Path, contents: &str, mode: u32) -> Result<(), WriteError> {
+    fn write(&self, path: &Path, contents: &[u8], mode: u32) -> Result<(), WriteError> {
         // chown before the rename would be better still, but write_atomic
         // owns its temp name; the mode is already right from creation.
-        crate::fsutil::write_atomic(path, contents.as_bytes(), mode).map_err(at(path))?;
+        crate::fsutil::write_atomic(path, contents, mode).map_err(at(path))?;
         self.chown(path)
     }
 
@@ -113,23 +113,34 @@ impl Writer {
         self.chown(&generation)?;
         self.write(
             &generation.join(&c.svid_file_name),
-            &files.chain,
+            files.chain.as_bytes(),
             c.cert_file_mode,
         )?;
         self.write(
             &generation.join(&c.key_file_name),
-            &files.key,
+            files.key.as_bytes(),
             c.key_file_mode,
         )?;
         self.write(
             &generation.join(&c.bundle_file_name),
-            &files.bundle,
+            files.bundle.as_bytes(),
             c.cert_file_mode,
         )?;
+        if let Some(p12) = &c.pkcs12 {
+            let path = generation.join(&p12.file_name);
+            let der = super::pkcs12::encode(&files.chain, &files.key, &p12.password)
+                .map_err(|e| at(&path)(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+            // It holds the key: the key's mode, not the certificates'.
+            self.write(&path, &der, c.key_file_mode)?;
+        }
         let current = store.join("current");
         let previous = std::fs::read_link(&current).ok();
         replace_symlink(Path::new(&name), &current)?;
-        for file in [&c.svid_file_name, &c.key_file_name, &c.bundle_file_name] {
+        let p12 = c.pkcs12.as_ref().map(|p| &p.file_name);
+        for file in [&c.svid_file_name, &c.key_file_name, &c.bundle_file_name]
+            .into_iter()
+            .chain(p12)
+        {
             let target = Path::new(STORE).join("current").join(file);
             let link = c.dir.join(file);
             if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
@@ -144,7 +155,7 @@ impl Writer {
     pub fn write_jwt(&self, file_name: &str, token: &str) -> Result<(), WriteError> {
         std::fs::create_dir_all(&self.config.dir).map_err(at(&self.config.dir))?;
         let path = self.config.dir.join(file_name);
-        self.write(&path, token, self.config.cert_file_mode)
+        self.write(&path, token.as_bytes(), self.config.cert_file_mode)
     }
 }
 
@@ -232,6 +243,29 @@ mod tests {
             })
             .count();
         assert_eq!(gens, 2, "the current generation and the one before");
+    }
+
+    #[test]
+    fn pkcs12_joins_the_generation_with_the_key_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let raw = RawHelper {
+            agent_socket: Some("/s".into()),
+            dir: Some(tmp.path().to_path_buf()),
+            pkcs12_file_name: Some("svid.p12".into()),
+            ..RawHelper::default()
+        };
+        let w = Writer::new(HelperConfig::check(Path::new("t"), raw).unwrap());
+        let (chain, key) = crate::helper::pkcs12::tests::svid();
+        let bundle = String::new();
+        w.install_x509(&X509Files { chain, key, bundle }).unwrap();
+        let link = tmp.path().join("svid.p12");
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            Path::new(STORE).join("current/svid.p12")
+        );
+        let meta = std::fs::metadata(&link).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert!(meta.len() > 0);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::uds::{connect_unix, workload_request, StreamError};
 
 pub mod files;
 pub mod jwt;
+pub mod pkcs12;
 pub mod reload;
 
 pub use files::{Writer, X509Files};

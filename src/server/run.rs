@@ -190,6 +190,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
             default_jwt_svid_ttl: config.default_jwt_svid_ttl,
             agent_svid_ttl: config.agent_svid_ttl,
             ca_activation_deadline: config.ca_activation_deadline,
+            jwt_issuer: config.jwt_issuer.clone(),
             ..ServerSettings::default()
         },
     );

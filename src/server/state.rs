@@ -39,6 +39,8 @@ pub struct ServerSettings {
     pub default_join_token_ttl: i64,
     /// How long activation may wait for lagging agents past its due time.
     pub ca_activation_deadline: i64,
+    /// The `iss` claim of every JWT-SVID (`jwt_issuer`), or None for none.
+    pub jwt_issuer: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -49,6 +51,7 @@ impl Default for ServerSettings {
             agent_svid_ttl: 3600,
             default_join_token_ttl: 600,
             ca_activation_deadline: 300,
+            jwt_issuer: None,
         }
     }
 }

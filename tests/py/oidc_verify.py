@@ -1,5 +1,6 @@
 """Verifies a JWT-SVID the way an OIDC relying party does, with PyJWT:
-discovery document -> jwks_uri -> PyJWKClient -> jwt.decode.
+discovery document -> jwks_uri -> PyJWKClient -> jwt.decode, requiring the
+token's iss to equal the discovery document's issuer.
 
 usage: oidc_verify.py ISSUER CA_FILE AUDIENCE TOKEN...
 Prints "ok <kid> <sub>" per token; exits non-zero on the first failure.
@@ -29,7 +30,16 @@ def main():
     algs = discovery["id_token_signing_alg_values_supported"]
     for token in tokens:
         key = client.get_signing_key_from_jwt(token)
-        claims = jwt.decode(token, key.key, algorithms=algs, audience=audience)
+        # issuer= makes PyJWT require the iss claim and compare it, as cloud
+        # relying parties do; options= makes its absence an error too.
+        claims = jwt.decode(
+            token,
+            key.key,
+            algorithms=algs,
+            audience=audience,
+            issuer=discovery["issuer"],
+            options={"require": ["iss", "sub", "aud", "exp"]},
+        )
         print("ok", key.key_id, claims["sub"])
 
 

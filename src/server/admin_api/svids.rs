@@ -97,7 +97,13 @@ impl SvidsApi {
         let jwt = authorities.jwt();
         let now = now_unix();
         let token = jwt
-            .sign(&id, &req.audience, ttl, now)
+            .sign_issued(
+                self.state.settings.jwt_issuer.as_deref(),
+                &id,
+                &req.audience,
+                ttl,
+                now,
+            )
             .map_err(|e| match e {
                 JwtSignError::NoAudience
                 | JwtSignError::BadTtl(_)

@@ -97,7 +97,13 @@ impl NodeApi {
         let authorities = self.state.authorities();
         let token = authorities
             .jwt()
-            .sign(&entry.spiffe_id, &req.audience, ttl, now)
+            .sign_issued(
+                self.state.settings.jwt_issuer.as_deref(),
+                &entry.spiffe_id,
+                &req.audience,
+                ttl,
+                now,
+            )
             .map_err(signing_failed("the JWT-SVID"))?;
         Ok(node::NewJwtsvidResponse {
             token,
