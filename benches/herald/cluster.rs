@@ -282,6 +282,18 @@ pub async fn create_entries(
     ids
 }
 
+/// Creates the entry `path` of `entry(path, parent, selector, 0)` alone;
+/// its id (for deleting it) and its SPIFFE ID (to watch streams for).
+pub async fn create_one(
+    client: &mut EntriesClient<Channel>,
+    path: &str,
+    parent: &SpiffeId,
+    selector: &str,
+) -> (Vec<String>, String) {
+    let ids = create_entries(client, vec![entry(path, parent, selector, 0)], 1).await;
+    (ids, format!("spiffe://{TRUST_DOMAIN}{path}"))
+}
+
 /// Deletes entries through BatchDeleteEntry.
 pub async fn delete_entries(client: &mut EntriesClient<Channel>, ids: Vec<String>) {
     let resp = client

@@ -70,14 +70,8 @@ pub fn run(scale: &Scale, c: &WorkloadCluster, report: &mut Report) {
         let (mut created, mut deleted) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for i in 0..n {
             let path = format!("/bench/propagation/{i}");
-            let id = format!("spiffe://{}{path}", cluster::TRUST_DOMAIN);
             let t = Instant::now();
-            let ids = cluster::create_entries(
-                &mut admin,
-                vec![cluster::entry(&path, &parent, &me, 0)],
-                1,
-            )
-            .await;
+            let (ids, id) = cluster::create_one(&mut admin, &path, &parent, &me).await;
             wait_for(&mut stream, |m| has(m, &id)).await;
             created.push(t.elapsed());
             let t = Instant::now();

@@ -157,14 +157,8 @@ fn pushes(c: &crate::workload::WorkloadCluster, n: usize) -> [Vec<Duration>; 3] 
         let mut out: [Vec<Duration>; 3] = Default::default();
         for i in 0..n {
             let path = format!("/bench/sds/{i}");
-            let id = format!("spiffe://{}{path}", cluster::TRUST_DOMAIN);
             let t = Instant::now();
-            let ids = cluster::create_entries(
-                &mut admin,
-                vec![cluster::entry(&path, &parent, &me, 0)],
-                1,
-            )
-            .await;
+            let (ids, id) = cluster::create_one(&mut admin, &path, &parent, &me).await;
             let (a, b, d) = tokio::join!(
                 wl_until(&mut wl_stream, &id, true, t),
                 sotw_until(&mut sotw, &id, true, t),
