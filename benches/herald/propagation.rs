@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use herald::proto::workload::{X509svidRequest, X509svidResponse};
+use herald::proto::workload::X509svidResponse;
 use herald::spiffe::SpiffeId;
 use tonic::Streaming;
 
@@ -21,7 +21,7 @@ use crate::cluster::{self, trust_domain};
 use crate::measure::{fmt_dur, percentiles};
 use crate::report::{heading, ratio, Report, Row};
 use crate::scale::Scale;
-use crate::workload::{with_header, workload_client, WorkloadCluster};
+use crate::workload::{workload_client, x509_stream_and_first, WorkloadCluster};
 
 /// Reads the stream until a message satisfies `done`.
 async fn wait_for(
@@ -61,12 +61,7 @@ pub fn run(scale: &Scale, c: &WorkloadCluster, report: &mut Report) {
     let (created, deleted, base_create, base_delete) = c.rts.bench.block_on(async {
         let mut admin = cluster::admin_entries(&c.server.admin_socket()).await;
         let mut client = workload_client(&socket).await;
-        let mut stream = client
-            .fetch_x509svid(with_header(X509svidRequest {}))
-            .await
-            .expect("FetchX509SVID")
-            .into_inner();
-        stream.message().await.unwrap().unwrap();
+        let (mut stream, _) = x509_stream_and_first(&mut client).await;
         let (mut created, mut deleted) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for i in 0..n {
             let path = format!("/bench/propagation/{i}");

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
-use herald::proto::workload::{X509svidRequest, X509svidResponse};
+use herald::proto::workload::X509svidResponse;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
@@ -30,7 +30,7 @@ use crate::harness::sds::{
 use crate::measure::{fmt_dur, percentiles, Percentiles};
 use crate::report::{heading, ratio, Report, Row};
 use crate::scale::Scale;
-use crate::workload::{with_header, workload_client, x509_first, WorkloadClient};
+use crate::workload::{workload_client, x509_first, x509_stream_and_first, WorkloadClient};
 
 /// Calls before the clock starts.
 const WARMUP: usize = 20;
@@ -142,12 +142,7 @@ fn pushes(c: &crate::workload::WorkloadCluster, n: usize) -> [Vec<Duration>; 3] 
     c.rts.bench.block_on(async {
         let mut admin = cluster::admin_entries(&c.server.admin_socket()).await;
         let mut wl = workload_client(&socket).await;
-        let mut wl_stream = wl
-            .fetch_x509svid(with_header(X509svidRequest {}))
-            .await
-            .expect("FetchX509SVID")
-            .into_inner();
-        wl_stream.message().await.unwrap().unwrap();
+        let (mut wl_stream, _) = x509_stream_and_first(&mut wl).await;
         let mut sds = SdsClient::new(cluster::uds_channel(&socket).await);
         let (mut sotw, r) = sotw_first(&mut sds, request(&[], "", "")).await;
         sotw.send(request(&[], &r.version_info, &r.nonce)).await;

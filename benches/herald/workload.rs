@@ -127,16 +127,25 @@ pub async fn workload_client(socket: &Path) -> WorkloadClient {
 
 /// FetchX509SVID up to its first response.
 pub async fn x509_first(client: &mut WorkloadClient) -> X509svidResponse {
+    x509_stream_and_first(client).await.1
+}
+
+/// A FetchX509SVID stream past its first response (which is returned too),
+/// ready to be watched for pushes.
+pub async fn x509_stream_and_first(
+    client: &mut WorkloadClient,
+) -> (tonic::Streaming<X509svidResponse>, X509svidResponse) {
     let mut stream = client
         .fetch_x509svid(with_header(X509svidRequest {}))
         .await
         .expect("FetchX509SVID")
         .into_inner();
-    stream
+    let first = stream
         .message()
         .await
         .expect("first response")
-        .expect("a message")
+        .expect("a message");
+    (stream, first)
 }
 
 async fn jwt(client: &mut WorkloadClient) -> JwtsvidResponse {
