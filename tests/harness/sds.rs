@@ -108,18 +108,27 @@ impl<Req, Resp> Open<Req, Resp> {
     }
 }
 
+/// Opens a stream with `first` as its first request; `call` is the RPC.
+async fn open<Req, Resp, F, Fut>(first: Req, call: F) -> Result<Open<Req, Resp>, tonic::Status>
+where
+    F: FnOnce(ReceiverStream<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<Streaming<Resp>>, tonic::Status>>,
+{
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(first).await.expect("a fresh channel");
+    let resp = call(ReceiverStream::new(rx)).await?;
+    Ok(Open {
+        tx,
+        rx: resp.into_inner(),
+    })
+}
+
 /// Opens StreamSecrets with `first` as its first request.
 pub async fn open_sotw(
     c: &mut SecretDiscoveryServiceClient<Channel>,
     first: DiscoveryRequest,
 ) -> Result<SotwStream, tonic::Status> {
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(first).await.expect("a fresh channel");
-    let resp = c.stream_secrets(ReceiverStream::new(rx)).await?;
-    Ok(Open {
-        tx,
-        rx: resp.into_inner(),
-    })
+    open(first, |rx| c.stream_secrets(rx)).await
 }
 
 /// Opens DeltaSecrets with `first` as its first request.
@@ -127,13 +136,7 @@ pub async fn open_delta(
     c: &mut SecretDiscoveryServiceClient<Channel>,
     first: DeltaDiscoveryRequest,
 ) -> Result<DeltaStream, tonic::Status> {
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(first).await.expect("a fresh channel");
-    let resp = c.delta_secrets(ReceiverStream::new(rx)).await?;
-    Ok(Open {
-        tx,
-        rx: resp.into_inner(),
-    })
+    open(first, |rx| c.delta_secrets(rx)).await
 }
 
 /// Opens StreamSecrets and reads its first response (10 s at most).
