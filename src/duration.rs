@@ -80,9 +80,40 @@ pub fn parse_duration_secs(text: &str) -> Result<i64, DurationError> {
     Ok(total)
 }
 
+/// Parses a duration into milliseconds: `500ms`, or anything
+/// [`parse_duration_secs`] reads (`2s`, `1m`). For the few keys that take
+/// sub-second intervals.
+pub fn parse_duration_millis(text: &str) -> Result<u64, DurationError> {
+    if let Some(ms) = text.trim().strip_suffix("ms") {
+        if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(DurationError::Invalid(text.to_string()));
+        }
+        return ms
+            .parse::<u64>()
+            .map_err(|source| DurationError::NumberTooLarge {
+                text: text.to_string(),
+                source,
+            });
+    }
+    let secs = parse_duration_secs(text)?;
+    // parse_duration_secs never returns a negative number or more than a
+    // century, so the product fits.
+    Ok(secs.unsigned_abs().saturating_mul(1000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_milliseconds() {
+        assert_eq!(parse_duration_millis("500ms"), Ok(500));
+        assert_eq!(parse_duration_millis("2s"), Ok(2000));
+        assert_eq!(parse_duration_millis("1m"), Ok(60_000));
+        assert!(parse_duration_millis("ms").is_err());
+        assert!(parse_duration_millis("1.5ms").is_err());
+        assert!(parse_duration_millis("-5ms").is_err());
+    }
 
     #[test]
     fn parses_units_and_sums() {

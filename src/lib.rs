@@ -53,6 +53,7 @@ pub mod fsutil;
 pub mod fuzzing;
 pub mod heap;
 pub mod helper;
+pub mod http_get;
 pub mod node;
 pub mod oidc;
 pub mod proto;

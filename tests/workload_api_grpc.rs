@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use harness::bin::{my_uid, now};
 use harness::workload::{raw_client, with_header};
-use herald::agent::attestor::UnixAttestor;
+use herald::agent::attestor::{UnixAttestor, WorkloadAttestor};
 use herald::agent::cache::{Cache, CacheSnapshot, JwtSvidSource, WorkloadIdentity};
 use herald::agent::workload_api::{WorkloadApi, WorkloadApiOptions};
 use herald::ca::{jwt::new_kid, JwtKey, KeyPair, KeyType, SvidRequest, X509Authority};
@@ -156,7 +156,7 @@ impl Harness {
             cache: cache.clone(),
             key: own.jwt.clone(),
         });
-        let api = WorkloadApi::new(cache.clone(), jwt, Arc::new(UnixAttestor::new())).with_options(
+        let api = WorkloadApi::new(cache.clone(), jwt, Arc::new(WorkloadAttestor::from(UnixAttestor::new()))).with_options(
             WorkloadApiOptions {
                 ready_timeout,
                 ..WorkloadApiOptions::default()

@@ -14,11 +14,15 @@
 //! `sha256:<hex of the executable>`.
 //!
 //! The pieces: `proc_files` reads `/proc`, `names` the user and group
-//! databases, `exe_hash` the executable's hash.
+//! databases, `exe_hash` the executable's hash. [`k8s`] is the optional
+//! Kubernetes attestor, and [`WorkloadAttestor`] runs the attestors that
+//! are on for one caller.
 
 mod exe_hash;
+pub mod k8s;
 mod names;
 mod proc_files;
+mod workload;
 
 use std::io;
 use std::path::PathBuf;
@@ -27,6 +31,7 @@ use self::exe_hash::ExeHashes;
 pub use self::exe_hash::DEFAULT_SHA256_MAX_FILE_SIZE;
 use self::names::NameDatabases;
 use self::proc_files::{read_proc_file, read_start_time, status_effective_uid, status_groups};
+pub use self::workload::WorkloadAttestor;
 use crate::registration::Selector;
 
 /// The selector kind this attestor produces.
@@ -82,6 +87,18 @@ pub enum AttestError {
         /// The uid from SO_PEERCRED.
         peer_uid: u32,
     },
+    /// The Kubernetes attestor failed (the cause names the step).
+    #[error("k8s workload attestation of process {pid} failed")]
+    K8s {
+        /// The caller's pid.
+        pid: i32,
+        /// What failed.
+        #[source]
+        source: k8s::K8sError,
+    },
+    /// The blocking task reading `/proc` panicked or was cancelled.
+    #[error("the attestation task failed")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// Attests local processes by their unix credentials and executable.
@@ -128,6 +145,21 @@ impl UnixAttestor {
     /// `uid` and `gid`. Blocking: it reads files and may hash a large
     /// executable, so async callers run it on a blocking thread.
     pub fn attest(&self, pid: i32, uid: u32, gid: u32) -> Result<Vec<Selector>, AttestError> {
+        self.attest_with(pid, uid, gid, |_| Ok(()))
+            .map(|(selectors, ())| selectors)
+    }
+
+    /// Like [`UnixAttestor::attest`], also running `inside` on the pid
+    /// between the two start-time reads, so that what it reads of the
+    /// process (the k8s attestor's cgroup file) is covered by the pid-reuse
+    /// check too.
+    pub fn attest_with<T>(
+        &self,
+        pid: i32,
+        uid: u32,
+        gid: u32,
+        inside: impl FnOnce(i32) -> Result<T, AttestError>,
+    ) -> Result<(Vec<Selector>, T), AttestError> {
         if pid <= 0 {
             return Err(AttestError::BadPid(pid));
         }
@@ -190,6 +222,8 @@ impl UnixAttestor {
             }
         }
 
+        let extra = inside(pid)?;
+
         let after = match read_start_time(&dir, pid) {
             Ok(t) => Some(t),
             Err(AttestError::ProcessGone { .. }) => None,
@@ -198,7 +232,7 @@ impl UnixAttestor {
         if after != Some(before) {
             return Err(AttestError::PidReused { pid, before, after });
         }
-        Ok(selectors)
+        Ok((selectors, extra))
     }
 }
 

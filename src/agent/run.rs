@@ -8,7 +8,8 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
-use super::attestor::UnixAttestor;
+use super::attestor::k8s::K8sAttestor;
+use super::attestor::{UnixAttestor, WorkloadAttestor};
 use super::cache::Cache;
 use super::h2_authority::ConnLimits;
 use super::jwt_source::NodeJwtSource;
@@ -51,6 +52,9 @@ pub enum AgentError {
     /// The Workload API socket could not be bound.
     #[error("workload API")]
     WorkloadApi(#[from] super::workload_api::WorkloadApiError),
+    /// The k8s workload attestor could not be set up.
+    #[error("k8s workload attestor (workload_attestors.k8s)")]
+    K8sAttestor(#[from] super::attestor::k8s::SetupError),
 }
 
 /// A running agent.
@@ -100,6 +104,8 @@ fn bootstrap_roots(config: &AgentConfig) -> Result<Vec<Vec<u8>>, AgentError> {
 
 /// Starts an agent from `config`.
 pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
+    // First, so that a mistake in it stops the agent before anything runs.
+    let k8s = config.k8s.as_ref().map(K8sAttestor::new).transpose()?;
     let store = CredentialStore::open(&config.data_dir)?;
     let saved_bundle = store.load_bundle(&config.trust_domain)?;
     let (roots, insecure) = match &saved_bundle {
@@ -189,7 +195,10 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     let api = WorkloadApi::new(
         cache.clone(),
         Arc::new(NodeJwtSource::new(client, jwt_epoch, clock)),
-        Arc::new(UnixAttestor::new().with_sha256_max_file_size(limits.sha256_max_file_size)),
+        Arc::new(WorkloadAttestor::new(
+            UnixAttestor::new().with_sha256_max_file_size(limits.sha256_max_file_size),
+            k8s,
+        )),
     )
     .with_options(WorkloadApiOptions {
         jwt_leeway_secs: config.jwt_svid_leeway,

@@ -49,7 +49,7 @@ use tracing::Instrument as _;
 use self::delta::Delta;
 use self::sotw::Sotw;
 use self::stream::{Due, Protocol, ResponseStream, Subscriber};
-use crate::agent::attestor::UnixAttestor;
+use crate::agent::attestor::WorkloadAttestor;
 use crate::agent::cache::Cache;
 use crate::agent::workload_api::{caller, ready, responses};
 use crate::config::SdsSettings;
@@ -66,7 +66,7 @@ pub const MAX_REQUEST_SIZE: usize = 256 * 1024;
 #[derive(Clone)]
 pub struct Sds {
     cache: Cache,
-    attestor: Arc<UnixAttestor>,
+    attestor: Arc<WorkloadAttestor>,
     ready_timeout: Duration,
     settings: Arc<SdsSettings>,
     stop: watch::Receiver<bool>,
@@ -80,7 +80,7 @@ impl Sds {
     /// streams end once `stop` turns true.
     pub fn new(
         cache: Cache,
-        attestor: Arc<UnixAttestor>,
+        attestor: Arc<WorkloadAttestor>,
         ready_timeout: Duration,
         settings: SdsSettings,
         stop: watch::Receiver<bool>,

@@ -3,7 +3,7 @@
 //! through the same `caller` path.
 //!
 //! The caller is identified out of band: the socket's SO_PEERCRED gives its
-//! pid, uid and gid, which the [`UnixAttestor`] turns into selectors. The
+//! pid, uid and gid, which the [`WorkloadAttestor`] turns into selectors. The
 //! responses come from the agent's [`Cache`]: each stream subscribes to it
 //! and sends a full-state message whenever a new snapshot changes what the
 //! caller receives. This layer validates and translates; it holds no CA
@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tonic::transport::Server;
 
 use self::handler::Handler;
-use crate::agent::attestor::UnixAttestor;
+use crate::agent::attestor::WorkloadAttestor;
 use crate::agent::cache::{Cache, JwtSvidSource};
 use crate::agent::h2_authority::{self, ConnLimits, TrackRequestsLayer};
 use crate::agent::sds::Sds;
@@ -90,7 +90,7 @@ pub enum WorkloadApiError {
 pub struct WorkloadApi {
     cache: Cache,
     jwt: Arc<dyn JwtSvidSource>,
-    attestor: Arc<UnixAttestor>,
+    attestor: Arc<WorkloadAttestor>,
     options: WorkloadApiOptions,
 }
 
@@ -128,7 +128,7 @@ impl Default for WorkloadApiOptions {
 impl WorkloadApi {
     /// A Workload API serving `cache`, minting JWT-SVIDs through `jwt` and
     /// identifying callers with `attestor`.
-    pub fn new(cache: Cache, jwt: Arc<dyn JwtSvidSource>, attestor: Arc<UnixAttestor>) -> Self {
+    pub fn new(cache: Cache, jwt: Arc<dyn JwtSvidSource>, attestor: Arc<WorkloadAttestor>) -> Self {
         WorkloadApi {
             cache,
             jwt,

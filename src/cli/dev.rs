@@ -139,6 +139,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
             workload_api: Default::default(),
             logging: Logging::default(),
             sds: Default::default(),
+            k8s: None,
         };
         let agent = crate::agent::run::start(&agent_config)
             .await

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::check::Checker;
+use super::k8s::{k8s_settings, K8sSettings, RawWorkloadAttestors};
 use super::sds::{sds_settings, RawSds, SdsSettings};
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
 use crate::agent::attestor::DEFAULT_SHA256_MAX_FILE_SIZE;
@@ -42,6 +43,8 @@ struct RawAgent {
     log_format: LogFormat,
     #[serde(default)]
     sds: RawSds,
+    #[serde(default)]
+    workload_attestors: RawWorkloadAttestors,
 }
 
 /// The largest clock skew ValidateJWTSVID may be told to tolerate.
@@ -202,6 +205,9 @@ pub struct AgentConfig {
     pub logging: Logging,
     /// The `[sds]` table: Envoy SDS resource names and validation contexts.
     pub sds: SdsSettings,
+    /// The `[workload_attestors.k8s]` table: the Kubernetes workload
+    /// attestor, `None` when off.
+    pub k8s: Option<K8sSettings>,
 }
 
 impl ConfigFile for AgentConfig {
@@ -251,6 +257,7 @@ impl ConfigFile for AgentConfig {
             workload_api,
             logging: c.logging(raw.log_level, raw.log_format)?,
             sds: sds_settings(&c, raw.sds)?,
+            k8s: k8s_settings(&c, raw.workload_attestors)?,
         })
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! - [`server`] reads `server.toml` (the CA, its upstream, listeners).
 //! - [`federation`] reads the `[federation]` table of `server.toml`.
-//! - [`agent`] reads `agent.toml`, the node agent's, and [`sds`] its
-//!   `[sds]` table (Envoy SDS names).
+//! - [`agent`] reads `agent.toml`, the node agent's, [`sds`] its `[sds]`
+//!   table (Envoy SDS names) and [`k8s`] its `[workload_attestors.k8s]`
+//!   table (the Kubernetes workload attestor).
 //! - [`helper`] reads `helper.toml`, what `herald helper` writes and reloads.
 //! - `check` is the one checker every role's validation goes through, so
 //!   every error names the file and the key the same way.
@@ -20,6 +21,7 @@ pub mod agent;
 mod check;
 pub mod federation;
 pub mod helper;
+pub mod k8s;
 pub mod limits;
 pub mod sds;
 pub mod server;

@@ -159,6 +159,30 @@ impl ServerCertVerifier for ServerIdVerifier {
     handshake_signature_checks!();
 }
 
+// === impl UnverifiedServer ===
+
+/// A client's view of a server it was told not to check: any certificate
+/// is accepted (the handshake signature is still checked, so the peer holds
+/// the key of what it presented). Only for an operator's explicit choice,
+/// such as the k8s attestor's `skip_kubelet_verification`.
+#[derive(Debug)]
+pub struct UnverifiedServer;
+
+impl ServerCertVerifier for UnverifiedServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    handshake_signature_checks!();
+}
+
 // === impl OptionalSvidClientVerifier ===
 
 /// A server's view of a client: no certificate is fine (attestation comes

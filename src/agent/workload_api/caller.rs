@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
-use crate::agent::attestor::UnixAttestor;
+use crate::agent::attestor::WorkloadAttestor;
 use crate::errors::Chain;
 use crate::registration::Selector;
 
@@ -64,27 +64,20 @@ pub(crate) fn identify<T>(request: &Request<T>, span: &tracing::Span) -> Result<
     })
 }
 
-/// The caller's selectors, attested on a blocking thread (it reads /proc).
-/// A failure is Unavailable: it may pass on a retry.
+/// The caller's selectors (the unix attestor reads /proc on a blocking
+/// thread; the k8s attestor, if on, then asks the kubelet). A failure is
+/// Unavailable: it may pass on a retry. The log says which step failed.
 pub(crate) async fn attest(
-    attestor: &Arc<UnixAttestor>,
+    attestor: &Arc<WorkloadAttestor>,
     caller: Caller,
 ) -> Result<Vec<Selector>, Status> {
-    let attestor = attestor.clone();
-    let result =
-        tokio::task::spawn_blocking(move || attestor.attest(caller.pid, caller.uid, caller.gid))
-            .await;
-    match result {
-        Ok(Ok(selectors)) => {
+    match attestor.attest(caller.pid, caller.uid, caller.gid).await {
+        Ok(selectors) => {
             tracing::debug!(selectors = selectors.len(), "attested");
             Ok(selectors)
         }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %Chain(&e), "workload attestation failed");
-            Err(Status::unavailable("workload attestation failed"))
-        }
         Err(e) => {
-            tracing::warn!(error = %e, "workload attestation task failed");
+            tracing::warn!(error = %Chain(&e), "workload attestation failed");
             Err(Status::unavailable("workload attestation failed"))
         }
     }

@@ -15,20 +15,24 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 use super::endpoint_auth::{client_config, connect, UntrustedCertificate};
-use super::https_get::{self, HttpError};
 use super::web_roots::WebRoots;
 use super::{bundle_trust_domain_check, WrongTrustDomain};
+use crate::http_get::{self, GetRequest, HttpError};
 use crate::server::state::ServerState;
 use crate::spiffe::{Bundle, BundleError, SpiffeId, TrustDomain};
 use crate::spiffe::{EndpointUrl, UrlError};
 use crate::store::{BundleEndpointProfile, FederationRelationship, StoreError};
+
+/// Largest bundle response read. SPIFFE bundles are a few KiB; this
+/// leaves room for large key sets.
+pub(super) const MAX_BUNDLE_RESPONSE: usize = 4 * 1024 * 1024;
 
 /// Redirect hops followed before giving up.
 pub const MAX_REDIRECTS: usize = 3;
 
 /// What one fetch may cost: `[limits] federation_fetch_timeout` and
 /// `federation_max_bundle_keys`. The response size is bounded by
-/// [`https_get`] whatever these say.
+/// [`MAX_BUNDLE_RESPONSE`] whatever these say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FetchLimits {
     /// The whole exchange: connection, TLS, redirects, every byte of the
@@ -263,7 +267,14 @@ async fn fetch_inner(
     let body = loop {
         *last_url = url.to_string();
         let stream = connect(&config, &url).await?;
-        let response = https_get::get(stream, &url)
+        let host = url.host_header();
+        let request = GetRequest {
+            target: url.target(),
+            host: &host,
+            bearer: None,
+            max_body: MAX_BUNDLE_RESPONSE,
+        };
+        let response = http_get::get(stream, request)
             .await
             .map_err(FetchFailure::Http)?;
         match (response.status, response.location) {

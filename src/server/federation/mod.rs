@@ -5,8 +5,8 @@
 //!   `https_spiffe` profile (the server's own SVID) or `https_web` (a
 //!   certificate from files).
 //! - [`fetch`] fetches one foreign bundle, authenticating the endpoint by
-//!   its profile, and checks what it got; [`https_get`] is its one bounded
-//!   HTTPS request, [`web_roots`] the roots of `https_web` endpoints and
+//!   its profile, and checks what it got; `crate::http_get` is its one
+//!   bounded HTTPS request, [`web_roots`] the roots of `https_web` endpoints and
 //!   `spiffe::endpoint_url` the URL rules, [`endpoint_auth`] how the endpoint is
 //!   authenticated.
 //! - [`refresher`] keeps every federated bundle current: it polls each
@@ -23,7 +23,6 @@ pub mod admin;
 pub mod endpoint;
 pub mod endpoint_auth;
 pub mod fetch;
-pub mod https_get;
 pub mod refresher;
 pub mod web_roots;
 

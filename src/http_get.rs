@@ -1,38 +1,46 @@
-//! One HTTPS `GET` of a bundle: hyper's HTTP/1.1 client over a TLS
-//! connection of ours ([`super::endpoint_auth`]), so that the profile's
-//! verifier (SPIFFE or Web PKI) decides whom we talk to. One request per
-//! connection. Everything a
-//! peer sends is bounded in size; a peer that sends too much or nonsense
-//! gets an error, not a panic. The caller bounds the time.
+//! One HTTP `GET` over a stream the caller connected (TLS of ours, or
+//! plain TCP): hyper's HTTP/1.1 client, one request per connection, so
+//! that the caller's TLS configuration decides whom we talk to. Used for
+//! federation bundles (`server/federation/fetch.rs`) and the kubelet's pod
+//! list (`agent/attestor/k8s/kubelet.rs`). Everything a peer sends is
+//! bounded in size; a peer that sends too much or nonsense gets an error,
+//! not a panic. The caller bounds the time.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::header::{ACCEPT, CONNECTION, HOST, LOCATION, USER_AGENT};
+use http::header::{ACCEPT, AUTHORIZATION, CONNECTION, HOST, LOCATION, USER_AGENT};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::spiffe::EndpointUrl;
-
-/// Largest response body read. SPIFFE bundles are a few KiB; this leaves
-/// room for large key sets.
-pub(super) const MAX_RESPONSE: usize = 4 * 1024 * 1024;
+/// What one `GET` asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct GetRequest<'a> {
+    /// The request target: path and query.
+    pub target: &'a str,
+    /// The `Host` header (host, and port if not the scheme's default).
+    pub host: &'a str,
+    /// A bearer token for `Authorization`, if any.
+    pub bearer: Option<&'a str>,
+    /// The largest response body read.
+    pub max_body: usize,
+}
 
 /// Largest response head read.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// A response, as the fetcher needs it.
 #[derive(Debug)]
-pub(super) struct Response {
+pub struct Response {
     /// The status code.
-    pub(super) status: u16,
+    pub status: u16,
     /// `Location`, for redirects.
-    pub(super) location: Option<String>,
+    pub location: Option<String>,
     /// The decoded body.
-    pub(super) body: Vec<u8>,
+    pub body: Vec<u8>,
 }
 
 /// Why an HTTP exchange failed.
@@ -52,16 +60,21 @@ pub enum HttpError {
     },
 }
 
-/// Sends `GET url` on `stream` and reads the whole response.
-pub(super) async fn get<S>(stream: S, url: &EndpointUrl) -> Result<Response, HttpError>
+/// Sends `GET` on `stream` and reads the whole response.
+pub async fn get<S>(stream: S, req: GetRequest<'_>) -> Result<Response, HttpError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let request = http::Request::get(url.target())
-        .header(HOST, url.host_header())
+    let limit = req.max_body;
+    let mut request = http::Request::get(req.target)
+        .header(HOST, req.host)
         .header(ACCEPT, "application/json")
         .header(USER_AGENT, concat!("herald/", env!("CARGO_PKG_VERSION")))
-        .header(CONNECTION, "close")
+        .header(CONNECTION, "close");
+    if let Some(token) = req.bearer {
+        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
         .body(Empty::<Bytes>::new())
         .map_err(HttpError::Request)?;
     let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
@@ -81,12 +94,10 @@ where
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         // An announced length over the limit is refused before reading.
-        if hyper::body::Body::size_hint(response.body()).lower() > MAX_RESPONSE as u64 {
-            return Err(HttpError::TooLarge {
-                limit: MAX_RESPONSE,
-            });
+        if hyper::body::Body::size_hint(response.body()).lower() > limit as u64 {
+            return Err(HttpError::TooLarge { limit });
         }
-        let body = read_body(response.into_body()).await?;
+        let body = read_body(response.into_body(), limit).await?;
         Ok(Response {
             status,
             location,
@@ -109,21 +120,19 @@ where
 /// The whole body, copied frame by frame into one buffer as it arrives:
 /// linear in what the peer sends however it frames it (a chunked body of
 /// 1-byte chunks costs one small copy per chunk, and keeps nothing per
-/// chunk), and never more than [`MAX_RESPONSE`] bytes. The caller's
-/// deadline bounds the time.
-async fn read_body(mut body: Incoming) -> Result<Vec<u8>, HttpError> {
+/// chunk), and never more than `limit` bytes. The caller's deadline bounds
+/// the time.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Vec<u8>, HttpError> {
     // An announced length (already checked) is allocated once.
     let announced = hyper::body::Body::size_hint(&body).lower();
-    let mut out = Vec::with_capacity(usize::try_from(announced).unwrap_or(0).min(MAX_RESPONSE));
+    let mut out = Vec::with_capacity(usize::try_from(announced).unwrap_or(0).min(limit));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(HttpError::Protocol)?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
-        if data.len() > MAX_RESPONSE - out.len() {
-            return Err(HttpError::TooLarge {
-                limit: MAX_RESPONSE,
-            });
+        if data.len() > limit - out.len() {
+            return Err(HttpError::TooLarge { limit });
         }
         out.extend_from_slice(&data);
     }
@@ -132,7 +141,7 @@ async fn read_body(mut body: Incoming) -> Result<Vec<u8>, HttpError> {
 
 /// A stream that reads an unclean TLS close (no `close_notify`) as the end
 /// of the stream: the HTTP framing, not TLS, decides whether a response is
-/// complete, and a cut-off bundle fails to parse anyway.
+/// complete, and a cut-off body fails to parse anyway.
 struct CleanEof<S>(S);
 
 impl<S: AsyncRead + Unpin> AsyncRead for CleanEof<S> {
@@ -172,6 +181,18 @@ mod tests {
 
     use super::*;
 
+    /// Bundles' limit, as federation uses it.
+    const MAX_RESPONSE: usize = 4 * 1024 * 1024;
+
+    fn request() -> GetRequest<'static> {
+        GetRequest {
+            target: "/",
+            host: "localhost",
+            bearer: None,
+            max_body: MAX_RESPONSE,
+        }
+    }
+
     /// Answers one request with `response` on an in-memory stream.
     async fn exchange(response: &'static [u8]) -> Result<Response, HttpError> {
         let (client, mut server) = tokio::io::duplex(64 * 1024);
@@ -181,8 +202,7 @@ mod tests {
             let _ = server.write_all(response).await;
             let _ = server.shutdown().await;
         });
-        let url = EndpointUrl::parse("https://localhost/").unwrap();
-        get(client, &url).await
+        get(client, request()).await
     }
 
     #[tokio::test]
@@ -242,9 +262,8 @@ mod tests {
             let chunks = b"1\r\nx\r\n".repeat(4096);
             while server.write_all(&chunks).await.is_ok() {}
         });
-        let url = EndpointUrl::parse("https://localhost/").unwrap();
         assert!(matches!(
-            get(client, &url).await,
+            get(client, request()).await,
             Err(HttpError::TooLarge {
                 limit: MAX_RESPONSE
             })
@@ -271,9 +290,8 @@ mod tests {
             let line = b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
             while server.write_all(line).await.is_ok() {}
         });
-        let url = EndpointUrl::parse("https://localhost/").unwrap();
         assert!(matches!(
-            get(client, &url).await,
+            get(client, request()).await,
             Err(HttpError::Protocol(_))
         ));
     }

@@ -1,0 +1,74 @@
+//! The attestors that are on, run for one caller: the unix attestor always,
+//! the k8s attestor when `[workload_attestors.k8s]` is configured. The
+//! caller's selectors are the union of theirs.
+//!
+//! The cgroup file the k8s attestor needs is read inside the unix
+//! attestor's pid-reuse window, on the same blocking thread; the kubelet is
+//! asked afterwards, asynchronously, as that may take several retries.
+
+use std::sync::Arc;
+
+use super::k8s::{K8sAttestor, K8sError};
+use super::proc_files::read_proc_file;
+use super::{AttestError, UnixAttestor};
+use crate::registration::Selector;
+
+/// Every configured workload attestor.
+#[derive(Debug)]
+pub struct WorkloadAttestor {
+    unix: UnixAttestor,
+    k8s: Option<K8sAttestor>,
+}
+
+impl From<UnixAttestor> for WorkloadAttestor {
+    fn from(unix: UnixAttestor) -> Self {
+        WorkloadAttestor { unix, k8s: None }
+    }
+}
+
+// === impl WorkloadAttestor ===
+
+impl WorkloadAttestor {
+    /// The unix attestor, and the k8s attestor if given.
+    pub fn new(unix: UnixAttestor, k8s: Option<K8sAttestor>) -> Self {
+        WorkloadAttestor { unix, k8s }
+    }
+
+    /// The selectors of the process `pid`, whose socket peer credential
+    /// says `uid` and `gid`.
+    pub async fn attest(
+        self: &Arc<Self>,
+        pid: i32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Vec<Selector>, AttestError> {
+        let this = self.clone();
+        let (mut selectors, located) = tokio::task::spawn_blocking(move || {
+            this.unix.attest_with(pid, uid, gid, |pid| this.locate(pid))
+        })
+        .await
+        .map_err(AttestError::Task)??;
+        if let (Some(k8s), Some(at)) = (&self.k8s, located) {
+            let found = k8s
+                .selectors(&at)
+                .await
+                .map_err(|source| AttestError::K8s { pid, source })?;
+            selectors.extend(found);
+        }
+        Ok(selectors)
+    }
+
+    /// The caller's pod and container from its cgroup file, if the k8s
+    /// attestor is on and the caller runs in a pod.
+    fn locate(&self, pid: i32) -> Result<Option<super::k8s::PodContainer>, AttestError> {
+        let Some(k8s) = &self.k8s else {
+            return Ok(None);
+        };
+        let path = k8s.cgroup_path(pid);
+        let text = read_proc_file(&path, pid)?;
+        super::k8s::cgroup::parse(&text).map_err(|source| AttestError::K8s {
+            pid,
+            source: K8sError::Cgroup { path, source },
+        })
+    }
+}
