@@ -156,12 +156,15 @@ impl Harness {
             cache: cache.clone(),
             key: own.jwt.clone(),
         });
-        let api = WorkloadApi::new(cache.clone(), jwt, Arc::new(WorkloadAttestor::from(UnixAttestor::new()))).with_options(
-            WorkloadApiOptions {
-                ready_timeout,
-                ..WorkloadApiOptions::default()
-            },
-        );
+        let api = WorkloadApi::new(
+            cache.clone(),
+            jwt,
+            Arc::new(WorkloadAttestor::from(UnixAttestor::new())),
+        )
+        .with_options(WorkloadApiOptions {
+            ready_timeout,
+            ..WorkloadApiOptions::default()
+        });
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
         let listener = WorkloadApi::bind(&path).unwrap();

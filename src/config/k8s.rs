@@ -217,7 +217,12 @@ pub(super) fn k8s_settings(
         max_poll_attempts,
         poll_retry_interval,
         disable_container_selectors: raw.disable_container_selectors,
-        proc_root: non_empty(c, "workload_attestors.k8s.proc_root", raw.proc_root, "/proc")?,
+        proc_root: non_empty(
+            c,
+            "workload_attestors.k8s.proc_root",
+            raw.proc_root,
+            "/proc",
+        )?,
     }))
 }
 
@@ -291,7 +296,11 @@ mod tests {
             .unwrap();
         assert!(matches!(
             s.kubelet,
-            KubeletPort::Secure { port: 9, verification: KubeletVerification::Skip, .. }
+            KubeletPort::Secure {
+                port: 9,
+                verification: KubeletVerification::Skip,
+                ..
+            }
         ));
     }
 
@@ -299,9 +308,18 @@ mod tests {
     fn bad_values_are_refused_by_key() {
         for (table, key) in [
             ("kubelet_secure_port = 70000", "kubelet_secure_port"),
-            ("kubelet_read_only_port = 10255\nkubelet_secure_port = 10250", "kubelet_read_only_port"),
-            ("kubelet_read_only_port = 10255\ntoken_path = \"/t\"", "kubelet_read_only_port"),
-            ("kubelet_ca_path = \"/ca\"\nskip_kubelet_verification = true", "skip_kubelet_verification"),
+            (
+                "kubelet_read_only_port = 10255\nkubelet_secure_port = 10250",
+                "kubelet_read_only_port",
+            ),
+            (
+                "kubelet_read_only_port = 10255\ntoken_path = \"/t\"",
+                "kubelet_read_only_port",
+            ),
+            (
+                "kubelet_ca_path = \"/ca\"\nskip_kubelet_verification = true",
+                "skip_kubelet_verification",
+            ),
             ("token_path = \"\"", "token_path"),
             ("node_name = \"\"", "node_name"),
             ("node_name_env = \"A=B\"", "node_name_env"),

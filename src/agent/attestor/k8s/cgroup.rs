@@ -75,7 +75,8 @@ pub fn parse(text: &str) -> Result<Option<PodContainer>, CgroupError> {
             None => found = Some(candidate),
             Some(f) if *f == candidate => {}
             Some(f) => {
-                let describe = |p: &PodContainer| format!("pod {} container {}", p.pod_uid, p.container_id);
+                let describe =
+                    |p: &PodContainer| format!("pod {} container {}", p.pod_uid, p.container_id);
                 return Err(CgroupError::Ambiguous {
                     first: describe(f),
                     second: describe(&candidate),
@@ -210,7 +211,10 @@ mod tests {
     fn two_containers_are_refused() {
         let err = parse(&fixture("conflict-two-containers-v1.txt")).unwrap_err();
         assert!(matches!(err, CgroupError::Ambiguous { .. }), "{err}");
-        assert!(err.to_string().contains(A) && err.to_string().contains(B), "{err}");
+        assert!(
+            err.to_string().contains(A) && err.to_string().contains(B),
+            "{err}"
+        );
     }
 
     #[test]
@@ -235,7 +239,10 @@ mod tests {
     #[test]
     fn malformed_lines_are_errors() {
         assert_eq!(parse("garbage\n"), Err(CgroupError::Malformed { line: 1 }));
-        assert_eq!(parse("0::/\nx::/\n"), Err(CgroupError::Malformed { line: 2 }));
+        assert_eq!(
+            parse("0::/\nx::/\n"),
+            Err(CgroupError::Malformed { line: 2 })
+        );
         assert_eq!(parse(""), Ok(None));
     }
 }

@@ -151,7 +151,12 @@ impl KubeletClient {
     ) -> Result<Self, SetupError> {
         let (port, token_path, verification) = match &settings.kubelet {
             KubeletPort::ReadOnly(port) => {
-                return Ok(KubeletClient::at("127.0.0.1", *port, "http", Transport::Plain))
+                return Ok(KubeletClient::at(
+                    "127.0.0.1",
+                    *port,
+                    "http",
+                    Transport::Plain,
+                ))
             }
             KubeletPort::Secure {
                 port,

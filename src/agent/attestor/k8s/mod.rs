@@ -122,7 +122,8 @@ impl K8sAttestor {
 
     /// The `k8s` selectors of the container `at`.
     pub async fn selectors(&self, at: &PodContainer) -> Result<Vec<Selector>, K8sError> {
-        let span = tracing::debug_span!("k8s", pod_uid = %at.pod_uid, container_id = %at.container_id);
+        let span =
+            tracing::debug_span!("k8s", pod_uid = %at.pod_uid, container_id = %at.container_id);
         self.poll(at).instrument(span).await
     }
 
@@ -130,14 +131,11 @@ impl K8sAttestor {
     async fn poll(&self, at: &PodContainer) -> Result<Vec<Selector>, K8sError> {
         let mut missing_container = None;
         for attempt in 1..=self.max_poll_attempts {
-            let list = self
-                .pod_list()
-                .await
-                .map_err(|source| K8sError::Kubelet {
-                    pod_uid: at.pod_uid.clone(),
-                    attempt,
-                    source,
-                })?;
+            let list = self.pod_list().await.map_err(|source| K8sError::Kubelet {
+                pod_uid: at.pod_uid.clone(),
+                attempt,
+                source,
+            })?;
             if let Some(pod) = list.pod(&at.pod_uid) {
                 let container = pod.container(&at.container_id);
                 if container.is_some() || self.disable_container_selectors {

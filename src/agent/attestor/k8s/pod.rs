@@ -181,7 +181,10 @@ mod tests {
     use super::*;
 
     fn list() -> PodList {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kubelet/pods.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/kubelet/pods.json"
+        );
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     }
 
@@ -219,7 +222,9 @@ mod tests {
             .iter()
             .any(|g| g.starts_with("container-image:docker.io/library/nginx@sha256:")));
         // The sidecar's image is a pod image, not the caller's container's.
-        assert!(got.iter().any(|g| g.starts_with("pod-image:ghcr.io/example/proxy")));
+        assert!(got
+            .iter()
+            .any(|g| g.starts_with("pod-image:ghcr.io/example/proxy")));
         assert!(!got.iter().any(|g| g.starts_with("container-image:ghcr.io")));
     }
 
@@ -251,7 +256,9 @@ mod tests {
         .unwrap();
         let pod = list.pod("u").unwrap();
         assert!(pod.container("x").is_none());
-        assert!(pod.selector_values().contains(&"pod-image-count:0".to_string()));
+        assert!(pod
+            .selector_values()
+            .contains(&"pod-image-count:0".to_string()));
         let empty: PodList = serde_json::from_str(r#"{"items":null}"#).unwrap();
         assert!(empty.pod("u").is_none());
     }
