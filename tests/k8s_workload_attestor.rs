@@ -291,3 +291,38 @@ fn a_process_outside_any_pod_keeps_its_unix_selectors() {
     );
     drop(server);
 }
+
+#[test]
+fn a_refused_token_fails_with_the_kubelet_s_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let ca = WebCa::new();
+    let kubelet = rt.block_on(Kubelet::start(&ca, Some(0)));
+    let (server, mut agent, agent_id) =
+        start(dir.path(), &ca, &kubelet, "containerd-systemd-v2.txt", 3);
+    create(
+        &server,
+        "spiffe://example.org/ns/shop/sa/web",
+        &agent_id,
+        &["k8s:ns:shop"],
+    );
+    // The token is read on every request (projected tokens rotate).
+    std::fs::write(dir.path().join("token"), "expired").unwrap();
+    rt.block_on(async {
+        let c = client(&agent.socket).await;
+        assert!(c.fetch_x509_svid().await.is_err());
+    });
+    let line = agent
+        .proc
+        .wait_for_line("workload attestation failed", Duration::from_secs(10));
+    let want = format!(
+        "the kubelet answered 401 to GET https://localhost:{}/pods: Unauthorized",
+        kubelet.port
+    );
+    assert!(line.contains(&want), "{line}");
+    assert!(
+        !line.contains("expired"),
+        "the token stays out of the log: {line}"
+    );
+    drop(server);
+}
