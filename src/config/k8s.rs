@@ -304,6 +304,33 @@ mod tests {
         ));
     }
 
+    /// deploy/agent.toml documents every key of the table; uncommented, it
+    /// parses to the defaults (but the node name it shows).
+    #[test]
+    fn the_documented_table_parses() {
+        let doc = include_str!("../../deploy/agent.toml");
+        let table = doc.split("# [workload_attestors.k8s]").nth(1).unwrap();
+        let keys: String = table
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(keys.lines().count(), 11, "{keys}");
+        let s = parse(&format!("[workload_attestors.k8s]\n{keys}"))
+            .unwrap()
+            .unwrap();
+        let d = parse("[workload_attestors.k8s]\n").unwrap().unwrap();
+        assert_eq!(s.node_name, NodeNameSource::Fixed("worker-1".into()));
+        assert_eq!(
+            K8sSettings {
+                node_name: d.node_name.clone(),
+                ..s
+            },
+            d
+        );
+    }
+
     #[test]
     fn bad_values_are_refused_by_key() {
         for (table, key) in [
