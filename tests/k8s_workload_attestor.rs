@@ -44,7 +44,9 @@ struct Kubelet {
 }
 
 impl Kubelet {
-    async fn start(ca: &WebCa, hide_for: Option<usize>) -> Kubelet {
+    /// The secure port (`tls`: the server's certificate; the token is
+    /// required) or, without `tls`, the read-only port (no authentication).
+    async fn start(tls: Option<Arc<rustls::ServerConfig>>, hide_for: Option<usize>) -> Kubelet {
         let full: serde_json::Value =
             serde_json::from_slice(&std::fs::read(fixture("kubelet/pods.json")).unwrap()).unwrap();
         let mut hidden = full.clone();
@@ -52,31 +54,29 @@ impl Kubelet {
             .as_array_mut()
             .unwrap()
             .retain(|p| p["metadata"]["uid"] != WEB_POD_UID);
-        let (full, hidden) = (
-            Bytes::from(serde_json::to_vec(&full).unwrap()),
-            Bytes::from(serde_json::to_vec(&hidden).unwrap()),
-        );
-        let served = Arc::new(AtomicUsize::new(0));
+        let pods = PodLists {
+            full: Bytes::from(serde_json::to_vec(&full).unwrap()),
+            hidden: Bytes::from(serde_json::to_vec(&hidden).unwrap()),
+            hide_for,
+            token: tls.is_some(),
+            served: Arc::new(AtomicUsize::new(0)),
+        };
+        let served = pods.served.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
-        let count = served.clone();
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, count) = (acceptor.clone(), count.clone());
-                let (full, hidden) = (full.clone(), hidden.clone());
+                let (acceptor, pods) = (acceptor.clone(), pods.clone());
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let service = hyper::service::service_fn(move |req| {
-                        let n = count.clone();
-                        let body = (full.clone(), hidden.clone());
-                        async move { Ok::<_, std::convert::Infallible>(answer(req, &n, body, hide_for)) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
+                    match acceptor {
+                        None => serve(tcp, pods).await,
+                        Some(a) => {
+                            if let Ok(tls) = a.accept(tcp).await {
+                                serve(tls, pods).await
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -88,13 +88,37 @@ impl Kubelet {
     }
 }
 
-/// The kubelet's answer: 401 `Unauthorized` without the agent's token, 404
-/// for another path, else the pod list.
+/// What the kubelet serves, and how many pod lists it has served.
+#[derive(Clone)]
+struct PodLists {
+    full: Bytes,
+    /// The list without the web pod.
+    hidden: Bytes,
+    hide_for: Option<usize>,
+    /// Whether the bearer token is required (the secure port).
+    token: bool,
+    served: Arc<AtomicUsize>,
+}
+
+/// HTTP/1.1 on one connection, as the kubelet speaks it.
+async fn serve<S>(io: S, pods: PodLists)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let pods = pods.clone();
+        async move { Ok::<_, std::convert::Infallible>(answer(req, &pods)) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
+/// The kubelet's answer: 401 `Unauthorized` without the agent's token (on
+/// the secure port), 404 for another path, else the pod list.
 fn answer(
     req: hyper::Request<hyper::body::Incoming>,
-    served: &AtomicUsize,
-    (full, hidden): (Bytes, Bytes),
-    hide_for: Option<usize>,
+    pods: &PodLists,
 ) -> hyper::Response<Full<Bytes>> {
     let reply = |status: u16, ctype: &str, body: Bytes| {
         hyper::Response::builder()
@@ -103,38 +127,45 @@ fn answer(
             .body(Full::new(body))
             .unwrap()
     };
+    let text = "text/plain; charset=utf-8";
     let auth = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
-    if auth != Some(&format!("Bearer {TOKEN}")) {
-        return reply(
-            401,
-            "text/plain; charset=utf-8",
-            Bytes::from("Unauthorized"),
-        );
+    if pods.token && auth != Some(&format!("Bearer {TOKEN}")) {
+        return reply(401, text, Bytes::from("Unauthorized"));
     }
     if req.method() != hyper::Method::GET || req.uri().path() != "/pods" {
-        return reply(
-            404,
-            "text/plain; charset=utf-8",
-            Bytes::from("404 page not found"),
-        );
+        return reply(404, text, Bytes::from("404 page not found"));
     }
-    let n = served.fetch_add(1, Ordering::SeqCst) + 1;
-    let body = match hide_for {
-        Some(k) if n > k => full,
-        _ => hidden,
+    let n = pods.served.fetch_add(1, Ordering::SeqCst) + 1;
+    let body = match pods.hide_for {
+        Some(k) if n > k => pods.full.clone(),
+        _ => pods.hidden.clone(),
     };
     reply(200, "application/json", body)
 }
 
-/// A server, an agent with the k8s attestor pointing at `kubelet`, and this
-/// process's cgroup file (`cgroup_fixture`) under the attestor's proc_root.
+/// The attestor's keys for `kubelet`'s secure port, trusting `ca_path`;
+/// writes the token file in `dir`.
+fn secure(kubelet: &Kubelet, ca_path: &Path, dir: &Path) -> String {
+    let token = dir.join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    format!(
+        "kubelet_secure_port = {}\nkubelet_ca_path = \"{}\"\ntoken_path = \"{}\"\n\
+         node_name = \"localhost\"\n",
+        kubelet.port,
+        ca_path.display(),
+        token.display(),
+    )
+}
+
+/// A server, an agent with the k8s attestor (`kubelet_keys` say how it
+/// reaches the kubelet), and this process's cgroup file (`cgroup_fixture`)
+/// under the attestor's proc_root.
 fn start(
     dir: &Path,
-    ca: &WebCa,
-    kubelet: &Kubelet,
+    kubelet_keys: &str,
     cgroup_fixture: &str,
     attempts: u32,
 ) -> (Server, Agent, String) {
@@ -147,15 +178,9 @@ fn start(
         mine.join("cgroup"),
     )
     .unwrap();
-    let token = dir.join("token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
     let k8s = format!(
-        "[workload_attestors.k8s]\nkubelet_secure_port = {}\nkubelet_ca_path = \"{}\"\n\
-         token_path = \"{}\"\nnode_name = \"localhost\"\nmax_poll_attempts = {attempts}\n\
+        "[workload_attestors.k8s]\n{kubelet_keys}max_poll_attempts = {attempts}\n\
          poll_retry_interval = \"50ms\"\nproc_root = \"{}\"\n",
-        kubelet.port,
-        ca.ca_path.display(),
-        token.display(),
         proc_root.display()
     );
     let (join, agent_id) = server.join_token();
@@ -180,9 +205,13 @@ fn a_pod_gets_the_svid_of_its_namespace_service_account_and_label() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let ca = WebCa::new();
-    let kubelet = rt.block_on(Kubelet::start(&ca, Some(0)));
-    let (server, agent, agent_id) =
-        start(dir.path(), &ca, &kubelet, "containerd-systemd-v2.txt", 5);
+    let kubelet = rt.block_on(Kubelet::start(Some(ca.server_config()), Some(0)));
+    let (server, agent, agent_id) = start(
+        dir.path(),
+        &secure(&kubelet, &ca.ca_path, dir.path()),
+        "containerd-systemd-v2.txt",
+        5,
+    );
     let web = "spiffe://example.org/ns/shop/sa/web";
     create(
         &server,
@@ -219,9 +248,13 @@ fn a_pod_the_kubelet_lists_late_is_retried_until_it_appears() {
     let rt = rt();
     let ca = WebCa::new();
     // Three answers without the pod; the attestation retries (up to 20).
-    let kubelet = rt.block_on(Kubelet::start(&ca, Some(3)));
-    let (server, agent, agent_id) =
-        start(dir.path(), &ca, &kubelet, "containerd-systemd-v2.txt", 20);
+    let kubelet = rt.block_on(Kubelet::start(Some(ca.server_config()), Some(3)));
+    let (server, agent, agent_id) = start(
+        dir.path(),
+        &secure(&kubelet, &ca.ca_path, dir.path()),
+        "containerd-systemd-v2.txt",
+        20,
+    );
     let web = "spiffe://example.org/ns/shop/sa/web";
     create(
         &server,
@@ -248,9 +281,13 @@ fn a_pod_the_kubelet_never_lists_fails_naming_the_step() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let ca = WebCa::new();
-    let kubelet = rt.block_on(Kubelet::start(&ca, None));
-    let (server, mut agent, agent_id) =
-        start(dir.path(), &ca, &kubelet, "containerd-systemd-v2.txt", 3);
+    let kubelet = rt.block_on(Kubelet::start(Some(ca.server_config()), None));
+    let (server, mut agent, agent_id) = start(
+        dir.path(),
+        &secure(&kubelet, &ca.ca_path, dir.path()),
+        "containerd-systemd-v2.txt",
+        3,
+    );
     create(
         &server,
         "spiffe://example.org/ns/shop/sa/web",
@@ -276,8 +313,13 @@ fn a_process_outside_any_pod_keeps_its_unix_selectors() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let ca = WebCa::new();
-    let kubelet = rt.block_on(Kubelet::start(&ca, Some(0)));
-    let (server, agent, agent_id) = start(dir.path(), &ca, &kubelet, "not-pod-session-v2.txt", 3);
+    let kubelet = rt.block_on(Kubelet::start(Some(ca.server_config()), Some(0)));
+    let (server, agent, agent_id) = start(
+        dir.path(),
+        &secure(&kubelet, &ca.ca_path, dir.path()),
+        "not-pod-session-v2.txt",
+        3,
+    );
     let id = "spiffe://example.org/host/tool";
     server.create_entry(id, &agent_id, &[]);
     rt.block_on(async {
@@ -297,9 +339,13 @@ fn a_refused_token_fails_with_the_kubelet_s_answer() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let ca = WebCa::new();
-    let kubelet = rt.block_on(Kubelet::start(&ca, Some(0)));
-    let (server, mut agent, agent_id) =
-        start(dir.path(), &ca, &kubelet, "containerd-systemd-v2.txt", 3);
+    let kubelet = rt.block_on(Kubelet::start(Some(ca.server_config()), Some(0)));
+    let (server, mut agent, agent_id) = start(
+        dir.path(),
+        &secure(&kubelet, &ca.ca_path, dir.path()),
+        "containerd-systemd-v2.txt",
+        3,
+    );
     create(
         &server,
         "spiffe://example.org/ns/shop/sa/web",
@@ -324,5 +370,58 @@ fn a_refused_token_fails_with_the_kubelet_s_answer() {
         !line.contains("expired"),
         "the token stays out of the log: {line}"
     );
+    drop(server);
+}
+
+#[test]
+fn the_read_only_port_is_plain_http_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let kubelet = rt.block_on(Kubelet::start(None, Some(0)));
+    let keys = format!("kubelet_read_only_port = {}\n", kubelet.port);
+    let (server, agent, agent_id) = start(dir.path(), &keys, "crio-systemd-hybrid.txt", 3);
+    // The CRI-O pod of the fixture: cri-o://<id>, a StatefulSet's pod.
+    let id = "spiffe://example.org/ns/batch/worker";
+    create(
+        &server,
+        id,
+        &agent_id,
+        &["k8s:ns:batch", "k8s:pod-owner:StatefulSet:worker"],
+    );
+    rt.block_on(async {
+        let c = client(&agent.socket).await;
+        assert_eq!(wait_for_svid(&c).await.spiffe_id().to_string(), id);
+    });
+    assert!(kubelet.served() >= 1);
+    drop(server);
+}
+
+#[test]
+fn a_kubelet_certificate_from_another_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let (ca, other) = (WebCa::new(), WebCa::new());
+    let kubelet = rt.block_on(Kubelet::start(Some(ca.server_config()), Some(0)));
+    let keys = secure(&kubelet, &other.ca_path, dir.path());
+    let (server, mut agent, agent_id) = start(dir.path(), &keys, "containerd-systemd-v2.txt", 3);
+    create(
+        &server,
+        "spiffe://example.org/ns/shop/sa/web",
+        &agent_id,
+        &["k8s:ns:shop"],
+    );
+    rt.block_on(async {
+        let c = client(&agent.socket).await;
+        assert!(c.fetch_x509_svid().await.is_err());
+    });
+    let line = agent
+        .proc
+        .wait_for_line("workload attestation failed", Duration::from_secs(10));
+    let want = format!(
+        "TLS handshake with the kubelet at https://localhost:{}/pods failed",
+        kubelet.port
+    );
+    assert!(line.contains(&want), "{line}");
+    assert_eq!(kubelet.served(), 0);
     drop(server);
 }

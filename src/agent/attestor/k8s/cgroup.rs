@@ -181,7 +181,7 @@ mod tests {
             ("containerd-systemd-hybrid.txt", pc(V, B)),
             ("containerd-cgroupns-v2.txt", pc(V, B)),
             ("containerd-slice-colon-v1.txt", pc(V, B)),
-            ("crio-systemd-hybrid.txt", pc(V, C)),
+            ("crio-systemd-hybrid.txt", pc(V, B)),
             ("crio-systemd-v2.txt", pc(U, C)),
             ("docker-systemd-v1.txt", pc(U, D)),
             ("docker-cgroupfs-v1.txt", pc(V, D)),
