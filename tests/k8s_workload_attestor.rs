@@ -160,268 +160,208 @@ fn secure(kubelet: &Kubelet, ca_path: &Path, dir: &Path) -> String {
     )
 }
 
-/// A server, an agent with the k8s attestor (`kubelet_keys` say how it
-/// reaches the kubelet), and this process's cgroup file (`cgroup_fixture`)
-/// under the attestor's proc_root.
-fn start(
-    dir: &Path,
-    kubelet_keys: &str,
-    cgroup_fixture: &str,
-    attempts: u32,
-) -> (Server, Agent, String) {
-    let server = Server::start(&dir.join("server"), "");
-    let proc_root = dir.join("proc");
-    let mine = proc_root.join(std::process::id().to_string());
-    std::fs::create_dir_all(&mine).unwrap();
-    std::fs::copy(
-        fixture(&format!("cgroup/{cgroup_fixture}")),
-        mine.join("cgroup"),
-    )
-    .unwrap();
-    let k8s = format!(
-        "[workload_attestors.k8s]\n{kubelet_keys}max_poll_attempts = {attempts}\n\
-         poll_retry_interval = \"50ms\"\nproc_root = \"{}\"\n",
-        proc_root.display()
-    );
-    let (join, agent_id) = server.join_token();
-    let config = server
-        .agent_toml(&dir.join("agent"), Some(&join))
-        .extra(&k8s)
-        .write();
-    let agent = Agent::start(&config);
-    (server, agent, agent_id)
+/// One test's world: the kubelet, a server, an agent with the k8s
+/// attestor, and this process's cgroup file under the attestor's
+/// proc_root. Fields drop in order: the processes before their files.
+struct Case {
+    agent: Agent,
+    server: Server,
+    agent_id: String,
+    kubelet: Kubelet,
+    rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
 }
 
-fn create(server: &Server, id: &str, parent: &str, selectors: &[&str]) {
-    let mut args = vec!["entry", "create", "--spiffe-id", id, "--parent-id", parent];
-    for s in selectors {
-        args.extend(["--selector", s]);
+impl Case {
+    /// The secure port with a certificate the agent trusts.
+    fn secure(hide_for: Option<usize>, cgroup_fixture: &str, attempts: u32) -> Case {
+        let ca = WebCa::new();
+        Case::start(Some(&ca), hide_for, cgroup_fixture, attempts, |k, dir| {
+            secure(k, &ca.ca_path, dir)
+        })
     }
-    server.cli_json(&args);
+
+    /// The kubelet (HTTPS with `ca`'s certificate, or plain HTTP), its
+    /// attestor keys from `keys`, this process in `cgroup_fixture`.
+    fn start(
+        ca: Option<&WebCa>,
+        hide_for: Option<usize>,
+        cgroup_fixture: &str,
+        attempts: u32,
+        keys: impl FnOnce(&Kubelet, &Path) -> String,
+    ) -> Case {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let kubelet = rt.block_on(Kubelet::start(ca.map(WebCa::server_config), hide_for));
+        let server = Server::start(&dir.path().join("server"), "");
+        let proc_root = dir.path().join("proc");
+        let mine = proc_root.join(std::process::id().to_string());
+        std::fs::create_dir_all(&mine).unwrap();
+        let cgroup = fixture(&format!("cgroup/{cgroup_fixture}"));
+        std::fs::copy(cgroup, mine.join("cgroup")).unwrap();
+        let k8s = format!(
+            "[workload_attestors.k8s]\n{}max_poll_attempts = {attempts}\n\
+             poll_retry_interval = \"50ms\"\nproc_root = \"{}\"\n",
+            keys(&kubelet, dir.path()),
+            proc_root.display()
+        );
+        let (join, agent_id) = server.join_token();
+        let config = server
+            .agent_toml(&dir.path().join("agent"), Some(&join))
+            .extra(&k8s)
+            .write();
+        let agent = Agent::start(&config);
+        Case {
+            agent,
+            server,
+            agent_id,
+            kubelet,
+            rt,
+            dir,
+        }
+    }
+
+    /// An entry for `id` under the agent, with `selectors`.
+    fn entry(&self, id: &str, selectors: &[&str]) {
+        let mut args = vec![
+            "entry",
+            "create",
+            "--spiffe-id",
+            id,
+            "--parent-id",
+            &self.agent_id,
+        ];
+        for s in selectors {
+            args.extend(["--selector", s]);
+        }
+        self.server.cli_json(&args);
+    }
+
+    /// The SPIFFE IDs of this process's SVIDs, once it has one.
+    fn svids(&self) -> Vec<String> {
+        self.rt.block_on(async {
+            let c = client(&self.agent.socket).await;
+            wait_for_svid(&c).await;
+            let ctx = c.fetch_x509_context().await.unwrap();
+            ctx.svids()
+                .iter()
+                .map(|s| s.spiffe_id().to_string())
+                .collect()
+        })
+    }
+
+    /// The agent's log line on this process's failed attestation.
+    fn refused(&mut self) -> String {
+        self.rt.block_on(async {
+            let c = client(&self.agent.socket).await;
+            let err = c.fetch_x509_svid().await.expect_err("no SVID");
+            assert!(err.to_string().contains("attestation failed"), "{err}");
+        });
+        self.agent
+            .proc
+            .wait_for_line("workload attestation failed", Duration::from_secs(10))
+    }
 }
+
+const WEB: &str = "spiffe://example.org/ns/shop/sa/web";
 
 #[test]
 fn a_pod_gets_the_svid_of_its_namespace_service_account_and_label() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
-    let ca = WebCa::new();
-    let kubelet = rt.block_on(Kubelet::start(Some(ca.server_config()), Some(0)));
-    let (server, agent, agent_id) = start(
-        dir.path(),
-        &secure(&kubelet, &ca.ca_path, dir.path()),
-        "containerd-systemd-v2.txt",
-        5,
-    );
-    let web = "spiffe://example.org/ns/shop/sa/web";
-    create(
-        &server,
-        web,
-        &agent_id,
-        &["k8s:ns:shop", "k8s:sa:web", "k8s:pod-label:app:web"],
-    );
+    let case = Case::secure(Some(0), "containerd-systemd-v2.txt", 5);
+    case.entry(WEB, &["k8s:ns:shop", "k8s:sa:web", "k8s:pod-label:app:web"]);
     // Another pod's identity on the same node: not ours.
-    create(
-        &server,
+    case.entry(
         "spiffe://example.org/ns/batch/sa/default",
-        &agent_id,
         &["k8s:ns:batch"],
     );
-    rt.block_on(async {
-        let c = client(&agent.socket).await;
-        let svid = wait_for_svid(&c).await;
-        assert_eq!(svid.spiffe_id().to_string(), web);
-        let ctx = c.fetch_x509_context().await.unwrap();
-        let ids: Vec<String> = ctx
-            .svids()
-            .iter()
-            .map(|s| s.spiffe_id().to_string())
-            .collect();
-        assert_eq!(ids, [web], "only the web pod's identity");
-    });
-    assert!(kubelet.served() >= 1);
-    drop(server);
+    assert_eq!(case.svids(), [WEB], "only the web pod's identity");
+    assert!(case.kubelet.served() >= 1);
 }
 
 #[test]
 fn a_pod_the_kubelet_lists_late_is_retried_until_it_appears() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
-    let ca = WebCa::new();
     // Three answers without the pod; the attestation retries (up to 20).
-    let kubelet = rt.block_on(Kubelet::start(Some(ca.server_config()), Some(3)));
-    let (server, agent, agent_id) = start(
-        dir.path(),
-        &secure(&kubelet, &ca.ca_path, dir.path()),
-        "containerd-systemd-v2.txt",
-        20,
-    );
-    let web = "spiffe://example.org/ns/shop/sa/web";
-    create(
-        &server,
-        web,
-        &agent_id,
-        &["k8s:ns:shop", "k8s:container-name:app"],
-    );
-    rt.block_on(async {
-        let c = client(&agent.socket).await;
-        assert_eq!(wait_for_svid(&c).await.spiffe_id().to_string(), web);
-    });
+    let case = Case::secure(Some(3), "containerd-systemd-v2.txt", 20);
+    case.entry(WEB, &["k8s:ns:shop", "k8s:container-name:app"]);
+    assert_eq!(case.svids(), [WEB]);
     // The answers without the pod, then the one with it, in one attestation
     // at least (none can give up before the fourth, as 20 are allowed).
-    assert!(
-        kubelet.served() >= 4,
-        "{} pod list requests",
-        kubelet.served()
-    );
-    drop(server);
+    let served = case.kubelet.served();
+    assert!(served >= 4, "{served} pod list requests");
 }
 
 #[test]
 fn a_pod_the_kubelet_never_lists_fails_naming_the_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
-    let ca = WebCa::new();
-    let kubelet = rt.block_on(Kubelet::start(Some(ca.server_config()), None));
-    let (server, mut agent, agent_id) = start(
-        dir.path(),
-        &secure(&kubelet, &ca.ca_path, dir.path()),
-        "containerd-systemd-v2.txt",
-        3,
+    let mut case = Case::secure(None, "containerd-systemd-v2.txt", 3);
+    case.entry(WEB, &["k8s:ns:shop"]);
+    let line = case.refused();
+    let want = format!(
+        "pod {WEB_POD_UID} not in the kubelet's pod list (https://localhost:{}/pods) after 3 attempts",
+        case.kubelet.port
     );
-    create(
-        &server,
-        "spiffe://example.org/ns/shop/sa/web",
-        &agent_id,
-        &["k8s:ns:shop"],
-    );
-    rt.block_on(async {
-        let c = client(&agent.socket).await;
-        let err = c.fetch_x509_svid().await.expect_err("no pod, no SVID");
-        assert!(err.to_string().contains("attestation failed"), "{err}");
-    });
-    let line = agent
-        .proc
-        .wait_for_line("workload attestation failed", Duration::from_secs(10));
-    let want = format!("pod {WEB_POD_UID} not in the kubelet's pod list (https://localhost:{}/pods) after 3 attempts", kubelet.port);
     assert!(line.contains(&want), "{line}");
-    assert_eq!(kubelet.served(), 3);
-    drop(server);
+    assert_eq!(case.kubelet.served(), 3);
 }
 
 #[test]
 fn a_process_outside_any_pod_keeps_its_unix_selectors() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
-    let ca = WebCa::new();
-    let kubelet = rt.block_on(Kubelet::start(Some(ca.server_config()), Some(0)));
-    let (server, agent, agent_id) = start(
-        dir.path(),
-        &secure(&kubelet, &ca.ca_path, dir.path()),
-        "not-pod-session-v2.txt",
-        3,
-    );
+    let case = Case::secure(Some(0), "not-pod-session-v2.txt", 3);
     let id = "spiffe://example.org/host/tool";
-    server.create_entry(id, &agent_id, &[]);
-    rt.block_on(async {
-        let c = client(&agent.socket).await;
-        assert_eq!(wait_for_svid(&c).await.spiffe_id().to_string(), id);
-    });
+    case.server.create_entry(id, &case.agent_id, &[]);
+    assert_eq!(case.svids(), [id]);
     assert_eq!(
-        kubelet.served(),
+        case.kubelet.served(),
         0,
         "the kubelet is not asked about a non-pod"
     );
-    drop(server);
 }
 
 #[test]
 fn a_refused_token_fails_with_the_kubelet_s_answer() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
-    let ca = WebCa::new();
-    let kubelet = rt.block_on(Kubelet::start(Some(ca.server_config()), Some(0)));
-    let (server, mut agent, agent_id) = start(
-        dir.path(),
-        &secure(&kubelet, &ca.ca_path, dir.path()),
-        "containerd-systemd-v2.txt",
-        3,
-    );
-    create(
-        &server,
-        "spiffe://example.org/ns/shop/sa/web",
-        &agent_id,
-        &["k8s:ns:shop"],
-    );
+    let mut case = Case::secure(Some(0), "containerd-systemd-v2.txt", 3);
+    case.entry(WEB, &["k8s:ns:shop"]);
     // The token is read on every request (projected tokens rotate).
-    std::fs::write(dir.path().join("token"), "expired").unwrap();
-    rt.block_on(async {
-        let c = client(&agent.socket).await;
-        assert!(c.fetch_x509_svid().await.is_err());
-    });
-    let line = agent
-        .proc
-        .wait_for_line("workload attestation failed", Duration::from_secs(10));
+    std::fs::write(case.dir.path().join("token"), "expired").unwrap();
+    let line = case.refused();
     let want = format!(
         "the kubelet answered 401 to GET https://localhost:{}/pods: Unauthorized",
-        kubelet.port
+        case.kubelet.port
     );
     assert!(line.contains(&want), "{line}");
     assert!(
         !line.contains("expired"),
         "the token stays out of the log: {line}"
     );
-    drop(server);
 }
 
 #[test]
 fn the_read_only_port_is_plain_http_without_a_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
-    let kubelet = rt.block_on(Kubelet::start(None, Some(0)));
-    let keys = format!("kubelet_read_only_port = {}\n", kubelet.port);
-    let (server, agent, agent_id) = start(dir.path(), &keys, "crio-systemd-hybrid.txt", 3);
+    let case = Case::start(None, Some(0), "crio-systemd-hybrid.txt", 3, |k, _| {
+        format!("kubelet_read_only_port = {}\n", k.port)
+    });
     // The CRI-O pod of the fixture: cri-o://<id>, a StatefulSet's pod.
     let id = "spiffe://example.org/ns/batch/worker";
-    create(
-        &server,
-        id,
-        &agent_id,
-        &["k8s:ns:batch", "k8s:pod-owner:StatefulSet:worker"],
-    );
-    rt.block_on(async {
-        let c = client(&agent.socket).await;
-        assert_eq!(wait_for_svid(&c).await.spiffe_id().to_string(), id);
-    });
-    assert!(kubelet.served() >= 1);
-    drop(server);
+    case.entry(id, &["k8s:ns:batch", "k8s:pod-owner:StatefulSet:worker"]);
+    assert_eq!(case.svids(), [id]);
+    assert!(case.kubelet.served() >= 1);
 }
 
 #[test]
 fn a_kubelet_certificate_from_another_ca_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
     let (ca, other) = (WebCa::new(), WebCa::new());
-    let kubelet = rt.block_on(Kubelet::start(Some(ca.server_config()), Some(0)));
-    let keys = secure(&kubelet, &other.ca_path, dir.path());
-    let (server, mut agent, agent_id) = start(dir.path(), &keys, "containerd-systemd-v2.txt", 3);
-    create(
-        &server,
-        "spiffe://example.org/ns/shop/sa/web",
-        &agent_id,
-        &["k8s:ns:shop"],
+    let mut case = Case::start(
+        Some(&ca),
+        Some(0),
+        "containerd-systemd-v2.txt",
+        3,
+        |k, dir| secure(k, &other.ca_path, dir),
     );
-    rt.block_on(async {
-        let c = client(&agent.socket).await;
-        assert!(c.fetch_x509_svid().await.is_err());
-    });
-    let line = agent
-        .proc
-        .wait_for_line("workload attestation failed", Duration::from_secs(10));
+    case.entry(WEB, &["k8s:ns:shop"]);
+    let line = case.refused();
     let want = format!(
         "TLS handshake with the kubelet at https://localhost:{}/pods failed",
-        kubelet.port
+        case.kubelet.port
     );
     assert!(line.contains(&want), "{line}");
-    assert_eq!(kubelet.served(), 0);
-    drop(server);
+    assert_eq!(case.kubelet.served(), 0);
 }
