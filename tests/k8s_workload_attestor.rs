@@ -221,20 +221,11 @@ impl Case {
         }
     }
 
-    /// An entry for `id` under the agent, with `selectors`.
+    /// An entry for `id` under the agent, with `selectors` besides this
+    /// process's `unix:uid` (which alone would not tell pods apart).
     fn entry(&self, id: &str, selectors: &[&str]) {
-        let mut args = vec![
-            "entry",
-            "create",
-            "--spiffe-id",
-            id,
-            "--parent-id",
-            &self.agent_id,
-        ];
-        for s in selectors {
-            args.extend(["--selector", s]);
-        }
-        self.server.cli_json(&args);
+        let flags: Vec<&str> = selectors.iter().flat_map(|s| ["--selector", s]).collect();
+        self.server.create_entry(id, &self.agent_id, &flags);
     }
 
     /// The SPIFFE IDs of this process's SVIDs, once it has one.
