@@ -293,3 +293,79 @@ fn roots(path: &Path) -> Result<rustls::RootCertStore, SetupError> {
     }
     Ok(store)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn settings(kubelet: KubeletPort, node_name: NodeNameSource) -> K8sSettings {
+        K8sSettings {
+            kubelet,
+            node_name,
+            max_poll_attempts: 1,
+            poll_retry_interval: Duration::from_millis(10),
+            disable_container_selectors: false,
+            proc_root: "/proc".into(),
+        }
+    }
+
+    fn secure(verification: KubeletVerification) -> KubeletPort {
+        KubeletPort::Secure {
+            port: 10250,
+            token_path: "/t".into(),
+            verification,
+        }
+    }
+
+    #[test]
+    fn urls_follow_the_port_and_the_node_name() {
+        let env = NodeNameSource::Env("MY_NODE_NAME".into());
+        let ro = KubeletClient::new(&settings(KubeletPort::ReadOnly(10255), env.clone()), |_| {
+            None
+        });
+        assert_eq!(ro.unwrap().url(), "http://127.0.0.1:10255/pods");
+        let named = |v: &str| (v == "MY_NODE_NAME").then(|| "worker-1".to_string());
+        let skip = settings(secure(KubeletVerification::Skip), env.clone());
+        assert_eq!(
+            KubeletClient::new(&skip, named).unwrap().url(),
+            "https://worker-1:10250/pods"
+        );
+        // Without a name and without verification: this host's kubelet.
+        assert_eq!(
+            KubeletClient::new(&skip, |_| None).unwrap().url(),
+            "https://127.0.0.1:10250/pods"
+        );
+        let ip = settings(
+            secure(KubeletVerification::Skip),
+            NodeNameSource::Fixed("fd00::1".into()),
+        );
+        assert_eq!(
+            KubeletClient::new(&ip, |_| None).unwrap().url(),
+            "https://[fd00::1]:10250/pods"
+        );
+    }
+
+    #[test]
+    fn verification_needs_a_node_name_and_a_readable_ca() {
+        let env = NodeNameSource::Env("MY_NODE_NAME".into());
+        let ca = settings(
+            secure(KubeletVerification::CaFile("/nonexistent/ca.crt".into())),
+            env,
+        );
+        let err = KubeletClient::new(&ca, |_| None).unwrap_err();
+        assert!(err.to_string().contains("MY_NODE_NAME"), "{err}");
+        let err = KubeletClient::new(&ca, |_| Some("worker-1".into())).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.crt"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("ca.crt");
+        std::fs::write(&empty, "not a certificate").unwrap();
+        let ca = settings(
+            secure(KubeletVerification::CaFile(empty)),
+            NodeNameSource::Fixed("worker-1".into()),
+        );
+        let err = KubeletClient::new(&ca, |_| None).unwrap_err();
+        assert!(err.to_string().contains("no usable CERTIFICATE"), "{err}");
+    }
+}
