@@ -21,7 +21,8 @@
 //! - [`helper`]: `herald helper`, SVIDs as files for programs that cannot
 //!   speak the Workload API; [`oidc`]: `herald oidc`, the OIDC discovery
 //!   document and JWKS of the JWT authorities. Both are Workload API clients.
-//! - [`cli`]: the `herald` command line.
+//! - [`cli`]: the `herald` command line; [`vet`]: the checks `herald check
+//!   --socket` runs over what a live server holds.
 //! - [`clock`] is the one source of time; [`errors`] prints error chains;
 //!   [`uds`] is the Unix-socket gRPC client; [`runtime_dir`] places and guards
 //!   sockets; [`heap`] returns freed memory once a listener is idle; [`backoff`]
@@ -66,3 +67,4 @@ pub mod store;
 mod testing;
 pub mod tls;
 pub mod uds;
+pub mod vet;
