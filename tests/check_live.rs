@@ -12,9 +12,12 @@ use serde_json::Value;
 /// An agent ID that no agent has attested as (the entries wait for it).
 const PARENT: &str = "spiffe://example.org/herald/agent/join_token/node-1";
 
-/// `herald check --socket ... --output json`: exit code and the findings.
-fn check_json(server: &Server) -> (i32, Vec<Value>) {
-    let (code, stdout, stderr) = server.cli(&["check", "--output", "json"]);
+/// `herald check --socket ... --output json`, `extra` flags appended: exit
+/// code and the findings.
+fn check_json(server: &Server, extra: &[&str]) -> (i32, Vec<Value>) {
+    let mut args = vec!["check", "--output", "json"];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = server.cli(&args);
     let findings: Vec<Value> = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("not a JSON array ({e}): {stdout}\nstderr: {stderr}"));
     (code, findings)
@@ -57,7 +60,7 @@ fn a_live_server_with_mistakes_fails_the_check_naming_each() {
         &["--selector", "unix:gid:2", "--x509-svid-ttl", "3h"],
     );
 
-    let (code, findings) = check_json(&server);
+    let (code, findings) = check_json(&server, &[]);
     assert_eq!(code, 1, "error findings exit 1: {findings:#?}");
     for f in &findings {
         for field in ["severity", "check", "object", "message", "remedy"] {
@@ -100,7 +103,7 @@ fn a_live_server_with_mistakes_fails_the_check_naming_each() {
 fn a_clean_server_passes_the_check() {
     let dir = temp_dir("check-clean");
     let server = Server::start_with(&ServerToml::new(dir.path()));
-    let (code, findings) = check_json(&server);
+    let (code, findings) = check_json(&server, &[]);
     assert_eq!(code, 0, "{findings:#?}");
     assert!(
         findings.iter().all(|f| f["severity"] == "info"),
@@ -123,4 +126,55 @@ fn bad_flags_and_an_absent_socket_fail_in_one_line() {
     harness::bin::assert_fails(&args, &harness::bin::run(&args), 2, "--expiry-horizon");
     let args = ["check"];
     harness::bin::assert_fails(&args, &harness::bin::run(&args), 2, "--config");
+}
+
+/// Polls `herald check` (`extra` flags appended) until `done` holds for
+/// its findings; the last findings.
+fn check_until(server: &Server, extra: &[&str], done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, findings) = check_json(server, extra);
+        if done(&findings) || std::time::Instant::now() > deadline {
+            return findings;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_connected_agent_is_current_and_a_gone_one_turns_stale() {
+    let dir = temp_dir("check-agents");
+    let server = Server::start_with(&ServerToml::new(dir.path()));
+    let (mut agent, agent_id) = server.start_agent(&dir.path().join("agent"));
+    let on_agent = |f: &Value| f["object"]["id"] == agent_id.as_str();
+    let flags = ["--stale-agent-after", "1s"];
+    // The admin API says it is connected and caught up with the bundle.
+    let sequence = server.cli_json(&["authority", "show"])["bundle_sequence"].clone();
+    let show = ["agent", "show", "--spiffe-id", &agent_id];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let shown = loop {
+        let shown = server.cli_json(&show);
+        if shown["acked_bundle_sequence"] == sequence || std::time::Instant::now() > deadline {
+            break shown;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(shown["connected"], true, "{shown}");
+    assert_eq!(shown["acked_bundle_sequence"], sequence, "{shown}");
+    // Past the staleness threshold since it attested, a connected agent
+    // is still not stale.
+    let attested = harness::bin::now();
+    while harness::bin::now() < attested + 2 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (_, findings) = check_json(&server, &flags);
+    assert!(!findings.iter().any(on_agent), "{findings:#?}");
+
+    agent.proc.stop();
+    let stale = |fs: &[Value]| fs.iter().any(|f| on_agent(f) && f["check"] == "agent_stale");
+    let findings = check_until(&server, &flags, stale);
+    assert!(stale(&findings), "{findings:#?}");
+    let f = findings.iter().find(|f| on_agent(f)).unwrap();
+    assert_eq!(f["severity"], "warning");
+    assert_eq!(f["object"]["kind"], "agent");
 }

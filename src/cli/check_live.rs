@@ -61,21 +61,28 @@ fn fetch(client: &AdminClient) -> Result<Inventory, CliError> {
     })
 }
 
+/// Prints the findings; a reader that went away (`| head`) is no failure.
 fn print(output: Output, findings: &[Finding]) -> Result<(), CliError> {
+    use std::fmt::Write as _;
+    let mut text = String::new();
     match output {
         Output::Json => {
-            let json = serde_json::to_string_pretty(findings)
+            text = serde_json::to_string_pretty(findings)
                 .map_err(|e| CliError::failed_in("cannot encode the findings", &e))?;
-            println!("{json}");
+            text.push('\n');
         }
         Output::Table => {
             for f in findings {
-                println!("{}: {} [{}]", f.severity, f.object, f.check);
-                println!("  {}", f.message);
-                println!("  fix: {}\n", f.remedy);
+                // Writing to a String cannot fail.
+                let _ = write!(
+                    text,
+                    "{}: {} [{}]\n  {}\n  fix: {}\n\n",
+                    f.severity, f.object, f.check, f.message, f.remedy
+                );
             }
             let count = |s| findings.iter().filter(|f| f.severity == s).count();
-            println!(
+            let _ = writeln!(
+                text,
                 "{} error(s), {} warning(s), {} info",
                 count(Severity::Error),
                 count(Severity::Warning),
@@ -83,5 +90,11 @@ fn print(output: Output, findings: &[Finding]) -> Result<(), CliError> {
             );
         }
     }
-    Ok(())
+    let mut out = std::io::stdout().lock();
+    match std::io::Write::write_all(&mut out, text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::failed_in("cannot print the findings", &e))
+        }
+        _ => Ok(()),
+    }
 }

@@ -85,9 +85,9 @@ fn authority(inv: &Inventory, opts: &Options, a: &AuthorityInfo) -> Option<Findi
             _ if within => Some(finding(
                 Severity::Info,
                 format!(
-                    "expires in {}; rotation replaces it on schedule (successor active from {})",
+                    "expires in {}; rotation replaces it on schedule (its successor is due to be active in {})",
                     human_secs(left),
-                    window.activate_at()
+                    human_secs(window.activate_at() - now)
                 ),
                 "nothing",
             )),

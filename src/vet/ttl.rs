@@ -50,7 +50,8 @@ struct Limit {
 pub(super) fn check(inv: &Inventory) -> Vec<Finding> {
     let mut out = Vec::new();
     for kind in [Kind::X509, Kind::Jwt] {
-        let Some(limit) = limit(inv, kind) else {
+        let limits = limits(inv, kind);
+        let Some(shortest) = limits.iter().map(|l| l.secs).min() else {
             continue;
         };
         let a = &inv.authorities;
@@ -58,7 +59,7 @@ pub(super) fn check(inv: &Inventory) -> Vec<Finding> {
             Kind::X509 => a.default_x509_svid_ttl,
             Kind::Jwt => a.default_jwt_svid_ttl,
         };
-        if default > limit.secs {
+        if let Some(limit) = exceeded(&limits, default) {
             out.push(Finding {
                 severity: Severity::Error,
                 check: "svid_ttl",
@@ -72,9 +73,9 @@ pub(super) fn check(inv: &Inventory) -> Vec<Finding> {
                     limit.what
                 ),
                 remedy: format!(
-                    "lower default_{} in the server configuration below {}, or raise ca_ttl",
+                    "lower default_{} in the server configuration to {} or less, or raise ca_ttl",
                     kind.field(),
-                    human_secs(limit.secs)
+                    human_secs(shortest)
                 ),
             });
         }
@@ -83,15 +84,20 @@ pub(super) fn check(inv: &Inventory) -> Vec<Finding> {
                 Kind::X509 => e.x509_svid_ttl,
                 Kind::Jwt => e.jwt_svid_ttl,
             });
-            if ttl > limit.secs {
-                out.push(entry_finding(e, kind, ttl, &limit));
+            if let Some(limit) = exceeded(&limits, ttl) {
+                out.push(entry_finding(e, kind, ttl, limit, shortest));
             }
         }
     }
     out
 }
 
-fn entry_finding(e: &admin::Entry, kind: Kind, ttl: i64, limit: &Limit) -> Finding {
+/// The first bound `ttl` exceeds, in the order [`limits`] gives them.
+fn exceeded(limits: &[Limit], ttl: i64) -> Option<&Limit> {
+    limits.iter().find(|l| ttl > l.secs)
+}
+
+fn entry_finding(e: &admin::Entry, kind: Kind, ttl: i64, limit: &Limit, shortest: i64) -> Finding {
     Finding {
         severity: Severity::Error,
         check: "svid_ttl",
@@ -103,18 +109,19 @@ fn entry_finding(e: &admin::Entry, kind: Kind, ttl: i64, limit: &Limit) -> Findi
             limit.what
         ),
         remedy: format!(
-            "herald entry update --id {} {} {}s (or less), or raise ca_ttl",
+            "herald entry update --id {} {} {} (or less), or raise ca_ttl",
             e.id,
             kind.flag(),
-            limit.secs
+            human_secs(shortest)
         ),
     }
 }
 
-/// The shortest of: ca_ttl, what the active authority of `kind` has left,
-/// and (X.509) what the upstream certificates have left. None when the
-/// server reported none of them.
-fn limit(inv: &Inventory, kind: Kind) -> Option<Limit> {
+/// The bounds on an SVID of `kind`, the one most worth naming first:
+/// ca_ttl (a TTL above it is cut short always), then (X.509) what the
+/// upstream certificates have left, then what the active authority has
+/// left (at most ca_ttl, shrinking until rotation replaces it).
+fn limits(inv: &Inventory, kind: Kind) -> Vec<Limit> {
     let a = &inv.authorities;
     let mut limits = Vec::new();
     if a.ca_ttl > 0 {
@@ -122,6 +129,19 @@ fn limit(inv: &Inventory, kind: Kind) -> Option<Limit> {
             secs: a.ca_ttl,
             what: format!("ca_ttl ({})", human_secs(a.ca_ttl)),
         });
+    }
+    if kind == Kind::X509 {
+        for up in &a.upstream_certificates {
+            let left = up.not_after - inv.now;
+            limits.push(Limit {
+                secs: left,
+                what: format!(
+                    "what upstream certificate {} has left ({})",
+                    up.serial,
+                    human_secs(left)
+                ),
+            });
+        }
     }
     for auth in a
         .authorities
@@ -139,20 +159,7 @@ fn limit(inv: &Inventory, kind: Kind) -> Option<Limit> {
             ),
         });
     }
-    if kind == Kind::X509 {
-        for up in &a.upstream_certificates {
-            let left = up.not_after - inv.now;
-            limits.push(Limit {
-                secs: left,
-                what: format!(
-                    "what upstream certificate {} has left ({})",
-                    up.serial,
-                    human_secs(left)
-                ),
-            });
-        }
-    }
-    limits.into_iter().min_by_key(|l| l.secs)
+    limits
 }
 
 #[cfg(test)]
@@ -181,6 +188,8 @@ mod tests {
     fn an_entry_ttl_above_ca_ttl_is_an_error_naming_ca_ttl() {
         let mut inv = inventory();
         inv.authorities.ca_ttl = 2 * HOUR;
+        // Named first although the active authority has even less left.
+        inv.authorities.authorities[0] = authority("x1", "x509", "active", NOW - HOUR, NOW + HOUR);
         let mut e = entry("a", "/web", AGENT, &["unix:uid:1"]);
         e.x509_svid_ttl = 3 * 3_600;
         inv.entries = vec![e];
