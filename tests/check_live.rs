@@ -72,12 +72,16 @@ fn a_live_server_with_mistakes_fails_the_check_naming_each() {
         .chain(about(&findings, "selector_overlap", "/db"))
         .filter(|f| f["severity"] == "error")
         .collect();
-    assert_eq!(identical.len(), 1, "one error for /web and /db: {findings:#?}");
+    assert_eq!(
+        identical.len(),
+        1,
+        "one error for /web and /db: {findings:#?}"
+    );
     let subset = about(&findings, "selector_overlap", "/web");
     assert!(
-        subset
-            .iter()
-            .any(|f| f["severity"] == "warning" && f["message"].as_str().unwrap().contains("/admin")),
+        subset.iter().any(
+            |f| f["severity"] == "warning" && f["message"].as_str().unwrap().contains("/admin")
+        ),
         "/web's selectors are a subset of /admin's: {findings:#?}"
     );
     assert!(subset.iter().all(|f| f["object"]["id"] == web.as_str()));
@@ -90,12 +94,18 @@ fn a_live_server_with_mistakes_fails_the_check_naming_each() {
     assert_eq!(ttl[0]["severity"], "error");
     assert!(ttl[0]["message"].as_str().unwrap().contains("ca_ttl"));
     // The parent is an agent ID still to attest: information only.
-    assert_eq!(about(&findings, "entry_parent", "/long")[0]["severity"], "info");
+    assert_eq!(
+        about(&findings, "entry_parent", "/long")[0]["severity"],
+        "info"
+    );
 
     // The text form: one block per finding, the same exit code.
     let (code, text, stderr) = server.cli(&["check"]);
     assert_eq!(code, 1, "{stderr}");
-    assert!(text.contains("error: entry ") && text.contains("fix: "), "{text}");
+    assert!(
+        text.contains("error: entry ") && text.contains("fix: "),
+        "{text}"
+    );
     assert!(stderr.contains("error finding"), "{stderr}");
 }
 
@@ -171,7 +181,10 @@ fn a_connected_agent_is_current_and_a_gone_one_turns_stale() {
     assert!(!findings.iter().any(on_agent), "{findings:#?}");
 
     agent.proc.stop();
-    let stale = |fs: &[Value]| fs.iter().any(|f| on_agent(f) && f["check"] == "agent_stale");
+    let stale = |fs: &[Value]| {
+        fs.iter()
+            .any(|f| on_agent(f) && f["check"] == "agent_stale")
+    };
     let findings = check_until(&server, &flags, stale);
     assert!(stale(&findings), "{findings:#?}");
     let f = findings.iter().find(|f| on_agent(f)).unwrap();

@@ -14,8 +14,8 @@ use super::api::{with_header, workload_client};
 use super::check_live::check_live;
 use super::runtime::runtime;
 use super::{duration_flag, CliError, Output};
-use crate::vet::Options;
 use crate::config::{AgentConfig, ServerConfig};
+use crate::vet::Options;
 
 /// `herald check`
 #[derive(Debug, Args)]

@@ -35,7 +35,7 @@ pub(super) fn check(inv: &Inventory, opts: &Options) -> Vec<Finding> {
             message: format!(
                 "connected, but has not acknowledged the current bundle (sequence {seq}): a new authority waits for it, and is activated without it at the deadline, when its workloads cannot verify the new SVIDs"
             ),
-            remedy: "look at the agent's log for Sync errors; restart it, or evict it if the node is gone (herald agent evict)".into(),
+            remedy: "look at the agent's log for Sync errors; restart it, or evict it if the node is gone (herald agent evict --spiffe-id ...)".into(),
         })
         .collect();
     for a in inv.agents.iter().filter(|a| !a.connected && !a.banned) {
@@ -51,7 +51,7 @@ pub(super) fn check(inv: &Inventory, opts: &Options) -> Vec<Finding> {
                     human_secs(opts.stale_agent_after)
                 ),
                 remedy: format!(
-                    "if the node is gone, herald agent evict --id {}; otherwise find why it cannot reach the server",
+                    "if the node is gone, herald agent evict --spiffe-id {}; otherwise find why it cannot reach the server",
                     a.id
                 ),
             });
@@ -88,7 +88,10 @@ mod tests {
         inv.authorities.lagging_agents = vec![AGENT.into()];
         let f = check(&inv, &OPTS);
         assert_eq!(f.len(), 1, "{f:?}");
-        assert_eq!((f[0].severity, f[0].check), (Severity::Warning, "agent_bundle_ack"));
+        assert_eq!(
+            (f[0].severity, f[0].check),
+            (Severity::Warning, "agent_bundle_ack")
+        );
         assert!(f[0].message.contains("sequence 4"));
     }
 
@@ -101,7 +104,10 @@ mod tests {
         a.acked_bundle_sequence = 0;
         a.last_seen_at = NOW - DAY;
         inv.agents = vec![a.clone()];
-        assert!(checks(&inv).is_empty(), "exactly the threshold is not stale");
+        assert!(
+            checks(&inv).is_empty(),
+            "exactly the threshold is not stale"
+        );
         a.last_seen_at = NOW - DAY - 1;
         inv.agents = vec![a];
         assert_eq!(checks(&inv), [("agent_stale", obj(AGENT))]);

@@ -80,7 +80,12 @@ fn entries_on_different_agents_do_not_overlap() {
 fn a_node_alias_puts_its_children_on_the_same_agent() {
     let f = found(vec![
         entry("alias", "/node/web", AGENT, &["k8s:ns:x"]),
-        entry("a", "/web", "spiffe://example.org/node/web", &["unix:uid:1"]),
+        entry(
+            "a",
+            "/web",
+            "spiffe://example.org/node/web",
+            &["unix:uid:1"],
+        ),
         entry("b", "/db", AGENT, &["unix:uid:1"]),
     ]);
     assert_eq!(

@@ -18,10 +18,7 @@ use crate::server::rotation::Window;
 /// Every authority of both kinds and every upstream certificate.
 pub(super) fn check(inv: &Inventory, opts: &Options) -> Vec<Finding> {
     let all = &inv.authorities.authorities;
-    let mut out: Vec<Finding> = all
-        .iter()
-        .filter_map(|a| authority(inv, opts, a))
-        .collect();
+    let mut out: Vec<Finding> = all.iter().filter_map(|a| authority(inv, opts, a)).collect();
     out.extend(
         inv.authorities
             .upstream_certificates
@@ -121,9 +118,16 @@ fn upstream(inv: &Inventory, opts: &Options, c: &admin::UpstreamCertificate) -> 
     if left >= opts.expiry_horizon || (left > 0 && !c.root && !outlived) {
         return None;
     }
-    let what = if c.root { "upstream root" } else { "upstream intermediate" };
+    let what = if c.root {
+        "upstream root"
+    } else {
+        "upstream intermediate"
+    };
     let message = if left <= 0 {
-        format!("the {what} expired {} ago: SVIDs chaining to it no longer verify", human_secs(-left))
+        format!(
+            "the {what} expired {} ago: SVIDs chaining to it no longer verify",
+            human_secs(-left)
+        )
     } else {
         format!(
             "the {what} expires in {}: SVIDs chaining to it stop verifying then, and the server cannot sign a new CA under it",

@@ -26,7 +26,13 @@ fn an_expired_active_authority_is_an_error() {
 #[test]
 fn an_active_authority_in_the_horizon_without_successor_is_an_error() {
     // A 60-day CA with 5 days left: the successor was due 25 days ago.
-    let f = found(vec![authority("x1", "x509", "active", NOW - 55 * DAY, NOW + 5 * DAY)]);
+    let f = found(vec![authority(
+        "x1",
+        "x509",
+        "active",
+        NOW - 55 * DAY,
+        NOW + 5 * DAY,
+    )]);
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0].0, Severity::Error);
     assert!(f[0].1.contains("no successor is prepared"), "{}", f[0].1);
@@ -34,7 +40,13 @@ fn an_active_authority_in_the_horizon_without_successor_is_an_error() {
 
 #[test]
 fn a_stalled_rotation_outside_the_horizon_is_a_warning() {
-    let f = found(vec![authority("j1", "jwt", "active", NOW - 200 * DAY, NOW + 20 * DAY)]);
+    let f = found(vec![authority(
+        "j1",
+        "jwt",
+        "active",
+        NOW - 200 * DAY,
+        NOW + 20 * DAY,
+    )]);
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0].0, Severity::Warning);
 }
@@ -42,7 +54,13 @@ fn a_stalled_rotation_outside_the_horizon_is_a_warning() {
 #[test]
 fn a_short_lived_authority_rotating_on_schedule_is_only_info() {
     // ca_ttl 24h: every authority is inside a 7-day horizon by design.
-    let f = found(vec![authority("x1", "x509", "active", NOW - HOUR, NOW + 23 * HOUR)]);
+    let f = found(vec![authority(
+        "x1",
+        "x509",
+        "active",
+        NOW - HOUR,
+        NOW + 23 * HOUR,
+    )]);
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0].0, Severity::Info);
     let f = found(vec![
@@ -61,7 +79,11 @@ fn an_overdue_activation_is_a_warning() {
     ]);
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0].0, Severity::Warning);
-    assert!(f[0].1.contains("x2") && f[0].1.contains("overdue"), "{}", f[0].1);
+    assert!(
+        f[0].1.contains("x2") && f[0].1.contains("overdue"),
+        "{}",
+        f[0].1
+    );
 }
 
 #[test]
@@ -90,7 +112,10 @@ fn an_upstream_root_in_the_horizon_is_an_error() {
     inv.authorities.upstream_certificates = vec![upstream_cert(true, NOW + 3 * DAY)];
     let f = check(&inv, &OPTS);
     assert_eq!(f.len(), 1, "{f:?}");
-    assert_eq!((f[0].severity, f[0].check), (Severity::Error, "upstream_expiry"));
+    assert_eq!(
+        (f[0].severity, f[0].check),
+        (Severity::Error, "upstream_expiry")
+    );
     inv.authorities.upstream_certificates = vec![upstream_cert(true, NOW + 30 * DAY)];
     assert!(check(&inv, &OPTS).is_empty());
 }
@@ -102,7 +127,8 @@ fn an_upstream_intermediate_matters_when_the_ca_outlives_it() {
     inv.authorities.upstream_certificates = vec![upstream_cert(false, NOW + 3 * DAY)];
     assert_eq!(check(&inv, &OPTS)[0].severity, Severity::Warning);
     // A CA cut at the intermediate's end is renewed with it.
-    inv.authorities.authorities = vec![authority("x1", "x509", "active", NOW - HOUR, NOW + 3 * DAY)];
+    inv.authorities.authorities =
+        vec![authority("x1", "x509", "active", NOW - HOUR, NOW + 3 * DAY)];
     let f = check(&inv, &OPTS);
     assert!(f.iter().all(|f| f.check != "upstream_expiry"), "{f:?}");
     // Expired is an error whatever it is.

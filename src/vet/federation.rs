@@ -32,7 +32,11 @@ fn unknown_federates_with(inv: &Inventory) -> Vec<Finding> {
         .collect();
     let mut out = Vec::new();
     for e in &inv.entries {
-        for td in e.federates_with.iter().filter(|td| !known.contains(td.as_str())) {
+        for td in e
+            .federates_with
+            .iter()
+            .filter(|td| !known.contains(td.as_str()))
+        {
             out.push(Finding {
                 severity: Severity::Error,
                 check: "federates_with",
@@ -122,7 +126,10 @@ mod tests {
         }
     }
 
-    fn relationship(td: &str, status: admin::FederationRefreshStatus) -> admin::FederationRelationship {
+    fn relationship(
+        td: &str,
+        status: admin::FederationRefreshStatus,
+    ) -> admin::FederationRelationship {
         admin::FederationRelationship {
             trust_domain: td.into(),
             bundle_endpoint_url: format!("https://{td}/bundle"),
@@ -148,7 +155,10 @@ mod tests {
         inv.entries = vec![e];
         let f = check(&inv);
         assert_eq!(f.len(), 1, "{f:?}");
-        assert_eq!((f[0].severity, f[0].check), (Severity::Error, "federates_with"));
+        assert_eq!(
+            (f[0].severity, f[0].check),
+            (Severity::Error, "federates_with")
+        );
         assert!(f[0].message.contains("gone.org") && !f[0].message.contains("known.org"));
     }
 
@@ -163,7 +173,12 @@ mod tests {
         let f = check(&inv);
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].severity, Severity::Warning);
-        assert_eq!(f[0].object, Object::TrustDomain { name: "a.org".into() });
+        assert_eq!(
+            f[0].object,
+            Object::TrustDomain {
+                name: "a.org".into()
+            }
+        );
     }
 
     #[test]

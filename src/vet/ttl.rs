@@ -109,10 +109,11 @@ fn entry_finding(e: &admin::Entry, kind: Kind, ttl: i64, limit: &Limit, shortest
             limit.what
         ),
         remedy: format!(
-            "herald entry update --id {} {} {} (or less), or raise ca_ttl",
+            "lower the entry's {} to {} or less (herald entry update --entry-id {} {} ..., restating its other fields), or raise ca_ttl",
+            kind.field(),
+            human_secs(shortest),
             e.id,
-            kind.flag(),
-            human_secs(shortest)
+            kind.flag()
         ),
     }
 }

@@ -120,9 +120,7 @@ impl AgentsApi {
     async fn get(&self, id: SpiffeId) -> Result<Agent, Status> {
         let agent = self.state.lookup(&id, |s, id| s.get_agent(id)).await;
         let agent = agent.map_err(store_status)?;
-        agent
-            .map(|a| self.shown(&a))
-            .ok_or_else(|| not_found(&id))
+        agent.map(|a| self.shown(&a)).ok_or_else(|| not_found(&id))
     }
 
     async fn evict(&self, id: SpiffeId) -> Result<(), Status> {

@@ -105,7 +105,12 @@ fn info(r: &AuthorityRecord) -> AuthorityInfo {
 /// loaded, so this does not happen).
 fn upstream_certificates(a: &Authorities) -> Vec<UpstreamCertificate> {
     let intermediates = a.x509().upstream_chain().iter().map(|c| (c, false));
-    let roots = a.settings().upstream.as_ref().map(|u| u.roots()).unwrap_or_default();
+    let roots = a
+        .settings()
+        .upstream
+        .as_ref()
+        .map(|u| u.roots())
+        .unwrap_or_default();
     intermediates
         .chain(roots.iter().map(|c| (c, true)))
         .filter_map(|(der, root)| {
