@@ -27,7 +27,8 @@
 //!   [`uds`] is the Unix-socket gRPC client; [`runtime_dir`] places and guards
 //!   sockets; [`heap`] returns freed memory once a listener is idle; [`backoff`]
 //!   spaces retries;
-//!   [`proto`] is the generated code.
+//!   [`proto`] is the generated code; [`request_id`] gives every gRPC call
+//!   its id.
 //!
 //! Dependency direction: `cli` → `server`, `agent` → `node`, `ca`, `store`,
 //! `tls` → `registration` → `spiffe`. `server` and `agent` never import
@@ -58,6 +59,7 @@ pub mod node;
 pub mod oidc;
 pub mod proto;
 pub mod registration;
+pub mod request_id;
 pub mod runtime_dir;
 pub mod server;
 pub mod shutdown;
