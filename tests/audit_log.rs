@@ -25,10 +25,8 @@ const ATTEST: &str = "/herald.node.v1.Node/Attest";
 /// A server config in `dir` with the audit log at `<dir>/audit/audit.jsonl`.
 fn audited(dir: &Path, extra: &str) -> (ServerToml, PathBuf) {
     let path = dir.join("audit/audit.jsonl");
-    let toml = ServerToml::new(dir).extra(&format!(
-        "{extra}[audit]\npath = \"{}\"\n",
-        path.display()
-    ));
+    let toml =
+        ServerToml::new(dir).extra(&format!("{extra}[audit]\npath = \"{}\"\n", path.display()));
     (toml, path)
 }
 
@@ -100,11 +98,15 @@ fn admin_calls_and_attestations_are_audited_without_secrets() {
     server.cli_ok(&["agent", "evict", "--spiffe-id", &other.id.to_string()]);
 
     // Refused: bad input on the admin socket, an unknown token on the node API.
-    server.cli_fails(&["agent", "ban", "--spiffe-id", "not-a-spiffe-id"], 2, "SPIFFE ID");
+    server.cli_fails(
+        &["agent", "ban", "--spiffe-id", "not-a-spiffe-id"],
+        2,
+        "SPIFFE ID",
+    );
     let bogus = "bogus-token-0123456789abcdefXYZ";
     let refused = rt().block_on(async {
-        let connector = ServerConnector::new(server.node_addr, &td, Roots::new(roots(&server)), false)
-            .unwrap();
+        let connector =
+            ServerConnector::new(server.node_addr, &td, Roots::new(roots(&server)), false).unwrap();
         let key = herald::ca::KeyPair::generate(herald::ca::KeyType::EcP256).unwrap();
         let request = node::AttestRequest {
             join_token: bogus.to_string(),
@@ -120,7 +122,10 @@ fn admin_calls_and_attestations_are_audited_without_secrets() {
     assert_admin_caller(created, pid);
     assert_eq!(created["status"], "Ok");
     let fields = &created["fields"];
-    assert_eq!(fields["entries"][0]["spiffe_id"], "spiffe://example.org/web");
+    assert_eq!(
+        fields["entries"][0]["spiffe_id"],
+        "spiffe://example.org/web"
+    );
     assert_eq!(fields["entries"][0]["parent_id"], parent);
     let selector = format!("unix:uid:{}", my_uid());
     assert_eq!(fields["entries"][0]["selectors"][0], selector.as_str());
@@ -139,7 +144,10 @@ fn admin_calls_and_attestations_are_audited_without_secrets() {
         .collect();
     assert_eq!(tokens.len(), 2, "{tokens:#?}");
     let token_ref = tokens[0]["fields"]["token"].as_str().unwrap();
-    assert!(token_ref.starts_with(&format!("{}...sha256:", &token[..4])), "{token_ref}");
+    assert!(
+        token_ref.starts_with(&format!("{}...sha256:", &token[..4])),
+        "{token_ref}"
+    );
     let redacted_agent = format!("spiffe://example.org/herald/agent/join_token/{token_ref}");
     assert_eq!(tokens[0]["fields"]["agent_id"], redacted_agent.as_str());
     assert_admin_caller(tokens[0], pid);
@@ -154,7 +162,9 @@ fn admin_calls_and_attestations_are_audited_without_secrets() {
     let attestations: Vec<_> = all.iter().filter(|v| v["method"] == ATTEST).collect();
     assert_eq!(attestations.len(), 3, "two agents and the refused token");
 
-    let banned = record(&all, "/herald.admin.v1.Agents/BanAgent", |v| v["status"] == "Ok");
+    let banned = record(&all, "/herald.admin.v1.Agents/BanAgent", |v| {
+        v["status"] == "Ok"
+    });
     assert_admin_caller(banned, pid);
     assert_eq!(banned["fields"]["agent_id"], redacted_agent.as_str());
     let evicted = record(&all, "/herald.admin.v1.Agents/DeleteAgent", |_| true);
@@ -165,22 +175,36 @@ fn admin_calls_and_attestations_are_audited_without_secrets() {
         .unwrap()
         .starts_with("spiffe://example.org/herald/agent/join_token/"));
 
-    let bad = record(&all, "/herald.admin.v1.Agents/BanAgent", |v| v["status"] != "Ok");
+    let bad = record(&all, "/herald.admin.v1.Agents/BanAgent", |v| {
+        v["status"] != "Ok"
+    });
     assert_eq!(bad["status"], "InvalidArgument");
     assert_eq!(bad["fields"]["agent_id"], "not-a-spiffe-id");
-    assert!(bad["message"].as_str().unwrap().contains("SPIFFE ID"), "{bad}");
+    assert!(
+        bad["message"].as_str().unwrap().contains("SPIFFE ID"),
+        "{bad}"
+    );
 
     let denied = record(&all, ATTEST, |v| v["status"] != "Ok");
     assert_eq!(denied["status"], "PermissionDenied");
-    assert!(denied["fields"]["join_token"].as_str().unwrap().starts_with("bogu...sha256:"));
+    assert!(denied["fields"]["join_token"]
+        .as_str()
+        .unwrap()
+        .starts_with("bogu...sha256:"));
 
     // No secret, key or certificate anywhere; the file is 0600.
     let text = std::fs::read_to_string(&path).unwrap();
     for secret in [token.as_str(), bogus, "PRIVATE KEY", "-----BEGIN"] {
-        assert!(!text.contains(secret), "{secret:?} in the audit log:\n{text}");
+        assert!(
+            !text.contains(secret),
+            "{secret:?} in the audit log:\n{text}"
+        );
     }
     let other_token = other.id.path().rsplit('/').next().unwrap().to_string();
-    assert!(!text.contains(&other_token), "the second agent's token:\n{text}");
+    assert!(
+        !text.contains(&other_token),
+        "the second agent's token:\n{text}"
+    );
     assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
 }
 
@@ -192,7 +216,11 @@ fn json_log_lines_of_a_call_carry_the_request_id_of_its_audit_line() {
     proc.wait_for_line("server listening", START_TIMEOUT);
 
     let out = run_on_socket(&toml.admin_socket(), &["token", "generate"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Logged by the handler, inside the call.
     let line = proc.wait_for_line("created a join token", START_TIMEOUT);
     let logged: Value = serde_json::from_str(&line).expect("a JSON log line");

@@ -27,8 +27,13 @@ fn audit_path_is_taken_as_written_and_other_keys_are_refused() {
     let base = "trust_domain = \"example.org\"\ndata_dir = \"/x\"\n";
     let c = server(&format!("{base}[audit]\npath = \"logs/audit.jsonl\"\n")).unwrap();
     assert_eq!(c.audit_log.as_deref(), Some(Path::new("logs/audit.jsonl")));
-    let err = server(&format!("{base}[audit]\npath = \"\"\n")).unwrap_err().to_string();
-    assert!(err.contains("audit.path") && err.contains("must not be empty"), "{err}");
+    let err = server(&format!("{base}[audit]\npath = \"\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("audit.path") && err.contains("must not be empty"),
+        "{err}"
+    );
     let err = server(&format!("{base}[audit]\npath = \"a\"\nfsync = true\n"))
         .unwrap_err()
         .to_string();

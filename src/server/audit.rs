@@ -28,9 +28,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub(crate) use self::layer::{AuditLayer, AuditScope};
-pub use self::writer::AuditOpenError;
 use self::record::AuditRecord;
 use self::writer::AuditFile;
+pub use self::writer::AuditOpenError;
 use crate::errors::Chain;
 
 /// The server's audit log; a disabled one records nothing.

@@ -80,7 +80,10 @@ pub(super) fn entry(e: &admin::Entry) -> Value {
     text("spiffe_id", &e.spiffe_id);
     text("parent_id", &e.parent_id);
     m.insert("selectors".into(), selectors(&e.selectors));
-    let lists = [("federates_with", &e.federates_with), ("dns_names", &e.dns_names)];
+    let lists = [
+        ("federates_with", &e.federates_with),
+        ("dns_names", &e.dns_names),
+    ];
     for (k, v) in lists {
         if !v.is_empty() {
             m.insert(k.into(), json!(v));
@@ -132,14 +135,20 @@ pub(super) fn relationship(r: &admin::FederationRelationship) -> Value {
     use admin::federation_relationship::BundleEndpointProfile as P;
     let mut m = Map::new();
     m.insert("trust_domain".into(), r.trust_domain.clone().into());
-    m.insert("bundle_endpoint_url".into(), r.bundle_endpoint_url.clone().into());
+    m.insert(
+        "bundle_endpoint_url".into(),
+        r.bundle_endpoint_url.clone().into(),
+    );
     match &r.bundle_endpoint_profile {
         Some(P::HttpsWeb(_)) => {
             m.insert("profile".into(), "https_web".into());
         }
         Some(P::HttpsSpiffe(p)) => {
             m.insert("profile".into(), "https_spiffe".into());
-            m.insert("endpoint_spiffe_id".into(), p.endpoint_spiffe_id.clone().into());
+            m.insert(
+                "endpoint_spiffe_id".into(),
+                p.endpoint_spiffe_id.clone().into(),
+            );
         }
         None => {}
     }
@@ -149,7 +158,10 @@ pub(super) fn relationship(r: &admin::FederationRelationship) -> Value {
     Value::Object(m)
 }
 
-pub(super) fn relationship_results(results: &[admin::FederationRelationshipResult], f: &mut Fields) {
+pub(super) fn relationship_results(
+    results: &[admin::FederationRelationshipResult],
+    f: &mut Fields,
+) {
     let v = results.iter().map(|r| {
         let td = r
             .federation_relationship

@@ -84,7 +84,9 @@ where
         }
         let call = Call::new(self.layer.log.clone(), &req);
         let copy = call.request.clone();
-        let response = self.inner.call(req.map(|b| Body::new(TeeBody::new(b, copy))));
+        let response = self
+            .inner
+            .call(req.map(|b| Body::new(TeeBody::new(b, copy))));
         Either::Right(
             async move {
                 let response = match response.await {
@@ -186,7 +188,9 @@ impl Call {
     }
 
     fn copies_response(&self) -> bool {
-        self.pending.as_ref().is_some_and(|p| p.spec.response.is_some())
+        self.pending
+            .as_ref()
+            .is_some_and(|p| p.spec.response.is_some())
     }
 
     async fn finish_with(self, status: &tonic::Status) {
@@ -204,7 +208,9 @@ impl Call {
     /// The record of this call ending with `code`.
     fn record(&self, p: &Pending, code: tonic::Code, message: Option<String>) -> AuditRecord {
         let mut fields = Fields::default();
-        let mut omitted = self.request.with(|m| decode(m, p.spec.request, &mut fields));
+        let mut omitted = self
+            .request
+            .with(|m| decode(m, p.spec.request, &mut fields));
         if let (tonic::Code::Ok, Some(response)) = (code, p.spec.response) {
             let why = self.response.with(|m| decode(m, response, &mut fields));
             omitted = omitted.or(why);

@@ -50,26 +50,53 @@ pub(super) fn spec(path: &str) -> MethodSpec {
 fn decoders(service: &str, method: &str) -> (Decode, Option<Decode>) {
     match (service, method) {
         ("herald.node.v1.Node", "Attest") => (
-            |b, f| with(b, f, |m: node::AttestRequest, f| f.token("join_token", &m.join_token)),
-            Some(|b, f| with(b, f, |m: node::AttestResponse, f| f.text("agent_id", &m.spiffe_id))),
+            |b, f| {
+                with(b, f, |m: node::AttestRequest, f| {
+                    f.token("join_token", &m.join_token)
+                })
+            },
+            Some(|b, f| {
+                with(b, f, |m: node::AttestResponse, f| {
+                    f.text("agent_id", &m.spiffe_id)
+                })
+            }),
         ),
         ("herald.admin.v1.Entries", "BatchCreateEntry") => (
-            |b, f| with(b, f, |m: admin::BatchCreateEntryRequest, f| entries(&m.entries, f)),
+            |b, f| {
+                with(b, f, |m: admin::BatchCreateEntryRequest, f| {
+                    entries(&m.entries, f)
+                })
+            },
             Some(|b, f| {
-                with(b, f, |m: admin::BatchCreateEntryResponse, f| entry_results(&m.results, f))
+                with(b, f, |m: admin::BatchCreateEntryResponse, f| {
+                    entry_results(&m.results, f)
+                })
             }),
         ),
         ("herald.admin.v1.Entries", "BatchUpdateEntry") => (
-            |b, f| with(b, f, |m: admin::BatchUpdateEntryRequest, f| entries(&m.entries, f)),
+            |b, f| {
+                with(b, f, |m: admin::BatchUpdateEntryRequest, f| {
+                    entries(&m.entries, f)
+                })
+            },
             Some(|b, f| {
-                with(b, f, |m: admin::BatchUpdateEntryResponse, f| entry_results(&m.results, f))
+                with(b, f, |m: admin::BatchUpdateEntryResponse, f| {
+                    entry_results(&m.results, f)
+                })
             }),
         ),
         ("herald.admin.v1.Entries", "BatchDeleteEntry") => (
-            |b, f| with(b, f, |m: admin::BatchDeleteEntryRequest, f| f.put("ids", m.ids)),
+            |b, f| {
+                with(b, f, |m: admin::BatchDeleteEntryRequest, f| {
+                    f.put("ids", m.ids)
+                })
+            },
             Some(|b, f| {
                 with(b, f, |m: admin::BatchDeleteEntryResponse, f| {
-                    let v = m.results.iter().map(|r| result("id", &r.id, r.status.as_ref()));
+                    let v = m
+                        .results
+                        .iter()
+                        .map(|r| result("id", &r.id, r.status.as_ref()));
                     f.put("results", v.collect::<Value>());
                 })
             }),
@@ -108,7 +135,11 @@ fn decoders(service: &str, method: &str) -> (Decode, Option<Decode>) {
             }),
         ),
         ("herald.admin.v1.Agents", "GetAgent" | "DeleteAgent" | "BanAgent") => (
-            |b, f| with(b, f, |m: admin::AgentIdRequest, f| f.text("agent_id", &m.id)),
+            |b, f| {
+                with(b, f, |m: admin::AgentIdRequest, f| {
+                    f.text("agent_id", &m.id)
+                })
+            },
             None,
         ),
         ("herald.admin.v1.Svids", "MintX509SVID") => (
@@ -133,8 +164,16 @@ fn decoders(service: &str, method: &str) -> (Decode, Option<Decode>) {
             None,
         ),
         ("herald.admin.v1.LocalAuthority", "PrepareAuthority" | "ActivateAuthority") => (
-            |b, f| with(b, f, |m: admin::AuthorityKindRequest, f| f.text("kind", &m.kind)),
-            Some(|b, f| with(b, f, |m: admin::AuthorityInfo, f| f.text("authority_id", &m.id))),
+            |b, f| {
+                with(b, f, |m: admin::AuthorityKindRequest, f| {
+                    f.text("kind", &m.kind)
+                })
+            },
+            Some(|b, f| {
+                with(b, f, |m: admin::AuthorityInfo, f| {
+                    f.text("authority_id", &m.id)
+                })
+            }),
         ),
         ("herald.admin.v1.LocalAuthority", "TaintAuthority" | "RevokeAuthority") => (
             |b, f| {
@@ -147,41 +186,68 @@ fn decoders(service: &str, method: &str) -> (Decode, Option<Decode>) {
         ),
         ("herald.admin.v1.Federation", "BatchCreateFederationRelationship") => (
             |b, f| {
-                with(b, f, |m: admin::BatchCreateFederationRelationshipRequest, f| {
-                    let v = m.federation_relationships.iter().map(relationship);
-                    f.put("relationships", v.collect::<Value>());
-                })
+                with(
+                    b,
+                    f,
+                    |m: admin::BatchCreateFederationRelationshipRequest, f| {
+                        let v = m.federation_relationships.iter().map(relationship);
+                        f.put("relationships", v.collect::<Value>());
+                    },
+                )
             },
             Some(|b, f| {
-                with(b, f, |m: admin::BatchCreateFederationRelationshipResponse, f| {
-                    relationship_results(&m.results, f)
-                })
+                with(
+                    b,
+                    f,
+                    |m: admin::BatchCreateFederationRelationshipResponse, f| {
+                        relationship_results(&m.results, f)
+                    },
+                )
             }),
         ),
         ("herald.admin.v1.Federation", "BatchUpdateFederationRelationship") => (
             |b, f| {
-                with(b, f, |m: admin::BatchUpdateFederationRelationshipRequest, f| {
-                    let v = m.federation_relationships.iter().map(relationship);
-                    f.put("relationships", v.collect::<Value>());
-                })
+                with(
+                    b,
+                    f,
+                    |m: admin::BatchUpdateFederationRelationshipRequest, f| {
+                        let v = m.federation_relationships.iter().map(relationship);
+                        f.put("relationships", v.collect::<Value>());
+                    },
+                )
             },
             Some(|b, f| {
-                with(b, f, |m: admin::BatchUpdateFederationRelationshipResponse, f| {
-                    relationship_results(&m.results, f)
-                })
+                with(
+                    b,
+                    f,
+                    |m: admin::BatchUpdateFederationRelationshipResponse, f| {
+                        relationship_results(&m.results, f)
+                    },
+                )
             }),
         ),
         ("herald.admin.v1.Federation", "BatchDeleteFederationRelationship") => (
             |b, f| {
-                with(b, f, |m: admin::BatchDeleteFederationRelationshipRequest, f| {
-                    f.put("trust_domains", m.trust_domains)
-                })
+                with(
+                    b,
+                    f,
+                    |m: admin::BatchDeleteFederationRelationshipRequest, f| {
+                        f.put("trust_domains", m.trust_domains)
+                    },
+                )
             },
             Some(|b, f| {
-                with(b, f, |m: admin::BatchDeleteFederationRelationshipResponse, f| {
-                    let items = m.results.iter().map(|r| (r.trust_domain.as_str(), r.status.as_ref()));
-                    trust_domain_results(items, f)
-                })
+                with(
+                    b,
+                    f,
+                    |m: admin::BatchDeleteFederationRelationshipResponse, f| {
+                        let items = m
+                            .results
+                            .iter()
+                            .map(|r| (r.trust_domain.as_str(), r.status.as_ref()));
+                        trust_domain_results(items, f)
+                    },
+                )
             }),
         ),
         ("herald.admin.v1.Federation", "GetFederationRelationship") => (
@@ -193,7 +259,11 @@ fn decoders(service: &str, method: &str) -> (Decode, Option<Decode>) {
             None,
         ),
         ("herald.admin.v1.Federation", "RefreshBundle") => (
-            |b, f| with(b, f, |m: admin::RefreshBundleRequest, f| f.text("trust_domain", &m.trust_domain)),
+            |b, f| {
+                with(b, f, |m: admin::RefreshBundleRequest, f| {
+                    f.text("trust_domain", &m.trust_domain)
+                })
+            },
             None,
         ),
         ("herald.admin.v1.FederatedBundles", "GetFederatedBundle") => (
@@ -229,7 +299,10 @@ fn decoders(service: &str, method: &str) -> (Decode, Option<Decode>) {
             },
             Some(|b, f| {
                 with(b, f, |m: admin::BatchDeleteFederatedBundleResponse, f| {
-                    let items = m.results.iter().map(|r| (r.trust_domain.as_str(), r.status.as_ref()));
+                    let items = m
+                        .results
+                        .iter()
+                        .map(|r| (r.trust_domain.as_str(), r.status.as_ref()));
                     trust_domain_results(items, f)
                 })
             }),

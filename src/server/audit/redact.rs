@@ -85,10 +85,16 @@ mod tests {
     #[test]
     fn a_token_is_its_prefix_and_hash_a_short_one_only_its_hash() {
         let r = token_ref(TOKEN);
-        assert!(r.starts_with("0123...sha256:") && r.len() == 4 + 3 + 7 + 16, "{r}");
+        assert!(
+            r.starts_with("0123...sha256:") && r.len() == 4 + 3 + 7 + 16,
+            "{r}"
+        );
         assert!(!r.contains(TOKEN));
         let short = token_ref("secret");
-        assert!(short.starts_with("sha256:") && !short.contains("secr"), "{short}");
+        assert!(
+            short.starts_with("sha256:") && !short.contains("secr"),
+            "{short}"
+        );
     }
 
     #[test]
