@@ -44,6 +44,7 @@
 
 pub mod agent;
 pub mod backoff;
+mod body_hook;
 pub mod ca;
 pub mod cli;
 pub mod clock;

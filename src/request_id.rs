@@ -9,14 +9,14 @@
 //! `log_format = "json"` every log line emitted inside the call carries the
 //! span, so one call's lines and its audit record share the id.
 
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response};
-use hyper::body::{Body as HttpBody, Bytes, Frame, SizeHint};
 use tonic::body::Body;
 use tracing::Instrument as _;
+
+use crate::body_hook::Hooked;
 
 /// The response header that tells the caller its call's id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -101,40 +101,13 @@ where
                 if let Some(value) = header {
                     response.headers_mut().insert(REQUEST_ID_HEADER, value);
                 }
+                // Polled inside the span, so that what a streaming response
+                // logs while it runs carries the request id.
                 let span = tracing::Span::current();
-                Ok(response.map(|inner| Body::new(InSpan { inner, span })))
+                Ok(response.map(|inner| Hooked::body(inner, span)))
             }
             .instrument(span),
         )
-    }
-}
-
-/// A response body polled inside its call's span, so that what a
-/// streaming response logs while it runs carries the request id.
-struct InSpan {
-    inner: Body,
-    span: tracing::Span,
-}
-
-impl HttpBody for InSpan {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        let this = self.get_mut();
-        let _entered = this.span.enter();
-        Pin::new(&mut this.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

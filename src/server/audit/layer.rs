@@ -15,8 +15,9 @@ use tonic::body::Body;
 use super::fields::{code_name, Fields};
 use super::methods::{spec, Decode, MethodSpec};
 use super::record::{rfc3339_utc, AuditRecord, Caller};
-use super::tee::{Copied, Message, TeeBody};
+use super::tee::{Copied, Message};
 use super::AuditLog;
+use crate::body_hook::Hooked;
 use crate::request_id::RequestId;
 
 /// The node API method that attests an agent.
@@ -84,9 +85,7 @@ where
         }
         let call = Call::new(self.layer.log.clone(), &req);
         let copy = call.request.clone();
-        let response = self
-            .inner
-            .call(req.map(|b| Body::new(TeeBody::new(b, copy))));
+        let response = self.inner.call(req.map(|b| Hooked::body(b, copy)));
         Either::Right(
             async move {
                 let response = match response.await {

@@ -61,7 +61,9 @@ fn decoders(service: &str, method: &str) -> (Decode, Option<Decode>) {
                 })
             }),
         ),
-        ("herald.admin.v1.Entries", "BatchCreateEntry") => (
+        // Create and update share their wire shapes (`repeated Entry
+        // entries = 1`, `repeated EntryResult results = 1`).
+        ("herald.admin.v1.Entries", "BatchCreateEntry" | "BatchUpdateEntry") => (
             |b, f| {
                 with(b, f, |m: admin::BatchCreateEntryRequest, f| {
                     entries(&m.entries, f)
@@ -69,18 +71,6 @@ fn decoders(service: &str, method: &str) -> (Decode, Option<Decode>) {
             },
             Some(|b, f| {
                 with(b, f, |m: admin::BatchCreateEntryResponse, f| {
-                    entry_results(&m.results, f)
-                })
-            }),
-        ),
-        ("herald.admin.v1.Entries", "BatchUpdateEntry") => (
-            |b, f| {
-                with(b, f, |m: admin::BatchUpdateEntryRequest, f| {
-                    entries(&m.entries, f)
-                })
-            },
-            Some(|b, f| {
-                with(b, f, |m: admin::BatchUpdateEntryResponse, f| {
                     entry_results(&m.results, f)
                 })
             }),
@@ -184,7 +174,11 @@ fn decoders(service: &str, method: &str) -> (Decode, Option<Decode>) {
             },
             None,
         ),
-        ("herald.admin.v1.Federation", "BatchCreateFederationRelationship") => (
+        // Create and update share their wire shapes, as above.
+        (
+            "herald.admin.v1.Federation",
+            "BatchCreateFederationRelationship" | "BatchUpdateFederationRelationship",
+        ) => (
             |b, f| {
                 with(
                     b,
@@ -205,28 +199,11 @@ fn decoders(service: &str, method: &str) -> (Decode, Option<Decode>) {
                 )
             }),
         ),
-        ("herald.admin.v1.Federation", "BatchUpdateFederationRelationship") => (
-            |b, f| {
-                with(
-                    b,
-                    f,
-                    |m: admin::BatchUpdateFederationRelationshipRequest, f| {
-                        let v = m.federation_relationships.iter().map(relationship);
-                        f.put("relationships", v.collect::<Value>());
-                    },
-                )
-            },
-            Some(|b, f| {
-                with(
-                    b,
-                    f,
-                    |m: admin::BatchUpdateFederationRelationshipResponse, f| {
-                        relationship_results(&m.results, f)
-                    },
-                )
-            }),
-        ),
-        ("herald.admin.v1.Federation", "BatchDeleteFederationRelationship") => (
+        // Deleting relationships or federated bundles: the same wire shapes
+        // (`repeated string trust_domains = 1`; results of status = 1,
+        // trust_domain = 2).
+        ("herald.admin.v1.Federation", "BatchDeleteFederationRelationship")
+        | ("herald.admin.v1.FederatedBundles", "BatchDeleteFederatedBundle") => (
             |b, f| {
                 with(
                     b,
@@ -250,25 +227,11 @@ fn decoders(service: &str, method: &str) -> (Decode, Option<Decode>) {
                 )
             }),
         ),
-        ("herald.admin.v1.Federation", "GetFederationRelationship") => (
+        // One trust domain (`string trust_domain = 1`).
+        ("herald.admin.v1.Federation", "GetFederationRelationship" | "RefreshBundle")
+        | ("herald.admin.v1.FederatedBundles", "GetFederatedBundle") => (
             |b, f| {
                 with(b, f, |m: admin::GetFederationRelationshipRequest, f| {
-                    f.text("trust_domain", &m.trust_domain)
-                })
-            },
-            None,
-        ),
-        ("herald.admin.v1.Federation", "RefreshBundle") => (
-            |b, f| {
-                with(b, f, |m: admin::RefreshBundleRequest, f| {
-                    f.text("trust_domain", &m.trust_domain)
-                })
-            },
-            None,
-        ),
-        ("herald.admin.v1.FederatedBundles", "GetFederatedBundle") => (
-            |b, f| {
-                with(b, f, |m: admin::GetFederatedBundleRequest, f| {
                     f.text("trust_domain", &m.trust_domain)
                 })
             },
@@ -291,24 +254,90 @@ fn decoders(service: &str, method: &str) -> (Decode, Option<Decode>) {
                 })
             }),
         ),
-        ("herald.admin.v1.FederatedBundles", "BatchDeleteFederatedBundle") => (
-            |b, f| {
-                with(b, f, |m: admin::BatchDeleteFederatedBundleRequest, f| {
-                    f.put("trust_domains", m.trust_domains)
-                })
-            },
-            Some(|b, f| {
-                with(b, f, |m: admin::BatchDeleteFederatedBundleResponse, f| {
-                    let items = m
-                        .results
-                        .iter()
-                        .map(|r| (r.trust_domain.as_str(), r.status.as_ref()));
-                    trust_domain_results(items, f)
-                })
-            }),
-        ),
         // Counts, unfiltered lists, the bundle, the authorities: nothing
         // identifies them but their method.
         _ => (|_, _| Ok(()), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+    use serde_json::json;
+
+    use super::*;
+
+    /// The fields `path` records from `request` (and `response`).
+    fn fields_of(path: &str, request: &impl prost::Message, response: Option<&[u8]>) -> Value {
+        let spec = spec(path);
+        let mut f = Fields::default();
+        (spec.request)(&request.encode_to_vec(), &mut f).unwrap();
+        if let (Some(decode), Some(bytes)) = (spec.response, response) {
+            decode(bytes, &mut f).unwrap();
+        }
+        Value::Object(f.finish().0)
+    }
+
+    #[test]
+    fn methods_sharing_a_wire_shape_decode_through_one_type() {
+        let update = admin::BatchUpdateEntryRequest {
+            entries: vec![admin::Entry {
+                id: "e1".into(),
+                spiffe_id: "spiffe://example.org/w".into(),
+                ..Default::default()
+            }],
+        };
+        let v = fields_of("/herald.admin.v1.Entries/BatchUpdateEntry", &update, None);
+        assert_eq!(v["entries"][0]["id"], "e1");
+        assert_eq!(v["entries"][0]["spiffe_id"], "spiffe://example.org/w");
+
+        let delete = admin::BatchDeleteFederatedBundleRequest {
+            trust_domains: vec!["other.org".into()],
+        };
+        let response = admin::BatchDeleteFederatedBundleResponse {
+            results: vec![admin::DeleteFederatedBundleResult {
+                status: Some(admin::Status {
+                    code: 5,
+                    message: "no bundle".into(),
+                }),
+                trust_domain: "other.org".into(),
+            }],
+        }
+        .encode_to_vec();
+        let path = "/herald.admin.v1.FederatedBundles/BatchDeleteFederatedBundle";
+        let v = fields_of(path, &delete, Some(&response));
+        assert_eq!(v["trust_domains"], json!(["other.org"]));
+        assert_eq!(
+            v["results"],
+            json!([{"trust_domain": "other.org", "status": "NotFound", "message": "no bundle"}])
+        );
+
+        let get = admin::GetFederatedBundleRequest {
+            trust_domain: "other.org".into(),
+        };
+        let path = "/herald.admin.v1.FederatedBundles/GetFederatedBundle";
+        assert_eq!(fields_of(path, &get, None)["trust_domain"], "other.org");
+        assert!(!spec(path).mutating);
+    }
+
+    #[test]
+    fn a_minted_jwt_and_a_csr_are_never_fields() {
+        let path = "/herald.admin.v1.Svids/MintJWTSVID";
+        assert!(spec(path).response.is_none());
+        let mint = admin::MintX509svidRequest {
+            csr: b"-----BEGIN CERTIFICATE REQUEST-----".to_vec(),
+            ttl: 60,
+        };
+        let v = fields_of("/herald.admin.v1.Svids/MintX509SVID", &mint, None);
+        assert_eq!(v, json!({"ttl": 60}));
+    }
+
+    #[test]
+    fn an_unknown_method_has_no_fields_and_is_synced() {
+        let s = spec("/herald.admin.v1.Entries/PurgeEverything");
+        assert!(s.mutating && s.response.is_none());
+        let mut f = Fields::default();
+        (s.request)(b"\x0a\x03abc", &mut f).unwrap();
+        assert!(f.finish().0.is_empty());
     }
 }

@@ -6,8 +6,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use hyper::body::{Body as HttpBody, Bytes, Frame, SizeHint};
+use hyper::body::Body as _;
 use tonic::body::Body;
+
+use crate::body_hook::{Hook, Polled};
 
 /// The largest message copied: a 100,000-entry import (about 15 MiB) still
 /// has its fields recorded; beyond, the record says the fields were left out.
@@ -86,42 +88,16 @@ fn message_len(bytes: &[u8]) -> Option<usize> {
     usize::try_from(u32::from_be_bytes(len)).ok()
 }
 
-/// A body that copies its first message into a [`Copied`] as it is read.
-pub(super) struct TeeBody {
-    inner: Body,
-    copy: Copied,
-}
-
-impl TeeBody {
-    pub(super) fn new(inner: Body, copy: Copied) -> Self {
-        TeeBody { inner, copy }
-    }
-}
-
-impl HttpBody for TeeBody {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+/// A body with this hook copies its first message as it is read.
+impl Hook for Copied {
+    fn poll_frame(&mut self, inner: Pin<&mut Body>, cx: &mut Context<'_>) -> Polled {
+        let polled = inner.poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
-                this.copy.push(data);
+                self.push(data);
             }
         }
         polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
