@@ -2,20 +2,23 @@
 //! admin call and per attestation, with the caller the kernel or TLS
 //! reported, the identifying fields and the status; no join token, key or
 //! certificate in it; the same request id in the JSON log lines of the
-//! call; and no file at all unless `[audit]` is configured.
+//! call and in its `x-request-id` response header; and no file at all
+//! unless `[audit]` is configured.
 
 mod harness;
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use harness::bin::{my_uid, run_on_socket};
+use harness::bin::my_uid;
 use harness::cluster::{run_role, spawn_role, Agent, Server, START_TIMEOUT};
 use harness::config::ServerToml;
 use harness::node::NodeAgent;
 use harness::workload::rt;
 use herald::node::{make_csr, ServerConnector};
+use herald::proto::admin::{self, agents_client::AgentsClient};
 use herald::proto::node;
+use herald::request_id::REQUEST_ID_HEADER;
 use herald::spiffe::TrustDomain;
 use herald::tls::Roots;
 use serde_json::Value;
@@ -215,12 +218,20 @@ fn json_log_lines_of_a_call_carry_the_request_id_of_its_audit_line() {
     let mut proc = spawn_role("server", &toml.write());
     proc.wait_for_line("server listening", START_TIMEOUT);
 
-    let out = run_on_socket(&toml.admin_socket(), &["token", "generate"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let header = rt().block_on(async {
+        let channel = herald::uds::connect_unix(&toml.admin_socket())
+            .await
+            .unwrap();
+        let response = AgentsClient::new(channel)
+            .create_join_token(admin::CreateJoinTokenRequest::default())
+            .await
+            .expect("CreateJoinToken");
+        let header = response
+            .metadata()
+            .get(REQUEST_ID_HEADER)
+            .expect("x-request-id");
+        header.to_str().unwrap().to_string()
+    });
     // Logged by the handler, inside the call.
     let line = proc.wait_for_line("created a join token", START_TIMEOUT);
     let logged: Value = serde_json::from_str(&line).expect("a JSON log line");
@@ -234,6 +245,7 @@ fn json_log_lines_of_a_call_carry_the_request_id_of_its_audit_line() {
     let all = records(&path);
     let audited = record(&all, "/herald.admin.v1.Agents/CreateJoinToken", |_| true);
     assert_eq!(audited["request_id"], id);
+    assert_eq!(header, id, "the caller is told the same id");
     assert_eq!(request["method"], "/herald.admin.v1.Agents/CreateJoinToken");
 }
 
