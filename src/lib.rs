@@ -21,12 +21,14 @@
 //! - [`helper`]: `herald helper`, SVIDs as files for programs that cannot
 //!   speak the Workload API; [`oidc`]: `herald oidc`, the OIDC discovery
 //!   document and JWKS of the JWT authorities. Both are Workload API clients.
-//! - [`cli`]: the `herald` command line.
+//! - [`cli`]: the `herald` command line; [`vet`]: the checks `herald check
+//!   --socket` runs over what a live server holds.
 //! - [`clock`] is the one source of time; [`errors`] prints error chains;
 //!   [`uds`] is the Unix-socket gRPC client; [`runtime_dir`] places and guards
 //!   sockets; [`heap`] returns freed memory once a listener is idle; [`backoff`]
 //!   spaces retries;
-//!   [`proto`] is the generated code.
+//!   [`proto`] is the generated code; [`request_id`] gives every gRPC call
+//!   its id.
 //!
 //! Dependency direction: `cli` → `server`, `agent` → `node`, `ca`, `store`,
 //! `tls` → `registration` → `spiffe`. `server` and `agent` never import
@@ -42,6 +44,7 @@
 
 pub mod agent;
 pub mod backoff;
+mod body_hook;
 pub mod ca;
 pub mod cli;
 pub mod clock;
@@ -58,6 +61,7 @@ pub mod node;
 pub mod oidc;
 pub mod proto;
 pub mod registration;
+pub mod request_id;
 pub mod runtime_dir;
 pub mod server;
 pub mod shutdown;
@@ -67,3 +71,4 @@ pub mod store;
 mod testing;
 pub mod tls;
 pub mod uds;
+pub mod vet;

@@ -94,6 +94,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         limits: Default::default(),
         prune: Default::default(),
         jwt_issuer: None,
+        audit_log: None,
     };
     init_role_logging(log_flag, &Logging::default());
     runtime()?.block_on(async move {

@@ -59,6 +59,15 @@ struct RawServer {
     #[serde(default = "default_issuance_retention")]
     issuance_retention: String,
     jwt_issuer: Option<String>,
+    /// The `[audit]` table.
+    audit: Option<RawAudit>,
+}
+
+/// `[audit]`: where the audit log goes (off without the table).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: PathBuf,
 }
 
 fn default_prune_interval() -> String {
@@ -184,6 +193,9 @@ pub struct ServerConfig {
     /// issuer URL of the OIDC discovery document (`herald oidc --issuer`)
     /// that cloud relying parties check it against. None: no `iss`.
     pub jwt_issuer: Option<String>,
+    /// The audit log's file (`[audit] path`), relative to the working
+    /// directory like every path here; None: no audit log.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl ConfigFile for ServerConfig {
@@ -283,7 +295,15 @@ impl ConfigFile for ServerConfig {
             Some(v) => Some(c.url("jwt_issuer", &v)?),
             None => None,
         };
+        let audit_log = match raw.audit {
+            Some(audit) => {
+                c.non_empty_path("audit.path", &audit.path)?;
+                Some(audit.path)
+            }
+            None => None,
+        };
         Ok(ServerConfig {
+            audit_log,
             jwt_issuer,
             admin_allowed_uids: raw.admin_allowed_uids,
             downstream_ca_max_ttl,

@@ -1,4 +1,5 @@
-//! The admin API listener: a Unix socket (0600) whose every call is checked
+//! The admin API listener: a Unix socket (0600) whose every call gets a
+//! request id, is audited (when the audit log is on) and is checked
 //! against the caller's uid ([`crate::server::admin_api`]'s caller check),
 //! with a connection budget per uid, a stream cap per connection, HTTP/2
 //! keepalive and an idle timeout.
@@ -21,7 +22,9 @@ use super::streams::TrackStreamsLayer;
 use super::ServerError;
 use crate::config::limits::ListenerLimits;
 use crate::errors::Chain;
+use crate::request_id::RequestIdLayer;
 use crate::server::admin_api::{AllowedCallers, CallerCheckLayer};
+use crate::server::audit::{AuditLog, AuditScope};
 
 /// Binds the admin socket and serves `routes` on it until `shutdown`.
 pub(super) fn serve(
@@ -29,6 +32,7 @@ pub(super) fn serve(
     allowed_uids: &[u32],
     limits: &ListenerLimits,
     routes: Routes,
+    audit: &AuditLog,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, ServerError> {
     let listener = listeners::bind_admin_socket(socket)?;
@@ -53,6 +57,9 @@ pub(super) fn serve(
         .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
         .layer(TrackStreamsLayer::<UdsConnectInfo>::new())
+        .layer(RequestIdLayer)
+        // Outside the caller check, so that refused calls are audited too.
+        .layer(audit.layer(AuditScope::Every))
         .layer(CallerCheckLayer(allowed))
         .add_routes(routes);
     Ok(spawn_router(server, rx, shutdown, "admin_api"))
