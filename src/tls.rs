@@ -17,7 +17,9 @@ use std::sync::{Arc, RwLock};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 pub use svid::{spiffe_id_of, verify_svid, NotAnSvid, PeerError};
-pub use verifier::{ExpectedPeer, OptionalSvidClientVerifier, ServerIdVerifier, SvidVerifier};
+pub use verifier::{
+    ExpectedPeer, OptionalSvidClientVerifier, ServerIdVerifier, SvidVerifier, UnverifiedServer,
+};
 
 /// The trust domain's current root certificates (DER), shared and updatable.
 #[derive(Debug, Clone, Default)]

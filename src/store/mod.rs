@@ -10,9 +10,12 @@
 //! are on disk (sled `flush`, i.e. fsync). A write that touches several
 //! trees (an entry and its index rows) is atomic.
 
+mod common;
 mod error;
+pub mod postgres;
 mod records;
 mod sled_store;
+mod stored_bundle;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +25,7 @@ pub use records::{
     EntryFilter, FederationRelationship, IssuanceRecord, JoinToken, Page, PageRequest,
     SelectorMatch,
 };
+pub use postgres::PostgresStore;
 pub use sled_store::SledStore;
 
 use crate::registration::{RegistrationEntry, Selector};
