@@ -94,6 +94,8 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         limits: Default::default(),
         prune: Default::default(),
         jwt_issuer: None,
+        // `herald dev` is one server: always the embedded store.
+        store: crate::config::StoreConfig::Sled,
     };
     init_role_logging(log_flag, &Logging::default());
     runtime()?.block_on(async move {

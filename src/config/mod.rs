@@ -2,7 +2,8 @@
 //! that a mistake is reported by key name before anything starts.
 //!
 //! - [`server`] reads `server.toml` (the CA, its upstream, listeners).
-//! - [`federation`] reads the `[federation]` table of `server.toml`.
+//! - [`federation`] reads the `[federation]` table of `server.toml`, and
+//!   [`store`] its `[store]` table (sled or PostgreSQL).
 //! - [`agent`] reads `agent.toml`, the node agent's, and [`sds`] its
 //!   `[sds]` table (Envoy SDS names).
 //! - [`helper`] reads `helper.toml`, what `herald helper` writes and reloads.
@@ -23,10 +24,12 @@ pub mod helper;
 pub mod limits;
 pub mod sds;
 pub mod server;
+pub mod store;
 
 pub use agent::{AgentConfig, Bootstrap};
 pub use sds::SdsSettings;
 pub use server::{ServerConfig, UpstreamConfig};
+pub use store::StoreConfig;
 
 /// Why a configuration file was refused. Always names the file, and the key
 /// where there is one.

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::federation::FederationConfig;
 use super::limits::ListenerLimits;
+use super::store::StoreConfig;
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
 use crate::ca::KeyType;
 use crate::spiffe::TrustDomain;
@@ -59,6 +60,8 @@ struct RawServer {
     #[serde(default = "default_issuance_retention")]
     issuance_retention: String,
     jwt_issuer: Option<String>,
+    /// The `[store]` table, validated by `StoreConfig::from_toml`.
+    store: Option<toml::Value>,
 }
 
 fn default_prune_interval() -> String {
@@ -184,6 +187,9 @@ pub struct ServerConfig {
     /// issuer URL of the OIDC discovery document (`herald oidc --issuer`)
     /// that cloud relying parties check it against. None: no `iss`.
     pub jwt_issuer: Option<String>,
+    /// Where the server keeps its state (`[store]`; default: sled in
+    /// `data_dir`).
+    pub store: StoreConfig,
 }
 
 impl ConfigFile for ServerConfig {
@@ -283,7 +289,9 @@ impl ConfigFile for ServerConfig {
             Some(v) => Some(c.url("jwt_issuer", &v)?),
             None => None,
         };
+        let store = StoreConfig::from_toml(raw.store.as_ref(), path)?;
         Ok(ServerConfig {
+            store,
             jwt_issuer,
             admin_allowed_uids: raw.admin_allowed_uids,
             downstream_ca_max_ttl,
