@@ -12,6 +12,7 @@
 
 mod common;
 mod error;
+pub mod migrate;
 pub mod postgres;
 mod records;
 mod sled_store;

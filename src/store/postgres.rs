@@ -22,6 +22,7 @@ mod codec;
 mod entries;
 mod entry_queries;
 mod federation;
+mod import;
 mod issuances;
 mod journal;
 mod migrations;

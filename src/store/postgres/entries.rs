@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use tokio_postgres::types::Json;
 
-use super::codec::{record, violates};
+use super::codec::{column, record, violates};
 use super::PostgresStore;
 use crate::registration::RegistrationEntry;
 use crate::store::common::similar_key;
@@ -86,24 +86,7 @@ impl PostgresStore {
                     .iter()
                     .filter_map(|&i| results[i].as_ref().ok())
                     .collect();
-                let ids: Vec<&str> = rows.iter().map(|(e, _)| e.id.as_str()).collect();
-                let spiffe: Vec<&str> = rows.iter().map(|(e, _)| e.spiffe_id.as_str()).collect();
-                let parent: Vec<&str> = rows.iter().map(|(e, _)| e.parent_id.as_str()).collect();
-                let sels: Vec<Json<&Vec<String>>> = rows.iter().map(|(_, c)| Json(&c.selectors)).collect();
-                let digests: Vec<&[u8]> = rows.iter().map(|(_, c)| c.digest.as_slice()).collect();
-                let expires: Vec<Option<i64>> = rows.iter().map(|(e, _)| e.expires_at).collect();
-                let revisions: Vec<i64> = rows.iter().map(|(e, _)| revision(e.revision)).collect();
-                let records: Vec<Json<&RegistrationEntry>> = rows.iter().map(|(e, _)| Json(e)).collect();
-                let done = tx
-                    .query(
-                        INSERT_BATCH,
-                        &[&ids, &spiffe, &parent, &sels, &digests, &expires, &revisions, &records],
-                    )
-                    .await
-                    .map_err(StoreError::pg(OP))?;
-                for row in done {
-                    inserted.insert((row.get(0), row.get(1)));
-                }
+                inserted.extend(insert_rows(&tx, &rows).await?);
             }
             // The first request of each (id, digest) that was inserted is
             // the one that won: rows went in in request order.
@@ -286,6 +269,34 @@ impl PostgresStore {
         tracing::debug!(removed = removed.len(), "pruned expired registration entries");
         Ok(removed)
     }
+}
+
+/// Inserts `rows` as they are (revision included) in request order,
+/// skipping any that would break a constraint; the (id, digest) of each row
+/// inserted.
+pub(super) async fn insert_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[&(RegistrationEntry, Columns)],
+) -> Result<HashSet<(String, Vec<u8>)>, StoreError> {
+    const OP: &str = "insert registration entries";
+    let ids: Vec<&str> = rows.iter().map(|(e, _)| e.id.as_str()).collect();
+    let spiffe: Vec<&str> = rows.iter().map(|(e, _)| e.spiffe_id.as_str()).collect();
+    let parent: Vec<&str> = rows.iter().map(|(e, _)| e.parent_id.as_str()).collect();
+    let sels: Vec<Json<&Vec<String>>> = rows.iter().map(|(_, c)| Json(&c.selectors)).collect();
+    let digests: Vec<&[u8]> = rows.iter().map(|(_, c)| c.digest.as_slice()).collect();
+    let expires: Vec<Option<i64>> = rows.iter().map(|(e, _)| e.expires_at).collect();
+    let revisions: Vec<i64> = rows.iter().map(|(e, _)| revision(e.revision)).collect();
+    let records: Vec<Json<&RegistrationEntry>> = rows.iter().map(|(e, _)| Json(e)).collect();
+    let done = tx
+        .query(
+            INSERT_BATCH,
+            &[&ids, &spiffe, &parent, &sels, &digests, &expires, &revisions, &records],
+        )
+        .await
+        .map_err(StoreError::pg(OP))?;
+    done.iter()
+        .map(|row| Ok((column(row, 0, TABLE)?, column(row, 1, TABLE)?)))
+        .collect()
 }
 
 /// A revision as PostgreSQL's `bigint` holds it (revisions stay far below

@@ -142,6 +142,19 @@ impl SledStore {
         }
     }
 
+    /// Every join token (for `herald store migrate`). A token that does
+    /// not decode is reported by its prefix only.
+    pub fn export_join_tokens(&self) -> Result<Vec<JoinToken>, StoreError> {
+        self.join_tokens
+            .iter()
+            .map(|item| {
+                let (key, bytes) = item.map_err(StoreError::sled("scan join tokens"))?;
+                let prefix = secret_prefix(&String::from_utf8_lossy(&key));
+                decode(JOIN_TOKENS, prefix.as_bytes(), &bytes)
+            })
+            .collect()
+    }
+
     pub(super) fn prune_join_tokens_impl(&self, now: i64) -> Result<usize, StoreError> {
         let _span = tracing::debug_span!("store.prune_join_tokens", now).entered();
         let mut expired = Vec::new();

@@ -5,7 +5,7 @@
 
 use sled::Transactional;
 
-use super::codec::{decode, encode, tx_result};
+use super::codec::{decode, encode, list_json, tx_result};
 use super::{SledStore, ISSUANCES};
 use crate::store::{AuthorityRecord, IssuanceRecord, StoreError};
 
@@ -46,6 +46,11 @@ impl SledStore {
             .insert(record.id.as_bytes(), bytes)
             .map_err(StoreError::sled("write an authority record"))?;
         self.flush("flush an authority record")
+    }
+
+    /// Every issuance record, by serial (for `herald store migrate`).
+    pub fn export_issuances(&self) -> Result<Vec<IssuanceRecord>, StoreError> {
+        list_json(&self.issuances, ISSUANCES)
     }
 
     pub(super) fn append_issuances_impl(
