@@ -20,9 +20,8 @@ impl ConnectionString {
         ConnectionString(value.into().trim().to_owned())
     }
 
-    /// The string itself (tests only: nothing else may show it).
-    #[cfg(test)]
-    pub(crate) fn expose(&self) -> &str {
+    /// The string itself: for the client library and test databases only.
+    pub(super) fn expose(&self) -> &str {
         &self.0
     }
 

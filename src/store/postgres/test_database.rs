@@ -39,6 +39,29 @@ impl TempDatabase {
         })
     }
 
+    /// A fresh database, or `None` (the test is skipped, loudly) when
+    /// PostgreSQL cannot be reached outside CI. Under CI (`CI` set) an
+    /// unreachable PostgreSQL fails the calling test: this panics, and is
+    /// meant for tests only.
+    pub fn for_test() -> Option<TempDatabase> {
+        match TempDatabase::create() {
+            Ok(db) => Some(db),
+            Err(e) if std::env::var_os("CI").is_some() => {
+                panic!("PostgreSQL is required under CI: {e}")
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: PostgreSQL unreachable ({e}); set HERALD_TEST_PG_URL");
+                None
+            }
+        }
+    }
+
+    /// The connection string of the new database, password included (a
+    /// test writes it into the server's configuration).
+    pub fn url_text(&self) -> &str {
+        self.url.expose()
+    }
+
     /// The database's name.
     pub fn name(&self) -> &str {
         &self.name
