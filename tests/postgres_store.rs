@@ -140,7 +140,8 @@ fn store_migrate_copies_every_record_of_a_real_servers_sled_store() {
     let out = migrate(db.url_text());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("not empty"), "{stderr
+    assert!(stderr.contains("not empty"), "{stderr}");
+
     let sled = SledStore::open(&data_dir.join("store")).unwrap();
     let pg = PostgresStore::connect(&PostgresSettings::new(db.url.clone())).unwrap();
     let everything = EntryFilter::default();
@@ -170,6 +171,4 @@ fn store_migrate_copies_every_record_of_a_real_servers_sled_store() {
     for token in tokens {
         assert_eq!(pg.consume_join_token(&token.token, 0).unwrap(), token);
     }
-
-}");
 }
