@@ -96,8 +96,12 @@ impl PostgresStore {
     ) -> Result<Option<AttestedAgent>, StoreError> {
         const OP: &str = "read an agent";
         let client = self.client(OP).await?;
+        let stmt = client
+            .prepare_cached("SELECT record FROM agents WHERE spiffe_id = $1")
+            .await
+            .map_err(StoreError::pg(OP))?;
         let row = client
-            .query_opt("SELECT record FROM agents WHERE spiffe_id = $1", &[&id.as_str()])
+            .query_opt(&stmt, &[&id.as_str()])
             .await
             .map_err(StoreError::pg(OP))?;
         row.map(|row| record(&row, 0, TABLE, id.as_str())).transpose()

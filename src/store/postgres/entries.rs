@@ -287,9 +287,13 @@ pub(super) async fn insert_rows(
     let expires: Vec<Option<i64>> = rows.iter().map(|(e, _)| e.expires_at).collect();
     let revisions: Vec<i64> = rows.iter().map(|(e, _)| revision(e.revision)).collect();
     let records: Vec<Json<&RegistrationEntry>> = rows.iter().map(|(e, _)| Json(e)).collect();
+    let stmt = tx
+        .prepare_cached(INSERT_BATCH)
+        .await
+        .map_err(StoreError::pg(OP))?;
     let done = tx
         .query(
-            INSERT_BATCH,
+            &stmt,
             &[&ids, &spiffe, &parent, &sels, &digests, &expires, &revisions, &records],
         )
         .await

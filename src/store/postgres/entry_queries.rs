@@ -114,6 +114,12 @@ impl PostgresStore {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let client = self.client(op).await?;
-        client.query(sql, params).await.map_err(StoreError::pg(op))
+        // Each connection prepares a statement once (the filtered listing
+        // has a handful of shapes), not once per call.
+        let stmt = client
+            .prepare_cached(sql)
+            .await
+            .map_err(StoreError::pg(op))?;
+        client.query(&stmt, params).await.map_err(StoreError::pg(op))
     }
 }

@@ -41,14 +41,18 @@ impl PostgresStore {
         let not_after: Vec<i64> = batch.iter().map(|r| r.not_after).collect();
         let json: Vec<Json<&IssuanceRecord>> = batch.iter().map(|r| Json(*r)).collect();
         let client = self.client(OP).await?;
-        client
-            .execute(
+        // Prepared once per connection: this runs for every signing call.
+        let stmt = client
+            .prepare_cached(
                 "INSERT INTO issuances (serial, not_after, record)
                  SELECT * FROM unnest($1::text[], $2::int8[], $3::jsonb[])
                  ON CONFLICT (serial) DO UPDATE
                  SET not_after = excluded.not_after, record = excluded.record",
-                &[&serials, &not_after, &json],
             )
+            .await
+            .map_err(StoreError::pg(OP))?;
+        client
+            .execute(&stmt, &[&serials, &not_after, &json])
             .await
             .map_err(StoreError::pg(OP))?;
         Ok(())
