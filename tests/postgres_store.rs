@@ -133,7 +133,11 @@ fn store_migrate_copies_every_record_of_a_real_servers_sled_store() {
     };
     let out = migrate(db.url_text());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("registration entries"), "{stdout}");
 
     // A second migration into the now non-empty database is refused.
@@ -147,7 +151,10 @@ fn store_migrate_copies_every_record_of_a_real_servers_sled_store() {
     let everything = EntryFilter::default();
     let entries = all_pages(|p| sled.list_entries(&everything, p).unwrap());
     assert_eq!(entries.len(), 6);
-    assert_eq!(entries, all_pages(|p| pg.list_entries(&everything, p).unwrap()));
+    assert_eq!(
+        entries,
+        all_pages(|p| pg.list_entries(&everything, p).unwrap())
+    );
     let agents = all_pages(|p| sled.list_agents(p).unwrap());
     assert_eq!(agents.len(), 1);
     assert_eq!(agents, all_pages(|p| pg.list_agents(p).unwrap()));
@@ -164,7 +171,10 @@ fn store_migrate_copies_every_record_of_a_real_servers_sled_store() {
     assert!(issuances.len() >= 2, "agent and workload SVIDs");
     assert_eq!(pg.count_issuances().unwrap(), issuances.len() as u64);
     for record in &issuances {
-        assert_eq!(pg.get_issuance(&record.serial).unwrap().as_ref(), Some(record));
+        assert_eq!(
+            pg.get_issuance(&record.serial).unwrap().as_ref(),
+            Some(record)
+        );
     }
     let tokens = sled.export_join_tokens().unwrap();
     assert_eq!(tokens.len(), 1, "the unused token");

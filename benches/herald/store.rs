@@ -84,7 +84,12 @@ fn entry_writes(
         store.create_entry(entry("one", i, agent)).unwrap();
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
-    ("entry writes/s, 1 entry/call", rate, baseline.to_owned(), disk_rate)
+    (
+        "entry writes/s, 1 entry/call",
+        rate,
+        baseline.to_owned(),
+        disk_rate,
+    )
 }
 
 /// `create_entries` of BATCH entries per call: entries/s.
@@ -96,7 +101,9 @@ fn entry_batch(
 ) -> (&'static str, f64, String, f64) {
     let start = Instant::now();
     for b in 0..batches {
-        let part = (0..BATCH).map(|i| entry("batch", b * BATCH + i, agent)).collect();
+        let part = (0..BATCH)
+            .map(|i| entry("batch", b * BATCH + i, agent))
+            .collect();
         let results = store.create_entries(part).unwrap();
         assert!(results.iter().all(|r| r.is_ok()));
     }
@@ -206,7 +213,12 @@ pub fn run(scale: &Scale, report: &mut Report) {
         ),
     ];
     let mut rows = rows.to_vec();
-    rows.push(entry_batch(&*store, scale.store_batches, &agent, disk_batch_rate));
+    rows.push(entry_batch(
+        &*store,
+        scale.store_batches,
+        &agent,
+        disk_batch_rate,
+    ));
     for (figure, v, b, bv) in rows {
         report.add(Row {
             item: "6 store",

@@ -44,7 +44,8 @@ pub(super) fn run(cmd: StoreCmd) -> Result<(), CliError> {
         .parse()
         .map_err(|e: String| CliError::BadInput(format!("--sslmode: {e}")))?;
     let url = ConnectionString::new(to);
-    url.parse().map_err(|e| CliError::bad_input_in("--to", &e))?;
+    url.parse()
+        .map_err(|e| CliError::bad_input_in("--to", &e))?;
     let store_dir = from.join("store");
     if !store_dir.is_dir() {
         return Err(CliError::BadInput(format!(

@@ -241,7 +241,9 @@ mod tests {
             assert!(msg.contains(key) && msg.contains(why), "{table}: {msg}");
             assert!(!msg.contains("pw port"), "password shown: {msg}");
         }
-        assert!(error("kind = \"postgres\"\nurl = \"host=a\"\npassword = \"x\"")
-            .contains("unknown field"));
+        assert!(
+            error("kind = \"postgres\"\nurl = \"host=a\"\npassword = \"x\"")
+                .contains("unknown field")
+        );
     }
 }

@@ -53,19 +53,26 @@ pub fn sled_to_postgres(
     }
     let mut n = MigrationCounts::default();
 
-    let mut page = PageRequest { size: MAX_PAGE_SIZE, token: None };
+    let mut page = PageRequest {
+        size: MAX_PAGE_SIZE,
+        token: None,
+    };
     loop {
         let got = from
             .list_entries(&EntryFilter::default(), &page)
             .map_err(fail("registration entries"))?;
-        to.import_entries(&got.items).map_err(fail("registration entries"))?;
+        to.import_entries(&got.items)
+            .map_err(fail("registration entries"))?;
         n.entries += got.items.len();
         match got.next_token {
             Some(t) => page.token = Some(t),
             None => break,
         }
     }
-    let mut page = PageRequest { size: MAX_PAGE_SIZE, token: None };
+    let mut page = PageRequest {
+        size: MAX_PAGE_SIZE,
+        token: None,
+    };
     loop {
         let got = from.list_agents(&page).map_err(fail("agents"))?;
         for agent in &got.items {
@@ -99,7 +106,8 @@ pub fn sled_to_postgres(
     }
     let issuances = from.export_issuances().map_err(fail("the issuance log"))?;
     for chunk in issuances.chunks(MAX_PAGE_SIZE) {
-        to.append_issuances(chunk).map_err(fail("the issuance log"))?;
+        to.append_issuances(chunk)
+            .map_err(fail("the issuance log"))?;
     }
     n.issuances = issuances.len();
     Ok(n)

@@ -21,12 +21,12 @@ mod stored_bundle;
 mod tests;
 
 pub use error::StoreError;
+pub use postgres::PostgresStore;
 pub use records::{
     AttestedAgent, AuthorityKind, AuthorityRecord, AuthorityState, BundleEndpointProfile,
     EntryFilter, FederationRelationship, IssuanceRecord, JoinToken, Page, PageRequest,
     SelectorMatch,
 };
-pub use postgres::PostgresStore;
 pub use sled_store::SledStore;
 
 use crate::registration::{RegistrationEntry, Selector};

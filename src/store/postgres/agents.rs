@@ -104,7 +104,8 @@ impl PostgresStore {
             .query_opt(&stmt, &[&id.as_str()])
             .await
             .map_err(StoreError::pg(OP))?;
-        row.map(|row| record(&row, 0, TABLE, id.as_str())).transpose()
+        row.map(|row| record(&row, 0, TABLE, id.as_str()))
+            .transpose()
     }
 
     pub(super) async fn list_agents_impl(
@@ -130,7 +131,10 @@ impl PostgresStore {
         Ok(into_page(agents, size, |a| a.spiffe_id.as_str().to_owned()))
     }
 
-    pub(super) async fn delete_agent_impl(&self, id: &SpiffeId) -> Result<AttestedAgent, StoreError> {
+    pub(super) async fn delete_agent_impl(
+        &self,
+        id: &SpiffeId,
+    ) -> Result<AttestedAgent, StoreError> {
         const OP: &str = "delete an agent";
         let _span = tracing::debug_span!("store.delete_agent", agent_id = id.as_str()).entered();
         let client = self.client(OP).await?;

@@ -43,7 +43,10 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn get_bundle_impl(&self, td: &TrustDomain) -> Result<Option<Bundle>, StoreError> {
+    pub(super) async fn get_bundle_impl(
+        &self,
+        td: &TrustDomain,
+    ) -> Result<Option<Bundle>, StoreError> {
         const OP: &str = "read a bundle";
         let client = self.client(OP).await?;
         let row = client
@@ -60,7 +63,10 @@ impl PostgresStore {
         const OP: &str = "list bundles";
         let client = self.client(OP).await?;
         let rows = client
-            .query("SELECT trust_domain, record FROM bundles ORDER BY trust_domain", &[])
+            .query(
+                "SELECT trust_domain, record FROM bundles ORDER BY trust_domain",
+                &[],
+            )
             .await
             .map_err(StoreError::pg(OP))?;
         rows.iter().map(decode).collect()

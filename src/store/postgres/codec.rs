@@ -5,9 +5,9 @@
 //! value that does not decode is reported as `Corrupt` with its table and
 //! key, never a panic.
 
-use tokio_postgres::types::Json;
 use serde::de::DeserializeOwned;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 
 use super::PostgresStore;
@@ -69,7 +69,11 @@ pub(super) fn into_page<T>(
 
 impl PostgresStore {
     /// `SELECT count(*)` of a table (its name is one of ours, never input).
-    pub(super) async fn count(&self, table: &'static str, op: &'static str) -> Result<u64, StoreError> {
+    pub(super) async fn count(
+        &self,
+        table: &'static str,
+        op: &'static str,
+    ) -> Result<u64, StoreError> {
         let client = self.client(op).await?;
         let row = client
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])

@@ -98,7 +98,9 @@ impl PostgresStore {
                     }
                 }
             }
-            pending = self.name_conflicts(&tx, &results, lost, &mut failures).await?;
+            pending = self
+                .name_conflicts(&tx, &results, lost, &mut failures)
+                .await?;
         }
         tx.commit().await.map_err(StoreError::pg(OP))?;
         for (i, e) in failures {
@@ -106,7 +108,11 @@ impl PostgresStore {
         }
         let results: Vec<_> = results.into_iter().map(|r| r.map(|(e, _)| e)).collect();
         let created = results.iter().filter(|r| r.is_ok()).count();
-        tracing::debug!(created, failed = results.len() - created, "created registration entries");
+        tracing::debug!(
+            created,
+            failed = results.len() - created,
+            "created registration entries"
+        );
         Ok(results)
     }
 
@@ -123,8 +129,16 @@ impl PostgresStore {
         if lost.is_empty() {
             return Ok(lost);
         }
-        let ids: Vec<&str> = lost.iter().filter_map(|&i| results[i].as_ref().ok()).map(|(e, _)| e.id.as_str()).collect();
-        let digests: Vec<&[u8]> = lost.iter().filter_map(|&i| results[i].as_ref().ok()).map(|(_, c)| c.digest.as_slice()).collect();
+        let ids: Vec<&str> = lost
+            .iter()
+            .filter_map(|&i| results[i].as_ref().ok())
+            .map(|(e, _)| e.id.as_str())
+            .collect();
+        let digests: Vec<&[u8]> = lost
+            .iter()
+            .filter_map(|&i| results[i].as_ref().ok())
+            .map(|(_, c)| c.digest.as_slice())
+            .collect();
         let rows = tx
             .query(
                 "SELECT id, similar_digest FROM entries WHERE id = ANY($1) OR similar_digest = ANY($2)",
@@ -144,9 +158,21 @@ impl PostgresStore {
         for i in lost {
             let Ok((e, c)) = &results[i] else { continue };
             if by_id.contains(&e.id) {
-                failures.insert(i, StoreError::AlreadyExists { kind: KIND, id: e.id.clone() });
+                failures.insert(
+                    i,
+                    StoreError::AlreadyExists {
+                        kind: KIND,
+                        id: e.id.clone(),
+                    },
+                );
             } else if let Some(owner) = by_digest.get(&c.digest) {
-                failures.insert(i, StoreError::AlreadyExists { kind: SIMILAR_KIND, id: owner.clone() });
+                failures.insert(
+                    i,
+                    StoreError::AlreadyExists {
+                        kind: SIMILAR_KIND,
+                        id: owner.clone(),
+                    },
+                );
             } else {
                 again.push(i);
             }
@@ -166,11 +192,17 @@ impl PostgresStore {
         loop {
             let tx = client.transaction().await.map_err(StoreError::pg(OP))?;
             let Some(row) = tx
-                .query_opt("SELECT record FROM entries WHERE id = $1 FOR UPDATE", &[&entry.id])
+                .query_opt(
+                    "SELECT record FROM entries WHERE id = $1 FOR UPDATE",
+                    &[&entry.id],
+                )
                 .await
                 .map_err(StoreError::pg(OP))?
             else {
-                return Err(StoreError::NotFound { kind: KIND, id: entry.id.clone() });
+                return Err(StoreError::NotFound {
+                    kind: KIND,
+                    id: entry.id.clone(),
+                });
             };
             let old: RegistrationEntry = record(&row, 0, TABLE, &entry.id)?;
             if let Some(owner) = tx
@@ -181,7 +213,10 @@ impl PostgresStore {
                 .await
                 .map_err(StoreError::pg(OP))?
             {
-                return Err(StoreError::AlreadyExists { kind: SIMILAR_KIND, id: owner.get(0) });
+                return Err(StoreError::AlreadyExists {
+                    kind: SIMILAR_KIND,
+                    id: owner.get(0),
+                });
             }
             let mut new = entry.clone();
             new.revision = old.revision.saturating_add(1);
@@ -226,7 +261,10 @@ impl PostgresStore {
         }
         let client = self.client(OP).await?;
         let rows = client
-            .query("DELETE FROM entries WHERE id = ANY($1) RETURNING id, record", &[&ids])
+            .query(
+                "DELETE FROM entries WHERE id = ANY($1) RETURNING id, record",
+                &[&ids],
+            )
             .await
             .map_err(StoreError::pg(OP))?;
         let mut deleted: HashMap<String, Result<RegistrationEntry, StoreError>> = HashMap::new();
@@ -240,7 +278,10 @@ impl PostgresStore {
             .iter()
             .map(|id| {
                 deleted.remove(id).unwrap_or_else(|| {
-                    Err(StoreError::NotFound { kind: KIND, id: id.clone() })
+                    Err(StoreError::NotFound {
+                        kind: KIND,
+                        id: id.clone(),
+                    })
                 })
             })
             .collect())
@@ -266,7 +307,10 @@ impl PostgresStore {
             .iter()
             .map(|row| record(row, 1, TABLE, &row.get::<_, String>(0)))
             .collect::<Result<Vec<RegistrationEntry>, _>>()?;
-        tracing::debug!(removed = removed.len(), "pruned expired registration entries");
+        tracing::debug!(
+            removed = removed.len(),
+            "pruned expired registration entries"
+        );
         Ok(removed)
     }
 }
@@ -294,7 +338,9 @@ pub(super) async fn insert_rows(
     let done = tx
         .query(
             &stmt,
-            &[&ids, &spiffe, &parent, &sels, &digests, &expires, &revisions, &records],
+            &[
+                &ids, &spiffe, &parent, &sels, &digests, &expires, &revisions, &records,
+            ],
         )
         .await
         .map_err(StoreError::pg(OP))?;

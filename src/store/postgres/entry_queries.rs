@@ -24,9 +24,16 @@ fn decode_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<RegistrationEntry>, S
 }
 
 impl PostgresStore {
-    pub(super) async fn get_entry_impl(&self, id: &str) -> Result<Option<RegistrationEntry>, StoreError> {
+    pub(super) async fn get_entry_impl(
+        &self,
+        id: &str,
+    ) -> Result<Option<RegistrationEntry>, StoreError> {
         let rows = self
-            .entry_query("read a registration entry", "SELECT id, record FROM entries WHERE id = $1", &[&id])
+            .entry_query(
+                "read a registration entry",
+                "SELECT id, record FROM entries WHERE id = $1",
+                &[&id],
+            )
             .await?;
         Ok(decode_rows(&rows)?.pop())
     }
@@ -39,7 +46,8 @@ impl PostgresStore {
         let size = page_size(page);
         let mut conditions: Vec<String> = Vec::new();
         let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        let add = |params: &mut Vec<Box<dyn ToSql + Sync + Send>>, value: Box<dyn ToSql + Sync + Send>| {
+        let add = |params: &mut Vec<Box<dyn ToSql + Sync + Send>>,
+                   value: Box<dyn ToSql + Sync + Send>| {
             params.push(value);
             format!("${}", params.len())
         };
@@ -73,8 +81,13 @@ impl PostgresStore {
             sql.push_str(&conditions.join(" AND "));
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-        let rows = self.entry_query("list registration entries", &sql, &refs).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = self
+            .entry_query("list registration entries", &sql, &refs)
+            .await?;
         Ok(into_page(decode_rows(&rows)?, size, |e| e.id.clone()))
     }
 
@@ -120,6 +133,9 @@ impl PostgresStore {
             .prepare_cached(sql)
             .await
             .map_err(StoreError::pg(op))?;
-        client.query(&stmt, params).await.map_err(StoreError::pg(op))
+        client
+            .query(&stmt, params)
+            .await
+            .map_err(StoreError::pg(op))
     }
 }

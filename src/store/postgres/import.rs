@@ -22,7 +22,11 @@ impl PostgresStore {
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         self.run(async {
             for table in RECORD_TABLES {
-                if self.count(table, "check that the database is empty").await? > 0 {
+                if self
+                    .count(table, "check that the database is empty")
+                    .await?
+                    > 0
+                {
                     return Ok(false);
                 }
             }

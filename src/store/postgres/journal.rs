@@ -48,18 +48,27 @@ impl PostgresStore {
         const OP: &str = "list authority records";
         let client = self.client(OP).await?;
         let rows = client
-            .query("SELECT id, record FROM authorities ORDER BY created_at, id", &[])
+            .query(
+                "SELECT id, record FROM authorities ORDER BY created_at, id",
+                &[],
+            )
             .await
             .map_err(StoreError::pg(OP))?;
         rows.iter().map(decode).collect()
     }
 
-    pub(super) async fn delete_authority_impl(&self, id: &str) -> Result<AuthorityRecord, StoreError> {
+    pub(super) async fn delete_authority_impl(
+        &self,
+        id: &str,
+    ) -> Result<AuthorityRecord, StoreError> {
         const OP: &str = "delete an authority record";
         let _span = tracing::debug_span!("store.delete_authority", authority_id = id).entered();
         let client = self.client(OP).await?;
         let row = client
-            .query_opt("DELETE FROM authorities WHERE id = $1 RETURNING id, record", &[&id])
+            .query_opt(
+                "DELETE FROM authorities WHERE id = $1 RETURNING id, record",
+                &[&id],
+            )
             .await
             .map_err(StoreError::pg(OP))?
             .ok_or_else(|| StoreError::NotFound {

@@ -66,7 +66,11 @@ pub(super) async fn migrate(pool: &Pool) -> Result<(), StoreError> {
         });
     }
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
-        tracing::info!(version = m.version, name = m.name, "applying PostgreSQL schema migration");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applying PostgreSQL schema migration"
+        );
         tx.batch_execute(m.sql).await.map_err(StoreError::pg(OP))?;
         tx.execute(
             "INSERT INTO schema_version (version, name) VALUES ($1, $2)",

@@ -93,7 +93,10 @@ fn admin_statement(admin: &ConnectionString, sql: String) -> Result<(), String> 
                 .await
                 .map_err(|e| format!("cannot connect to {}: {e}", admin.redacted()))?;
             let conn = tokio::spawn(conn);
-            let result = client.batch_execute(&sql).await.map_err(|e| format!("{sql}: {e}"));
+            let result = client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| format!("{sql}: {e}"));
             drop(client);
             let _ = conn.await;
             result

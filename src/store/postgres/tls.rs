@@ -44,9 +44,7 @@ pub(super) fn connector(
                     path.display()
                 )));
             }
-            let config = builder
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+            let config = builder.with_root_certificates(roots).with_no_client_auth();
             (config, Pg::Require)
         }
         mode => {

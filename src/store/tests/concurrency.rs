@@ -118,4 +118,3 @@ pub(super) fn racing_consumers_exactly_one_wins(store: Store) {
             .any(|r| matches!(r, Err(StoreError::NotFound { .. }))));
     }
 }
-

@@ -84,7 +84,11 @@ fn two_stores_racing_for_one_token_exactly_one_wins() {
             })
             .collect();
         let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
     }
 }
 
@@ -104,13 +108,21 @@ fn reconnect_keeps_everything_and_tokens_are_stored_hashed() {
         store.entries_by_selector(&sel("unix:uid:1")).unwrap(),
         vec![created.clone()]
     );
-    assert_eq!(store.entries_by_parent(&id("/agent")).unwrap(), vec![created]);
+    assert_eq!(
+        store.entries_by_parent(&id("/agent")).unwrap(),
+        vec![created]
+    );
     assert_eq!(store.get_bundle(&td("example.org")).unwrap(), Some(bundle));
     let hashed = store
-        .sql_scalar("SELECT count(*) FROM join_tokens WHERE token_hash = sha256('tok-secret'::bytea)")
+        .sql_scalar(
+            "SELECT count(*) FROM join_tokens WHERE token_hash = sha256('tok-secret'::bytea)",
+        )
         .unwrap();
     assert_eq!(hashed.as_deref(), Some("1"));
-    assert_eq!(store.consume_join_token("tok-secret", 0).unwrap(), token("tok-secret", 100));
+    assert_eq!(
+        store.consume_join_token("tok-secret", 0).unwrap(),
+        token("tok-secret", 100)
+    );
 }
 
 #[test]
