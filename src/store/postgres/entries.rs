@@ -149,8 +149,8 @@ impl PostgresStore {
         let mut by_id = HashSet::new();
         let mut by_digest = HashMap::new();
         for row in rows {
-            let id: String = row.get(0);
-            let digest: Vec<u8> = row.get(1);
+            let id: String = column(&row, 0, TABLE)?;
+            let digest: Vec<u8> = column(&row, 1, TABLE)?;
             by_id.insert(id.clone());
             by_digest.insert(digest, id);
         }
@@ -215,7 +215,7 @@ impl PostgresStore {
             {
                 return Err(StoreError::AlreadyExists {
                     kind: SIMILAR_KIND,
-                    id: owner.get(0),
+                    id: column(&owner, 0, TABLE)?,
                 });
             }
             let mut new = entry.clone();
@@ -269,7 +269,7 @@ impl PostgresStore {
             .map_err(StoreError::pg(OP))?;
         let mut deleted: HashMap<String, Result<RegistrationEntry, StoreError>> = HashMap::new();
         for row in rows {
-            let id: String = row.get(0);
+            let id: String = column(&row, 0, TABLE)?;
             let entry = record(&row, 1, TABLE, &id);
             deleted.insert(id, entry);
         }
@@ -305,7 +305,7 @@ impl PostgresStore {
             .map_err(StoreError::pg(OP))?;
         let removed = rows
             .iter()
-            .map(|row| record(row, 1, TABLE, &row.get::<_, String>(0)))
+            .map(|row| record(row, 1, TABLE, &column::<String>(row, 0, TABLE)?))
             .collect::<Result<Vec<RegistrationEntry>, _>>()?;
         tracing::debug!(
             removed = removed.len(),

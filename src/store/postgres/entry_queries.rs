@@ -4,7 +4,7 @@
 
 use tokio_postgres::types::ToSql;
 
-use super::codec::{into_page, limit_plus_one, record};
+use super::codec::{column, into_page, limit_plus_one, record};
 use super::PostgresStore;
 use crate::registration::{RegistrationEntry, Selector};
 use crate::spiffe::SpiffeId;
@@ -17,7 +17,7 @@ const TABLE: &str = "entries";
 fn decode_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<RegistrationEntry>, StoreError> {
     rows.iter()
         .map(|row| {
-            let id: String = row.try_get(0).unwrap_or_default();
+            let id: String = column(row, 0, TABLE)?;
             record(row, 1, TABLE, &id)
         })
         .collect()
