@@ -130,5 +130,24 @@ fn parse_toml<'p, T: for<'de> Deserialize<'de>>(
     Ok((raw, check::Checker { path }))
 }
 
+/// Deserializes the optional sub-table `[name]` of a role's file (absent:
+/// every default); a syntax error names the table.
+fn sub_table<T: for<'de> Deserialize<'de> + Default>(
+    value: Option<&toml::Value>,
+    path: &Path,
+    name: &str,
+) -> Result<T, ConfigError> {
+    match value {
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message: format!("[{name}]: {}", e.to_string().trim().replace('\n', " ")),
+            }),
+        None => Ok(T::default()),
+    }
+}
+
 #[cfg(test)]
 mod tests;

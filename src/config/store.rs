@@ -45,16 +45,7 @@ impl StoreConfig {
         value: Option<&toml::Value>,
         path: &Path,
     ) -> Result<StoreConfig, ConfigError> {
-        let raw: RawStore = match value {
-            Some(v) => v
-                .clone()
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Syntax {
-                    path: path.to_path_buf(),
-                    message: format!("[store]: {}", e.to_string().trim().replace('\n', " ")),
-                })?,
-            None => RawStore::default(),
-        };
+        let raw: RawStore = super::sub_table(value, path, "store")?;
         let c = Checker { path };
         match raw.kind.as_deref().unwrap_or("sled") {
             "sled" => {

@@ -8,7 +8,7 @@ use tokio_postgres::types::Json;
 use super::codec::{column, into_page, limit_plus_one, record};
 use super::PostgresStore;
 use crate::spiffe::SpiffeId;
-use crate::store::common::page_size;
+use crate::store::common::{check_agent_change, page_size};
 use crate::store::{AttestedAgent, Page, PageRequest, StoreError};
 
 const TABLE: &str = "agents";
@@ -70,16 +70,7 @@ impl PostgresStore {
             })?;
         let current: AttestedAgent = record(&row, 0, TABLE, id.as_str())?;
         let next = change(&current)?;
-        if next.spiffe_id != current.spiffe_id {
-            return Err(StoreError::Invalid {
-                record: format!("agent {id}"),
-                field: "spiffe_id",
-                reason: "cannot be changed".into(),
-            });
-        }
-        if current.banned && !next.banned {
-            return Err(StoreError::AgentBanned { id: id.to_string() });
-        }
+        check_agent_change(&current, &next)?;
         tx.execute(
             "UPDATE agents SET banned = $2, record = $3 WHERE spiffe_id = $1",
             &[&id.as_str(), &next.banned, &Json(&next)],

@@ -10,7 +10,7 @@ use tokio_postgres::types::Json;
 use super::codec::{column, record, violates};
 use super::PostgresStore;
 use crate::registration::RegistrationEntry;
-use crate::store::common::similar_key;
+use crate::store::common::{new_entry, similar_key};
 use crate::store::StoreError;
 
 const TABLE: &str = "entries";
@@ -36,12 +36,8 @@ pub(super) fn columns(entry: &RegistrationEntry) -> Columns {
     }
 }
 
-fn prepare(mut entry: RegistrationEntry) -> Result<(RegistrationEntry, Columns), StoreError> {
-    if entry.id.is_empty() {
-        entry.id = uuid::Uuid::new_v4().to_string();
-    }
-    entry.revision = 1;
-    entry.validate()?;
+fn prepare(entry: RegistrationEntry) -> Result<(RegistrationEntry, Columns), StoreError> {
+    let entry = new_entry(entry)?;
     let cols = columns(&entry);
     Ok((entry, cols))
 }

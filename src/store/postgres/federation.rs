@@ -5,6 +5,7 @@ use tokio_postgres::types::Json;
 use super::codec::{column, record};
 use super::PostgresStore;
 use crate::spiffe::TrustDomain;
+use crate::store::common::check_relationship;
 use crate::store::{FederationRelationship, StoreError};
 
 const TABLE: &str = "federation_relationships";
@@ -24,13 +25,7 @@ impl PostgresStore {
         let td = rel.trust_domain.name();
         let _span =
             tracing::debug_span!("store.put_federation_relationship", trust_domain = td).entered();
-        if rel.bundle_endpoint_url.is_empty() {
-            return Err(StoreError::Invalid {
-                record: format!("federation relationship with {td:?}"),
-                field: "bundle_endpoint_url",
-                reason: "must not be empty".into(),
-            });
-        }
+        check_relationship(rel)?;
         let client = self.client(OP).await?;
         client
             .execute(

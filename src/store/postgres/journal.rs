@@ -4,6 +4,7 @@ use tokio_postgres::types::Json;
 
 use super::codec::{column, record};
 use super::PostgresStore;
+use crate::store::common::check_authority;
 use crate::store::{AuthorityRecord, StoreError};
 
 const TABLE: &str = "authorities";
@@ -24,13 +25,7 @@ impl PostgresStore {
             tainted = rec.tainted
         )
         .entered();
-        if rec.id.is_empty() {
-            return Err(StoreError::Invalid {
-                record: format!("authority record (key {:?})", rec.key_id),
-                field: "id",
-                reason: "must not be empty".into(),
-            });
-        }
+        check_authority(rec)?;
         let client = self.client(OP).await?;
         client
             .execute(

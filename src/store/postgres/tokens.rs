@@ -6,7 +6,7 @@
 use super::codec::{column, violates};
 use super::PostgresStore;
 use crate::spiffe::SpiffeId;
-use crate::store::common::secret_prefix;
+use crate::store::common::{check_join_token, secret_prefix};
 use crate::store::{JoinToken, StoreError};
 
 const TABLE: &str = "join_tokens";
@@ -25,13 +25,7 @@ impl PostgresStore {
         let prefix = secret_prefix(&token.token);
         let _span =
             tracing::debug_span!("store.create_join_token", token_prefix = %prefix).entered();
-        if token.token.is_empty() {
-            return Err(StoreError::Invalid {
-                record: "join token".into(),
-                field: "token",
-                reason: "must not be empty".into(),
-            });
-        }
+        check_join_token(&token)?;
         let client = self.client(OP).await?;
         let agent_id = token.agent_id.as_ref().map(|a| a.as_str());
         let written = client

@@ -5,6 +5,7 @@
 use super::codec::{decode, delete_with, encode};
 use super::{SledStore, BUNDLES};
 use crate::spiffe::{Bundle, TrustDomain};
+use crate::store::common::check_relationship;
 use crate::store::stored_bundle::{trust_domain_of, StoredBundle};
 use crate::store::{FederationRelationship, StoreError};
 
@@ -67,13 +68,7 @@ impl SledStore {
         let td = rel.trust_domain.name();
         let _span =
             tracing::debug_span!("store.put_federation_relationship", trust_domain = td).entered();
-        if rel.bundle_endpoint_url.is_empty() {
-            return Err(StoreError::Invalid {
-                record: format!("federation relationship with {td:?}"),
-                field: "bundle_endpoint_url",
-                reason: "must not be empty".into(),
-            });
-        }
+        check_relationship(rel)?;
         let bytes = encode("federation relationship", td, rel)?;
         self.federation
             .insert(td.as_bytes(), bytes)

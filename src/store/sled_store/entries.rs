@@ -7,7 +7,7 @@ use sled::{Transactional, Tree};
 use super::codec::{abort, decode, encode, key_str, tx_result};
 use super::{SledStore, ENTRIES};
 use crate::registration::RegistrationEntry;
-use crate::store::common::similar_key;
+use crate::store::common::{new_entry, similar_key};
 use crate::store::{entry_expired, StoreError};
 
 const KIND: &str = "registration entry";
@@ -88,12 +88,8 @@ struct Prepared {
     similar: Vec<u8>,
 }
 
-fn prepare(mut entry: RegistrationEntry) -> Result<Prepared, StoreError> {
-    if entry.id.is_empty() {
-        entry.id = uuid::Uuid::new_v4().to_string();
-    }
-    entry.revision = 1;
-    entry.validate()?;
+fn prepare(entry: RegistrationEntry) -> Result<Prepared, StoreError> {
+    let entry = new_entry(entry)?;
     let bytes = encode(KIND, &entry.id, &entry)?;
     let similar = similar_key(&entry);
     Ok(Prepared {

@@ -94,12 +94,22 @@ pub(super) fn concurrent_agent_updates_lose_nothing(store: Store) {
 }
 
 pub(super) fn racing_consumers_exactly_one_wins(store: Store) {
+    race_for_tokens([store.clone(), store]);
+}
+
+/// Twenty tokens, each created once and consumed by two threads at once,
+/// one through each store of `stores` (the same store twice, or two
+/// stores on one database): exactly one of the two wins each time.
+pub(super) fn race_for_tokens(stores: [Store; 2]) {
     for round in 0..20 {
         let value = format!("race-{round}");
-        store.create_join_token(token(&value, i64::MAX)).unwrap();
+        stores[0]
+            .create_join_token(token(&value, i64::MAX))
+            .unwrap();
         let barrier = Arc::new(Barrier::new(2));
-        let handles: Vec<_> = (0..2)
-            .map(|_| {
+        let handles: Vec<_> = stores
+            .iter()
+            .map(|store| {
                 let (store, barrier, value) = (store.clone(), barrier.clone(), value.clone());
                 std::thread::spawn(move || {
                     barrier.wait();

@@ -3,8 +3,9 @@
 
 use std::sync::{Arc, Barrier};
 
+use super::concurrency::race_for_tokens;
 use super::records::{sample_bundle, token};
-use super::{add_entry, id, sel, td, temp_database};
+use super::{add_entry, id, sel, td, temp_database, Store};
 use crate::store::postgres::{ConnectionString, PostgresSettings, PostgresStore, LATEST_VERSION};
 use crate::store::{DataStore, StoreError};
 
@@ -63,33 +64,11 @@ fn a_database_migrated_by_a_newer_herald_is_refused() {
 #[test]
 fn two_stores_racing_for_one_token_exactly_one_wins() {
     let Some(db) = temp_database() else { return };
-    let stores = [
+    let stores: [Store; 2] = [
         Arc::new(connect(&db.url).unwrap()),
         Arc::new(connect(&db.url).unwrap()),
     ];
-    for round in 0..20 {
-        let value = format!("race-{round}");
-        stores[0]
-            .create_join_token(token(&value, i64::MAX))
-            .unwrap();
-        let barrier = Arc::new(Barrier::new(2));
-        let handles: Vec<_> = stores
-            .iter()
-            .map(|store| {
-                let (store, barrier, value) = (store.clone(), barrier.clone(), value.clone());
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    store.consume_join_token(&value, 0)
-                })
-            })
-            .collect();
-        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        assert_eq!(
-            results.iter().filter(|r| r.is_ok()).count(),
-            1,
-            "{results:?}"
-        );
-    }
+    race_for_tokens(stores);
 }
 
 #[test]
