@@ -62,3 +62,48 @@ pub(super) fn connector(
     };
     Ok((MakeRustlsConnect::new(config), mode))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::postgres::ConnectionString;
+
+    fn settings(sslmode: SslMode, root_cert: Option<std::path::PathBuf>) -> PostgresSettings {
+        PostgresSettings {
+            sslmode,
+            root_cert,
+            ..PostgresSettings::new(ConnectionString::new("host=db"))
+        }
+    }
+
+    #[test]
+    fn modes_map_to_the_client_and_verify_full_needs_usable_roots() {
+        use tokio_postgres::config::SslMode as Pg;
+        for (mode, pg) in [
+            (SslMode::Disable, Pg::Disable),
+            (SslMode::Prefer, Pg::Prefer),
+            (SslMode::Require, Pg::Require),
+        ] {
+            assert_eq!(connector(&settings(mode, None)).unwrap().1, pg);
+        }
+        let err = connector(&settings(SslMode::VerifyFull, None))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("root_cert"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = connector(&settings(SslMode::VerifyFull, Some(missing)))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["db".to_owned()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(&pem, params.self_signed(&key).unwrap().pem()).unwrap();
+        let (_, mode) = connector(&settings(SslMode::VerifyFull, Some(pem))).unwrap();
+        assert_eq!(mode, Pg::Require);
+    }
+}
