@@ -97,12 +97,18 @@ fn roots_pem(roots: &[Vec<u8>]) -> String {
 pub struct Server {
     pub handle: ServerHandle,
     pub state: Arc<ServerState>,
+    /// The PostgreSQL database of a `HERALD_BENCH_STORE=postgres` run.
+    _db: Option<herald::store::postgres::test_database::TempDatabase>,
 }
 
 impl Server {
     /// Starts `server::run::start` on the server runtime, data in `dir`.
     pub fn start(rts: &Runtimes, dir: &Path) -> Server {
-        let toml = ServerToml::new(dir).log_level("off");
+        let db = crate::backend::Backend::from_env().database();
+        let mut toml = ServerToml::new(dir).log_level("off");
+        if let Some(db) = &db {
+            toml = toml.extra(&crate::harness::postgres::store_table(db, dir));
+        }
         let config = ServerConfig::parse(&toml.path(), &toml.render()).expect("server config");
         let handle = rts
             .server
@@ -111,6 +117,7 @@ impl Server {
         Server {
             state: handle.state.clone(),
             handle,
+            _db: db,
         }
     }
 

@@ -5,6 +5,7 @@
 //! cargo bench --bench herald                              # everything, full sizes
 //! HERALD_BENCH_SCALE=smoke cargo bench --bench herald     # tiny sizes, seconds
 //! HERALD_BENCH_ONLY=issuance,store cargo bench --bench herald
+//! HERALD_BENCH_STORE=postgres HERALD_BENCH_ONLY=issuance,store cargo bench --bench herald
 //! ```
 //!
 //! Items (names for `HERALD_BENCH_ONLY`): `issuance`, `workload`,
@@ -17,6 +18,7 @@
 //! entry sync), the binary cargo builds beside this bench. BENCHMARKS.md
 //! records results and commands.
 
+mod backend;
 mod bound;
 mod breakdown;
 mod child;

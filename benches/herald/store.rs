@@ -6,11 +6,10 @@
 //! `fdatasync`, in the same directory.
 
 use std::io::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald::spiffe::SpiffeId;
-use herald::store::{DataStore, IssuanceRecord, SledStore};
+use herald::store::{DataStore, IssuanceRecord};
 
 use crate::cluster::trust_domain;
 use crate::harness::dirs::temp_dir;
@@ -34,7 +33,7 @@ fn record(i: usize, agent: &SpiffeId, workload: &SpiffeId) -> IssuanceRecord {
 }
 
 /// Single-record appends: latencies.
-fn single(store: &SledStore, n: usize, agent: &SpiffeId, wl: &SpiffeId) -> Vec<Duration> {
+fn single(store: &dyn DataStore, n: usize, agent: &SpiffeId, wl: &SpiffeId) -> Vec<Duration> {
     (0..n)
         .map(|i| {
             let r = record(i, agent, wl);
@@ -63,24 +62,82 @@ fn per_sec(n: usize, samples: &[Duration]) -> f64 {
     n as f64 / samples.iter().sum::<Duration>().as_secs_f64()
 }
 
+/// An entry for the entry-write figures.
+fn entry(tag: &str, i: usize, agent: &SpiffeId) -> herald::registration::RegistrationEntry {
+    herald::registration::RegistrationEntry::new(
+        SpiffeId::new(&trust_domain(), &format!("/bench/{tag}/{i}")).unwrap(),
+        agent.clone(),
+        vec![herald::registration::Selector::parse(&format!("unix:uid:{i}")).unwrap()],
+    )
+}
+
+/// `create_entry` one at a time: entries/s.
+fn entry_writes(
+    store: &dyn DataStore,
+    n: usize,
+    agent: &SpiffeId,
+    disk_rate: f64,
+    baseline: &str,
+) -> (&'static str, f64, String, f64) {
+    let start = Instant::now();
+    for i in 0..n {
+        store.create_entry(entry("one", i, agent)).unwrap();
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    (
+        "entry writes/s, 1 entry/call",
+        rate,
+        baseline.to_owned(),
+        disk_rate,
+    )
+}
+
+/// `create_entries` of BATCH entries per call: entries/s.
+fn entry_batch(
+    store: &dyn DataStore,
+    batches: usize,
+    agent: &SpiffeId,
+    disk_batch_rate: f64,
+) -> (&'static str, f64, String, f64) {
+    let start = Instant::now();
+    for b in 0..batches {
+        let part = (0..BATCH)
+            .map(|i| entry("batch", b * BATCH + i, agent))
+            .collect();
+        let results = store.create_entries(part).unwrap();
+        assert!(results.iter().all(|r| r.is_ok()));
+    }
+    let rate = (batches * BATCH) as f64 / start.elapsed().as_secs_f64();
+    (
+        "entries/s, 500 entries/call",
+        rate,
+        format!("issuance batch bound {}", fmt_rate(disk_batch_rate)),
+        disk_batch_rate,
+    )
+}
+
 /// Runs item 6.
 pub fn run(scale: &Scale, report: &mut Report) {
+    let backend = crate::backend::Backend::from_env();
     heading(
         "6",
-        "The store: durable issuance-log writes (sled, flush per write)",
+        &format!(
+            "The store ({}): durable issuance-log and entry writes",
+            backend.name()
+        ),
     );
     let dir = temp_dir("hb-store-");
-    let store = Arc::new(SledStore::open(&dir.path().join("store")).unwrap());
+    let (store, _db) = backend.open(dir.path());
     let agent = SpiffeId::new(&trust_domain(), "/herald/agent/store").unwrap();
     let wl = SpiffeId::new(&trust_domain(), "/bench/store").unwrap();
     let n = scale.store_single;
 
-    single(&store, 20, &agent, &wl);
+    single(&*store, 20, &agent, &wl);
     // Interleaved, so that the disk and its neighbours treat both alike.
     let (mut disk, mut one) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..10 {
         disk.extend(fsyncs(dir.path(), n / 10, 200));
-        one.extend(single(&store, n / 10, &agent, &wl));
+        one.extend(single(&*store, n / 10, &agent, &wl));
     }
     let n = one.len();
 
@@ -91,7 +148,7 @@ pub fn run(scale: &Scale, report: &mut Report) {
             let (agent, wl) = (agent.clone(), wl.clone());
             std::thread::Builder::new()
                 .name(format!("bench-store-{t}"))
-                .spawn(move || single(&store, n / THREADS, &agent, &wl))
+                .spawn(move || single(&*store, n / THREADS, &agent, &wl))
                 .unwrap()
         })
         .collect();
@@ -143,6 +200,7 @@ pub fn run(scale: &Scale, report: &mut Report) {
             baseline.clone(),
             disk_rate,
         ),
+        entry_writes(&*store, n, &agent, disk_rate, &baseline),
         (
             "records/s, 500 records/call (node API batch)",
             batch_rate,
@@ -154,6 +212,13 @@ pub fn run(scale: &Scale, report: &mut Report) {
             disk_batch_rate,
         ),
     ];
+    let mut rows = rows.to_vec();
+    rows.push(entry_batch(
+        &*store,
+        scale.store_batches,
+        &agent,
+        disk_batch_rate,
+    ));
     for (figure, v, b, bv) in rows {
         report.add(Row {
             item: "6 store",

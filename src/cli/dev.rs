@@ -95,6 +95,8 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         prune: Default::default(),
         jwt_issuer: None,
         audit_log: None,
+        // `herald dev` is one server: always the embedded store.
+        store: crate::config::StoreConfig::Sled,
     };
     init_role_logging(log_flag, &Logging::default());
     runtime()?.block_on(async move {

@@ -32,6 +32,7 @@ mod paging;
 mod print;
 mod runtime;
 mod server;
+mod store;
 mod token;
 mod x509;
 
@@ -113,6 +114,8 @@ command_groups! {
     Jwt(jwt::JwtCmd),
     /// The server's signing authorities: show, prepare, activate, taint, revoke.
     Authority(authority::AuthorityCmd),
+    /// The server's datastore: move a sled store to PostgreSQL.
+    Store(store::StoreCmd),
 }
 
 /// Output formats shared by every command that prints records.

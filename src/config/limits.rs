@@ -108,16 +108,7 @@ impl ListenerLimits {
         value: Option<&toml::Value>,
         path: &Path,
     ) -> Result<ListenerLimits, ConfigError> {
-        let raw: RawLimits = match value {
-            Some(v) => v
-                .clone()
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Syntax {
-                    path: path.to_path_buf(),
-                    message: format!("[limits]: {}", e.to_string().trim().replace('\n', " ")),
-                })?,
-            None => RawLimits::default(),
-        };
+        let raw: RawLimits = super::sub_table(value, path, "limits")?;
         let c = Checker { path };
         let d = ListenerLimits::default();
         let count = |key: &'static str, v: Option<u32>, default: usize, max: u32| {

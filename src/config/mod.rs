@@ -2,7 +2,8 @@
 //! that a mistake is reported by key name before anything starts.
 //!
 //! - [`server`] reads `server.toml` (the CA, its upstream, listeners).
-//! - [`federation`] reads the `[federation]` table of `server.toml`.
+//! - [`federation`] reads the `[federation]` table of `server.toml`, and
+//!   [`store`] its `[store]` table (sled or PostgreSQL).
 //! - [`agent`] reads `agent.toml`, the node agent's, [`sds`] its `[sds]`
 //!   table (Envoy SDS names) and [`k8s`] its `[workload_attestors.k8s]`
 //!   table (the Kubernetes workload attestor).
@@ -25,10 +26,12 @@ pub mod k8s;
 pub mod limits;
 pub mod sds;
 pub mod server;
+pub mod store;
 
 pub use agent::{AgentConfig, Bootstrap};
 pub use sds::SdsSettings;
 pub use server::{ServerConfig, UpstreamConfig};
+pub use store::StoreConfig;
 
 /// Why a configuration file was refused. Always names the file, and the key
 /// where there is one.
@@ -127,6 +130,25 @@ fn parse_toml<'p, T: for<'de> Deserialize<'de>>(
         message: e.to_string().trim().replace('\n', " "),
     })?;
     Ok((raw, check::Checker { path }))
+}
+
+/// Deserializes the optional sub-table `[name]` of a role's file (absent:
+/// every default); a syntax error names the table.
+fn sub_table<T: for<'de> Deserialize<'de> + Default>(
+    value: Option<&toml::Value>,
+    path: &Path,
+    name: &str,
+) -> Result<T, ConfigError> {
+    match value {
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message: format!("[{name}]: {}", e.to_string().trim().replace('\n', " ")),
+            }),
+        None => Ok(T::default()),
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::federation::FederationConfig;
 use super::limits::ListenerLimits;
+use super::store::StoreConfig;
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
 use crate::ca::KeyType;
 use crate::spiffe::TrustDomain;
@@ -61,6 +62,8 @@ struct RawServer {
     jwt_issuer: Option<String>,
     /// The `[audit]` table.
     audit: Option<RawAudit>,
+    /// The `[store]` table, validated by `StoreConfig::from_toml`.
+    store: Option<toml::Value>,
 }
 
 /// `[audit]`: where the audit log goes (off without the table).
@@ -196,6 +199,9 @@ pub struct ServerConfig {
     /// The audit log's file (`[audit] path`), relative to the working
     /// directory like every path here; None: no audit log.
     pub audit_log: Option<PathBuf>,
+    /// Where the server keeps its state (`[store]`; default: sled in
+    /// `data_dir`).
+    pub store: StoreConfig,
 }
 
 impl ConfigFile for ServerConfig {
@@ -302,8 +308,10 @@ impl ConfigFile for ServerConfig {
             }
             None => None,
         };
+        let store = StoreConfig::from_toml(raw.store.as_ref(), path)?;
         Ok(ServerConfig {
             audit_log,
+            store,
             jwt_issuer,
             admin_allowed_uids: raw.admin_allowed_uids,
             downstream_ca_max_ttl,

@@ -30,8 +30,8 @@ use super::authorities::{Authorities, CaSettings, DiskUpstream};
 use super::server_svid::ServerSvidError;
 use super::state::{ServerSettings, ServerState};
 use crate::ca::DiskKeyManager;
-use crate::config::{ServerConfig, UpstreamConfig};
-use crate::store::SledStore;
+use crate::config::{ServerConfig, StoreConfig, UpstreamConfig};
+use crate::store::{DataStore, PostgresStore, SledStore};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,19 @@ pub enum ServerError {
     /// The upstream authority is unusable.
     #[error("upstream authority")]
     Upstream(#[from] UpstreamError),
+    /// The PostgreSQL store could not be opened (unreachable, refused, or
+    /// its schema is newer than this build knows).
+    #[error("PostgreSQL store {target}")]
+    Store {
+        /// The connection string, password redacted.
+        target: String,
+        /// Why.
+        #[source]
+        source: crate::store::StoreError,
+    },
+    /// The task opening the store panicked or was cancelled.
+    #[error("the store opening task failed")]
+    StoreTask(#[source] tokio::task::JoinError),
     /// The task loading the CA panicked or was cancelled.
     #[error("the CA loading task failed")]
     CaTask(#[source] tokio::task::JoinError),
@@ -126,6 +139,29 @@ fn data_dir_error(path: &Path, source: impl Into<DataDirProblem>) -> ServerError
     }
 }
 
+/// Opens the store `[store]` names: sled in the data directory, or
+/// PostgreSQL (connected and migrated on the blocking pool, since the
+/// PostgreSQL store drives its own runtime).
+async fn open_store(config: &ServerConfig) -> Result<Arc<dyn DataStore>, ServerError> {
+    let dir = &config.data_dir;
+    match &config.store {
+        StoreConfig::Sled => Ok(Arc::new(
+            SledStore::open(&dir.join("store")).map_err(|e| data_dir_error(dir, e))?,
+        )),
+        StoreConfig::Postgres(settings) => {
+            let s = settings.clone();
+            let store = tokio::task::spawn_blocking(move || PostgresStore::connect(&s))
+                .await
+                .map_err(ServerError::StoreTask)?
+                .map_err(|source| ServerError::Store {
+                    target: settings.url.redacted(),
+                    source,
+                })?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 /// Starts a server from `config` and returns once both APIs are listening.
 pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     let audit = AuditLog::open(config.audit_log.as_deref())?;
@@ -133,7 +169,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     std::fs::create_dir_all(dir).map_err(|e| data_dir_error(dir, e))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| data_dir_error(dir, e))?;
-    let store = Arc::new(SledStore::open(&dir.join("store")).map_err(|e| data_dir_error(dir, e))?);
+    let store = open_store(config).await?;
     let keys =
         Arc::new(DiskKeyManager::open(&dir.join("keys")).map_err(|e| data_dir_error(dir, e))?);
     let upstream = match &config.upstream {

@@ -21,6 +21,44 @@ pub enum StoreError {
         source: sled::Error,
     },
 
+    /// PostgreSQL refused or failed a statement; `op` says which operation.
+    #[error("datastore operation `{op}` failed in PostgreSQL: {source}")]
+    Postgres {
+        /// The datastore operation that failed.
+        op: &'static str,
+        /// The client's error (a server error carries its SQLSTATE).
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// No PostgreSQL connection could be had from the pool (the server is
+    /// unreachable, refused us, or every connection stayed busy too long).
+    #[error("datastore operation `{op}` could not get a PostgreSQL connection: {source}")]
+    Pool {
+        /// The datastore operation that needed the connection.
+        op: &'static str,
+        /// The pool's error.
+        #[source]
+        source: deadpool_postgres::PoolError,
+    },
+
+    /// The PostgreSQL store could not be set up (bad settings, TLS files).
+    #[error("PostgreSQL store setup: {0}")]
+    Setup(String),
+
+    /// The database was migrated by a newer Herald than this one.
+    #[error(
+        "the PostgreSQL database has schema version {found}, newer than the newest this Herald \
+         build knows ({supported}): it was migrated by a newer Herald release; run that release \
+         (or a newer one) against this database instead of this one"
+    )]
+    DatabaseSchemaTooNew {
+        /// The highest version recorded in the database.
+        found: i32,
+        /// The highest version this build can apply.
+        supported: i32,
+    },
+
     /// The data directory could not be prepared.
     #[error("cannot {op} data directory {}: {source}", path.display())]
     Io {
@@ -141,5 +179,12 @@ impl StoreError {
     /// Wraps an engine error with the operation that hit it.
     pub(crate) fn sled(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
         move |source| StoreError::Sled { op, source }
+    }
+}
+
+impl StoreError {
+    /// Wraps a PostgreSQL error with the operation that hit it.
+    pub(crate) fn pg(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+        move |source| StoreError::Postgres { op, source }
     }
 }

@@ -3,20 +3,28 @@
 //! issuance log.
 //!
 //! [`DataStore`] is the contract the server codes against; [`SledStore`] is
-//! the embedded backend. The trait is synchronous because sled is: the server
-//! calls it through `spawn_blocking`.
+//! the embedded backend, [`PostgresStore`] the PostgreSQL one (chosen by the
+//! `[store]` table of `server.toml`). The trait is synchronous because sled
+//! is: the server calls it through `spawn_blocking`, and the PostgreSQL
+//! store drives its async client on a runtime of its own.
 //!
 //! Durability contract: a write method returns `Ok` only after its changes
-//! are on disk (sled `flush`, i.e. fsync). A write that touches several
-//! trees (an entry and its index rows) is atomic.
+//! are on disk (sled `flush`, i.e. fsync; a committed PostgreSQL
+//! transaction). A write that touches several trees or rows (an entry and
+//! its index rows) is atomic.
 
+mod common;
 mod error;
+pub mod migrate;
+pub mod postgres;
 mod records;
 mod sled_store;
+mod stored_bundle;
 #[cfg(test)]
 mod tests;
 
 pub use error::StoreError;
+pub use postgres::PostgresStore;
 pub use records::{
     AttestedAgent, AuthorityKind, AuthorityRecord, AuthorityState, BundleEndpointProfile,
     EntryFilter, FederationRelationship, IssuanceRecord, JoinToken, Page, PageRequest,

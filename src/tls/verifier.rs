@@ -266,3 +266,26 @@ mod tests {
         ));
     }
 }
+
+// === impl UnverifiedServer ===
+
+/// Accepts any server certificate, checking only that the handshake is
+/// signed by its key: libpq's `sslmode=require` (and `prefer`), which
+/// encrypts without authenticating. Used for nothing but that mode.
+#[derive(Debug)]
+pub struct UnverifiedServer;
+
+impl ServerCertVerifier for UnverifiedServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    handshake_signature_checks!();
+}

@@ -12,6 +12,7 @@
 //! - [`workload`]: Workload API clients against an agent's socket.
 //! - [`sds`]: Envoy SDS streams against an agent's socket.
 //! - [`node`]: an agent-like node API client (join-token attestation, then mTLS).
+//! - [`postgres`]: a PostgreSQL database of the test's own, and the `[store]` table naming it.
 //! - [`peer`]: in-process servers ("peers") and services on Unix sockets.
 //! - [`admin`]: the admin API of an in-process server, and its request helpers.
 //! - [`web`]: a test Web PKI and raw HTTPS for the federation bundle endpoint.
@@ -34,6 +35,7 @@ pub mod hostile;
 pub mod node;
 pub mod openssl;
 pub mod peer;
+pub mod postgres;
 pub mod process;
 pub mod procfs;
 pub mod sds;

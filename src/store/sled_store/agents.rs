@@ -6,6 +6,7 @@
 use super::codec::{decode, encode, secret_prefix};
 use super::{SledStore, AGENTS, JOIN_TOKENS};
 use crate::spiffe::SpiffeId;
+use crate::store::common::{check_agent_change, check_join_token};
 use crate::store::{AttestedAgent, JoinToken, StoreError};
 
 const TOKEN_KIND: &str = "join token";
@@ -53,16 +54,7 @@ impl SledStore {
             })?;
             let current: AttestedAgent = decode(AGENTS, key, &bytes)?;
             let next = change(&current)?;
-            if next.spiffe_id != current.spiffe_id {
-                return Err(StoreError::Invalid {
-                    record: format!("agent {id}"),
-                    field: "spiffe_id",
-                    reason: "cannot be changed".into(),
-                });
-            }
-            if current.banned && !next.banned {
-                return Err(StoreError::AgentBanned { id: id.to_string() });
-            }
+            check_agent_change(&current, &next)?;
             let encoded = encode("agent", id.as_str(), &next)?;
             let swapped = self
                 .agents
@@ -79,13 +71,7 @@ impl SledStore {
         let prefix = secret_prefix(&token.token);
         let _span =
             tracing::debug_span!("store.create_join_token", token_prefix = %prefix).entered();
-        if token.token.is_empty() {
-            return Err(StoreError::Invalid {
-                record: "join token".into(),
-                field: "token",
-                reason: "must not be empty".into(),
-            });
-        }
+        check_join_token(&token)?;
         let bytes = encode(TOKEN_KIND, &prefix, &token)?;
         // Insert only if absent, so that an existing token is never
         // silently replaced (and its expiry extended).
@@ -140,6 +126,19 @@ impl SledStore {
             tracing::debug!("join token consumed");
             return Ok(stored);
         }
+    }
+
+    /// Every join token (for `herald store migrate`). A token that does
+    /// not decode is reported by its prefix only.
+    pub fn export_join_tokens(&self) -> Result<Vec<JoinToken>, StoreError> {
+        self.join_tokens
+            .iter()
+            .map(|item| {
+                let (key, bytes) = item.map_err(StoreError::sled("scan join tokens"))?;
+                let prefix = secret_prefix(&String::from_utf8_lossy(&key));
+                decode(JOIN_TOKENS, prefix.as_bytes(), &bytes)
+            })
+            .collect()
     }
 
     pub(super) fn prune_join_tokens_impl(&self, now: i64) -> Result<usize, StoreError> {

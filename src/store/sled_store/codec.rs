@@ -12,7 +12,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Tree;
 
 use super::SledStore;
-use crate::store::{Page, PageRequest, StoreError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+pub(super) use crate::store::common::{page_size, secret_prefix};
+use crate::store::{Page, PageRequest, StoreError};
 
 /// Renders a key for error messages; keys are UTF-8 except the expiry index.
 pub(super) fn key_str(key: &[u8]) -> String {
@@ -58,19 +59,6 @@ pub(super) fn tx_result<T>(
         TransactionError::Abort(e) => e,
         TransactionError::Storage(source) => StoreError::Sled { op, source },
     })
-}
-
-pub(super) fn page_size(page: &PageRequest) -> usize {
-    match page.size {
-        0 => DEFAULT_PAGE_SIZE,
-        n => n.min(MAX_PAGE_SIZE),
-    }
-}
-
-/// The first four characters of a secret: enough to tell tokens apart in
-/// logs and error messages, too few to use.
-pub(super) fn secret_prefix(secret: &str) -> String {
-    secret.chars().take(4).collect()
 }
 
 /// Decodes the value at `key` of a simple keyed tree.

@@ -7,6 +7,7 @@ use sled::{Transactional, Tree};
 use super::codec::{abort, decode, encode, key_str, tx_result};
 use super::{SledStore, ENTRIES};
 use crate::registration::RegistrationEntry;
+use crate::store::common::{new_entry, similar_key};
 use crate::store::{entry_expired, StoreError};
 
 const KIND: &str = "registration entry";
@@ -27,21 +28,6 @@ pub(super) fn index_prefix(value: &str) -> Vec<u8> {
 fn index_key(prefix: &str, id: &str) -> Vec<u8> {
     let mut key = index_prefix(prefix);
     key.extend_from_slice(id.as_bytes());
-    key
-}
-
-/// The key that makes "same SPIFFE ID, parent ID and selector set" a single
-/// point lookup, so that duplicate detection stays O(1) per entry even for
-/// a batch of 100,000.
-fn similar_key(entry: &RegistrationEntry) -> Vec<u8> {
-    let mut key = Vec::new();
-    key.extend_from_slice(entry.spiffe_id.as_str().as_bytes());
-    key.push(0);
-    key.extend_from_slice(entry.parent_id.as_str().as_bytes());
-    for selector in entry.selector_set() {
-        key.push(0);
-        key.extend_from_slice(selector.to_string().as_bytes());
-    }
     key
 }
 
@@ -102,12 +88,8 @@ struct Prepared {
     similar: Vec<u8>,
 }
 
-fn prepare(mut entry: RegistrationEntry) -> Result<Prepared, StoreError> {
-    if entry.id.is_empty() {
-        entry.id = uuid::Uuid::new_v4().to_string();
-    }
-    entry.revision = 1;
-    entry.validate()?;
+fn prepare(entry: RegistrationEntry) -> Result<Prepared, StoreError> {
+    let entry = new_entry(entry)?;
     let bytes = encode(KIND, &entry.id, &entry)?;
     let similar = similar_key(&entry);
     Ok(Prepared {

@@ -5,8 +5,9 @@
 
 use sled::Transactional;
 
-use super::codec::{decode, encode, tx_result};
+use super::codec::{decode, encode, list_json, tx_result};
 use super::{SledStore, ISSUANCES};
+use crate::store::common::check_authority;
 use crate::store::{AuthorityRecord, IssuanceRecord, StoreError};
 
 /// Rows removed per transaction when pruning, to bound the memory a single
@@ -34,18 +35,17 @@ impl SledStore {
             tainted = record.tainted
         )
         .entered();
-        if record.id.is_empty() {
-            return Err(StoreError::Invalid {
-                record: format!("authority record (key {:?})", record.key_id),
-                field: "id",
-                reason: "must not be empty".into(),
-            });
-        }
+        check_authority(record)?;
         let bytes = encode("authority", &record.id, record)?;
         self.authorities
             .insert(record.id.as_bytes(), bytes)
             .map_err(StoreError::sled("write an authority record"))?;
         self.flush("flush an authority record")
+    }
+
+    /// Every issuance record, by serial (for `herald store migrate`).
+    pub fn export_issuances(&self) -> Result<Vec<IssuanceRecord>, StoreError> {
+        list_json(&self.issuances, ISSUANCES)
     }
 
     pub(super) fn append_issuances_impl(

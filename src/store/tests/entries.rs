@@ -2,13 +2,11 @@
 
 use std::collections::BTreeSet;
 
-use super::{add_entry, entry, id, open_temp, sel};
-use crate::store::{DataStore, EntryFilter, PageRequest, SelectorMatch, SledStore, StoreError};
+use super::{add_entry, entry, id, sel, Store};
+use crate::store::{EntryFilter, PageRequest, SelectorMatch, StoreError};
 
-#[test]
-fn create_get_update_delete() {
-    let (_dir, store) = open_temp();
-    let created = add_entry(&store, "/web", "/agent", &["unix:uid:1000"]);
+pub(super) fn create_get_update_delete(store: Store) {
+    let created = add_entry(&*store, "/web", "/agent", &["unix:uid:1000"]);
     assert!(uuid::Uuid::parse_str(&created.id).is_ok(), "{}", created.id);
     assert_eq!(created.revision, 1);
     assert_eq!(store.get_entry(&created.id).unwrap(), Some(created.clone()));
@@ -40,9 +38,7 @@ fn create_get_update_delete() {
         .is_empty());
 }
 
-#[test]
-fn update_of_missing_entry_is_not_found() {
-    let (_dir, store) = open_temp();
+pub(super) fn update_of_missing_entry_is_not_found(store: Store) {
     let mut e = entry("/web", "/agent", &["unix:uid:1"]);
     e.id = "missing".into();
     assert!(matches!(
@@ -51,10 +47,8 @@ fn update_of_missing_entry_is_not_found() {
     ));
 }
 
-#[test]
-fn batch_create_reports_per_item_in_order() {
-    let (_dir, store) = open_temp();
-    let existing = add_entry(&store, "/db", "/agent", &["unix:uid:5"]);
+pub(super) fn batch_create_reports_per_item_in_order(store: Store) {
+    let existing = add_entry(&*store, "/db", "/agent", &["unix:uid:5"]);
 
     let mut explicit = entry("/x", "/agent", &["unix:uid:7"]);
     explicit.id = "fixed-id".into();
@@ -92,11 +86,9 @@ fn batch_create_reports_per_item_in_order() {
     assert!(msg.contains(&first.id), "{msg}");
 }
 
-#[test]
-fn update_keeps_indexes_consistent() {
-    let (_dir, store) = open_temp();
-    let e = add_entry(&store, "/web", "/agent-a", &["unix:uid:1", "unix:gid:1"]);
-    let other = add_entry(&store, "/web", "/agent-b", &["unix:uid:2"]);
+pub(super) fn update_keeps_indexes_consistent(store: Store) {
+    let e = add_entry(&*store, "/web", "/agent-a", &["unix:uid:1", "unix:gid:1"]);
+    let other = add_entry(&*store, "/web", "/agent-b", &["unix:uid:2"]);
 
     let mut moved = e.clone();
     moved.parent_id = id("/agent-b");
@@ -124,7 +116,7 @@ fn update_keeps_indexes_consistent() {
     assert_eq!(ids("unix:gid:1"), vec![e.id.clone()]);
 
     // The old identity is free again; the new one is taken.
-    add_entry(&store, "/web", "/agent-a", &["unix:uid:1", "unix:gid:1"]);
+    add_entry(&*store, "/web", "/agent-a", &["unix:uid:1", "unix:gid:1"]);
     assert!(matches!(
         store.create_entry(entry("/web", "/agent-b", &["unix:gid:1", "unix:uid:3"])),
         Err(StoreError::AlreadyExists { id, .. }) if id == e.id
@@ -140,7 +132,7 @@ fn update_keeps_indexes_consistent() {
     assert_eq!(store.get_entry(&e.id).unwrap().unwrap().revision, 2);
 }
 
-fn listed(store: &dyn DataStore, filter: &EntryFilter) -> BTreeSet<String> {
+fn listed(store: &Store, filter: &EntryFilter) -> BTreeSet<String> {
     let page = store.list_entries(filter, &PageRequest::default()).unwrap();
     assert_eq!(page.next_token, None);
     page.items
@@ -153,9 +145,7 @@ fn paths(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-#[test]
-fn filters() {
-    let (_dir, store) = open_temp();
+pub(super) fn filters(store: Store) {
     for e in [
         entry("/a", "/agent1", &["unix:uid:1"]),
         entry("/b", "/agent1", &["unix:uid:1", "unix:gid:1"]),
@@ -238,9 +228,7 @@ fn filters() {
     assert_eq!(by_selector, paths(&["/b", "/c"]));
 }
 
-#[test]
-fn paging_returns_every_entry_once() {
-    let (_dir, store) = open_temp();
+pub(super) fn paging_returns_every_entry_once(store: Store) {
     let batch = (0..1050)
         .map(|i| entry(&format!("/w{i}"), "/agent", &[&format!("unix:uid:{i}")]))
         .collect();
@@ -285,9 +273,7 @@ fn paging_returns_every_entry_once() {
     assert!(page.next_token.is_some());
 }
 
-#[test]
-fn batch_of_100_000_entries() {
-    let (_dir, store) = open_temp();
+pub(super) fn batch_of_100_000_entries(store: Store) {
     let batch = (0..100_000)
         .map(|i| {
             entry(
@@ -303,9 +289,7 @@ fn batch_of_100_000_entries() {
     assert_eq!(store.entries_by_parent(&id("/agent7")).unwrap().len(), 1000);
 }
 
-#[test]
-fn pruning_removes_expired_entries_with_their_index_rows() {
-    let (_dir, store) = open_temp();
+pub(super) fn pruning_removes_expired_entries_with_their_index_rows(store: Store) {
     let expiring = |path: &str, uid: &str, expires_at: i64| {
         let mut e = entry(path, "/agent", &[uid]);
         e.expires_at = Some(expires_at);
@@ -337,7 +321,7 @@ fn pruning_removes_expired_entries_with_their_index_rows() {
 }
 
 /// The IDs of the entries the parent index lists under `parent`.
-fn ids_by_parent(store: &SledStore, parent: &str) -> BTreeSet<String> {
+fn ids_by_parent(store: &Store, parent: &str) -> BTreeSet<String> {
     let under = store.entries_by_parent(&id(parent)).unwrap();
     under.into_iter().map(|e| e.id).collect()
 }

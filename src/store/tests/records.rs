@@ -1,18 +1,16 @@
 //! Agents, join tokens, bundles, federation relationships, the CA journal
 //! and the issuance log.
 
-use std::sync::{Arc, Barrier};
-
 use rcgen::PublicKeyData as _;
 
-use super::{id, open_temp, sel, td};
+use super::{id, sel, td, Store};
 use crate::spiffe::{Bundle, JwtAuthority};
 use crate::store::{
     AttestedAgent, AuthorityKind, AuthorityRecord, AuthorityState, BundleEndpointProfile,
-    DataStore, FederationRelationship, IssuanceRecord, JoinToken, PageRequest, StoreError,
+    FederationRelationship, IssuanceRecord, JoinToken, PageRequest, StoreError,
 };
 
-fn agent(path: &str) -> AttestedAgent {
+pub(super) fn agent(path: &str) -> AttestedAgent {
     AttestedAgent {
         spiffe_id: id(path),
         attestation_type: "join_token".into(),
@@ -25,9 +23,7 @@ fn agent(path: &str) -> AttestedAgent {
     }
 }
 
-#[test]
-fn agents_crud_and_paging() {
-    let (_dir, store) = open_temp();
+pub(super) fn agents_crud_and_paging(store: Store) {
     for i in 0..25 {
         store
             .attest_agent(&agent(&format!("/agent/{i:02}")))
@@ -65,65 +61,7 @@ fn agents_crud_and_paging() {
     assert_not_found(store.delete_agent(&id("/agent/03")), "agent");
 }
 
-#[test]
-fn a_ban_survives_every_concurrent_renewal_and_reattestation() {
-    let (_dir, store) = open_temp();
-    let store = Arc::new(store);
-    let agent_id = id("/agent/raced");
-    store.attest_agent(&agent("/agent/raced")).unwrap();
-    let start = Arc::new(Barrier::new(9));
-    let mut threads = Vec::new();
-    for t in 0..8 {
-        let (store, start, agent_id) = (store.clone(), start.clone(), agent_id.clone());
-        threads.push(std::thread::spawn(move || {
-            start.wait();
-            for i in 0..50 {
-                // A renewal: a new serial on the record it read. Once the
-                // ban lands, these must fail rather than write it away.
-                let _ = store.update_agent(&agent_id, &mut |a| {
-                    Ok(AttestedAgent {
-                        serial: format!("{t:02}{i:02}"),
-                        ..a.clone()
-                    })
-                });
-            }
-        }));
-    }
-    start.wait();
-    store
-        .update_agent(&agent_id, &mut |a| {
-            Ok(AttestedAgent {
-                banned: true,
-                ..a.clone()
-            })
-        })
-        .unwrap();
-    for t in threads {
-        t.join().unwrap();
-    }
-    assert!(store.get_agent(&agent_id).unwrap().unwrap().banned);
-    // Neither a write that unbans nor a re-attestation gets through.
-    assert!(matches!(
-        store.update_agent(&agent_id, &mut |a| Ok(AttestedAgent {
-            banned: false,
-            ..a.clone()
-        })),
-        Err(StoreError::AgentBanned { .. })
-    ));
-    assert!(matches!(
-        store.attest_agent(&agent("/agent/raced")),
-        Err(StoreError::AgentBanned { .. })
-    ));
-    // Eviction deletes the record; a late renewal cannot bring it back.
-    store.delete_agent(&agent_id).unwrap();
-    assert_not_found(
-        store.update_agent(&agent_id, &mut |a| Ok(a.clone())),
-        "agent",
-    );
-    assert_eq!(store.get_agent(&agent_id).unwrap(), None);
-}
-
-fn token(value: &str, expires_at: i64) -> JoinToken {
+pub(super) fn token(value: &str, expires_at: i64) -> JoinToken {
     JoinToken {
         token: value.into(),
         expires_at,
@@ -131,9 +69,7 @@ fn token(value: &str, expires_at: i64) -> JoinToken {
     }
 }
 
-#[test]
-fn join_token_is_single_use() {
-    let (_dir, store) = open_temp();
+pub(super) fn join_token_is_single_use(store: Store) {
     store
         .create_join_token(token("secret-token-1", 100))
         .unwrap();
@@ -162,9 +98,7 @@ fn join_token_is_single_use() {
     );
 }
 
-#[test]
-fn expired_join_token_is_refused_and_removed() {
-    let (_dir, store) = open_temp();
+pub(super) fn expired_join_token_is_refused_and_removed(store: Store) {
     store.create_join_token(token("expiring", 100)).unwrap();
     assert!(matches!(
         store.consume_join_token("expiring", 100),
@@ -183,35 +117,6 @@ fn expired_join_token_is_refused_and_removed() {
     }
     assert_eq!(store.prune_join_tokens(20).unwrap(), 2);
     assert!(store.consume_join_token("t3", 25).is_ok());
-}
-
-#[test]
-fn racing_consumers_exactly_one_wins() {
-    let (_dir, store) = open_temp();
-    let store = Arc::new(store);
-    for round in 0..20 {
-        let value = format!("race-{round}");
-        store.create_join_token(token(&value, i64::MAX)).unwrap();
-        let barrier = Arc::new(Barrier::new(2));
-        let handles: Vec<_> = (0..2)
-            .map(|_| {
-                let (store, barrier, value) = (store.clone(), barrier.clone(), value.clone());
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    store.consume_join_token(&value, 0)
-                })
-            })
-            .collect();
-        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        assert_eq!(
-            results.iter().filter(|r| r.is_ok()).count(),
-            1,
-            "{results:?}"
-        );
-        assert!(results
-            .iter()
-            .any(|r| matches!(r, Err(StoreError::NotFound { .. }))));
-    }
 }
 
 /// A bundle with one X.509 and two JWT authorities (one with an expiry).
@@ -242,9 +147,7 @@ pub(super) fn sample_bundle(name: &str) -> Bundle {
     bundle
 }
 
-#[test]
-fn bundles_crud() {
-    let (_dir, store) = open_temp();
+pub(super) fn bundles_crud(store: Store) {
     let own = sample_bundle("example.org");
     let peer = sample_bundle("peer.example");
     store.set_bundle(&peer).unwrap();
@@ -269,9 +172,7 @@ fn bundles_crud() {
     assert_not_found(store.delete_bundle(&td("peer.example")), "bundle");
 }
 
-#[test]
-fn federation_relationships_crud() {
-    let (_dir, store) = open_temp();
+pub(super) fn federation_relationships_crud(store: Store) {
     let web = FederationRelationship {
         trust_domain: td("a.example"),
         bundle_endpoint_url: "https://a.example/bundle".into(),
@@ -329,9 +230,7 @@ fn authority(id: &str, created_at: i64) -> AuthorityRecord {
     }
 }
 
-#[test]
-fn authority_journal() {
-    let (_dir, store) = open_temp();
+pub(super) fn authority_journal(store: Store) {
     store.put_authority(&authority("c", 20)).unwrap();
     store.put_authority(&authority("b", 10)).unwrap();
     store.put_authority(&authority("a", 20)).unwrap();
@@ -372,9 +271,7 @@ fn issuance(serial: &str, not_after: i64) -> IssuanceRecord {
     }
 }
 
-#[test]
-fn issuance_log() {
-    let (_dir, store) = open_temp();
+pub(super) fn issuance_log(store: Store) {
     store
         .append_issuances(&[issuance("0a", 100), issuance("0b", 200), issuance("0c", -5)])
         .unwrap();
@@ -404,7 +301,7 @@ fn issuance_log() {
 
 /// `result` is NotFound for a record of `kind`.
 #[track_caller]
-fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, kind: &str) {
+pub(super) fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, kind: &str) {
     match result {
         Err(StoreError::NotFound { kind: k, .. }) if k == kind => {}
         other => panic!("expected {kind} NotFound, got {other:?}"),
