@@ -163,8 +163,10 @@ impl ServerCertVerifier for ServerIdVerifier {
 
 /// A client's view of a server it was told not to check: any certificate
 /// is accepted (the handshake signature is still checked, so the peer holds
-/// the key of what it presented). Only for an operator's explicit choice,
-/// such as the k8s attestor's `skip_kubelet_verification`.
+/// the key of what it presented). Only for an operator's explicit choice:
+/// the k8s attestor's `skip_kubelet_verification`, and the PostgreSQL
+/// store's `sslmode = "require"` (and `prefer`), which like libpq's modes
+/// encrypt without authenticating.
 #[derive(Debug)]
 pub struct UnverifiedServer;
 
@@ -265,27 +267,4 @@ mod tests {
             Some(PeerError::NoUsableRoot)
         ));
     }
-}
-
-// === impl UnverifiedServer ===
-
-/// Accepts any server certificate, checking only that the handshake is
-/// signed by its key: libpq's `sslmode=require` (and `prefer`), which
-/// encrypts without authenticating. Used for nothing but that mode.
-#[derive(Debug)]
-pub struct UnverifiedServer;
-
-impl ServerCertVerifier for UnverifiedServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    handshake_signature_checks!();
 }
