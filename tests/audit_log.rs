@@ -218,7 +218,7 @@ fn json_log_lines_of_a_call_carry_the_request_id_of_its_audit_line() {
     let mut proc = spawn_role("server", &toml.write());
     proc.wait_for_line("server listening", START_TIMEOUT);
 
-    let header = rt().block_on(async {
+    let (header, token) = rt().block_on(async {
         let channel = herald::uds::connect_unix(&toml.admin_socket())
             .await
             .unwrap();
@@ -230,10 +230,15 @@ fn json_log_lines_of_a_call_carry_the_request_id_of_its_audit_line() {
             .metadata()
             .get(REQUEST_ID_HEADER)
             .expect("x-request-id");
-        header.to_str().unwrap().to_string()
+        let token = response.get_ref().value.clone();
+        (header.to_str().unwrap().to_string(), token)
     });
     // Logged by the handler, inside the call.
     let line = proc.wait_for_line("created a join token", START_TIMEOUT);
+    assert!(
+        !token.is_empty() && !line.contains(&token),
+        "the server's log line names an unused token in full: {line}"
+    );
     let logged: Value = serde_json::from_str(&line).expect("a JSON log line");
     let spans = logged["spans"].as_array().expect("the line's spans");
     let request = spans

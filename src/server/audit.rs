@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 pub(crate) use self::layer::{AuditLayer, AuditScope};
 use self::record::AuditRecord;
+pub(crate) use self::redact::token_ref;
 use self::writer::AuditFile;
 pub use self::writer::AuditOpenError;
 use crate::errors::Chain;

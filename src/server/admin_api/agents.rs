@@ -85,7 +85,7 @@ impl AgentsApi {
         let record = JoinToken {
             token: token.clone(),
             expires_at,
-            agent_id,
+            agent_id: agent_id.clone(),
         };
         self.state
             .with_store(move |store| store.create_join_token(record))
@@ -96,7 +96,15 @@ impl AgentsApi {
                 }
                 e => store_status(e),
             })?;
-        tracing::info!(agent_id = %shown_id, expires_at, "created a join token");
+        // The token is a bearer credential until used: its log line names it
+        // the way the audit log does, never in full.
+        let token_shown = crate::server::audit::token_ref(&token);
+        match &agent_id {
+            Some(id) => {
+                tracing::info!(agent_id = %id, token = %token_shown, expires_at, "created a join token")
+            }
+            None => tracing::info!(token = %token_shown, expires_at, "created a join token"),
+        }
         Ok(admin::JoinToken {
             value: token,
             expires_at,

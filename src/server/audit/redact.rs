@@ -12,8 +12,8 @@
 /// The path under which an agent ID derived from a join token names it.
 const TOKEN_PATH: &str = "/herald/agent/join_token/";
 
-/// A token as written in the audit log.
-pub(super) fn token_ref(token: &str) -> String {
+/// A token as written in the audit log and the server's own log lines.
+pub(crate) fn token_ref(token: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     let hash = hex::encode(&digest.as_ref()[..8]);
     if token.chars().count() >= 16 {
