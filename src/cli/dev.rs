@@ -94,6 +94,8 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         limits: Default::default(),
         prune: Default::default(),
         jwt_issuer: None,
+        // One listener serves both roles, below.
+        ops: None,
     };
     init_role_logging(log_flag, &Logging::default());
     runtime()?.block_on(async move {
@@ -139,6 +141,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
             workload_api: Default::default(),
             logging: Logging::default(),
             sds: Default::default(),
+            ops: None,
         };
         let agent = crate::agent::run::start(&agent_config)
             .await
