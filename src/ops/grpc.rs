@@ -317,3 +317,16 @@ mod tests {
         assert_eq!(counter.get_or_create(&cancelled).get(), 1);
     }
 }
+
+/// The `rpc` names declared in a .proto file of this repository, in order:
+/// what the method lists of the layers are checked against.
+#[cfg(test)]
+pub(crate) fn proto_methods(path: &str) -> Vec<String> {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let text = std::fs::read_to_string(&file).expect("a proto file of this repository");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("rpc "))
+        .filter_map(|l| l.split(|c: char| c == '(' || c.is_whitespace()).next())
+        .map(str::to_string)
+        .collect()
+}

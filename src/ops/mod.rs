@@ -27,6 +27,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+#[cfg(test)]
+pub(crate) use self::grpc::proto_methods;
 pub use self::grpc::{code_name, GrpcApi, GrpcLabels, GrpcMetricsLayer, UNKNOWN_METHOD};
 pub use self::scrape::{gauge, gauge_family, latency_histogram};
 

@@ -277,3 +277,19 @@ impl Role for ServerOps {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_method_lists_match_the_protos() {
+        let node = crate::ops::proto_methods("proto/herald/node/v1/node.proto");
+        assert_eq!(NODE_METHODS, node.as_slice());
+        let mut admin = crate::ops::proto_methods("proto/herald/admin/v1/admin.proto");
+        admin.extend(crate::ops::proto_methods(
+            "proto/herald/admin/v1/federation.proto",
+        ));
+        assert_eq!(ADMIN_METHODS, admin.as_slice());
+    }
+}
