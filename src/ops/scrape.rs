@@ -9,12 +9,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
-/// A latency histogram: 100 µs to about 26 s in powers of two, which covers
-/// a signature (sub-millisecond), an fsync (milliseconds) and a remote
-/// upstream (seconds). A plain `fn` so that `Family` can build one per
-/// label set.
+/// A latency histogram: 12 buckets from 100 µs to about 2.4 s, each 2.5
+/// times the last, which covers a signature (sub-millisecond), an fsync
+/// (milliseconds) and a remote upstream (up to seconds) in a small
+/// exposition. A plain `fn` so that `Family` can build one per label set.
 pub fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+    Histogram::new(exponential_buckets(0.0001, 2.5, 12))
 }
 
 /// Writes one unlabelled gauge.

@@ -292,4 +292,22 @@ mod tests {
         ));
         assert_eq!(ADMIN_METHODS, admin.as_slice());
     }
+
+    #[tokio::test]
+    async fn a_server_is_ready_until_it_shuts_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SledStore::open(dir.path()).unwrap();
+        let state = crate::server::state::test_state(store);
+        let (stop, stop_rx) = watch::channel(false);
+        let (refresher, task) = crate::server::federation::spawn_refresher(
+            state.clone(),
+            crate::server::federation::WebRoots::empty(),
+            stop_rx.clone(),
+        );
+        let ops = ServerOps::new(state, refresher, stop_rx);
+        assert_eq!(ops.not_ready(), None);
+        stop.send_replace(true);
+        assert_eq!(ops.not_ready().as_deref(), Some("shutting down"));
+        task.await.unwrap();
+    }
 }
