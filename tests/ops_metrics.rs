@@ -32,7 +32,8 @@ fn loopback() -> SocketAddr {
 /// agent's ID and both listeners' addresses.
 fn start(dir: &Path) -> (Server, Agent, String, SocketAddr, SocketAddr) {
     let (server_ops, agent_ops) = (loopback(), loopback());
-    let server = Server::start_with(&ServerToml::new(&dir.join("server")).extra(&ops_table(server_ops)));
+    let server =
+        Server::start_with(&ServerToml::new(&dir.join("server")).extra(&ops_table(server_ops)));
     let (token, agent_id) = server.join_token();
     let config = server
         .agent_toml(&dir.join("agent"), Some(&token))
@@ -66,7 +67,9 @@ fn assert_bounded(samples: &[Sample]) {
 
 #[test]
 fn the_exposition_parser_reads_escapes_and_infinities() {
-    let s = parse("# HELP x y\nx_total{a=\"1\",b=\"q\\\"z\"} 3\nup 1.5\nh_bucket{le=\"+Inf\"} 2\n# EOF\n");
+    let s = parse(
+        "# HELP x y\nx_total{a=\"1\",b=\"q\\\"z\"} 3\nup 1.5\nh_bucket{le=\"+Inf\"} 2\n# EOF\n",
+    );
     assert_eq!(s.len(), 3);
     assert_eq!(s[0].labels["b"], "q\"z");
     assert_eq!(value(&s, "x_total", &[("a", "1")]), Some(3.0));
@@ -124,11 +127,24 @@ fn counters_and_gauges_follow_a_workload_fetch() {
     });
     let budget = value(&agent_samples, "herald_agent_outage_budget_seconds", &[]).unwrap();
     assert!(budget > 0.0 && budget <= SVID_TTL, "outage budget {budget}");
-    assert!(value(&agent_samples, "herald_agent_last_sync_timestamp_seconds", &[]) > Some(0.0));
     assert!(
-        value(&agent_samples, "herald_agent_attestation_duration_seconds_count", &[]) >= Some(1.0)
+        value(
+            &agent_samples,
+            "herald_agent_last_sync_timestamp_seconds",
+            &[]
+        ) > Some(0.0)
     );
-    assert_eq!(value(&agent_samples, "herald_agent_entries", &[]), Some(1.0));
+    assert!(
+        value(
+            &agent_samples,
+            "herald_agent_attestation_duration_seconds_count",
+            &[]
+        ) >= Some(1.0)
+    );
+    assert_eq!(
+        value(&agent_samples, "herald_agent_entries", &[]),
+        Some(1.0)
+    );
     assert_eq!(get(agent_ops, "/ready").status, 200);
     assert_bounded(&agent_samples);
 
@@ -169,11 +185,21 @@ fn counters_and_gauges_follow_a_workload_fetch() {
         &[("op", "create_entries")],
     );
     let one = |name: &str, labels: &[(&str, &str)]| {
-        assert_eq!(value(&server_samples, name, labels), Some(1.0), "{name}{labels:?}");
+        assert_eq!(
+            value(&server_samples, name, labels),
+            Some(1.0),
+            "{name}{labels:?}"
+        );
     };
     one("herald_server_agents_connected", &[]);
-    one("herald_server_authorities", &[("kind", "x509"), ("state", "active")]);
-    one("herald_server_authorities", &[("kind", "jwt"), ("state", "active")]);
+    one(
+        "herald_server_authorities",
+        &[("kind", "x509"), ("state", "active")],
+    );
+    one(
+        "herald_server_authorities",
+        &[("kind", "jwt"), ("state", "active")],
+    );
     one("herald_server_ready", &[]);
     let expiry = value(
         &server_samples,
@@ -182,7 +208,10 @@ fn counters_and_gauges_follow_a_workload_fetch() {
     )
     .unwrap();
     let ca_ttl = value(&server_samples, "herald_server_ca_ttl_seconds", &[]).unwrap();
-    assert!(expiry > 0.0 && expiry <= ca_ttl, "CA expiry {expiry}, ttl {ca_ttl}");
+    assert!(
+        expiry > 0.0 && expiry <= ca_ttl,
+        "CA expiry {expiry}, ttl {ca_ttl}"
+    );
     assert_eq!(get(server_ops, "/ready").status, 200);
     assert_bounded(&server_samples);
 }
@@ -220,7 +249,11 @@ fn herald_dev_prints_its_metrics_url_and_serves_both_roles() {
     // `herald dev` prints its lines on stdout; the harness reads stderr.
     let mut cmd = std::process::Command::new("sh");
     cmd.current_dir(dir.path())
-        .args(["-c", "exec \"$0\" dev --data-dir d 1>&2", env!("CARGO_BIN_EXE_herald")])
+        .args([
+            "-c",
+            "exec \"$0\" dev --data-dir d 1>&2",
+            env!("CARGO_BIN_EXE_herald"),
+        ])
         .env_remove("HERALD_LOG")
         .env_remove("HERALD_ADMIN_SOCKET");
     let mut dev = harness::process::Proc::spawn("dev", cmd);

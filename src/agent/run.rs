@@ -19,8 +19,8 @@ use super::workload_api::{WorkloadApi, WorkloadApiLimits, WorkloadApiOptions};
 use crate::ca::keys::pem_blocks;
 use crate::clock;
 use crate::config::{AgentConfig, Bootstrap};
-use crate::ops::{OpsListener, Role};
 use crate::node::{attest, AttestError, CredentialStore, NodeClientError, ServerConnector};
+use crate::ops::{OpsListener, Role};
 use crate::spiffe::SpiffeId;
 use crate::tls::Roots;
 

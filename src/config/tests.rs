@@ -188,7 +188,9 @@ fn ops_listener_is_off_unless_configured_and_its_errors_name_the_key() {
     });
     assert_eq!(server(&format!("{server_base}{on}")).unwrap().ops, expected);
     assert_eq!(
-        AgentConfig::parse(p, &format!("{agent_base}{on}")).unwrap().ops,
+        AgentConfig::parse(p, &format!("{agent_base}{on}"))
+            .unwrap()
+            .ops,
         expected
     );
     for (bad, names) in [
@@ -196,7 +198,9 @@ fn ops_listener_is_off_unless_configured_and_its_errors_name_the_key() {
         ("[ops]\naddress = \"127.0.0.1:9464\"\nport = 1\n", "port"),
         ("[ops]\n", "address"),
     ] {
-        let err = server(&format!("{server_base}{bad}")).unwrap_err().to_string();
+        let err = server(&format!("{server_base}{bad}"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(names), "{bad:?}: {err}");
         let err = AgentConfig::parse(p, &format!("{agent_base}{bad}"))
             .unwrap_err()

@@ -248,6 +248,19 @@ impl Drop for Counted {
     }
 }
 
+/// The `rpc` names declared in a .proto file of this repository, in order:
+/// what the method lists of the layers are checked against.
+#[cfg(test)]
+pub(crate) fn proto_methods(path: &str) -> Vec<String> {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let text = std::fs::read_to_string(&file).expect("a proto file of this repository");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("rpc "))
+        .filter_map(|l| l.split(|c: char| c == '(' || c.is_whitespace()).next())
+        .map(str::to_string)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,10 +286,20 @@ mod tests {
     #[test]
     fn only_known_methods_become_labels() {
         let (layer, counter) = layer();
-        for path in ["/pkg.Svc/Get", "/pkg.Svc/spiffe://x/y", "/other.Svc/Get", "nonsense"] {
+        for path in [
+            "/pkg.Svc/Get",
+            "/pkg.Svc/spiffe://x/y",
+            "/other.Svc/Get",
+            "nonsense",
+        ] {
             layer.classify(path).unwrap().count("OK");
         }
-        assert_eq!(counter.get_or_create(&[("method", "Get"), ("code", "OK")]).get(), 1);
+        assert_eq!(
+            counter
+                .get_or_create(&[("method", "Get"), ("code", "OK")])
+                .get(),
+            1
+        );
         assert_eq!(
             counter
                 .get_or_create(&[("method", UNKNOWN_METHOD), ("code", "OK")])
@@ -296,15 +319,21 @@ mod tests {
             Ok(Bytes::from_static(b"b")),
         ]);
         let mut body = Counted {
-            inner: Body::new(http_body_util::StreamBody::new(
-                futures::StreamExt::map(stream, |r| r.map(Frame::data)),
-            )),
+            inner: Body::new(http_body_util::StreamBody::new(futures::StreamExt::map(
+                stream,
+                |r| r.map(Frame::data),
+            ))),
             pending: layer.classify("/pkg.Svc/Get"),
         };
         let _ = body.frame().await;
         let _ = body.frame().await;
         drop(body);
-        assert_eq!(counter.get_or_create(&[("method", "Get"), ("code", "OK")]).get(), 1);
+        assert_eq!(
+            counter
+                .get_or_create(&[("method", "Get"), ("code", "OK")])
+                .get(),
+            1
+        );
 
         drop(Counted {
             inner: Body::empty(),
@@ -313,17 +342,4 @@ mod tests {
         let cancelled = [("method", "Get"), ("code", "Cancelled")];
         assert_eq!(counter.get_or_create(&cancelled).get(), 1);
     }
-}
-
-/// The `rpc` names declared in a .proto file of this repository, in order:
-/// what the method lists of the layers are checked against.
-#[cfg(test)]
-pub(crate) fn proto_methods(path: &str) -> Vec<String> {
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-    let text = std::fs::read_to_string(&file).expect("a proto file of this repository");
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("rpc "))
-        .filter_map(|l| l.split(|c: char| c == '(' || c.is_whitespace()).next())
-        .map(str::to_string)
-        .collect()
 }

@@ -47,11 +47,7 @@ async fn answer(served: &Arc<Served>, req: &Request<Incoming>) -> Response<Full<
         return respond(StatusCode::NOT_FOUND, TEXT, "not found\n".into());
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = respond(
-            StatusCode::METHOD_NOT_ALLOWED,
-            TEXT,
-            "only GET\n".into(),
-        );
+        let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n".into());
         r.headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
         return r;

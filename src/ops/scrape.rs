@@ -77,6 +77,9 @@ mod tests {
             out.contains("herald_test_labelled{kind=\"x509\"} 2.0\n"),
             "{out}"
         );
-        assert!(out.contains("herald_test_labelled{kind=\"jwt\"} 3.0\n"), "{out}");
+        assert!(
+            out.contains("herald_test_labelled{kind=\"jwt\"} 3.0\n"),
+            "{out}"
+        );
     }
 }

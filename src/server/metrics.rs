@@ -265,10 +265,7 @@ impl Role for ServerOps {
         }
         // A cheap read: the own bundle.
         if let Err(e) = self.state.store.get_bundle(&self.state.trust_domain) {
-            return Some(format!(
-                "store unreachable: {}",
-                crate::errors::Chain(&e)
-            ));
+            return Some(format!("store unreachable: {}", crate::errors::Chain(&e)));
         }
         let now = crate::clock::now_unix();
         if self.state.authorities().x509().not_after() <= now {

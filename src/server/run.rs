@@ -280,10 +280,9 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     // --- ops: /metrics, /live, /ready, stopped last ----------------------------
     let (ops_stop, ops_stop_rx) = watch::channel(false);
     let ops = match config.ops {
-        Some(ops) => Some(
-            crate::ops::serve(ops.address, vec![ops_role.clone()], ops_stop_rx)
-                .await?,
-        ),
+        Some(ops) => {
+            Some(crate::ops::serve(ops.address, vec![ops_role.clone()], ops_stop_rx).await?)
+        }
         None => None,
     };
     tracing::info!(

@@ -8,8 +8,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::{
-    AttestedAgent, AuthorityRecord, DataStore, EntryFilter, FederationRelationship,
-    IssuanceRecord, JoinToken, Page, PageRequest, StoreError,
+    AttestedAgent, AuthorityRecord, DataStore, EntryFilter, FederationRelationship, IssuanceRecord,
+    JoinToken, Page, PageRequest, StoreError,
 };
 use crate::registration::{RegistrationEntry, Selector};
 use crate::spiffe::{Bundle, SpiffeId, TrustDomain};

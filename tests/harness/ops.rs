@@ -21,8 +21,11 @@ pub fn request(addr: SocketAddr, method: &str, path: &str) -> HttpAnswer {
     let mut tcp = TcpStream::connect(addr).expect("connect to the ops listener");
     tcp.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("set a read timeout");
-    write!(tcp, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-        .expect("send the request");
+    write!(
+        tcp,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
     let mut raw = Vec::new();
     tcp.read_to_end(&mut raw).expect("read the answer");
     let text = String::from_utf8(raw).expect("a UTF-8 answer");
@@ -128,4 +131,3 @@ pub fn scrape(addr: SocketAddr) -> Vec<Sample> {
     assert_eq!(answer.status, 200, "/metrics: {}", answer.body);
     parse(&answer.body)
 }
-

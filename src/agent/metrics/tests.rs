@@ -33,7 +33,10 @@ fn ready_needs_a_sync_and_a_valid_svid_for_every_entry() {
     let why = not_ready(&snapshot(&[2_000]), true, 2, now).unwrap();
     assert!(why.contains("1 of 2 entries"), "{why}");
     let why = not_ready(&snapshot(&[2_000, now]), true, 2, now).unwrap();
-    assert!(why.contains("1 of 2 entries"), "an expired SVID is no SVID: {why}");
+    assert!(
+        why.contains("1 of 2 entries"),
+        "an expired SVID is no SVID: {why}"
+    );
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! minted outside any registration entry (SPIRE's MintX509SVID and
 //! MintJWTSVID, `shared/spec/SPIFFE.md` §8.4).
 
-use crate::server::metrics::SvidKind;
 use crate::clock::now_unix;
+use crate::server::metrics::SvidKind;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -58,13 +58,13 @@ impl SvidsApi {
             .with_store(move |store| {
                 Ok(metrics.sign(SvidKind::X509, || {
                     signer.sign_x509_svid(
-                    store,
-                    &SvidRequest {
-                        spiffe_id: &spiffe_id,
-                        public_key_spki: &csr.public_key_spki,
-                        ttl_secs: ttl,
-                        dns_names: &csr.dns_sans,
-                    },
+                        store,
+                        &SvidRequest {
+                            spiffe_id: &spiffe_id,
+                            public_key_spki: &csr.public_key_spki,
+                            ttl_secs: ttl,
+                            dns_names: &csr.dns_sans,
+                        },
                         None,
                         now,
                     )

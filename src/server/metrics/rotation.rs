@@ -79,7 +79,9 @@ mod tests {
             .clone();
         let a3 = a2.taint(AuthorityKind::X509, &old, store).unwrap();
         assert_eq!(rotation_events(&a2, &a3), [("x509", "tainted")]);
-        let a4 = a3.revoke(AuthorityKind::X509, &old, &[], store, keys).unwrap();
+        let a4 = a3
+            .revoke(AuthorityKind::X509, &old, &[], store, keys)
+            .unwrap();
         assert_eq!(rotation_events(&a3, &a4), [("x509", "revoked")]);
         assert!(rotation_events(&a4, &a4).is_empty());
     }
