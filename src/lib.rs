@@ -23,12 +23,14 @@
 //!   document and JWKS of the JWT authorities. Both are Workload API clients.
 //! - [`ops`]: the operations HTTP listener (`/metrics`, `/live`, `/ready`)
 //!   that both roles plug into.
-//! - [`cli`]: the `herald` command line.
+//! - [`cli`]: the `herald` command line; [`vet`]: the checks `herald check
+//!   --socket` runs over what a live server holds.
 //! - [`clock`] is the one source of time; [`errors`] prints error chains;
 //!   [`uds`] is the Unix-socket gRPC client; [`runtime_dir`] places and guards
 //!   sockets; [`heap`] returns freed memory once a listener is idle; [`backoff`]
 //!   spaces retries;
-//!   [`proto`] is the generated code.
+//!   [`proto`] is the generated code; [`request_id`] gives every gRPC call
+//!   its id.
 //!
 //! Dependency direction: `cli` → `server`, `agent` → `node`, `ca`, `store`,
 //! `tls` → `registration` → `spiffe`. `server` and `agent` never import
@@ -44,6 +46,7 @@
 
 pub mod agent;
 pub mod backoff;
+mod body_hook;
 pub mod ca;
 pub mod cli;
 pub mod clock;
@@ -60,6 +63,7 @@ pub mod oidc;
 pub mod ops;
 pub mod proto;
 pub mod registration;
+pub mod request_id;
 pub mod runtime_dir;
 pub mod server;
 pub mod shutdown;
@@ -69,3 +73,4 @@ pub mod store;
 mod testing;
 pub mod tls;
 pub mod uds;
+pub mod vet;

@@ -13,7 +13,6 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use harness::bin::my_uid;
 use harness::cluster::{Agent, Server};
-use harness::peer::Peer;
 use harness::sds::*;
 use harness::workload::{raw_client, rt, with_header};
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -121,33 +120,11 @@ fn default_and_rootca_are_served_and_a_renewal_is_pushed() {
     });
 }
 
-/// Writes a PEM bundle of a fresh trust domain `td` and sets it on `server`.
-fn set_foreign_bundle(server: &Server, td: &str, dir: &std::path::Path) {
-    let pem: String = Peer::new(td)
-        .bundle()
-        .x509_authorities
-        .iter()
-        .map(|d| herald::ca::keys::der_to_pem(d, "CERTIFICATE"))
-        .collect();
-    let file = dir.join(format!("{td}.pem"));
-    std::fs::write(&file, pem).unwrap();
-    server.cli_ok(&[
-        "bundle",
-        "set",
-        "--trust-domain",
-        td,
-        "--path",
-        file.to_str().unwrap(),
-        "--format",
-        "pem",
-    ]);
-}
-
 #[test]
 fn a_withdrawn_federated_bundle_leaves_delta_and_sotw_streams() {
     let dir = tempfile::tempdir().unwrap();
     let (server, agent, agent_id) = setup(dir.path());
-    set_foreign_bundle(&server, "other.org", dir.path());
+    server.set_foreign_bundle("other.org", dir.path());
     let entry = server.create_entry(WEB, &agent_id, &["--federates-with", "other.org"]);
     let other = "spiffe://other.org";
     rt().block_on(async {

@@ -62,3 +62,28 @@ fn a_loose_upstream_key_is_refused_with_the_file_named() {
         "{err}"
     );
 }
+
+#[test]
+fn herald_check_watches_the_upstream_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = fixtures(&dir.path().join("up"), 0o600);
+    let server = Server::start(&dir.path().join("server"), &extra);
+    let upstream = |horizon: &str| -> Vec<serde_json::Value> {
+        let args = ["check", "--output", "json", "--expiry-horizon", horizon];
+        let (_, stdout, stderr) = server.cli(&args);
+        let all: Vec<serde_json::Value> =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+        all.into_iter()
+            .filter(|f| f["check"] == "upstream_expiry")
+            .collect()
+    };
+    // The fixture root lives ten years: outside a week, inside 20 years.
+    assert!(upstream("7d").is_empty());
+    let found = upstream("7300d");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["severity"], "error");
+    assert_eq!(
+        found[0]["object"]["serial"],
+        "5dca1418f02b9649df633a7f41802a9b8f1c326c"
+    );
+}

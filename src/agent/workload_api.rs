@@ -211,6 +211,7 @@ impl WorkloadApi {
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .layer(counted)
             .layer(TrackRequestsLayer)
+            .layer(crate::request_id::RequestIdLayer)
             .add_service(SpiffeWorkloadApiServer::new(handler))
             .add_service(sds.into_service())
             .serve_with_incoming_shutdown(

@@ -139,6 +139,12 @@ impl X509Authority {
         &self.facts.serial
     }
 
+    /// The certificates above this CA up to (excluding) the root: empty for
+    /// a self-signed CA.
+    pub fn upstream_chain(&self) -> &[Vec<u8>] {
+        &self.upstream_chain
+    }
+
     /// The chain a leaf of this CA presents after itself: empty for a
     /// self-signed root (the root travels in the bundle), else this CA and
     /// every intermediate above it.

@@ -92,6 +92,9 @@ impl Record for admin::Agent {
             "selectors": selectors,
             "banned": self.banned,
             "can_reattest": self.can_reattest,
+            "connected": self.connected,
+            "acked_bundle_sequence": self.acked_bundle_sequence,
+            "last_seen_at": self.last_seen_at,
         }))
     }
 }
@@ -104,6 +107,9 @@ impl Shown for admin::Agent {
             ("SVID serial", self.x509svid_serial_number.clone()),
             ("SVID expires at", format_time(self.x509svid_expires_at)),
             ("Banned", self.banned.to_string()),
+            ("Connected", self.connected.to_string()),
+            ("Acked bundle", self.acked_bundle_sequence.to_string()),
+            ("Last seen at", format_time(self.last_seen_at)),
         ];
         fields.extend(selector_fields(&self.selectors));
         fields

@@ -1,6 +1,7 @@
-//! `herald check` (is this configuration file valid?) and `herald
+//! `herald check` (is this configuration file valid? does this running
+//! server hold mistakes? the latter in `check_live.rs`) and `herald
 //! healthcheck` (is this server or agent answering?), for operators and
-//! probes. Both exit 0 when all is well and print one line otherwise.
+//! probes. Both exit 0 when all is well.
 
 use crate::config::ConfigFile as _;
 use std::path::{Path, PathBuf};
@@ -8,18 +9,33 @@ use std::path::{Path, PathBuf};
 use crate::proto::{admin, workload};
 use clap::Args;
 
-use super::admin_client::AdminClient;
+use super::admin_client::{AdminClient, OUTPUT_LAST};
 use super::api::{with_header, workload_client};
+use super::check_live::check_live;
 use super::runtime::runtime;
-use super::CliError;
+use super::{duration_flag, CliError, Output};
 use crate::config::{AgentConfig, ServerConfig};
+use crate::vet::Options;
 
 /// `herald check`
 #[derive(Debug, Args)]
 pub(super) struct CheckArgs {
     /// A server.toml or agent.toml to validate without starting anything.
+    #[arg(long, required_unless_present = "socket", conflicts_with = "socket")]
+    config: Option<PathBuf>,
+    /// A running server's admin socket: vet its entries, federation,
+    /// agents and authorities, and exit 1 on any error finding.
     #[arg(long)]
-    config: PathBuf,
+    socket: Option<PathBuf>,
+    /// Report authorities and upstream certificates expiring sooner than this (with --socket).
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    expiry_horizon: String,
+    /// Report agents not seen for longer than this (with --socket).
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    stale_agent_after: String,
+    /// Output format of the findings (with --socket).
+    #[arg(long, value_enum, default_value_t, display_order = OUTPUT_LAST)]
+    output: Output,
 }
 
 /// `herald healthcheck`
@@ -34,25 +50,39 @@ pub(super) struct HealthcheckArgs {
 }
 
 pub(super) fn check(args: CheckArgs) -> Result<(), CliError> {
-    let text = std::fs::read_to_string(&args.config)
-        .map_err(|e| CliError::BadInput(format!("--config {}: {e}", args.config.display())))?;
+    let opts = Options {
+        expiry_horizon: duration_flag("expiry-horizon", &args.expiry_horizon)?,
+        stale_agent_after: duration_flag("stale-agent-after", &args.stale_agent_after)?,
+    };
+    match (args.config, args.socket) {
+        (_, Some(socket)) => check_live(&socket, args.output, opts),
+        (Some(config), None) => check_config(&config),
+        (None, None) => Err(CliError::BadInput(
+            "give --config (a file) or --socket (a running server)".into(),
+        )),
+    }
+}
+
+fn check_config(config: &Path) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| CliError::BadInput(format!("--config {}: {e}", config.display())))?;
     // A server config names a bind address or admin socket; an agent config
     // names its server. Judge by the keys, then report that role's errors.
     let is_agent = text
         .lines()
         .any(|l| l.trim_start().starts_with("server_address"));
     if is_agent {
-        let c = AgentConfig::parse(&args.config, &text).map_err(|e| CliError::bad_input(&e))?;
+        let c = AgentConfig::parse(config, &text).map_err(|e| CliError::bad_input(&e))?;
         println!(
             "{}: valid agent configuration for trust domain {}",
-            args.config.display(),
+            config.display(),
             c.trust_domain
         );
     } else {
-        let c = ServerConfig::parse(&args.config, &text).map_err(|e| CliError::bad_input(&e))?;
+        let c = ServerConfig::parse(config, &text).map_err(|e| CliError::bad_input(&e))?;
         println!(
             "{}: valid server configuration for trust domain {}",
-            args.config.display(),
+            config.display(),
             c.trust_domain
         );
     }

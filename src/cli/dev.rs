@@ -98,6 +98,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         jwt_issuer: None,
         // One listener serves both roles, below.
         ops: None,
+        audit_log: None,
     };
     init_role_logging(log_flag, &Logging::default());
     runtime()?.block_on(async move {

@@ -17,6 +17,7 @@ mod api;
 mod authority;
 mod bundle;
 mod check;
+mod check_live;
 mod data_dir;
 mod dev;
 mod entry;
@@ -64,7 +65,7 @@ enum Command {
     /// of some are large).
     #[command(flatten)]
     Group(Box<Group>),
-    /// Check a configuration file without starting anything.
+    /// Check a configuration file, or vet a running server (`--socket`).
     Check(check::CheckArgs),
     /// Ask a running server or agent whether it is healthy (for probes).
     Healthcheck(check::HealthcheckArgs),
@@ -119,6 +120,7 @@ command_groups! {
 pub(crate) enum Output {
     /// Human-readable text.
     #[default]
+    #[value(alias = "text")]
     Table,
     /// One JSON document.
     Json,

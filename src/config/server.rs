@@ -61,6 +61,15 @@ struct RawServer {
     issuance_retention: String,
     jwt_issuer: Option<String>,
     ops: Option<RawOps>,
+    /// The `[audit]` table.
+    audit: Option<RawAudit>,
+}
+
+/// `[audit]`: where the audit log goes (off without the table).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: PathBuf,
 }
 
 fn default_prune_interval() -> String {
@@ -188,6 +197,9 @@ pub struct ServerConfig {
     pub jwt_issuer: Option<String>,
     /// The operations listener (`[ops]`), off when absent.
     pub ops: Option<OpsConfig>,
+    /// The audit log's file (`[audit] path`), relative to the working
+    /// directory like every path here; None: no audit log.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl ConfigFile for ServerConfig {
@@ -287,8 +299,16 @@ impl ConfigFile for ServerConfig {
             Some(v) => Some(c.url("jwt_issuer", &v)?),
             None => None,
         };
+        let audit_log = match raw.audit {
+            Some(audit) => {
+                c.non_empty_path("audit.path", &audit.path)?;
+                Some(audit.path)
+            }
+            None => None,
+        };
         Ok(ServerConfig {
             ops: ops_config(&c, raw.ops)?,
+            audit_log,
             jwt_issuer,
             admin_allowed_uids: raw.admin_allowed_uids,
             downstream_ca_max_ttl,

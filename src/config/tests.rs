@@ -19,6 +19,27 @@ fn minimal_server_config_takes_defaults() {
     );
     assert!(!c.admin_socket.starts_with("/tmp/herald-server"));
     assert_eq!(c.jwt_issuer, None);
+    assert_eq!(c.audit_log, None);
+}
+
+#[test]
+fn audit_path_is_taken_as_written_and_other_keys_are_refused() {
+    let base = "trust_domain = \"example.org\"\ndata_dir = \"/x\"\n";
+    let c = server(&format!("{base}[audit]\npath = \"logs/audit.jsonl\"\n")).unwrap();
+    assert_eq!(c.audit_log.as_deref(), Some(Path::new("logs/audit.jsonl")));
+    let err = server(&format!("{base}[audit]\npath = \"\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("audit.path") && err.contains("must not be empty"),
+        "{err}"
+    );
+    let err = server(&format!("{base}[audit]\npath = \"a\"\nfsync = true\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fsync"), "{err}");
+    let err = server(&format!("{base}[audit]\n")).unwrap_err().to_string();
+    assert!(err.contains("path"), "{err}");
 }
 
 #[test]

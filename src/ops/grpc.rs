@@ -21,10 +21,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use hyper::body::{Bytes, Frame, SizeHint};
+use hyper::body::Body as _;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tonic::body::Body;
+
+use crate::body_hook::{Hook, Hooked, Polled};
 
 /// The labels of a request counter: `[(method_label, method), ("code", code)]`.
 pub type GrpcLabels = [(&'static str, &'static str); 2];
@@ -183,41 +185,27 @@ where
                 pending.count(code);
                 return Ok(response);
             }
-            Ok(response.map(|inner| {
-                Body::new(Counted {
-                    inner,
-                    pending: Some(pending),
-                })
-            }))
+            Ok(response.map(|inner| Hooked::body(inner, Counting(Some(pending)))))
         })
     }
 }
 
-/// A response body that counts its call at its first message, its
-/// trailers or its drop.
-struct Counted {
-    inner: Body,
-    pending: Option<Pending>,
-}
+/// What a response body carries until its call is counted: the call is
+/// counted at its first message, its trailers or its drop.
+struct Counting(Option<Pending>);
 
-impl Counted {
+impl Counting {
     fn count(&mut self, code: &'static str) {
-        if let Some(p) = self.pending.take() {
+        if let Some(p) = self.0.take() {
             p.count(code);
         }
     }
 }
 
-impl hyper::body::Body for Counted {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if self.pending.is_some() {
+impl Hook for Counting {
+    fn poll_frame(&mut self, inner: Pin<&mut Body>, cx: &mut Context<'_>) -> Polled {
+        let polled = inner.poll_frame(cx);
+        if self.0.is_some() {
             if let Poll::Ready(item) = &polled {
                 let code = match item {
                     Some(Ok(frame)) => match frame.trailers_ref() {
@@ -232,17 +220,9 @@ impl hyper::body::Body for Counted {
         }
         polled
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
-impl Drop for Counted {
+impl Drop for Counting {
     fn drop(&mut self) {
         self.count("Cancelled");
     }
@@ -315,16 +295,14 @@ mod tests {
         use http_body_util::BodyExt as _;
         let (layer, counter) = layer();
         let stream = futures::stream::iter(vec![
-            Ok::<_, tonic::Status>(Bytes::from_static(b"a")),
-            Ok(Bytes::from_static(b"b")),
+            Ok::<_, tonic::Status>(hyper::body::Bytes::from_static(b"a")),
+            Ok(hyper::body::Bytes::from_static(b"b")),
         ]);
-        let mut body = Counted {
-            inner: Body::new(http_body_util::StreamBody::new(futures::StreamExt::map(
-                stream,
-                |r| r.map(Frame::data),
-            ))),
-            pending: layer.classify("/pkg.Svc/Get"),
-        };
+        let inner = Body::new(http_body_util::StreamBody::new(futures::StreamExt::map(
+            stream,
+            |r| r.map(hyper::body::Frame::data),
+        )));
+        let mut body = Hooked::body(inner, Counting(layer.classify("/pkg.Svc/Get")));
         let _ = body.frame().await;
         let _ = body.frame().await;
         drop(body);
@@ -335,10 +313,10 @@ mod tests {
             1
         );
 
-        drop(Counted {
-            inner: Body::empty(),
-            pending: layer.classify("/pkg.Svc/Get"),
-        });
+        drop(Hooked::body(
+            Body::empty(),
+            Counting(layer.classify("/pkg.Svc/Get")),
+        ));
         let cancelled = [("method", "Get"), ("code", "Cancelled")];
         assert_eq!(counter.get_or_create(&cancelled).get(), 1);
     }

@@ -1,6 +1,7 @@
 //! The server role: the CA of one trust domain, wired to its datastore.
 
 pub mod admin_api;
+pub mod audit;
 pub mod authorities;
 pub mod authorized;
 pub mod ca_manager;

@@ -23,6 +23,7 @@ pub(crate) use self::connections::{ConnInfo, PeerCounter};
 pub(crate) use self::node_listener::NodeConnectInfo;
 pub use self::node_listener::ANONYMOUS_MAX_MESSAGE;
 use super::admin_api::admin_routes;
+use super::audit::AuditLog;
 use super::authorities::herald_upstream::HeraldUpstream;
 use super::authorities::upstream::UpstreamError;
 use super::authorities::{Authorities, CaSettings, DiskUpstream};
@@ -75,6 +76,9 @@ pub enum ServerError {
     /// The bundle endpoint or the federation refresher could not start.
     #[error(transparent)]
     Federation(#[from] super::federation::FederationError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] super::audit::AuditOpenError),
 }
 
 /// What is wrong in the data directory.
@@ -149,6 +153,7 @@ fn data_dir_error(path: &Path, source: impl Into<DataDirProblem>) -> ServerError
 
 /// Starts a server from `config` and returns once both APIs are listening.
 pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
+    let audit = AuditLog::open(config.audit_log.as_deref())?;
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| data_dir_error(dir, e))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -236,7 +241,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     ));
 
     // --- node API: TCP + TLS with the server's own SVID ---------------------
-    let node_addr = node_listener::serve(config, &state, &shutdown_rx, &mut tasks).await?;
+    let node_addr = node_listener::serve(config, &state, &audit, &shutdown_rx, &mut tasks).await?;
 
     // --- federation: relationships, refresher, bundle endpoint ---------------
     super::federation::apply_configured_relationships(&state, &config.federation).await?;
@@ -275,6 +280,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         &config.limits,
         routes,
         state.metrics.admin_api_layer(),
+        &audit,
         &shutdown_rx,
     )?);
     // --- ops: /metrics, /live, /ready, stopped last ----------------------------

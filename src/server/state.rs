@@ -176,6 +176,13 @@ impl ServerState {
         agents.get(agent).and_then(|a| a.authorized.clone())
     }
 
+    /// The highest bundle sequence `agent` acknowledged, if it is connected
+    /// now (0 until its first acknowledgement).
+    pub fn connected_acked(&self, agent: &SpiffeId) -> Option<u64> {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents.get(agent).map(|a| a.acked)
+    }
+
     /// Connected agents that have not acknowledged `sequence` yet.
     pub fn lagging_agents(&self, sequence: u64) -> Vec<String> {
         let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());

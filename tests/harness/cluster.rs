@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::bin::{assert_fails, assert_success, herald, my_uid, run_on_socket};
 use super::config::{AgentToml, ServerToml};
+use super::peer::Peer;
 use super::process::Proc;
 
 /// How long a role may take to say it serves.
@@ -165,6 +166,29 @@ impl Server {
             v["token"].as_str().expect("token").to_string(),
             v["agent_id"].as_str().expect("agent_id").to_string(),
         )
+    }
+
+    /// Writes a PEM bundle of a fresh trust domain `td` in `dir` and sets
+    /// it by hand (`herald bundle set`).
+    pub fn set_foreign_bundle(&self, td: &str, dir: &Path) {
+        let pem: String = Peer::new(td)
+            .bundle()
+            .x509_authorities
+            .iter()
+            .map(|d| herald::ca::keys::der_to_pem(d, "CERTIFICATE"))
+            .collect();
+        let file = dir.join(format!("{td}.pem"));
+        std::fs::write(&file, pem).expect("write the foreign bundle");
+        self.cli_ok(&[
+            "bundle",
+            "set",
+            "--trust-domain",
+            td,
+            "--path",
+            file.to_str().expect("a UTF-8 temp path"),
+            "--format",
+            "pem",
+        ]);
     }
 
     /// The trust bundle's roots as PEM.

@@ -34,6 +34,22 @@ impl AgentsApi {
         AgentsApi { state }
     }
 
+    /// An agent's record as the API shows it, with whether it is connected
+    /// now, what it acknowledged, and when it was last seen.
+    fn shown(&self, a: &AttestedAgent) -> Agent {
+        let live = self.state.connected_acked(&a.spiffe_id);
+        Agent {
+            connected: live.is_some(),
+            acked_bundle_sequence: live.unwrap_or(0),
+            last_seen_at: if live.is_some() {
+                now_unix()
+            } else {
+                a.updated_at
+            },
+            ..agent_to_proto(a)
+        }
+    }
+
     fn agent_id(&self, value: &str) -> Result<SpiffeId, Status> {
         Ok(member_id(&self.state.trust_domain, "id", value)?)
     }
@@ -96,7 +112,7 @@ impl AgentsApi {
             .await
             .map_err(store_status)?;
         Ok(ListAgentsResponse {
-            agents: page.items.iter().map(agent_to_proto).collect(),
+            agents: page.items.iter().map(|a| self.shown(a)).collect(),
             next_page_token: page.next_token.unwrap_or_default(),
         })
     }
@@ -104,9 +120,7 @@ impl AgentsApi {
     async fn get(&self, id: SpiffeId) -> Result<Agent, Status> {
         let agent = self.state.lookup(&id, |s, id| s.get_agent(id)).await;
         let agent = agent.map_err(store_status)?;
-        agent
-            .map(|a| agent_to_proto(&a))
-            .ok_or_else(|| not_found(&id))
+        agent.map(|a| self.shown(&a)).ok_or_else(|| not_found(&id))
     }
 
     async fn evict(&self, id: SpiffeId) -> Result<(), Status> {

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::proto::admin::local_authority_server::LocalAuthority;
 use crate::proto::admin::{
     AuthorityIdRequest, AuthorityInfo, AuthorityKindRequest, ShowAuthoritiesRequest as ShowReq,
-    ShowAuthoritiesResponse as Shown,
+    ShowAuthoritiesResponse as Shown, UpstreamCertificate,
 };
 use crate::server::authorities::{Authorities, AuthorityError};
 use crate::server::state::ServerState;
@@ -100,6 +100,31 @@ fn info(r: &AuthorityRecord) -> AuthorityInfo {
     }
 }
 
+/// The active X.509 authority's intermediates, then the upstream's roots;
+/// a certificate that does not parse is left out (it was checked when
+/// loaded, so this does not happen).
+fn upstream_certificates(a: &Authorities) -> Vec<UpstreamCertificate> {
+    let intermediates = a.x509().upstream_chain().iter().map(|c| (c, false));
+    let roots = a
+        .settings()
+        .upstream
+        .as_ref()
+        .map(|u| u.roots())
+        .unwrap_or_default();
+    intermediates
+        .chain(roots.iter().map(|c| (c, true)))
+        .filter_map(|(der, root)| {
+            let f = crate::ca::x509::cert_facts(der).ok()?;
+            Some(UpstreamCertificate {
+                serial: f.serial,
+                not_before: f.not_before,
+                not_after: f.not_after,
+                root,
+            })
+        })
+        .collect()
+}
+
 fn records(a: &Authorities) -> Vec<AuthorityRecord> {
     a.x509_slots()
         .iter()
@@ -132,10 +157,15 @@ impl LocalAuthority for AuthoritiesApi {
     async fn show_authorities(&self, _req: Request<ShowReq>) -> Rpc<Shown> {
         let a = self.state.authorities();
         let seq = a.bundle().sequence;
+        let settings = &self.state.settings;
         Ok(Response::new(Shown {
             authorities: records(&a).iter().map(info).collect(),
             bundle_sequence: seq,
             lagging_agents: self.state.lagging_agents(seq),
+            ca_ttl: a.settings().ca_ttl_secs,
+            default_x509_svid_ttl: settings.default_x509_svid_ttl,
+            default_jwt_svid_ttl: settings.default_jwt_svid_ttl,
+            upstream_certificates: upstream_certificates(&a),
         }))
     }
 

@@ -42,6 +42,10 @@ pub(crate) fn agent_to_proto(a: &AttestedAgent) -> admin::Agent {
         banned: a.banned,
         // Join-token agents cannot re-attest: a token is single-use.
         can_reattest: false,
+        // What only the running server knows (AgentsApi fills it in).
+        connected: false,
+        acked_bundle_sequence: 0,
+        last_seen_at: a.updated_at,
     }
 }
 

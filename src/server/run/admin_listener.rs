@@ -1,4 +1,5 @@
-//! The admin API listener: a Unix socket (0600) whose every call is checked
+//! The admin API listener: a Unix socket (0600) whose every call gets a
+//! request id, is audited (when the audit log is on) and is checked
 //! against the caller's uid ([`crate::server::admin_api`]'s caller check),
 //! with a connection budget per uid, a stream cap per connection, HTTP/2
 //! keepalive and an idle timeout.
@@ -22,7 +23,9 @@ use super::ServerError;
 use crate::config::limits::ListenerLimits;
 use crate::errors::Chain;
 use crate::ops::GrpcMetricsLayer;
+use crate::request_id::RequestIdLayer;
 use crate::server::admin_api::{AllowedCallers, CallerCheckLayer};
+use crate::server::audit::{AuditLog, AuditScope};
 
 /// Binds the admin socket and serves `routes` on it until `shutdown`.
 pub(super) fn serve(
@@ -31,6 +34,7 @@ pub(super) fn serve(
     limits: &ListenerLimits,
     routes: Routes,
     counted: GrpcMetricsLayer,
+    audit: &AuditLog,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, ServerError> {
     let listener = listeners::bind_admin_socket(socket)?;
@@ -57,6 +61,9 @@ pub(super) fn serve(
         // Counted outside every other layer, so refused callers count too.
         .layer(counted)
         .layer(TrackStreamsLayer::<UdsConnectInfo>::new())
+        .layer(RequestIdLayer)
+        // Outside the caller check, so that refused calls are audited too.
+        .layer(audit.layer(AuditScope::Every))
         .layer(CallerCheckLayer(allowed))
         .add_routes(routes);
     Ok(spawn_router(server, rx, shutdown, "admin_api"))

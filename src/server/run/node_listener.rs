@@ -4,7 +4,8 @@
 //! only attest, so their server buffers no more than an Attest request (a
 //! join token and a CSR of at most 16 KiB), on a few streams, for a short
 //! while (issue 10, attack 2: unfinished 16 MiB messages from anonymous
-//! peers grew the server by 1 GiB).
+//! peers grew the server by 1 GiB). Every call gets a request id, and
+//! attestations are audited.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ use super::ServerError;
 use crate::config::limits::ListenerLimits;
 use crate::config::ServerConfig;
 use crate::proto::node::node_server::NodeServer;
+use crate::request_id::RequestIdLayer;
+use crate::server::audit::{AuditLog, AuditScope};
 use crate::server::node_api::{DownstreamPolicy, NodeApi, SharedSync};
 use crate::server::state::ServerState;
 
@@ -49,6 +52,7 @@ pub(crate) type NodeConnectInfo = super::connections::ConnInfo<TlsConnectInfo<Tc
 pub(super) async fn serve(
     config: &ServerConfig,
     state: &Arc<ServerState>,
+    audit: &AuditLog,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<SocketAddr, ServerError> {
@@ -113,6 +117,8 @@ pub(super) async fn serve(
         .max_concurrent_streams(limits.node_max_concurrent_streams)
         .layer(counted.clone())
         .layer(TrackStreamsLayer::<TlsConnectInfo<TcpConnectInfo>>::new())
+        .layer(RequestIdLayer)
+        .layer(audit.layer(AuditScope::Attestation))
         .add_service(authenticated);
     tasks.push(spawn_router(server, auth_rx, shutdown, "node_api"));
     let server = builder(limits)
@@ -122,6 +128,8 @@ pub(super) async fn serve(
         .timeout(ANONYMOUS_CALL_TIMEOUT)
         .layer(counted)
         .layer(TrackStreamsLayer::<TlsConnectInfo<TcpConnectInfo>>::new())
+        .layer(RequestIdLayer)
+        .layer(audit.layer(AuditScope::Attestation))
         .add_service(anonymous);
     tasks.push(spawn_router(
         server,

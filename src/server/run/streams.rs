@@ -3,15 +3,14 @@
 //! carries, so that the connection's watchdog knows when it is idle.
 
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use http::{Request, Response};
-use hyper::body::{Body as HttpBody, Bytes, Frame, SizeHint};
 use tonic::body::Body;
 
 use super::connections::{ConnInfo, StreamGuard};
+use crate::body_hook::{Hook, Hooked};
 
 /// Wraps a service so that each call counts as an open stream of its
 /// connection (whose connect info is `ConnInfo<T>`).
@@ -78,39 +77,12 @@ where
         Box::pin(async move {
             let response = response.await?;
             Ok(response.map(|inner| match guard {
-                Some(guard) => Body::new(Tracked {
-                    inner,
-                    _guard: guard,
-                }),
+                Some(guard) => Hooked::body(inner, guard),
                 None => inner,
             }))
         })
     }
 }
 
-/// A response body that holds its stream open in the count until it is
-/// dropped.
-struct Tracked {
-    inner: Body,
-    _guard: StreamGuard,
-}
-
-impl HttpBody for Tracked {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// A response body holds its stream open in the count until it is dropped.
+impl Hook for StreamGuard {}
