@@ -21,6 +21,8 @@
 //! - [`helper`]: `herald helper`, SVIDs as files for programs that cannot
 //!   speak the Workload API; [`oidc`]: `herald oidc`, the OIDC discovery
 //!   document and JWKS of the JWT authorities. Both are Workload API clients.
+//! - [`ops`]: the operations HTTP listener (`/metrics`, `/live`, `/ready`)
+//!   that both roles plug into.
 //! - [`cli`]: the `herald` command line; [`vet`]: the checks `herald check
 //!   --socket` runs over what a live server holds.
 //! - [`clock`] is the one source of time; [`errors`] prints error chains;
@@ -59,6 +61,7 @@ pub mod helper;
 pub mod http_get;
 pub mod node;
 pub mod oidc;
+pub mod ops;
 pub mod proto;
 pub mod registration;
 pub mod request_id;

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::check::Checker;
 use super::k8s::{k8s_settings, K8sSettings, RawWorkloadAttestors};
+use super::ops::{ops_config, OpsConfig, RawOps};
 use super::sds::{sds_settings, RawSds, SdsSettings};
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
 use crate::agent::attestor::DEFAULT_SHA256_MAX_FILE_SIZE;
@@ -45,6 +46,7 @@ struct RawAgent {
     sds: RawSds,
     #[serde(default)]
     workload_attestors: RawWorkloadAttestors,
+    ops: Option<RawOps>,
 }
 
 /// The largest clock skew ValidateJWTSVID may be told to tolerate.
@@ -208,6 +210,8 @@ pub struct AgentConfig {
     /// The `[workload_attestors.k8s]` table: the Kubernetes workload
     /// attestor, `None` when off.
     pub k8s: Option<K8sSettings>,
+    /// The operations listener (`[ops]`), off when absent.
+    pub ops: Option<OpsConfig>,
 }
 
 impl ConfigFile for AgentConfig {
@@ -258,6 +262,7 @@ impl ConfigFile for AgentConfig {
             logging: c.logging(raw.log_level, raw.log_format)?,
             sds: sds_settings(&c, raw.sds)?,
             k8s: k8s_settings(&c, raw.workload_attestors)?,
+            ops: ops_config(&c, raw.ops)?,
         })
     }
 }

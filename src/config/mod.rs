@@ -7,6 +7,8 @@
 //! - [`agent`] reads `agent.toml`, the node agent's, [`sds`] its `[sds]`
 //!   table (Envoy SDS names) and [`k8s`] its `[workload_attestors.k8s]`
 //!   table (the Kubernetes workload attestor).
+//! - [`ops`] reads the `[ops]` table both roles share (the operations
+//!   listener's address).
 //! - [`helper`] reads `helper.toml`, what `herald helper` writes and reloads.
 //! - `check` is the one checker every role's validation goes through, so
 //!   every error names the file and the key the same way.
@@ -24,11 +26,13 @@ pub mod federation;
 pub mod helper;
 pub mod k8s;
 pub mod limits;
+pub mod ops;
 pub mod sds;
 pub mod server;
 pub mod store;
 
 pub use agent::{AgentConfig, Bootstrap};
+pub use ops::OpsConfig;
 pub use sds::SdsSettings;
 pub use server::{ServerConfig, UpstreamConfig};
 pub use store::StoreConfig;

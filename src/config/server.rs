@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::federation::FederationConfig;
 use super::limits::ListenerLimits;
+use super::ops::{ops_config, OpsConfig, RawOps};
 use super::store::StoreConfig;
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
 use crate::ca::KeyType;
@@ -60,6 +61,7 @@ struct RawServer {
     #[serde(default = "default_issuance_retention")]
     issuance_retention: String,
     jwt_issuer: Option<String>,
+    ops: Option<RawOps>,
     /// The `[audit]` table.
     audit: Option<RawAudit>,
     /// The `[store]` table, validated by `StoreConfig::from_toml`.
@@ -196,6 +198,8 @@ pub struct ServerConfig {
     /// issuer URL of the OIDC discovery document (`herald oidc --issuer`)
     /// that cloud relying parties check it against. None: no `iss`.
     pub jwt_issuer: Option<String>,
+    /// The operations listener (`[ops]`), off when absent.
+    pub ops: Option<OpsConfig>,
     /// The audit log's file (`[audit] path`), relative to the working
     /// directory like every path here; None: no audit log.
     pub audit_log: Option<PathBuf>,
@@ -310,6 +314,7 @@ impl ConfigFile for ServerConfig {
         };
         let store = StoreConfig::from_toml(raw.store.as_ref(), path)?;
         Ok(ServerConfig {
+            ops: ops_config(&c, raw.ops)?,
             audit_log,
             store,
             jwt_issuer,

@@ -4,9 +4,10 @@
 //!
 //! [`DataStore`] is the contract the server codes against; [`SledStore`] is
 //! the embedded backend, [`PostgresStore`] the PostgreSQL one (chosen by the
-//! `[store]` table of `server.toml`). The trait is synchronous because sled
-//! is: the server calls it through `spawn_blocking`, and the PostgreSQL
-//! store drives its async client on a runtime of its own.
+//! `[store]` table of `server.toml`); [`TimedStore`] wraps either to measure
+//! each operation's latency for the metrics. The trait is synchronous
+//! because sled is: the server calls it through `spawn_blocking`, and the
+//! PostgreSQL store drives its async client on a runtime of its own.
 //!
 //! Durability contract: a write method returns `Ok` only after its changes
 //! are on disk (sled `flush`, i.e. fsync; a committed PostgreSQL
@@ -22,6 +23,7 @@ mod sled_store;
 mod stored_bundle;
 #[cfg(test)]
 mod tests;
+mod timed;
 
 pub use error::StoreError;
 pub use postgres::PostgresStore;
@@ -31,6 +33,7 @@ pub use records::{
     SelectorMatch,
 };
 pub use sled_store::SledStore;
+pub use timed::{StoreLatency, TimedStore};
 
 use crate::registration::{RegistrationEntry, Selector};
 use crate::spiffe::{Bundle, SpiffeId, TrustDomain};

@@ -140,7 +140,7 @@ impl AgentToml {
     }
 
     /// TOML appended as it is, after every top-level key: tables such as
-    /// `[workload_attestors.k8s]`. Called again, it appends again.
+    /// `[workload_attestors.k8s]` or `[ops]`. Called again, it appends again.
     pub fn extra(mut self, toml: &str) -> AgentToml {
         self.extra.push_str(toml);
         self

@@ -17,6 +17,7 @@
 //! - [`admin`]: the admin API of an in-process server, and its request helpers.
 //! - [`web`]: a test Web PKI and raw HTTPS for the federation bundle endpoint.
 //! - [`openssl`]: OpenSSL as an independent verifier.
+//! - [`ops`]: the ops listener over HTTP, and its metrics parsed.
 //! - [`procfs`]: a process's memory and CPU time, from /proc.
 //! - [`hostile`]: federation peers that misbehave, and the bundles they serve.
 //!
@@ -34,6 +35,7 @@ pub mod dirs;
 pub mod hostile;
 pub mod node;
 pub mod openssl;
+pub mod ops;
 pub mod peer;
 pub mod postgres;
 pub mod process;

@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use super::k8s::{K8sAttestor, K8sError};
 use super::proc_files::read_proc_file;
 use super::{AttestError, UnixAttestor};
@@ -18,11 +20,19 @@ use crate::registration::Selector;
 pub struct WorkloadAttestor {
     unix: UnixAttestor,
     k8s: Option<K8sAttestor>,
+    /// Where each attestation's duration goes
+    /// (`herald_agent_attestation_duration_seconds`), if anywhere: the whole
+    /// of it, kubelet round trips included.
+    duration: Option<Histogram>,
 }
 
 impl From<UnixAttestor> for WorkloadAttestor {
     fn from(unix: UnixAttestor) -> Self {
-        WorkloadAttestor { unix, k8s: None }
+        WorkloadAttestor {
+            unix,
+            k8s: None,
+            duration: None,
+        }
     }
 }
 
@@ -31,12 +41,36 @@ impl From<UnixAttestor> for WorkloadAttestor {
 impl WorkloadAttestor {
     /// The unix attestor, and the k8s attestor if given.
     pub fn new(unix: UnixAttestor, k8s: Option<K8sAttestor>) -> Self {
-        WorkloadAttestor { unix, k8s }
+        WorkloadAttestor {
+            unix,
+            k8s,
+            duration: None,
+        }
+    }
+
+    /// Observes how long each attestation takes into `histogram`.
+    pub fn with_duration_histogram(mut self, histogram: Histogram) -> Self {
+        self.duration = Some(histogram);
+        self
     }
 
     /// The selectors of the process `pid`, whose socket peer credential
     /// says `uid` and `gid`.
     pub async fn attest(
+        self: &Arc<Self>,
+        pid: i32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Vec<Selector>, AttestError> {
+        let start = std::time::Instant::now();
+        let result = self.attest_untimed(pid, uid, gid).await;
+        if let Some(h) = &self.duration {
+            h.observe(start.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    async fn attest_untimed(
         self: &Arc<Self>,
         pid: i32,
         uid: u32,

@@ -22,6 +22,7 @@ use super::streams::TrackStreamsLayer;
 use super::ServerError;
 use crate::config::limits::ListenerLimits;
 use crate::errors::Chain;
+use crate::ops::GrpcMetricsLayer;
 use crate::request_id::RequestIdLayer;
 use crate::server::admin_api::{AllowedCallers, CallerCheckLayer};
 use crate::server::audit::{AuditLog, AuditScope};
@@ -32,6 +33,7 @@ pub(super) fn serve(
     allowed_uids: &[u32],
     limits: &ListenerLimits,
     routes: Routes,
+    counted: GrpcMetricsLayer,
     audit: &AuditLog,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, ServerError> {
@@ -56,6 +58,8 @@ pub(super) fn serve(
         .max_concurrent_streams(limits.admin_max_concurrent_streams)
         .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+        // Counted outside every other layer, so refused callers count too.
+        .layer(counted)
         .layer(TrackStreamsLayer::<UdsConnectInfo>::new())
         .layer(RequestIdLayer)
         // Outside the caller check, so that refused calls are audited too.
