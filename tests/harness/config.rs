@@ -105,6 +105,7 @@ pub struct AgentToml {
     bootstrap_pem: String,
     join_token: Option<String>,
     log_level: String,
+    extra: String,
 }
 
 impl AgentToml {
@@ -124,6 +125,7 @@ impl AgentToml {
             bootstrap_pem: bootstrap_pem.to_string(),
             join_token: None,
             log_level: "info".to_string(),
+            extra: String::new(),
         }
     }
 
@@ -134,6 +136,13 @@ impl AgentToml {
 
     pub fn log_level(mut self, level: &str) -> AgentToml {
         self.log_level = level.to_string();
+        self
+    }
+
+    /// TOML appended as it is, after the keys above (tables such as
+    /// `[ops]`). Called again, it appends again.
+    pub fn extra(mut self, toml: &str) -> AgentToml {
+        self.extra.push_str(toml);
         self
     }
 
@@ -164,6 +173,7 @@ impl AgentToml {
         if let Some(t) = &self.join_token {
             text.push_str(&format!("join_token = \"{t}\"\n"));
         }
+        text.push_str(&self.extra);
         text
     }
 

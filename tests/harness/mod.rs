@@ -14,6 +14,7 @@
 //! - [`node`]: an agent-like node API client (join-token attestation, then mTLS).
 //! - [`peer`]: in-process servers ("peers") and services on Unix sockets.
 //! - [`admin`]: the admin API of an in-process server, and its request helpers.
+//! - [`http`]: plain HTTP GETs on loopback (ops listeners, Prometheus's API).
 //! - [`web`]: a test Web PKI and raw HTTPS for the federation bundle endpoint.
 //! - [`openssl`]: OpenSSL as an independent verifier.
 //! - [`procfs`]: a process's memory and CPU time, from /proc.
@@ -31,6 +32,7 @@ pub mod cluster;
 pub mod config;
 pub mod dirs;
 pub mod hostile;
+pub mod http;
 pub mod node;
 pub mod openssl;
 pub mod peer;
