@@ -46,12 +46,9 @@ fn read(rel: &str) -> String {
 /// Runs `tool args...` (promtool or prometheus); a missing tool is a
 /// failure naming the package to install.
 fn run_tool(tool: &str, args: &[&str]) -> Output {
-    Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {tool} ({e}): install Debian's `prometheus` package (.ci/run does)")
-        })
+    Command::new(tool).args(args).output().unwrap_or_else(|e| {
+        panic!("cannot run {tool} ({e}): install Debian's `prometheus` package (.ci/run does)")
+    })
 }
 
 /// Runs promtool, failing with its output unless it succeeds.
@@ -116,20 +113,40 @@ fn every_alert_has_a_firing_and_a_quiet_unit_test() {
             current = Some(name.trim().to_string());
         } else if let Some(rest) = line.strip_prefix("exp_alerts:") {
             let name = current.take().expect("exp_alerts follows an alertname");
-            if rest.trim() == "[]" { &mut quiet } else { &mut firing }.insert(name);
+            if rest.trim() == "[]" {
+                &mut quiet
+            } else {
+                &mut firing
+            }
+            .insert(name);
         }
     }
     for alert in &alerts {
         assert!(firing.contains(alert), "no unit test where {alert} fires");
-        assert!(quiet.contains(alert), "no unit test where {alert} stays quiet");
+        assert!(
+            quiet.contains(alert),
+            "no unit test where {alert} stays quiet"
+        );
     }
-    let unknown: Vec<_> = firing.union(&quiet).filter(|n| !alerts.contains(*n)).collect();
-    assert!(unknown.is_empty(), "unit tests for alerts that do not exist: {unknown:?}");
+    let unknown: Vec<_> = firing
+        .union(&quiet)
+        .filter(|n| !alerts.contains(*n))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "unit tests for alerts that do not exist: {unknown:?}"
+    );
     // Variants of one alert differ by their reason label: each fires in a test.
     let tests = read(RULE_TESTS);
-    for reason in read(RULES).lines().filter_map(|l| l.trim().strip_prefix("reason:")) {
+    for reason in read(RULES)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("reason:"))
+    {
         let reason = reason.trim();
-        assert!(tests.contains(&format!("reason: {reason}")), "no unit test where reason {reason} fires");
+        assert!(
+            tests.contains(&format!("reason: {reason}")),
+            "no unit test where reason {reason} fires"
+        );
     }
 }
 
@@ -192,14 +209,20 @@ fn concrete(expr: &str) -> String {
         .replace("$__rate_interval", "1m")
         .replace("$server", ".+")
         .replace("$agent", ".+");
-    assert!(!q.contains('$'), "a variable this test does not know in {expr}");
+    assert!(
+        !q.contains('$'),
+        "a variable this test does not know in {expr}"
+    );
     q
 }
 
 #[test]
 fn every_metric_named_is_documented() {
     let docs = metric_names(&read(METRICS_DOC));
-    assert!(docs.len() >= 20, "{METRICS_DOC} names too few metrics: {docs:?}");
+    assert!(
+        docs.len() >= 20,
+        "{METRICS_DOC} names too few metrics: {docs:?}"
+    );
     let dashboard_text: String = dashboard_queries(&dashboard())
         .into_iter()
         .map(|(_, q)| q + "\n")
@@ -212,17 +235,25 @@ fn every_metric_named_is_documented() {
         let used = metric_names(&text);
         assert!(used.len() >= 5, "{what} names too few metrics: {used:?}");
         let unknown: Vec<_> = used.iter().filter(|n| !documented(n, &docs)).collect();
-        assert!(unknown.is_empty(), "{what} uses metrics {METRICS_DOC} does not document: {unknown:?}");
+        assert!(
+            unknown.is_empty(),
+            "{what} uses metrics {METRICS_DOC} does not document: {unknown:?}"
+        );
     }
 }
 
 #[test]
 fn the_dashboard_is_a_grafana_dashboard_with_every_panel_asked_for() {
     let d = dashboard();
-    assert!(d["schemaVersion"].as_u64().unwrap_or(0) >= 36, "an old schemaVersion");
+    assert!(
+        d["schemaVersion"].as_u64().unwrap_or(0) >= 36,
+        "an old schemaVersion"
+    );
     let vars = d["templating"]["list"].as_array().expect("templating.list");
     assert!(
-        vars.iter().any(|v| v["type"] == "datasource" && v["name"] == "datasource" && v["query"] == "prometheus"),
+        vars.iter().any(|v| v["type"] == "datasource"
+            && v["name"] == "datasource"
+            && v["query"] == "prometheus"),
         "no Prometheus datasource variable: {vars:?}"
     );
     for panel in dashboard_panels(&d) {
@@ -233,7 +264,10 @@ fn the_dashboard_is_a_grafana_dashboard_with_every_panel_asked_for() {
         for t in targets {
             assert_eq!(t["datasource"]["uid"], "${datasource}", "panel {title}");
             let expr = t["expr"].as_str().unwrap_or_default();
-            assert!(!metric_names(expr).is_empty(), "panel {title}: {expr:?} names no Herald metric");
+            assert!(
+                !metric_names(expr).is_empty(),
+                "panel {title}: {expr:?} names no Herald metric"
+            );
         }
     }
     let used: BTreeSet<String> = dashboard_queries(&d)
@@ -263,7 +297,9 @@ fn every_dashboard_query_parses() {
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
     for (i, (_, expr)) in dashboard_queries(&dashboard()).iter().enumerate() {
         let quoted = serde_json::to_string(&concrete(expr)).expect("a JSON string");
-        rules.push_str(&format!("      - record: dashboard:query{i}\n        expr: {quoted}\n"));
+        rules.push_str(&format!(
+            "      - record: dashboard:query{i}\n        expr: {quoted}\n"
+        ));
     }
     let path = dir.path().join("dashboard-rules.yml");
     std::fs::write(&path, rules).expect("write the rules");
@@ -313,10 +349,16 @@ impl Prometheus {
         let addr = loopback_addr();
         let mut cmd = Command::new("prometheus");
         cmd.arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"));
         let mut proc = Proc::spawn("prometheus", cmd);
-        proc.wait_for_line("Server is ready to receive web requests", Duration::from_secs(60));
+        proc.wait_for_line(
+            "Server is ready to receive web requests",
+            Duration::from_secs(60),
+        );
         Prometheus { proc, addr }
     }
 
@@ -325,14 +367,20 @@ impl Prometheus {
         let (code, body) = get(self.addr, path)
             .await
             .unwrap_or_else(|e| panic!("{e}\nPrometheus's log:\n{}", self.proc.log_text()));
-        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
-        assert!(code == 200 && v["status"] == "success", "{path} answered {code}: {body}");
+        let v: Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        assert!(
+            code == 200 && v["status"] == "success",
+            "{path} answered {code}: {body}"
+        );
         v["data"].clone()
     }
 
     /// The result of an instant query.
     async fn query(&self, q: &str) -> Vec<Value> {
-        let data = self.api(&format!("/api/v1/query?query={}", query_escape(q))).await;
+        let data = self
+            .api(&format!("/api/v1/query?query={}", query_escape(q)))
+            .await;
         data["result"].as_array().cloned().unwrap_or_default()
     }
 
@@ -354,7 +402,10 @@ impl Prometheus {
 
 /// The numeric value of one instant-vector element.
 fn sample_value(element: &Value) -> f64 {
-    element["value"][1].as_str().and_then(|v| v.parse().ok()).expect("a sample value")
+    element["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("a sample value")
 }
 
 #[test]
@@ -390,10 +441,15 @@ fn prometheus_scrapes_a_live_herald() {
             .await;
         assert!(svids >= 1.0);
         let signed = prom
-            .query(r#"herald_server_svids_signed_total{job="herald-server",kind="x509",result="ok"}"#)
+            .query(
+                r#"herald_server_svids_signed_total{job="herald-server",kind="x509",result="ok"}"#,
+            )
             .await;
         assert_eq!(signed.len(), 1, "{signed:?}");
-        assert!(sample_value(&signed[0]) >= 1.0, "the workload's SVID was signed: {signed:?}");
+        assert!(
+            sample_value(&signed[0]) >= 1.0,
+            "the workload's SVID was signed: {signed:?}"
+        );
 
         check_rules(&prom).await;
         check_dashboard_queries(&prom).await;
@@ -414,7 +470,10 @@ async fn check_rules(prom: &Prometheus) {
                 .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
                 .collect();
             if let Some(bad) = rules.iter().find(|r| r["health"] == "err") {
-                panic!("rule {} fails to evaluate: {}", bad["name"], bad["lastError"]);
+                panic!(
+                    "rule {} fails to evaluate: {}",
+                    bad["name"], bad["lastError"]
+                );
             }
             match rules.iter().find(|r| r["health"] != "ok") {
                 None if !rules.is_empty() => Ok(rules),
@@ -452,7 +511,11 @@ async fn check_dashboard_queries(prom: &Prometheus) {
         if ALWAYS_FILLED.contains(&title.as_str()) {
             prom.poll(&format!("data for panel {title:?}"), async || {
                 let result = prom.query(&concrete(expr)).await;
-                if result.is_empty() { Err(format!("{expr}: no data")) } else { Ok(()) }
+                if result.is_empty() {
+                    Err(format!("{expr}: no data"))
+                } else {
+                    Ok(())
+                }
             })
             .await;
         }
