@@ -11,8 +11,8 @@
 //! - a real Prometheus scrapes a real server and agent through their ops
 //!   listeners: the agent's SVID count and the server's signing counter
 //!   read back through the query API, every rule evaluates without error
-//!   and stays quiet on a healthy trust domain, and every dashboard query
-//!   runs.
+//!   and stays quiet on a healthy trust domain, every dashboard query
+//!   runs, and once the agent is gone its target-down alert is pending.
 
 mod harness;
 
@@ -418,7 +418,7 @@ fn prometheus_scrapes_a_live_herald() {
         .agent_toml(&dir.path().join("agent"), Some(&token))
         .extra(&ops_table(agent_ops))
         .write();
-    let agent = Agent::start(&agent_config);
+    let mut agent = Agent::start(&agent_config);
     server.create_entry("spiffe://example.org/prometheus-test", &agent_id, &[]);
 
     let rt = rt();
@@ -454,7 +454,26 @@ fn prometheus_scrapes_a_live_herald() {
         check_rules(&prom).await;
         check_dashboard_queries(&prom).await;
     });
-    drop(agent);
+
+    // The agent gone, its target-down alert is pending (its `for` keeps it
+    // from firing within this test): the rules match Herald's real labels.
+    agent.proc.kill();
+    rt.block_on(
+        prom.poll("HeraldTargetDown pending for the agent", async || {
+            let data = prom.api("/api/v1/alerts").await;
+            let alerts = data["alerts"].as_array().cloned().unwrap_or_default();
+            let down = alerts.iter().any(|a| {
+                a["labels"]["alertname"] == "HeraldTargetDown"
+                    && a["labels"]["job"] == "herald-agent"
+                    && a["state"] == "pending"
+            });
+            if down {
+                Ok(())
+            } else {
+                Err(format!("alerts: {alerts:?}"))
+            }
+        }),
+    );
 }
 
 /// Every alert rule loaded, evaluated without error, and quiet: its
