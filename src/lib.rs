@@ -21,6 +21,8 @@
 //! - [`helper`]: `herald helper`, SVIDs as files for programs that cannot
 //!   speak the Workload API; [`oidc`]: `herald oidc`, the OIDC discovery
 //!   document and JWKS of the JWT authorities. Both are Workload API clients.
+//! - [`ops`]: the operations HTTP listener (`/metrics`, `/live`, `/ready`)
+//!   that both roles plug into.
 //! - [`cli`]: the `herald` command line.
 //! - [`clock`] is the one source of time; [`errors`] prints error chains;
 //!   [`uds`] is the Unix-socket gRPC client; [`runtime_dir`] places and guards
@@ -55,6 +57,7 @@ pub mod heap;
 pub mod helper;
 pub mod node;
 pub mod oidc;
+pub mod ops;
 pub mod proto;
 pub mod registration;
 pub mod runtime_dir;

@@ -94,6 +94,9 @@ pub struct UnixAttestor {
     hashes: ExeHashes,
     /// Parsed `passwd` and `group`.
     names: NameDatabases,
+    /// Where each attestation's duration goes
+    /// (`herald_agent_attestation_duration_seconds`), if anywhere.
+    duration: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl Default for UnixAttestor {
@@ -113,7 +116,17 @@ impl UnixAttestor {
             group: PathBuf::from("/etc/group"),
             hashes: ExeHashes::new(DEFAULT_SHA256_MAX_FILE_SIZE),
             names: NameDatabases::default(),
+            duration: None,
         }
+    }
+
+    /// Observes how long each attestation takes into `histogram`.
+    pub fn with_duration_histogram(
+        mut self,
+        histogram: prometheus_client::metrics::histogram::Histogram,
+    ) -> Self {
+        self.duration = Some(histogram);
+        self
     }
 
     /// Executables larger than `max` bytes get no `sha256` selector
@@ -128,6 +141,15 @@ impl UnixAttestor {
     /// `uid` and `gid`. Blocking: it reads files and may hash a large
     /// executable, so async callers run it on a blocking thread.
     pub fn attest(&self, pid: i32, uid: u32, gid: u32) -> Result<Vec<Selector>, AttestError> {
+        let start = std::time::Instant::now();
+        let selectors = self.attest_untimed(pid, uid, gid);
+        if let Some(h) = &self.duration {
+            h.observe(start.elapsed().as_secs_f64());
+        }
+        selectors
+    }
+
+    fn attest_untimed(&self, pid: i32, uid: u32, gid: u32) -> Result<Vec<Selector>, AttestError> {
         if pid <= 0 {
             return Err(AttestError::BadPid(pid));
         }

@@ -35,6 +35,7 @@ use tonic::transport::Channel;
 use self::issuance::Held;
 use self::stored::StoredEntry;
 use super::cache::{Cache, CacheSnapshot, WorkloadIdentity};
+use super::metrics::AgentMetrics;
 use crate::ca::x509::X509Error;
 use crate::ca::KeyError;
 use crate::clock::SharedClock;
@@ -113,6 +114,8 @@ pub struct Manager {
     acked: u64,
     /// Bundles of federated trust domains, as last pushed by the server.
     federated: BTreeMap<TrustDomain, Arc<Bundle>>,
+    /// Syncs, reconnects and the entry count, for the ops listener.
+    metrics: AgentMetrics,
 }
 
 // === impl Manager ===
@@ -152,7 +155,14 @@ impl Manager {
             jwt_epoch,
             acked: 0,
             federated: BTreeMap::new(),
+            metrics: AgentMetrics::default(),
         }
+    }
+
+    /// Counts syncs and reconnects into `metrics`.
+    pub fn with_metrics(mut self, metrics: AgentMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Drops the identities whose SVIDs have expired (while the server was
@@ -183,6 +193,7 @@ impl Manager {
         snapshot.restored = self.restored && !self.synced_once;
         snapshot.server_unreachable = self.server_unreachable;
         self.cache.publish(snapshot);
+        self.metrics.set_entries(self.entries.len());
     }
 }
 

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod h2_authority;
 pub mod jwt_source;
 pub mod manager;
+pub mod metrics;
 pub mod persist;
 pub mod run;
 pub mod sds;

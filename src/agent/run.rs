@@ -13,12 +13,14 @@ use super::cache::Cache;
 use super::h2_authority::ConnLimits;
 use super::jwt_source::NodeJwtSource;
 use super::manager::Manager;
+use super::metrics::{AgentMetrics, AgentOps};
 use super::persist::{self, Persister};
 use super::workload_api::{WorkloadApi, WorkloadApiLimits, WorkloadApiOptions};
 use crate::ca::keys::pem_blocks;
 use crate::clock;
 use crate::config::{AgentConfig, Bootstrap};
 use crate::node::{attest, AttestError, CredentialStore, NodeClientError, ServerConnector};
+use crate::ops::{OpsListener, Role};
 use crate::spiffe::SpiffeId;
 use crate::tls::Roots;
 
@@ -48,6 +50,9 @@ pub enum AgentError {
     /// Attestation failed.
     #[error("attestation failed")]
     Attest(#[from] AttestError),
+    /// The ops listener could not start.
+    #[error(transparent)]
+    Ops(#[from] crate::ops::OpsError),
     /// The Workload API socket could not be bound.
     #[error("workload API")]
     WorkloadApi(#[from] super::workload_api::WorkloadApiError),
@@ -61,6 +66,9 @@ pub struct AgentHandle {
     pub cache: Cache,
     /// The Workload API socket.
     pub socket_path: PathBuf,
+    ops_role: Arc<AgentOps>,
+    ops: Option<OpsListener>,
+    ops_stop: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -72,6 +80,21 @@ impl AgentHandle {
         // Each task ends on the signal; a panicked one has nothing to undo.
         futures::future::join_all(self.tasks).await;
         let _ = std::fs::remove_file(&self.socket_path);
+        let _ = self.ops_stop.send(true);
+        if let Some(ops) = self.ops {
+            ops.stopped().await;
+        }
+    }
+
+    /// Where the ops listener listens, if `[ops]` is configured.
+    pub fn ops_address(&self) -> Option<std::net::SocketAddr> {
+        self.ops.as_ref().map(|o| o.address)
+    }
+
+    /// The agent's metrics and readiness, for an ops listener shared with
+    /// another role (`herald dev`).
+    pub fn ops_role(&self) -> Arc<dyn Role> {
+        self.ops_role.clone()
     }
 }
 
@@ -150,6 +173,7 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     let mut tasks = Vec::new();
     let spiffe_id = cred.spiffe_id.clone();
     let jwt_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let metrics = AgentMetrics::default();
     let mut manager = Manager::new(
         connector,
         store,
@@ -159,7 +183,8 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
         client.clone(),
         jwt_epoch.clone(),
         clock.clone(),
-    );
+    )
+    .with_metrics(metrics.clone());
     // Before the first connection: the Workload API serves what was saved
     // even if the server never answers.
     let svids_path = config.data_dir.join(persist::FILE_NAME);
@@ -189,7 +214,11 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     let api = WorkloadApi::new(
         cache.clone(),
         Arc::new(NodeJwtSource::new(client, jwt_epoch, clock)),
-        Arc::new(UnixAttestor::new().with_sha256_max_file_size(limits.sha256_max_file_size)),
+        Arc::new(
+            UnixAttestor::new()
+                .with_sha256_max_file_size(limits.sha256_max_file_size)
+                .with_duration_histogram(metrics.attestation_histogram()),
+        ),
     )
     .with_options(WorkloadApiOptions {
         jwt_leeway_secs: config.jwt_svid_leeway,
@@ -203,6 +232,7 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
             max_concurrent_streams: limits.max_concurrent_streams,
             keepalive_interval: limits.keepalive_interval,
         },
+        metrics: metrics.clone(),
         ..WorkloadApiOptions::default()
     });
     let listener = WorkloadApi::bind(&config.socket_path)?;
@@ -217,8 +247,19 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
             tracing::error!(error = %crate::errors::Chain(&e), "workload API stopped");
         }
     }));
+    let ops_role = AgentOps::new(cache.clone(), metrics);
+    let (ops_stop, ops_stop_rx) = watch::channel(false);
+    let ops = match config.ops {
+        Some(ops) => {
+            Some(crate::ops::serve(ops.address, vec![ops_role.clone()], ops_stop_rx).await?)
+        }
+        None => None,
+    };
     tracing::info!(agent = %spiffe_id, socket = %config.socket_path.display(), "agent running");
     Ok(AgentHandle {
+        ops_role,
+        ops,
+        ops_stop,
         spiffe_id,
         cache,
         socket_path: config.socket_path.clone(),

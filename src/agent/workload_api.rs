@@ -34,6 +34,7 @@ use self::handler::Handler;
 use crate::agent::attestor::UnixAttestor;
 use crate::agent::cache::{Cache, JwtSvidSource};
 use crate::agent::h2_authority::{self, ConnLimits, TrackRequestsLayer};
+use crate::agent::metrics::AgentMetrics;
 use crate::agent::sds::Sds;
 use crate::config::SdsSettings;
 use crate::proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
@@ -110,6 +111,8 @@ pub struct WorkloadApiOptions {
     /// How Envoy SDS, served on the same socket, names and shapes its
     /// secrets (default: SPIRE's names; the `[sds]` table).
     pub sds: SdsSettings,
+    /// Where calls are counted (default: counters nobody reads).
+    pub metrics: AgentMetrics,
 }
 
 impl Default for WorkloadApiOptions {
@@ -119,6 +122,7 @@ impl Default for WorkloadApiOptions {
             jwt_leeway_secs: crate::ca::DEFAULT_JWT_LEEWAY_SECS,
             limits: WorkloadApiLimits::default(),
             sds: SdsSettings::default(),
+            metrics: AgentMetrics::default(),
         }
     }
 }
@@ -179,6 +183,8 @@ impl WorkloadApi {
     ) -> Result<(), WorkloadApiError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let limits = self.options.limits.clone();
+        // Outside every other layer, so refused calls count too.
+        let counted = self.options.metrics.workload_socket_layer();
         let sds = Sds::new(
             self.cache.clone(),
             self.attestor.clone(),
@@ -203,6 +209,7 @@ impl WorkloadApi {
             .http2_max_header_list_size(header_list)
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .layer(counted)
             .layer(TrackRequestsLayer)
             .add_service(SpiffeWorkloadApiServer::new(handler))
             .add_service(sds.into_service())

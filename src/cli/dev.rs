@@ -3,7 +3,9 @@
 //!
 //! The data lives under `./.herald` (server/ and agent/), the node API
 //! listens on a free loopback port, the calling user's uid is registered as
-//! a workload, and the line to export `SPIFFE_ENDPOINT_SOCKET` is printed.
+//! a workload, and the line to export `SPIFFE_ENDPOINT_SOCKET` is printed,
+//! with the URL of the metrics (one ops listener on a loopback port serves
+//! both roles; `/ready` answers 200 when both are ready).
 //! Running it again reuses everything: the CA, the agent's SVID, the entry.
 
 use crate::clock::now_unix;
@@ -94,6 +96,8 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         limits: Default::default(),
         prune: Default::default(),
         jwt_issuer: None,
+        // One listener serves both roles, below.
+        ops: None,
     };
     init_role_logging(log_flag, &Logging::default());
     runtime()?.block_on(async move {
@@ -139,6 +143,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
             workload_api: Default::default(),
             logging: Logging::default(),
             sds: Default::default(),
+            ops: None,
         };
         let agent = crate::agent::run::start(&agent_config)
             .await
@@ -162,6 +167,17 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         }
         state.publish(ServerEvent::EntriesChanged);
 
+        // One ops listener for both roles: ready when both are.
+        let (ops_stop, ops_stop_rx) = tokio::sync::watch::channel(false);
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let ops = crate::ops::serve(
+            loopback,
+            vec![server.ops_role(), agent.ops_role()],
+            ops_stop_rx,
+        )
+        .await
+        .map_err(|e| CliError::failed(&e))?;
+
         println!("herald dev: trust domain {td}, data in {}", dir.display());
         println!("  workload {workload_id} is registered for unix:uid:{uid} (this user)");
         println!(
@@ -169,6 +185,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
             server.admin_socket.display()
         );
         println!("  then try: herald api fetch x509");
+        println!("metrics: http://{}/metrics", ops.address);
         println!(
             "export SPIFFE_ENDPOINT_SOCKET=unix://{}",
             socket_path.display()
@@ -179,6 +196,8 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         wait_for_signal().await;
         agent.shutdown().await;
         server.shutdown().await;
+        let _ = ops_stop.send(true);
+        ops.stopped().await;
         Ok(())
     })
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::check::Checker;
+use super::ops::{ops_config, OpsConfig, RawOps};
 use super::sds::{sds_settings, RawSds, SdsSettings};
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
 use crate::agent::attestor::DEFAULT_SHA256_MAX_FILE_SIZE;
@@ -42,6 +43,7 @@ struct RawAgent {
     log_format: LogFormat,
     #[serde(default)]
     sds: RawSds,
+    ops: Option<RawOps>,
 }
 
 /// The largest clock skew ValidateJWTSVID may be told to tolerate.
@@ -202,6 +204,8 @@ pub struct AgentConfig {
     pub logging: Logging,
     /// The `[sds]` table: Envoy SDS resource names and validation contexts.
     pub sds: SdsSettings,
+    /// The operations listener (`[ops]`), off when absent.
+    pub ops: Option<OpsConfig>,
 }
 
 impl ConfigFile for AgentConfig {
@@ -251,6 +255,7 @@ impl ConfigFile for AgentConfig {
             workload_api,
             logging: c.logging(raw.log_level, raw.log_format)?,
             sds: sds_settings(&c, raw.sds)?,
+            ops: ops_config(&c, raw.ops)?,
         })
     }
 }

@@ -5,6 +5,8 @@
 //! - [`federation`] reads the `[federation]` table of `server.toml`.
 //! - [`agent`] reads `agent.toml`, the node agent's, and [`sds`] its
 //!   `[sds]` table (Envoy SDS names).
+//! - [`ops`] reads the `[ops]` table both roles share (the operations
+//!   listener's address).
 //! - [`helper`] reads `helper.toml`, what `herald helper` writes and reloads.
 //! - `check` is the one checker every role's validation goes through, so
 //!   every error names the file and the key the same way.
@@ -21,10 +23,12 @@ mod check;
 pub mod federation;
 pub mod helper;
 pub mod limits;
+pub mod ops;
 pub mod sds;
 pub mod server;
 
 pub use agent::{AgentConfig, Bootstrap};
+pub use ops::OpsConfig;
 pub use sds::SdsSettings;
 pub use server::{ServerConfig, UpstreamConfig};
 

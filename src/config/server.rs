@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::federation::FederationConfig;
 use super::limits::ListenerLimits;
+use super::ops::{ops_config, OpsConfig, RawOps};
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
 use crate::ca::KeyType;
 use crate::spiffe::TrustDomain;
@@ -59,6 +60,7 @@ struct RawServer {
     #[serde(default = "default_issuance_retention")]
     issuance_retention: String,
     jwt_issuer: Option<String>,
+    ops: Option<RawOps>,
 }
 
 fn default_prune_interval() -> String {
@@ -184,6 +186,8 @@ pub struct ServerConfig {
     /// issuer URL of the OIDC discovery document (`herald oidc --issuer`)
     /// that cloud relying parties check it against. None: no `iss`.
     pub jwt_issuer: Option<String>,
+    /// The operations listener (`[ops]`), off when absent.
+    pub ops: Option<OpsConfig>,
 }
 
 impl ConfigFile for ServerConfig {
@@ -284,6 +288,7 @@ impl ConfigFile for ServerConfig {
             None => None,
         };
         Ok(ServerConfig {
+            ops: ops_config(&c, raw.ops)?,
             jwt_issuer,
             admin_allowed_uids: raw.admin_allowed_uids,
             downstream_ca_max_ttl,

@@ -174,3 +174,37 @@ fn agent_workload_api_limits_have_defaults_and_bounds() {
         assert!(err.contains(key), "{bad}: {err}");
     }
 }
+
+#[test]
+fn ops_listener_is_off_unless_configured_and_its_errors_name_the_key() {
+    let server_base = "trust_domain = \"example.org\"\ndata_dir = \"/x\"\n";
+    let agent_base = "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:8081\"\ndata_dir = \"/x\"\ninsecure_bootstrap = true\n";
+    let p = Path::new("agent.toml");
+    assert_eq!(server(server_base).unwrap().ops, None);
+    assert_eq!(AgentConfig::parse(p, agent_base).unwrap().ops, None);
+    let on = "[ops]\naddress = \"0.0.0.0:9464\"\n";
+    let expected = Some(OpsConfig {
+        address: "0.0.0.0:9464".parse().unwrap(),
+    });
+    assert_eq!(server(&format!("{server_base}{on}")).unwrap().ops, expected);
+    assert_eq!(
+        AgentConfig::parse(p, &format!("{agent_base}{on}"))
+            .unwrap()
+            .ops,
+        expected
+    );
+    for (bad, names) in [
+        ("[ops]\naddress = \"localhost\"\n", "ops.address"),
+        ("[ops]\naddress = \"127.0.0.1:9464\"\nport = 1\n", "port"),
+        ("[ops]\n", "address"),
+    ] {
+        let err = server(&format!("{server_base}{bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(names), "{bad:?}: {err}");
+        let err = AgentConfig::parse(p, &format!("{agent_base}{bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(names), "{bad:?}: {err}");
+    }
+}

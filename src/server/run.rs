@@ -30,7 +30,9 @@ use super::server_svid::ServerSvidError;
 use super::state::{ServerSettings, ServerState};
 use crate::ca::DiskKeyManager;
 use crate::config::{ServerConfig, UpstreamConfig};
-use crate::store::SledStore;
+use crate::ops::{OpsListener, Role};
+use crate::server::metrics::{ServerMetrics, ServerOps};
+use crate::store::{SledStore, TimedStore};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,9 @@ pub enum ServerError {
     /// The task loading the CA panicked or was cancelled.
     #[error("the CA loading task failed")]
     CaTask(#[source] tokio::task::JoinError),
+    /// The ops listener could not start.
+    #[error(transparent)]
+    Ops(#[from] crate::ops::OpsError),
     /// The bundle endpoint or the federation refresher could not start.
     #[error(transparent)]
     Federation(#[from] super::federation::FederationError),
@@ -99,6 +104,9 @@ pub struct ServerHandle {
     pub admin_socket: PathBuf,
     /// Where the bundle endpoint listens, if configured.
     pub bundle_endpoint: Option<SocketAddr>,
+    ops_role: Arc<ServerOps>,
+    ops: Option<OpsListener>,
+    ops_stop: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -106,12 +114,29 @@ pub struct ServerHandle {
 impl ServerHandle {
     /// Stops the listeners and waits for them to finish.
     pub async fn shutdown(self) {
+        // /ready answers 503 from here on; the ops listener itself stops
+        // last, so probes see the shutdown rather than a refused connection.
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
         }
         // The store flushes on every write; a last flush costs nothing.
         let _ = self.state.with_store(|s| s.count_entries()).await;
+        let _ = self.ops_stop.send(true);
+        if let Some(ops) = self.ops {
+            ops.stopped().await;
+        }
+    }
+
+    /// Where the ops listener listens, if `[ops]` is configured.
+    pub fn ops_address(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().map(|o| o.address)
+    }
+
+    /// The server's metrics and readiness, for an ops listener shared with
+    /// another role (`herald dev`).
+    pub fn ops_role(&self) -> Arc<dyn Role> {
+        self.ops_role.clone()
     }
 }
 
@@ -128,7 +153,11 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     std::fs::create_dir_all(dir).map_err(|e| data_dir_error(dir, e))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| data_dir_error(dir, e))?;
-    let store = Arc::new(SledStore::open(&dir.join("store")).map_err(|e| data_dir_error(dir, e))?);
+    let metrics = ServerMetrics::default();
+    let store = Arc::new(TimedStore::new(
+        SledStore::open(&dir.join("store")).map_err(|e| data_dir_error(dir, e))?,
+        metrics.store_latency(),
+    ));
     let keys =
         Arc::new(DiskKeyManager::open(&dir.join("keys")).map_err(|e| data_dir_error(dir, e))?);
     let upstream = match &config.upstream {
@@ -180,7 +209,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         ca_not_after = authorities.x509().not_after(),
         "CA loaded"
     );
-    let state = ServerState::new(
+    let state = ServerState::with_metrics(
         config.trust_domain.clone(),
         store,
         keys,
@@ -193,6 +222,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
             jwt_issuer: config.jwt_issuer.clone(),
             ..ServerSettings::default()
         },
+        metrics,
     );
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -218,6 +248,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         shutdown_rx.clone(),
     );
     tasks.push(refresher_task);
+    let ops_role = ServerOps::new(state.clone(), refresher.clone(), shutdown_rx.clone());
     let bundle_endpoint = match &config.federation.bundle_endpoint {
         Some(endpoint) => Some(
             super::federation::serve_bundle_endpoint_limited(
@@ -243,8 +274,17 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         &config.admin_allowed_uids,
         &config.limits,
         routes,
+        state.metrics.admin_api_layer(),
         &shutdown_rx,
     )?);
+    // --- ops: /metrics, /live, /ready, stopped last ----------------------------
+    let (ops_stop, ops_stop_rx) = watch::channel(false);
+    let ops = match config.ops {
+        Some(ops) => {
+            Some(crate::ops::serve(ops.address, vec![ops_role.clone()], ops_stop_rx).await?)
+        }
+        None => None,
+    };
     tracing::info!(
         node_api = %node_addr,
         admin_socket = %admin_socket.display(),
@@ -252,6 +292,9 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         "server listening"
     );
     Ok(ServerHandle {
+        ops_role,
+        ops,
+        ops_stop,
         state,
         node_addr,
         admin_socket,

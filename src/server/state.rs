@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{broadcast, Notify};
 
 use super::authorities::Authorities;
+use super::metrics::{rotation_events, ServerMetrics};
 use super::node_api::{FederatedCache, FederatedWire};
 use crate::ca::KeyManager;
 use crate::spiffe::{SpiffeId, TrustDomain};
@@ -66,6 +67,8 @@ pub struct ServerState {
     pub keys: Arc<dyn KeyManager>,
     /// Defaults and limits.
     pub settings: ServerSettings,
+    /// Counters and histograms of what happens (`herald_server_*`).
+    pub metrics: ServerMetrics,
     authorities: RwLock<Arc<Authorities>>,
     events: broadcast::Sender<ServerEvent>,
     agents: Mutex<HashMap<SpiffeId, ConnectedAgent>>,
@@ -120,12 +123,33 @@ impl ServerState {
         authorities: Authorities,
         settings: ServerSettings,
     ) -> Arc<Self> {
+        Self::with_metrics(
+            trust_domain,
+            store,
+            keys,
+            authorities,
+            settings,
+            ServerMetrics::default(),
+        )
+    }
+
+    /// Like [`ServerState::new`], counting into `metrics` (which the store
+    /// may already time into).
+    pub fn with_metrics(
+        trust_domain: TrustDomain,
+        store: Arc<dyn DataStore>,
+        keys: Arc<dyn KeyManager>,
+        authorities: Authorities,
+        settings: ServerSettings,
+        metrics: ServerMetrics,
+    ) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
         Arc::new(ServerState {
             trust_domain,
             store,
             keys,
             settings,
+            metrics,
             authorities: RwLock::new(Arc::new(authorities)),
             events,
             agents: Mutex::new(HashMap::new()),
@@ -182,6 +206,14 @@ impl ServerState {
         out
     }
 
+    /// How many agents are connected, and how many of them acknowledged
+    /// `sequence` (or a later bundle).
+    pub fn agent_ack_counts(&self, sequence: u64) -> (usize, usize) {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        let acked = agents.values().filter(|a| a.acked >= sequence).count();
+        (agents.len(), acked)
+    }
+
     /// Resolves at the next acknowledgement or disconnection.
     pub async fn ack_changed(&self) {
         self.acks.notified().await;
@@ -197,7 +229,13 @@ impl ServerState {
 
     /// Replaces the active authorities (rotation) and tells every agent.
     pub fn set_authorities(&self, authorities: Authorities) {
-        *self.authorities.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authorities);
+        let old = std::mem::replace(
+            &mut *self.authorities.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(authorities),
+        );
+        for (kind, event) in rotation_events(&old, &self.authorities()) {
+            self.metrics.rotation_event(kind, event);
+        }
         self.publish(ServerEvent::BundleChanged);
     }
 

@@ -3,7 +3,8 @@
 //! issuance log.
 //!
 //! [`DataStore`] is the contract the server codes against; [`SledStore`] is
-//! the embedded backend. The trait is synchronous because sled is: the server
+//! the embedded backend; [`TimedStore`] wraps any backend to measure each
+//! operation's latency for the metrics. The trait is synchronous because sled is: the server
 //! calls it through `spawn_blocking`.
 //!
 //! Durability contract: a write method returns `Ok` only after its changes
@@ -15,6 +16,7 @@ mod records;
 mod sled_store;
 #[cfg(test)]
 mod tests;
+mod timed;
 
 pub use error::StoreError;
 pub use records::{
@@ -23,6 +25,7 @@ pub use records::{
     SelectorMatch,
 };
 pub use sled_store::SledStore;
+pub use timed::{StoreLatency, TimedStore};
 
 use crate::registration::{RegistrationEntry, Selector};
 use crate::spiffe::{Bundle, SpiffeId, TrustDomain};

@@ -139,8 +139,7 @@ impl AgentToml {
         self
     }
 
-    /// TOML appended as it is, after the keys above (tables such as
-    /// `[ops]`). Called again, it appends again.
+    /// Appends raw TOML (tables such as `[ops]` go last).
     pub fn extra(mut self, toml: &str) -> AgentToml {
         self.extra.push_str(toml);
         self

@@ -14,9 +14,10 @@
 //! - [`node`]: an agent-like node API client (join-token attestation, then mTLS).
 //! - [`peer`]: in-process servers ("peers") and services on Unix sockets.
 //! - [`admin`]: the admin API of an in-process server, and its request helpers.
-//! - [`http`]: plain HTTP GETs on loopback (ops listeners, Prometheus's API).
+//! - [`http`]: HTTP GETs through hyper, for servers that may chunk their answers (Prometheus).
 //! - [`web`]: a test Web PKI and raw HTTPS for the federation bundle endpoint.
 //! - [`openssl`]: OpenSSL as an independent verifier.
+//! - [`ops`]: the ops listener over HTTP, and its metrics parsed.
 //! - [`procfs`]: a process's memory and CPU time, from /proc.
 //! - [`hostile`]: federation peers that misbehave, and the bundles they serve.
 //!
@@ -35,6 +36,7 @@ pub mod hostile;
 pub mod http;
 pub mod node;
 pub mod openssl;
+pub mod ops;
 pub mod peer;
 pub mod process;
 pub mod procfs;

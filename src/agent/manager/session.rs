@@ -27,9 +27,13 @@ impl Manager {
     /// Runs until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = BACKOFF_MIN;
+        let mut first = true;
         loop {
             if *shutdown.borrow() {
                 return;
+            }
+            if !std::mem::take(&mut first) {
+                self.metrics.reconnected();
             }
             match self.session(&mut shutdown).await {
                 Ok(SessionEnd::Shutdown) => return,
@@ -85,7 +89,13 @@ impl Manager {
                 }
                 msg = stream.message() => match msg? {
                     Some(update) => {
-                        if self.apply(update)? {
+                        let changed = self.apply(update)?;
+                        // Counted once the entry set is whole (a snapshot
+                        // may span several messages).
+                        if self.synced_once && self.pending_snapshot.is_none() {
+                            self.metrics.synced(self.clock.now_unix(), self.entries.len());
+                        }
+                        if changed {
                             self.reconcile(&mut client).await?;
                         }
                     }

@@ -3,6 +3,7 @@
 //! MintJWTSVID, `shared/spec/SPIFFE.md` §8.4).
 
 use crate::clock::now_unix;
+use crate::server::metrics::SvidKind;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -51,20 +52,23 @@ impl SvidsApi {
         let signer = authorities.clone();
         let spiffe_id = id.clone();
         let now = now_unix();
+        let metrics = self.state.metrics.clone();
         let signed = self
             .state
             .with_store(move |store| {
-                Ok(signer.sign_x509_svid(
-                    store,
-                    &SvidRequest {
-                        spiffe_id: &spiffe_id,
-                        public_key_spki: &csr.public_key_spki,
-                        ttl_secs: ttl,
-                        dns_names: &csr.dns_sans,
-                    },
-                    None,
-                    now,
-                ))
+                Ok(metrics.sign(SvidKind::X509, || {
+                    signer.sign_x509_svid(
+                        store,
+                        &SvidRequest {
+                            spiffe_id: &spiffe_id,
+                            public_key_spki: &csr.public_key_spki,
+                            ttl_secs: ttl,
+                            dns_names: &csr.dns_sans,
+                        },
+                        None,
+                        now,
+                    )
+                }))
             })
             .await
             .map_err(store_status)?
@@ -96,14 +100,18 @@ impl SvidsApi {
         let authorities = self.state.authorities();
         let jwt = authorities.jwt();
         let now = now_unix();
-        let token = jwt
-            .sign_issued(
-                self.state.settings.jwt_issuer.as_deref(),
-                &id,
-                &req.audience,
-                ttl,
-                now,
-            )
+        let token = self
+            .state
+            .metrics
+            .sign(SvidKind::Jwt, || {
+                jwt.sign_issued(
+                    self.state.settings.jwt_issuer.as_deref(),
+                    &id,
+                    &req.audience,
+                    ttl,
+                    now,
+                )
+            })
             .map_err(|e| match e {
                 JwtSignError::NoAudience
                 | JwtSignError::BadTtl(_)

@@ -120,6 +120,9 @@ pub struct RefreshStatus {
     pub consecutive_failures: u32,
     /// Unix seconds of the next scheduled attempt.
     pub next_refresh_at: Option<i64>,
+    /// Seconds between refreshes after the last success: the bundle's
+    /// refresh hint within the refresher's bounds.
+    pub interval_secs: Option<u64>,
 }
 
 /// A successful refresh.
@@ -236,6 +239,16 @@ impl RefresherHandle {
         &self,
     ) -> tokio::sync::MutexGuard<'_, ()> {
         self.writes.lock().await
+    }
+
+    /// How the refreshes of every tracked relationship have gone.
+    pub fn statuses(&self) -> Vec<(TrustDomain, RefreshStatus)> {
+        self.statuses
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(td, s)| (td.clone(), s.clone()))
+            .collect()
     }
 
     pub(super) fn update_status(&self, td: &TrustDomain, f: impl FnOnce(&mut RefreshStatus)) {

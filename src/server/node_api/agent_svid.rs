@@ -1,6 +1,7 @@
 //! The agent's own SVID: signed at attestation and renewed by the agent
 //! over mTLS before it expires. Each one is recorded in the issuance log.
 
+use crate::server::metrics::SvidKind;
 use tonic::Status;
 
 use super::{internal, signing_failed, NodeApi};
@@ -27,17 +28,18 @@ impl NodeApi {
         let csr = verify_csr(csr).map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
         let authorities = self.state.authorities();
         let now = now_unix();
-        let cert = authorities
-            .x509()
-            .sign_svid(
-                &SvidRequest {
-                    spiffe_id: agent_id,
-                    public_key_spki: &csr.public_key_spki,
-                    ttl_secs: self.state.settings.agent_svid_ttl,
-                    dns_names: &[],
-                },
-                now,
-            )
+        let request = SvidRequest {
+            spiffe_id: agent_id,
+            public_key_spki: &csr.public_key_spki,
+            ttl_secs: self.state.settings.agent_svid_ttl,
+            dns_names: &[],
+        };
+        let cert = self
+            .state
+            .metrics
+            .sign(SvidKind::Agent, || {
+                authorities.x509().sign_svid(&request, now)
+            })
             .map_err(signing_failed("the agent SVID"))?;
         self.record_issuances(vec![IssuanceRecord {
             serial: cert.serial.clone(),

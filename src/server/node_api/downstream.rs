@@ -5,6 +5,7 @@
 //! `downstream_ca_max_ttl`, and each one is recorded in the issuance log
 //! like an SVID, so that an operator can see every CA the domain has.
 
+use crate::server::metrics::SvidKind;
 use tonic::Status;
 
 use super::NodeApi;
@@ -58,15 +59,18 @@ impl NodeApi {
             ttl => ttl.min(max_ttl),
         };
         let now = now_unix();
-        let signed = authorities
-            .x509()
-            .sign_downstream_ca(
-                &self.state.trust_domain,
-                &csr.public_key_spki,
-                ttl,
-                self.downstream.path_len,
-                now,
-            )
+        let signed = self
+            .state
+            .metrics
+            .sign(SvidKind::DownstreamCa, || {
+                authorities.x509().sign_downstream_ca(
+                    &self.state.trust_domain,
+                    &csr.public_key_spki,
+                    ttl,
+                    self.downstream.path_len,
+                    now,
+                )
+            })
             .map_err(super::signing_failed("the downstream CA"))?;
         // Recorded before it is returned, as every SVID: no CA leaves this
         // server without a trace.

@@ -16,12 +16,14 @@ use crate::proto::node;
 use crate::registration::RegistrationEntry;
 use crate::server::authorities::Authorities;
 use crate::server::authorized::signable_entries;
+use crate::server::metrics::{ServerMetrics, SvidKind};
 use crate::spiffe::SpiffeId;
 use crate::store::IssuanceRecord;
 
 /// What one batch signs with: the same for every item.
 struct Signer {
     authorities: Arc<Authorities>,
+    metrics: ServerMetrics,
     authorized: Arc<BTreeMap<String, RegistrationEntry>>,
     agent: SpiffeId,
     default_ttl: i64,
@@ -38,6 +40,7 @@ impl NodeApi {
         let ids = params.iter().map(|p| p.entry_id.clone()).collect();
         let signer = Arc::new(Signer {
             authorities: self.state.authorities(),
+            metrics: self.state.metrics.clone(),
             authorized: Arc::new(self.signable(agent, ids, now).await?),
             agent: agent.clone(),
             default_ttl: self.state.settings.default_x509_svid_ttl,
@@ -95,15 +98,18 @@ impl NodeApi {
             .ok_or_else(|| not_authorized(&req.entry_id))?;
         let ttl = entry_ttl(entry.jwt_svid_ttl, self.state.settings.default_jwt_svid_ttl);
         let authorities = self.state.authorities();
-        let token = authorities
-            .jwt()
-            .sign_issued(
-                self.state.settings.jwt_issuer.as_deref(),
-                &entry.spiffe_id,
-                &req.audience,
-                ttl,
-                now,
-            )
+        let token = self
+            .state
+            .metrics
+            .sign(SvidKind::Jwt, || {
+                authorities.jwt().sign_issued(
+                    self.state.settings.jwt_issuer.as_deref(),
+                    &entry.spiffe_id,
+                    &req.audience,
+                    ttl,
+                    now,
+                )
+            })
             .map_err(signing_failed("the JWT-SVID"))?;
         Ok(node::NewJwtsvidResponse {
             token,
@@ -154,7 +160,10 @@ impl Signer {
             ttl_secs: entry_ttl(entry.x509_svid_ttl, self.default_ttl),
             dns_names: &entry.dns_names,
         };
-        match self.authorities.x509().sign_svid(&req, self.now) {
+        let signed = self.metrics.sign(SvidKind::X509, || {
+            self.authorities.x509().sign_svid(&req, self.now)
+        });
+        match signed {
             Ok(cert) => {
                 let record = IssuanceRecord {
                     serial: cert.serial.clone(),

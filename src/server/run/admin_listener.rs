@@ -21,6 +21,7 @@ use super::streams::TrackStreamsLayer;
 use super::ServerError;
 use crate::config::limits::ListenerLimits;
 use crate::errors::Chain;
+use crate::ops::GrpcMetricsLayer;
 use crate::server::admin_api::{AllowedCallers, CallerCheckLayer};
 
 /// Binds the admin socket and serves `routes` on it until `shutdown`.
@@ -29,6 +30,7 @@ pub(super) fn serve(
     allowed_uids: &[u32],
     limits: &ListenerLimits,
     routes: Routes,
+    counted: GrpcMetricsLayer,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, ServerError> {
     let listener = listeners::bind_admin_socket(socket)?;
@@ -52,6 +54,8 @@ pub(super) fn serve(
         .max_concurrent_streams(limits.admin_max_concurrent_streams)
         .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+        // Counted outside every other layer, so refused callers count too.
+        .layer(counted)
         .layer(TrackStreamsLayer::<UdsConnectInfo>::new())
         .layer(CallerCheckLayer(allowed))
         .add_routes(routes);

@@ -107,8 +107,11 @@ pub(super) async fn serve(
     let anonymous = NodeServer::new(api)
         .max_decoding_message_size(ANONYMOUS_MAX_MESSAGE)
         .max_encoding_message_size(crate::proto::NODE_MAX_MESSAGE_SIZE);
+    // Counted outside every other layer, so refused calls count too.
+    let counted = state.metrics.node_api_layer();
     let server = builder(limits)
         .max_concurrent_streams(limits.node_max_concurrent_streams)
+        .layer(counted.clone())
         .layer(TrackStreamsLayer::<TlsConnectInfo<TcpConnectInfo>>::new())
         .add_service(authenticated);
     tasks.push(spawn_router(server, auth_rx, shutdown, "node_api"));
@@ -117,6 +120,7 @@ pub(super) async fn serve(
         .initial_stream_window_size(ANONYMOUS_STREAM_WINDOW)
         .initial_connection_window_size(ANONYMOUS_CONNECTION_WINDOW)
         .timeout(ANONYMOUS_CALL_TIMEOUT)
+        .layer(counted)
         .layer(TrackStreamsLayer::<TlsConnectInfo<TcpConnectInfo>>::new())
         .add_service(anonymous);
     tasks.push(spawn_router(

@@ -291,6 +291,7 @@ impl Refresher {
                 let next = now + t.interval.as_secs() as i64;
                 self.handle.update_status(&td, |s| {
                     s.last_success_at = Some(now);
+                    s.interval_secs = Some(t.interval.as_secs());
                     s.last_error = None;
                     s.consecutive_failures = 0;
                     s.next_refresh_at = Some(next);
@@ -313,6 +314,7 @@ impl Refresher {
                 t.next_at = Instant::now() + backoff;
                 let next = now + backoff.as_secs().max(1) as i64;
                 let message = Chain(&e).to_string();
+                self.state.metrics.federation_refresh_failed(&td);
                 self.handle.update_status(&td, |s| {
                     s.last_error = Some(message);
                     s.consecutive_failures = s.consecutive_failures.saturating_add(1);
