@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use harness::cluster::{Agent, Server};
-use harness::dirs::{free_port, temp_dir};
+use harness::dirs::temp_dir;
 use harness::http::{get, query_escape};
+use harness::ops::{loopback, start_with_ops};
 use harness::process::Proc;
 use harness::workload::{client, rt, wait_for_svid};
 use serde_json::Value;
@@ -308,15 +308,6 @@ fn every_dashboard_query_parses() {
 
 // === a real Prometheus scraping a real Herald ===
 
-/// The `[ops]` table that puts a role's ops listener on `addr`.
-fn ops_table(addr: SocketAddr) -> String {
-    format!("\n[ops]\naddress = \"{addr}\"\n")
-}
-
-fn loopback_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
-
 /// How often to ask Prometheus before giving up, and how long between.
 const POLLS: usize = 240;
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -346,7 +337,7 @@ impl Prometheus {
             ),
         )
         .expect("write prometheus.yml");
-        let addr = loopback_addr();
+        let addr = loopback();
         let mut cmd = Command::new("prometheus");
         cmd.arg(format!("--config.file={}", config.display()))
             .arg(format!(
@@ -411,14 +402,7 @@ fn sample_value(element: &Value) -> f64 {
 #[test]
 fn prometheus_scrapes_a_live_herald() {
     let dir = temp_dir("prom");
-    let (server_ops, agent_ops) = (loopback_addr(), loopback_addr());
-    let server = Server::start(&dir.path().join("server"), &ops_table(server_ops));
-    let (token, agent_id) = server.join_token();
-    let agent_config = server
-        .agent_toml(&dir.path().join("agent"), Some(&token))
-        .extra(&ops_table(agent_ops))
-        .write();
-    let mut agent = Agent::start(&agent_config);
+    let (server, mut agent, agent_id, server_ops, agent_ops) = start_with_ops(dir.path());
     server.create_entry("spiffe://example.org/prometheus-test", &agent_id, &[]);
 
     let rt = rt();
