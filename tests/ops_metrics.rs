@@ -1,6 +1,7 @@
 //! The ops listener of real processes (`herald server run`, `herald agent
 //! run`, `herald dev`) scraped over HTTP: counters move when a workload
-//! fetches its SVID through the Workload API, a refused call is counted
+//! fetches its SVID through the Workload API (and an Envoy its certificate
+//! over SDS), a refused call is counted
 //! with its code, the outage budget is within the SVID's lifetime, /ready
 //! follows the roles' state, and no label carries a SPIFFE ID.
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use harness::cluster::Agent;
 use harness::dirs::temp_dir;
 use harness::ops::{get, parse, request, scrape, start_with_ops, value, Sample};
+use harness::sds::{request as sds_request, sds_client, sotw_first};
 use harness::workload::{client, raw_client, rt, wait_for_svid};
 use herald::proto::workload::X509svidRequest;
 
@@ -92,11 +94,16 @@ fn counters_and_gauges_follow_a_workload_fetch() {
         let c = client(&agent.socket).await;
         let svid = wait_for_svid(&c).await;
         assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/ops/web");
+        // And an Envoy asks for its default certificate over SDS.
+        let mut sds = sds_client(&agent.socket).await;
+        let _stream = sotw_first(&mut sds, sds_request(&["default"], "", "")).await;
     });
 
     let ok = [("rpc", "FetchX509SVID"), ("code", "OK")];
+    let sds_ok = [("rpc", "StreamSecrets"), ("code", "OK")];
     let agent_samples = scrape_until(agent_ops, "the agent's gauges after the fetch", |s| {
         value(s, "herald_agent_workload_api_requests_total", &ok) >= Some(1.0)
+            && value(s, "herald_agent_sds_requests_total", &sds_ok) >= Some(1.0)
             && value(s, "herald_agent_svids", &[]) == Some(1.0)
             && value(s, "herald_agent_ready", &[]) == Some(1.0)
     });

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt as _};
+use herald::agent::metrics::AgentMetrics;
 use herald::agent::run::AgentHandle;
 use herald::proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use herald::proto::workload::spiffe_workload_api_server::{
@@ -227,15 +228,15 @@ fn samples(
 /// The real service, the floor and the floor behind the agent's
 /// `:authority` shim, measured in turn in `ROUNDS` rounds so that all meet
 /// the same machine (this one is shared).
-fn compare(
+fn compare<const N: usize>(
     rts: &Runtimes,
-    sockets: [&Path; 3],
+    sockets: [&Path; N],
     rpc: Rpc,
     concurrency: usize,
     calls: usize,
-) -> [Percentiles; 3] {
+) -> [Percentiles; N] {
     let per_round = calls.div_ceil(ROUNDS);
-    let mut all: [Vec<Duration>; 3] = Default::default();
+    let mut all: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
     for _ in 0..ROUNDS {
         for (socket, out) in sockets.iter().zip(all.iter_mut()) {
             out.extend(samples(rts, socket, rpc, concurrency, per_round));
@@ -318,24 +319,42 @@ impl SpiffeWorkloadApi for Floor {
 /// Serves the floor on the agent runtime at `path` until the runtime
 /// stops; with `shim`, every connection first passes through the agent's
 /// HTTP/2 `:authority` shim, as the real Workload API's connections do.
-fn serve_floor(rts: &Runtimes, path: &Path, floor: Floor, shim: bool) {
+/// What stands in front of the floor service.
+#[derive(Clone, Copy, PartialEq)]
+enum Front {
+    /// Nothing: tonic over the Unix socket.
+    Plain,
+    /// The agent's `:authority` shim.
+    Shim,
+    /// The agent's gRPC metrics layer (counting each call by RPC and code).
+    Counted,
+}
+
+fn serve_floor(rts: &Runtimes, path: &Path, floor: Floor, front: Front) {
     let listener = {
         let _guard = rts.agent.enter();
         tokio::net::UnixListener::bind(path).unwrap()
     };
-    let server =
-        tonic::transport::Server::builder().add_service(SpiffeWorkloadApiServer::new(floor));
+    let service = SpiffeWorkloadApiServer::new(floor);
     rts.agent.spawn(async move {
-        if shim {
-            server
+        let plain = tokio_stream::wrappers::UnixListenerStream::new;
+        match front {
+            Front::Shim => tonic::transport::Server::builder()
+                .add_service(service)
                 .serve_with_incoming(herald::agent::h2_authority::incoming(listener))
                 .await
-                .unwrap();
-        } else {
-            server
-                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+                .unwrap(),
+            Front::Plain => tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(plain(listener))
                 .await
-                .unwrap();
+                .unwrap(),
+            Front::Counted => tonic::transport::Server::builder()
+                .layer(AgentMetrics::default().workload_socket_layer())
+                .add_service(service)
+                .serve_with_incoming(plain(listener))
+                .await
+                .unwrap(),
         }
     });
 }
@@ -368,13 +387,20 @@ pub fn run(scale: &Scale, c: &WorkloadCluster, report: &mut Report) {
     };
     let floor_path = c.dir.path().join("floor.sock");
     let shim_path = c.dir.path().join("floor-shim.sock");
-    serve_floor(&c.rts, &floor_path, floor.clone(), false);
-    serve_floor(&c.rts, &shim_path, floor, true);
+    let counted_path = c.dir.path().join("floor-counted.sock");
+    serve_floor(&c.rts, &floor_path, floor.clone(), Front::Plain);
+    serve_floor(&c.rts, &shim_path, floor.clone(), Front::Shim);
+    serve_floor(&c.rts, &counted_path, floor, Front::Counted);
 
     for rpc in [Rpc::X509, Rpc::Jwt] {
         for (conc, calls) in [(1, scale.calls_c1), (32, scale.calls_c32)] {
-            let sockets = [socket.as_path(), floor_path.as_path(), shim_path.as_path()];
-            let [real, floor, shim] = compare(&c.rts, sockets, rpc, conc, calls);
+            let sockets = [
+                socket.as_path(),
+                floor_path.as_path(),
+                shim_path.as_path(),
+                counted_path.as_path(),
+            ];
+            let [real, floor, shim, counted] = compare(&c.rts, sockets, rpc, conc, calls);
             println!(
                 "  {} c={conc}: {} calls each, max {} (floor max {})",
                 rpc.name(),
@@ -402,6 +428,15 @@ pub fn run(scale: &Scale, c: &WorkloadCluster, report: &mut Report) {
                 value: fmt_dur(shim.p50),
                 baseline: format!("tonic echo over UDS {}", fmt_dur(floor.p50)),
                 ratio: ratio(shim.p50.as_secs_f64(), floor.p50.as_secs_f64()),
+                target: "–".into(),
+                met: None,
+            });
+            report.add(Row {
+                item: "2 workload API",
+                figure: format!("  part: the echo behind the metrics layer, c={conc} p50"),
+                value: fmt_dur(counted.p50),
+                baseline: format!("tonic echo over UDS {}", fmt_dur(floor.p50)),
+                ratio: ratio(counted.p50.as_secs_f64(), floor.p50.as_secs_f64()),
                 target: "–".into(),
                 met: None,
             });

@@ -209,7 +209,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         ca_not_after = authorities.x509().not_after(),
         "CA loaded"
     );
-    let state = ServerState::with_metrics(
+    let state = ServerState::new(
         config.trust_domain.clone(),
         store,
         keys,

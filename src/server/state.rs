@@ -115,27 +115,9 @@ impl Drop for Connection {
 }
 
 impl ServerState {
-    /// Wires the pieces together.
+    /// Wires the pieces together; what happens is counted into `metrics`
+    /// (which the store may already time into).
     pub fn new(
-        trust_domain: TrustDomain,
-        store: Arc<dyn DataStore>,
-        keys: Arc<dyn KeyManager>,
-        authorities: Authorities,
-        settings: ServerSettings,
-    ) -> Arc<Self> {
-        Self::with_metrics(
-            trust_domain,
-            store,
-            keys,
-            authorities,
-            settings,
-            ServerMetrics::default(),
-        )
-    }
-
-    /// Like [`ServerState::new`], counting into `metrics` (which the store
-    /// may already time into).
-    pub fn with_metrics(
         trust_domain: TrustDomain,
         store: Arc<dyn DataStore>,
         keys: Arc<dyn KeyManager>,
@@ -316,5 +298,6 @@ pub(crate) fn test_state(store: crate::store::SledStore) -> Arc<ServerState> {
         keys,
         authorities,
         ServerSettings::default(),
+        ServerMetrics::default(),
     )
 }

@@ -13,6 +13,7 @@ use herald::server::federation::{
     serve_bundle_endpoint, spawn_refresher_with, BundleEndpointConfig, EndpointProfile,
     RefresherHandle, RefresherSettings, WebRoots,
 };
+use herald::server::metrics::ServerMetrics;
 use herald::server::state::{ServerSettings, ServerState};
 use herald::spiffe::{Bundle, SpiffeId, TrustDomain};
 use herald::store::SledStore;
@@ -56,6 +57,7 @@ impl Peer {
             keys.clone(),
             authorities,
             ServerSettings::default(),
+            ServerMetrics::default(),
         );
         let (shutdown, _) = watch::channel(false);
         Peer {
