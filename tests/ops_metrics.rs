@@ -8,42 +8,17 @@
 mod harness;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use harness::cluster::{Agent, Server};
-use harness::config::ServerToml;
-use harness::dirs::{free_port, temp_dir};
-use harness::ops::{get, parse, request, scrape, value, Sample};
+use harness::cluster::Agent;
+use harness::dirs::temp_dir;
+use harness::ops::{get, parse, request, scrape, start_with_ops, value, Sample};
 use harness::sds::{request as sds_request, sds_client, sotw_first};
 use harness::workload::{client, raw_client, rt, wait_for_svid};
 use herald::proto::workload::X509svidRequest;
 
 /// The X509-SVID lifetime of the servers here (the default).
 const SVID_TTL: f64 = 3600.0;
-
-fn ops_table(addr: SocketAddr) -> String {
-    format!("\n[ops]\naddress = \"{addr}\"\n")
-}
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
-
-/// A server and an attested agent, each with its ops listener; and the
-/// agent's ID and both listeners' addresses.
-fn start(dir: &Path) -> (Server, Agent, String, SocketAddr, SocketAddr) {
-    let (server_ops, agent_ops) = (loopback(), loopback());
-    let server =
-        Server::start_with(&ServerToml::new(&dir.join("server")).extra(&ops_table(server_ops)));
-    let (token, agent_id) = server.join_token();
-    let config = server
-        .agent_toml(&dir.join("agent"), Some(&token))
-        .extra(&ops_table(agent_ops))
-        .write();
-    let agent = Agent::start(&config);
-    (server, agent, agent_id, server_ops, agent_ops)
-}
 
 /// Polls `check` on fresh scrapes of `addr` until it holds (20 s at most).
 fn scrape_until(addr: SocketAddr, what: &str, check: impl Fn(&[Sample]) -> bool) -> Vec<Sample> {
@@ -82,7 +57,7 @@ fn the_exposition_parser_reads_escapes_and_infinities() {
 #[test]
 fn counters_and_gauges_follow_a_workload_fetch() {
     let dir = temp_dir("ops");
-    let (server, agent, agent_id, server_ops, agent_ops) = start(dir.path());
+    let (server, agent, agent_id, server_ops, agent_ops) = start_with_ops(dir.path());
 
     // Probes and the HTTP surface.
     for addr in [server_ops, agent_ops] {
@@ -226,7 +201,7 @@ fn counters_and_gauges_follow_a_workload_fetch() {
 #[test]
 fn an_agent_restarted_without_its_server_is_not_ready() {
     let dir = temp_dir("ops-offline");
-    let (mut server, mut agent, agent_id, _, agent_ops) = start(dir.path());
+    let (mut server, mut agent, agent_id, _, agent_ops) = start_with_ops(dir.path());
     server.create_entry("spiffe://example.org/ops/offline", &agent_id, &[]);
     rt().block_on(async {
         wait_for_svid(&client(&agent.socket).await).await;

@@ -15,6 +15,7 @@
 //! - [`postgres`]: a PostgreSQL database of the test's own, and the `[store]` table naming it.
 //! - [`peer`]: in-process servers ("peers") and services on Unix sockets.
 //! - [`admin`]: the admin API of an in-process server, and its request helpers.
+//! - [`http`]: HTTP GETs through hyper, for servers that may chunk their answers (Prometheus).
 //! - [`web`]: a test Web PKI and raw HTTPS for the federation bundle endpoint.
 //! - [`openssl`]: OpenSSL as an independent verifier.
 //! - [`ops`]: the ops listener over HTTP, and its metrics parsed.
@@ -33,6 +34,7 @@ pub mod cluster;
 pub mod config;
 pub mod dirs;
 pub mod hostile;
+pub mod http;
 pub mod node;
 pub mod openssl;
 pub mod ops;

@@ -1,11 +1,41 @@
-//! The ops listener as Prometheus and a kubelet meet it: one HTTP/1.1 GET
-//! over a plain TCP connection, and the exposition text parsed into
-//! samples (name, labels, value).
+//! The ops listener as Prometheus and a kubelet meet it: roles started
+//! with one, one HTTP/1.1 GET over a plain TCP connection, and the
+//! exposition text parsed into samples (name, labels, value).
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::time::Duration;
+
+use super::cluster::{Agent, Server};
+use super::config::ServerToml;
+use super::dirs::free_port;
+
+/// The `[ops]` table that puts a role's ops listener on `addr`.
+pub fn ops_table(addr: SocketAddr) -> String {
+    format!("\n[ops]\naddress = \"{addr}\"\n")
+}
+
+/// A loopback address whose port nothing listened on a moment ago.
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A server and an attested agent in `dir`, each with its ops listener;
+/// and the agent's ID and both listeners' addresses.
+pub fn start_with_ops(dir: &Path) -> (Server, Agent, String, SocketAddr, SocketAddr) {
+    let (server_ops, agent_ops) = (loopback(), loopback());
+    let server =
+        Server::start_with(&ServerToml::new(&dir.join("server")).extra(&ops_table(server_ops)));
+    let (token, agent_id) = server.join_token();
+    let config = server
+        .agent_toml(&dir.join("agent"), Some(&token))
+        .extra(&ops_table(agent_ops))
+        .write();
+    let agent = Agent::start(&config);
+    (server, agent, agent_id, server_ops, agent_ops)
+}
 
 /// One HTTP answer: status, header lines (names lowercased) and body.
 #[derive(Debug)]
