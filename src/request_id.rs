@@ -1,6 +1,7 @@
-//! One request id per gRPC call, on every listener (node, admin and
-//! Workload API): 128 random bits as 32 hex characters, fresh for each
-//! call (never taken from the caller, who could forge one).
+//! One request id per gRPC call on the server's listeners (node and admin;
+//! not the agent's Workload API, see `agent/workload_api.rs`): 128 random
+//! bits as 32 hex characters, fresh for each call (never taken from the
+//! caller, who could forge one).
 //!
 //! [`RequestIdLayer`] puts the id in the request's extensions (where the
 //! server's audit log reads it), runs the call and the polling of its

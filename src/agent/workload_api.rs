@@ -211,7 +211,11 @@ impl WorkloadApi {
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .layer(counted)
             .layer(TrackRequestsLayer)
-            .layer(crate::request_id::RequestIdLayer)
+            // No per-call request id span here (the server's APIs have one,
+            // for the audit log): a span per stream stays in the log
+            // registry's slab, and a flood of streams by any local user left
+            // ~8 MiB the allocator could not return (tests/
+            // security_workload_api.rs, streams_per_connection_...).
             .add_service(SpiffeWorkloadApiServer::new(handler))
             .add_service(sds.into_service())
             .serve_with_incoming_shutdown(
