@@ -309,7 +309,9 @@ mod tests {
     #[test]
     fn the_documented_table_parses() {
         let doc = include_str!("../../deploy/agent.toml");
-        let table = doc.split("# [workload_attestors.k8s]").nth(1).unwrap();
+        let after = doc.split("# [workload_attestors.k8s]").nth(1).unwrap();
+        // The table's part ends where the next (commented) table begins.
+        let table = after.split("\n# [").next().unwrap();
         let keys: String = table
             .lines()
             .filter_map(|l| l.strip_prefix("# "))
