@@ -7,6 +7,48 @@ use super::{
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
 };
 use crate::registration::RegistrationEntry;
+use crate::spiffe::{Bundle, SpiffeId};
+
+/// The error for an agent ID with no record.
+pub(crate) fn agent_not_found(id: &SpiffeId) -> StoreError {
+    StoreError::NotFound {
+        kind: "agent",
+        id: id.to_string(),
+    }
+}
+
+/// Logs the outcome of a batch of entry creations, the same for both
+/// backends.
+pub(crate) fn log_created<T>(results: &[Result<T, StoreError>]) {
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    tracing::debug!(
+        created,
+        failed = results.len() - created,
+        "created registration entries"
+    );
+}
+
+/// The span of one bundle write, the same for both backends.
+pub(crate) fn set_bundle_span(bundle: &Bundle) -> tracing::span::EnteredSpan {
+    tracing::debug_span!(
+        "store.set_bundle",
+        trust_domain = bundle.trust_domain.name(),
+        sequence = bundle.sequence
+    )
+    .entered()
+}
+
+/// The span of one CA journal write, the same for both backends.
+pub(crate) fn put_authority_span(record: &AuthorityRecord) -> tracing::span::EnteredSpan {
+    tracing::debug_span!(
+        "store.put_authority",
+        authority_id = %record.id,
+        kind = ?record.kind,
+        state = ?record.state,
+        tainted = record.tainted
+    )
+    .entered()
+}
 
 /// The number of items a page request asks for, defaulted and capped.
 pub(crate) fn page_size(page: &PageRequest) -> usize {

@@ -8,7 +8,7 @@ use tokio_postgres::types::Json;
 use super::codec::{column, into_page, limit_plus_one, record};
 use super::PostgresStore;
 use crate::spiffe::SpiffeId;
-use crate::store::common::{check_agent_change, page_size};
+use crate::store::common::{agent_not_found, check_agent_change, page_size};
 use crate::store::{AttestedAgent, Page, PageRequest, StoreError};
 
 const TABLE: &str = "agents";
@@ -64,10 +64,7 @@ impl PostgresStore {
             )
             .await
             .map_err(StoreError::pg(OP))?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "agent",
-                id: id.to_string(),
-            })?;
+            .ok_or_else(|| agent_not_found(id))?;
         let current: AttestedAgent = record(&row, 0, TABLE, id.as_str())?;
         let next = change(&current)?;
         check_agent_change(&current, &next)?;
@@ -136,10 +133,7 @@ impl PostgresStore {
             )
             .await
             .map_err(StoreError::pg(OP))?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "agent",
-                id: id.to_string(),
-            })?;
+            .ok_or_else(|| agent_not_found(id))?;
         record(&row, 0, TABLE, id.as_str())
     }
 }

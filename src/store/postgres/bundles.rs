@@ -7,6 +7,7 @@ use super::codec::{column, record};
 use super::PostgresStore;
 use crate::spiffe::{Bundle, TrustDomain};
 use crate::store::stored_bundle::{trust_domain_of, StoredBundle};
+use crate::store::common::set_bundle_span;
 use crate::store::StoreError;
 
 const TABLE: &str = "bundles";
@@ -22,12 +23,7 @@ impl PostgresStore {
     pub(super) async fn set_bundle_impl(&self, bundle: &Bundle) -> Result<(), StoreError> {
         const OP: &str = "write a bundle";
         let td = bundle.trust_domain.name();
-        let _span = tracing::debug_span!(
-            "store.set_bundle",
-            trust_domain = td,
-            sequence = bundle.sequence
-        )
-        .entered();
+        let _span = set_bundle_span(bundle);
         let stored = StoredBundle::from_bundle(bundle)?;
         let sequence = i64::try_from(bundle.sequence).unwrap_or(i64::MAX);
         let client = self.client(OP).await?;

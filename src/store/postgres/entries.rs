@@ -10,7 +10,7 @@ use tokio_postgres::types::Json;
 use super::codec::{column, record, violates};
 use super::PostgresStore;
 use crate::registration::RegistrationEntry;
-use crate::store::common::{new_entry, similar_key};
+use crate::store::common::{log_created, new_entry, similar_key};
 use crate::store::StoreError;
 
 const TABLE: &str = "entries";
@@ -103,12 +103,7 @@ impl PostgresStore {
             results[i] = Err(e);
         }
         let results: Vec<_> = results.into_iter().map(|r| r.map(|(e, _)| e)).collect();
-        let created = results.iter().filter(|r| r.is_ok()).count();
-        tracing::debug!(
-            created,
-            failed = results.len() - created,
-            "created registration entries"
-        );
+        log_created(&results);
         Ok(results)
     }
 

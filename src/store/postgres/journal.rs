@@ -4,7 +4,7 @@ use tokio_postgres::types::Json;
 
 use super::codec::{column, record};
 use super::PostgresStore;
-use crate::store::common::check_authority;
+use crate::store::common::{check_authority, put_authority_span};
 use crate::store::{AuthorityRecord, StoreError};
 
 const TABLE: &str = "authorities";
@@ -17,14 +17,7 @@ fn decode(row: &tokio_postgres::Row) -> Result<AuthorityRecord, StoreError> {
 impl PostgresStore {
     pub(super) async fn put_authority_impl(&self, rec: &AuthorityRecord) -> Result<(), StoreError> {
         const OP: &str = "write an authority record";
-        let _span = tracing::debug_span!(
-            "store.put_authority",
-            authority_id = %rec.id,
-            kind = ?rec.kind,
-            state = ?rec.state,
-            tainted = rec.tainted
-        )
-        .entered();
+        let _span = put_authority_span(rec);
         check_authority(rec)?;
         let client = self.client(OP).await?;
         client

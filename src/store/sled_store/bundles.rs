@@ -5,7 +5,7 @@
 use super::codec::{decode, delete_with, encode};
 use super::{SledStore, BUNDLES};
 use crate::spiffe::{Bundle, TrustDomain};
-use crate::store::common::check_relationship;
+use crate::store::common::{check_relationship, set_bundle_span};
 use crate::store::stored_bundle::{trust_domain_of, StoredBundle};
 use crate::store::{FederationRelationship, StoreError};
 
@@ -17,12 +17,7 @@ fn bundle_from_stored(td: TrustDomain, key: &[u8], bytes: &[u8]) -> Result<Bundl
 impl SledStore {
     pub(super) fn set_bundle_impl(&self, bundle: &Bundle) -> Result<(), StoreError> {
         let td = bundle.trust_domain.name();
-        let _span = tracing::debug_span!(
-            "store.set_bundle",
-            trust_domain = td,
-            sequence = bundle.sequence
-        )
-        .entered();
+        let _span = set_bundle_span(bundle);
         let stored = StoredBundle::from_bundle(bundle)?;
         let bytes = encode("bundle", td, &stored)?;
         self.bundles

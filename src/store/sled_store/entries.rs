@@ -7,7 +7,7 @@ use sled::{Transactional, Tree};
 use super::codec::{abort, decode, encode, key_str, tx_result};
 use super::{SledStore, ENTRIES};
 use crate::registration::RegistrationEntry;
-use crate::store::common::{new_entry, similar_key};
+use crate::store::common::{log_created, new_entry, similar_key};
 use crate::store::{entry_expired, StoreError};
 
 const KIND: &str = "registration entry";
@@ -180,12 +180,7 @@ impl SledStore {
                 (Ok(p), None) => Ok(p.entry),
             })
             .collect();
-        let created = results.iter().filter(|r| r.is_ok()).count();
-        tracing::debug!(
-            created,
-            failed = results.len() - created,
-            "created registration entries"
-        );
+        log_created(&results);
         Ok(results)
     }
 

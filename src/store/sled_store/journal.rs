@@ -7,7 +7,7 @@ use sled::Transactional;
 
 use super::codec::{decode, encode, list_json, tx_result};
 use super::{SledStore, ISSUANCES};
-use crate::store::common::check_authority;
+use crate::store::common::{check_authority, put_authority_span};
 use crate::store::{AuthorityRecord, IssuanceRecord, StoreError};
 
 /// Rows removed per transaction when pruning, to bound the memory a single
@@ -27,14 +27,7 @@ fn expiry_key(not_after: i64, serial: &str) -> Vec<u8> {
 
 impl SledStore {
     pub(super) fn put_authority_impl(&self, record: &AuthorityRecord) -> Result<(), StoreError> {
-        let _span = tracing::debug_span!(
-            "store.put_authority",
-            authority_id = %record.id,
-            kind = ?record.kind,
-            state = ?record.state,
-            tainted = record.tainted
-        )
-        .entered();
+        let _span = put_authority_span(record);
         check_authority(record)?;
         let bytes = encode("authority", &record.id, record)?;
         self.authorities
