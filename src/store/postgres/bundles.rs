@@ -6,8 +6,8 @@ use tokio_postgres::types::Json;
 use super::codec::{column, record};
 use super::PostgresStore;
 use crate::spiffe::{Bundle, TrustDomain};
-use crate::store::stored_bundle::{trust_domain_of, StoredBundle};
 use crate::store::common::set_bundle_span;
+use crate::store::stored_bundle::{trust_domain_of, StoredBundle};
 use crate::store::StoreError;
 
 const TABLE: &str = "bundles";
