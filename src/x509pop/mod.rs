@@ -14,6 +14,8 @@
 
 pub mod challenge;
 pub mod template;
+#[doc(hidden)]
+pub mod test_pki;
 pub mod selectors;
 pub mod verify;
 
