@@ -17,6 +17,8 @@ mod sync;
 mod sync_route;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod x509pop_tests;
 
 pub use self::downstream::DownstreamPolicy;
 pub use self::federated::{FederatedCache, FederatedWire};

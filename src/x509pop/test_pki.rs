@@ -69,3 +69,25 @@ impl TestCa {
         })
     }
 }
+
+impl Machine {
+    /// A proof for `challenge` and `csr` by this machine's key, with the
+    /// leaf and `intermediates` as chain.
+    pub fn proof(
+        &self,
+        intermediates: &[&TestCa],
+        challenge: Vec<u8>,
+        csr: &[u8],
+    ) -> Result<crate::proto::node::X509PopProof, rcgen::Error> {
+        use rcgen::SigningKey as _;
+        let key = KeyPair::from_pem(&self.key_pem)?;
+        let signature = key.sign(&super::signed_message(&challenge, csr))?;
+        let mut chain = vec![self.leaf.clone()];
+        chain.extend(intermediates.iter().map(|ca| ca.der()));
+        Ok(crate::proto::node::X509PopProof {
+            chain,
+            challenge,
+            signature,
+        })
+    }
+}
