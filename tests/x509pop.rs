@@ -30,7 +30,12 @@ fn server(dir: &Path, root: &TestCa) -> Server {
 }
 
 /// Writes the machine's files into `dir` and the agent config using them.
-fn agent_config(server: &Server, dir: &Path, machine: &Machine, inter: &TestCa) -> std::path::PathBuf {
+fn agent_config(
+    server: &Server,
+    dir: &Path,
+    machine: &Machine,
+    inter: &TestCa,
+) -> std::path::PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let cert = dir.join("machine.pem");
     let key = dir.join("machine.key");
@@ -52,7 +57,13 @@ fn selector_values(shown: &serde_json::Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| format!("{}:{}", s["type"].as_str().unwrap(), s["value"].as_str().unwrap()))
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s["type"].as_str().unwrap(),
+                s["value"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -62,7 +73,11 @@ fn agent_attests_by_x509pop_reattests_and_is_stopped_by_a_ban() {
     let root = TestCa::root("machines root").unwrap();
     let inter = root.intermediate("machines intermediate").unwrap();
     let machine = inter
-        .machine("db-1", "db-1.example.net", rcgen::KeyPair::generate().unwrap())
+        .machine(
+            "db-1",
+            "db-1.example.net",
+            rcgen::KeyPair::generate().unwrap(),
+        )
         .unwrap();
     let server = server(dir.path(), &root);
     let agent_dir = dir.path().join("agent");
@@ -101,7 +116,12 @@ fn agent_attests_by_x509pop_reattests_and_is_stopped_by_a_ban() {
     let again = server.cli_json(&["agent", "show", "--spiffe-id", &agent_id]);
     assert_eq!(again["attestation_type"], "x509pop", "{again}");
     assert_ne!(again["x509svid_serial_number"], serial_before, "{again}");
-    assert_eq!(server.cli_json(&["agent", "list"])["agents"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        server.cli_json(&["agent", "list"])["agents"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
 
     // Banned: the same proof no longer admits it.
     server.cli_ok(&["agent", "ban", "--spiffe-id", &agent_id]);
@@ -119,7 +139,11 @@ fn a_machine_certificate_from_another_ca_is_refused() {
     let other = TestCa::root("other root").unwrap();
     let inter = other.intermediate("other intermediate").unwrap();
     let machine = inter
-        .machine("intruder", "intruder.example.net", rcgen::KeyPair::generate().unwrap())
+        .machine(
+            "intruder",
+            "intruder.example.net",
+            rcgen::KeyPair::generate().unwrap(),
+        )
         .unwrap();
     let server = server(dir.path(), &trusted);
     let config = agent_config(&server, &dir.path().join("agent"), &machine, &inter);
@@ -127,5 +151,9 @@ fn a_machine_certificate_from_another_ca_is_refused() {
     let line = agent.wait_for_line("does not chain to the server's ca_bundle_path", WAIT);
     assert!(line.contains("permission denied"), "{line}");
     let agents = server.cli_json(&["agent", "list"]);
-    assert_eq!(agents["agents"].as_array().map(Vec::len), Some(0), "{agents}");
+    assert_eq!(
+        agents["agents"].as_array().map(Vec::len),
+        Some(0),
+        "{agents}"
+    );
 }

@@ -19,8 +19,8 @@ use super::persist::{self, Persister};
 use super::workload_api::{WorkloadApi, WorkloadApiLimits, WorkloadApiOptions};
 use crate::ca::keys::pem_blocks;
 use crate::clock;
-use crate::config::{AgentConfig, Bootstrap};
 use crate::config::node_attestors::NodeAttestation;
+use crate::config::{AgentConfig, Bootstrap};
 use crate::node::{
     attest_with, AttestError, CredentialStore, Method, NodeClientError, ServerConnector,
 };

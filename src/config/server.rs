@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::federation::FederationConfig;
 use super::limits::ListenerLimits;
-use super::ops::{ops_config, OpsConfig, RawOps};
 use super::node_attestors::{server_x509pop, RawServerAttestors, X509PopServerSettings};
+use super::ops::{ops_config, OpsConfig, RawOps};
 use super::store::StoreConfig;
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
 use crate::ca::KeyType;

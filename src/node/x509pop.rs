@@ -43,7 +43,9 @@ pub enum MachineError {
         source: PemError,
     },
     /// The key does not load (wrong format or algorithm).
-    #[error("x509pop: {path} is not a supported PKCS#8 private key (ECDSA P-256/P-384, RSA, Ed25519)")]
+    #[error(
+        "x509pop: {path} is not a supported PKCS#8 private key (ECDSA P-256/P-384, RSA, Ed25519)"
+    )]
     Key {
         /// The key file.
         path: PathBuf,
@@ -77,7 +79,11 @@ fn certs(path: &Path) -> Result<Vec<Vec<u8>>, MachineError> {
 impl MachineFiles {
     /// Reads the chain and the key now, and signs the proof for
     /// `challenge` bound to `csr`.
-    pub fn proof(&self, challenge: Vec<u8>, csr: &[u8]) -> Result<node::X509PopProof, MachineError> {
+    pub fn proof(
+        &self,
+        challenge: Vec<u8>,
+        csr: &[u8],
+    ) -> Result<node::X509PopProof, MachineError> {
         let mut chain = certs(&self.certificate_path)?;
         if let Some(p) = &self.intermediates_path {
             chain.extend(certs(p)?);

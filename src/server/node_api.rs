@@ -42,12 +42,11 @@ use crate::errors::Chain;
 use crate::node::wire::bundle_to_wire;
 use crate::proto::node::node_server::Node;
 use crate::proto::node::{
-    self, AckBundleRequest, AckBundleResponse, AttestRequest, AttestResponse, ChallengeRequest,
-    ChallengeResponse,
+    self, AckBundleRequest, AckBundleResponse, AttestRequest, AttestResponse,
     BatchNewX509svidRequest as X509Batch, BatchNewX509svidResponse as X509BatchResponse,
-    NewDownstreamX509caRequest as DownstreamRequest, NewDownstreamX509caResponse as DownstreamCa,
-    NewJwtsvidRequest as JwtRequest, NewJwtsvidResponse as JwtResponse, RenewAgentRequest,
-    RenewAgentResponse,
+    ChallengeRequest, ChallengeResponse, NewDownstreamX509caRequest as DownstreamRequest,
+    NewDownstreamX509caResponse as DownstreamCa, NewJwtsvidRequest as JwtRequest,
+    NewJwtsvidResponse as JwtResponse, RenewAgentRequest, RenewAgentResponse,
 };
 use crate::registration::RegistrationEntry;
 use crate::server::run::NodeConnectInfo;

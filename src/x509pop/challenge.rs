@@ -22,7 +22,9 @@ pub enum ChallengeError {
     #[error("the challenge is malformed ({0} bytes)")]
     Malformed(usize),
     /// The MAC does not match: not issued by this server (process).
-    #[error("the challenge was not issued by this server (or the server restarted): ask for a new one")]
+    #[error(
+        "the challenge was not issued by this server (or the server restarted): ask for a new one"
+    )]
     BadMac,
     /// Past its expiry.
     #[error("the challenge expired at {0}: ask for a new one")]
@@ -48,7 +50,8 @@ impl ChallengeKey {
     /// A fresh random key.
     pub fn generate() -> Result<Self, ChallengeError> {
         let rng = SystemRandom::new();
-        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).map_err(|_| ChallengeError::Random)?;
+        let key =
+            hmac::Key::generate(hmac::HMAC_SHA256, &rng).map_err(|_| ChallengeError::Random)?;
         Ok(ChallengeKey { key, rng })
     }
 
@@ -58,7 +61,9 @@ impl ChallengeKey {
         let mut out = Vec::with_capacity(BODY_LEN + MAC_LEN);
         out.extend_from_slice(&expires_at.to_be_bytes());
         let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce).map_err(|_| ChallengeError::Random)?;
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| ChallengeError::Random)?;
         out.extend_from_slice(&nonce);
         let tag = hmac::sign(&self.key, &[MAC_LABEL, &out].concat());
         out.extend_from_slice(tag.as_ref());
@@ -107,6 +112,9 @@ mod tests {
         // Pushing the expiry forward breaks the MAC.
         c[0] ^= 1;
         assert_eq!(key.check(&c, 1000), Err(ChallengeError::BadMac));
-        assert_eq!(key.check(&c[..10], 1000), Err(ChallengeError::Malformed(10)));
+        assert_eq!(
+            key.check(&c[..10], 1000),
+            Err(ChallengeError::Malformed(10))
+        );
     }
 }

@@ -13,10 +13,10 @@
 //! Shared by the server (verifies) and the agent (signs); imports neither.
 
 pub mod challenge;
+pub mod selectors;
 pub mod template;
 #[doc(hidden)]
 pub mod test_pki;
-pub mod selectors;
 pub mod verify;
 
 pub use challenge::{ChallengeError, ChallengeKey};
@@ -44,5 +44,8 @@ pub fn signed_message(challenge: &[u8], csr: &[u8]) -> Vec<u8> {
 /// SHA-1 only names a certificate here (as SPIRE does); nothing is trusted
 /// because of it.
 pub fn fingerprint(der: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der))
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        der,
+    ))
 }

@@ -45,8 +45,14 @@ pub fn leaf_facts(der: &[u8]) -> Result<LeafFacts, der::Error> {
             let v = &atv.value;
             v.decode_as::<Utf8StringRef<'_>>()
                 .map(|s| s.as_str().to_string())
-                .or_else(|_| v.decode_as::<PrintableStringRef<'_>>().map(|s| s.as_str().to_string()))
-                .or_else(|_| v.decode_as::<Ia5StringRef<'_>>().map(|s| s.as_str().to_string()))
+                .or_else(|_| {
+                    v.decode_as::<PrintableStringRef<'_>>()
+                        .map(|s| s.as_str().to_string())
+                })
+                .or_else(|_| {
+                    v.decode_as::<Ia5StringRef<'_>>()
+                        .map(|s| s.as_str().to_string())
+                })
                 .ok()
         });
     let sans = tbs
@@ -86,7 +92,10 @@ pub fn selectors(leaf: &LeafFacts, cas: &[Vec<u8>]) -> Vec<Selector> {
     if let Some(cn) = &leaf.subject_cn {
         values.push(format!("subject:cn:{cn}"));
     }
-    values.extend(cas.iter().map(|ca| format!("ca:fingerprint:{}", fingerprint(ca))));
+    values.extend(
+        cas.iter()
+            .map(|ca| format!("ca:fingerprint:{}", fingerprint(ca))),
+    );
     values.extend(leaf.sans.iter().map(|s| format!("san:{s}")));
     values.push(format!("serialnumber:{}", leaf.serial_number));
     let mut out: Vec<Selector> = values

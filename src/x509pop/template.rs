@@ -124,15 +124,23 @@ mod tests {
 
     #[test]
     fn default_template_is_spire_shape() {
-        let id = PathTemplate::default().agent_id(&td(), &facts(None)).unwrap();
-        assert_eq!(id.to_string(), "spiffe://example.org/herald/agent/x509pop/ab12");
+        let id = PathTemplate::default()
+            .agent_id(&td(), &facts(None))
+            .unwrap();
+        assert_eq!(
+            id.to_string(),
+            "spiffe://example.org/herald/agent/x509pop/ab12"
+        );
     }
 
     #[test]
     fn placeholders_are_substituted() {
         let t = PathTemplate::parse("/vm/{{ subject_cn }}/{{serial_number}}", &td()).unwrap();
         let id = t.agent_id(&td(), &facts(Some("db-1"))).unwrap();
-        assert_eq!(id.to_string(), "spiffe://example.org/herald/agent/vm/db-1/7f");
+        assert_eq!(
+            id.to_string(),
+            "spiffe://example.org/herald/agent/vm/db-1/7f"
+        );
         assert!(matches!(
             t.agent_id(&td(), &facts(None)),
             Err(TemplateError::NoCommonName)

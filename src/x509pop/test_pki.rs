@@ -52,15 +52,11 @@ impl TestCa {
 
     /// A machine leaf for `key` with CN `cn`, DNS SAN `dns`, a URI SAN and
     /// the clientAuth EKU.
-    pub fn machine(
-        &self,
-        cn: &str,
-        dns: &str,
-        key: KeyPair,
-    ) -> Result<Machine, rcgen::Error> {
+    pub fn machine(&self, cn: &str, dns: &str, key: KeyPair) -> Result<Machine, rcgen::Error> {
         let mut p = CertificateParams::new(vec![dns.to_string()])?;
         p.distinguished_name.push(DnType::CommonName, cn);
-        p.subject_alt_names.push(SanType::URI("urn:machine:test".try_into()?));
+        p.subject_alt_names
+            .push(SanType::URI("urn:machine:test".try_into()?));
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = p.signed_by(&key, &self.issuer)?;
         Ok(Machine {

@@ -13,8 +13,8 @@ use webpki::{EndEntityCert, KeyUsage};
 
 use super::challenge::{ChallengeError, ChallengeKey};
 use super::selectors::{leaf_facts, selectors, LeafFacts};
-use super::template::{PathTemplate, TemplateError, TemplateFacts};
 use super::signed_message;
+use super::template::{PathTemplate, TemplateError, TemplateFacts};
 use crate::registration::Selector;
 use crate::spiffe::{SpiffeId, TrustDomain};
 
@@ -103,15 +103,18 @@ impl X509PopVerifier {
         self.challenges.check(proof.challenge, now)?;
         let (leaf_der, rest) = proof.chain.split_first().ok_or(VerifyError::NoChain)?;
         let leaf_der = CertificateDer::from(leaf_der.as_slice());
-        let intermediates: Vec<CertificateDer<'_>> =
-            rest.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+        let intermediates: Vec<CertificateDer<'_>> = rest
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
         let anchors: Vec<_> = self
             .roots
             .iter()
             .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
             .collect();
         let ee = EndEntityCert::try_from(&leaf_der).map_err(VerifyError::Chain)?;
-        let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.max(0).unsigned_abs()));
+        let time =
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.max(0).unsigned_abs()));
         let path = ee
             .verify_for_usage(
                 webpki::ALL_VERIFICATION_ALGS,

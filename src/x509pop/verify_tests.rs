@@ -19,7 +19,11 @@ fn pki() -> Pki {
     let machine = inter
         .machine("db-1", "db-1.example.net", KeyPair::generate().unwrap())
         .unwrap();
-    Pki { root, inter, machine }
+    Pki {
+        root,
+        inter,
+        machine,
+    }
 }
 
 fn verifier(root: &TestCa) -> X509PopVerifier {
@@ -32,7 +36,11 @@ fn verifier(root: &TestCa) -> X509PopVerifier {
 }
 
 fn chain_pem(machine: &Machine, inter: &TestCa) -> String {
-    [crate::ca::pem::der_to_pem(&machine.leaf, "CERTIFICATE"), inter.pem()].concat()
+    [
+        crate::ca::pem::der_to_pem(&machine.leaf, "CERTIFICATE"),
+        inter.pem(),
+    ]
+    .concat()
 }
 
 /// The agent's side, through the same files and code the agent uses.
@@ -69,7 +77,12 @@ fn a_good_proof_gives_the_agent_id_and_selectors() {
     let pki = pki();
     let v = verifier(&pki.root);
     let (challenge, _) = v.challenge(NOW).unwrap();
-    let p = prove(&chain_pem(&pki.machine, &pki.inter), &pki.machine.key_pem, challenge, b"csr");
+    let p = prove(
+        &chain_pem(&pki.machine, &pki.inter),
+        &pki.machine.key_pem,
+        challenge,
+        b"csr",
+    );
     let got = check(&v, &p, b"csr", NOW).unwrap();
     let fp = fingerprint(&pki.machine.leaf);
     assert_eq!(
@@ -96,8 +109,16 @@ fn a_signature_by_another_key_is_refused() {
     let v = verifier(&pki.root);
     let (challenge, _) = v.challenge(NOW).unwrap();
     let other = KeyPair::generate().unwrap().serialize_pem();
-    let p = prove(&chain_pem(&pki.machine, &pki.inter), &other, challenge, b"csr");
-    assert!(matches!(check(&v, &p, b"csr", NOW), Err(VerifyError::Signature)));
+    let p = prove(
+        &chain_pem(&pki.machine, &pki.inter),
+        &other,
+        challenge,
+        b"csr",
+    );
+    assert!(matches!(
+        check(&v, &p, b"csr", NOW),
+        Err(VerifyError::Signature)
+    ));
 }
 
 #[test]
@@ -105,12 +126,23 @@ fn a_proof_for_another_csr_or_challenge_is_refused() {
     let pki = pki();
     let v = verifier(&pki.root);
     let (challenge, _) = v.challenge(NOW).unwrap();
-    let p = prove(&chain_pem(&pki.machine, &pki.inter), &pki.machine.key_pem, challenge, b"csr");
-    assert!(matches!(check(&v, &p, b"other csr", NOW), Err(VerifyError::Signature)));
+    let p = prove(
+        &chain_pem(&pki.machine, &pki.inter),
+        &pki.machine.key_pem,
+        challenge,
+        b"csr",
+    );
+    assert!(matches!(
+        check(&v, &p, b"other csr", NOW),
+        Err(VerifyError::Signature)
+    ));
     // A fresh valid challenge swapped in: the signature no longer matches.
     let mut swapped = p.clone();
     swapped.challenge = v.challenge(NOW).unwrap().0;
-    assert!(matches!(check(&v, &swapped, b"csr", NOW), Err(VerifyError::Signature)));
+    assert!(matches!(
+        check(&v, &swapped, b"csr", NOW),
+        Err(VerifyError::Signature)
+    ));
 }
 
 #[test]
@@ -118,12 +150,23 @@ fn an_expired_or_foreign_challenge_is_refused() {
     let pki = pki();
     let v = verifier(&pki.root);
     let (challenge, expires_at) = v.challenge(NOW).unwrap();
-    let p = prove(&chain_pem(&pki.machine, &pki.inter), &pki.machine.key_pem, challenge, b"csr");
+    let p = prove(
+        &chain_pem(&pki.machine, &pki.inter),
+        &pki.machine.key_pem,
+        challenge,
+        b"csr",
+    );
     let err = check(&v, &p, b"csr", expires_at + 1).unwrap_err();
-    assert!(matches!(err, VerifyError::Challenge(ChallengeError::Expired(_))), "{err}");
+    assert!(
+        matches!(err, VerifyError::Challenge(ChallengeError::Expired(_))),
+        "{err}"
+    );
     let other = verifier(&pki.root);
     let err = check(&other, &p, b"csr", NOW).unwrap_err();
-    assert!(matches!(err, VerifyError::Challenge(ChallengeError::BadMac)), "{err}");
+    assert!(
+        matches!(err, VerifyError::Challenge(ChallengeError::BadMac)),
+        "{err}"
+    );
 }
 
 #[test]
@@ -131,16 +174,31 @@ fn a_chain_to_another_ca_is_refused() {
     let pki = pki();
     let v = verifier(&TestCa::root("another root").unwrap());
     let (challenge, _) = v.challenge(NOW).unwrap();
-    let p = prove(&chain_pem(&pki.machine, &pki.inter), &pki.machine.key_pem, challenge, b"csr");
+    let p = prove(
+        &chain_pem(&pki.machine, &pki.inter),
+        &pki.machine.key_pem,
+        challenge,
+        b"csr",
+    );
     let err = check(&v, &p, b"csr", NOW).unwrap_err();
     assert!(matches!(err, VerifyError::Chain(_)), "{err}");
-    assert!(err.to_string().contains("does not chain to the server's ca_bundle_path"));
+    assert!(err
+        .to_string()
+        .contains("does not chain to the server's ca_bundle_path"));
     // Without the intermediate, the leaf does not chain either.
     let v = verifier(&pki.root);
     let (challenge, _) = v.challenge(NOW).unwrap();
-    let mut p = prove(&chain_pem(&pki.machine, &pki.inter), &pki.machine.key_pem, challenge, b"csr");
+    let mut p = prove(
+        &chain_pem(&pki.machine, &pki.inter),
+        &pki.machine.key_pem,
+        challenge,
+        b"csr",
+    );
     p.chain.truncate(1);
-    assert!(matches!(check(&v, &p, b"csr", NOW), Err(VerifyError::Chain(_))));
+    assert!(matches!(
+        check(&v, &p, b"csr", NOW),
+        Err(VerifyError::Chain(_))
+    ));
 }
 
 #[test]
@@ -153,7 +211,12 @@ fn an_ed25519_and_a_p384_machine_key_prove_possession() {
             .machine("m", "m.example.net", KeyPair::generate_for(alg).unwrap())
             .unwrap();
         let (challenge, _) = v.challenge(NOW).unwrap();
-        let p = prove(&chain_pem(&machine, &inter), &machine.key_pem, challenge, b"csr");
+        let p = prove(
+            &chain_pem(&machine, &inter),
+            &machine.key_pem,
+            challenge,
+            b"csr",
+        );
         check(&v, &p, b"csr", NOW).unwrap();
     }
 }

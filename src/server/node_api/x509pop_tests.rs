@@ -26,7 +26,11 @@ fn x509pop_server() -> (Server, Pki) {
     let root = TestCa::root("root").unwrap();
     let inter = root.intermediate("inter").unwrap();
     let machine = inter
-        .machine("db-1", "db-1.example.net", rcgen::KeyPair::generate().unwrap())
+        .machine(
+            "db-1",
+            "db-1.example.net",
+            rcgen::KeyPair::generate().unwrap(),
+        )
         .unwrap();
     let td = TrustDomain::new("example.org").unwrap();
     let verifier = X509PopVerifier::new(
@@ -53,7 +57,10 @@ async fn attest(s: &Server, pki: &Pki) -> Result<node::AttestResponse, Status> {
         csr,
         x509pop: Some(proof),
     };
-    s.api.attest(Request::new(request)).await.map(|r| r.into_inner())
+    s.api
+        .attest(Request::new(request))
+        .await
+        .map(|r| r.into_inner())
 }
 
 #[tokio::test]
@@ -63,14 +70,25 @@ async fn an_x509pop_agent_reattests_under_its_id_until_banned() {
     assert_eq!(first.spiffe_id, CN_ID);
     let record = s.state.store.get_agent(&id(CN_ID)).unwrap().unwrap();
     assert_eq!(record.attestation_type, "x509pop");
-    assert!(record.selectors.iter().any(|s| s.to_string() == "x509pop:subject:cn:db-1"));
+    assert!(record
+        .selectors
+        .iter()
+        .any(|s| s.to_string() == "x509pop:subject:cn:db-1"));
     attest(&s, &pki).await.unwrap();
     let again = s.state.store.get_agent(&id(CN_ID)).unwrap().unwrap();
-    assert_ne!(again.serial, record.serial, "the new SVID is the current one");
+    assert_ne!(
+        again.serial, record.serial,
+        "the new SVID is the current one"
+    );
     assert_eq!(again.created_at, record.created_at);
     s.state
         .store
-        .update_agent(&id(CN_ID), &mut |a| Ok(AttestedAgent { banned: true, ..a.clone() }))
+        .update_agent(&id(CN_ID), &mut |a| {
+            Ok(AttestedAgent {
+                banned: true,
+                ..a.clone()
+            })
+        })
         .unwrap();
     let banned = attest(&s, &pki).await.unwrap_err();
     assert_eq!(banned.code(), Code::PermissionDenied);
@@ -107,12 +125,19 @@ async fn x509pop_is_refused_when_not_configured_or_mixed_with_a_token() {
     let plain = server();
     let err = attest(&plain, &pki).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("[node_attestors.x509pop]"), "{err:?}");
+    assert!(
+        err.message().contains("[node_attestors.x509pop]"),
+        "{err:?}"
+    );
     let request = node::AttestRequest {
         join_token: "tok".into(),
         csr: csr(),
         x509pop: Some(node::X509PopProof::default()),
     };
-    let err = configured.api.attest(Request::new(request)).await.unwrap_err();
+    let err = configured
+        .api
+        .attest(Request::new(request))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }

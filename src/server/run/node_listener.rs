@@ -97,8 +97,8 @@ pub(super) async fn serve(
     tasks.push(tokio::spawn(
         tls.keep_fresh(state.clone(), shutdown.clone()),
     ));
-    let api =
-        NodeApi::new(state.clone(), shutdown.clone()).with_downstream_policy(DownstreamPolicy {
+    let api = NodeApi::new(state.clone(), shutdown.clone())
+        .with_downstream_policy(DownstreamPolicy {
             max_ttl: Some(config.downstream_ca_max_ttl),
             path_len: config.downstream_ca_path_len,
         })
