@@ -13,7 +13,7 @@ use std::time::Duration;
 use harness::cluster::{spawn_role, Agent, Server};
 use harness::workload::{client, rt, wait_for_svid};
 use herald::x509pop::fingerprint;
-use herald::x509pop::test_pki::{Machine, TestCa};
+use herald::x509pop::test_pki::{Machine, TestCa, TestPki};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -70,15 +70,11 @@ fn selector_values(shown: &serde_json::Value) -> Vec<String> {
 #[test]
 fn agent_attests_by_x509pop_reattests_and_is_stopped_by_a_ban() {
     let dir = tempfile::tempdir().unwrap();
-    let root = TestCa::root("machines root").unwrap();
-    let inter = root.intermediate("machines intermediate").unwrap();
-    let machine = inter
-        .machine(
-            "db-1",
-            "db-1.example.net",
-            rcgen::KeyPair::generate().unwrap(),
-        )
-        .unwrap();
+    let TestPki {
+        root,
+        inter,
+        machine,
+    } = TestPki::new("machines", "db-1", "db-1.example.net").unwrap();
     let server = server(dir.path(), &root);
     let agent_dir = dir.path().join("agent");
     let config = agent_config(&server, &agent_dir, &machine, &inter);
@@ -136,15 +132,8 @@ fn agent_attests_by_x509pop_reattests_and_is_stopped_by_a_ban() {
 fn a_machine_certificate_from_another_ca_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let trusted = TestCa::root("trusted machines root").unwrap();
-    let other = TestCa::root("other root").unwrap();
-    let inter = other.intermediate("other intermediate").unwrap();
-    let machine = inter
-        .machine(
-            "intruder",
-            "intruder.example.net",
-            rcgen::KeyPair::generate().unwrap(),
-        )
-        .unwrap();
+    let TestPki { inter, machine, .. } =
+        TestPki::new("other", "intruder", "intruder.example.net").unwrap();
     let server = server(dir.path(), &trusted);
     let config = agent_config(&server, &dir.path().join("agent"), &machine, &inter);
     let mut agent = spawn_role("agent", &config);

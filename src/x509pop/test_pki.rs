@@ -87,3 +87,28 @@ impl Machine {
         })
     }
 }
+
+/// Root -> intermediate -> P-256 machine leaf.
+pub struct TestPki {
+    /// The root (what the server's ca_bundle_path holds).
+    pub root: TestCa,
+    /// The intermediate (what the agent sends with its leaf).
+    pub inter: TestCa,
+    /// The machine.
+    pub machine: Machine,
+}
+
+impl TestPki {
+    /// A fresh PKI whose machine has CN `cn` and DNS SAN `dns`; the CAs'
+    /// names start with `name`.
+    pub fn new(name: &str, cn: &str, dns: &str) -> Result<Self, rcgen::Error> {
+        let root = TestCa::root(&format!("{name} root"))?;
+        let inter = root.intermediate(&format!("{name} intermediate"))?;
+        let machine = inter.machine(cn, dns, KeyPair::generate()?)?;
+        Ok(TestPki {
+            root,
+            inter,
+            machine,
+        })
+    }
+}

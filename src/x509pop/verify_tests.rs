@@ -2,29 +2,11 @@ use rcgen::KeyPair;
 
 use super::*;
 use crate::node::x509pop::MachineFiles;
-use crate::x509pop::test_pki::{Machine, TestCa};
+use crate::x509pop::challenge::CHALLENGE_TTL_SECS;
+use crate::x509pop::test_pki::{Machine, TestCa, TestPki as Pki};
 use crate::x509pop::{fingerprint, ChallengeKey, PathTemplate};
 
 const NOW: i64 = 1_900_000_000;
-
-struct Pki {
-    root: TestCa,
-    inter: TestCa,
-    machine: Machine,
-}
-
-fn pki() -> Pki {
-    let root = TestCa::root("machine root").unwrap();
-    let inter = root.intermediate("machine intermediate").unwrap();
-    let machine = inter
-        .machine("db-1", "db-1.example.net", KeyPair::generate().unwrap())
-        .unwrap();
-    Pki {
-        root,
-        inter,
-        machine,
-    }
-}
 
 fn verifier(root: &TestCa) -> X509PopVerifier {
     X509PopVerifier::new(
@@ -60,6 +42,13 @@ fn prove(chain: &str, key_pem: &str, challenge: Vec<u8>, csr: &[u8]) -> Proof_ {
 
 type Proof_ = crate::proto::node::X509PopProof;
 
+/// A proof by the machine's own key over a fresh challenge and `b"csr"`.
+fn good_proof(pki: &Pki, v: &X509PopVerifier) -> Proof_ {
+    let (challenge, _) = v.challenge(NOW).unwrap();
+    let chain = chain_pem(&pki.machine, &pki.inter);
+    prove(&chain, &pki.machine.key_pem, challenge, b"csr")
+}
+
 fn check(v: &X509PopVerifier, p: &Proof_, csr: &[u8], now: i64) -> Result<Verified, VerifyError> {
     v.verify(
         &Proof {
@@ -74,15 +63,9 @@ fn check(v: &X509PopVerifier, p: &Proof_, csr: &[u8], now: i64) -> Result<Verifi
 
 #[test]
 fn a_good_proof_gives_the_agent_id_and_selectors() {
-    let pki = pki();
+    let pki = Pki::new("machine", "db-1", "db-1.example.net").unwrap();
     let v = verifier(&pki.root);
-    let (challenge, _) = v.challenge(NOW).unwrap();
-    let p = prove(
-        &chain_pem(&pki.machine, &pki.inter),
-        &pki.machine.key_pem,
-        challenge,
-        b"csr",
-    );
+    let p = good_proof(&pki, &v);
     let got = check(&v, &p, b"csr", NOW).unwrap();
     let fp = fingerprint(&pki.machine.leaf);
     assert_eq!(
@@ -105,7 +88,7 @@ fn a_good_proof_gives_the_agent_id_and_selectors() {
 
 #[test]
 fn a_signature_by_another_key_is_refused() {
-    let pki = pki();
+    let pki = Pki::new("machine", "db-1", "db-1.example.net").unwrap();
     let v = verifier(&pki.root);
     let (challenge, _) = v.challenge(NOW).unwrap();
     let other = KeyPair::generate().unwrap().serialize_pem();
@@ -123,15 +106,9 @@ fn a_signature_by_another_key_is_refused() {
 
 #[test]
 fn a_proof_for_another_csr_or_challenge_is_refused() {
-    let pki = pki();
+    let pki = Pki::new("machine", "db-1", "db-1.example.net").unwrap();
     let v = verifier(&pki.root);
-    let (challenge, _) = v.challenge(NOW).unwrap();
-    let p = prove(
-        &chain_pem(&pki.machine, &pki.inter),
-        &pki.machine.key_pem,
-        challenge,
-        b"csr",
-    );
+    let p = good_proof(&pki, &v);
     assert!(matches!(
         check(&v, &p, b"other csr", NOW),
         Err(VerifyError::Signature)
@@ -147,16 +124,10 @@ fn a_proof_for_another_csr_or_challenge_is_refused() {
 
 #[test]
 fn an_expired_or_foreign_challenge_is_refused() {
-    let pki = pki();
+    let pki = Pki::new("machine", "db-1", "db-1.example.net").unwrap();
     let v = verifier(&pki.root);
-    let (challenge, expires_at) = v.challenge(NOW).unwrap();
-    let p = prove(
-        &chain_pem(&pki.machine, &pki.inter),
-        &pki.machine.key_pem,
-        challenge,
-        b"csr",
-    );
-    let err = check(&v, &p, b"csr", expires_at + 1).unwrap_err();
+    let p = good_proof(&pki, &v);
+    let err = check(&v, &p, b"csr", NOW + CHALLENGE_TTL_SECS + 1).unwrap_err();
     assert!(
         matches!(err, VerifyError::Challenge(ChallengeError::Expired(_))),
         "{err}"
@@ -171,15 +142,9 @@ fn an_expired_or_foreign_challenge_is_refused() {
 
 #[test]
 fn a_chain_to_another_ca_is_refused() {
-    let pki = pki();
+    let pki = Pki::new("machine", "db-1", "db-1.example.net").unwrap();
     let v = verifier(&TestCa::root("another root").unwrap());
-    let (challenge, _) = v.challenge(NOW).unwrap();
-    let p = prove(
-        &chain_pem(&pki.machine, &pki.inter),
-        &pki.machine.key_pem,
-        challenge,
-        b"csr",
-    );
+    let p = good_proof(&pki, &v);
     let err = check(&v, &p, b"csr", NOW).unwrap_err();
     assert!(matches!(err, VerifyError::Chain(_)), "{err}");
     assert!(err
@@ -187,13 +152,7 @@ fn a_chain_to_another_ca_is_refused() {
         .contains("does not chain to the server's ca_bundle_path"));
     // Without the intermediate, the leaf does not chain either.
     let v = verifier(&pki.root);
-    let (challenge, _) = v.challenge(NOW).unwrap();
-    let mut p = prove(
-        &chain_pem(&pki.machine, &pki.inter),
-        &pki.machine.key_pem,
-        challenge,
-        b"csr",
-    );
+    let mut p = good_proof(&pki, &v);
     p.chain.truncate(1);
     assert!(matches!(
         check(&v, &p, b"csr", NOW),

@@ -10,37 +10,24 @@ use crate::clock::now_unix;
 use crate::proto::node::{self, node_server::Node as _};
 use crate::spiffe::TrustDomain;
 use crate::store::AttestedAgent;
-use crate::x509pop::test_pki::{Machine, TestCa};
+use crate::x509pop::test_pki::TestPki as Pki;
 use crate::x509pop::{ChallengeKey, PathTemplate, X509PopVerifier};
 
 const CN_ID: &str = "spiffe://example.org/herald/agent/vm/db-1";
 
-struct Pki {
-    inter: TestCa,
-    machine: Machine,
-}
-
 /// A server trusting a fresh machine PKI, naming agents `/vm/<cn>`.
 fn x509pop_server() -> (Server, Pki) {
     let mut s = server();
-    let root = TestCa::root("root").unwrap();
-    let inter = root.intermediate("inter").unwrap();
-    let machine = inter
-        .machine(
-            "db-1",
-            "db-1.example.net",
-            rcgen::KeyPair::generate().unwrap(),
-        )
-        .unwrap();
+    let pki = Pki::new("machine", "db-1", "db-1.example.net").unwrap();
     let td = TrustDomain::new("example.org").unwrap();
     let verifier = X509PopVerifier::new(
-        vec![root.der()],
+        vec![pki.root.der()],
         PathTemplate::parse("/vm/{{subject_cn}}", &td).unwrap(),
         td,
         ChallengeKey::generate().unwrap(),
     );
     s.api = s.api.clone().with_x509pop(Some(Arc::new(verifier)));
-    (s, Pki { inter, machine })
+    (s, pki)
 }
 
 async fn attest(s: &Server, pki: &Pki) -> Result<node::AttestResponse, Status> {
