@@ -1,5 +1,6 @@
 //! x509pop node attestation with real processes and a machine PKI made at
-//! test time (root -> intermediate -> machine leaf, ECDSA P-256): the agent
+//! test time (root -> intermediate -> machine leaf, ECDSA P-256; an RSA leaf
+//! whose key openssl makes): the agent
 //! proves possession of its machine key, gets the template's agent ID and
 //! the certificate's selectors, serves a workload; re-attests under the
 //! same ID with its data dir wiped, but not once banned; and a machine
@@ -144,5 +145,40 @@ fn a_machine_certificate_from_another_ca_is_refused() {
         agents["agents"].as_array().map(Vec::len),
         Some(0),
         "{agents}"
+    );
+}
+
+#[test]
+fn an_rsa_machine_key_attests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = harness::openssl::openssl(
+        dir.path(),
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "rsa.key",
+        ],
+    );
+    assert!(ok, "{out}");
+    let pem = std::fs::read_to_string(dir.path().join("rsa.key")).unwrap();
+    let key = rcgen::KeyPair::from_pem(&pem).unwrap();
+    let root = TestCa::root("rsa machines root").unwrap();
+    let inter = root.intermediate("rsa machines intermediate").unwrap();
+    let machine = inter.machine("rsa-1", "rsa-1.example.net", key).unwrap();
+    let server = server(dir.path(), &root);
+    let config = agent_config(&server, &dir.path().join("agent"), &machine, &inter);
+    let _agent = Agent::start(&config);
+    let agent_id = format!(
+        "spiffe://example.org/herald/agent/x509pop/{}",
+        fingerprint(&machine.leaf)
+    );
+    let shown = server.cli_json(&["agent", "show", "--spiffe-id", &agent_id]);
+    assert!(
+        selector_values(&shown).contains(&"x509pop:subject:cn:rsa-1".to_string()),
+        "{shown}"
     );
 }
