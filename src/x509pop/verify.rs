@@ -28,10 +28,10 @@ pub enum VerifyError {
     #[error("x509pop: the certificate chain is empty")]
     NoChain,
     /// The chain does not verify to the configured roots.
-    #[error("x509pop: the machine certificate does not chain to the server's ca_bundle_path roots (or is expired, or not allowed for client auth): {0}")]
+    #[error("x509pop: the machine certificate does not chain to the server's ca_bundle_path roots (or is expired, or not allowed for client auth)")]
     Chain(#[source] webpki::Error),
     /// The challenge is bad or stale.
-    #[error("x509pop: {0}")]
+    #[error("x509pop")]
     Challenge(#[from] ChallengeError),
     /// The signature does not verify with the leaf's key.
     #[error("x509pop: the signature does not verify with the machine certificate's key (wrong key, or made for another challenge or CSR)")]
