@@ -75,3 +75,4 @@ mod testing;
 pub mod tls;
 pub mod uds;
 pub mod vet;
+pub mod x509pop;

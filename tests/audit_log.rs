@@ -113,6 +113,7 @@ fn admin_calls_and_attestations_are_audited_without_secrets() {
         let key = herald::ca::KeyPair::generate(herald::ca::KeyType::EcP256).unwrap();
         let request = node::AttestRequest {
             join_token: bogus.to_string(),
+            x509pop: None,
             csr: make_csr(&key).unwrap(),
         };
         connector.anonymous().await.unwrap().attest(request).await

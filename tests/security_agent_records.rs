@@ -172,6 +172,7 @@ fn a_join_token_cannot_claim_a_reserved_or_live_identity() {
         client
             .attest(node::AttestRequest {
                 join_token: second,
+                x509pop: None,
                 csr: make_csr(&key).unwrap(),
             })
             .await

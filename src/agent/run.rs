@@ -19,8 +19,11 @@ use super::persist::{self, Persister};
 use super::workload_api::{WorkloadApi, WorkloadApiLimits, WorkloadApiOptions};
 use crate::ca::keys::pem_blocks;
 use crate::clock;
+use crate::config::node_attestors::NodeAttestation;
 use crate::config::{AgentConfig, Bootstrap};
-use crate::node::{attest, AttestError, CredentialStore, NodeClientError, ServerConnector};
+use crate::node::{
+    attest_with, AttestError, CredentialStore, Method, NodeClientError, ServerConnector,
+};
 use crate::ops::{OpsListener, Role};
 use crate::spiffe::SpiffeId;
 use crate::tls::Roots;
@@ -43,7 +46,7 @@ pub enum AgentError {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// No SVID and no join token.
-    #[error("the agent has no SVID in its data directory and no join_token is configured; generate one with `herald token generate`")]
+    #[error("the agent has no SVID in its data directory and no attestation method is configured: set join_token (generate one with `herald token generate`) or [node_attestor.x509pop]")]
     NoCredential,
     /// The server connection could not be set up.
     #[error("server connection")]
@@ -160,11 +163,12 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
             (cred, bundle)
         }
         _ => {
-            let token = config
-                .join_token
-                .as_deref()
-                .ok_or(AgentError::NoCredential)?;
-            let (cred, bundle) = attest(&connector, token).await?;
+            let method = match &config.attestation {
+                NodeAttestation::JoinToken(t) => Method::JoinToken(t),
+                NodeAttestation::X509Pop(files) => Method::X509Pop(files),
+                NodeAttestation::None => return Err(AgentError::NoCredential),
+            };
+            let (cred, bundle) = attest_with(&connector, method).await?;
             store.save_credential(&cred)?;
             store.save_bundle(&bundle)?;
             (cred, bundle)

@@ -75,6 +75,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
     };
     let dir = absolute(&args.data_dir)?;
     let server_config = ServerConfig {
+        x509pop: None,
         trust_domain: td.clone(),
         data_dir: dir.join("server"),
         bind_address: "127.0.0.1:0"
@@ -141,7 +142,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
             data_dir: agent_dir.clone(),
             socket_path: socket_path.clone(),
             bootstrap: Bootstrap::TrustBundle(bootstrap),
-            join_token: Some(token),
+            attestation: crate::config::node_attestors::NodeAttestation::JoinToken(token),
             jwt_svid_leeway: crate::ca::DEFAULT_JWT_LEEWAY_SECS,
             workload_api: Default::default(),
             logging: Logging::default(),

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::check::Checker;
 use super::k8s::{k8s_settings, K8sSettings, RawWorkloadAttestors};
+use super::node_attestors::{agent_attestation, NodeAttestation, RawAgentAttestor};
 use super::ops::{ops_config, OpsConfig, RawOps};
 use super::sds::{sds_settings, RawSds, SdsSettings};
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
@@ -30,6 +31,8 @@ struct RawAgent {
     #[serde(default)]
     insecure_bootstrap: bool,
     join_token: Option<String>,
+    #[serde(default)]
+    node_attestor: RawAgentAttestor,
     #[serde(default = "default_jwt_leeway")]
     jwt_svid_leeway: String,
     workload_api_max_header_list_size: Option<u64>,
@@ -197,8 +200,9 @@ pub struct AgentConfig {
     pub socket_path: PathBuf,
     /// How to trust the server before the first attestation.
     pub bootstrap: Bootstrap,
-    /// Single-use join token (needed only when the agent has no SVID yet).
-    pub join_token: Option<String>,
+    /// How the agent attests when it has no usable SVID: `join_token`
+    /// (single use) or `[node_attestor.x509pop]`.
+    pub attestation: NodeAttestation,
     /// Clock skew ValidateJWTSVID tolerates on `nbf` and `iat`, seconds.
     pub jwt_svid_leeway: i64,
     /// The Workload API listener's limits.
@@ -241,11 +245,7 @@ impl ConfigFile for AgentConfig {
                 format!("must be at most {MAX_JWT_LEEWAY_SECS}s: a larger skew would let tokens from the future through"),
             ));
         }
-        if let Some(t) = &raw.join_token {
-            if t.is_empty() {
-                return Err(c.invalid("join_token", "must not be empty"));
-            }
-        }
+        let attestation = agent_attestation(&c, raw.join_token, raw.node_attestor)?;
         let data_dir = raw.data_dir;
         let socket_path = raw
             .socket_path
@@ -256,7 +256,7 @@ impl ConfigFile for AgentConfig {
             data_dir,
             socket_path,
             bootstrap,
-            join_token: raw.join_token,
+            attestation,
             jwt_svid_leeway,
             workload_api,
             logging: c.logging(raw.log_level, raw.log_format)?,

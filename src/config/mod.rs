@@ -26,6 +26,7 @@ pub mod federation;
 pub mod helper;
 pub mod k8s;
 pub mod limits;
+pub mod node_attestors;
 pub mod ops;
 pub mod sds;
 pub mod server;

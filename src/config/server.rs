@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::federation::FederationConfig;
 use super::limits::ListenerLimits;
+use super::node_attestors::{server_x509pop, RawServerAttestors, X509PopServerSettings};
 use super::ops::{ops_config, OpsConfig, RawOps};
 use super::store::StoreConfig;
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
@@ -66,6 +67,9 @@ struct RawServer {
     audit: Option<RawAudit>,
     /// The `[store]` table, validated by `StoreConfig::from_toml`.
     store: Option<toml::Value>,
+    /// The `[node_attestors]` table.
+    #[serde(default)]
+    node_attestors: RawServerAttestors,
 }
 
 /// `[audit]`: where the audit log goes (off without the table).
@@ -206,6 +210,8 @@ pub struct ServerConfig {
     /// Where the server keeps its state (`[store]`; default: sled in
     /// `data_dir`).
     pub store: StoreConfig,
+    /// The x509pop node attestor (`[node_attestors.x509pop]`), off when absent.
+    pub x509pop: Option<X509PopServerSettings>,
 }
 
 impl ConfigFile for ServerConfig {
@@ -313,7 +319,9 @@ impl ConfigFile for ServerConfig {
             None => None,
         };
         let store = StoreConfig::from_toml(raw.store.as_ref(), path)?;
+        let x509pop = server_x509pop(&c, raw.node_attestors, &trust_domain)?;
         Ok(ServerConfig {
+            x509pop,
             ops: ops_config(&c, raw.ops)?,
             audit_log,
             store,

@@ -229,3 +229,33 @@ fn ops_listener_is_off_unless_configured_and_its_errors_name_the_key() {
         assert!(err.contains(names), "{bad:?}: {err}");
     }
 }
+
+#[test]
+fn x509pop_tables_are_checked() {
+    let base = "trust_domain = \"example.org\"\ndata_dir = \"/x\"\n";
+    assert!(server(base).unwrap().x509pop.is_none());
+    let c = server(&format!(
+        "{base}[node_attestors.x509pop]\nca_bundle_path = \"/r.pem\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.x509pop.unwrap().ca_bundle_path, Path::new("/r.pem"));
+    let bad = format!(
+        "{base}[node_attestors.x509pop]\nca_bundle_path = \"/r.pem\"\nagent_path_template = \"/{{{{nope}}}}\"\n"
+    );
+    let err = server(&bad).unwrap_err().to_string();
+    assert!(err.contains("agent_path_template"), "{err}");
+    assert!(server(&format!("{base}[node_attestors.x509pop]\n")).is_err());
+
+    let agent = "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:8081\"\ndata_dir = \"/x\"\ninsecure_bootstrap = true\n";
+    let p = Path::new("agent.toml");
+    let table =
+        "[node_attestor.x509pop]\ncertificate_path = \"/c.pem\"\nprivate_key_path = \"/k.pem\"\n";
+    let c = AgentConfig::parse(p, &format!("{agent}{table}")).unwrap();
+    assert!(matches!(
+        c.attestation,
+        node_attestors::NodeAttestation::X509Pop(_)
+    ));
+    let both = format!("{agent}join_token = \"t\"\n{table}");
+    let err = AgentConfig::parse(p, &both).unwrap_err().to_string();
+    assert!(err.contains("exactly one attestation method"), "{err}");
+}

@@ -1,12 +1,14 @@
-//! Join-token attestation: the first contact of a node with its server.
-//! The node generates its key, sends a CSR with the single-use token over
-//! an anonymous TLS connection, and receives its SVID and the trust bundle.
+//! Attestation: the first contact of a node with its server. The node
+//! generates its key, sends a CSR with a single-use join token or an
+//! x509pop proof over an anonymous TLS connection, and receives its SVID
+//! and the trust bundle.
 
 use std::sync::Arc;
 
 use super::connector::{AgentCredential, NodeClientError, ServerConnector};
 use super::csr::{make_csr, CsrBuildError};
 use super::wire::{bundle_from_wire, WireCause, WireError};
+use super::x509pop::{MachineError, MachineFiles};
 use crate::ca::{KeyError, KeyPair, KeyType};
 use crate::proto::node;
 use crate::spiffe::{Bundle, SpiffeId};
@@ -20,6 +22,9 @@ pub enum AttestError {
     /// The CSR could not be built.
     #[error(transparent)]
     Csr(#[from] CsrBuildError),
+    /// The machine identity (x509pop) could not be used.
+    #[error(transparent)]
+    Machine(#[from] MachineError),
     /// The server could not be reached.
     #[error(transparent)]
     Connect(#[from] NodeClientError),
@@ -47,20 +52,54 @@ fn bad(what: &'static str, source: impl Into<WireCause>) -> AttestError {
     }
 }
 
+/// How a node proves who it is.
+#[derive(Debug, Clone, Copy)]
+pub enum Method<'a> {
+    /// A single-use join token.
+    JoinToken(&'a str),
+    /// Possession of a machine key certified by the server's x509pop CA.
+    X509Pop(&'a MachineFiles),
+}
+
 /// Attests to the server at `connector` with a join token; returns the node
 /// credential and the trust bundle.
 pub async fn attest(
     connector: &ServerConnector,
     token: &str,
 ) -> Result<(AgentCredential, Bundle), AttestError> {
+    attest_with(connector, Method::JoinToken(token)).await
+}
+
+/// Attests to the server at `connector` by `method`.
+pub async fn attest_with(
+    connector: &ServerConnector,
+    method: Method<'_>,
+) -> Result<(AgentCredential, Bundle), AttestError> {
     let key = KeyPair::generate(KeyType::EcP256).map_err(AttestError::Key)?;
     let csr = make_csr(&key)?;
     let mut client = connector.anonymous().await?;
-    let resp = client
-        .attest(node::AttestRequest {
+    let request = match method {
+        Method::JoinToken(token) => node::AttestRequest {
             join_token: token.to_string(),
             csr,
-        })
+            x509pop: None,
+        },
+        Method::X509Pop(files) => {
+            let challenge = client
+                .challenge(node::ChallengeRequest {})
+                .await
+                .map_err(AttestError::Refused)?
+                .into_inner()
+                .challenge;
+            node::AttestRequest {
+                join_token: String::new(),
+                x509pop: Some(files.proof(challenge, &csr)?),
+                csr,
+            }
+        }
+    };
+    let resp = client
+        .attest(request)
         .await
         .map_err(AttestError::Refused)?
         .into_inner();
@@ -74,7 +113,11 @@ pub async fn attest(
         .bundle
         .ok_or_else(|| bad("bundle", WireCause::Missing))?;
     let bundle = bundle_from_wire(wire_bundle).map_err(AttestError::BadBundle)?;
-    tracing::info!(agent = %spiffe_id, "attested with a join token");
+    let how = match method {
+        Method::JoinToken(_) => "a join token",
+        Method::X509Pop(_) => "x509pop",
+    };
+    tracing::info!(agent = %spiffe_id, "attested with {how}");
     Ok((
         AgentCredential {
             spiffe_id,

@@ -5,6 +5,7 @@
 //! - [`connector`]: TLS to the server (its SPIFFE ID checked under the trust
 //!   domain's roots), anonymous for attestation, mTLS afterwards.
 //! - [`attest`](mod@attest): join-token attestation, returning the first credential.
+//! - [`x509pop`]: the machine identity an x509pop node proves it holds.
 //! - [`csr`]: the CSRs a node sends (the server takes only the key).
 //! - [`credentials`]: the credential and bundle kept on disk across restarts.
 //! - [`wire`]: conversions between Herald's types and node API messages,
@@ -17,8 +18,9 @@ pub mod connector;
 pub mod credentials;
 pub mod csr;
 pub mod wire;
+pub mod x509pop;
 
-pub use attest::{attest, AttestError};
+pub use attest::{attest, attest_with, AttestError, Method};
 pub use connector::{AgentCredential, NodeClientError, ServerConnector};
 pub use credentials::{CredentialStore, CredentialStoreError};
 pub use csr::{make_csr, CsrBuildError};

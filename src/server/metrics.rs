@@ -57,6 +57,7 @@ impl SvidKind {
 const NODE_SERVICES: &[&str] = &["herald.node.v1.Node"];
 const NODE_METHODS: &[&str] = &[
     "Attest",
+    "Challenge",
     "RenewAgent",
     "Sync",
     "BatchNewX509SVID",

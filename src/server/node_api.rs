@@ -9,6 +9,7 @@
 
 mod agent_svid;
 mod attest;
+mod attest_x509pop;
 mod downstream;
 mod federated;
 mod svids;
@@ -16,6 +17,8 @@ mod sync;
 mod sync_route;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod x509pop_tests;
 
 pub use self::downstream::DownstreamPolicy;
 pub use self::federated::{FederatedCache, FederatedWire};
@@ -41,9 +44,9 @@ use crate::proto::node::node_server::Node;
 use crate::proto::node::{
     self, AckBundleRequest, AckBundleResponse, AttestRequest, AttestResponse,
     BatchNewX509svidRequest as X509Batch, BatchNewX509svidResponse as X509BatchResponse,
-    NewDownstreamX509caRequest as DownstreamRequest, NewDownstreamX509caResponse as DownstreamCa,
-    NewJwtsvidRequest as JwtRequest, NewJwtsvidResponse as JwtResponse, RenewAgentRequest,
-    RenewAgentResponse,
+    ChallengeRequest, ChallengeResponse, NewDownstreamX509caRequest as DownstreamRequest,
+    NewDownstreamX509caResponse as DownstreamCa, NewJwtsvidRequest as JwtRequest,
+    NewJwtsvidResponse as JwtResponse, RenewAgentRequest, RenewAgentResponse,
 };
 use crate::registration::RegistrationEntry;
 use crate::server::run::NodeConnectInfo;
@@ -60,6 +63,8 @@ pub struct NodeApi {
     shutdown: tokio::sync::watch::Receiver<bool>,
     /// How downstream CAs are signed.
     downstream: DownstreamPolicy,
+    /// The x509pop node attestor, if configured.
+    x509pop: Option<Arc<crate::x509pop::X509PopVerifier>>,
 }
 
 impl NodeApi {
@@ -69,7 +74,14 @@ impl NodeApi {
             state,
             shutdown,
             downstream: DownstreamPolicy::default(),
+            x509pop: None,
         }
+    }
+
+    /// The same service, also attesting agents by x509pop with `verifier`.
+    pub fn with_x509pop(mut self, verifier: Option<Arc<crate::x509pop::X509PopVerifier>>) -> Self {
+        self.x509pop = verifier;
+        self
     }
 
     /// The same service, signing downstream CAs with `policy`.
@@ -180,11 +192,22 @@ type SyncStream = Pin<Box<dyn Stream<Item = Result<node::SyncUpdate, Status>> + 
 #[tonic::async_trait]
 impl Node for NodeApi {
     // Never the token itself in the span: it is a secret.
-    #[tracing::instrument(name = "node.attest", skip_all, fields(token_prefix = %token_prefix(&req)))]
+    #[tracing::instrument(name = "node.attest", skip_all, fields(token_prefix = %token_prefix(&req), agent))]
     async fn attest(&self, req: Request<AttestRequest>) -> Rpc<AttestResponse> {
-        self.attest_join_token(req.into_inner())
-            .await
-            .map(Response::new)
+        let mut req = req.into_inner();
+        match req.x509pop.take() {
+            Some(_) if !req.join_token.is_empty() => Err(Status::invalid_argument(
+                "set join_token or x509pop, not both",
+            )),
+            Some(proof) => self.attest_x509pop(req.csr, proof).await,
+            None => self.attest_join_token(req).await,
+        }
+        .map(Response::new)
+    }
+
+    #[tracing::instrument(name = "node.challenge", skip_all)]
+    async fn challenge(&self, _req: Request<ChallengeRequest>) -> Rpc<ChallengeResponse> {
+        self.x509pop_challenge().map(Response::new)
     }
 
     #[tracing::instrument(name = "node.renew_agent", skip_all, fields(agent))]

@@ -61,6 +61,14 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `node_attestors.x509pop.ca_bundle_path` is unusable.
+    #[error("node_attestors.x509pop.ca_bundle_path {path}: {reason}")]
+    X509PopBundle {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// TLS setup failed.
     #[error("TLS setup failed")]
     Tls(#[from] ServerSvidError),

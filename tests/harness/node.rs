@@ -46,6 +46,7 @@ impl NodeAgent {
             .unwrap()
             .attest(node::AttestRequest {
                 join_token: join_token.to_string(),
+                x509pop: None,
                 csr,
             })
             .await

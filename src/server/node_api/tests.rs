@@ -74,6 +74,7 @@ impl Server {
     async fn attest(&self, token: &str, csr: Vec<u8>) -> Result<node::AttestResponse, Status> {
         let request = Request::new(node::AttestRequest {
             join_token: token.into(),
+            x509pop: None,
             csr,
         });
         self.api.attest(request).await.map(|r| r.into_inner())

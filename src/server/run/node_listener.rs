@@ -28,6 +28,7 @@ use crate::request_id::RequestIdLayer;
 use crate::server::audit::{AuditLog, AuditScope};
 use crate::server::node_api::{DownstreamPolicy, NodeApi, SharedSync};
 use crate::server::state::ServerState;
+use crate::x509pop::{ChallengeKey, X509PopVerifier};
 
 /// The largest message a peer without a client certificate may send: an
 /// Attest request is a join token and a CSR (at most 16 KiB, `ca::csr`).
@@ -96,11 +97,12 @@ pub(super) async fn serve(
     tasks.push(tokio::spawn(
         tls.keep_fresh(state.clone(), shutdown.clone()),
     ));
-    let api =
-        NodeApi::new(state.clone(), shutdown.clone()).with_downstream_policy(DownstreamPolicy {
+    let api = NodeApi::new(state.clone(), shutdown.clone())
+        .with_downstream_policy(DownstreamPolicy {
             max_ttl: Some(config.downstream_ca_max_ttl),
             path_len: config.downstream_ca_path_len,
-        });
+        })
+        .with_x509pop(x509pop_verifier(config)?);
     // Sync sends the shared federated bundles without a copy per agent.
     let authenticated = SharedSync::new(
         NodeServer::new(api.clone())
@@ -146,4 +148,37 @@ fn builder(limits: &ListenerLimits) -> tonic::transport::Server {
         .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
         .http2_max_header_list_size(MAX_HEADER_LIST)
+}
+
+/// The x509pop attestor of `[node_attestors.x509pop]`, its CA bundle read
+/// now so that a missing or empty file stops the server at start.
+fn x509pop_verifier(config: &ServerConfig) -> Result<Option<Arc<X509PopVerifier>>, ServerError> {
+    let Some(settings) = &config.x509pop else {
+        return Ok(None);
+    };
+    let path = &settings.ca_bundle_path;
+    let bad = |reason: String| ServerError::X509PopBundle {
+        path: path.clone(),
+        reason,
+    };
+    let pem = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let roots = crate::ca::pem::pem_blocks(&pem, "CERTIFICATE").map_err(|e| bad(e.to_string()))?;
+    if roots.is_empty() {
+        return Err(bad("holds no CERTIFICATE block".into()));
+    }
+    let usable = roots
+        .iter()
+        .filter(|r| webpki::anchor_from_trusted_cert(&(r.as_slice()).into()).is_ok())
+        .count();
+    if usable != roots.len() {
+        return Err(bad("holds a certificate that does not parse".into()));
+    }
+    let challenges = ChallengeKey::generate().map_err(|e| bad(e.to_string()))?;
+    tracing::info!(roots = roots.len(), "x509pop node attestation enabled");
+    Ok(Some(Arc::new(X509PopVerifier::new(
+        roots,
+        settings.agent_path_template.clone(),
+        config.trust_domain.clone(),
+        challenges,
+    ))))
 }
