@@ -422,24 +422,17 @@ pub fn run(scale: &Scale, c: &WorkloadCluster, report: &mut Report) {
                     met: target.map(|t| v < t),
                 });
             }
-            report.add(Row {
-                item: "2 workload API",
-                figure: format!("  part: the echo behind the :authority shim, c={conc} p50"),
-                value: fmt_dur(shim.p50),
-                baseline: format!("tonic echo over UDS {}", fmt_dur(floor.p50)),
-                ratio: ratio(shim.p50.as_secs_f64(), floor.p50.as_secs_f64()),
-                target: "–".into(),
-                met: None,
-            });
-            report.add(Row {
-                item: "2 workload API",
-                figure: format!("  part: the echo behind the metrics layer, c={conc} p50"),
-                value: fmt_dur(counted.p50),
-                baseline: format!("tonic echo over UDS {}", fmt_dur(floor.p50)),
-                ratio: ratio(counted.p50.as_secs_f64(), floor.p50.as_secs_f64()),
-                target: "–".into(),
-                met: None,
-            });
+            for (part, p) in [(":authority shim", &shim), ("metrics layer", &counted)] {
+                report.add(Row {
+                    item: "2 workload API",
+                    figure: format!("  part: the echo behind the {part}, c={conc} p50"),
+                    value: fmt_dur(p.p50),
+                    baseline: format!("tonic echo over UDS {}", fmt_dur(floor.p50)),
+                    ratio: ratio(p.p50.as_secs_f64(), floor.p50.as_secs_f64()),
+                    target: "–".into(),
+                    met: None,
+                });
+            }
         }
     }
     report.add(Row {
