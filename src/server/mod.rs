@@ -5,6 +5,7 @@ pub mod audit;
 pub mod authorities;
 pub mod authorized;
 pub mod ca_manager;
+pub mod dashboard;
 pub mod federation;
 pub mod metrics;
 pub mod node_api;
