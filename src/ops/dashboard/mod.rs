@@ -27,7 +27,7 @@ use futures::future::BoxFuture;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch, Semaphore};
 
@@ -95,7 +95,7 @@ impl Dashboard {
     }
 
     /// Answers one GET of a dashboard path, after checking who asks.
-    pub(crate) async fn answer(&self, req: &Request<Incoming>) -> Response<Body> {
+    pub(crate) async fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
         let connection = req.extensions().get::<Connection>();
         let host = req.headers().get(header::HOST);
         let checked = access::check(connection.map(|c| c.peer), host);
