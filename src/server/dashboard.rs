@@ -89,7 +89,10 @@ impl Source for ServerDashboard {
     fn changes(&self) -> broadcast::Receiver<Topic> {
         let receiver = self.changes.subscribe();
         self.watching.call_once(|| {
+            // Subscribed here, not in the task: no event is missed
+            // between this call and the task's first poll.
             tokio::spawn(changes::run(
+                self.state.subscribe(),
                 self.state.clone(),
                 self.refresher.clone(),
                 self.changes.clone(),

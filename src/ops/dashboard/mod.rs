@@ -150,4 +150,4 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -20,14 +20,15 @@ use crate::store::{PageRequest, StoreError, MAX_PAGE_SIZE};
 /// How often the state without events is looked at while a page is open.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 
-/// Tells `out` of changes until `stop` turns true.
+/// Tells `out` of changes (`events` are the server's) until `stop` turns
+/// true.
 pub(super) async fn run(
+    mut events: broadcast::Receiver<ServerEvent>,
     state: Arc<ServerState>,
     refresher: RefresherHandle,
     out: broadcast::Sender<Topic>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut events = state.subscribe();
     let mut look = tokio::time::interval(LOOK_EVERY);
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last: Option<Looked> = None;
