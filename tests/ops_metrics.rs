@@ -73,6 +73,18 @@ fn counters_and_gauges_follow_a_workload_fetch() {
         );
         assert!(metrics.body.ends_with("# EOF\n"), "{}", metrics.body);
     }
+    // The server's dashboard, on its loopback ops listener; an agent has none.
+    let page = get(server_ops, "/");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.headers["content-type"].starts_with("text/html"));
+    let overview = get(server_ops, "/dashboard/api/overview");
+    assert!(
+        overview.body.contains("\"trust_domain\""),
+        "{}",
+        overview.body
+    );
+    assert_eq!(get(agent_ops, "/").status, 404);
+    assert_eq!(get(agent_ops, "/dashboard/api/overview").status, 404);
 
     // A call without the security header is refused, and counted so.
     rt().block_on(async {

@@ -46,7 +46,10 @@ pub(super) async fn run(listener: TcpListener, served: Arc<Served>, stop: watch:
 
 async fn answer(served: &Arc<Served>, req: &Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
-    let dashboard = served.dashboard.as_ref().filter(|_| super::dashboard::serves(path));
+    let dashboard = served
+        .dashboard
+        .as_ref()
+        .filter(|_| super::dashboard::serves(path));
     if dashboard.is_none() && !matches!(path, "/metrics" | "/live" | "/ready") {
         return respond(StatusCode::NOT_FOUND, TEXT, "not found\n".into()).map(boxed);
     }

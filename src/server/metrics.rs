@@ -243,8 +243,11 @@ impl ServerOps {
         refresher: RefresherHandle,
         stop: watch::Receiver<bool>,
     ) -> Arc<Self> {
-        let dashboard =
-            crate::server::dashboard::ServerDashboard::new(state.clone(), refresher.clone(), stop.clone());
+        let dashboard = crate::server::dashboard::ServerDashboard::new(
+            state.clone(),
+            refresher.clone(),
+            stop.clone(),
+        );
         Arc::new(ServerOps {
             state,
             refresher,

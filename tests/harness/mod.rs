@@ -21,6 +21,7 @@
 //! - [`ops`]: the ops listener over HTTP, and its metrics parsed.
 //! - [`procfs`]: a process's memory and CPU time, from /proc.
 //! - [`hostile`]: federation peers that misbehave, and the bundles they serve.
+//! - [`webdriver`]: headless Chromium through chromedriver, for the dashboard.
 //!
 //! Each harness file imports the few `herald` types it needs at its top,
 //! so a module that moves in `src/` is a handful of `use` lines to follow.
@@ -44,4 +45,5 @@ pub mod process;
 pub mod procfs;
 pub mod sds;
 pub mod web;
+pub mod webdriver;
 pub mod workload;

@@ -92,14 +92,23 @@ mod tests {
     #[test]
     fn a_non_loopback_peer_is_refused() {
         let h = host("127.0.0.1:9464");
-        for remote in ["10.0.0.7:40000", "[2001:db8::1]:40000", "[::ffff:10.0.0.7]:1"] {
+        for remote in [
+            "10.0.0.7:40000",
+            "[2001:db8::1]:40000",
+            "[::ffff:10.0.0.7]:1",
+        ] {
             assert!(
                 matches!(check(peer(remote), h.as_ref()), Err(Refusal::RemotePeer(_))),
                 "{remote}"
             );
         }
         assert_eq!(check(None, h.as_ref()), Err(Refusal::NoPeer));
-        for local in ["127.0.0.1:40000", "127.8.9.10:1", "[::1]:40000", "[::ffff:127.0.0.1]:1"] {
+        for local in [
+            "127.0.0.1:40000",
+            "127.8.9.10:1",
+            "[::1]:40000",
+            "[::ffff:127.0.0.1]:1",
+        ] {
             assert_eq!(check(peer(local), h.as_ref()), Ok(()), "{local}");
         }
     }
@@ -107,7 +116,14 @@ mod tests {
     #[test]
     fn only_loopback_host_names_pass() {
         let p = peer("127.0.0.1:40000");
-        for good in ["127.0.0.1:9464", "127.0.0.1", "localhost:80", "LOCALHOST", "[::1]:9464", "[::1]"] {
+        for good in [
+            "127.0.0.1:9464",
+            "127.0.0.1",
+            "localhost:80",
+            "LOCALHOST",
+            "[::1]:9464",
+            "[::1]",
+        ] {
             assert_eq!(check(p, host(good).as_ref()), Ok(()), "{good}");
         }
         for bad in [
@@ -121,7 +137,11 @@ mod tests {
             "::1",
             "",
         ] {
-            assert_eq!(check(p, host(bad).as_ref()), Err(Refusal::ForeignHost), "{bad}");
+            assert_eq!(
+                check(p, host(bad).as_ref()),
+                Err(Refusal::ForeignHost),
+                "{bad}"
+            );
         }
         assert_eq!(check(p, None), Err(Refusal::ForeignHost));
     }

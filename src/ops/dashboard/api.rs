@@ -125,7 +125,9 @@ impl EntryQuery {
                         .parse()
                         .ok()
                         .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
-                        .ok_or_else(|| format!("page_size: {value:?} is not 1 to {MAX_PAGE_SIZE}"))?
+                        .ok_or_else(|| {
+                            format!("page_size: {value:?} is not 1 to {MAX_PAGE_SIZE}")
+                        })?
                 }
                 // Unknown parameters (a cache buster, say) are ignored.
                 _ => {}
@@ -155,7 +157,12 @@ pub(super) async fn answer(source: &dyn Source, name: &str, query: Option<&str>)
     let view = match View::parse(name, query) {
         Ok(Some(view)) => view,
         Ok(None) => return text(StatusCode::NOT_FOUND, "no such view\n".into()),
-        Err(why) => return json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": why })),
+        Err(why) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "error": why }),
+            )
+        }
     };
     match source.view(view).await {
         Ok(value) => json(StatusCode::OK, &value),
@@ -183,7 +190,10 @@ mod tests {
     fn views_and_their_parameters_parse_and_bad_ones_are_named() {
         assert_eq!(View::parse("overview", None), Ok(Some(View::Overview)));
         assert_eq!(View::parse("secrets", None), Ok(None));
-        let q = View::parse("entries", Some("q=web%20&field=selector&page=2&page_size=10&_=1"));
+        let q = View::parse(
+            "entries",
+            Some("q=web%20&field=selector&page=2&page_size=10&_=1"),
+        );
         let want = EntryQuery {
             q: "web".into(),
             field: EntryField::Selector,
@@ -201,13 +211,19 @@ mod tests {
             assert!(err.starts_with(field), "{query}: {err}");
         }
         let long = format!("q={}", "a".repeat(MAX_QUERY + 1));
-        assert!(View::parse("entries", Some(&long)).unwrap_err().starts_with("q:"));
+        assert!(View::parse("entries", Some(&long))
+            .unwrap_err()
+            .starts_with("q:"));
     }
 
     #[test]
     fn a_search_looks_in_the_field_it_names_in_any_case() {
         let sel = vec!["unix:uid:1000".to_string()];
-        let entry = ("spiffe://example.org/Web", "spiffe://example.org/herald/agent/a", &sel[..]);
+        let entry = (
+            "spiffe://example.org/Web",
+            "spiffe://example.org/herald/agent/a",
+            &sel[..],
+        );
         let search = |q: &str, field| EntryQuery {
             q: q.into(),
             field,

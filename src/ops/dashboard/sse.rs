@@ -34,7 +34,10 @@ const RETRY_MS: u32 = 1000;
 /// open.
 pub(super) fn open(dashboard: &Dashboard, connection: &Connection) -> Response<Body> {
     let Ok(permit) = dashboard.streams.clone().try_acquire_owned() else {
-        tracing::info!(max = MAX_STREAMS, "dashboard: too many event streams; refusing one");
+        tracing::info!(
+            max = MAX_STREAMS,
+            "dashboard: too many event streams; refusing one"
+        );
         let mut r = text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("at most {MAX_STREAMS} event streams at once\n"),
@@ -73,7 +76,9 @@ pub(super) fn open(dashboard: &Dashboard, connection: &Connection) -> Response<B
             }
         }
     });
-    let body = StreamBody::new(ReceiverStream::new(rx).map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b))));
+    let body = StreamBody::new(
+        ReceiverStream::new(rx).map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b))),
+    );
     let mut r = respond(StatusCode::OK, "text/event-stream", body.boxed_unsync());
     // Proxies must pass events on as they come.
     r.headers_mut()

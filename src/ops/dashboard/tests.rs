@@ -55,7 +55,10 @@ fn fixture() -> Fixture {
 /// A GET of `path` from `peer` naming `host`, as the listener hands it on.
 pub(crate) fn request(path: &str, peer: &str, host: &str) -> Request<()> {
     let peer: SocketAddr = peer.parse().unwrap();
-    let mut req = Request::get(path).header(header::HOST, host).body(()).unwrap();
+    let mut req = Request::get(path)
+        .header(header::HOST, host)
+        .body(())
+        .unwrap();
     req.extensions_mut().insert(Connection::new(peer));
     req
 }
@@ -79,7 +82,12 @@ pub(crate) async fn json_of(r: Response<Body>) -> serde_json::Value {
 #[tokio::test]
 async fn a_non_loopback_peer_is_refused_on_every_path() {
     let f = fixture();
-    for path in ["/", "/dashboard/app.js", "/dashboard/api/overview", "/dashboard/api/events"] {
+    for path in [
+        "/",
+        "/dashboard/app.js",
+        "/dashboard/api/overview",
+        "/dashboard/api/events",
+    ] {
         let r = f
             .dashboard
             .answer(&request(path, "192.0.2.7:40000", "127.0.0.1:9464"))
@@ -93,8 +101,14 @@ async fn a_non_loopback_peer_is_refused_on_every_path() {
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
     }
     // No connection information at all: refused too.
-    let bare = Request::get("/").header(header::HOST, "127.0.0.1").body(()).unwrap();
-    assert_eq!(f.dashboard.answer(&bare).await.status(), StatusCode::FORBIDDEN);
+    let bare = Request::get("/")
+        .header(header::HOST, "127.0.0.1")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        f.dashboard.answer(&bare).await.status(),
+        StatusCode::FORBIDDEN
+    );
     // Nothing was streamed to the refused peer.
     assert_eq!(f.dashboard.streams.available_permits(), sse::MAX_STREAMS);
 }
@@ -104,10 +118,17 @@ async fn the_page_and_its_assets_come_with_a_strict_policy() {
     let f = fixture();
     let r = f.dashboard.answer(&local("/")).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let csp = r.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
-    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+    let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
     assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
-    assert!(text_of(r).await.contains("<script src=\"/dashboard/app.js\""));
+    assert!(text_of(r)
+        .await
+        .contains("<script src=\"/dashboard/app.js\""));
     for (path, kind) in [
         ("/dashboard/app.js", "text/javascript"),
         ("/dashboard/app.css", "text/css"),
@@ -115,7 +136,10 @@ async fn the_page_and_its_assets_come_with_a_strict_policy() {
     ] {
         let r = f.dashboard.answer(&local(path)).await;
         assert_eq!(r.status(), StatusCode::OK, "{path}");
-        assert!(r.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with(kind));
+        assert!(r.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
     }
     let r = f.dashboard.answer(&local("/dashboard/nothing.js")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
@@ -133,7 +157,10 @@ async fn json_endpoints_answer_views_and_name_bad_parameters() {
         json_of(r).await,
         json!({ "q": "spiffe://example.org/web", "page": 2 })
     );
-    let bad = f.dashboard.answer(&local("/dashboard/api/entries?page=two")).await;
+    let bad = f
+        .dashboard
+        .answer(&local("/dashboard/api/entries?page=two"))
+        .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     let error = json_of(bad).await["error"].as_str().unwrap().to_string();
     assert!(error.starts_with("page:"), "{error}");
@@ -169,7 +196,11 @@ async fn event_streams_are_capped_outlive_the_timeout_and_end_at_stop() {
     let refused_req = local("/dashboard/api/events");
     let refused = f.dashboard.answer(&refused_req).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(!refused_req.extensions().get::<Connection>().unwrap().is_long_lived());
+    assert!(!refused_req
+        .extensions()
+        .get::<Connection>()
+        .unwrap()
+        .is_long_lived());
 
     let first = &mut bodies[0];
     assert!(next_event(first).await.unwrap().contains("event: hello"));
@@ -182,7 +213,10 @@ async fn event_streams_are_capped_outlive_the_timeout_and_end_at_stop() {
     f.changes.send(Topic::Agents).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while f.dashboard.streams.available_permits() < sse::MAX_STREAMS - 1 {
-        assert!(tokio::time::Instant::now() < deadline, "streams not released");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "streams not released"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 

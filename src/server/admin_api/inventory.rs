@@ -66,7 +66,10 @@ pub(crate) async fn inventory(
             page_size: PAGE,
             page_token,
         };
-        let page = agents_api.list_agents(Request::new(req)).await?.into_inner();
+        let page = agents_api
+            .list_agents(Request::new(req))
+            .await?
+            .into_inner();
         Ok((page.agents, page.next_page_token))
     })
     .await?;

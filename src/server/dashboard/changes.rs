@@ -92,7 +92,10 @@ impl Looked {
 
 /// The attested agents (records, connections, acknowledgements) and the
 /// federation refreshes, each as a digest.
-async fn look_at(state: &Arc<ServerState>, refresher: &RefresherHandle) -> Result<Looked, StoreError> {
+async fn look_at(
+    state: &Arc<ServerState>,
+    refresher: &RefresherHandle,
+) -> Result<Looked, StoreError> {
     let records = state
         .with_store(|s| {
             let mut all = Vec::new();

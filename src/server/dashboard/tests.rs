@@ -67,7 +67,11 @@ async fn fixture() -> Fixture {
     let mut web = entry("spiffe://example.org/web", AGENT, &["unix:uid:1000"]);
     web.federates_with = vec![TrustDomain::new("peer.org").unwrap()];
     web.x509_svid_ttl = 600;
-    let db = entry("spiffe://example.org/db", AGENT, &["unix:uid:1000", "unix:gid:5"]);
+    let db = entry(
+        "spiffe://example.org/db",
+        AGENT,
+        &["unix:uid:1000", "unix:gid:5"],
+    );
     let batch = entry("spiffe://example.org/batch", OFFLINE, &["k8s:ns:jobs"]);
     let created = state.store.create_entries(vec![web, db, batch]).unwrap();
     let web_id = created[0].as_ref().unwrap().id.clone();
@@ -125,7 +129,12 @@ async fn the_overview_shows_authorities_bundle_acks_and_budget() {
         .collect();
     assert!(states.contains(&("x509", "active")), "{states:?}");
     assert!(states.contains(&("jwt", "active")), "{states:?}");
-    let x509 = o["schedule"].as_array().unwrap().iter().find(|s| s["kind"] == "x509").unwrap();
+    let x509 = o["schedule"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "x509")
+        .unwrap();
     assert!(x509["prepare_at"].as_i64() < x509["activate_at"].as_i64());
     // The web entry's 600 s lifetime is the shortest: renewed by 300 s left.
     assert_eq!(o["outage_budget"]["seconds"], 300);
@@ -134,7 +143,10 @@ async fn the_overview_shows_authorities_bundle_acks_and_budget() {
     assert_eq!(o["counts"]["agents"], 3);
     assert_eq!(o["counts"]["agents_connected"], 1);
     // The overlap of web's and db's selectors, at least.
-    assert!(o["counts"]["findings"]["warning"].as_u64().unwrap() >= 1, "{o}");
+    assert!(
+        o["counts"]["findings"]["warning"].as_u64().unwrap() >= 1,
+        "{o}"
+    );
 }
 
 #[tokio::test]
@@ -154,7 +166,10 @@ async fn agents_show_connection_acknowledgement_and_no_join_token() {
     assert_eq!(offline["entries"], Value::Null);
     let text = body.to_string();
     assert!(!text.contains(TOKEN), "a join token on the page: {text}");
-    assert!(text.contains("/herald/agent/join_token/0123...sha256:"), "{text}");
+    assert!(
+        text.contains("/herald/agent/join_token/0123...sha256:"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -171,7 +186,11 @@ async fn entries_are_searched_paged_and_show_their_agents() {
         .collect();
     assert_eq!(
         ids,
-        ["spiffe://example.org/batch", "spiffe://example.org/db", "spiffe://example.org/web"]
+        [
+            "spiffe://example.org/batch",
+            "spiffe://example.org/db",
+            "spiffe://example.org/web"
+        ]
     );
 
     let by_selector = f
@@ -179,20 +198,31 @@ async fn entries_are_searched_paged_and_show_their_agents() {
         .await;
     assert_eq!(by_selector["matched"], 2);
     assert_eq!(by_selector["pages"], 2);
-    assert_eq!(by_selector["entries"][0]["spiffe_id"], "spiffe://example.org/db");
+    assert_eq!(
+        by_selector["entries"][0]["spiffe_id"],
+        "spiffe://example.org/db"
+    );
     let second = f
         .get("/dashboard/api/entries?q=uid:1000&field=selector&page_size=1&page=1")
         .await;
     let web = &second["entries"][0];
     assert_eq!(web["spiffe_id"], "spiffe://example.org/web");
-    assert_eq!(web["agents"], serde_json::json!([{ "id": AGENT, "connected": true }]));
+    assert_eq!(
+        web["agents"],
+        serde_json::json!([{ "id": AGENT, "connected": true }])
+    );
     assert_eq!(web["federates_with"], serde_json::json!(["peer.org"]));
 
     let by_parent = f.get("/dashboard/api/entries?q=agent/b&field=parent").await;
     assert_eq!(by_parent["matched"], 1);
     let batch = &by_parent["entries"][0];
-    assert_eq!(batch["agents"], serde_json::json!([{ "id": OFFLINE, "connected": false }]));
-    let none = f.get("/dashboard/api/entries?q=agent/b&field=spiffe_id").await;
+    assert_eq!(
+        batch["agents"],
+        serde_json::json!([{ "id": OFFLINE, "connected": false }])
+    );
+    let none = f
+        .get("/dashboard/api/entries?q=agent/b&field=spiffe_id")
+        .await;
     assert_eq!(none["matched"], 0);
 }
 
@@ -257,4 +287,54 @@ async fn changes_come_from_events_and_from_agents_connecting() {
         () = changed(&mut rx, Topic::Agents) => {}
         () = acking => unreachable!("acknowledging never ends"),
     }
+}
+
+/// One GET over TCP to a real ops listener: the status line and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+#[tokio::test]
+async fn only_an_ops_listener_on_loopback_serves_the_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = test_state(SledStore::open(dir.path()).unwrap());
+    let (stop, stop_rx) = watch::channel(false);
+    let (refresher, _task) = spawn_refresher(state.clone(), WebRoots::empty(), stop_rx.clone());
+    let role = crate::server::metrics::ServerOps::new(state, refresher, stop_rx.clone());
+
+    let local = crate::ops::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![role.clone()],
+        stop_rx.clone(),
+    );
+    let local = local.await.unwrap();
+    assert!(local.dashboard);
+    let (status, body) = http_get(local.address, "/").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("/dashboard/app.js"));
+    // The listener hands each request its peer: the check passes for a
+    // loopback client, and JSON comes back.
+    let (status, body) = http_get(local.address, "/dashboard/api/agents").await;
+    assert!(status.contains("200"), "{status}: {body}");
+    assert!(body.contains("\"agents\":[]"), "{body}");
+
+    let any = crate::ops::serve("0.0.0.0:0".parse().unwrap(), vec![role], stop_rx)
+        .await
+        .unwrap();
+    assert!(!any.dashboard);
+    let reached = std::net::SocketAddr::from(([127, 0, 0, 1], any.address.port()));
+    let (status, _) = http_get(reached, "/").await;
+    assert!(status.contains("404"), "{status}");
+    let (status, _) = http_get(reached, "/dashboard/api/overview").await;
+    assert!(status.contains("404"), "{status}");
+    let (status, _) = http_get(reached, "/live").await;
+    assert!(status.contains("200"), "{status}");
+    stop.send_replace(true);
 }

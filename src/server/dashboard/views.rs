@@ -56,9 +56,7 @@ pub(super) fn agents(state: &ServerState, inv: &Inventory) -> Agents {
         })
         .collect();
     // Connected first, banned last, then by ID.
-    agents.sort_by(|a, b| {
-        (!a.connected, a.banned, &a.id).cmp(&(!b.connected, b.banned, &b.id))
-    });
+    agents.sort_by(|a, b| (!a.connected, a.banned, &a.id).cmp(&(!b.connected, b.banned, &b.id)));
     Agents {
         now: inv.now,
         bundle_sequence: sequence,
@@ -74,7 +72,9 @@ fn authorized(
 }
 
 fn selectors(s: &[admin::Selector]) -> Vec<String> {
-    s.iter().map(|s| format!("{}:{}", s.r#type, s.value)).collect()
+    s.iter()
+        .map(|s| format!("{}:{}", s.r#type, s.value))
+        .collect()
 }
 
 #[derive(Debug, Serialize)]

@@ -173,11 +173,14 @@
       card('info', 'Entries', c.entries, 'registration entries'),
       budget
         ? card(budget.seconds < 300 ? 'bad' : budget.limited_by_authority ? 'warn' : 'ok', 'Outage budget', human(budget.seconds),
-          budget.limited_by_authority ? 'limited by the active authority’s expiry' : `if this server stopped now, workloads keep valid SVIDs until ${local(budget.until)} (half the shortest X509-SVID lifetime, ${human(budget.shortest_x509_svid_ttl)})`,
-          budget.earliest_agent ? h('span', {}, 'first agent SVID to expire: ', id(budget.earliest_agent.id), ' ', relative(budget.earliest_agent.svid_expires_at)) : null)
+          `workloads keep valid SVIDs until ${local(budget.until)} if this server stopped now`,
+          budget.limited_by_authority ? 'limited by the active X.509 authority’s expiry' : `half the shortest X509-SVID lifetime (${human(budget.shortest_x509_svid_ttl)})`,
+          budget.earliest_agent ? h('span', {}, `first agent SVID expires ${relative(budget.earliest_agent.svid_expires_at)}: `, id(budget.earliest_agent.id)) : null)
         : card('idle', 'Outage budget', '—', 'no entries: no workload SVID to lose'),
-      card(f.error ? 'bad' : f.warning ? 'warn' : 'ok', 'Findings', f.error || f.warning ? `${f.error} error${f.error === 1 ? '' : 's'} · ${f.warning} warning${f.warning === 1 ? '' : 's'}` : 'All clear',
-        h('a', { href: '#/findings' }, f.error + f.warning + f.info ? `${f.error + f.warning + f.info} finding(s) of herald check` : 'herald check finds nothing')),
+      card(f.error ? 'bad' : f.warning ? 'warn' : 'ok', 'Findings',
+        f.error ? `${f.error} error${f.error === 1 ? '' : 's'}` : f.warning ? `${f.warning} warning${f.warning === 1 ? '' : 's'}` : 'All clear',
+        f.error ? `${f.warning} warning(s) · ${f.info} info` : `${f.info} info`,
+        h('a', { href: '#/findings' }, f.error + f.warning + f.info ? 'what herald check finds' : 'herald check finds nothing')),
     );
     const parts = [cards, rotation(o)];
     if (b.lagging.length) parts.push(panel('Agents behind on the bundle', `${b.lagging.length}`, h('div', { class: 'pad' }, chips(b.lagging))));
@@ -221,8 +224,9 @@
         h('div', { class: 'tl-axis' }, h('span', {}, local(lo)), h('span', {}, local(hi))));
     });
     const detail = table(['Kind', 'State', 'Key', 'Valid from', 'Expires', 'Bundle'], o.authorities.map((a) =>
-      h('tr', {}, h('td', {}, a.kind === 'x509' ? 'X.509' : 'JWT'), h('td', {}, pill(a.tainted ? 'bad' : STATE[a.state] || 'idle', a.tainted ? `${a.state} · tainted` : a.state)),
-        h('td', {}, id(a.key_id)), h('td', {}, when(a.not_before)), h('td', {}, when(a.not_after, a.not_after - nowSecs() < 86400 ? 't-warn' : '')), h('td', {}, `#${a.bundle_sequence}`))));
+      h('tr', { 'data-id': a.id }, h('td', {}, a.kind === 'x509' ? 'X.509' : 'JWT'), h('td', {}, pill(a.tainted ? 'bad' : STATE[a.state] || 'idle', a.tainted ? `${a.state} · tainted` : a.state)),
+        h('td', {}, id(a.key_id)), h('td', {}, when(a.not_before)), h('td', {}, when(a.not_after, a.not_after - nowSecs() < 3600 ? 't-bad' : '')),
+        h('td', {}, a.bundle_sequence ? `#${a.bundle_sequence}` : h('span', { class: 'muted', title: 'in the bundle since the first one' }, 'first')))));
     const next = o.schedule.map((s) => `${s.kind === 'x509' ? 'X.509' : 'JWT'}: prepare ${relative(s.prepare_at)}, activate ${relative(s.activate_at)}`).join(' · ');
     return panel('Authorities and rotation', next,
       h('div', { class: 'timeline' }, body),
