@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_search_looks_in_the_field_it_names_in_any_case() {
-        let sel = vec!["unix:uid:1000".to_string()];
+        let sel = ["unix:uid:1000".to_string()];
         let entry = (
             "spiffe://example.org/Web",
             "spiffe://example.org/herald/agent/a",

@@ -130,6 +130,7 @@ async fn the_page_and_its_assets_come_with_a_strict_policy() {
         .await
         .contains("<script src=\"/dashboard/app.js\""));
     for (path, kind) in [
+        ("/dashboard/ui.js", "text/javascript"),
         ("/dashboard/app.js", "text/javascript"),
         ("/dashboard/app.css", "text/css"),
         ("/dashboard/icon.svg", "image/svg+xml"),
