@@ -95,17 +95,7 @@ fn save_png(png: &[u8], path: &Path) {
 #[test]
 fn the_dashboard_shows_what_the_cli_reports_and_follows_changes_live() {
     let dir = temp_dir("dashboard");
-    // `herald dev` prints its lines on stdout; the harness reads stderr.
-    let mut cmd = std::process::Command::new("sh");
-    cmd.current_dir(dir.path())
-        .args([
-            "-c",
-            "exec \"$0\" dev --data-dir d 1>&2",
-            env!("CARGO_BIN_EXE_herald"),
-        ])
-        .env_remove("HERALD_LOG")
-        .env_remove("HERALD_ADMIN_SOCKET");
-    let mut dev = Proc::spawn("dev", cmd);
+    let mut dev = Proc::herald_dev(dir.path());
     let line = dev.wait_for_line("dashboard: http://", Duration::from_secs(60));
     let url = line
         .split_whitespace()

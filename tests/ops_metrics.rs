@@ -240,17 +240,7 @@ fn an_agent_restarted_without_its_server_is_not_ready() {
 #[test]
 fn herald_dev_prints_its_metrics_url_and_serves_both_roles() {
     let dir = temp_dir("ops-dev");
-    // `herald dev` prints its lines on stdout; the harness reads stderr.
-    let mut cmd = std::process::Command::new("sh");
-    cmd.current_dir(dir.path())
-        .args([
-            "-c",
-            "exec \"$0\" dev --data-dir d 1>&2",
-            env!("CARGO_BIN_EXE_herald"),
-        ])
-        .env_remove("HERALD_LOG")
-        .env_remove("HERALD_ADMIN_SOCKET");
-    let mut dev = harness::process::Proc::spawn("dev", cmd);
+    let mut dev = harness::process::Proc::herald_dev(dir.path());
     let line = dev.wait_for_line("metrics: http://", Duration::from_secs(30));
     let url = line
         .split_whitespace()

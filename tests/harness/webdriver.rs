@@ -10,11 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -127,32 +124,10 @@ impl Browser {
     }
 
     async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
-        let stream = TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .map_err(|e| format!("connect to chromedriver: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP handshake: {e}"))?;
-        tokio::spawn(connection);
-        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::HOST, format!("127.0.0.1:{}", self.port))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(bytes)))
-            .map_err(|e| format!("build the request: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("read: {e}"))?
-            .to_bytes();
-        serde_json::from_slice(&body).map_err(|e| format!("not JSON ({e}): {body:?}"))
+        let bytes = Bytes::from(body.map(|b| b.to_string()).unwrap_or_default());
+        let driver = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let (_status, answer) = super::http::exchange(driver, method, path, bytes).await?;
+        serde_json::from_slice(&answer).map_err(|e| format!("not JSON ({e}): {answer:?}"))
     }
 
     /// Opens `url`.
