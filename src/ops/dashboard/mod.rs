@@ -110,6 +110,10 @@ impl Dashboard {
         };
         let path = req.uri().path();
         match path.strip_prefix("/dashboard/api/") {
+            // A HEAD would hold a stream's place for nothing.
+            Some("events") if req.method() != http::Method::GET => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into())
+            }
             Some("events") => sse::open(self, connection),
             Some(name) => api::answer(self.source.as_ref(), name, req.uri().query()).await,
             None => assets::answer(path),

@@ -62,6 +62,8 @@ pub(super) fn open(dashboard: &Dashboard, connection: &Connection) -> Response<B
         loop {
             let message = tokio::select! {
                 () = crate::shutdown::stopped(&mut stop) => break,
+                // The page went away: its body was dropped.
+                () = tx.closed() => break,
                 () = &mut ends => break,
                 _ = ping.tick() => Bytes::from_static(b": ping\n\n"),
                 change = changes.recv() => match change {
@@ -70,7 +72,6 @@ pub(super) fn open(dashboard: &Dashboard, connection: &Connection) -> Response<B
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
             };
-            // The page went away: its body was dropped.
             if tx.send(message).await.is_err() {
                 break;
             }
