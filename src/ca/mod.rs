@@ -7,6 +7,7 @@
 pub mod bundle_check;
 pub mod csr;
 pub mod jwt;
+pub mod key_pem;
 pub mod key_manager;
 pub mod keys;
 pub mod pem;

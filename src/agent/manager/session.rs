@@ -19,7 +19,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How a session ended without an error.
 enum SessionEnd {
     Shutdown,
-    /// The agent SVID was renewed: the next session presents it.
+    /// The agent SVID was renewed (or the agent re-attested): the next
+    /// session presents the new one.
     Reconnect,
 }
 
@@ -74,6 +75,11 @@ impl Manager {
         self.pending_snapshot = None;
         self.pending_federated = None;
         tracing::info!(agent = %self.cred.spiffe_id, "connected to the server");
+        // An x509pop agent looks at its certificate file this often (the
+        // first look is at once: it may have been renewed meanwhile).
+        let machine_every = self.machine_check_interval();
+        let mut machine_check = tokio::time::interval(machine_every.unwrap_or(Duration::from_secs(3600)));
+        machine_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = self.next_wake();
             let sleep =
@@ -82,10 +88,19 @@ impl Manager {
                 _ = crate::shutdown::stopped(shutdown) => return Ok(SessionEnd::Shutdown),
                 _ = tokio::time::sleep(sleep) => {
                     if self.agent_svid_due() {
-                        self.renew_agent(&mut client).await?;
+                        self.renew_or_reattest(&mut client).await?;
                         return Ok(SessionEnd::Reconnect);
                     }
                     self.reconcile(&mut client).await?;
+                }
+                _ = machine_check.tick(), if machine_every.is_some() => {
+                    if self.machine_cert_renewed() {
+                        match self.reattest("the machine certificate was renewed").await {
+                            Ok(_) => return Ok(SessionEnd::Reconnect),
+                            // Tried again at the next look.
+                            Err(e) => tracing::warn!(error = %Chain(&e), "x509pop re-attestation with the renewed machine certificate failed"),
+                        }
+                    }
                 }
                 msg = stream.message() => match msg? {
                     Some(update) => {

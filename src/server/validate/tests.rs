@@ -198,7 +198,7 @@ fn node_alias_entries_take_node_selectors_only() {
         ..Default::default()
     };
     let r = validate_entry(&td(), &alias(), &[]).unwrap();
-    assert!(crate::registration::node_alias::is_alias_entry(&r));
+    assert!(is_alias_entry(&r));
     let mut unix = alias();
     unix.selectors = good().selectors;
     assert_field(unix, "selectors[0].type", "\"unix\" is not a node selector type");
