@@ -21,6 +21,7 @@
 //! - [`ops`]: the ops listener over HTTP, and its metrics parsed.
 //! - [`procfs`]: a process's memory and CPU time, from /proc.
 //! - [`hostile`]: federation peers that misbehave, and the bundles they serve.
+//! - [`x509pop`]: x509pop servers and agents over a machine PKI made at test time.
 //!
 //! Each harness file imports the few `herald` types it needs at its top,
 //! so a module that moves in `src/` is a handful of `use` lines to follow.
@@ -45,3 +46,4 @@ pub mod procfs;
 pub mod sds;
 pub mod web;
 pub mod workload;
+pub mod x509pop;
