@@ -84,7 +84,11 @@ struct Node {
 fn start(server: &Server, dir: &Path, name: &'static str, pki: (&TestCa, &TestCa)) -> Node {
     let (_, inter) = pki;
     let machine = inter
-        .machine(name, &format!("{name}.example.net"), rcgen::KeyPair::generate().unwrap())
+        .machine(
+            name,
+            &format!("{name}.example.net"),
+            rcgen::KeyPair::generate().unwrap(),
+        )
         .unwrap();
     let config = agent_config(server, &dir.join(name), &machine, inter, "");
     Node {
@@ -108,7 +112,10 @@ fn aliases_give_workload_entries_to_every_agent_they_name_and_only_those() {
         start(&server, dir.path(), "web-1", (&web_root, &web_inter)),
     ];
 
-    let db_ca = format!("x509pop:ca:fingerprint:{}", fingerprint(&db_pki.inter.der()));
+    let db_ca = format!(
+        "x509pop:ca:fingerprint:{}",
+        fingerprint(&db_pki.inter.der())
+    );
     let fleet = alias(&server, "/fleet/db", &[&db_ca]);
     alias(&server, "/fleet/db-1", &["x509pop:subject:cn:db-1", &db_ca]);
     workload(&server, "/db", "spiffe://example.org/fleet/db");

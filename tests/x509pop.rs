@@ -156,12 +156,22 @@ fn an_rsa_machine_key_attests() {
 fn sec1_and_pkcs1_machine_keys_attest() {
     let dir = tempfile::tempdir().unwrap();
     let root = TestCa::root("legacy key machines root").unwrap();
-    let inter = root.intermediate("legacy key machines intermediate").unwrap();
+    let inter = root
+        .intermediate("legacy key machines intermediate")
+        .unwrap();
     let server = server(dir.path(), &root);
     let forms: [(&str, &[&str], &str); 2] = [
         (
             "ec-1",
-            &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ec-1.key"],
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "ec-1.key",
+            ],
             "EC PRIVATE KEY",
         ),
         (
@@ -180,7 +190,9 @@ fn sec1_and_pkcs1_machine_keys_attest() {
         // the agent reads the file in openssl's form.
         let pkcs8 = herald::ca::key_pem::pkcs8_from_pem(&pem).unwrap();
         let key = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
-        let mut machine = inter.machine(cn, &format!("{cn}.example.net"), key).unwrap();
+        let mut machine = inter
+            .machine(cn, &format!("{cn}.example.net"), key)
+            .unwrap();
         machine.key_pem = pem;
         let config = agent_config(&server, &dir.path().join(cn), &machine, &inter);
         agents.push(Agent::start(&config));

@@ -43,7 +43,9 @@ fn wait_serves(socket: &Path, path: &str) {
 
 fn renewed(inter: &TestCa, cn: &str) -> Machine {
     let key = rcgen::KeyPair::generate().unwrap();
-    inter.machine(cn, &format!("{cn}.example.net"), key).unwrap()
+    inter
+        .machine(cn, &format!("{cn}.example.net"), key)
+        .unwrap()
 }
 
 fn serial_selector(machine: &Machine) -> String {
@@ -99,9 +101,13 @@ fn a_running_agent_reattests_when_due_and_when_its_certificate_is_renewed() {
         "re-attested with x509pop (the machine certificate was renewed)",
         WAIT,
     );
-    let shown = wait_for_agent(&server, agent_id, WAIT, "the renewed certificate's selectors", |a| {
-        selector_values(a).contains(&serial_selector(&next))
-    });
+    let shown = wait_for_agent(
+        &server,
+        agent_id,
+        WAIT,
+        "the renewed certificate's selectors",
+        |a| selector_values(a).contains(&serial_selector(&next)),
+    );
     assert!(
         !selector_values(&shown).contains(&serial_selector(&machine)),
         "{shown}"
@@ -157,19 +163,33 @@ fn a_renewal_that_changes_the_agent_id_keeps_the_workloads_of_a_node_alias() {
         "--selector",
         &ca,
     ]);
-    server.create_entry("spiffe://example.org/app", "spiffe://example.org/fleet", &[]);
+    server.create_entry(
+        "spiffe://example.org/app",
+        "spiffe://example.org/fleet",
+        &[],
+    );
     wait_serves(&agent.socket, "/app");
 
     let next = renewed(&inter, "vm-1");
     write_machine(&agent_dir, &next, &inter);
-    let line = agent.proc.wait_for_line("gave this node a new agent ID", WAIT);
+    let line = agent
+        .proc
+        .wait_for_line("gave this node a new agent ID", WAIT);
     assert!(line.contains(&default_agent_id(&next)), "{line}");
-    wait_for_agent(&server, &default_agent_id(&next), WAIT, "the new agent", |a| {
-        a["attestation_type"] == "x509pop"
-    });
+    wait_for_agent(
+        &server,
+        &default_agent_id(&next),
+        WAIT,
+        "the new agent",
+        |a| a["attestation_type"] == "x509pop",
+    );
     // Connected under its new ID, the node still gets the alias's entries,
     // new ones included.
-    server.create_entry("spiffe://example.org/app-2", "spiffe://example.org/fleet", &[]);
+    server.create_entry(
+        "spiffe://example.org/app-2",
+        "spiffe://example.org/fleet",
+        &[],
+    );
     wait_serves(&agent.socket, "/app-2");
     wait_serves(&agent.socket, "/app");
 }

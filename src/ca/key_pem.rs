@@ -63,7 +63,8 @@ enum Form {
 pub fn pkcs8_from_pem(pem: &str) -> Result<Vec<u8>, KeyPemError> {
     // Legacy OpenSSL encryption puts headers in the block; PKCS#8
     // encryption has a label of its own.
-    if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || pem.contains("Proc-Type: 4,ENCRYPTED")
+    if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || pem.contains("Proc-Type: 4,ENCRYPTED")
     {
         return Err(KeyPemError::Encrypted);
     }
@@ -146,7 +147,11 @@ mod tests {
             .args(args)
             .output()
             .expect("openssl must be installed to run these tests");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     }
 
@@ -165,31 +170,68 @@ mod tests {
     fn sec1_and_pkcs1_keys_from_openssl_load() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        openssl(d, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "p256.key"]);
+        openssl(
+            d,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "p256.key",
+            ],
+        );
         loads_as_openssl_reads_it(d, "p256.key", "EC PRIVATE KEY");
-        openssl(d, &["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", "p384.key"]);
+        openssl(
+            d,
+            &[
+                "ecparam",
+                "-name",
+                "secp384r1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "p384.key",
+            ],
+        );
         loads_as_openssl_reads_it(d, "p384.key", "EC PRIVATE KEY");
         openssl(d, &["genrsa", "-traditional", "-out", "rsa.key", "2048"]);
         loads_as_openssl_reads_it(d, "rsa.key", "RSA PRIVATE KEY");
         // PKCS#8 passes through unchanged.
         let key = rcgen::KeyPair::generate().unwrap();
-        assert_eq!(pkcs8_from_pem(&key.serialize_pem()).unwrap(), key.serialize_der());
+        assert_eq!(
+            pkcs8_from_pem(&key.serialize_pem()).unwrap(),
+            key.serialize_der()
+        );
     }
 
     #[test]
     fn unusable_keys_say_why() {
         let err = |pem: &str| pkcs8_from_pem(pem).unwrap_err().to_string();
         assert!(err("").contains("no PEM block labelled PRIVATE KEY"));
-        let enc = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let enc =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
         assert!(err(enc).contains("is encrypted"));
         let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
         assert!(err(legacy).contains("is encrypted"));
         let garbage = der_to_pem(&[0x30, 0x03, 0x02, 0x01], "EC PRIVATE KEY");
-        assert!(err(&garbage).contains("the SEC1 EC key does not parse"), "{}", err(&garbage));
+        assert!(
+            err(&garbage).contains("the SEC1 EC key does not parse"),
+            "{}",
+            err(&garbage)
+        );
         let not_seq = der_to_pem(&[0x04, 0x00], "RSA PRIVATE KEY");
         assert!(err(&not_seq).contains("the PKCS#1 RSA key does not parse"));
         // version 1, a key, no [0] curve.
-        let no_curve = der_to_pem(&[0x30, 0x05, 0x02, 0x01, 0x01, 0x04, 0x00], "EC PRIVATE KEY");
-        assert!(err(&no_curve).contains("does not name its curve"), "{}", err(&no_curve));
+        let no_curve = der_to_pem(
+            &[0x30, 0x05, 0x02, 0x01, 0x01, 0x04, 0x00],
+            "EC PRIVATE KEY",
+        );
+        assert!(
+            err(&no_curve).contains("does not name its curve"),
+            "{}",
+            err(&no_curve)
+        );
     }
 }

@@ -70,12 +70,10 @@ pub(super) fn server_x509pop(
             }
             paths
         }
-        (None, None) => {
-            return Err(c.invalid(
-                "node_attestors.x509pop.ca_bundle_path",
-                "is required (or ca_bundle_paths, a list of files): the PEM roots of the machines' PKI",
-            ))
-        }
+        (None, None) => return Err(c.invalid(
+            "node_attestors.x509pop.ca_bundle_path",
+            "is required (or ca_bundle_paths, a list of files): the PEM roots of the machines' PKI",
+        )),
     };
     let agent_path_template = match raw.agent_path_template {
         Some(t) => PathTemplate::parse(&t, td)

@@ -63,9 +63,7 @@ pub enum MachineError {
         source: KeyPemError,
     },
     /// The key does not load (wrong algorithm).
-    #[error(
-        "x509pop: {path} is not a supported private key (ECDSA P-256/P-384, RSA, Ed25519)"
-    )]
+    #[error("x509pop: {path} is not a supported private key (ECDSA P-256/P-384, RSA, Ed25519)")]
     Key {
         /// The key file.
         path: PathBuf,
@@ -103,7 +101,10 @@ impl MachineFiles {
     pub fn leaf_fingerprint(&self) -> Result<String, MachineError> {
         let chain = certs(&self.certificate_path)?;
         // certs() refuses a file without a certificate.
-        Ok(chain.first().map(|leaf| fingerprint(leaf)).unwrap_or_default())
+        Ok(chain
+            .first()
+            .map(|leaf| fingerprint(leaf))
+            .unwrap_or_default())
     }
 
     /// Reads the chain and the key now, and signs the proof for

@@ -145,7 +145,11 @@ mod tests {
         );
         let err = check_alias_entry(&alias(&["x509pop:subject:cn:a", "unix:uid:0"])).unwrap_err();
         assert_eq!(err.field, "selectors[1].type");
-        assert!(err.reason.contains("\"unix\" is not a node selector type"), "{}", err.reason);
+        assert!(
+            err.reason.contains("\"unix\" is not a node selector type"),
+            "{}",
+            err.reason
+        );
         let mut admin = alias(&["x509pop:subject:cn:a"]);
         admin.admin = true;
         assert_eq!(check_alias_entry(&admin).unwrap_err().field, "admin");

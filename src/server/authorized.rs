@@ -257,7 +257,10 @@ mod tests {
                 serial: "01".into(),
                 expires_at: 10_000,
                 banned: false,
-                selectors: selectors.iter().map(|s| Selector::parse(s).unwrap()).collect(),
+                selectors: selectors
+                    .iter()
+                    .map(|s| Selector::parse(s).unwrap())
+                    .collect(),
                 created_at: 0,
                 updated_at: 0,
             })
@@ -270,7 +273,10 @@ mod tests {
             ..RegistrationEntry::new(
                 SpiffeId::parse(spiffe).unwrap(),
                 SpiffeId::parse("spiffe://example.org/herald/server").unwrap(),
-                selectors.iter().map(|s| Selector::parse(s).unwrap()).collect(),
+                selectors
+                    .iter()
+                    .map(|s| Selector::parse(s).unwrap())
+                    .collect(),
             )
         }
     }
@@ -287,19 +293,37 @@ mod tests {
             "spiffe://example.org/herald/agent/x509pop/b",
             "spiffe://example.org/herald/agent/join_token/c",
         );
-        attested(&store, a, &["x509pop:ca:fingerprint:f1", "x509pop:subject:cn:a"]);
-        attested(&store, b, &["x509pop:ca:fingerprint:f2", "x509pop:subject:cn:b"]);
+        attested(
+            &store,
+            a,
+            &["x509pop:ca:fingerprint:f1", "x509pop:subject:cn:a"],
+        );
+        attested(
+            &store,
+            b,
+            &["x509pop:ca:fingerprint:f2", "x509pop:subject:cn:b"],
+        );
         attested(&store, c, &[]);
         let fleet = "spiffe://example.org/fleet";
         store
             .create_entry(alias("alias", fleet, &["x509pop:ca:fingerprint:f1"]))
             .unwrap();
         store
-            .create_entry(alias("alias-cn-b", fleet, &["x509pop:subject:cn:b", "x509pop:ca:fingerprint:f2"]))
+            .create_entry(alias(
+                "alias-cn-b",
+                fleet,
+                &["x509pop:subject:cn:b", "x509pop:ca:fingerprint:f2"],
+            ))
             .unwrap();
-        store.create_entry(entry("web", "spiffe://example.org/web", fleet)).unwrap();
         store
-            .create_entry(entry("nested", "spiffe://example.org/sub", "spiffe://example.org/web"))
+            .create_entry(entry("web", "spiffe://example.org/web", fleet))
+            .unwrap();
+        store
+            .create_entry(entry(
+                "nested",
+                "spiffe://example.org/sub",
+                "spiffe://example.org/web",
+            ))
             .unwrap();
         let keys = |agent: &str| -> Vec<String> {
             authorized_entries(&store, &SpiffeId::parse(agent).unwrap(), 1000)
@@ -311,12 +335,21 @@ mod tests {
         assert_eq!(keys(b), ["nested", "web"]);
         assert!(keys(c).is_empty(), "no selectors, no alias");
         let signable = |agent: &str| -> Vec<String> {
-            signable_entries(&store, &SpiffeId::parse(agent).unwrap(), &ids(&["web", "nested", "alias"]), 1000)
-                .unwrap()
-                .into_keys()
-                .collect()
+            signable_entries(
+                &store,
+                &SpiffeId::parse(agent).unwrap(),
+                &ids(&["web", "nested", "alias"]),
+                1000,
+            )
+            .unwrap()
+            .into_keys()
+            .collect()
         };
-        assert_eq!(signable(a), ["nested", "web"], "an alias entry is never signable");
+        assert_eq!(
+            signable(a),
+            ["nested", "web"],
+            "an alias entry is never signable"
+        );
         assert!(signable(c).is_empty());
 
         // The alias naming a is gone: a loses both, b keeps them.

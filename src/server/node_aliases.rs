@@ -134,10 +134,18 @@ mod tests {
     fn agents_match_the_aliases_whose_selectors_they_all_show() {
         let index = NodeAliases::new(vec![
             alias("prod", &["k8s_psat:cluster:prod"], None),
-            alias("prod-a", &["k8s_psat:cluster:prod", "k8s_psat:agent_ns:a"], None),
+            alias(
+                "prod-a",
+                &["k8s_psat:cluster:prod", "k8s_psat:agent_ns:a"],
+                None,
+            ),
             alias("dev", &["k8s_psat:cluster:dev"], None),
             // Two entries may grant one alias ID: it is named once.
-            alias("prod", &["k8s_psat:cluster:prod", "k8s_psat:agent_ns:b"], None),
+            alias(
+                "prod",
+                &["k8s_psat:cluster:prod", "k8s_psat:agent_ns:b"],
+                None,
+            ),
             alias("old", &["k8s_psat:cluster:prod"], Some(100)),
         ]);
         let agent = [
@@ -159,8 +167,16 @@ mod tests {
     #[test]
     fn an_alias_is_filed_under_its_rarest_selector() {
         let index = NodeAliases::new(vec![
-            alias("a", &["x509pop:ca:fingerprint:r", "x509pop:subject:cn:a"], None),
-            alias("b", &["x509pop:ca:fingerprint:r", "x509pop:subject:cn:b"], None),
+            alias(
+                "a",
+                &["x509pop:ca:fingerprint:r", "x509pop:subject:cn:a"],
+                None,
+            ),
+            alias(
+                "b",
+                &["x509pop:ca:fingerprint:r", "x509pop:subject:cn:b"],
+                None,
+            ),
             alias("all", &["x509pop:ca:fingerprint:r"], None),
         ]);
         let filed: usize = index.by_selector.values().map(Vec::len).sum();

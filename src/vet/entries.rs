@@ -122,10 +122,7 @@ fn roots(
 }
 
 /// Pairs of entries one agent can receive whose selector sets nest.
-fn overlaps(
-    entries: &[&admin::Entry],
-    named: &HashMap<&str, BTreeSet<String>>,
-) -> Vec<Finding> {
+fn overlaps(entries: &[&admin::Entry], named: &HashMap<&str, BTreeSet<String>>) -> Vec<Finding> {
     let sets: Vec<BTreeSet<String>> = entries.iter().map(|e| selector_set(e)).collect();
     let mut by_root: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, rs) in roots(entries, named).into_iter().enumerate() {
@@ -209,11 +206,7 @@ fn overlap(small: &admin::Entry, large: &admin::Entry, identical: bool) -> Findi
 /// Entries whose parent is neither an attested agent nor another entry's
 /// SPIFFE ID (an alias's included, from `live`): no agent receives them,
 /// so no workload gets their identity.
-fn parents(
-    inv: &Inventory,
-    entries: &[&admin::Entry],
-    live: &[&admin::Entry],
-) -> Vec<Finding> {
+fn parents(inv: &Inventory, entries: &[&admin::Entry], live: &[&admin::Entry]) -> Vec<Finding> {
     let agents: HashSet<&str> = inv.agents.iter().map(|a| a.id.as_str()).collect();
     let granted: HashSet<&str> = live.iter().map(|e| e.spiffe_id.as_str()).collect();
     let agent_prefix = format!("spiffe://{}{AGENT_PATH}", inv.trust_domain);

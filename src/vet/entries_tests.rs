@@ -224,5 +224,9 @@ fn an_alias_naming_no_agent_is_info() {
         of(&f, "node_alias"),
         [(Severity::Info, obj("alias", "/fleet"))]
     );
-    assert!(f[0].message.contains("x509pop:subject:cn:db-9"), "{}", f[0].message);
+    assert!(
+        f[0].message.contains("x509pop:subject:cn:db-9"),
+        "{}",
+        f[0].message
+    );
 }

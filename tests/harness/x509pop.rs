@@ -97,7 +97,8 @@ pub fn wait_for_agent(
 ) -> serde_json::Value {
     let deadline = Instant::now() + within;
     loop {
-        let (code, out, _) = server.cli(&["agent", "show", "--spiffe-id", agent_id, "--output", "json"]);
+        let (code, out, _) =
+            server.cli(&["agent", "show", "--spiffe-id", agent_id, "--output", "json"]);
         if code == 0 {
             let shown: serde_json::Value = serde_json::from_str(&out).expect("JSON output");
             if done(&shown) {

@@ -78,7 +78,8 @@ impl Manager {
         // An x509pop agent looks at its certificate file this often (the
         // first look is at once: it may have been renewed meanwhile).
         let machine_every = self.machine_check_interval();
-        let mut machine_check = tokio::time::interval(machine_every.unwrap_or(Duration::from_secs(3600)));
+        let mut machine_check =
+            tokio::time::interval(machine_every.unwrap_or(Duration::from_secs(3600)));
         machine_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = self.next_wake();

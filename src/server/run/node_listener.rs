@@ -163,7 +163,11 @@ fn x509pop_verifier(config: &ServerConfig) -> Result<Option<Arc<X509PopVerifier>
     // The challenge key comes from the system's random source; failing to
     // make it is reported with the attestor's first file.
     let challenges = ChallengeKey::generate().map_err(|e| ServerError::X509PopBundle {
-        path: settings.ca_bundle_paths.first().cloned().unwrap_or_default(),
+        path: settings
+            .ca_bundle_paths
+            .first()
+            .cloned()
+            .unwrap_or_default(),
         reason: format!("making the challenge key: {e}"),
     })?;
     tracing::info!(

@@ -201,7 +201,11 @@ fn node_alias_entries_take_node_selectors_only() {
     assert!(is_alias_entry(&r));
     let mut unix = alias();
     unix.selectors = good().selectors;
-    assert_field(unix, "selectors[0].type", "\"unix\" is not a node selector type");
+    assert_field(
+        unix,
+        "selectors[0].type",
+        "\"unix\" is not a node selector type",
+    );
     let mut admin_flag = alias();
     admin_flag.admin = true;
     assert_field(admin_flag, "admin", "no SVID is issued for an alias");
