@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use harness::bin::my_uid;
 use harness::cluster::{Agent, Server};
 use harness::workload::{client, rt};
-use harness::x509pop::{agent_config, default_agent_id, server};
+use harness::x509pop::{agent_config, alias_args, create_alias, default_agent_id, server};
 use herald::x509pop::fingerprint;
 use herald::x509pop::test_pki::{TestCa, TestPki};
 
@@ -59,20 +59,9 @@ fn workload(server: &Server, path: &str, parent: &str) -> String {
     server.create_entry(&format!("spiffe://example.org{path}"), parent, &[])
 }
 
-/// `herald entry create --node ...`: an alias entry; its entry ID.
+/// A node alias entry for `spiffe://example.org<path>`; its entry ID.
 fn alias(server: &Server, path: &str, selectors: &[&str]) -> String {
-    let id = format!("spiffe://example.org{path}");
-    let mut args = vec!["entry", "create", "--node", "--spiffe-id", &id];
-    for s in selectors {
-        args.extend(["--selector", s]);
-    }
-    let v = server.cli_json(&args);
-    let entry = &v["results"][0]["entry"];
-    assert_eq!(
-        entry["parent_id"], "spiffe://example.org/herald/server",
-        "{v}"
-    );
-    entry["id"].as_str().unwrap().to_string()
+    create_alias(server, &format!("spiffe://example.org{path}"), selectors)
 }
 
 struct Node {
@@ -157,40 +146,14 @@ fn aliases_give_workload_entries_to_every_agent_they_name_and_only_those() {
 fn alias_entries_refuse_workload_selectors_and_svid_fields() {
     let server = Server::start_temp();
     let uid = format!("unix:uid:{}", my_uid());
-    let args = [
-        "entry",
-        "create",
-        "--node",
-        "--spiffe-id",
-        "spiffe://example.org/fleet",
-        "--selector",
-        &uid,
-    ];
+    let fleet = "spiffe://example.org/fleet";
+    let args = alias_args(fleet, &[&uid], &[]);
     let out = server.cli_fails(&args, 2, "is not a node selector type");
     assert!(out.contains("selectors[0].type"), "{out}");
-    let args = [
-        "entry",
-        "create",
-        "--node",
-        "--spiffe-id",
-        "spiffe://example.org/fleet",
-        "--selector",
-        "x509pop:subject:cn:a",
-        "--dns-name",
-        "a.example.org",
-    ];
+    let cn = "x509pop:subject:cn:a";
+    let args = alias_args(fleet, &[cn], &["--dns-name", "a.example.org"]);
     server.cli_fails(&args, 2, "no SVID is issued for an alias");
     // --node names the parent itself.
-    let args = [
-        "entry",
-        "create",
-        "--node",
-        "--parent-id",
-        "spiffe://example.org/x",
-        "--spiffe-id",
-        "spiffe://example.org/fleet",
-        "--selector",
-        "x509pop:subject:cn:a",
-    ];
+    let args = alias_args(fleet, &[cn], &["--parent-id", "spiffe://example.org/x"]);
     server.cli_fails(&args, 2, "--parent-id");
 }

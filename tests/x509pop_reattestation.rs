@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use harness::cluster::{Agent, Server};
 use harness::workload::{client, rt};
 use harness::x509pop::{
-    agent_config, default_agent_id, selector_values, server, wait_for_agent, write_machine,
+    agent_config, create_alias, default_agent_id, selector_values, server, wait_for_agent,
+    write_machine,
 };
 use herald::x509pop::fingerprint;
 use herald::x509pop::test_pki::{Machine, TestCa, TestPki};
@@ -39,6 +40,13 @@ fn wait_serves(socket: &Path, path: &str) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+}
+
+/// An agent of `server` in `dir` with `machine`'s files, looking at its
+/// certificate file every second.
+fn start_agent(server: &Server, dir: &Path, machine: &Machine, inter: &TestCa) -> Agent {
+    let every_second = "certificate_check_interval = \"1s\"\n";
+    Agent::start(&agent_config(server, dir, machine, inter, every_second))
 }
 
 fn renewed(inter: &TestCa, cn: &str) -> Machine {
@@ -68,14 +76,7 @@ fn a_running_agent_reattests_when_due_and_when_its_certificate_is_renewed() {
         "agent_path_template = \"/x509pop/{{subject_cn}}\"\n",
     );
     let agent_dir = dir.path().join("agent");
-    let config = agent_config(
-        &server,
-        &agent_dir,
-        &machine,
-        &inter,
-        "certificate_check_interval = \"1s\"\n",
-    );
-    let mut agent = Agent::start(&config);
+    let mut agent = start_agent(&server, &agent_dir, &machine, &inter);
     let agent_id = "spiffe://example.org/herald/agent/x509pop/db-1";
     server.proc.wait_for_line("agent attested by x509pop", WAIT);
     let first = server.cli_json(&["agent", "show", "--spiffe-id", agent_id]);
@@ -145,24 +146,9 @@ fn a_renewal_that_changes_the_agent_id_keeps_the_workloads_of_a_node_alias() {
     } = TestPki::new("fleet", "vm-1", "vm-1.example.net").unwrap();
     let server: Server = server(dir.path(), &[&root], "", "");
     let agent_dir = dir.path().join("agent");
-    let config = agent_config(
-        &server,
-        &agent_dir,
-        &machine,
-        &inter,
-        "certificate_check_interval = \"1s\"\n",
-    );
-    let mut agent = Agent::start(&config);
+    let mut agent = start_agent(&server, &agent_dir, &machine, &inter);
     let ca = format!("x509pop:ca:fingerprint:{}", fingerprint(&inter.der()));
-    server.cli_ok(&[
-        "entry",
-        "create",
-        "--node",
-        "--spiffe-id",
-        "spiffe://example.org/fleet",
-        "--selector",
-        &ca,
-    ]);
+    create_alias(&server, "spiffe://example.org/fleet", &[&ca]);
     server.create_entry(
         "spiffe://example.org/app",
         "spiffe://example.org/fleet",

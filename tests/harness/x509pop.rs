@@ -109,3 +109,25 @@ pub fn wait_for_agent(
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `herald entry create --node --spiffe-id <id> --selector ...` (a node
+/// alias entry), `extra` flags appended: the command line.
+pub fn alias_args<'a>(id: &'a str, selectors: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["entry", "create", "--node", "--spiffe-id", id];
+    for s in selectors {
+        args.extend(["--selector", s]);
+    }
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Creates a node alias entry for `id` with `selectors`; its entry ID.
+pub fn create_alias(server: &Server, id: &str, selectors: &[&str]) -> String {
+    let v = server.cli_json(&alias_args(id, selectors, &[]));
+    let entry = &v["results"][0]["entry"];
+    assert_eq!(
+        entry["parent_id"], "spiffe://example.org/herald/server",
+        "{v}"
+    );
+    entry["id"].as_str().expect("the entry ID").to_string()
+}
