@@ -3,9 +3,9 @@
 //! due the agent proves possession again (the server records a new
 //! attestation); when its machine certificate is replaced on disk by a
 //! renewed one it attests with that at once (the server's selectors follow
-//! the new certificate); a machine key it cannot read falls back to SVID
-//! renewal; and through all of it the agent keeps serving, and keeps
-//! receiving new entries. With the default, fingerprint-based agent ID a
+//! the new certificate); evicted, it attests again; a machine key it
+//! cannot read falls back to SVID renewal; and through all of it the agent
+//! keeps serving, and keeps receiving new entries. With the default, fingerprint-based agent ID a
 //! renewal gives the node a new ID, and a workload entry parented to a node
 //! alias (by CA fingerprint) follows it.
 
@@ -116,6 +116,15 @@ fn a_running_agent_reattests_when_due_and_when_its_certificate_is_renewed() {
     // Still connected and syncing: a new entry reaches the workload.
     server.create_entry("spiffe://example.org/after-renewal", agent_id, &[]);
     wait_serves(&agent.socket, "/after-renewal");
+
+    // Evicted, the agent proves itself again (banning keeps it out).
+    server.cli_ok(&["agent", "evict", "--spiffe-id", agent_id]);
+    agent.proc.wait_for_line(
+        "re-attested with x509pop (the server refused the agent SVID)",
+        WAIT,
+    );
+    server.create_entry("spiffe://example.org/after-eviction", agent_id, &[]);
+    wait_serves(&agent.socket, "/after-eviction");
 
     // A machine key that cannot be read: renewal with the SVID instead.
     std::fs::write(agent_dir.join("machine.key"), "not a key\n").unwrap();

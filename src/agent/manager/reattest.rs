@@ -8,7 +8,10 @@
 //!
 //! A re-attestation that fails when the SVID is due falls back to renewal
 //! with the SVID (a machine key file being replaced, a server that briefly
-//! refuses), logged as a warning; the next renewal tries again.
+//! refuses), logged as a warning; the next renewal tries again. An agent
+//! the server refuses (evicted) or whose SVID expired while the server was
+//! unreachable attests again too (SPIRE's re-attestable agents do the
+//! same); a banned one stays refused.
 //!
 //! With `agent_path_template` naming agents by something a renewed
 //! certificate changes (the default fingerprint), the agent gets a new ID:
@@ -96,6 +99,18 @@ impl Manager {
             m.proven = leaf;
         }
         Ok(true)
+    }
+
+    /// [`Manager::reattest`], a failure logged: whether the agent now
+    /// holds a new credential.
+    pub(super) async fn reattest_or_log(&mut self, why: &str) -> bool {
+        match self.reattest(why).await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(error = %Chain(&e), "x509pop re-attestation ({why}) failed");
+                false
+            }
+        }
     }
 
     /// The agent SVID is due: an x509pop agent re-attests, falling back to

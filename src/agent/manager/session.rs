@@ -44,6 +44,10 @@ impl Manager {
                 }
                 Err(SessionError::Status(s)) if s.code() == tonic::Code::PermissionDenied => {
                     tracing::error!(agent = %self.cred.spiffe_id, error = %s.message(), "the server refused this agent");
+                    // Evicted: an x509pop agent proves itself again (a
+                    // banned one is refused); the backoff still applies.
+                    self.reattest_or_log("the server refused the agent SVID")
+                        .await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %Chain(&e), retry_in = ?backoff, "lost the server; serving cached SVIDs");
@@ -65,6 +69,10 @@ impl Manager {
         &mut self,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<SessionEnd, SessionError> {
+        if self.cred.not_after <= self.clock.now_unix() {
+            // Expired while the server was unreachable: no server takes it.
+            self.reattest("the agent SVID expired").await?;
+        }
         let mut client = self.connector.authenticated(&self.cred).await?;
         let mut stream = client.sync(node::SyncRequest {}).await?.into_inner();
         *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
@@ -95,12 +103,11 @@ impl Manager {
                     self.reconcile(&mut client).await?;
                 }
                 _ = machine_check.tick(), if machine_every.is_some() => {
-                    if self.machine_cert_renewed() {
-                        match self.reattest("the machine certificate was renewed").await {
-                            Ok(_) => return Ok(SessionEnd::Reconnect),
-                            // Tried again at the next look.
-                            Err(e) => tracing::warn!(error = %Chain(&e), "x509pop re-attestation with the renewed machine certificate failed"),
-                        }
+                    // Tried again at the next look if it fails.
+                    if self.machine_cert_renewed()
+                        && self.reattest_or_log("the machine certificate was renewed").await
+                    {
+                        return Ok(SessionEnd::Reconnect);
                     }
                 }
                 msg = stream.message() => match msg? {
