@@ -195,6 +195,9 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
         clock.clone(),
     )
     .with_metrics(metrics.clone());
+    if let NodeAttestation::X509Pop(files) = &config.attestation {
+        manager = manager.with_x509pop(files.clone());
+    }
     // Before the first connection: the Workload API serves what was saved
     // even if the server never answers.
     let svids_path = config.data_dir.join(persist::FILE_NAME);
