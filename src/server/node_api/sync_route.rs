@@ -10,6 +10,9 @@
 //! [`super::FederatedWire`] made once, appended without a copy. Protobuf
 //! allows it: a message is the concatenation of its fields, in any order.
 //!
+//! The request (what a resuming agent holds) is read here too, once the
+//! agent is authenticated.
+//!
 //! Every other call of the node service goes to tonic unchanged.
 
 use std::convert::Infallible;
@@ -19,6 +22,7 @@ use std::task::{ready, Context, Poll};
 use futures::future::BoxFuture;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::BodyExt as _;
 use hyper::body::{Body as HttpBody, Frame};
 use prost::bytes::{BufMut as _, Bytes, BytesMut};
 use prost::Message as _;
@@ -29,7 +33,7 @@ use tonic::Status;
 
 use super::sync::SyncPart;
 use super::NodeApi;
-use crate::proto::NODE_MAX_MESSAGE_SIZE;
+use crate::proto::{node, NODE_MAX_MESSAGE_SIZE};
 
 /// The node service `S` (tonic's), with Sync served here.
 #[derive(Clone)]
@@ -76,9 +80,9 @@ where
 /// Authenticates the agent and answers with its stream of messages, or
 /// with the refusal (a trailers-only response, as tonic sends).
 async fn serve_sync(api: NodeApi, req: Request<Body>) -> Response<Body> {
-    // SyncRequest has no fields: its body is not read.
-    let req = tonic::Request::from_http(req.map(|_| ()));
-    match api.start_sync(&req).await {
+    let (parts, body) = req.into_parts();
+    let req = tonic::Request::from_http(Request::from_parts(parts, ()));
+    match api.start_sync(&req, read_request(body)).await {
         Ok(rx) => {
             let body = SyncBody {
                 rx,
@@ -93,6 +97,36 @@ async fn serve_sync(api: NodeApi, req: Request<Body>) -> Response<Body> {
         }
         Err(status) => status.into_http(),
     }
+}
+
+/// The request: one uncompressed gRPC frame holding a `SyncRequest` (an
+/// empty body, as no client sends, counts as an empty request).
+async fn read_request(body: Body) -> Result<node::SyncRequest, Status> {
+    let bad = |why: String| Status::invalid_argument(format!("the Sync request {why}"));
+    let bytes = http_body_util::Limited::new(body, NODE_MAX_MESSAGE_SIZE + 5)
+        .collect()
+        .await
+        .map_err(|e| bad(format!("cannot be read: {e}")))?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Ok(node::SyncRequest::default());
+    }
+    let (head, message) = bytes
+        .split_at_checked(5)
+        .ok_or_else(|| bad("is a truncated gRPC frame".into()))?;
+    if head[0] != 0 {
+        return Err(Status::unimplemented(
+            "compressed Sync requests are not supported",
+        ));
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len != message.len() {
+        return Err(bad(format!(
+            "frame announces {len} bytes but holds {}",
+            message.len()
+        )));
+    }
+    node::SyncRequest::decode(message).map_err(|e| bad(format!("does not decode: {e}")))
 }
 
 /// The response body: each queued message as a gRPC frame, then the
