@@ -15,9 +15,7 @@
 //! file kept current by configuration management.
 
 use std::path::Path;
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
 use crate::ca::pem::pem_blocks;
@@ -100,6 +98,11 @@ impl Rebootstrap {
     /// that has lasted the whole delay. Other failures (no server
     /// answering) neither start nor stop the clock.
     pub fn failed(&mut self, untrusted: bool) -> bool {
+        self.failed_at(untrusted, Instant::now())
+    }
+
+    /// [`Self::failed`] at `now`.
+    fn failed_at(&mut self, untrusted: bool, now: Instant) -> bool {
         if !untrusted {
             return false;
         }
@@ -110,9 +113,9 @@ impl Rebootstrap {
                 "the server's certificate does not chain to the saved trust bundle; \
                  unless a server validates again, the agent re-bootstraps its trust from the source after the delay"
             );
-            Instant::now()
+            now
         });
-        since.elapsed() >= self.settings.delay
+        now.saturating_duration_since(since) >= self.settings.delay
     }
 
     /// How long servers have failed validation, if they do.
@@ -261,22 +264,23 @@ mod tests {
         })
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn only_untrusted_servers_for_the_whole_delay_call_for_it() {
+    #[test]
+    fn only_untrusted_servers_for_the_whole_delay_call_for_it() {
         let mut r = watcher(Path::new("/none"), Duration::from_secs(60));
-        assert!(!r.failed(false), "no server answered: no clock");
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(!r.failed_at(false, at(0)), "no server answered: no clock");
         assert!(r.untrusted_for().is_none());
-        assert!(!r.failed(true));
-        tokio::time::advance(Duration::from_secs(59)).await;
-        assert!(!r.failed(false));
-        assert!(!r.failed(true), "not yet");
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(r.failed(true));
+        assert!(!r.failed_at(true, at(1)));
+        assert!(r.untrusted_for().is_some());
+        assert!(!r.failed_at(false, at(70)), "other failures decide nothing");
+        assert!(!r.failed_at(true, at(60)), "not yet");
+        assert!(r.failed_at(true, at(61)));
         // A server that validates stops the clock.
         r.trusted();
-        assert!(!r.failed(true));
-        tokio::time::advance(Duration::from_secs(30)).await;
-        assert!(!r.failed(true));
+        assert!(!r.failed_at(true, at(100)));
+        assert!(!r.failed_at(true, at(159)));
+        assert!(r.failed_at(true, at(160)));
         r.restart();
         assert!(r.untrusted_for().is_none());
     }
@@ -287,7 +291,8 @@ mod tests {
         let key = std::sync::Arc::new(
             crate::ca::KeyPair::generate(crate::ca::KeyType::EcP256).unwrap(),
         );
-        let ca = crate::ca::x509::X509Authority::self_signed(&td(), key, 3_600, 0).unwrap();
+        let ca = crate::ca::x509::X509Authority::self_signed(&td(), key, 3_600, crate::clock::now_unix())
+            .unwrap();
         let der = ca.cert_der().to_vec();
 
         let pem = dir.path().join("roots.pem");

@@ -316,11 +316,16 @@ mod tests {
     }
 
     fn credential() -> AgentCredential {
+        svid("/agent")
+    }
+
+    /// An SVID for `path` under a CA of its own.
+    fn svid(path: &str) -> AgentCredential {
         let now = crate::clock::now_unix();
         let ca_key = Arc::new(KeyPair::generate(KeyType::EcP256).unwrap());
         let ca = X509Authority::self_signed(&td(), ca_key, 3_600, now).unwrap();
         let key = KeyPair::generate(KeyType::EcP256).unwrap();
-        let spiffe_id = SpiffeId::new(&td(), "/agent").unwrap();
+        let spiffe_id = SpiffeId::new(&td(), path).unwrap();
         let leaf = ca
             .sign_svid(
                 &SvidRequest {
@@ -361,6 +366,53 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, NodeClientError::Connect { .. }), "{err:?}");
+    }
+
+    /// A TLS server presenting `svid` on a loopback port, answering every
+    /// handshake it can (and nothing after).
+    async fn tls_server(svid: &AgentCredential) -> SocketAddr {
+        let (chain, key) = certified_key(&svid.chain, svid.key.pkcs8_der());
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move { drop(acceptor.accept(tcp).await) });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_server_under_other_roots_is_untrusted_a_closed_port_is_not() {
+        let server = svid("/herald/server");
+        let addr = tls_server(&server).await;
+        // Our roots are another CA's: the server's certificate does not chain.
+        let stale = Roots::new(vec![credential().chain[0].clone()]);
+        let c = ServerConnector::new(addr, &td(), stale, false).unwrap();
+        let err = c.anonymous().await.unwrap_err();
+        assert!(err.server_untrusted(), "{}", Chain(&err));
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed);
+        let err = connector(closed_addr).anonymous().await.unwrap_err();
+        assert!(!err.server_untrusted(), "{}", Chain(&err));
+
+        // A round over both reports the untrusted server, whichever came
+        // last, and no connection is remembered.
+        let stale = Roots::new(vec![credential().chain[0].clone()]);
+        let both = vec![addr.into(), closed_addr.into()];
+        let c = ServerConnector::with_targets(both, &td(), stale, false).unwrap();
+        assert!(c.anonymous().await.unwrap_err().server_untrusted());
+        assert_eq!(c.current(), None);
     }
 
     #[test]

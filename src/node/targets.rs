@@ -34,6 +34,9 @@ pub enum TargetError {
     /// The port is not a number from 1 to 65535.
     #[error("{0:?}: the port must be a number from 1 to 65535")]
     BadPort(String),
+    /// A URL instead of an address.
+    #[error("{0:?} is a URL: write host:port")]
+    Url(String),
     /// An IPv6 address without brackets.
     #[error("{0:?}: put an IPv6 address in brackets, as [::1]:8081")]
     BareIpv6(String),
@@ -66,6 +69,9 @@ impl ServerTarget {
                 return Err(TargetError::BadPort(value.into()));
             }
             return Ok(ServerTarget::Ip(addr));
+        }
+        if value.contains("://") {
+            return Err(TargetError::Url(value.into()));
         }
         let (host, port) = value
             .rsplit_once(':')
@@ -243,9 +249,7 @@ mod tests {
             ("a_b:8081", |e| matches!(e, TargetError::BadHost { .. })),
             ("-a.org:8081", |e| matches!(e, TargetError::BadHost { .. })),
             ("a..org:8081", |e| matches!(e, TargetError::BadHost { .. })),
-            ("https://a.org:8081", |e| {
-                matches!(e, TargetError::BadPort(_) | TargetError::BadHost { .. })
-            }),
+            ("https://a.org:8081", |e| matches!(e, TargetError::Url(_))),
         ];
         for (value, expected) in cases {
             let err = ServerTarget::parse(value).unwrap_err();

@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn the_credential_is_valid_only_under_its_roots_and_before_expiry() {
-        let mut f = fixture();
+        let f = fixture();
         assert!(f.manager.credential_valid());
         f.manager
             .connector

@@ -41,6 +41,13 @@ pub struct FederatedWire {
 /// The field number of `SyncUpdate.federated_bundles` in node.proto.
 const FEDERATED_BUNDLES_FIELD: u32 = 6;
 
+impl Default for FederatedWire {
+    /// The empty set.
+    fn default() -> Self {
+        FederatedWire::new(Vec::new())
+    }
+}
+
 impl FederatedWire {
     /// The set of `bundles`, grouped into messages and encoded.
     pub(super) fn new(bundles: Vec<node::Bundle>) -> FederatedWire {

@@ -382,8 +382,12 @@ mod tests {
         let sizes: Vec<_> = parts.iter().map(|p| p.federated_bundles.len()).collect();
         assert_eq!(sizes, [1, 1, 1]);
         assert!(parts.iter().all(|p| !p.snapshot && !p.complete));
+        // Only the message that ends the set carries its digest.
+        let digests: Vec<_> = parts.iter().map(|p| p.federated_digest.len()).collect();
+        assert_eq!(digests, [0, 0, 32]);
         let cleared = node::SyncUpdate {
             federated_bundles_changed: true,
+            federated_digest: FederatedWire::default().digest().to_vec(),
             ..Default::default()
         };
         assert_eq!(

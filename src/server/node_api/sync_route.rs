@@ -245,4 +245,48 @@ mod tests {
         assert_eq!(len, wire.len() - 5);
         assert_eq!(node::SyncUpdate::decode(&wire[5..]).unwrap(), expected);
     }
+
+    fn body(bytes: Vec<u8>) -> Body {
+        Body::new(http_body_util::Full::new(Bytes::from(bytes)))
+    }
+
+    fn framed(msg: &node::SyncRequest, flag: u8) -> Vec<u8> {
+        let mut out = vec![flag];
+        out.extend_from_slice(&(msg.encoded_len() as u32).to_be_bytes());
+        out.extend_from_slice(&msg.encode_to_vec());
+        out
+    }
+
+    /// The request is read from its gRPC frame; a bad frame is refused
+    /// with a status saying why, never a panic.
+    #[tokio::test]
+    async fn the_request_is_read_from_its_frame() {
+        let msg = node::SyncRequest {
+            resume: true,
+            held_bundle_sequence: 3,
+            held_entries: vec![node::HeldEntry {
+                id: "e".into(),
+                revision: 2,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(read_request(body(framed(&msg, 0))).await.unwrap(), msg);
+        let empty = node::SyncRequest::default();
+        assert_eq!(read_request(body(framed(&empty, 0))).await.unwrap(), empty);
+        assert_eq!(read_request(body(Vec::new())).await.unwrap(), empty);
+
+        let compressed = read_request(body(framed(&msg, 1))).await.unwrap_err();
+        assert_eq!(compressed.code(), tonic::Code::Unimplemented);
+        let mut short = framed(&msg, 0);
+        short.pop();
+        let err = read_request(body(short)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("announces"), "{err:?}");
+        let err = read_request(body(vec![0, 0])).await.unwrap_err();
+        assert!(err.message().contains("truncated"), "{err:?}");
+        let mut garbage = vec![0, 0, 0, 0, 3];
+        garbage.extend_from_slice(&[0xff, 0xff, 0xff]);
+        let err = read_request(body(garbage)).await.unwrap_err();
+        assert!(err.message().contains("does not decode"), "{err:?}");
+    }
 }

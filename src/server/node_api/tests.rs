@@ -178,7 +178,7 @@ async fn calls_without_a_client_certificate_are_unauthenticated() {
 
 type Rx = mpsc::Receiver<Result<super::sync::SyncPart, Status>>;
 
-async fn next(rx: &mut Rx) -> node::SyncUpdate {
+pub(super) async fn next(rx: &mut Rx) -> node::SyncUpdate {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("a sync message in time")
@@ -187,7 +187,7 @@ async fn next(rx: &mut Rx) -> node::SyncUpdate {
         .into_update()
 }
 
-fn ids(update: &node::SyncUpdate) -> Vec<String> {
+pub(super) fn ids(update: &node::SyncUpdate) -> Vec<String> {
     update.upserted.iter().map(|e| e.id.clone()).collect()
 }
 
