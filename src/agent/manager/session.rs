@@ -68,7 +68,10 @@ impl Manager {
             *self.client.write().unwrap_or_else(|p| p.into_inner()) = None;
             self.set_server_unreachable(true);
             self.prune_expired();
-            self.after_failure(&error).await;
+            if self.after_failure(&error).await {
+                // New roots: try them at once.
+                continue;
+            }
             tokio::select! {
                 _ = crate::shutdown::stopped(&mut shutdown) => return,
                 _ = tokio::time::sleep(delay) => {}
@@ -96,7 +99,14 @@ impl Manager {
         self.pending_snapshot = None;
         self.pending_federated = None;
         loop {
-            let wake = self.next_wake();
+            // Held SVIDs wait for the first message: renewing them before
+            // the server said which entries are still ours would sign
+            // nothing for deleted ones.
+            let wake = if self.established {
+                self.next_wake()
+            } else {
+                self.agent_renew_at()
+            };
             let sleep =
                 Duration::from_secs(u64::try_from(wake - self.clock.now_unix()).unwrap_or(0));
             tokio::select! {

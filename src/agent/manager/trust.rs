@@ -15,8 +15,9 @@ use crate::node::{attest_with, AttestError, Method};
 impl Manager {
     /// Called after a failed session: counts it towards the delay and,
     /// once that has passed, reads the roots from the source and trusts
-    /// them. Everything held is then re-issued under the new roots.
-    pub(super) async fn after_failure(&mut self, error: &SessionError) {
+    /// them; true then. Everything held is then re-issued under the new
+    /// roots.
+    pub(super) async fn after_failure(&mut self, error: &SessionError) -> bool {
         let untrusted = error.server_untrusted();
         let Some(r) = self.rebootstrap.as_mut() else {
             if untrusted {
@@ -26,16 +27,16 @@ impl Manager {
                      or replace the agent's data directory and bootstrap it again"
                 );
             }
-            return;
+            return false;
         };
         if !r.failed(untrusted) {
-            return;
+            return false;
         }
         let bundle = match r.renew_roots(&self.trust_domain, self.bundle.sequence).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %crate::errors::Chain(&e), "re-bootstrapping trust failed; trying again after the delay");
-                return;
+                return false;
             }
         };
         self.metrics.rebootstrapped();
@@ -49,6 +50,7 @@ impl Manager {
         for h in self.held.values_mut() {
             h.renew_at = now;
         }
+        true
     }
 
     /// With `[rebootstrap]`: attests again if the agent SVID is not valid
