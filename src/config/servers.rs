@@ -274,4 +274,31 @@ mod tests {
             assert!(err.contains(needle), "{toml}: {err}");
         }
     }
+
+    /// deploy/agent.toml documents the table; its keys, uncommented (one
+    /// source at a time), parse to what it says.
+    #[test]
+    fn the_documented_table_parses() {
+        let doc = include_str!("../../deploy/agent.toml");
+        let table = doc.split("# [rebootstrap]").nth(1).unwrap();
+        let keys: Vec<&str> = table
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.contains(" = "))
+            .collect();
+        assert_eq!(keys.len(), 4, "{keys:?}");
+        let without = |skip: &[&str]| -> String {
+            keys.iter()
+                .filter(|k| !skip.iter().any(|s| k.starts_with(s)))
+                .map(|k| format!("{k}\n"))
+                .collect()
+        };
+        let base = "server_address = \"127.0.0.1:1\"\n[rebootstrap]\n";
+        let url = parse(&format!("{base}{}", without(&["bundle_path"]))).unwrap();
+        let url = url.rebootstrap.unwrap();
+        assert!(matches!(url.source, BundleSource::Url { web_roots_path: Some(_), .. }));
+        assert_eq!(url.delay, DEFAULT_REBOOTSTRAP_DELAY);
+        let file = parse(&format!("{base}{}", without(&["bundle_url", "web_roots_path"]))).unwrap();
+        assert!(matches!(file.rebootstrap.unwrap().source, BundleSource::File(_)));
+    }
 }
