@@ -6,7 +6,8 @@
 //! serving what it saved, logs that servers fail validation, waits out the
 //! safety delay, says loudly that it re-bootstraps, reads the roots from
 //! the source (a PEM file; or a SPIFFE bundle over HTTPS with a test Web
-//! PKI), attests again, and its workload gets an SVID of the new CA.
+//! PKI), attests again, and its workload gets an SVID of the new CA. The
+//! same when its own SVID is gone too: it re-bootstraps before starting.
 //!
 //! Real processes: `herald server run`, `herald agent run`, the `spiffe`
 //! crate as the workload. No wall-clock assertion: the agent reports how
@@ -80,7 +81,9 @@ async fn endpoint(web: &WebCa, body: Arc<Mutex<Vec<u8>>>) -> std::net::SocketAdd
     .await
 }
 
-fn rebootstrap_recovers_from(source: Source) {
+/// The scenario; with `lose_credential`, the agent's own SVID is gone too
+/// (as if it had expired), so it re-bootstraps before it can start.
+fn rebootstrap_recovers_from(source: Source, lose_credential: bool) {
     let dir = temp_dir("h-rebootstrap-");
     let TestPki {
         root,
@@ -139,6 +142,11 @@ fn rebootstrap_recovers_from(source: Source) {
     // While the agent is stopped, the server is replaced: new data, new CA,
     // same address. The source gets the new roots.
     assert!(agent.proc.stop().is_some_and(|s| s.success()));
+    if lose_credential {
+        for f in ["agent_svid.pem", "agent_svid.key"] {
+            std::fs::remove_file(agent_dir.join("data").join(f)).unwrap();
+        }
+    }
     let mut old = old;
     old.proc.kill();
     let new = server(&dir.path().join("new"), &addr, &root);
@@ -161,7 +169,8 @@ fn rebootstrap_recovers_from(source: Source) {
     agent
         .proc
         .first_line("does not chain to the saved trust bundle", WAIT);
-    let loud = agent.proc.wait_for_line("RE-BOOTSTRAPPING TRUST", WAIT);
+    // Without a credential, all this happens before "agent running".
+    let (_, loud) = agent.proc.first_line("RE-BOOTSTRAPPING TRUST", WAIT);
     assert!(loud.contains("ERROR"), "{loud}");
     let untrusted_for: f64 = loud
         .split("untrusted_for=")
@@ -173,8 +182,8 @@ fn rebootstrap_recovers_from(source: Source) {
     assert!(untrusted_for >= DELAY_SECS, "re-bootstrapped after {untrusted_for}s: {loud}");
     agent
         .proc
-        .wait_for_line("re-bootstrapped trust from the source", WAIT);
-    agent.proc.wait_for_line("attested with x509pop", WAIT);
+        .first_line("re-bootstrapped trust from the source", WAIT);
+    agent.proc.first_line("attested with x509pop", WAIT);
 
     let after = runtime.block_on(async {
         let c = client(&agent.socket).await;
@@ -190,10 +199,15 @@ fn rebootstrap_recovers_from(source: Source) {
 
 #[test]
 fn an_agent_re_bootstraps_from_a_bundle_file() {
-    rebootstrap_recovers_from(Source::File);
+    rebootstrap_recovers_from(Source::File, false);
+}
+
+#[test]
+fn an_agent_without_a_valid_svid_re_bootstraps_before_it_starts() {
+    rebootstrap_recovers_from(Source::File, true);
 }
 
 #[test]
 fn an_agent_re_bootstraps_from_an_https_bundle_endpoint() {
-    rebootstrap_recovers_from(Source::Https(WebCa::new()));
+    rebootstrap_recovers_from(Source::Https(WebCa::new()), false);
 }

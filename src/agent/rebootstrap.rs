@@ -17,6 +17,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::metrics::AgentMetrics;
 use crate::backoff::Backoff;
 use crate::ca::pem::pem_blocks;
 use crate::errors::Chain;
@@ -193,6 +194,7 @@ pub async fn attest_at_start(
     mut rebootstrap: Option<&mut Rebootstrap>,
     td: &TrustDomain,
     held_sequence: u64,
+    metrics: &AgentMetrics,
 ) -> Result<(AgentCredential, Bundle), AttestError> {
     let mut backoff = Backoff::new();
     loop {
@@ -207,6 +209,7 @@ pub async fn attest_at_start(
         if r.failed(true) {
             match r.renew_roots(td, held_sequence).await {
                 Ok(bundle) => {
+                    metrics.rebootstrapped();
                     connector.roots().set(bundle.x509_authorities);
                     continue;
                 }

@@ -153,6 +153,7 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     )?;
 
     let mut rebootstrap = config.rebootstrap.clone().map(Rebootstrap::new);
+    let metrics = AgentMetrics::default();
     let clock = clock::system();
     let saved = store
         .load_credential()?
@@ -175,6 +176,7 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
                 rebootstrap.as_mut(),
                 &config.trust_domain,
                 held_sequence,
+                &metrics,
             )
             .await?;
             store.save_credential(&cred)?;
@@ -191,7 +193,6 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     let mut tasks = Vec::new();
     let spiffe_id = cred.spiffe_id.clone();
     let jwt_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let metrics = AgentMetrics::default();
     let mut manager = Manager::new(
         connector,
         store,
