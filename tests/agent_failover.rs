@@ -40,10 +40,7 @@ fn an_agent_listing_a_closed_port_first_attests_with_the_next_server() {
         .server_addresses(&[closed, live])
         .write();
     let mut agent = Agent::start(&config);
-    let line = agent
-        .proc
-        .first_line("connected to the server", WAIT)
-        .1;
+    let line = agent.proc.first_line("connected to the server", WAIT).1;
     assert!(
         line.contains(&format!("server=127.0.0.1:{}", server.node_addr.port())),
         "{line}"
@@ -111,13 +108,19 @@ fn a_killed_server_restarted_on_the_second_address_takes_over_its_agents() {
             facts.not_before > killed_at
         })
         .await;
-        assert_eq!(fresh.spiffe_id().to_string(), "spiffe://example.org/failover/web");
+        assert_eq!(
+            fresh.spiffe_id().to_string(),
+            "spiffe://example.org/failover/web"
+        );
         assert_ne!(fresh.leaf().as_ref(), before.leaf().as_ref());
         assert!(not_before(&fresh) > not_before(&before));
     });
     let chain = fetch_x509_files(&agent.socket, &dir.path().join("fetched"));
     let facts = herald::ca::x509::cert_facts(&chain[0]).unwrap();
-    assert!(facts.not_after > now(), "herald api fetch got an expired SVID");
+    assert!(
+        facts.not_after > now(),
+        "herald api fetch got an expired SVID"
+    );
 
     // A change made after the failover arrives as usual.
     server.create_entry("spiffe://example.org/failover/new", &agent_id, &[]);
@@ -140,7 +143,10 @@ fn a_killed_server_restarted_on_the_second_address_takes_over_its_agents() {
     });
 
     let samples = scrape(agent_ops);
-    assert_eq!(value(&samples, "herald_agent_failovers_total", &[]), Some(1.0));
+    assert_eq!(
+        value(&samples, "herald_agent_failovers_total", &[]),
+        Some(1.0)
+    );
     assert_eq!(
         value(
             &samples,

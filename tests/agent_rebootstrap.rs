@@ -24,10 +24,10 @@ use harness::config::ServerToml;
 use harness::dirs::{free_port, temp_dir};
 use harness::ops::{loopback, ops_table, scrape, value};
 use harness::web::{serve_with, WebCa};
-use tokio::io::AsyncWriteExt as _;
 use harness::workload::{client, next_svid_where, rt, wait_for_svid};
 use herald::x509pop::test_pki::{TestCa, TestPki};
 use rustls_pki_types::{CertificateDer, UnixTime};
+use tokio::io::AsyncWriteExt as _;
 
 const WAIT: Duration = Duration::from_secs(60);
 const DELAY_SECS: f64 = 3.0;
@@ -101,7 +101,11 @@ fn rebootstrap_recovers_from(source: Source, lose_credential: bool) {
         agent_dir.join("machine.key"),
         agent_dir.join("intermediates.pem"),
     );
-    std::fs::write(&cert, herald::ca::pem::der_to_pem(&machine.leaf, "CERTIFICATE")).unwrap();
+    std::fs::write(
+        &cert,
+        herald::ca::pem::der_to_pem(&machine.leaf, "CERTIFICATE"),
+    )
+    .unwrap();
     std::fs::write(&key, &machine.key_pem).unwrap();
     std::fs::write(&chain, inter.pem()).unwrap();
     let runtime = rt();
@@ -179,7 +183,10 @@ fn rebootstrap_recovers_from(source: Source, lose_credential: bool) {
         .and_then(|d| d.strip_suffix('s'))
         .and_then(|d| d.parse().ok())
         .unwrap_or_else(|| panic!("no untrusted_for in {loud}"));
-    assert!(untrusted_for >= DELAY_SECS, "re-bootstrapped after {untrusted_for}s: {loud}");
+    assert!(
+        untrusted_for >= DELAY_SECS,
+        "re-bootstrapped after {untrusted_for}s: {loud}"
+    );
     agent
         .proc
         .first_line("re-bootstrapped trust from the source", WAIT);
@@ -188,13 +195,22 @@ fn rebootstrap_recovers_from(source: Source, lose_credential: bool) {
     let after = runtime.block_on(async {
         let c = client(&agent.socket).await;
         let mut s = c.stream_x509_svids().await.unwrap();
-        next_svid_where(&mut s, WAIT, "no SVID of the new CA", |s| chains_to(s, &new)).await
+        next_svid_where(&mut s, WAIT, "no SVID of the new CA", |s| {
+            chains_to(s, &new)
+        })
+        .await
     });
-    assert_eq!(after.spiffe_id().to_string(), "spiffe://example.org/rebootstrap/web");
+    assert_eq!(
+        after.spiffe_id().to_string(),
+        "spiffe://example.org/rebootstrap/web"
+    );
     let shown = new.cli_json(&["agent", "show", "--spiffe-id", &agent_id]);
     assert_eq!(shown["attestation_type"], "x509pop", "{shown}");
     let samples = scrape(agent_ops);
-    assert_eq!(value(&samples, "herald_agent_rebootstraps_total", &[]), Some(1.0));
+    assert_eq!(
+        value(&samples, "herald_agent_rebootstraps_total", &[]),
+        Some(1.0)
+    );
 }
 
 #[test]

@@ -115,7 +115,9 @@ impl AgentMetrics {
     pub fn set_server(&self, server: Option<std::net::SocketAddr>) {
         self.server.clear();
         if let Some(s) = server {
-            self.server.get_or_create(&[("address", s.to_string())]).set(1);
+            self.server
+                .get_or_create(&[("address", s.to_string())])
+                .set(1);
         }
     }
 

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 use super::metrics::AgentMetrics;
 use crate::backoff::Backoff;
 use crate::ca::pem::pem_blocks;
-use crate::errors::Chain;
-use crate::node::{attest_with, AgentCredential, AttestError, Method, ServerConnector};
 use crate::config::limits::DEFAULT_FEDERATION_MAX_BUNDLE_KEYS;
 use crate::config::servers::{BundleSource, RebootstrapSettings};
+use crate::errors::Chain;
+use crate::node::{attest_with, AgentCredential, AttestError, Method, ServerConnector};
 use crate::server::federation::{fetch_bundle, FetchError, FetchLimits, WebRoots};
 use crate::spiffe::{Bundle, TrustDomain};
 use crate::store::{BundleEndpointProfile, FederationRelationship};
@@ -90,7 +90,9 @@ impl Rebootstrap {
     /// A server's certificate passed validation: the clock stops.
     pub fn trusted(&mut self) {
         if self.untrusted_since.take().is_some() {
-            tracing::info!("a server validates against the saved trust bundle again; no re-bootstrap");
+            tracing::info!(
+                "a server validates against the saved trust bundle again; no re-bootstrap"
+            );
         }
     }
 
@@ -164,8 +166,8 @@ impl Rebootstrap {
                 url,
                 web_roots_path,
             } => {
-                let web_roots =
-                    WebRoots::load(web_roots_path.as_deref()).map_err(RebootstrapError::WebRoots)?;
+                let web_roots = WebRoots::load(web_roots_path.as_deref())
+                    .map_err(RebootstrapError::WebRoots)?;
                 let rel = FederationRelationship {
                     trust_domain: td.clone(),
                     bundle_endpoint_url: url.clone(),
@@ -213,7 +215,9 @@ pub async fn attest_at_start(
                     connector.roots().set(bundle.x509_authorities);
                     continue;
                 }
-                Err(e) => tracing::error!(error = %Chain(&e), "re-bootstrapping trust failed; trying again after the delay"),
+                Err(e) => {
+                    tracing::error!(error = %Chain(&e), "re-bootstrapping trust failed; trying again after the delay")
+                }
             }
         }
         let delay = backoff.jittered_delay();
@@ -291,24 +295,34 @@ mod tests {
     #[tokio::test]
     async fn a_pem_or_json_file_gives_the_roots() {
         let dir = tempfile::tempdir().unwrap();
-        let key = std::sync::Arc::new(
-            crate::ca::KeyPair::generate(crate::ca::KeyType::EcP256).unwrap(),
-        );
-        let ca = crate::ca::x509::X509Authority::self_signed(&td(), key, 3_600, crate::clock::now_unix())
-            .unwrap();
+        let key =
+            std::sync::Arc::new(crate::ca::KeyPair::generate(crate::ca::KeyType::EcP256).unwrap());
+        let ca = crate::ca::x509::X509Authority::self_signed(
+            &td(),
+            key,
+            3_600,
+            crate::clock::now_unix(),
+        )
+        .unwrap();
         let der = ca.cert_der().to_vec();
 
         let pem = dir.path().join("roots.pem");
         std::fs::write(&pem, crate::ca::pem::der_to_pem(&der, "CERTIFICATE")).unwrap();
-        let b = watcher(&pem, Duration::from_secs(1)).fetch(&td()).await.unwrap();
-        assert_eq!(b.x509_authorities, [der.clone()]);
+        let b = watcher(&pem, Duration::from_secs(1))
+            .fetch(&td())
+            .await
+            .unwrap();
+        assert_eq!(b.x509_authorities, std::slice::from_ref(&der));
         assert_eq!(b.sequence, 0, "any server bundle replaces it");
 
         let mut bundle = Bundle::new(td());
         bundle.x509_authorities = vec![der.clone()];
         let json = dir.path().join("bundle.json");
         std::fs::write(&json, bundle.to_spiffe_json().unwrap()).unwrap();
-        let b = watcher(&json, Duration::from_secs(1)).fetch(&td()).await.unwrap();
+        let b = watcher(&json, Duration::from_secs(1))
+            .fetch(&td())
+            .await
+            .unwrap();
         assert_eq!(b.x509_authorities, [der]);
     }
 
@@ -316,18 +330,27 @@ mod tests {
     async fn an_unusable_source_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
-        let err = watcher(&missing, Duration::from_secs(1)).fetch(&td()).await.unwrap_err();
+        let err = watcher(&missing, Duration::from_secs(1))
+            .fetch(&td())
+            .await
+            .unwrap_err();
         assert!(matches!(err, RebootstrapError::Read { .. }), "{err:?}");
         assert!(err.to_string().contains("missing.pem"), "{err}");
 
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "no PEM here\n").unwrap();
-        let err = watcher(&empty, Duration::from_secs(1)).fetch(&td()).await.unwrap_err();
+        let err = watcher(&empty, Duration::from_secs(1))
+            .fetch(&td())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("no X.509 authority"), "{err}");
 
         let json = dir.path().join("bad.json");
         std::fs::write(&json, "{\"keys\": 3}").unwrap();
-        let err = watcher(&json, Duration::from_secs(1)).fetch(&td()).await.unwrap_err();
+        let err = watcher(&json, Duration::from_secs(1))
+            .fetch(&td())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("not a SPIFFE bundle"), "{err}");
     }
 }

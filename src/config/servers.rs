@@ -135,10 +135,7 @@ pub(super) fn rebootstrap_settings(
         }
         (None, Some(path)) => {
             if raw.web_roots_path.is_some() {
-                return Err(c.invalid(
-                    "rebootstrap.web_roots_path",
-                    "applies to bundle_url only",
-                ));
+                return Err(c.invalid("rebootstrap.web_roots_path", "applies to bundle_url only"));
             }
             c.non_empty_path("rebootstrap.bundle_path", &path)?;
             BundleSource::File(path)
@@ -158,7 +155,8 @@ mod tests {
     use super::*;
     use crate::config::{AgentConfig, ConfigFile as _};
 
-    const BASE: &str = "trust_domain = \"example.org\"\ndata_dir = \"/x\"\ninsecure_bootstrap = true\n";
+    const BASE: &str =
+        "trust_domain = \"example.org\"\ndata_dir = \"/x\"\ninsecure_bootstrap = true\n";
 
     fn parse(extra: &str) -> Result<AgentConfig, String> {
         AgentConfig::parse(Path::new("agent.toml"), &format!("{BASE}{extra}"))
@@ -195,8 +193,14 @@ mod tests {
     #[test]
     fn bad_server_addresses_are_named() {
         let cases = [
-            ("server_address = \"x\"\n", "server_address: \"x\" has no port"),
-            ("server_address = []\n", "server_address: must name at least one"),
+            (
+                "server_address = \"x\"\n",
+                "server_address: \"x\" has no port",
+            ),
+            (
+                "server_address = []\n",
+                "server_address: must name at least one",
+            ),
             (
                 "server_address = [\"a:1\", \"b:0\"]\n",
                 "server_address: server_address[1]: \"b:0\": the port",
@@ -209,7 +213,10 @@ mod tests {
                 "server_address = [\"a:1\", \"::1:2\"]\n",
                 "server_address[1]: \"::1:2\": put an IPv6 address in brackets",
             ),
-            ("server_address = 8081\n", "a \"host:port\" string or an array"),
+            (
+                "server_address = 8081\n",
+                "a \"host:port\" string or an array",
+            ),
             ("server_address = [8081]\n", "server_address"),
             ("", "server_address"),
         ];
@@ -224,11 +231,16 @@ mod tests {
     fn rebootstrap_takes_one_source_and_a_delay() {
         let base = "server_address = \"127.0.0.1:1\"\n";
         assert_eq!(parse(base).unwrap().rebootstrap, None);
-        let file = parse(&format!("{base}[rebootstrap]\nbundle_path = \"/etc/herald/roots.pem\"\n"))
-            .unwrap()
-            .rebootstrap
-            .unwrap();
-        assert_eq!(file.source, BundleSource::File("/etc/herald/roots.pem".into()));
+        let file = parse(&format!(
+            "{base}[rebootstrap]\nbundle_path = \"/etc/herald/roots.pem\"\n"
+        ))
+        .unwrap()
+        .rebootstrap
+        .unwrap();
+        assert_eq!(
+            file.source,
+            BundleSource::File("/etc/herald/roots.pem".into())
+        );
         assert_eq!(file.delay, DEFAULT_REBOOTSTRAP_DELAY);
         let url = parse(&format!(
             "{base}[rebootstrap]\nbundle_url = \"https://herald.example.org:8443/\"\nweb_roots_path = \"/r.pem\"\ndelay = \"2s\"\n"
@@ -259,14 +271,26 @@ mod tests {
                 "bundle_url = \"https://a.org/\"\nbundle_path = \"/b\"\n",
                 "rebootstrap.bundle_url: cannot be combined",
             ),
-            ("bundle_url = \"http://a.org/\"\n", "rebootstrap.bundle_url: \"http://a.org/\" must use the https scheme"),
+            (
+                "bundle_url = \"http://a.org/\"\n",
+                "rebootstrap.bundle_url: \"http://a.org/\" must use the https scheme",
+            ),
             (
                 "bundle_path = \"/b\"\nweb_roots_path = \"/r\"\n",
                 "rebootstrap.web_roots_path: applies to bundle_url only",
             ),
-            ("bundle_path = \"\"\n", "rebootstrap.bundle_path: must not be empty"),
-            ("bundle_path = \"/b\"\ndelay = \"0s\"\n", "rebootstrap.delay: must be at least 1s"),
-            ("bundle_path = \"/b\"\ndelay = \"soon\"\n", "rebootstrap.delay"),
+            (
+                "bundle_path = \"\"\n",
+                "rebootstrap.bundle_path: must not be empty",
+            ),
+            (
+                "bundle_path = \"/b\"\ndelay = \"0s\"\n",
+                "rebootstrap.delay: must be at least 1s",
+            ),
+            (
+                "bundle_path = \"/b\"\ndelay = \"soon\"\n",
+                "rebootstrap.delay",
+            ),
             ("bundle_path = \"/b\"\nwhen = 1\n", "unknown field `when`"),
         ];
         for (toml, needle) in cases {
@@ -296,9 +320,22 @@ mod tests {
         let base = "server_address = \"127.0.0.1:1\"\n[rebootstrap]\n";
         let url = parse(&format!("{base}{}", without(&["bundle_path"]))).unwrap();
         let url = url.rebootstrap.unwrap();
-        assert!(matches!(url.source, BundleSource::Url { web_roots_path: Some(_), .. }));
+        assert!(matches!(
+            url.source,
+            BundleSource::Url {
+                web_roots_path: Some(_),
+                ..
+            }
+        ));
         assert_eq!(url.delay, DEFAULT_REBOOTSTRAP_DELAY);
-        let file = parse(&format!("{base}{}", without(&["bundle_url", "web_roots_path"]))).unwrap();
-        assert!(matches!(file.rebootstrap.unwrap().source, BundleSource::File(_)));
+        let file = parse(&format!(
+            "{base}{}",
+            without(&["bundle_url", "web_roots_path"])
+        ))
+        .unwrap();
+        assert!(matches!(
+            file.rebootstrap.unwrap().source,
+            BundleSource::File(_)
+        ));
     }
 }

@@ -16,8 +16,8 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::ca::KeyPair;
 use super::targets::{resolve_all, ServerTarget};
+use crate::ca::KeyPair;
 use crate::errors::Chain;
 use crate::proto::node::node_client::NodeClient as Grpc;
 use crate::spiffe::{SpiffeId, TrustDomain};

@@ -149,7 +149,10 @@ mod tests {
 
         // An agent holding nothing gets everything.
         let empty = request(&[]);
-        assert_eq!(entry_changes(&empty, &now, |r| *r).unwrap().upserted.len(), 3);
+        assert_eq!(
+            entry_changes(&empty, &now, |r| *r).unwrap().upserted.len(),
+            3
+        );
     }
 
     #[test]
@@ -160,7 +163,9 @@ mod tests {
 
     #[test]
     fn a_list_over_budget_goes_as_a_digest_that_matches_only_the_same_set() {
-        let ids: Vec<String> = (0..30_000).map(|n| format!("entry-{n:08}-{}", "x".repeat(30))).collect();
+        let ids: Vec<String> = (0..30_000)
+            .map(|n| format!("entry-{n:08}-{}", "x".repeat(30)))
+            .collect();
         let now: BTreeMap<String, i64> = ids.iter().map(|id| (id.clone(), 1)).collect();
         let req = resume_request(1, now.iter().map(|(id, r)| (id.as_str(), *r)), Some(b"fed"));
         assert!(req.held_entries.is_empty(), "too long to list");
@@ -171,7 +176,10 @@ mod tests {
 
         let mut changed = now.clone();
         changed.insert(ids[5].clone(), 2);
-        assert!(entry_changes(&req, &changed, |r| *r).is_none(), "full snapshot");
+        assert!(
+            entry_changes(&req, &changed, |r| *r).is_none(),
+            "full snapshot"
+        );
         let mut fewer = now;
         fewer.remove(&ids[0]);
         assert!(entry_changes(&req, &fewer, |r| *r).is_none());
@@ -184,6 +192,9 @@ mod tests {
         assert_ne!(d(&[("a", 1), ("b", 2)]), d(&[("a", 1), ("b", 3)]));
         assert_ne!(d(&[("ab", 1)]), d(&[("a", 1), ("b", 1)]));
         assert_ne!(d(&[]), d(&[("a", 1)]));
-        assert_eq!(bytes_digest([&b"ab"[..], b"c"]), bytes_digest([&b"abc"[..]]));
+        assert_eq!(
+            bytes_digest([&b"ab"[..], b"c"]),
+            bytes_digest([&b"abc"[..]])
+        );
     }
 }

@@ -97,7 +97,9 @@ impl ServerTarget {
 
     /// Parses a whole list: non-empty, at most [`MAX_TARGETS`], no
     /// address twice. An error names the position of the bad one.
-    pub fn parse_list(values: &[String]) -> Result<Vec<ServerTarget>, (Option<usize>, TargetError)> {
+    pub fn parse_list(
+        values: &[String],
+    ) -> Result<Vec<ServerTarget>, (Option<usize>, TargetError)> {
         if values.is_empty() {
             return Err((None, TargetError::Empty));
         }
@@ -121,11 +123,9 @@ impl ServerTarget {
     pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
         match self {
             ServerTarget::Ip(a) => Ok(vec![*a]),
-            ServerTarget::Dns { host, port } => {
-                Ok(tokio::net::lookup_host((host.as_str(), *port))
-                    .await?
-                    .collect())
-            }
+            ServerTarget::Dns { host, port } => Ok(tokio::net::lookup_host((host.as_str(), *port))
+                .await?
+                .collect()),
         }
     }
 }
@@ -237,7 +237,8 @@ mod tests {
 
     #[test]
     fn bad_addresses_say_what_is_wrong() {
-        let cases: &[(&str, fn(&TargetError) -> bool)] = &[
+        type Check = fn(&TargetError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("herald", |e| matches!(e, TargetError::NoPort(_))),
             ("herald:", |e| matches!(e, TargetError::BadPort(_))),
             ("herald:0", |e| matches!(e, TargetError::BadPort(_))),

@@ -3,8 +3,8 @@
 //! at half its life. Also renewing the agent's own SVID, which ends the
 //! session so the next one presents it.
 
-use std::sync::Arc;
 use ring::rand::SecureRandom as _;
+use std::sync::Arc;
 use tonic::transport::Channel;
 
 use super::{Manager, SessionError};

@@ -113,9 +113,13 @@ mod tests {
         issue(&mut f, &ca, &[("a", 1_000), ("b", 1_000), ("c", 1_000)]);
         let m = &mut f.manager;
         // Split over two messages: nothing applies before the last.
-        assert!(!m.apply(resumed(vec![wire_entry("b", 2)], &[], false)).unwrap());
+        assert!(!m
+            .apply(resumed(vec![wire_entry("b", 2)], &[], false))
+            .unwrap());
         assert_eq!(m.entries["b"].revision, 1);
-        assert!(m.apply(resumed(vec![wire_entry("d", 1)], &["c"], true)).unwrap());
+        assert!(m
+            .apply(resumed(vec![wire_entry("d", 1)], &["c"], true))
+            .unwrap());
         assert_eq!(entry_ids(m), ["a", "b", "d"]);
         assert_eq!(m.entries["b"].revision, 2);
         assert_eq!(
@@ -133,7 +137,9 @@ mod tests {
     #[test]
     fn a_full_snapshot_after_a_resume_still_replaces_the_set() {
         let mut f = synced(&[("a", 1), ("b", 1)]);
-        f.manager.apply(snapshot(vec![wire_entry("z", 1)], true)).unwrap();
+        f.manager
+            .apply(snapshot(vec![wire_entry("z", 1)], true))
+            .unwrap();
         assert_eq!(entry_ids(&f.manager), ["z"]);
     }
 }

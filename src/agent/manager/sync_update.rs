@@ -62,10 +62,12 @@ impl Manager {
             }
         }
         if update.snapshot {
-            let pending = self.pending_snapshot.get_or_insert_with(|| PendingSnapshot {
-                resumed: update.resumed,
-                ..Default::default()
-            });
+            let pending = self
+                .pending_snapshot
+                .get_or_insert_with(|| PendingSnapshot {
+                    resumed: update.resumed,
+                    ..Default::default()
+                });
             for e in update.upserted {
                 let (id, e) = StoredEntry::new(e)?;
                 pending.upserted.insert(id, e);

@@ -32,7 +32,10 @@ impl Manager {
         if !r.failed(untrusted) {
             return false;
         }
-        let bundle = match r.renew_roots(&self.trust_domain, self.bundle.sequence).await {
+        let bundle = match r
+            .renew_roots(&self.trust_domain, self.bundle.sequence)
+            .await
+        {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %crate::errors::Chain(&e), "re-bootstrapping trust failed; trying again after the delay");
@@ -41,6 +44,12 @@ impl Manager {
         };
         self.metrics.rebootstrapped();
         self.connector.roots().set(bundle.x509_authorities.clone());
+        let mut bundle = bundle;
+        if bundle.jwt_authorities.is_empty() {
+            // A PEM source has no JWT keys: keep serving the held ones
+            // until the server's bundle replaces them.
+            bundle.jwt_authorities = std::mem::take(&mut self.bundle.jwt_authorities);
+        }
         // Sequence 0: whatever bundle the server sends next replaces it.
         self.bundle = bundle;
         if let Err(e) = self.store.save_bundle(&self.bundle) {

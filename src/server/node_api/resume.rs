@@ -45,7 +45,6 @@ pub(super) fn snapshot(
     (update, (!federated_held).then_some(federated))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::super::tests::{entry, id, ids, next, server, AGENT};
@@ -66,11 +65,22 @@ mod tests {
             store.create_entry(entry(n, AGENT)).unwrap();
         }
         // What the agent would hold after a full snapshot.
-        let mut rx = s.api.open_sync(id(AGENT), Default::default()).await.unwrap();
+        let mut rx = s
+            .api
+            .open_sync(id(AGENT), Default::default())
+            .await
+            .unwrap();
         let full = next(&mut rx).await;
         assert!(!full.resumed);
-        assert!(!full.federated_digest.is_empty(), "the set's digest comes with it");
-        let held: Vec<(String, i64)> = full.upserted.iter().map(|e| (e.id.clone(), e.revision)).collect();
+        assert!(
+            !full.federated_digest.is_empty(),
+            "the set's digest comes with it"
+        );
+        let held: Vec<(String, i64)> = full
+            .upserted
+            .iter()
+            .map(|e| (e.id.clone(), e.revision))
+            .collect();
         let held: Vec<(&str, i64)> = held.iter().map(|(i, r)| (i.as_str(), *r)).collect();
         let sequence = full.bundle.as_ref().unwrap().sequence;
         let digest = full.federated_digest.clone();
@@ -102,7 +112,10 @@ mod tests {
         assert!(changes.resumed && changes.complete);
         assert_eq!(ids(&changes), ["entry-00002", "entry-00004"]);
         assert_eq!(changes.removed, ["entry-00003"]);
-        assert!(changes.bundle.is_some(), "an older sequence gets the bundle");
+        assert!(
+            changes.bundle.is_some(),
+            "an older sequence gets the bundle"
+        );
         assert!(changes.federated_bundles_changed, "no digest held: the set");
     }
 }
