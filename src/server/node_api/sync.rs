@@ -9,9 +9,8 @@
 //! federated bundles are each split by a byte budget, so many or large
 //! foreign bundles spread over several messages instead of growing one.
 //!
-//! An agent connecting again may say what it holds (`crate::node::resume`):
-//! its snapshot is then *resumed*, carrying only the entries that changed
-//! and the IDs to drop, and the bundles only if they moved.
+//! An agent connecting again may say what it holds: its snapshot is then
+//! resumed (`resume.rs`), with only what changed.
 //!
 //! Federated bundles come from the server-wide [`FederatedWire`], decoded
 //! and encoded once and shared by every stream; a queued message refers to
