@@ -4,7 +4,8 @@
 //! - [`server`] reads `server.toml` (the CA, its upstream, listeners).
 //! - [`federation`] reads the `[federation]` table of `server.toml`, and
 //!   [`store`] its `[store]` table (sled or PostgreSQL).
-//! - [`agent`] reads `agent.toml`, the node agent's, [`sds`] its `[sds]`
+//! - [`agent`] reads `agent.toml`, the node agent's, [`servers`] its
+//!   `server_address` list and `[rebootstrap]` table, [`sds`] its `[sds]`
 //!   table (Envoy SDS names) and [`k8s`] its `[workload_attestors.k8s]`
 //!   table (the Kubernetes workload attestor).
 //! - [`ops`] reads the `[ops]` table both roles share (the operations
@@ -30,6 +31,7 @@ pub mod node_attestors;
 pub mod ops;
 pub mod sds;
 pub mod server;
+pub mod servers;
 pub mod store;
 
 pub use agent::{AgentConfig, Bootstrap};

@@ -8,6 +8,8 @@
 //! - [`x509pop`]: the machine identity an x509pop node proves it holds.
 //! - [`csr`]: the CSRs a node sends (the server takes only the key).
 //! - [`credentials`]: the credential and bundle kept on disk across restarts.
+//! - [`targets`]: the server addresses, resolved at each connection round.
+//! - [`resume`]: what an agent holds, as it tells the server when its Sync resumes.
 //! - [`wire`]: conversions between Herald's types and node API messages,
 //!   used by both ends.
 //!
@@ -17,6 +19,8 @@ pub mod attest;
 pub mod connector;
 pub mod credentials;
 pub mod csr;
+pub mod resume;
+pub mod targets;
 pub mod wire;
 pub mod x509pop;
 
@@ -24,3 +28,4 @@ pub use attest::{attest, attest_with, AttestError, Method};
 pub use connector::{AgentCredential, NodeClientError, ServerConnector};
 pub use credentials::{CredentialStore, CredentialStoreError};
 pub use csr::{make_csr, CsrBuildError};
+pub use targets::ServerTarget;
