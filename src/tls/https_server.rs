@@ -1,5 +1,6 @@
 //! HTTP/1.1 over TLS with hyper, bounded, for every Herald HTTP listener
-//! (the federation bundle endpoint; later the operations listener). The
+//! (the federation bundle endpoint, the operations listener, and the
+//! dashboard's Unix socket). The
 //! bounds live here so that no listener can forget one: a peer that sends
 //! too much, too slowly or nonsense gets its connection closed, not a task
 //! that lives forever.
@@ -15,7 +16,7 @@ use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
@@ -44,14 +45,32 @@ pub struct Limits {
 /// long (server-sent events), which then brings bounds of its own.
 #[derive(Debug, Clone)]
 pub struct Connection {
-    /// The peer's address.
-    pub peer: SocketAddr,
+    /// Who connected.
+    pub peer: Peer,
     long_lived: Arc<AtomicBool>,
 }
 
+/// Who is at the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP peer, by its address.
+    Tcp(SocketAddr),
+    /// A Unix socket peer, by the uid the kernel recorded at connect
+    /// (SO_PEERCRED).
+    Unix {
+        /// The peer's uid.
+        uid: u32,
+    },
+}
+
 impl Connection {
-    /// A connection from `peer`, held to its timeout.
+    /// A connection from the TCP `peer`, held to its timeout.
     pub fn new(peer: SocketAddr) -> Self {
+        Connection::of(Peer::Tcp(peer))
+    }
+
+    /// A connection from `peer`, held to its timeout.
+    pub fn of(peer: Peer) -> Self {
         Connection {
             peer,
             long_lived: Arc::new(AtomicBool::new(false)),
@@ -146,17 +165,87 @@ pub async fn serve<S, B>(
             }
             Ok::<_, ConnectionError>(())
         };
-        tokio::spawn(
-            async move {
-                match within_timeout(timeout, &info, connection).await {
-                    Some(Ok(())) => tracing::debug!("connection served"),
-                    Some(Err(e)) => tracing::debug!(error = %e, "connection failed"),
-                    None => tracing::debug!("connection timed out"),
-                }
-            }
-            .instrument(tracing::info_span!("connection", %peer)),
-        );
+        let span = tracing::info_span!("connection", %peer);
+        spawn_within(timeout, info, connection, span);
     }
+}
+
+/// Accepts connections on the Unix socket `listener` until `stop` turns
+/// true, and serves `service` on each in plain HTTP/1.1 within `limits`, as
+/// [`serve`] does; the connection budget is per peer uid, and every
+/// request carries its [`Connection`] with [`Peer::Unix`], for the service
+/// to check the uid on every request.
+pub async fn serve_unix<S, B>(
+    listener: UnixListener,
+    limits: Limits,
+    service: S,
+    stop: watch::Receiver<bool>,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let mut stop = stop;
+    let per_uid = PeerCounter::new(limits.max_connections_per_peer);
+    loop {
+        let accepted = tokio::select! {
+            _ = crate::shutdown::stopped(&mut stop) => return,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let uid = match stream.peer_cred() {
+            Ok(cred) => cred.uid(),
+            Err(e) => {
+                tracing::warn!(error = %e, "no peer credentials; closing");
+                continue;
+            }
+        };
+        let Some(slot) = per_uid.try_acquire(uid) else {
+            tracing::warn!(uid, max = per_uid.max(), "too many connections from this uid; closing the new one");
+            continue;
+        };
+        let limits = limits.clone();
+        let timeout = limits.connection_timeout;
+        let info = Connection::of(Peer::Unix { uid });
+        let service = with_connection(service.clone(), info.clone());
+        let connection = async move {
+            let _slot = slot;
+            serve_connection(stream, &limits, service).await?;
+            Ok::<_, ConnectionError>(())
+        };
+        let span = tracing::info_span!("connection", uid);
+        spawn_within(timeout, info, connection, span);
+    }
+}
+
+/// Runs one connection in a task of its own, within `timeout` unless it
+/// becomes long-lived.
+fn spawn_within(
+    timeout: Duration,
+    info: Connection,
+    connection: impl std::future::Future<Output = Result<(), ConnectionError>> + Send + 'static,
+    span: tracing::Span,
+) {
+    tokio::spawn(
+        async move {
+            match within_timeout(timeout, &info, connection).await {
+                Some(Ok(())) => tracing::debug!("connection served"),
+                Some(Err(e)) => tracing::debug!(error = %e, "connection failed"),
+                None => tracing::debug!("connection timed out"),
+            }
+        }
+        .instrument(span),
+    );
 }
 
 /// A service with its connection's [`Connection`] in the extensions of
