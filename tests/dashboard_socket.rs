@@ -76,17 +76,34 @@ fn the_admin_uid_sees_the_dashboard_on_the_socket_and_others_do_not() {
     assert!(metrics.starts_with("HTTP/1.1 404"), "{metrics}");
 
     // Another uid: the 0600 socket in a 0700 directory keeps it out.
-    let out = curl(&socket, "/dashboard/api/overview", "localhost", Some(NOBODY));
+    let out = curl(
+        &socket,
+        "/dashboard/api/overview",
+        "localhost",
+        Some(NOBODY),
+    );
     assert!(!out.status.success(), "{}", stdout(&out));
     assert!(!stdout(&out).contains("trust_domain"), "{}", stdout(&out));
 
     // Loosened by hand, the modes no longer keep it out: the uid check does.
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = curl(&socket, "/dashboard/api/overview", "localhost", Some(NOBODY));
+    let out = curl(
+        &socket,
+        "/dashboard/api/overview",
+        "localhost",
+        Some(NOBODY),
+    );
     let text = stdout(&out);
-    assert!(text.starts_with("HTTP/1.1 403"), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("uid 65534 may not see the dashboard"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 403"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("uid 65534 may not see the dashboard"),
+        "{text}"
+    );
     assert!(!text.contains("trust_domain"), "{text}");
     drop(server);
 }
@@ -95,10 +112,17 @@ fn the_admin_uid_sees_the_dashboard_on_the_socket_and_others_do_not() {
 fn a_bad_socket_path_is_one_line_naming_the_key() {
     let tmp = temp_dir("dash-sock-bad");
     for (name, socket, needle) in [
-        ("relative", "dashboard.sock".to_string(), "must be an absolute path"),
+        (
+            "relative",
+            "dashboard.sock".to_string(),
+            "must be an absolute path",
+        ),
         (
             "missing",
-            tmp.path().join("absent/dashboard.sock").display().to_string(),
+            tmp.path()
+                .join("absent/dashboard.sock")
+                .display()
+                .to_string(),
             "does not exist",
         ),
     ] {
@@ -112,6 +136,9 @@ fn a_bad_socket_path_is_one_line_naming_the_key() {
             .find(|l| l.contains("dashboard.socket"))
             .unwrap_or_else(|| panic!("{name}: no line names dashboard.socket: {stderr}"));
         assert!(line.contains(needle), "{name}: {line}");
-        assert!(!tmp.path().join("absent").exists(), "the directory is not created");
+        assert!(
+            !tmp.path().join("absent").exists(),
+            "the directory is not created"
+        );
     }
 }

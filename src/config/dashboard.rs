@@ -68,13 +68,21 @@ mod tests {
             Path::new("/run/herald/server/dashboard.sock")
         );
         for (bad, needle) in [
-            ("socket = \"dashboard.sock\"", "dashboard.socket: \"dashboard.sock\" must be an absolute path"),
+            (
+                "socket = \"dashboard.sock\"",
+                "dashboard.socket: \"dashboard.sock\" must be an absolute path",
+            ),
             ("socket = \"\"", "dashboard.socket: must not be empty"),
-            ("socket = \"/\"", "dashboard.socket: \"/\" does not name a socket file"),
+            (
+                "socket = \"/\"",
+                "dashboard.socket: \"/\" does not name a socket file",
+            ),
             ("socket = \"/x.sock\"\nport = 1", "port"),
             ("", "socket"),
         ] {
-            let err = parse(&format!("[dashboard]\n{bad}\n")).unwrap_err().to_string();
+            let err = parse(&format!("[dashboard]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{bad:?}: {err}");
             assert!(!err.contains('\n'), "{err}");
         }

@@ -16,11 +16,14 @@ use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use crate::server::run::PeerCounter;
+
+mod unix;
+pub use self::unix::serve_unix;
 
 /// How much time and memory one connection may take.
 #[derive(Debug, Clone)]
@@ -166,64 +169,6 @@ pub async fn serve<S, B>(
             Ok::<_, ConnectionError>(())
         };
         let span = tracing::info_span!("connection", %peer);
-        spawn_within(timeout, info, connection, span);
-    }
-}
-
-/// Accepts connections on the Unix socket `listener` until `stop` turns
-/// true, and serves `service` on each in plain HTTP/1.1 within `limits`, as
-/// [`serve`] does; the connection budget is per peer uid, and every
-/// request carries its [`Connection`] with [`Peer::Unix`], for the service
-/// to check the uid on every request.
-pub async fn serve_unix<S, B>(
-    listener: UnixListener,
-    limits: Limits,
-    service: S,
-    stop: watch::Receiver<bool>,
-) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
-    let mut stop = stop;
-    let per_uid = PeerCounter::new(limits.max_connections_per_peer);
-    loop {
-        let accepted = tokio::select! {
-            _ = crate::shutdown::stopped(&mut stop) => return,
-            a = listener.accept() => a,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let uid = match stream.peer_cred() {
-            Ok(cred) => cred.uid(),
-            Err(e) => {
-                tracing::warn!(error = %e, "no peer credentials; closing");
-                continue;
-            }
-        };
-        let Some(slot) = per_uid.try_acquire(uid) else {
-            tracing::warn!(uid, max = per_uid.max(), "too many connections from this uid; closing the new one");
-            continue;
-        };
-        let limits = limits.clone();
-        let timeout = limits.connection_timeout;
-        let info = Connection::of(Peer::Unix { uid });
-        let service = with_connection(service.clone(), info.clone());
-        let connection = async move {
-            let _slot = slot;
-            serve_connection(stream, &limits, service).await?;
-            Ok::<_, ConnectionError>(())
-        };
-        let span = tracing::info_span!("connection", uid);
         spawn_within(timeout, info, connection, span);
     }
 }

@@ -201,7 +201,10 @@ mod tests {
         assert_eq!(check_peer(unix(0), None, None), Err(Refusal::NoAdmins));
         // TCP peers keep the loopback rules, admins or not.
         let tcp = Some(Peer::Tcp("127.0.0.1:1".parse().unwrap()));
-        assert_eq!(check_peer(tcp, far.as_ref(), Some(&admins)), Err(Refusal::ForeignHost));
+        assert_eq!(
+            check_peer(tcp, far.as_ref(), Some(&admins)),
+            Err(Refusal::ForeignHost)
+        );
         assert_eq!(check_peer(tcp, host("localhost").as_ref(), None), Ok(()));
         assert_eq!(check_peer(None, None, Some(&admins)), Err(Refusal::NoPeer));
     }

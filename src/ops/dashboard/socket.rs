@@ -69,11 +69,12 @@ pub fn serve_socket(
     }
     // The directory exists: bind_socket only checks it (ours, closed to
     // others), never creates it.
-    let listener =
-        crate::runtime_dir::bind_socket(path, 0o600, 0o700).map_err(|source| SocketError::Bind {
+    let listener = crate::runtime_dir::bind_socket(path, 0o600, 0o700).map_err(|source| {
+        SocketError::Bind {
             path: path.to_path_buf(),
             source,
-        })?;
+        }
+    })?;
     let dashboard = Arc::new(Dashboard::for_admins(source, stop.clone(), admins));
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let dashboard = dashboard.clone();
