@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::{
     serve_connection, spawn_within, with_connection, Connection, ConnectionError, Limits, Peer,
 };
-use crate::server::run::PeerCounter;
+use crate::server::run::{uid_slot, PeerCounter};
 
 /// Accepts connections on the Unix socket `listener` until `stop` turns
 /// true, and serves `service` on each in plain HTTP/1.1 within `limits`, as
@@ -48,19 +48,7 @@ pub async fn serve_unix<S, B>(
                 continue;
             }
         };
-        let uid = match stream.peer_cred() {
-            Ok(cred) => cred.uid(),
-            Err(e) => {
-                tracing::warn!(error = %e, "no peer credentials; closing");
-                continue;
-            }
-        };
-        let Some(slot) = per_uid.try_acquire(uid) else {
-            tracing::warn!(
-                uid,
-                max = per_uid.max(),
-                "too many connections from this uid; closing the new one"
-            );
+        let Some((uid, slot)) = uid_slot(&stream, &per_uid, "dashboard socket") else {
             continue;
         };
         let limits = limits.clone();
