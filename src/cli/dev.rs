@@ -98,6 +98,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         limits: Default::default(),
         prune: Default::default(),
         jwt_issuer: None,
+        dashboard: None,
         // One listener serves both roles, below.
         ops: None,
         audit_log: None,

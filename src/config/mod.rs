@@ -10,6 +10,8 @@
 //!   table (the Kubernetes workload attestor).
 //! - [`ops`] reads the `[ops]` table both roles share (the operations
 //!   listener's address).
+//! - [`dashboard`] reads the `[dashboard]` table of `server.toml` (the
+//!   web dashboard's Unix socket).
 //! - [`helper`] reads `helper.toml`, what `herald helper` writes and reloads.
 //! - `check` is the one checker every role's validation goes through, so
 //!   every error names the file and the key the same way.
@@ -23,6 +25,7 @@ use serde::Deserialize;
 
 pub mod agent;
 mod check;
+pub mod dashboard;
 pub mod federation;
 pub mod helper;
 pub mod k8s;
