@@ -53,7 +53,7 @@ use crate::errors::Chain;
 use crate::store::{Change, ChangeFeed, FeedHealth, StoreError};
 
 /// Fallback poll interval, should a NOTIFY be lost.
-pub(super) const POLL_EVERY: Duration = Duration::from_secs(2);
+const POLL_EVERY: Duration = Duration::from_secs(2);
 /// First quick re-read while events wait beyond the horizon.
 const PENDING_FIRST: Duration = Duration::from_millis(10);
 /// Slowest quick re-read.
@@ -63,7 +63,7 @@ const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// Events read per query.
 const BATCH: i64 = 1000;
 /// How long events are kept.
-pub(super) const RETENTION: Duration = Duration::from_secs(3600);
+const RETENTION: Duration = Duration::from_secs(3600);
 /// How often a server prunes old events.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// The NOTIFY channel the triggers ring.
@@ -71,21 +71,21 @@ const CHANNEL: &str = "herald_events";
 
 /// Where a reader is: the `(tx, id)` of the last event handed on (or the
 /// horizon it started at, with id 0).
-pub(super) type Position = (i64, i64);
+pub(crate) type Position = (i64, i64);
 
 /// One read: the events below the horizon after the position.
-pub(super) struct Batch {
+pub(crate) struct Batch {
     /// `(tx, id, change)` in `(tx, id)` order.
-    pub(super) events: Vec<(i64, i64, Change)>,
+    pub(crate) events: Vec<(i64, i64, Change)>,
     /// The read was capped at [`BATCH`]: read again at once.
-    pub(super) full: bool,
+    pub(crate) full: bool,
     /// Committed events wait beyond the horizon: read again soon.
-    pub(super) pending: bool,
+    pub(crate) pending: bool,
 }
 
 impl PostgresStore {
     /// The horizon now: every transaction with a smaller id has finished.
-    pub(super) async fn feed_horizon(pool: &deadpool_postgres::Pool) -> Result<i64, StoreError> {
+    pub(crate) async fn feed_horizon(pool: &deadpool_postgres::Pool) -> Result<i64, StoreError> {
         const OP: &str = "read the change feed horizon";
         let client = pool
             .get()
@@ -103,7 +103,7 @@ impl PostgresStore {
 
     /// The events after `after` below the horizon, from one snapshot (see
     /// the module docs).
-    pub(super) async fn feed_read(
+    pub(crate) async fn feed_read(
         pool: &deadpool_postgres::Pool,
         after: Position,
     ) -> Result<Batch, StoreError> {
@@ -330,4 +330,17 @@ async fn prune(pool: &deadpool_postgres::Pool) -> Result<(), StoreError> {
         tracing::debug!(removed, "pruned old change events");
     }
     Ok(())
+}
+
+#[cfg(test)]
+impl PostgresStore {
+    /// One read of the feed from `after`, for tests of the ordering.
+    pub(crate) fn feed_read_once(&self, after: Position) -> Result<Batch, StoreError> {
+        self.run(PostgresStore::feed_read(&self.pool, after))
+    }
+
+    /// The horizon now, for tests.
+    pub(crate) fn feed_horizon_now(&self) -> Result<i64, StoreError> {
+        self.run(PostgresStore::feed_horizon(&self.pool))
+    }
 }

@@ -7,6 +7,7 @@
 
 mod concurrency;
 mod entries;
+mod feed;
 mod persistence;
 mod postgres;
 mod records;
