@@ -25,6 +25,8 @@ use crate::store::{
 
 pub mod herald_upstream;
 mod shared;
+#[cfg(test)]
+mod shared_tests;
 mod transitions;
 pub mod upstream;
 
