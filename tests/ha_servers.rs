@@ -253,3 +253,68 @@ fn an_entry_made_through_one_server_reaches_an_agent_of_another_pushed() {
         ms(max.1)
     );
 }
+
+/// Reads `sync` until an update satisfies `wanted`; panics naming `what`.
+async fn next_update(
+    sync: &mut tonic::Streaming<node::SyncUpdate>,
+    what: &str,
+    wanted: impl Fn(&node::SyncUpdate) -> bool,
+) -> node::SyncUpdate {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, sync.next()).await {
+            Ok(Some(Ok(u))) if wanted(&u) => return u,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn rotations_bundles_and_bans_made_through_one_server_reach_agents_of_another() {
+    let Some(db) = temp_database() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let servers = start_ha(tmp.path(), &db, 2);
+    wait_one_bundle_of(&servers, 2);
+    wait_feeds(&servers);
+    let (a, b) = (&servers[0], &servers[1]);
+    let rt = rt();
+    let (agent, mut sync) = rt.block_on(async {
+        let agent = NodeAgent::join(&a.server).await;
+        let sync = agent.sync().await;
+        (agent, sync)
+    });
+    rt.block_on(next_update(&mut sync, "snapshot", |u| u.complete));
+
+    // B prepares its next CA: A's agent gets the bundle with it.
+    b.server.cli_ok(&["authority", "prepare", "--kind", "x509"]);
+    rt.block_on(next_update(&mut sync, "bundle with B's prepared CA", |u| {
+        u.bundle.as_ref().is_some_and(|b| b.x509_authorities.len() == 3)
+    }));
+
+    // A federated bundle set through B.
+    b.server.set_foreign_bundle("peer.example", tmp.path());
+    rt.block_on(next_update(&mut sync, "federated bundle set through B", |u| {
+        u.federated_bundles_changed
+            && u.federated_bundles.iter().any(|f| f.trust_domain == "peer.example")
+    }));
+
+    // Banned through B: its stream on A closes.
+    b.server
+        .cli_ok(&["agent", "ban", "--spiffe-id", &agent.id.to_string()]);
+    let end = rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match tokio::time::timeout_at(deadline, sync.next()).await {
+                Ok(Some(Ok(_))) => continue,
+                other => return other,
+            }
+        }
+    });
+    match end {
+        Ok(Some(Err(status))) => {
+            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}")
+        }
+        other => panic!("the banned agent's stream on A did not close: {other:?}"),
+    }
+}
