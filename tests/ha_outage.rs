@@ -56,15 +56,25 @@ fn a_server_cut_off_from_postgresql_is_not_ready_refuses_writes_and_recovers_alo
     assert!(why.contains("store"), "{why}");
     // A write it cannot commit is refused, not acknowledged.
     let (code, out, err) = cut_off.server.cli(&[
-        "entry", "create", "--spiffe-id", &id("refused"), "--parent-id", &agent,
-        "--selector", "unix:uid:1",
+        "entry",
+        "create",
+        "--spiffe-id",
+        &id("refused"),
+        "--parent-id",
+        &agent,
+        "--selector",
+        "unix:uid:1",
     ]);
     assert_ne!(code, 0, "acknowledged without a database: {out}");
     assert!(!err.is_empty());
     // The other server carries on.
     assert_eq!(ready_status(other.ops), 200);
     other.server.create_entry(&id("elsewhere"), &agent, &[]);
-    let resyncs = metric(other.ops, "herald_server_cluster_changes_total", &[("kind", "resync")]);
+    let resyncs = metric(
+        other.ops,
+        "herald_server_cluster_changes_total",
+        &[("kind", "resync")],
+    );
 
     proxy.restore();
     assert!(
@@ -72,12 +82,20 @@ fn a_server_cut_off_from_postgresql_is_not_ready_refuses_writes_and_recovers_alo
         "not ready again once the database is back"
     );
     let resynced = eventually(PATIENCE, || {
-        metric(cut_off.ops, "herald_server_cluster_changes_total", &[("kind", "resync")]) >= 2.0
+        metric(
+            cut_off.ops,
+            "herald_server_cluster_changes_total",
+            &[("kind", "resync")],
+        ) >= 2.0
     });
     assert!(resynced, "the change feed did not reconnect");
     // The server that stayed connected never needed to resync.
     assert_eq!(
-        metric(other.ops, "herald_server_cluster_changes_total", &[("kind", "resync")]),
+        metric(
+            other.ops,
+            "herald_server_cluster_changes_total",
+            &[("kind", "resync")]
+        ),
         resyncs
     );
     let mut listed = entry_ids(cut_off);

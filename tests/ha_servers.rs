@@ -42,9 +42,9 @@ fn wait_one_bundle_of(servers: &[HaServer], n: usize) -> Vec<Vec<u8>> {
     let mut last = Vec::new();
     let agreed = eventually(Duration::from_secs(30), || {
         let all: Vec<Vec<Vec<u8>>> = servers.iter().map(roots).collect();
-        let same = all.windows(2).all(|w| {
-            w[0].iter().collect::<BTreeSet<_>>() == w[1].iter().collect::<BTreeSet<_>>()
-        });
+        let same = all
+            .windows(2)
+            .all(|w| w[0].iter().collect::<BTreeSet<_>>() == w[1].iter().collect::<BTreeSet<_>>());
         last = all[0].clone();
         same && last.len() == n
     });
@@ -86,7 +86,8 @@ fn servers_started_together_on_an_empty_database_share_one_schema_and_bundle() {
 /// Attests through `s` with `token`: the SPIFFE ID, or the refusal.
 async fn attest(s: &HaServer, roots: Vec<Vec<u8>>, token: &str) -> Result<String, tonic::Status> {
     let td = TrustDomain::new(&s.server.td).unwrap();
-    let connector = ServerConnector::new(s.server.node_addr, &td, Roots::new(roots), false).unwrap();
+    let connector =
+        ServerConnector::new(s.server.node_addr, &td, Roots::new(roots), false).unwrap();
     let key = KeyPair::generate(KeyType::EcP256).unwrap();
     let request = node::AttestRequest {
         join_token: token.to_string(),
@@ -113,11 +114,18 @@ fn two_servers_racing_on_one_join_token_admit_exactly_one_agent() {
                 attest(&servers[1], roots.clone(), &token)
             )
         });
-        let won: Vec<&String> = [&a, &b].into_iter().filter_map(|r| r.as_ref().ok()).collect();
+        let won: Vec<&String> = [&a, &b]
+            .into_iter()
+            .filter_map(|r| r.as_ref().ok())
+            .collect();
         assert_eq!(won.len(), 1, "round {round}: {a:?} / {b:?}");
         assert_eq!(won[0], &agent_id);
         let lost = [a, b].into_iter().find_map(Result::err).unwrap();
-        assert_eq!(lost.code(), tonic::Code::PermissionDenied, "round {round}: {lost:?}");
+        assert_eq!(
+            lost.code(),
+            tonic::Code::PermissionDenied,
+            "round {round}: {lost:?}"
+        );
     }
 }
 
@@ -127,12 +135,23 @@ fn create(socket: &Path, path: &str, parent: &str) -> String {
     let id = format!("spiffe://example.org/{path}");
     let selector = format!("unix:uid:{}", my_uid());
     let args = [
-        "entry", "create", "--spiffe-id", &id, "--parent-id", parent, "--selector", &selector,
-        "--output", "json",
+        "entry",
+        "create",
+        "--spiffe-id",
+        &id,
+        "--parent-id",
+        parent,
+        "--selector",
+        &selector,
+        "--output",
+        "json",
     ];
     let out = assert_success(&args, &run_on_socket(socket, &args));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["results"][0]["entry"]["id"].as_str().unwrap_or_default().to_owned()
+    v["results"][0]["entry"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[test]
@@ -165,7 +184,10 @@ fn entries_created_concurrently_through_every_server_reach_every_server_once() {
                 })
             })
             .collect();
-        writers.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        writers
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     let total = created.len();
     assert_eq!(total, 3 * 2 * EACH);
@@ -174,7 +196,11 @@ fn entries_created_concurrently_through_every_server_reach_every_server_once() {
     // server reads each exactly once, its own and the others'.
     for (i, s) in servers.iter().enumerate() {
         let seen = |s: &HaServer| {
-            metric(s.ops, "herald_server_cluster_changes_total", &[("kind", "entries")])
+            metric(
+                s.ops,
+                "herald_server_cluster_changes_total",
+                &[("kind", "entries")],
+            )
         };
         let all = eventually(Duration::from_secs(30), || seen(s) >= total as f64);
         assert!(all, "server {i} read {} of {total} entry events", seen(s));
@@ -206,7 +232,11 @@ fn an_entry_made_through_one_server_reaches_an_agent_of_another_pushed() {
     wait_feeds(&servers);
     // A real agent on server A; entries are made through server B.
     let (token, agent_id) = servers[0].server.join_token();
-    let agent = Agent::start(&servers[0].server.agent_config(&tmp.path().join("agent"), Some(&token)));
+    let agent = Agent::start(
+        &servers[0]
+            .server
+            .agent_config(&tmp.path().join("agent"), Some(&token)),
+    );
     let rt = rt();
     let c = rt.block_on(client(&agent.socket));
     let uid = my_uid();
@@ -230,10 +260,16 @@ fn an_entry_made_through_one_server_reaches_an_agent_of_another_pushed() {
             loop {
                 let next = tokio::time::timeout_at(deadline, s.next()).await;
                 let ctx = next
-                    .unwrap_or_else(|_| panic!("{id} made through server B never reached the agent of server A"))
+                    .unwrap_or_else(|_| {
+                        panic!("{id} made through server B never reached the agent of server A")
+                    })
                     .expect("the context stream ended")
                     .expect("an X.509 context");
-                if ctx.svids().iter().any(|svid| svid.spiffe_id().to_string() == id) {
+                if ctx
+                    .svids()
+                    .iter()
+                    .any(|svid| svid.spiffe_id().to_string() == id)
+                {
                     return Instant::now();
                 }
             }
@@ -242,7 +278,10 @@ fn an_entry_made_through_one_server_reaches_an_agent_of_another_pushed() {
     }
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let (p50, max) = (latencies[latencies.len() / 2], latencies[latencies.len() - 1]);
+    let (p50, max) = (
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+    );
     println!(
         "cross-server propagation (entry made through B, SVID on the Workload API of A's agent), {} rounds: \
          from commit p50 {:.1} ms max {:.1} ms; from the create command p50 {:.1} ms max {:.1} ms",
@@ -289,15 +328,23 @@ fn rotations_bundles_and_bans_made_through_one_server_reach_agents_of_another() 
     // B prepares its next CA: A's agent gets the bundle with it.
     b.server.cli_ok(&["authority", "prepare", "--kind", "x509"]);
     rt.block_on(next_update(&mut sync, "bundle with B's prepared CA", |u| {
-        u.bundle.as_ref().is_some_and(|b| b.x509_authorities.len() == 3)
+        u.bundle
+            .as_ref()
+            .is_some_and(|b| b.x509_authorities.len() == 3)
     }));
 
     // A federated bundle set through B.
     b.server.set_foreign_bundle("peer.example", tmp.path());
-    rt.block_on(next_update(&mut sync, "federated bundle set through B", |u| {
-        u.federated_bundles_changed
-            && u.federated_bundles.iter().any(|f| f.trust_domain == "peer.example")
-    }));
+    rt.block_on(next_update(
+        &mut sync,
+        "federated bundle set through B",
+        |u| {
+            u.federated_bundles_changed
+                && u.federated_bundles
+                    .iter()
+                    .any(|f| f.trust_domain == "peer.example")
+        },
+    ));
 
     // Banned through B: its stream on A closes.
     b.server
@@ -347,10 +394,13 @@ fn rotation_on_one_server_waits_for_agents_connected_to_another() {
         lagging
     };
     // A prepares a CA: until B's agent holds it, A names it as lagging.
-    let prepared = a.server.cli_json(&["authority", "prepare", "--kind", "x509"]);
+    let prepared = a
+        .server
+        .cli_json(&["authority", "prepare", "--kind", "x509"]);
     let sequence = prepared["bundle_sequence"].as_u64().unwrap();
     assert!(
-        eventually(Duration::from_secs(20), || lagging_on_a() == vec![me.clone()]),
+        eventually(Duration::from_secs(20), || lagging_on_a()
+            == vec![me.clone()]),
         "A does not wait for B's agent: {:?}",
         lagging_on_a()
     );

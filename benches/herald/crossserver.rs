@@ -55,21 +55,23 @@ pub fn run(scale: &Scale, report: &mut Report) {
         let mut client = workload_client(&agent.socket).await;
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut stream = loop {
-            let opened = client
-                .fetch_x509svid(with_header(X509svidRequest {}))
-                .await;
+            let opened = client.fetch_x509svid(with_header(X509svidRequest {})).await;
             if let Ok(resp) = opened {
                 let mut s = resp.into_inner();
                 if let Ok(Some(_)) = s.message().await {
                     break s;
                 }
             }
-            assert!(Instant::now() < deadline, "the agent never served this workload");
+            assert!(
+                Instant::now() < deadline,
+                "the agent never served this workload"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let (mut cross, mut same) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for i in 0..n {
-            for (via, times, name) in [(&mut via_b, &mut cross, "b"), (&mut via_a, &mut same, "a")] {
+            for (via, times, name) in [(&mut via_b, &mut cross, "b"), (&mut via_a, &mut same, "a")]
+            {
                 let path = format!("/bench/cross/{name}/{i}");
                 let t = Instant::now();
                 let (ids, id) = create_one(via, &path, &parent, &me).await;
@@ -84,10 +86,18 @@ pub fn run(scale: &Scale, report: &mut Report) {
     drop(agent);
     drop(servers);
     let (x, s) = (percentiles(&cross), percentiles(&same));
-    println!("  {n} changes through each server; cross-server max {}", fmt_dur(x.max));
+    println!(
+        "  {n} changes through each server; cross-server max {}",
+        fmt_dur(x.max)
+    );
     for (figure, v, base, target) in [
         ("entry via B → A's agent stream p50", x.p50, s.p50, None),
-        ("entry via B → A's agent stream p99", x.p99, s.p99, Some(Duration::from_secs(1))),
+        (
+            "entry via B → A's agent stream p99",
+            x.p99,
+            s.p99,
+            Some(Duration::from_secs(1)),
+        ),
     ] {
         report.add(Row {
             item: "9 crossserver",

@@ -42,8 +42,9 @@ impl DataDir {
         mut settings: CaSettings,
     ) -> Result<Authorities, CliError> {
         // The authorities of the server that owns this directory.
-        settings.server_id = crate::server::server_id::load_or_create(&self.dir)
-            .map_err(|e| CliError::failed_in(format_args!("data directory {}", self.dir.display()), &e))?;
+        settings.server_id = crate::server::server_id::load_or_create(&self.dir).map_err(|e| {
+            CliError::failed_in(format_args!("data directory {}", self.dir.display()), &e)
+        })?;
         Authorities::load_or_create(
             &self.store,
             &self.keys,

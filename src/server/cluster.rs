@@ -79,7 +79,9 @@ impl Todo {
             Change::Entries => self.entries = true,
             Change::AgentRevoked(id) => match SpiffeId::parse(&id) {
                 Ok(id) => self.revoked.push(id),
-                Err(e) => tracing::warn!(agent_id = %id, error = %e, "revoked agent with an unparsable SPIFFE ID in the change feed"),
+                Err(e) => {
+                    tracing::warn!(agent_id = %id, error = %e, "revoked agent with an unparsable SPIFFE ID in the change feed")
+                }
             },
             Change::Bundle(td) if td == state.trust_domain.name() => self.own_authorities = true,
             Change::Bundle(_) => self.bundles = true,
@@ -153,7 +155,11 @@ async fn refresh_authorities(state: &Arc<ServerState>) {
 /// Connected agents whose record is gone or banned: after the feed was
 /// interrupted, their revocation may be among the events missed.
 async fn revoked_while_away(state: &Arc<ServerState>) -> Vec<SpiffeId> {
-    let ids: Vec<SpiffeId> = state.connected_acks().into_iter().map(|(id, _)| id).collect();
+    let ids: Vec<SpiffeId> = state
+        .connected_acks()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     if ids.is_empty() {
         return ids;
     }

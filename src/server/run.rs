@@ -304,7 +304,11 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     );
     tasks.push(refresher_task);
     // --- several servers: changes made through the others, agent presence ---
-    tasks.extend(super::cluster::spawn(&state, refresher.clone(), &shutdown_rx));
+    tasks.extend(super::cluster::spawn(
+        &state,
+        refresher.clone(),
+        &shutdown_rx,
+    ));
     let ops_role = ServerOps::new(state.clone(), refresher.clone(), shutdown_rx.clone());
     let bundle_endpoint = match &config.federation.bundle_endpoint {
         Some(endpoint) => Some(

@@ -82,7 +82,14 @@ impl Server {
             .into_iter()
             .zip(tomls)
             .map(|((proc, config), t)| {
-                Server::wait_serving(proc, t.td(), t.dir(), config, t.admin_socket(), START_TIMEOUT)
+                Server::wait_serving(
+                    proc,
+                    t.td(),
+                    t.dir(),
+                    config,
+                    t.admin_socket(),
+                    START_TIMEOUT,
+                )
             })
             .collect()
     }

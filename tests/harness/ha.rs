@@ -69,7 +69,11 @@ pub fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
 pub fn wait_feeds(servers: &[HaServer]) {
     for (i, s) in servers.iter().enumerate() {
         let started = eventually(Duration::from_secs(30), || {
-            metric(s.ops, "herald_server_cluster_changes_total", &[("kind", "resync")]) >= 1.0
+            metric(
+                s.ops,
+                "herald_server_cluster_changes_total",
+                &[("kind", "resync")],
+            ) >= 1.0
         });
         assert!(started, "server {i}: the change feed never started");
     }
@@ -100,11 +104,9 @@ pub fn pg_rows(db: &TempDatabase, sql: &str) -> Vec<Vec<Option<String>>> {
             messages
                 .into_iter()
                 .filter_map(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                        (0..r.len())
-                            .map(|i| r.get(i).map(str::to_owned))
-                            .collect(),
-                    ),
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+                    }
                     _ => None,
                 })
                 .collect()

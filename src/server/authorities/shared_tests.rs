@@ -25,7 +25,9 @@ fn td() -> TrustDomain {
 fn servers(db: &TempDatabase, n: usize) -> Vec<Server> {
     (0..n)
         .map(|i| Server {
-            store: Arc::new(PostgresStore::connect(&PostgresSettings::new(db.url.clone())).unwrap()),
+            store: Arc::new(
+                PostgresStore::connect(&PostgresSettings::new(db.url.clone())).unwrap(),
+            ),
             keys: Arc::new(MemoryKeyManager::default()),
             id: format!("server-{i}"),
         })
@@ -60,16 +62,32 @@ fn start(s: &Server, _: Option<Authorities>) -> Authorities {
         server_id: s.id.clone(),
         ..CaSettings::default()
     };
-    Authorities::load_or_create(s.store.as_ref(), s.keys.as_ref(), &td(), settings, now_unix())
-        .unwrap()
+    Authorities::load_or_create(
+        s.store.as_ref(),
+        s.keys.as_ref(),
+        &td(),
+        settings,
+        now_unix(),
+    )
+    .unwrap()
 }
 
 fn prepare(s: &Server, a: Option<Authorities>) -> Authorities {
     let a = a.unwrap();
-    a.prepare(AuthorityKind::X509, s.store.as_ref(), s.keys.as_ref(), now_unix())
-        .unwrap()
-        .prepare(AuthorityKind::Jwt, s.store.as_ref(), s.keys.as_ref(), now_unix())
-        .unwrap()
+    a.prepare(
+        AuthorityKind::X509,
+        s.store.as_ref(),
+        s.keys.as_ref(),
+        now_unix(),
+    )
+    .unwrap()
+    .prepare(
+        AuthorityKind::Jwt,
+        s.store.as_ref(),
+        s.keys.as_ref(),
+        now_unix(),
+    )
+    .unwrap()
 }
 
 fn activate(s: &Server, a: Option<Authorities>) -> Authorities {
@@ -88,7 +106,9 @@ fn assert_bundle_holds_every_authority(store: &dyn DataStore) {
     for r in &records {
         match r.kind {
             AuthorityKind::X509 => assert!(
-                bundle.x509_authorities.contains(r.cert_der.as_ref().unwrap()),
+                bundle
+                    .x509_authorities
+                    .contains(r.cert_der.as_ref().unwrap()),
                 "X.509 authority {} of {} missing from bundle #{}",
                 r.id,
                 r.server_id,
@@ -110,7 +130,9 @@ fn assert_bundle_holds_every_authority(store: &dyn DataStore) {
 
 #[test]
 fn servers_starting_and_rotating_at_once_keep_every_authority_in_the_bundle() {
-    let Some(db) = TempDatabase::for_test() else { return };
+    let Some(db) = TempDatabase::for_test() else {
+        return;
+    };
     let servers = servers(&db, 3);
     let mut sets = at_once(&servers, vec![None, None, None], start);
     let store = servers[0].store.as_ref();
@@ -138,7 +160,9 @@ fn servers_starting_and_rotating_at_once_keep_every_authority_in_the_bundle() {
 
 #[test]
 fn a_taint_on_one_server_reaches_the_others_view() {
-    let Some(db) = TempDatabase::for_test() else { return };
+    let Some(db) = TempDatabase::for_test() else {
+        return;
+    };
     let servers = servers(&db, 2);
     let sets = at_once(&servers, vec![None, None], start);
     let sets = at_once(&servers, sets, prepare);

@@ -166,7 +166,8 @@ pub(super) fn build(
     // Other servers' authorities leave the bundle when they expire (their
     // server may be gone for good); time only filters, so the clock is read
     // here rather than threaded through every transition.
-    let (bundle, foreign) = super::shared::publish(store, own, prev, bump, crate::clock::now_unix())?;
+    let (bundle, foreign) =
+        super::shared::publish(store, own, prev, bump, crate::clock::now_unix())?;
     // Records of newly prepared authorities learn the sequence that first
     // published them (the activation gate waits for agents to ack it).
     for r in x509

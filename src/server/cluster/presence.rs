@@ -17,6 +17,8 @@ use crate::store::Presence;
 
 /// Heartbeat interval (well within [`super::ALIVE_SECS`]).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// How long shutdown waits to clear this server's agents.
+const SHUTDOWN_WRITE: Duration = Duration::from_secs(2);
 /// How long a change waits for others to join its write.
 const SETTLE: Duration = Duration::from_millis(50);
 
@@ -78,9 +80,13 @@ pub(super) async fn run(state: Arc<ServerState>, mut stop: watch::Receiver<bool>
             }
         }
     }
-    // Our agents leave with us (they reconnect elsewhere).
-    if let Err(why) = write(&state, &server_id, Vec::new(), true).await {
-        tracing::debug!(error = %why, "cannot clear agent presence at shutdown");
+    // Our agents leave with us (they reconnect elsewhere). Bounded: with
+    // the database away, shutdown does not wait for it (the heartbeat
+    // going stale says the same a little later).
+    let cleared =
+        tokio::time::timeout(SHUTDOWN_WRITE, write(&state, &server_id, Vec::new(), true)).await;
+    if !matches!(cleared, Ok(Ok(()))) {
+        tracing::debug!("cannot clear agent presence at shutdown");
     }
 }
 

@@ -148,10 +148,20 @@ pub(super) fn racing_bundle_swaps_exactly_one_wins(store: Store) {
                 })
             })
             .collect();
-        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
-        let winners: Vec<u64> = results.iter().filter(|(won, _)| *won).map(|(_, i)| *i).collect();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect();
+        let winners: Vec<u64> = results
+            .iter()
+            .filter(|(won, _)| *won)
+            .map(|(_, i)| *i)
+            .collect();
         assert_eq!(winners.len(), 1, "round {round}: {results:?}");
-        let stored = store.get_bundle(&super::td("example.org")).unwrap().unwrap();
+        let stored = store
+            .get_bundle(&super::td("example.org"))
+            .unwrap()
+            .unwrap();
         assert_eq!(stored.sequence, expected + 1);
         assert_eq!(stored.refresh_hint, Some(winners[0] + 1));
         expected += 1;
@@ -159,7 +169,11 @@ pub(super) fn racing_bundle_swaps_exactly_one_wins(store: Store) {
     let stale = super::records::sample_bundle("example.org");
     assert!(!store.swap_bundle(&stale, 3).unwrap());
     assert_eq!(
-        store.get_bundle(&super::td("example.org")).unwrap().unwrap().sequence,
+        store
+            .get_bundle(&super::td("example.org"))
+            .unwrap()
+            .unwrap()
+            .sequence,
         expected
     );
 }
