@@ -4,10 +4,9 @@
 --    row to `events` from a trigger, so in the very transaction that makes
 --    the change (no write path can forget it, and an aborted change leaves
 --    no event), and rings the `herald_events` doorbell (NOTIFY, delivered
---    at commit). `tx` is the writing transaction's id: readers use it to
---    read only events whose transaction is finished (see
---    src/store/postgres/feed.rs), because `id` values, drawn from a
---    sequence, commit out of order.
+--    at commit). Event ids come from a sequence and commit out of order;
+--    readers track the ids they have not seen yet (see
+--    src/store/postgres/feed.rs).
 -- 2. Presence: the servers alive (a heartbeat on the database's clock) and
 --    which agents each one serves with the bundle sequence each agent
 --    acknowledged, so that a server's rotation waits for agents connected
@@ -15,19 +14,21 @@
 
 CREATE TABLE events (
     id         bigserial PRIMARY KEY,
-    tx         bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
     -- entries | agent_revoked | bundle | federation | authority
     kind       text NOT NULL,
     -- What changed: a SPIFFE ID, a trust domain, an authority id, or ''.
     subject    text COLLATE "C" NOT NULL DEFAULT '',
     created_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
-CREATE INDEX events_by_position ON events (tx, id);
 CREATE INDEX events_by_age ON events (created_at);
 
 CREATE FUNCTION herald_event(event_kind text, event_subject text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- The transaction gets its id before it draws the event's id, so a
+    -- reader that misses this id knows it belongs to a transaction older
+    -- than any snapshot that shows a later id (see feed.rs).
+    PERFORM pg_current_xact_id();
     INSERT INTO events (kind, subject) VALUES (event_kind, coalesce(event_subject, ''));
     -- Identical notifications of one transaction are delivered once.
     PERFORM pg_notify('herald_events', '');

@@ -8,27 +8,22 @@
 //! sequence, and sequence values are drawn when a transaction inserts, not
 //! when it commits: transaction T1 may take id 10, T2 id 11, and T2 commit
 //! first. A reader that saw 11 and then asks for "ids above 11" never sees
-//! 10. Herald orders and bounds its reads by the *writing transaction's
-//! id* instead (`events.tx`, PostgreSQL's 64-bit `pg_current_xact_id()`):
-//! in a snapshot, `pg_snapshot_xmin` is the oldest transaction still
-//! running, so every transaction with a smaller id has finished — it
-//! committed (its events are visible in that very snapshot) or aborted (its
-//! events never will be). A read therefore takes only events with
-//! `tx < xmin` (the *horizon*), in `(tx, id)` order, and continues after
-//! the last `(tx, id)` it handed on. Nothing below the horizon can appear
-//! later, so the position never passes an event that is still to come, and
-//! no event is handed on twice. The horizon and the rows come from one
-//! REPEATABLE READ snapshot, so they agree.
+//! 10. Herald's reader hands on every id the first time it sees it and
+//! keeps the ids below the highest seen that it has not seen yet (gaps),
+//! asking for them again at every read, until each either appears or can
+//! no longer appear: PostgreSQL's snapshot bounds prove when every
+//! transaction that could have drawn it has finished (see
+//! [`cursor`]). Rows and bounds come from one REPEATABLE READ snapshot, so
+//! they agree.
 //!
 //! Why not the alternatives: serializing every writer on an advisory lock
 //! (so that id order is commit order) would make all writes of all servers
-//! wait for each other's commits; re-reading gaps until a timeout would
-//! skip the event of any transaction slower than the timeout. The horizon
-//! never skips and costs writers nothing. Its price is latency, never
-//! loss: an event waits while an older write transaction anywhere on the
-//! PostgreSQL server is still open (Herald's own are short). While events
-//! beyond the horizon are waiting, the reader polls again quickly (an
-//! older transaction that aborts sends no NOTIFY), backing off to 0.5 s.
+//! wait for each other's commits, and taking a lock inside triggers invites
+//! deadlocks; closing gaps after a timeout would skip the event of any
+//! transaction slower than the timeout; reading only below the snapshot's
+//! `xmin` never skips either, but one long write transaction anywhere on
+//! the PostgreSQL server (any database) would hold back every event behind
+//! it. Here a slow transaction delays only its own event.
 //!
 //! **Doorbell and fallback.** NOTIFY `herald_events` is sent at commit by
 //! the same triggers. The reader LISTENs on a connection of its own before
@@ -41,12 +36,15 @@
 //! **Pruning.** Events older than [`RETENTION`] are deleted by whichever
 //! server gets there; a server away longer than that resyncs anyway.
 
+mod cursor;
+
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::AsyncMessage;
 
+use self::cursor::{Cursor, Snapshot};
 use super::codec::column;
 use super::PostgresStore;
 use crate::errors::Chain;
@@ -54,10 +52,6 @@ use crate::store::{Change, ChangeFeed, FeedHealth, StoreError};
 
 /// Fallback poll interval, should a NOTIFY be lost.
 const POLL_EVERY: Duration = Duration::from_secs(2);
-/// First quick re-read while events wait beyond the horizon.
-const PENDING_FIRST: Duration = Duration::from_millis(10);
-/// Slowest quick re-read.
-const PENDING_MAX: Duration = Duration::from_millis(500);
 /// Wait before reconnecting after a failure.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// Events read per query.
@@ -69,102 +63,99 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// The NOTIFY channel the triggers ring.
 const CHANNEL: &str = "herald_events";
 
-/// Where a reader is: the `(tx, id)` of the last event handed on (or the
-/// horizon it started at, with id 0).
-pub(crate) type Position = (i64, i64);
-
-/// One read: the events below the horizon after the position.
-pub(crate) struct Batch {
-    /// `(tx, id, change)` in `(tx, id)` order.
-    pub(crate) events: Vec<(i64, i64, Change)>,
-    /// The read was capped at [`BATCH`]: read again at once.
-    pub(crate) full: bool,
-    /// Committed events wait beyond the horizon: read again soon.
-    pub(crate) pending: bool,
+/// A read-only REPEATABLE READ transaction: every query sees one snapshot.
+async fn snapshot_tx<'c>(
+    client: &'c mut deadpool_postgres::Object,
+    op: &'static str,
+) -> Result<(deadpool_postgres::Transaction<'c>, Snapshot), StoreError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(StoreError::pg(op))?;
+    let row = tx
+        .query_one(
+            "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint
+             FROM pg_current_snapshot() AS s",
+            &[],
+        )
+        .await
+        .map_err(StoreError::pg(op))?;
+    let at = Snapshot {
+        xmin: column(&row, 0, "events")?,
+        xmax: column(&row, 1, "events")?,
+    };
+    Ok((tx, at))
 }
 
 impl PostgresStore {
-    /// The horizon now: every transaction with a smaller id has finished.
-    pub(crate) async fn feed_horizon(pool: &deadpool_postgres::Pool) -> Result<i64, StoreError> {
-        const OP: &str = "read the change feed horizon";
-        let client = pool
-            .get()
-            .await
-            .map_err(|source| StoreError::Pool { op: OP, source })?;
-        let row = client
-            .query_one(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-                &[],
-            )
-            .await
-            .map_err(StoreError::pg(OP))?;
-        column(&row, 0, "events")
-    }
-
-    /// The events after `after` below the horizon, from one snapshot (see
-    /// the module docs).
-    pub(crate) async fn feed_read(
-        pool: &deadpool_postgres::Pool,
-        after: Position,
-    ) -> Result<Batch, StoreError> {
-        const OP: &str = "read the change feed";
-        let pg = StoreError::pg(OP);
+    /// Where a new reader starts: after the highest id now, waiting for
+    /// the lower ids this snapshot does not show (their transactions may
+    /// still commit). What came before is the state the server loads.
+    pub(crate) async fn feed_start(pool: &deadpool_postgres::Pool) -> Result<Cursor, StoreError> {
+        const OP: &str = "start reading the change feed";
         let mut client = pool
             .get()
             .await
             .map_err(|source| StoreError::Pool { op: OP, source })?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(pg)?;
-        let horizon: i64 = column(
-            &tx.query_one(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+        let (tx, at) = snapshot_tx(&mut client, OP).await?;
+        let row = tx
+            .query_one(
+                "SELECT coalesce(min(id), 1), coalesce(max(id), 0) FROM events",
                 &[],
             )
             .await
-            .map_err(StoreError::pg(OP))?,
-            0,
-            "events",
-        )?;
+            .map_err(StoreError::pg(OP))?;
+        let (low, high): (i64, i64) = (column(&row, 0, "events")?, column(&row, 1, "events")?);
+        let missing: Vec<i64> = tx
+            .query(
+                "SELECT g FROM generate_series($1::int8, $2::int8) AS g
+                 WHERE NOT EXISTS (SELECT 1 FROM events WHERE id = g)",
+                &[&low, &high],
+            )
+            .await
+            .map_err(StoreError::pg(OP))?
+            .iter()
+            .map(|r| column(r, 0, "events"))
+            .collect::<Result<_, _>>()?;
+        tx.commit().await.map_err(StoreError::pg(OP))?;
+        Ok(Cursor::starting(high, &missing, at))
+    }
+
+    /// One read from `cursor`: the changes to hand on, in id order, and
+    /// whether more are waiting (the read hit its limit).
+    pub(crate) async fn feed_read(
+        pool: &deadpool_postgres::Pool,
+        cursor: &mut Cursor,
+    ) -> Result<(Vec<Change>, bool), StoreError> {
+        const OP: &str = "read the change feed";
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|source| StoreError::Pool { op: OP, source })?;
+        let (tx, at) = snapshot_tx(&mut client, OP).await?;
+        let gaps = cursor.gap_ids();
         let rows = tx
             .query(
-                "SELECT tx, id, kind, subject FROM events
-                 WHERE (tx, id) > ($1, $2) AND tx < $3
-                 ORDER BY tx, id LIMIT $4",
-                &[&after.0, &after.1, &horizon, &BATCH],
+                "SELECT id, kind, subject FROM events
+                 WHERE id = ANY($1) OR id > $2 ORDER BY id LIMIT $3",
+                &[&gaps, &cursor.max_seen, &BATCH],
             )
             .await
             .map_err(StoreError::pg(OP))?;
-        let pending: bool = column(
-            &tx.query_one(
-                "SELECT EXISTS (SELECT 1 FROM events WHERE tx >= $1)",
-                &[&horizon],
-            )
-            .await
-            .map_err(StoreError::pg(OP))?,
-            0,
-            "events",
-        )?;
         tx.commit().await.map_err(StoreError::pg(OP))?;
         let full = rows.len() as i64 == BATCH;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
-            let kind: String = column(row, 2, "events")?;
+            let kind: String = column(row, 1, "events")?;
             events.push((
                 column(row, 0, "events")?,
-                column(row, 1, "events")?,
-                Change::from_row(&kind, column(row, 3, "events")?),
+                Change::from_row(&kind, column(row, 2, "events")?),
             ));
         }
-        Ok(Batch {
-            events,
-            full,
-            pending,
-        })
+        Ok((cursor.advance(events, at, !full), full))
     }
 }
 
@@ -200,10 +191,10 @@ struct Reader {
 impl Reader {
     /// Reads until the receiver goes, reconnecting after any failure.
     async fn run(self) {
-        let mut position = None;
+        let mut cursor = None;
         let mut last_error = String::new();
         while !self.changes.is_closed() {
-            let Err(e) = self.session(&mut position).await else {
+            let Err(e) = self.session(&mut cursor).await else {
                 return;
             };
             let why = Chain(&e).to_string();
@@ -216,15 +207,14 @@ impl Reader {
         }
     }
 
-    /// One connected stretch: LISTEN, announce a resync, then read on each
-    /// ring, poll, or quick re-read. `Ok` when the receiver went away.
-    async fn session(&self, position: &mut Option<Position>) -> Result<(), StoreError> {
+    /// One connected stretch: LISTEN, announce a resync, then read at each
+    /// ring or poll. `Ok` when the receiver went away.
+    async fn session(&self, cursor: &mut Option<Cursor>) -> Result<(), StoreError> {
         let (_client, mut doorbell) = self.listen().await?;
-        let mut at = match *position {
-            Some(p) => p,
-            None => (PostgresStore::feed_horizon(&self.pool).await?, 0),
+        let at = match cursor {
+            Some(c) => c,
+            None => cursor.insert(PostgresStore::feed_start(&self.pool).await?),
         };
-        *position = Some(at);
         if self.changes.send(Change::Resync).is_err() {
             return Ok(());
         }
@@ -232,41 +222,33 @@ impl Reader {
             tracing::info!("change feed from PostgreSQL reading");
         }
         let _previous = self.health.send_replace(Ok(()));
-        let mut quick: Option<Duration> = None;
         let mut pruned = tokio::time::Instant::now();
         loop {
-            let batch = PostgresStore::feed_read(&self.pool, at).await?;
-            for (tx, id, change) in batch.events {
+            let (changes, more) = PostgresStore::feed_read(&self.pool, at).await?;
+            for change in changes {
                 if self.changes.send(change).is_err() {
                     return Ok(());
                 }
-                at = (tx, id);
-                *position = Some(at);
             }
-            if batch.full {
+            if more {
                 continue;
             }
-            quick = match (batch.pending, quick) {
-                (false, _) => None,
-                (true, None) => Some(PENDING_FIRST),
-                (true, Some(d)) => Some((d * 2).min(PENDING_MAX)),
-            };
             if pruned.elapsed() >= PRUNE_EVERY {
                 prune(&self.pool).await?;
                 pruned = tokio::time::Instant::now();
             }
+            // A gap fills when its transaction commits, which rings.
             tokio::select! {
                 rang = doorbell.recv() => match rang {
                     Some(Ok(())) => while doorbell.try_recv().is_ok() {},
                     Some(Err(e)) => return Err(e),
                     None => return Err(StoreError::FeedClosed),
                 },
-                () = tokio::time::sleep(quick.unwrap_or(POLL_EVERY)) => {}
+                () = tokio::time::sleep(POLL_EVERY) => {}
                 () = self.changes.closed() => return Ok(()),
             }
         }
     }
-
     /// A connection of its own that LISTENs; each notification (or the
     /// connection's failure) arrives on the returned channel, which closes
     /// with the connection. Keep the client alive while listening.
@@ -334,13 +316,13 @@ async fn prune(pool: &deadpool_postgres::Pool) -> Result<(), StoreError> {
 
 #[cfg(test)]
 impl PostgresStore {
-    /// One read of the feed from `after`, for tests of the ordering.
-    pub(crate) fn feed_read_once(&self, after: Position) -> Result<Batch, StoreError> {
-        self.run(PostgresStore::feed_read(&self.pool, after))
+    /// A reader's cursor starting now, for tests of the ordering.
+    pub(crate) fn feed_cursor_now(&self) -> Result<Cursor, StoreError> {
+        self.run(PostgresStore::feed_start(&self.pool))
     }
 
-    /// The horizon now, for tests.
-    pub(crate) fn feed_horizon_now(&self) -> Result<i64, StoreError> {
-        self.run(PostgresStore::feed_horizon(&self.pool))
+    /// One read of the feed from `cursor`, for tests of the ordering.
+    pub(crate) fn feed_read_once(&self, cursor: &mut Cursor) -> Result<Vec<Change>, StoreError> {
+        self.run(async { Ok(PostgresStore::feed_read(&self.pool, cursor).await?.0) })
     }
 }

@@ -42,28 +42,14 @@ async fn event(c: &tokio_postgres::Client, subject: &str) {
         .unwrap();
 }
 
-fn subjects(batch: &[(i64, i64, Change)]) -> Vec<String> {
-    batch
+fn subjects(changes: &[Change]) -> Vec<String> {
+    changes
         .iter()
-        .map(|(_, _, c)| match c {
+        .map(|c| match c {
             Change::Bundle(s) => s.clone(),
             other => panic!("unexpected {other:?}"),
         })
         .collect()
-}
-
-/// The events readable from `after` once there are `n` of them: any
-/// write transaction still open on the PostgreSQL server (other tests run
-/// at the same time) holds the horizon back for a moment.
-fn read_until(s: &PostgresStore, after: (i64, i64), n: usize) -> Vec<(i64, i64, Change)> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let events = s.feed_read_once(after).unwrap().events;
-        if events.len() >= n || Instant::now() > deadline {
-            return events;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -71,7 +57,7 @@ fn an_event_whose_id_commits_late_is_not_skipped() {
     let Some(db) = temp_database() else { return };
     let s = store(&db);
     let rt = runtime();
-    let start = (s.feed_horizon_now().unwrap(), 0);
+    let mut cursor = s.feed_cursor_now().unwrap();
     // T1 draws the lower id, T2 the higher; T2 commits first.
     let (t1, t2) = rt.block_on(async { (raw(&db).await, raw(&db).await) });
     rt.block_on(async {
@@ -81,38 +67,52 @@ fn an_event_whose_id_commits_late_is_not_skipped() {
         event(&t2, "second").await;
         t2.batch_execute("COMMIT").await.unwrap();
     });
-    // "Everything after the highest id seen" would hand on `second` now
-    // and never `first`. The feed waits: T1 is still running.
-    let held = s.feed_read_once(start).unwrap();
-    assert!(held.events.is_empty(), "{:?}", subjects(&held.events));
-    assert!(held.pending, "committed events wait beyond the horizon");
+    // "Everything after the highest id seen" would never hand on `first`.
+    assert_eq!(
+        subjects(&s.feed_read_once(&mut cursor).unwrap()),
+        ["second"]
+    );
+    assert_eq!(cursor.gaps.len(), 1, "{cursor:?}");
     rt.block_on(t1.batch_execute("COMMIT")).unwrap();
-    let both = read_until(&s, start, 2);
-    assert_eq!(subjects(&both), ["first", "second"]);
-    let (tx, id, _) = &both[1];
-    assert!(s.feed_read_once((*tx, *id)).unwrap().events.is_empty());
+    assert_eq!(subjects(&s.feed_read_once(&mut cursor).unwrap()), ["first"]);
+    assert!(cursor.gaps.is_empty());
+    assert!(s.feed_read_once(&mut cursor).unwrap().is_empty());
 }
 
 #[test]
-fn an_older_transaction_holds_back_a_younger_ones_earlier_id() {
+fn a_long_transaction_holds_back_only_its_own_event() {
     let Some(db) = temp_database() else { return };
     let s = store(&db);
     let rt = runtime();
-    let start = (s.feed_horizon_now().unwrap(), 0);
-    let (old, young) = rt.block_on(async { (raw(&db).await, raw(&db).await) });
+    let mut cursor = s.feed_cursor_now().unwrap();
+    let (long, other) = rt.block_on(async { (raw(&db).await, raw(&db).await) });
     rt.block_on(async {
-        // `old` gets its transaction id first, its event id last.
-        old.batch_execute("BEGIN; SELECT pg_current_xact_id()")
+        // A write transaction left open (as by a slow batch, or an idle
+        // session of another application on the same PostgreSQL server).
+        long.batch_execute("BEGIN; SELECT pg_current_xact_id()")
             .await
             .unwrap();
-        young.batch_execute("BEGIN").await.unwrap();
-        event(&young, "young").await;
-        event(&old, "old").await;
-        young.batch_execute("COMMIT").await.unwrap();
+        // Another change draws an id and rolls back; a third commits.
+        other.batch_execute("BEGIN").await.unwrap();
+        event(&other, "rolled back").await;
+        other.batch_execute("ROLLBACK").await.unwrap();
+        event(&other, "committed").await;
     });
-    assert!(s.feed_read_once(start).unwrap().events.is_empty());
-    rt.block_on(old.batch_execute("COMMIT")).unwrap();
-    assert_eq!(subjects(&read_until(&s, start, 2)), ["old", "young"]);
+    assert_eq!(
+        subjects(&s.feed_read_once(&mut cursor).unwrap()),
+        ["committed"]
+    );
+    // The rolled-back id stays a gap while an older transaction runs...
+    assert_eq!(cursor.gaps.len(), 1, "{cursor:?}");
+    rt.block_on(long.batch_execute("COMMIT")).unwrap();
+    // ...and closes once none that could fill it runs (other tests' write
+    // transactions on the same server may hold it a moment longer).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cursor.gaps.is_empty() && Instant::now() < deadline {
+        assert!(s.feed_read_once(&mut cursor).unwrap().is_empty());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(cursor.gaps.is_empty(), "{cursor:?}");
 }
 
 #[test]
