@@ -11,10 +11,9 @@
 //! 10. Herald's reader hands on every id the first time it sees it and
 //! keeps the ids below the highest seen that it has not seen yet (gaps),
 //! asking for them again at every read, until each either appears or can
-//! no longer appear: PostgreSQL's snapshot bounds prove when every
-//! transaction that could have drawn it has finished (see
-//! [`cursor`]). Rows and bounds come from one REPEATABLE READ snapshot, so
-//! they agree.
+//! no longer appear: PostgreSQL's transaction ids prove when every
+//! transaction that could have drawn it has finished (see [`cursor`]).
+//! Rows and bounds come from one REPEATABLE READ snapshot, so they agree.
 //!
 //! Why not the alternatives: serializing every writer on an advisory lock
 //! (so that id order is commit order) would make all writes of all servers
@@ -44,7 +43,7 @@ use futures::StreamExt as _;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::AsyncMessage;
 
-use self::cursor::{Cursor, Snapshot};
+use self::cursor::Cursor;
 use super::codec::column;
 use super::PostgresStore;
 use crate::errors::Chain;
@@ -63,31 +62,40 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// The NOTIFY channel the triggers ring.
 const CHANNEL: &str = "herald_events";
 
-/// A read-only REPEATABLE READ transaction: every query sees one snapshot.
+/// A REPEATABLE READ transaction (every query sees one snapshot) and its
+/// snapshot's `xmin`: every transaction id below it has finished.
 async fn snapshot_tx<'c>(
     client: &'c mut deadpool_postgres::Object,
     op: &'static str,
-) -> Result<(deadpool_postgres::Transaction<'c>, Snapshot), StoreError> {
+) -> Result<(deadpool_postgres::Transaction<'c>, i64), StoreError> {
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
         .start()
         .await
         .map_err(StoreError::pg(op))?;
     let row = tx
         .query_one(
-            "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint
-             FROM pg_current_snapshot() AS s",
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
             &[],
         )
         .await
         .map_err(StoreError::pg(op))?;
-    let at = Snapshot {
-        xmin: column(&row, 0, "events")?,
-        xmax: column(&row, 1, "events")?,
-    };
-    Ok((tx, at))
+    Ok((tx, column(&row, 0, "events")?))
+}
+
+/// A transaction id assigned now, after the snapshot of `tx` was taken:
+/// above that of every transaction that drew an event id before it (see
+/// [`cursor`]). Drawn only when a read opens gaps.
+async fn bound(
+    tx: &deadpool_postgres::Transaction<'_>,
+    op: &'static str,
+) -> Result<i64, StoreError> {
+    let row = tx
+        .query_one("SELECT pg_current_xact_id()::text::bigint", &[])
+        .await
+        .map_err(StoreError::pg(op))?;
+    column(&row, 0, "events")
 }
 
 impl PostgresStore {
@@ -100,7 +108,7 @@ impl PostgresStore {
             .get()
             .await
             .map_err(|source| StoreError::Pool { op: OP, source })?;
-        let (tx, at) = snapshot_tx(&mut client, OP).await?;
+        let (tx, _) = snapshot_tx(&mut client, OP).await?;
         let row = tx
             .query_one(
                 "SELECT coalesce(min(id), 1), coalesce(max(id), 0) FROM events",
@@ -120,8 +128,12 @@ impl PostgresStore {
             .iter()
             .map(|r| column(r, 0, "events"))
             .collect::<Result<_, _>>()?;
+        let bound = match missing.is_empty() {
+            true => 0,
+            false => bound(&tx, OP).await?,
+        };
         tx.commit().await.map_err(StoreError::pg(OP))?;
-        Ok(Cursor::starting(high, &missing, at))
+        Ok(Cursor::starting(high, &missing, bound))
     }
 
     /// One read from `cursor`: the changes to hand on, in id order, and
@@ -135,7 +147,7 @@ impl PostgresStore {
             .get()
             .await
             .map_err(|source| StoreError::Pool { op: OP, source })?;
-        let (tx, at) = snapshot_tx(&mut client, OP).await?;
+        let (tx, xmin) = snapshot_tx(&mut client, OP).await?;
         let gaps = cursor.gap_ids();
         let rows = tx
             .query(
@@ -145,7 +157,6 @@ impl PostgresStore {
             )
             .await
             .map_err(StoreError::pg(OP))?;
-        tx.commit().await.map_err(StoreError::pg(OP))?;
         let full = rows.len() as i64 == BATCH;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -155,7 +166,12 @@ impl PostgresStore {
                 Change::from_row(&kind, column(row, 2, "events")?),
             ));
         }
-        Ok((cursor.advance(events, at, !full), full))
+        let bound = match cursor.opens_gaps(&events) {
+            true => bound(&tx, OP).await?,
+            false => 0,
+        };
+        tx.commit().await.map_err(StoreError::pg(OP))?;
+        Ok((cursor.advance(events, xmin, bound, !full), full))
     }
 }
 

@@ -80,6 +80,43 @@ fn an_event_whose_id_commits_late_is_not_skipped() {
 }
 
 #[test]
+fn a_gap_held_by_the_youngest_transaction_stays_open_until_it_ends() {
+    let Some(db) = temp_database() else { return };
+    let s = store(&db);
+    let rt = runtime();
+    let mut cursor = s.feed_cursor_now().unwrap();
+    let (older, middle, younger) =
+        rt.block_on(async { (raw(&db).await, raw(&db).await, raw(&db).await) });
+    rt.block_on(async {
+        // Transaction ids in the order older < middle < younger; the
+        // youngest draws an event id, the older a later one and commits.
+        for t in [&older, &middle] {
+            t.batch_execute("BEGIN; SELECT pg_current_xact_id()")
+                .await
+                .unwrap();
+        }
+        younger.batch_execute("BEGIN").await.unwrap();
+        event(&younger, "younger").await;
+        event(&older, "older").await;
+        older.batch_execute("COMMIT").await.unwrap();
+    });
+    assert_eq!(subjects(&s.feed_read_once(&mut cursor).unwrap()), ["older"]);
+    // The snapshot's xmax (one past the latest finished transaction) was
+    // below the younger one's id: a gap bounded by it would close as soon
+    // as the middle one ends, and the younger's event would be lost.
+    rt.block_on(middle.batch_execute("ROLLBACK")).unwrap();
+    for _ in 0..3 {
+        assert!(s.feed_read_once(&mut cursor).unwrap().is_empty());
+    }
+    assert_eq!(cursor.gaps.len(), 1, "{cursor:?}");
+    rt.block_on(younger.batch_execute("COMMIT")).unwrap();
+    assert_eq!(
+        subjects(&s.feed_read_once(&mut cursor).unwrap()),
+        ["younger"]
+    );
+}
+
+#[test]
 fn a_long_transaction_holds_back_only_its_own_event() {
     let Some(db) = temp_database() else { return };
     let s = store(&db);

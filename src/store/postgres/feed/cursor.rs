@@ -5,48 +5,55 @@
 //! event, and commit in another order: a read may show id 11 while id 10
 //! is still invisible. The cursor hands on every id the first time a read
 //! shows it, and remembers each id below the highest one seen that no read
-//! has shown yet (a *gap*), with the `xmax` of the snapshot in which it was
-//! first missed. An id can fill later only while the transaction that drew
+//! has shown yet (a *gap*), with a *bound*: a transaction id assigned after
+//! the read's snapshot was taken (the reader's own, drawn only when a read
+//! opens gaps). An id can fill later only while the transaction that drew
 //! it is running. That transaction took its transaction id *before* it
 //! drew the event id (`herald_event` makes sure), and a later id was
-//! already committed when the gap was seen, so its transaction id is below
-//! that snapshot's `xmax`. Once a snapshot's `xmin` (every transaction id
-//! below it has finished) reaches that `xmax`, the drawer has committed —
-//! and the read in that same snapshot showed the event — or rolled back:
-//! the gap is closed then, never on a timer. A long transaction holds only
-//! its own gaps open; events committed meanwhile flow at once.
+//! already committed in the snapshot, so its transaction id is below the
+//! bound. Once a snapshot's `xmin` (every transaction id below it has
+//! finished) passes the bound, the drawer has committed — and the read in
+//! that same snapshot showed the event — or rolled back: the gap is closed
+//! then, never on a timer. (The snapshot's own `xmax` would not do: it is
+//! one past the latest *finished* transaction, and a running one may hold
+//! a higher id.) A long transaction holds only its own gaps open; events
+//! committed meanwhile flow at once.
 
 use std::collections::BTreeMap;
 
 use crate::store::Change;
-
-/// One snapshot's bounds, as `pg_current_snapshot()` reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Snapshot {
-    /// Every transaction id below this one has finished.
-    pub(crate) xmin: i64,
-    /// Every transaction id at or above this one had not started.
-    pub(crate) xmax: i64,
-}
 
 /// The reader's position: the highest id seen and the gaps below it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Cursor {
     /// The highest event id handed on (or known when the reader started).
     pub(crate) max_seen: i64,
-    /// Ids below `max_seen` not shown by any read yet, each with the `xmax`
-    /// of the snapshot that first missed it.
+    /// Ids below `max_seen` not shown by any read yet, each with the bound
+    /// taken when it was first missed.
     pub(crate) gaps: BTreeMap<i64, i64>,
 }
 
 impl Cursor {
     /// A reader starting after `max_seen`, with `missing` (ids at or below
-    /// it that the starting snapshot did not show) as gaps.
-    pub(crate) fn starting(max_seen: i64, missing: &[i64], at: Snapshot) -> Cursor {
+    /// it that the starting snapshot did not show) as gaps of `bound`.
+    pub(crate) fn starting(max_seen: i64, missing: &[i64], bound: i64) -> Cursor {
         Cursor {
             max_seen,
-            gaps: missing.iter().map(|id| (*id, at.xmax)).collect(),
+            gaps: missing.iter().map(|id| (*id, bound)).collect(),
         }
+    }
+
+    /// Whether taking `rows` (in id order) opens gaps, so that the read
+    /// needs a bound for them.
+    pub(crate) fn opens_gaps(&self, rows: &[(i64, Change)]) -> bool {
+        let mut top = self.max_seen;
+        for (id, _) in rows {
+            if *id > top + 1 {
+                return true;
+            }
+            top = top.max(*id);
+        }
+        false
     }
 
     /// The gap ids, for the next read (which asks for them and for every id
@@ -55,13 +62,15 @@ impl Cursor {
         self.gaps.keys().copied().collect()
     }
 
-    /// Takes one read made in snapshot `at`: `rows` in id order (`complete`
-    /// if the read was not cut short by its limit). Returns the changes to
-    /// hand on, each event exactly once.
+    /// Takes one read made in a snapshot whose `xmin` is given: `rows` in
+    /// id order (`complete` if the read was not cut short by its limit),
+    /// and the bound of the gaps it opens (see [`Cursor::opens_gaps`]).
+    /// Returns the changes to hand on, each event exactly once.
     pub(crate) fn advance(
         &mut self,
         rows: Vec<(i64, Change)>,
-        at: Snapshot,
+        xmin: i64,
+        bound: i64,
         complete: bool,
     ) -> Vec<Change> {
         let mut out = Vec::with_capacity(rows.len());
@@ -70,7 +79,7 @@ impl Cursor {
                 out.push(change);
             } else if id > self.max_seen {
                 for missing in self.max_seen + 1..id {
-                    self.gaps.insert(missing, at.xmax);
+                    self.gaps.insert(missing, bound);
                 }
                 self.max_seen = id;
                 out.push(change);
@@ -78,7 +87,7 @@ impl Cursor {
         }
         // A read cut short may not have asked about every gap.
         if complete {
-            self.gaps.retain(|_, missed_at| at.xmin < *missed_at);
+            self.gaps.retain(|_, missed_at| xmin <= *missed_at);
         }
         out
     }
@@ -104,27 +113,27 @@ mod tests {
             .collect()
     }
 
-    const S1: Snapshot = Snapshot {
-        xmin: 100,
-        xmax: 105,
-    };
+    /// One read: snapshot `xmin`, bound `bound` if the read opens gaps.
+    fn read(c: &mut Cursor, ids: &[i64], xmin: i64, bound: i64) -> Vec<String> {
+        let r = rows(ids);
+        assert_eq!(c.opens_gaps(&r), {
+            let mut probe = c.clone();
+            let before = probe.gaps.len();
+            probe.advance(r.clone(), 0, bound, false);
+            probe.gaps.len() > before
+        });
+        names(&c.advance(r, xmin, bound, true))
+    }
 
     #[test]
     fn a_late_id_is_handed_on_when_it_commits() {
         let mut c = Cursor::default();
-        assert_eq!(
-            names(&c.advance(rows(&[1, 2, 4]), S1, true)),
-            ["1", "2", "4"]
-        );
+        assert_eq!(read(&mut c, &[1, 2, 4], 100, 105), ["1", "2", "4"]);
         assert_eq!(c.gap_ids(), [3]);
-        // Its transaction (below xmax 105) is still running at xmin 101.
-        let s2 = Snapshot {
-            xmin: 101,
-            xmax: 110,
-        };
-        assert!(c.advance(rows(&[]), s2, true).is_empty());
+        // Its transaction (below the bound 105) may still run at xmin 101.
+        assert!(read(&mut c, &[], 101, 0).is_empty());
         assert_eq!(c.gap_ids(), [3]);
-        assert_eq!(names(&c.advance(rows(&[3, 5]), s2, true)), ["3", "5"]);
+        assert_eq!(read(&mut c, &[3, 5], 101, 0), ["3", "5"]);
         assert!(c.gaps.is_empty());
         assert_eq!(c.max_seen, 5);
     }
@@ -132,52 +141,34 @@ mod tests {
     #[test]
     fn a_gap_closes_once_every_transaction_that_could_fill_it_finished() {
         let mut c = Cursor::default();
-        c.advance(rows(&[1, 3]), S1, true);
-        // xmin 104 < 105: the drawer may still be running.
-        c.advance(
-            rows(&[]),
-            Snapshot {
-                xmin: 104,
-                xmax: 120,
-            },
-            true,
-        );
+        read(&mut c, &[1, 3], 100, 105);
+        // xmin 105: the bound's own transaction (105) may still run.
+        read(&mut c, &[], 105, 0);
         assert_eq!(c.gap_ids(), [2]);
-        // xmin 105: everything that could hold id 2 finished; it rolled back.
-        c.advance(
-            rows(&[]),
-            Snapshot {
-                xmin: 105,
-                xmax: 120,
-            },
-            true,
-        );
+        // xmin 106: everything that could hold id 2 finished; it rolled back.
+        read(&mut c, &[], 106, 0);
         assert!(c.gaps.is_empty());
     }
 
     #[test]
     fn a_read_cut_short_closes_no_gap_and_nothing_is_handed_on_twice() {
         let mut c = Cursor::default();
-        c.advance(rows(&[1, 3]), S1, true);
-        let late = Snapshot {
-            xmin: 200,
-            xmax: 200,
-        };
-        assert_eq!(names(&c.advance(rows(&[5]), late, false)), ["5"]);
+        read(&mut c, &[1, 3], 100, 105);
+        assert_eq!(names(&c.advance(rows(&[5]), 200, 200, false)), ["5"]);
         assert_eq!(
             c.gap_ids(),
             [2, 4],
             "a limited read asked about gaps it did not reach"
         );
         // Rows already handed on are not handed on again.
-        assert!(c.advance(rows(&[1, 3, 5]), late, true).is_empty());
+        assert!(c.advance(rows(&[1, 3, 5]), 201, 0, true).is_empty());
         assert!(c.gaps.is_empty());
     }
 
     #[test]
     fn a_reader_starting_mid_stream_waits_for_ids_drawn_before_it() {
-        let mut c = Cursor::starting(10, &[7], S1);
-        assert!(c.advance(rows(&[]), S1, true).is_empty());
-        assert_eq!(names(&c.advance(rows(&[7, 11]), S1, true)), ["7", "11"]);
+        let mut c = Cursor::starting(10, &[7], 105);
+        assert!(read(&mut c, &[], 100, 0).is_empty());
+        assert_eq!(read(&mut c, &[7, 11], 100, 0), ["7", "11"]);
     }
 }
