@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Items (names for `HERALD_BENCH_ONLY`): `issuance`, `workload`,
-//! `rotation`, `sync`, `propagation`, `store`, `sds`, `breakdown`. Servers and
+//! `rotation`, `sync`, `propagation`, `store`, `sds`, `breakdown`,
+//! `crossserver` (two real servers on PostgreSQL). Servers and
 //! agents run in this process on their own tokio runtimes (threads named
 //! `server…`, `agent…`, `bench…`, so CPU time is split by role), on temp
 //! dirs under `target/tmp`, loopback TCP and Unix sockets. Where a role's
@@ -23,6 +24,7 @@ mod bound;
 mod breakdown;
 mod child;
 mod cluster;
+mod crossserver;
 #[path = "../../tests/harness/mod.rs"]
 mod harness;
 mod issuance;
@@ -84,6 +86,9 @@ fn main() {
     }
     if selected("breakdown") {
         breakdown::run(&scale, &bound, &mut report);
+    }
+    if selected("crossserver") {
+        crossserver::run(&scale, &mut report);
     }
     report.print_table();
 }

@@ -24,7 +24,7 @@ use crate::scale::Scale;
 use crate::workload::{workload_client, x509_stream_and_first, WorkloadCluster};
 
 /// Reads the stream until a message satisfies `done`.
-async fn wait_for(
+pub async fn wait_for(
     stream: &mut Streaming<X509svidResponse>,
     done: impl Fn(&X509svidResponse) -> bool,
 ) {
@@ -44,7 +44,8 @@ async fn wait_for(
     .expect("the Workload API stream did not update within 30 s");
 }
 
-fn has(msg: &X509svidResponse, id: &str) -> bool {
+/// Whether the response carries an SVID for `id`.
+pub fn has(msg: &X509svidResponse, id: &str) -> bool {
     msg.svids.iter().any(|s| s.spiffe_id == id)
 }
 

@@ -33,7 +33,7 @@ pub struct Scale {
     pub sync_entries: usize,
     /// Item 4: entries per BatchCreateEntry call.
     pub sync_create_batch: usize,
-    /// Items 5 and 7: entry changes timed.
+    /// Items 5, 7 and 9 (at most 200 there): entry changes timed.
     pub propagation_changes: usize,
     /// Item 6: single-record durable appends timed.
     pub store_single: usize,
@@ -104,7 +104,7 @@ impl Scale {
 
 /// The items named in `HERALD_BENCH_ONLY` (comma-separated), if set.
 pub fn only_from_env() -> Option<Vec<String>> {
-    const ITEMS: [&str; 8] = [
+    const ITEMS: [&str; 9] = [
         "issuance",
         "workload",
         "rotation",
@@ -113,6 +113,7 @@ pub fn only_from_env() -> Option<Vec<String>> {
         "store",
         "sds",
         "breakdown",
+        "crossserver",
     ];
     let raw = std::env::var("HERALD_BENCH_ONLY").ok()?;
     let names: Vec<String> = raw

@@ -14,6 +14,7 @@ use crate::store::{AuthorityKind, DataStore, SledStore};
 pub(super) struct DataDir {
     pub(super) store: SledStore,
     pub(super) keys: DiskKeyManager,
+    dir: std::path::PathBuf,
 }
 
 impl DataDir {
@@ -27,15 +28,23 @@ impl DataDir {
             .map_err(|e| fail(&e))?;
         let store = SledStore::open(&dir.join("store")).map_err(|e| fail(&e))?;
         let keys = DiskKeyManager::open(&dir.join("keys")).map_err(|e| fail(&e))?;
-        Ok(DataDir { store, keys })
+        Ok(DataDir {
+            store,
+            keys,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Loads (or, in a new directory, creates) the authorities of `td`.
     pub(super) fn authorities(
         &self,
         td: &TrustDomain,
-        settings: CaSettings,
+        mut settings: CaSettings,
     ) -> Result<Authorities, CliError> {
+        // The authorities of the server that owns this directory.
+        settings.server_id = crate::server::server_id::load_or_create(&self.dir).map_err(|e| {
+            CliError::failed_in(format_args!("data directory {}", self.dir.display()), &e)
+        })?;
         Authorities::load_or_create(
             &self.store,
             &self.keys,

@@ -79,6 +79,8 @@ pub(super) fn run(cmd: X509Cmd) -> Result<(), CliError> {
         upstream: None,
         key_type: ca_key_type,
         ca_ttl_secs: ca_ttl,
+        // The data directory's own (DataDir::authorities fills it in).
+        server_id: String::new(),
     };
     let minted = match args.mint.open(&id, ca)? {
         SignedBy::DataDir(local) => mint_local(&local, &spec)?,

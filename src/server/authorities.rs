@@ -24,6 +24,9 @@ use crate::store::{
 };
 
 pub mod herald_upstream;
+mod shared;
+#[cfg(test)]
+mod shared_tests;
 mod transitions;
 pub mod upstream;
 
@@ -69,6 +72,12 @@ pub enum AuthorityError {
     /// An operator asked for a transition that is not allowed now.
     #[error("{0}")]
     NotAllowed(String),
+    /// The bundle kept changing under this server's compare-and-swap.
+    #[error("could not publish the trust bundle: other servers changed it {attempts} times in a row; retrying later")]
+    BundleContention {
+        /// How many swaps were lost.
+        attempts: usize,
+    },
     /// No authority with that id.
     #[error("no {kind} authority with id {id:?}")]
     NotFound {
@@ -88,6 +97,9 @@ pub struct CaSettings {
     pub ca_ttl_secs: i64,
     /// The upstream that signs our CA, or None for a self-signed CA.
     pub upstream: Option<Arc<Upstream>>,
+    /// This server's id (see `server_id.rs`): journal records of other ids
+    /// belong to other servers of the trust domain sharing the store.
+    pub server_id: String,
 }
 
 impl Default for CaSettings {
@@ -96,6 +108,7 @@ impl Default for CaSettings {
             key_type: KeyType::EcP256,
             ca_ttl_secs: 24 * 3600,
             upstream: None,
+            server_id: String::new(),
         }
     }
 }
@@ -130,7 +143,11 @@ pub struct Authorities {
     jwt: Vec<JwtSlot>,
     active_x509: Arc<X509Authority>,
     active_jwt: JwtKey,
+    /// The trust bundle: the union of every server's authorities.
     bundle: Bundle,
+    /// Other servers' journal records, as of `bundle` (their taints reach
+    /// this server's agents too).
+    foreign: Arc<Vec<AuthorityRecord>>,
 }
 
 /// A minted X509-SVID with its private key (local minting only: agents keep
@@ -156,6 +173,11 @@ fn tainted<S, T>(
         .collect()
 }
 
+/// A journal record seen as a slot of itself.
+fn itself(r: &AuthorityRecord) -> &AuthorityRecord {
+    r
+}
+
 impl Authorities {
     /// Loads the authorities of `td` from the journal, creating and
     /// activating new ones when none is active and valid at `now`.
@@ -168,7 +190,8 @@ impl Authorities {
     ) -> Result<Self, AuthorityError> {
         let mut x509 = Vec::new();
         let mut jwt = Vec::new();
-        for rec in store.list_authorities()? {
+        let (mine, _foreign) = shared::split_journal(store, keys, &settings.server_id)?;
+        for rec in mine {
             match rec.kind {
                 AuthorityKind::X509 => x509.push(transitions::load_x509(rec, keys, td)?),
                 AuthorityKind::Jwt => jwt.push(transitions::load_jwt(rec, keys)?),
@@ -222,19 +245,28 @@ impl Authorities {
         &self.bundle
     }
 
-    /// Certificates of tainted X.509 authorities: agents re-issue anything
-    /// they signed.
+    /// Certificates of tainted X.509 authorities (of any server): agents
+    /// re-issue anything they signed.
     pub fn tainted_x509(&self) -> Vec<Vec<u8>> {
-        tainted(&self.x509, |s| &s.record, |s| s.record.cert_der.clone())
+        let mut out = tainted(&self.x509, |s| &s.record, |s| s.record.cert_der.clone());
+        out.extend(tainted(&self.foreign, itself, |r| r.cert_der.clone()));
+        out
     }
 
-    /// Key IDs of tainted JWT keys.
+    /// Key IDs of tainted JWT keys (of any server).
     pub fn tainted_jwt(&self) -> Vec<String> {
-        tainted(
+        let mut out = tainted(
             &self.jwt,
             |s| &s.record,
             |s| Some(s.authority.key_id.clone()),
-        )
+        );
+        out.extend(tainted(&self.foreign, itself, |r| r.jwt_key_id.clone()));
+        out
+    }
+
+    /// Other servers' journal records as of [`Authorities::bundle`].
+    pub fn foreign(&self) -> &[AuthorityRecord] {
+        &self.foreign
     }
 
     /// The bundle sequence at which the prepared authorities (if any) were

@@ -15,6 +15,10 @@ use super::state::ServerState;
 use crate::errors::Chain;
 use crate::store::{AuthorityKind, AuthorityState};
 
+/// How often rotation re-reads acknowledgements made through other
+/// servers while it waits for them.
+const REMOTE_ACK_POLL: Duration = Duration::from_secs(2);
+
 fn kind_name(kind: AuthorityKind) -> &'static str {
     match kind {
         AuthorityKind::X509 => "X.509",
@@ -93,11 +97,13 @@ pub async fn run(state: Arc<ServerState>, mut stop: watch::Receiver<bool>) {
         let mut next = now + 60;
         let mut current = (*state.authorities()).clone();
         let mut changed = false;
+        let mut waiting = false;
         for kind in [AuthorityKind::X509, AuthorityKind::Jwt] {
             let (slot, prepared_seq) = view(&current, kind);
             let propagation = match prepared_seq {
                 Some(seq) => {
-                    let lagging = state.lagging_agents(seq);
+                    let lagging = super::cluster::lagging_agents(&state, seq).await;
+                    waiting |= !lagging.is_empty();
                     if lagging.is_empty() {
                         Propagation::Complete
                     } else {
@@ -141,7 +147,13 @@ pub async fn run(state: Arc<ServerState>, mut stop: watch::Receiver<bool>) {
             state.set_authorities(current);
             last_lagging.clear();
         }
-        let wait = Duration::from_secs(u64::try_from(next - now_unix()).unwrap_or(0).clamp(1, 60));
+        let mut wait =
+            Duration::from_secs(u64::try_from(next - now_unix()).unwrap_or(0).clamp(1, 60));
+        // Acknowledgements through other servers arrive by the store, not
+        // by `ack_changed`: look again soon.
+        if waiting && state.store.cluster().is_some() {
+            wait = wait.min(REMOTE_ACK_POLL);
+        }
         tokio::select! {
             _ = crate::shutdown::stopped(&mut stop) => return,
             _ = tokio::time::sleep(wait) => {}

@@ -118,6 +118,7 @@ pub struct ServerMetrics {
     rotation_events: Family<Labels<2>, Counter>,
     federation_failures: Family<[(&'static str, String); 1], Counter>,
     store_latency: StoreLatency,
+    cluster_changes: Family<Labels<1>, Counter>,
 }
 
 impl Default for ServerMetrics {
@@ -130,6 +131,7 @@ impl Default for ServerMetrics {
             rotation_events: Family::default(),
             federation_failures: Family::default(),
             store_latency: Family::new_with_constructor(latency_histogram),
+            cluster_changes: Family::default(),
         }
     }
 }
@@ -161,6 +163,11 @@ impl ServerMetrics {
         self.federation_failures
             .get_or_create(&[("trust_domain", trust_domain.to_string())])
             .inc();
+    }
+
+    /// Counts one change read from a shared store's change feed.
+    pub(crate) fn cluster_change(&self, kind: &'static str) {
+        self.cluster_changes.get_or_create(&[("kind", kind)]).inc();
     }
 
     /// The store latency histogram, for [`crate::store::TimedStore`].
@@ -225,6 +232,11 @@ impl ServerMetrics {
             "Store call latency by operation",
             self.store_latency.clone(),
         );
+        r.register(
+            "herald_server_cluster_changes",
+            "Changes read from the shared store's change feed, by kind",
+            self.cluster_changes.clone(),
+        );
     }
 }
 
@@ -274,6 +286,10 @@ impl Role for ServerOps {
         // A cheap read: the own bundle.
         if let Err(e) = self.state.store.get_bundle(&self.state.trust_domain) {
             return Some(format!("store unreachable: {}", crate::errors::Chain(&e)));
+        }
+        // Without the feed, changes made through other servers go unheard.
+        if let Some(Err(why)) = self.state.feed_health() {
+            return Some(format!("change feed of the shared store down: {why}"));
         }
         let now = crate::clock::now_unix();
         if self.state.authorities().x509().not_after() <= now {

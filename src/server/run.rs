@@ -120,6 +120,9 @@ pub enum DataDirProblem {
     /// The disk upstream's files cannot be used.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The server id file is unusable.
+    #[error(transparent)]
+    ServerId(#[from] super::server_id::ServerIdError),
 }
 
 /// A running server.
@@ -239,10 +242,12 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     };
     // Loading may mint a CA, and a Herald upstream signs over the network
     // from inside that synchronous code: run it on the blocking pool.
+    let server_id = super::server_id::load_or_create(dir).map_err(|e| data_dir_error(dir, e))?;
     let settings = CaSettings {
         key_type: config.ca_key_type,
         ca_ttl_secs: config.ca_ttl,
         upstream,
+        server_id,
     };
     let (store_c, keys_c, td_c) = (store.clone(), keys.clone(), config.trust_domain.clone());
     let authorities = tokio::task::spawn_blocking(move || {
@@ -301,6 +306,12 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         shutdown_rx.clone(),
     );
     tasks.push(refresher_task);
+    // --- several servers: changes made through the others, agent presence ---
+    tasks.extend(super::cluster::spawn(
+        &state,
+        refresher.clone(),
+        &shutdown_rx,
+    ));
     let ops_role = ServerOps::new(state.clone(), refresher.clone(), shutdown_rx.clone());
     let bundle_endpoint = match &config.federation.bundle_endpoint {
         Some(endpoint) => Some(

@@ -77,6 +77,10 @@ pub struct ServerState {
     acks: Notify,
     federated: FederatedCache,
     aliases: GenerationCache<NodeAliases>,
+    /// Agents whose presence changed since it was last recorded in a
+    /// shared store (see `cluster.rs`).
+    pub(crate) presence: super::cluster::PresenceLog,
+    feed_health: std::sync::OnceLock<tokio::sync::watch::Receiver<crate::store::FeedHealth>>,
 }
 
 /// A connected agent: how many Sync streams it has open, and the highest
@@ -112,6 +116,7 @@ impl Drop for Connection {
             }
         }
         drop(agents);
+        self.state.presence.mark(&self.agent);
         // One fewer agent to wait for.
         self.state.acks.notify_waiters();
     }
@@ -141,6 +146,8 @@ impl ServerState {
             acks: Notify::new(),
             federated: FederatedCache::default(),
             aliases: GenerationCache::default(),
+            presence: Default::default(),
+            feed_health: Default::default(),
         })
     }
 
@@ -148,6 +155,8 @@ impl ServerState {
     pub fn agent_connected(self: &Arc<Self>, agent: &SpiffeId) -> Connection {
         let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
         agents.entry(agent.clone()).or_default().streams += 1;
+        drop(agents);
+        self.presence.mark(agent);
         Connection {
             state: self.clone(),
             agent: agent.clone(),
@@ -162,6 +171,7 @@ impl ServerState {
             a.acked = a.acked.max(sequence);
         }
         drop(agents);
+        self.presence.mark(agent);
         self.acks.notify_waiters();
     }
 
@@ -185,6 +195,12 @@ impl ServerState {
     pub fn connected_acked(&self, agent: &SpiffeId) -> Option<u64> {
         let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
         agents.get(agent).map(|a| a.acked)
+    }
+
+    /// Every connected agent with the highest sequence it acknowledged.
+    pub fn connected_acks(&self) -> Vec<(SpiffeId, u64)> {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents.iter().map(|(id, a)| (id.clone(), a.acked)).collect()
     }
 
     /// Connected agents that have not acknowledged `sequence` yet.
@@ -221,15 +237,44 @@ impl ServerState {
     }
 
     /// Replaces the active authorities (rotation) and tells every agent.
+    /// A newer bundle another server published meanwhile is kept.
     pub fn set_authorities(&self, authorities: Authorities) {
-        let old = std::mem::replace(
-            &mut *self.authorities.write().unwrap_or_else(|p| p.into_inner()),
-            Arc::new(authorities),
-        );
+        let mut current = self.authorities.write().unwrap_or_else(|p| p.into_inner());
+        let merged = current.merged_into(authorities);
+        let old = std::mem::replace(&mut *current, Arc::new(merged));
+        drop(current);
         for (kind, event) in rotation_events(&old, &self.authorities()) {
             self.metrics.rotation_event(kind, event);
         }
         self.publish(ServerEvent::BundleChanged);
+    }
+
+    /// Installs the bundle and other servers' records of `refreshed` (read
+    /// from a shared store) into the current set, unless what is installed
+    /// is already newer; tells every agent if it changed anything.
+    pub fn adopt_shared(&self, refreshed: &Authorities) {
+        let mut current = self.authorities.write().unwrap_or_else(|p| p.into_inner());
+        let (have, got) = (current.bundle().sequence, refreshed.bundle().sequence);
+        if got < have || (got == have && current.foreign() == refreshed.foreign()) {
+            return;
+        }
+        let next = current.with_shared(refreshed.bundle().clone(), refreshed.foreign_shared());
+        *current = Arc::new(next);
+        drop(current);
+        self.publish(ServerEvent::BundleChanged);
+    }
+
+    /// The health of the shared store's change feed, once following it.
+    pub fn feed_health(&self) -> Option<crate::store::FeedHealth> {
+        self.feed_health.get().map(|h| h.borrow().clone())
+    }
+
+    /// Starts reporting the change feed's health (once).
+    pub(crate) fn set_feed_health(
+        &self,
+        health: tokio::sync::watch::Receiver<crate::store::FeedHealth>,
+    ) {
+        let _ = self.feed_health.set(health);
     }
 
     /// Announces a change; having no listener is fine.

@@ -45,6 +45,9 @@ pub enum StoreError {
     /// The PostgreSQL store could not be set up (bad settings, TLS files).
     #[error("PostgreSQL store setup: {0}")]
     Setup(String),
+    /// The change feed's own connection (its doorbell) closed.
+    #[error("the change feed's connection to PostgreSQL closed")]
+    FeedClosed,
 
     /// The database was migrated by a newer Herald than this one.
     #[error(

@@ -14,6 +14,7 @@
 //! transaction). A write that touches several trees or rows (an entry and
 //! its index rows) is atomic.
 
+pub mod cluster;
 mod common;
 mod error;
 pub mod migrate;
@@ -25,6 +26,7 @@ mod stored_bundle;
 mod tests;
 mod timed;
 
+pub use cluster::{Change, ChangeFeed, Cluster, FeedHealth, Presence};
 pub use error::StoreError;
 pub use postgres::PostgresStore;
 pub use records::{
@@ -180,6 +182,13 @@ pub trait DataStore: Send + Sync {
     /// Creates or replaces the bundle of its trust domain (own or federated).
     fn set_bundle(&self, bundle: &Bundle) -> Result<(), StoreError>;
 
+    /// Replaces the bundle of its trust domain only if the stored one
+    /// still has sequence `expected` (0: none is stored): the
+    /// compare-and-swap by which servers sharing a store publish the own
+    /// trust domain's bundle without dropping each other's authorities.
+    /// `Ok(false)` if it changed meanwhile (read it again and retry).
+    fn swap_bundle(&self, bundle: &Bundle, expected: u64) -> Result<bool, StoreError>;
+
     /// The bundle of `td`, re-validated as it is read.
     fn get_bundle(&self, td: &TrustDomain) -> Result<Option<Bundle>, StoreError>;
 
@@ -236,4 +245,12 @@ pub trait DataStore: Send + Sync {
     /// Removes records whose certificate expired (`not_after < before`);
     /// returns how many.
     fn prune_issuances(&self, before: i64) -> Result<usize, StoreError>;
+
+    // --- several servers ---
+
+    /// The side of a store that several servers share (PostgreSQL): its
+    /// change feed and presence. `None` for a store of one server (sled).
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        None
+    }
 }

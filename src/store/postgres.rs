@@ -22,10 +22,12 @@ mod codec;
 mod entries;
 mod entry_queries;
 mod federation;
+mod feed;
 mod import;
 mod issuances;
 mod journal;
 mod migrations;
+mod presence;
 mod settings;
 pub mod test_database;
 mod tls;
@@ -58,6 +60,9 @@ pub struct PostgresStore {
     runtime: Option<tokio::runtime::Runtime>,
     /// The connection string without its password, for logs.
     target: String,
+    /// How to open a connection of its own (the change feed's doorbell).
+    pg_config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -89,8 +94,8 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Setup(format!("cannot start the PostgreSQL runtime: {e}")))?;
         let manager = Manager::from_config(
-            pg_config,
-            tls,
+            pg_config.clone(),
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -110,6 +115,8 @@ impl PostgresStore {
             pool,
             runtime: Some(runtime),
             target: settings.url.redacted(),
+            pg_config,
+            tls,
         };
         store.run(migrations::migrate(&store.pool))?;
         tracing::info!(target = %store.target, pool_size = settings.pool_size, "PostgreSQL store ready");
@@ -254,6 +261,10 @@ impl DataStore for PostgresStore {
         self.run(self.set_bundle_impl(bundle))
     }
 
+    fn swap_bundle(&self, bundle: &Bundle, expected: u64) -> Result<bool, StoreError> {
+        self.run(self.swap_bundle_impl(bundle, expected))
+    }
+
     fn get_bundle(&self, td: &TrustDomain) -> Result<Option<Bundle>, StoreError> {
         self.run(self.get_bundle_impl(td))
     }
@@ -314,5 +325,9 @@ impl DataStore for PostgresStore {
 
     fn prune_issuances(&self, before: i64) -> Result<usize, StoreError> {
         self.run(self.prune_issuances_impl(before))
+    }
+
+    fn cluster(&self) -> Option<&dyn crate::store::Cluster> {
+        Some(self)
     }
 }

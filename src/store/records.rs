@@ -128,6 +128,11 @@ pub struct AuthorityRecord {
     /// published); activation waits until agents acknowledged it.
     #[serde(default)]
     pub bundle_sequence: u64,
+    /// The server whose key manager holds the key: with several servers on
+    /// one store each rotates only its own authorities. Empty in records
+    /// written before servers had ids (the holder of the key claims them).
+    #[serde(default)]
+    pub server_id: String,
 }
 
 /// One issued certificate, kept so that serials can be traced to the entry

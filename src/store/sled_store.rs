@@ -305,6 +305,10 @@ impl DataStore for SledStore {
         self.set_bundle_impl(bundle)
     }
 
+    fn swap_bundle(&self, bundle: &Bundle, expected: u64) -> Result<bool, StoreError> {
+        self.swap_bundle_impl(bundle, expected)
+    }
+
     fn get_bundle(&self, td: &TrustDomain) -> Result<Option<Bundle>, StoreError> {
         self.get_bundle_impl(td)
     }

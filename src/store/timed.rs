@@ -107,6 +107,9 @@ impl<S: DataStore> DataStore for TimedStore<S> {
     fn set_bundle(&self, bundle: &Bundle) -> Result<(), StoreError> {
         self.timed("set_bundle", |s| s.set_bundle(bundle))
     }
+    fn swap_bundle(&self, bundle: &Bundle, expected: u64) -> Result<bool, StoreError> {
+        self.timed("swap_bundle", |s| s.swap_bundle(bundle, expected))
+    }
     fn get_bundle(&self, td: &TrustDomain) -> Result<Option<Bundle>, StoreError> {
         self.timed("get_bundle", |s| s.get_bundle(td))
     }
@@ -162,5 +165,8 @@ impl<S: DataStore> DataStore for TimedStore<S> {
     }
     fn prune_issuances(&self, before: i64) -> Result<usize, StoreError> {
         self.timed("prune_issuances", |s| s.prune_issuances(before))
+    }
+    fn cluster(&self) -> Option<&dyn super::Cluster> {
+        self.inner.cluster()
     }
 }

@@ -68,6 +68,32 @@ impl Server {
         Server::launch(toml.td(), toml.dir(), config, toml.admin_socket(), timeout)
     }
 
+    /// Starts every server of `tomls` at the same moment (all processes
+    /// spawned before any is waited on); returns once each serves.
+    pub fn start_many(tomls: &[ServerToml]) -> Vec<Server> {
+        let procs: Vec<(Proc, PathBuf)> = tomls
+            .iter()
+            .map(|t| {
+                let config = t.write();
+                (spawn_role("server", &config), config)
+            })
+            .collect();
+        procs
+            .into_iter()
+            .zip(tomls)
+            .map(|((proc, config), t)| {
+                Server::wait_serving(
+                    proc,
+                    t.td(),
+                    t.dir(),
+                    config,
+                    t.admin_socket(),
+                    START_TIMEOUT,
+                )
+            })
+            .collect()
+    }
+
     /// Starts again from the same directory and config, once the previous
     /// process has stopped.
     pub fn relaunch(self) -> Server {
@@ -93,7 +119,18 @@ impl Server {
         admin_socket: PathBuf,
         timeout: Duration,
     ) -> Server {
-        let mut proc = spawn_role("server", &config);
+        let proc = spawn_role("server", &config);
+        Server::wait_serving(proc, td, dir, config, admin_socket, timeout)
+    }
+
+    fn wait_serving(
+        mut proc: Proc,
+        td: &str,
+        dir: &Path,
+        config: PathBuf,
+        admin_socket: PathBuf,
+        timeout: Duration,
+    ) -> Server {
         // Logged once the node API and the admin socket both accept.
         let line = proc.wait_for_line("server listening", timeout);
         let node_addr = line

@@ -13,6 +13,7 @@
 //! - [`sds`]: Envoy SDS streams against an agent's socket.
 //! - [`node`]: an agent-like node API client (join-token attestation, then mTLS).
 //! - [`postgres`]: a PostgreSQL database of the test's own, and the `[store]` table naming it.
+//! - [`ha`]: several servers on one PostgreSQL database, and a proxy to cut it off.
 //! - [`peer`]: in-process servers ("peers") and services on Unix sockets.
 //! - [`admin`]: the admin API of an in-process server, and its request helpers.
 //! - [`http`]: HTTP GETs through hyper, for servers that may chunk their answers (Prometheus).
@@ -35,6 +36,7 @@ pub mod bin;
 pub mod cluster;
 pub mod config;
 pub mod dirs;
+pub mod ha;
 pub mod hostile;
 pub mod http;
 pub mod node;

@@ -14,6 +14,7 @@ use crate::proto::admin::{
     ShowAuthoritiesResponse as Shown, UpstreamCertificate,
 };
 use crate::server::authorities::{Authorities, AuthorityError};
+use crate::server::cluster::lagging_agents;
 use crate::server::state::ServerState;
 use crate::server::Rpc;
 use crate::store::{AuthorityKind, AuthorityRecord, AuthorityState};
@@ -46,6 +47,7 @@ impl AuthoritiesApi {
             .map_err(|e| match e {
                 AuthorityError::NotAllowed(m) => Status::failed_precondition(m),
                 AuthorityError::NotFound { .. } => Status::not_found(e.to_string()),
+                AuthorityError::BundleContention { .. } => Status::aborted(e.to_string()),
                 other => Status::internal(other.to_string()),
             })?;
         self.state.set_authorities(next);
@@ -161,7 +163,7 @@ impl LocalAuthority for AuthoritiesApi {
         Ok(Response::new(Shown {
             authorities: records(&a).iter().map(info).collect(),
             bundle_sequence: seq,
-            lagging_agents: self.state.lagging_agents(seq),
+            lagging_agents: lagging_agents(&self.state, seq).await,
             ca_ttl: a.settings().ca_ttl_secs,
             default_x509_svid_ttl: settings.default_x509_svid_ttl,
             default_jwt_svid_ttl: settings.default_jwt_svid_ttl,
@@ -189,7 +191,7 @@ impl LocalAuthority for AuthoritiesApi {
     async fn activate_authority(&self, req: Request<AuthorityKindRequest>) -> Rpc<AuthorityInfo> {
         let kind = parse_kind(&req.get_ref().kind)?;
         let prepared = self.state.authorities().prepared_sequence().unwrap_or(0);
-        let lagging = self.state.lagging_agents(prepared);
+        let lagging = lagging_agents(&self.state, prepared).await;
         if !lagging.is_empty() {
             tracing::warn!(lagging = %lagging.join(", "), "activating by hand although these agents have not acknowledged the new bundle");
         }
@@ -226,7 +228,7 @@ impl LocalAuthority for AuthoritiesApi {
         // Agents acknowledge a bundle only after re-issuing what a tainted
         // authority signed; anyone behind the current bundle may still
         // depend on it.
-        let lagging = self.state.lagging_agents(before.bundle().sequence);
+        let lagging = lagging_agents(&self.state, before.bundle().sequence).await;
         self.change(move |st, cur| {
             cur.revoke(kind, &id, &lagging, st.store.as_ref(), st.keys.as_ref())
         })

@@ -142,8 +142,9 @@ fn normalize(
     Ok(())
 }
 
-/// Builds the value: picks the active signers, derives the bundle, and
-/// stores it (with a new sequence) when it changed or `bump` is set.
+/// Builds the value: picks the active signers, derives the bundle (this
+/// server's authorities with the other servers', see `shared.rs`), and
+/// publishes it (with a new sequence) when it changed or `bump` is set.
 pub(super) fn build(
     store: &dyn DataStore,
     draft: Draft,
@@ -156,21 +157,17 @@ pub(super) fn build(
         mut jwt,
         prev,
     } = draft;
-    let mut bundle = prev.clone();
-    bundle.x509_authorities = match &settings.upstream {
-        Some(up) => up.roots(),
-        None => x509
-            .iter()
-            .filter_map(|s| s.record.cert_der.clone())
-            .collect(),
+    let own = super::shared::Own {
+        td: &td,
+        settings: &settings,
+        x509: &x509,
+        jwt: &jwt,
     };
-    bundle.jwt_authorities = jwt.iter().map(|s| s.authority.clone()).collect();
-    let changed = bundle.x509_authorities != prev.x509_authorities
-        || bundle.jwt_authorities != prev.jwt_authorities;
-    if changed || bump || prev.sequence == 0 {
-        bundle.sequence = prev.sequence + 1;
-        store.set_bundle(&bundle)?;
-    }
+    // Other servers' authorities leave the bundle when they expire (their
+    // server may be gone for good); time only filters, so the clock is read
+    // here rather than threaded through every transition.
+    let (bundle, foreign) =
+        super::shared::publish(store, own, prev, bump, crate::clock::now_unix())?;
     // Records of newly prepared authorities learn the sequence that first
     // published them (the activation gate waits for agents to ack it).
     for r in x509
@@ -203,5 +200,6 @@ pub(super) fn build(
         active_x509,
         active_jwt,
         bundle,
+        foreign: std::sync::Arc::new(foreign),
     })
 }

@@ -167,6 +167,7 @@ mod tests {
             not_after,
             created_at: 0,
             bundle_sequence: 0,
+            server_id: String::new(),
         }
     }
 

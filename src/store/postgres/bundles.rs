@@ -39,6 +39,44 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// The compare-and-swap of [`crate::store::DataStore::swap_bundle`]:
+    /// an insert that a primary key makes create-only, or an update whose
+    /// `WHERE sequence = expected` PostgreSQL re-checks on the latest row
+    /// version after waiting for a concurrent writer, so of two racing
+    /// swaps from the same sequence exactly one succeeds.
+    pub(super) async fn swap_bundle_impl(
+        &self,
+        bundle: &Bundle,
+        expected: u64,
+    ) -> Result<bool, StoreError> {
+        const OP: &str = "swap a bundle";
+        let td = bundle.trust_domain.name();
+        let _span = set_bundle_span(bundle);
+        let stored = StoredBundle::from_bundle(bundle)?;
+        let sequence = i64::try_from(bundle.sequence).unwrap_or(i64::MAX);
+        let expected = i64::try_from(expected).unwrap_or(i64::MAX);
+        let client = self.client(OP).await?;
+        let written = if expected == 0 {
+            client
+                .execute(
+                    "INSERT INTO bundles (trust_domain, sequence, record) VALUES ($1, $2, $3)
+                     ON CONFLICT (trust_domain) DO NOTHING",
+                    &[&td, &sequence, &Json(&stored)],
+                )
+                .await
+        } else {
+            client
+                .execute(
+                    "UPDATE bundles SET sequence = $2, record = $3
+                     WHERE trust_domain = $1 AND sequence = $4",
+                    &[&td, &sequence, &Json(&stored), &expected],
+                )
+                .await
+        }
+        .map_err(StoreError::pg(OP))?;
+        Ok(written == 1)
+    }
+
     pub(super) async fn get_bundle_impl(
         &self,
         td: &TrustDomain,

@@ -20,14 +20,21 @@ struct Migration {
 }
 
 /// Every migration, in order; versions are 1, 2, 3… without gaps.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../../migrations/postgres/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "cluster",
+        sql: include_str!("../../../migrations/postgres/0002_cluster.sql"),
+    },
+];
 
 /// The newest schema version this build knows.
-pub const LATEST_VERSION: i32 = 1;
+pub const LATEST_VERSION: i32 = 2;
 
 /// The advisory lock key of schema migration ("herald01" as ASCII), shared
 /// by every Herald server of every version.

@@ -26,6 +26,40 @@ impl SledStore {
         self.flush("flush a bundle")
     }
 
+    /// Compare-and-swap on the stored bytes: they are read, their sequence
+    /// checked, and replaced only if still the same bytes.
+    pub(super) fn swap_bundle_impl(
+        &self,
+        bundle: &Bundle,
+        expected: u64,
+    ) -> Result<bool, StoreError> {
+        let td = bundle.trust_domain.name();
+        let _span = set_bundle_span(bundle);
+        let key = td.as_bytes();
+        let current = self
+            .bundles
+            .get(key)
+            .map_err(StoreError::sled("read a bundle"))?;
+        let sequence = match &current {
+            Some(bytes) => bundle_from_stored(bundle.trust_domain.clone(), key, bytes)?.sequence,
+            None => 0,
+        };
+        if sequence != expected {
+            return Ok(false);
+        }
+        let stored = StoredBundle::from_bundle(bundle)?;
+        let bytes = encode("bundle", td, &stored)?;
+        let swapped = self
+            .bundles
+            .compare_and_swap(key, current, Some(bytes))
+            .map_err(StoreError::sled("swap a bundle"))?;
+        if swapped.is_err() {
+            return Ok(false);
+        }
+        self.flush("flush a bundle")?;
+        Ok(true)
+    }
+
     pub(super) fn get_bundle_impl(&self, td: &TrustDomain) -> Result<Option<Bundle>, StoreError> {
         let key = td.name().as_bytes();
         match self

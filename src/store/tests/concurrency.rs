@@ -128,3 +128,52 @@ pub(super) fn race_for_tokens(stores: [Store; 2]) {
             .any(|r| matches!(r, Err(StoreError::NotFound { .. }))));
     }
 }
+
+/// `swap_bundle` is a compare-and-swap: from an absent bundle and then
+/// from each sequence, of eight threads swapping at once exactly one wins,
+/// and a swap from a stale sequence changes nothing.
+pub(super) fn racing_bundle_swaps_exactly_one_wins(store: Store) {
+    let mut expected = 0;
+    for round in 0..10u64 {
+        let barrier = Arc::new(Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let mut b = super::records::sample_bundle("example.org");
+                    b.sequence = expected + 1;
+                    b.refresh_hint = Some(i + 1);
+                    barrier.wait();
+                    store.swap_bundle(&b, expected).map(|won| (won, i))
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect();
+        let winners: Vec<u64> = results
+            .iter()
+            .filter(|(won, _)| *won)
+            .map(|(_, i)| *i)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        let stored = store
+            .get_bundle(&super::td("example.org"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.sequence, expected + 1);
+        assert_eq!(stored.refresh_hint, Some(winners[0] + 1));
+        expected += 1;
+    }
+    let stale = super::records::sample_bundle("example.org");
+    assert!(!store.swap_bundle(&stale, 3).unwrap());
+    assert_eq!(
+        store
+            .get_bundle(&super::td("example.org"))
+            .unwrap()
+            .unwrap()
+            .sequence,
+        expected
+    );
+}

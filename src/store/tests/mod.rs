@@ -7,6 +7,7 @@
 
 mod concurrency;
 mod entries;
+mod feed;
 mod persistence;
 mod postgres;
 mod records;
@@ -88,6 +89,7 @@ contract_tests!(
     concurrency::a_ban_survives_every_concurrent_renewal_and_reattestation,
     concurrency::concurrent_agent_updates_lose_nothing,
     concurrency::racing_consumers_exactly_one_wins,
+    concurrency::racing_bundle_swaps_exactly_one_wins,
 );
 
 fn id(path: &str) -> SpiffeId {

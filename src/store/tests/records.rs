@@ -227,6 +227,7 @@ fn authority(id: &str, created_at: i64) -> AuthorityRecord {
         not_after: created_at + 86_400,
         created_at,
         bundle_sequence: 0,
+        server_id: String::new(),
     }
 }
 

@@ -126,6 +126,7 @@ pub(super) fn new_x509(
         not_after: ca.not_after(),
         created_at: now,
         bundle_sequence: 0,
+        server_id: settings.server_id.clone(),
     };
     store.put_authority(&record)?;
     tracing::info!(trust_domain = %td, id = %record.id, serial = ca.serial(), not_after = ca.not_after(), state = ?state, "new X.509 authority");
@@ -159,6 +160,7 @@ pub(super) fn new_jwt(
         not_after,
         created_at: now,
         bundle_sequence: 0,
+        server_id: settings.server_id.clone(),
     };
     store.put_authority(&record)?;
     tracing::info!(id = %record.id, kid = jwt.kid(), not_after, state = ?state, "new JWT signing key");
