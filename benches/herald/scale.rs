@@ -43,6 +43,18 @@ pub struct Scale {
     pub breakdown_entries: usize,
     /// Breakdown: iterations per measured step.
     pub breakdown_iters: usize,
+    /// Item 8: simulated agents, each its own connection and Sync stream.
+    pub fleet_agents: usize,
+    /// Item 8: entries (and SVIDs) per agent.
+    pub fleet_entries: usize,
+    /// Item 8: entry changes timed, one agent each.
+    pub fleet_changes: usize,
+    /// Item 8: federated bundle changes timed, to every agent.
+    pub fleet_bundle_changes: usize,
+    /// Item 9: CSRs signed by each CA, one per request.
+    pub peer_requests: usize,
+    /// Item 9: requests in flight at once (one connection each).
+    pub peer_concurrency: usize,
 }
 
 impl Scale {
@@ -75,6 +87,12 @@ impl Scale {
             store_batches: 100,
             breakdown_entries: 10_000,
             breakdown_iters: 2_000,
+            fleet_agents: 1_000,
+            fleet_entries: 100,
+            fleet_changes: 100,
+            fleet_bundle_changes: 20,
+            peer_requests: 20_000,
+            peer_concurrency: 16,
         }
     }
 
@@ -98,13 +116,19 @@ impl Scale {
             store_batches: 5,
             breakdown_entries: 100,
             breakdown_iters: 50,
+            fleet_agents: 20,
+            fleet_entries: 5,
+            fleet_changes: 5,
+            fleet_bundle_changes: 3,
+            peer_requests: 200,
+            peer_concurrency: 4,
         }
     }
 }
 
 /// The items named in `HERALD_BENCH_ONLY` (comma-separated), if set.
 pub fn only_from_env() -> Option<Vec<String>> {
-    const ITEMS: [&str; 8] = [
+    const ITEMS: [&str; 10] = [
         "issuance",
         "workload",
         "rotation",
@@ -113,6 +137,8 @@ pub fn only_from_env() -> Option<Vec<String>> {
         "store",
         "sds",
         "breakdown",
+        "fleet",
+        "cfssl",
     ];
     let raw = std::env::var("HERALD_BENCH_ONLY").ok()?;
     let names: Vec<String> = raw

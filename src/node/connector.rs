@@ -3,7 +3,7 @@
 //! attestation without a client certificate, and mTLS with the agent SVID
 //! for everything after.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
@@ -56,6 +56,8 @@ pub struct ServerConnector {
     server_id: SpiffeId,
     roots: Roots,
     insecure: bool,
+    /// The local address connections leave from (`None`: the system's choice).
+    local: Option<IpAddr>,
 }
 
 impl ServerConnector {
@@ -73,7 +75,18 @@ impl ServerConnector {
             server_id,
             roots,
             insecure,
+            local: None,
         })
+    }
+
+    /// The same connector, its connections leaving from `local` (any
+    /// port): a node with several addresses choosing the one the server
+    /// knows it by. The scale bench spreads a thousand simulated agents
+    /// over loopback addresses this way, as they would arrive from a
+    /// thousand hosts, each under the server's per-address limits.
+    pub fn bind_local(mut self, local: IpAddr) -> Self {
+        self.local = Some(local);
+        self
     }
 
     /// The roots used to authenticate the server (updated on bundle changes).
@@ -133,13 +146,23 @@ impl ServerConnector {
     ) -> Result<Grpc<Channel>, NodeClientError> {
         let config = self.tls_config(cred)?;
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let addr = self.addr;
+        let (addr, local) = (self.addr, self.local);
         let channel = Endpoint::from_static("http://herald-server")
             .connect_timeout(std::time::Duration::from_secs(10))
             .connect_with_connector(tower::service_fn(move |_| {
                 let connector = connector.clone();
                 async move {
-                    let tcp = tokio::net::TcpStream::connect(addr).await?;
+                    let tcp = match local {
+                        None => tokio::net::TcpStream::connect(addr).await?,
+                        Some(ip) => {
+                            let socket = match ip {
+                                IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                                IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                            };
+                            socket.bind(SocketAddr::new(ip, 0))?;
+                            socket.connect(addr).await?
+                        }
+                    };
                     let _ = tcp.set_nodelay(true);
                     // The verifier checks the SPIFFE ID, not this name.
                     let name = ServerName::IpAddress(addr.ip().into());
@@ -215,6 +238,29 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, NodeClientError::Connect { .. }), "{err:?}");
+    }
+
+    /// Connections leave from the bound local address (the server sees
+    /// that address as the peer), and from the system's choice otherwise.
+    #[tokio::test]
+    async fn a_bound_local_address_is_the_peer_the_server_sees() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let mut peers = Vec::new();
+            for _ in 0..2 {
+                // Dropped at once: the TLS handshake fails, the peer is known.
+                let (_tcp, peer) = listener.accept().await.unwrap();
+                peers.push(peer.ip());
+            }
+            peers
+        });
+        let local: IpAddr = "127.0.0.3".parse().unwrap();
+        assert!(connector(addr).bind_local(local).anonymous().await.is_err());
+        assert!(connector(addr).anonymous().await.is_err());
+        let peers = accept.await.unwrap();
+        assert_eq!(peers[0], local);
+        assert_eq!(peers[1], IpAddr::from([127, 0, 0, 1]));
     }
 
     #[test]
