@@ -58,13 +58,29 @@ pub struct Scale {
 }
 
 impl Scale {
-    /// Reads `HERALD_BENCH_SCALE` (default `full`).
+    /// Reads `HERALD_BENCH_SCALE` (default `full`), and
+    /// `HERALD_BENCH_FLEET=agents,entries,changes,bundle_changes` (item 8's
+    /// sizes, to try it at other scales).
     pub fn from_env() -> Scale {
-        match std::env::var("HERALD_BENCH_SCALE").as_deref() {
+        let mut scale = match std::env::var("HERALD_BENCH_SCALE").as_deref() {
             Ok("smoke") => Scale::smoke(),
             Ok("full") | Err(_) => Scale::full(),
             Ok(other) => panic!("HERALD_BENCH_SCALE={other:?}: use `full` or `smoke`"),
+        };
+        if let Ok(fleet) = std::env::var("HERALD_BENCH_FLEET") {
+            let n: Vec<usize> = fleet
+                .split(',')
+                .map(|v| v.trim().parse().expect("HERALD_BENCH_FLEET: numbers"))
+                .collect();
+            let [agents, entries, changes, bundles] = n[..] else {
+                panic!("HERALD_BENCH_FLEET={fleet:?}: agents,entries,changes,bundle_changes");
+            };
+            scale.fleet_agents = agents;
+            scale.fleet_entries = entries;
+            scale.fleet_changes = changes;
+            scale.fleet_bundle_changes = bundles;
         }
+        scale
     }
 
     fn full() -> Scale {

@@ -27,6 +27,7 @@ use crate::clock::now_unix;
 use crate::node::wire::entry_to_wire;
 use crate::proto::{node, NODE_MAX_MESSAGE_SIZE};
 use crate::registration::RegistrationEntry;
+use crate::server::authorized::{sent_form, SentEntries};
 use crate::server::state::ServerEvent;
 use crate::spiffe::SpiffeId;
 
@@ -88,8 +89,6 @@ impl NodeApi {
         // Counted as connected (for activation gating) while this runs, and
         // its authorized set shared with the signing RPCs.
         let _connection = self.state.agent_connected(&agent);
-        let mut current = Arc::new(current);
-        self.state.set_authorized(&agent, current.clone());
         let mut federated = self.state.federated_wire().await.map_err(internal)?;
         let mut bundle_seq = {
             let authorities = self.state.authorities();
@@ -103,6 +102,9 @@ impl NodeApi {
             authorities.bundle().sequence
         };
         tracing::debug!(entries = current.len(), "sync snapshot sent");
+        // Only what the next diff needs is kept while the agent stays.
+        let mut current = Arc::new(sent_form(&current));
+        self.state.set_authorized(&agent, current.clone());
         loop {
             let mut stop = self.shutdown.clone();
             let expiry = until_next_expiry(&current, now_unix());
@@ -125,6 +127,9 @@ impl NodeApi {
             for ev in batch {
                 match ev {
                     Ok(ServerEvent::EntriesChanged) => entries_dirty = true,
+                    Ok(ServerEvent::EntriesWritten(changes)) => {
+                        entries_dirty = entries_dirty || changes.touches(&agent, &current);
+                    }
                     Ok(ServerEvent::BundleChanged) => bundle_dirty = true,
                     Ok(ServerEvent::AgentRevoked(id)) if id == agent => {
                         return Err(Status::permission_denied(format!(
@@ -144,16 +149,19 @@ impl NodeApi {
             if entries_dirty {
                 let next = self.authorized(&agent).await?;
                 for (id, e) in &next {
-                    if current.get(id).is_none_or(|old| old.revision != e.revision) {
+                    if current
+                        .get(id.as_str())
+                        .is_none_or(|old| old.revision != e.revision)
+                    {
                         update.upserted.push(entry_to_wire(e));
                     }
                 }
                 update.removed = current
                     .keys()
-                    .filter(|id| !next.contains_key(*id))
-                    .cloned()
+                    .filter(|id| !next.contains_key(&***id))
+                    .map(|id| id.to_string())
                     .collect();
-                current = Arc::new(next);
+                current = Arc::new(sent_form(&next));
                 self.state.set_authorized(&agent, current.clone());
             }
             if bundle_dirty {
@@ -186,7 +194,7 @@ impl NodeApi {
 }
 
 /// How long until the first of `entries` expires (`None`: none expires).
-fn until_next_expiry(entries: &BTreeMap<String, RegistrationEntry>, now: i64) -> Option<Duration> {
+fn until_next_expiry(entries: &SentEntries, now: i64) -> Option<Duration> {
     entries
         .values()
         .filter_map(|e| e.expires_at.filter(|t| *t != 0))
