@@ -213,8 +213,7 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
             changed.push(arrived - t);
             settle(pid).await;
             let t = Instant::now();
-            cluster::create_one(&mut admin, &format!("/fleet/nowhere/{k}"), &nobody, "uid:7")
-                .await;
+            cluster::create_one(&mut admin, &format!("/fleet/nowhere/{k}"), &nobody, "uid:7").await;
             base.push(t.elapsed());
         }
         (changed, base)
@@ -264,7 +263,10 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
     let per_agent = rss_steady.saturating_sub(rss_before) / n as u64;
     let rows = [
         (
-            format!("start → {n} agents hold all {} SVIDs", fmt_int(svids as u64)),
+            format!(
+                "start → {n} agents hold all {} SVIDs",
+                fmt_int(svids as u64)
+            ),
             fmt_dur(steady),
             format!(
                 "ring sign+verify × {} on {} cores {}",
@@ -279,7 +281,10 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
         (
             "server CPU to steady state".into(),
             format!("{server_cpu:.2} s"),
-            format!("1 sign + 1 verify × {} on one core {raw_cpu:.2} s", fmt_int(svids as u64)),
+            format!(
+                "1 sign + 1 verify × {} on one core {raw_cpu:.2} s",
+                fmt_int(svids as u64)
+            ),
             ratio(server_cpu, raw_cpu),
             "–".into(),
             None,
@@ -328,8 +333,20 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
     );
     let second = Duration::from_secs(1);
     let latencies = [
-        ("entry created → its agent's stream p50", c.p50, "BatchCreateEntry alone", bc.p50, None),
-        ("entry created → its agent's stream p99", c.p99, "BatchCreateEntry alone", bc.p99, None),
+        (
+            "entry created → its agent's stream p50",
+            c.p50,
+            "BatchCreateEntry alone",
+            bc.p50,
+            None,
+        ),
+        (
+            "entry created → its agent's stream p99",
+            c.p99,
+            "BatchCreateEntry alone",
+            bc.p99,
+            None,
+        ),
         (
             "federated bundle set → one agent p50",
             one.p50,

@@ -226,7 +226,11 @@ pub async fn start_all(
         .collect();
     let mut held = Vec::with_capacity(tasks.len());
     for t in tasks {
-        held.push(t.await.expect("agent task").unwrap_or_else(|e| panic!("{e}")));
+        held.push(
+            t.await
+                .expect("agent task")
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
     }
     held
 }

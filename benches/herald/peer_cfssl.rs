@@ -23,10 +23,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use herald::ca::{KeyPair, KeyType};
 use herald::node::make_csr;
 use herald::proto::node::{self, node_client::NodeClient};
-use futures::future::BoxFuture;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -201,7 +201,12 @@ async fn cfssl_phase(cfssl: &Cfssl, csrs: &[Vec<u8>], scale: &Scale, count: usiz
             c.0.ready().await.expect("cfssl connection");
             let resp = c.0.send_request(req).await.expect("cfssl request");
             let status = resp.status();
-            let body = resp.into_body().collect().await.expect("cfssl body").to_bytes();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .expect("cfssl body")
+                .to_bytes();
             assert!(
                 status.is_success() && body.windows(14).any(|w| w == b"\"success\":true"),
                 "cfssl refused: {status} {}",
@@ -222,13 +227,16 @@ async fn cfssl_phase(cfssl: &Cfssl, csrs: &[Vec<u8>], scale: &Scale, count: usiz
 
 // === Herald ===
 
-type HeraldCaller = (
-    NodeClient<Channel>,
-    Arc<Vec<node::BatchNewX509svidRequest>>,
-);
+type HeraldCaller = (NodeClient<Channel>, Arc<Vec<node::BatchNewX509svidRequest>>);
 
 /// Signs `count` CSRs through Herald's node API, one per call.
-fn herald_phase(rts: &Runtimes, dir: &Path, csrs: &[Vec<u8>], scale: &Scale, count: usize) -> Phase {
+fn herald_phase(
+    rts: &Runtimes,
+    dir: &Path,
+    csrs: &[Vec<u8>],
+    scale: &Scale,
+    count: usize,
+) -> Phase {
     let server = ServerProcess::spawn(dir);
     let enrollment = server.enroll(rts, "peer-bench");
     rts.bench.block_on(async {
@@ -265,7 +273,11 @@ fn herald_phase(rts: &Runtimes, dir: &Path, csrs: &[Vec<u8>], scale: &Scale, cou
         );
         let mut callers: Vec<HeraldCaller> = Vec::new();
         for _ in 0..scale.peer_concurrency {
-            let client = agent.connector.authenticated(&agent.cred).await.expect("mTLS");
+            let client = agent
+                .connector
+                .authenticated(&agent.cred)
+                .await
+                .expect("mTLS");
             callers.push((client, requests.clone()));
         }
         let call: Call<HeraldCaller> = |mut c, i| {
@@ -293,7 +305,10 @@ fn herald_phase(rts: &Runtimes, dir: &Path, csrs: &[Vec<u8>], scale: &Scale, cou
 
 /// Runs item 9.
 pub fn run(scale: &Scale, report: &mut Report) {
-    heading("9", "Side by side: cfssl and Herald signing one CSR per request");
+    heading(
+        "9",
+        "Side by side: cfssl and Herald signing one CSR per request",
+    );
     if !cfssl_installed() {
         println!("  skipped: cfssl not installed (Debian package golang-cfssl)");
         report.add(Row {
@@ -339,7 +354,10 @@ pub fn run(scale: &Scale, report: &mut Report) {
             format!("Herald latency p50, {c} callers"),
             fmt_dur(ours.latency.p50),
             format!("cfssl serve {}", fmt_dur(peer.latency.p50)),
-            ratio(ours.latency.p50.as_secs_f64(), peer.latency.p50.as_secs_f64()),
+            ratio(
+                ours.latency.p50.as_secs_f64(),
+                peer.latency.p50.as_secs_f64(),
+            ),
             "–".into(),
             None,
         ),
@@ -347,7 +365,10 @@ pub fn run(scale: &Scale, report: &mut Report) {
             format!("Herald latency p99, {c} callers"),
             fmt_dur(ours.latency.p99),
             format!("cfssl serve {}", fmt_dur(peer.latency.p99)),
-            ratio(ours.latency.p99.as_secs_f64(), peer.latency.p99.as_secs_f64()),
+            ratio(
+                ours.latency.p99.as_secs_f64(),
+                peer.latency.p99.as_secs_f64(),
+            ),
             "–".into(),
             None,
         ),

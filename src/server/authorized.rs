@@ -143,9 +143,9 @@ impl EntryChanges {
     /// `current` (as [`authorized_entries`] computed it) before them.
     pub fn touches(&self, agent: &SpiffeId, current: &SentEntries) -> bool {
         self.parents.contains(agent.as_str())
-            || current.iter().any(|(id, e)| {
-                self.ids.contains(&**id) || self.parents.contains(&*e.spiffe_id)
-            })
+            || current
+                .iter()
+                .any(|(id, e)| self.ids.contains(&**id) || self.parents.contains(&*e.spiffe_id))
     }
 }
 
@@ -269,7 +269,11 @@ mod tests {
         let a = SpiffeId::parse("spiffe://example.org/herald/agent/a").unwrap();
         let b = SpiffeId::parse("spiffe://example.org/herald/agent/b").unwrap();
         let alias = store
-            .create_entry(entry("alias", "spiffe://example.org/node-alias", a.as_str()))
+            .create_entry(entry(
+                "alias",
+                "spiffe://example.org/node-alias",
+                a.as_str(),
+            ))
             .unwrap();
         let set_a = sent_form(&authorized_entries(&store, &a, 1000).unwrap());
         let set_b = sent_form(&authorized_entries(&store, &b, 1000).unwrap());
@@ -282,7 +286,11 @@ mod tests {
         };
         // Created under agent a, and under a's alias (nested).
         let direct = entry("d", "spiffe://example.org/d", a.as_str());
-        let nested = entry("n", "spiffe://example.org/n", "spiffe://example.org/node-alias");
+        let nested = entry(
+            "n",
+            "spiffe://example.org/n",
+            "spiffe://example.org/node-alias",
+        );
         assert_eq!(touched(&[&direct]), (true, false));
         assert_eq!(touched(&[&nested]), (true, false));
         // The alias itself updated, renamed or deleted (its own record).

@@ -203,7 +203,11 @@ async fn open_store(
 /// Starts a server from `config` and returns once both APIs are listening.
 pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     if let Some((old, new)) = fd_limit::raise_open_file_limit() {
-        tracing::info!(old, new, "raised the open-file limit to its hard limit (one descriptor per agent)");
+        tracing::info!(
+            old,
+            new,
+            "raised the open-file limit to its hard limit (one descriptor per agent)"
+        );
     }
     let audit = AuditLog::open(config.audit_log.as_deref())?;
     let dir = &config.data_dir;

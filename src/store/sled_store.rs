@@ -55,12 +55,6 @@ const AUTHORITIES: &str = "authorities";
 const ISSUANCES: &str = "issuances";
 const ISSUANCES_BY_EXPIRY: &str = "issuances_by_expiry";
 
-/// How much of the database sled keeps in memory. sled's default (1 GiB)
-/// let a server's RSS grow with its records, about 1.7 KiB per entry with
-/// its index rows (issue 15: 100,000 entries alone took 350 MiB); pages
-/// past this are read back from disk (the OS page cache) when needed.
-const CACHE_BYTES: u64 = 128 * 1024 * 1024;
-
 /// The embedded datastore. Cheap to share behind an `Arc`; sled handles
 /// concurrency internally.
 #[derive(Debug)]
@@ -95,11 +89,7 @@ impl SledStore {
     /// different Herald release never misreads our records.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         create_private_dir(path)?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(StoreError::sled("open the database"))?;
+        let db = sled::open(path).map_err(StoreError::sled("open the database"))?;
         let meta = open_tree(&db, META)?;
         match meta
             .get(SCHEMA_KEY)
