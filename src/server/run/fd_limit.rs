@@ -23,7 +23,7 @@ pub(super) fn raise_open_file_limit() -> Option<(u64, u64)> {
 /// unlimited value, `None`, is left alone: the kernel caps descriptors).
 fn raised(limit: &Rlimit) -> Option<Rlimit> {
     let (soft, hard) = (limit.current?, limit.maximum?);
-    (soft < hard).then(|| Rlimit {
+    (soft < hard).then_some(Rlimit {
         current: Some(hard),
         maximum: Some(hard),
     })
