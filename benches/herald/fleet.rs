@@ -314,17 +314,7 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
             None,
         ),
     ];
-    for (figure, value, baseline, r, target, met) in rows {
-        report.add(Row {
-            item: ITEM,
-            figure,
-            value,
-            baseline,
-            ratio: r,
-            target,
-            met,
-        });
-    }
+    report.add_all(ITEM, rows);
     let (c, bc) = (percentiles(&changed), percentiles(&base_change));
     let (all, one, bb) = (
         percentiles(&to_all),

@@ -384,15 +384,5 @@ pub fn run(scale: &Scale, report: &mut Report) {
             None,
         ),
     ];
-    for (figure, value, baseline, r, target, met) in rows {
-        report.add(Row {
-            item: ITEM,
-            figure,
-            value,
-            baseline,
-            ratio: r,
-            target,
-            met,
-        });
-    }
+    report.add_all(ITEM, rows);
 }
