@@ -253,7 +253,10 @@ async fn created_and_deleted_entries_arrive_as_a_diff() {
     assert!(deleted.upserted.is_empty());
     assert_eq!(deleted.removed, ["entry-00001"]);
     let cached = s.state.authorized_for(&id(AGENT)).unwrap();
-    assert_eq!(cached.keys().collect::<Vec<_>>(), ["entry-00002"]);
+    assert_eq!(
+        cached.keys().map(|k| &**k).collect::<Vec<&str>>(),
+        ["entry-00002"]
+    );
 }
 
 #[tokio::test]
