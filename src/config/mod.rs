@@ -25,6 +25,7 @@ mod check;
 pub mod federation;
 pub mod helper;
 pub mod k8s;
+pub mod k8s_psat;
 pub mod limits;
 pub mod node_attestors;
 pub mod ops;

@@ -157,8 +157,8 @@ pub struct KeySet {
 impl KeySet {
     /// Reads a JWKS document.
     pub fn parse(json: &[u8]) -> Result<KeySet, JwksError> {
-        let doc = crate::spiffe::json::from_slice(json)
-            .map_err(|e| JwksError::Shape(e.to_string()))?;
+        let doc =
+            crate::spiffe::json::from_slice(json).map_err(|e| JwksError::Shape(e.to_string()))?;
         let Some(Value::Array(entries)) = doc.get("keys") else {
             return Err(JwksError::Shape("no `keys` array".into()));
         };

@@ -86,9 +86,6 @@ fn parse(body: &[u8], kind: &'static str) -> Result<ApiObject, ObjectError> {
         name: field(meta.name, "metadata.name")?,
         uid: field(meta.uid, "metadata.uid")?,
         labels: meta.labels,
-        node_name: raw
-            .spec
-            .and_then(|s| s.node_name)
-            .filter(|n| !n.is_empty()),
+        node_name: raw.spec.and_then(|s| s.node_name).filter(|n| !n.is_empty()),
     })
 }

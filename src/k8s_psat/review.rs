@@ -116,7 +116,9 @@ pub fn interpret(body: &[u8], audience: &str) -> Result<PodIdentity, ReviewError
         .ok_or_else(|| ReviewError::Shape("no status".into()))?;
     if !status.authenticated {
         let reason = status.error.unwrap_or_else(|| "no reason given".into());
-        return Err(ReviewError::Unauthenticated(reason.chars().take(200).collect()));
+        return Err(ReviewError::Unauthenticated(
+            reason.chars().take(200).collect(),
+        ));
     }
     if !status.audiences.iter().any(|a| a == audience) {
         return Err(ReviewError::Audience {

@@ -31,11 +31,7 @@ pub struct AgentIdError {
 
 /// `spiffe://<td>/herald/agent/k8s_psat/<cluster>/<node uid>`, each of
 /// `cluster` and `node_uid` one path segment.
-pub fn agent_id(
-    td: &TrustDomain,
-    cluster: &str,
-    node_uid: &str,
-) -> Result<SpiffeId, AgentIdError> {
+pub fn agent_id(td: &TrustDomain, cluster: &str, node_uid: &str) -> Result<SpiffeId, AgentIdError> {
     for (what, value) in [("cluster name", cluster), ("node UID", node_uid)] {
         let segment = SpiffeId::new(td, &format!("/{value}"));
         if value.contains('/') || segment.is_err() {

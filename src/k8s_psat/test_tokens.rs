@@ -101,8 +101,7 @@ impl TestIssuer {
         let rng = SystemRandom::new();
         let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).map_err(|e| e.to_string())?;
-        let key =
-            EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).map_err(|e| e.to_string())?;
+        let key = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).map_err(|e| e.to_string())?;
         Ok(TestIssuer {
             kid: kid.into(),
             key: Key::Ec(key),
@@ -172,8 +171,13 @@ impl TestIssuer {
                 .to_vec(),
             Key::Rsa(k) => {
                 let mut sig = vec![0; k.public().modulus_len()];
-                k.sign(&signature::RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut sig)
-                    .map_err(|e| e.to_string())?;
+                k.sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &rng,
+                    input.as_bytes(),
+                    &mut sig,
+                )
+                .map_err(|e| e.to_string())?;
                 sig
             }
         };

@@ -93,17 +93,44 @@ fn bad_tokens_are_refused_with_the_reason() {
     let cases: Vec<(String, &str)> = vec![
         ("a".repeat(20_000), "limit is 16384"),
         ("a.b".into(), "found 2"),
-        (format!("{}.{}.!!", b64(ok_header), b64(CLAIMS)), "signature is not base64url"),
+        (
+            format!("{}.{}.!!", b64(ok_header), b64(CLAIMS)),
+            "signature is not base64url",
+        ),
         (unsigned("[1]", CLAIMS), "header is not a valid JSON object"),
-        (unsigned(r#"{"alg":"none"}"#, CLAIMS), "\"none\" is not accepted"),
-        (unsigned(r#"{"alg":"HS256"}"#, CLAIMS), "\"HS256\" is not accepted"),
-        (unsigned(r#"{"alg":"RS256","crit":["b64"]}"#, CLAIMS), "crit"),
-        (format!("{}.{}.", b64(ok_header), b64(CLAIMS)), "empty signature"),
+        (
+            unsigned(r#"{"alg":"none"}"#, CLAIMS),
+            "\"none\" is not accepted",
+        ),
+        (
+            unsigned(r#"{"alg":"HS256"}"#, CLAIMS),
+            "\"HS256\" is not accepted",
+        ),
+        (
+            unsigned(r#"{"alg":"RS256","crit":["b64"]}"#, CLAIMS),
+            "crit",
+        ),
+        (
+            format!("{}.{}.", b64(ok_header), b64(CLAIMS)),
+            "empty signature",
+        ),
         (unsigned(ok_header, &no_exp.to_string()), "no `exp` claim"),
-        (unsigned(ok_header, &legacy.to_string()), "no `kubernetes.io` claim"),
-        (unsigned(ok_header, &no_ns.to_string()), "kubernetes.io.namespace"),
-        (unsigned(ok_header, &control.to_string()), "kubernetes.io.node"),
-        (unsigned(ok_header, &float_exp.to_string()), "claims is not a valid JSON"),
+        (
+            unsigned(ok_header, &legacy.to_string()),
+            "no `kubernetes.io` claim",
+        ),
+        (
+            unsigned(ok_header, &no_ns.to_string()),
+            "kubernetes.io.namespace",
+        ),
+        (
+            unsigned(ok_header, &control.to_string()),
+            "kubernetes.io.node",
+        ),
+        (
+            unsigned(ok_header, &float_exp.to_string()),
+            "claims is not a valid JSON",
+        ),
         (unsigned(ok_header, &dup), "duplicate"),
     ];
     for (token, want) in cases {
@@ -124,7 +151,10 @@ fn offline_verification_checks_key_signature_time_audience_and_issuer() {
     let other = TestIssuer::es256("key-1").unwrap();
     let forged = other.token(&spec).unwrap();
     let err = keys.verify(&forged, &rules(), NOW).unwrap_err();
-    assert!(err.to_string().contains("signature does not verify"), "{err}");
+    assert!(
+        err.to_string().contains("signature does not verify"),
+        "{err}"
+    );
     let unknown = TestIssuer::es256("key-2").unwrap().token(&spec).unwrap();
     let err = keys.verify(&unknown, &rules(), NOW).unwrap_err();
     assert!(err.to_string().contains("\"key-2\" is not in"), "{err}");
@@ -153,7 +183,11 @@ fn offline_verification_checks_key_signature_time_audience_and_issuer() {
         })
         .unwrap();
     let err = keys.verify(&wrong_aud, &rules(), NOW).unwrap_err();
-    assert!(err.to_string().contains("does not include \"herald-server\""), "{err}");
+    assert!(
+        err.to_string()
+            .contains("does not include \"herald-server\""),
+        "{err}"
+    );
     let strict = Rules {
         issuer: Some("https://oidc.example.net"),
         ..rules()
@@ -185,7 +219,10 @@ fn key_sets_are_read_or_refused() {
     for (doc, want) in [
         ("[]", "no `keys` array"),
         ("{\"keys\":[]}", "no usable signing key"),
-        ("{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"AA\",\"y\":\"AA\"}]}", "must be 32 bytes"),
+        (
+            "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"AA\",\"y\":\"AA\"}]}",
+            "must be 32 bytes",
+        ),
         ("not json", "not a JWKS document"),
     ] {
         let err = KeySet::parse(doc.as_bytes()).unwrap_err().to_string();
@@ -213,7 +250,10 @@ fn bad_reviews_are_refused_with_the_reason() {
     let mut wrong_aud: Value = serde_json::from_str(REVIEW).unwrap();
     wrong_aud["status"]["audiences"] = json!(["https://kubernetes.default.svc"]);
     let mut no_aud: Value = serde_json::from_str(REVIEW).unwrap();
-    no_aud["status"].as_object_mut().unwrap().remove("audiences");
+    no_aud["status"]
+        .as_object_mut()
+        .unwrap()
+        .remove("audiences");
     let mut user: Value = serde_json::from_str(REVIEW).unwrap();
     user["status"]["user"]["username"] = json!("kubernetes-admin");
     let mut status: Value = serde_json::from_str(REVIEW).unwrap();
@@ -222,7 +262,10 @@ fn bad_reviews_are_refused_with_the_reason() {
         (REVIEW_NO.to_string(), "service account token has expired"),
         (wrong_aud.to_string(), "did not confirm the audience"),
         (no_aud.to_string(), "did not confirm the audience"),
-        (user.to_string(), "\"kubernetes-admin\", not a service account"),
+        (
+            user.to_string(),
+            "\"kubernetes-admin\", not a service account",
+        ),
         (status.to_string(), "kind \"Status\""),
         ("{}".into(), "no status"),
         ("[]".into(), "not a TokenReview"),
@@ -262,15 +305,11 @@ fn agent_id_and_selectors_follow_spire() {
     let node = objects::parse_node(NODE.as_bytes()).unwrap();
     let allowed = vec!["topology.kubernetes.io/zone".to_string()];
     let node_labels = selectors::allowed_labels(&node.labels, &allowed);
-    let got: Vec<String> = selectors::selectors(
-        "prod",
-        &fixture_identity(),
-        &node_labels,
-        &BTreeMap::new(),
-    )
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    let got: Vec<String> =
+        selectors::selectors("prod", &fixture_identity(), &node_labels, &BTreeMap::new())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
     let want = [
         "k8s_psat:agent_node_label:topology.kubernetes.io/zone:eu-west-1a".to_string(),
         format!("k8s_psat:agent_node_name:worker-1"),

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use super::connector::{AgentCredential, NodeClientError, ServerConnector};
 use super::csr::{make_csr, CsrBuildError};
-use super::wire::{bundle_from_wire, WireCause, WireError};
 use super::k8s_psat::{PsatError, PsatSource};
+use super::wire::{bundle_from_wire, WireCause, WireError};
 use super::x509pop::{MachineError, MachineFiles};
 use crate::ca::{KeyError, KeyPair, KeyType};
 use crate::proto::node;
