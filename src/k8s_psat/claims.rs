@@ -54,7 +54,7 @@ pub enum ClaimsError {
         part: &'static str,
     },
     /// A part is not the JSON object it should be.
-    #[error("the token's {part} is not a valid JSON object: {source}")]
+    #[error("the token's {part} is not a valid JSON object")]
     Json {
         /// `header` or `claims`.
         part: &'static str,

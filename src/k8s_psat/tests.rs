@@ -134,7 +134,7 @@ fn bad_tokens_are_refused_with_the_reason() {
         (unsigned(ok_header, &dup), "duplicate"),
     ];
     for (token, want) in cases {
-        let err = parse_token(&token).unwrap_err().to_string();
+        let err = crate::errors::chain(&parse_token(&token).unwrap_err());
         assert!(err.contains(want), "{want:?} not in {err:?}");
     }
 }

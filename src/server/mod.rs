@@ -6,6 +6,7 @@ pub mod authorities;
 pub mod authorized;
 pub mod ca_manager;
 pub mod federation;
+pub mod k8s_psat;
 pub mod metrics;
 pub mod node_api;
 pub mod pruner;

@@ -100,12 +100,13 @@ impl NodeApi {
     }
 }
 
-/// Creates the record, or replaces an x509pop record by compare-and-swap:
+/// Creates the record, or replaces a record of the same attestation type
+/// (x509pop, k8s_psat: re-attestable methods) by compare-and-swap:
 /// the ban and the attestation type are checked against the record as it
 /// is at the swap, so a ban landing meanwhile wins. A record deleted
 /// between the two steps is created again (re-attestation after eviction
 /// is allowed for x509pop).
-fn record_attestation(
+pub(super) fn record_attestation(
     s: &dyn crate::store::DataStore,
     record: AttestedAgent,
 ) -> Result<(), StoreError> {
@@ -120,7 +121,7 @@ fn record_attestation(
                     id: cur.spiffe_id.to_string(),
                 });
             }
-            if cur.attestation_type != ATTESTATION_TYPE {
+            if cur.attestation_type != record.attestation_type {
                 return Err(StoreError::AlreadyExists {
                     kind: "agent",
                     id: cur.spiffe_id.to_string(),
