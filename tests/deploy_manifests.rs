@@ -131,7 +131,10 @@ fn k8s_psat_is_configured_end_to_end() {
     };
     let server = k8s.join("11-server-config.yaml");
     let config = ServerConfig::parse(&server, &embedded(&server, "server.toml")).unwrap();
-    let clusters = config.k8s_psat.expect("the server attests k8s_psat agents").clusters;
+    let clusters = config
+        .k8s_psat
+        .expect("the server attests k8s_psat agents")
+        .clusters;
     let cluster = &clusters[&source.cluster];
     assert_eq!(cluster.audience, "herald-server");
     assert!(cluster
@@ -149,10 +152,16 @@ fn k8s_psat_is_configured_end_to_end() {
         "audience: herald-server\n".to_string(),
         "serviceAccountName: herald-agent\n".into(),
     ] {
-        assert!(daemonset.contains(&needle), "{needle:?} not in the DaemonSet");
+        assert!(
+            daemonset.contains(&needle),
+            "{needle:?} not in the DaemonSet"
+        );
     }
     let rbac = std::fs::read_to_string(k8s.join("10-server-rbac.yaml")).unwrap();
-    assert!(rbac.contains("resources: [\"tokenreviews\"]\n    verbs: [\"create\"]"), "{rbac}");
+    assert!(
+        rbac.contains("resources: [\"tokenreviews\"]\n    verbs: [\"create\"]"),
+        "{rbac}"
+    );
 }
 
 #[test]

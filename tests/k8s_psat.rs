@@ -15,7 +15,7 @@
 //! - JWKS (URL, RS256, issuer checked): the same ID shape, no labels.
 //! - Refusals, each naming its reason: wrong audience, expired token,
 //!   unknown cluster, service account not allowed, TokenReview not
-//!   authenticated, no node UID.
+//!   authenticated, a replaced pod, no node UID; and a banned node.
 
 mod harness;
 
@@ -195,8 +195,15 @@ fn token_review_attests_the_node_and_its_workloads() {
         Some(2)
     );
 
-    // Tokens are credentials: never in the server's or the agent's log.
+    // Banned: a fresh token no longer admits the node.
+    server.cli_ok(&["agent", "ban", "--spiffe-id", &agent_id]);
     agent.proc.stop();
+    std::fs::remove_dir_all(agent_dir.join("data")).unwrap();
+    let mut banned = spawn_role("agent", &config);
+    let line = banned.wait_for_line("is banned", WAIT);
+    assert!(line.contains(&agent_id), "{line}");
+
+    // Tokens are credentials: never in the server's or the agent's log.
     let logs = format!("{}{}", server.proc.log_text(), agent.proc.log_text());
     for t in [&token, &fresh, &old_token] {
         let signature = t.rsplit('.').next().unwrap();
@@ -365,6 +372,23 @@ fn refused_attestations_name_the_reason() {
         "prod",
         &unknown,
         "TokenReview API did not authenticate the token: [invalid bearer token",
+    );
+
+    // The pod was deleted and created again under the same name: the API
+    // (asked for the pod's labels) names another pod than the token.
+    let replaced = admitted(&TokenSpec {
+        pod: Some((
+            good.pod.clone().unwrap().0,
+            "00000000-0000-4000-8000-000000000000".into(),
+        )),
+        ..good.clone()
+    });
+    refused(
+        &server,
+        &case("pod"),
+        "prod",
+        &replaced,
+        "the pod's UID in the API",
     );
 
     let no_node = issuer
