@@ -120,7 +120,7 @@ fn token_review_attests_the_node_and_its_workloads() {
         "k8s_psat:agent_node_name:worker-1".into(),
         format!("k8s_psat:agent_node_uid:{NODE_1}"),
         "k8s_psat:agent_ns:herald".into(),
-        format!("k8s_psat:agent_pod_label:app.kubernetes.io/name:herald-agent"),
+        "k8s_psat:agent_pod_label:app.kubernetes.io/name:herald-agent".into(),
         format!("k8s_psat:agent_pod_name:{pod}"),
         format!("k8s_psat:agent_pod_uid:{pod_uid}"),
         "k8s_psat:agent_sa:herald-agent".into(),

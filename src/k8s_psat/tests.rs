@@ -312,7 +312,7 @@ fn agent_id_and_selectors_follow_spire() {
             .collect();
     let want = [
         "k8s_psat:agent_node_label:topology.kubernetes.io/zone:eu-west-1a".to_string(),
-        format!("k8s_psat:agent_node_name:worker-1"),
+        "k8s_psat:agent_node_name:worker-1".into(),
         format!("k8s_psat:agent_node_uid:{NODE_UID}"),
         "k8s_psat:agent_ns:herald".into(),
         "k8s_psat:agent_pod_name:herald-agent-x7k2p".into(),

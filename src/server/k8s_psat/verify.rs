@@ -154,8 +154,7 @@ impl PsatAttestor {
         let service_account = identity.service_account_key();
         if !settings
             .service_account_allow_list
-            .iter()
-            .any(|a| *a == service_account)
+            .contains(&service_account)
         {
             return Err(PsatError::NotAllowed {
                 service_account,
