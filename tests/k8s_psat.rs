@@ -217,28 +217,8 @@ fn token_review_attests_the_node_and_its_workloads() {
 #[test]
 fn offline_jwks_verification_with_an_rs256_cluster_key() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, out) = harness::openssl::openssl(
-        dir.path(),
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            "sa.key",
-        ],
-    );
-    assert!(ok, "{out}");
-    let (ok, out) = harness::openssl::openssl(
-        dir.path(),
-        &[
-            "pkcs8", "-topk8", "-nocrypt", "-in", "sa.key", "-outform", "DER", "-out", "sa.der",
-        ],
-    );
-    assert!(ok, "{out}");
-    let issuer =
-        TestIssuer::rs256("sa-key", &std::fs::read(dir.path().join("sa.der")).unwrap()).unwrap();
+    let der = harness::openssl::rsa_key(dir.path(), "sa");
+    let issuer = TestIssuer::rs256("sa-key", &der).unwrap();
     let rt = rt();
     let api = KubeApi::start(&rt, &dir.path().join("kube"));
     api.serve_jwks(issuer.jwks_json().unwrap());

@@ -97,11 +97,5 @@ pub fn selectors(
             .iter()
             .map(|(k, v)| format!("agent_pod_label:{k}:{v}")),
     );
-    let mut out: Vec<Selector> = values
-        .into_iter()
-        .filter_map(|v| Selector::new(ATTESTATION_TYPE, v).ok())
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+    Selector::set_of(ATTESTATION_TYPE, values)
 }

@@ -13,6 +13,7 @@ mod attest_k8s_psat;
 mod attest_x509pop;
 mod downstream;
 mod federated;
+mod reattestable;
 mod svids;
 mod sync;
 mod sync_route;
