@@ -15,7 +15,8 @@
 //! - JWKS (URL, RS256, issuer checked): the same ID shape, no labels.
 //! - Refusals, each naming its reason: wrong audience, expired token,
 //!   unknown cluster, service account not allowed, TokenReview not
-//!   authenticated, a replaced pod, no node UID; and a banned node.
+//!   authenticated, a replaced pod, no node UID; and a banned node. An
+//!   unreachable API server is "unavailable", not a refusal.
 
 mod harness;
 
@@ -114,6 +115,7 @@ fn token_review_attests_the_node_and_its_workloads() {
     let agent_id = format!("spiffe://example.org/herald/agent/k8s_psat/prod/{NODE_1}");
     let shown = server.cli_json(&["agent", "show", "--spiffe-id", &agent_id]);
     assert_eq!(shown["attestation_type"], "k8s_psat", "{shown}");
+    assert_eq!(shown["can_reattest"], true, "{shown}");
     let (pod, pod_uid) = spec.pod.clone().unwrap();
     let mut want = vec![
         "k8s_psat:agent_node_label:topology.kubernetes.io/zone:eu-west-1a".to_string(),
@@ -260,10 +262,15 @@ fn offline_jwks_verification_with_an_rs256_cluster_key() {
 
 /// Starts an agent that must be refused; returns the log line naming why.
 fn refused(server: &Server, dir: &Path, cluster: &str, token: &str, reason: &str) -> String {
-    let mut agent = spawn_role("agent", &agent_config(server, dir, cluster, token));
-    let line = agent.wait_for_line(reason, WAIT);
+    let line = failed(server, dir, cluster, token, reason);
     assert!(line.contains("permission denied"), "{line}");
     line
+}
+
+/// Starts an agent whose attestation must fail; the log line naming why.
+fn failed(server: &Server, dir: &Path, cluster: &str, token: &str, reason: &str) -> String {
+    let mut agent = spawn_role("agent", &agent_config(server, dir, cluster, token));
+    agent.wait_for_line(reason, WAIT)
 }
 
 #[test]
@@ -274,11 +281,18 @@ fn refused_attestations_name_the_reason() {
     let issuer = TestIssuer::es256("cluster-key-1").unwrap();
     let jwks = dir.path().join("edge-jwks.json");
     std::fs::write(&jwks, issuer.jwks_json().unwrap()).unwrap();
+    // `down`: an API server that is not there (a closed loopback port).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_url = format!("https://localhost:{}", closed.local_addr().unwrap().port());
+    drop(closed);
     let tables = format!(
         "{}[node_attestors.k8s_psat.clusters.edge]\n\
-         service_account_allow_list = [\"herald:herald-agent\"]\njwks_path = \"{}\"\n",
+         service_account_allow_list = [\"herald:herald-agent\"]\njwks_path = \"{}\"\n\
+         [node_attestors.k8s_psat.clusters.down]\n\
+         service_account_allow_list = [\"herald:herald-agent\"]\n{}",
         prod(&api),
-        jwks.display()
+        jwks.display(),
+        api.cluster_keys().replace(&api.url(), &down_url)
     );
     let server = Server::start(&dir.path().join("server"), &tables);
     let good = TokenSpec::agent("worker-1", NODE_1, now());
@@ -384,6 +398,19 @@ fn refused_attestations_name_the_reason() {
         &no_node,
         "names no node UID",
     );
+
+    // Not a refusal: the cluster could not be asked. The agent is told the
+    // server is unavailable, and which request failed.
+    let line = failed(
+        &server,
+        &case("down"),
+        "down",
+        &token,
+        "asking the Kubernetes API failed",
+    );
+    assert!(line.contains("server unavailable"), "{line}");
+    let url = format!("cannot connect to {down_url}/apis/authentication.k8s.io/v1/tokenreviews");
+    assert!(line.contains(&url), "{line}");
 
     assert_eq!(
         server.cli_json(&["agent", "list"])["agents"]
