@@ -13,6 +13,8 @@
 //!   token; a cluster before 1.32 (no node in the token) is named through
 //!   the pod's `spec.nodeName`.
 //! - JWKS (URL, RS256, issuer checked): the same ID shape, no labels.
+//! - A running agent re-attests when its SVID is due, with the token the
+//!   kubelet last rotated.
 //! - Refusals, each naming its reason: wrong audience, expired token,
 //!   unknown cluster, service account not allowed, TokenReview not
 //!   authenticated, a replaced pod, no node UID; and a banned node. An
@@ -417,5 +419,56 @@ fn refused_attestations_name_the_reason() {
             .as_array()
             .map(Vec::len),
         Some(0)
+    );
+}
+
+/// A running agent re-attests when its SVID is due (SPIRE's re-attestable
+/// node attestors), presenting the token as the kubelet last rotated it:
+/// the cluster is asked again, the agent keeps its ID.
+#[test]
+fn a_running_agent_reattests_with_its_rotated_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let api = KubeApi::start(&rt, &dir.path().join("kube"));
+    let issuer = TestIssuer::es256("cluster-key-1").unwrap();
+    let spec = TokenSpec::agent("worker-1", NODE_1, now());
+    add_pod_and_node(&api, &spec, "worker-1", NODE_1);
+    let token = issuer.token(&spec).unwrap();
+    api.admit(&token, &spec);
+    let extra = format!("agent_svid_ttl = \"30s\"\n{}", prod(&api));
+    let server = Server::start(&dir.path().join("server"), &extra);
+    let agent_dir = dir.path().join("agent");
+    let mut agent = Agent::start(&agent_config(&server, &agent_dir, "prod", &token));
+    let agent_id = format!("spiffe://example.org/herald/agent/k8s_psat/prod/{NODE_1}");
+    let first = server.cli_json(&["agent", "show", "--spiffe-id", &agent_id]);
+
+    // The kubelet rotates the token; only the new one is admitted now, so
+    // a re-attestation proves the agent read it.
+    let rotated = TokenSpec {
+        issued_at: spec.issued_at + 1,
+        ..spec.clone()
+    };
+    let fresh = issuer.token(&rotated).unwrap();
+    api.admit(&fresh, &rotated);
+    api.revoke(&token);
+    std::fs::write(agent_dir.join("herald-agent"), &fresh).unwrap();
+    let reviews = || {
+        api.requests()
+            .iter()
+            .filter(|r| r.contains("tokenreviews"))
+            .count()
+    };
+    let before = reviews();
+
+    // Half of the 30 s SVID: the agent attests again with the new token.
+    agent.proc.wait_for_line(
+        "re-attested with k8s_psat (the agent SVID is due)",
+        Duration::from_secs(45),
+    );
+    assert!(reviews() > before, "the cluster was not asked again");
+    let again = server.cli_json(&["agent", "show", "--spiffe-id", &agent_id]);
+    assert_ne!(
+        again["x509svid_serial_number"], first["x509svid_serial_number"],
+        "{again}"
     );
 }

@@ -73,6 +73,18 @@ fn counters_and_gauges_follow_a_workload_fetch() {
         );
         assert!(metrics.body.ends_with("# EOF\n"), "{}", metrics.body);
     }
+    // The server's dashboard, on its loopback ops listener; an agent has none.
+    let page = get(server_ops, "/");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.headers["content-type"].starts_with("text/html"));
+    let overview = get(server_ops, "/dashboard/api/overview");
+    assert!(
+        overview.body.contains("\"trust_domain\""),
+        "{}",
+        overview.body
+    );
+    assert_eq!(get(agent_ops, "/").status, 404);
+    assert_eq!(get(agent_ops, "/dashboard/api/overview").status, 404);
 
     // A call without the security header is refused, and counted so.
     rt().block_on(async {
@@ -228,17 +240,7 @@ fn an_agent_restarted_without_its_server_is_not_ready() {
 #[test]
 fn herald_dev_prints_its_metrics_url_and_serves_both_roles() {
     let dir = temp_dir("ops-dev");
-    // `herald dev` prints its lines on stdout; the harness reads stderr.
-    let mut cmd = std::process::Command::new("sh");
-    cmd.current_dir(dir.path())
-        .args([
-            "-c",
-            "exec \"$0\" dev --data-dir d 1>&2",
-            env!("CARGO_BIN_EXE_herald"),
-        ])
-        .env_remove("HERALD_LOG")
-        .env_remove("HERALD_ADMIN_SOCKET");
-    let mut dev = harness::process::Proc::spawn("dev", cmd);
+    let mut dev = harness::process::Proc::herald_dev(dir.path());
     let line = dev.wait_for_line("metrics: http://", Duration::from_secs(30));
     let url = line
         .split_whitespace()

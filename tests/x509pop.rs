@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use harness::cluster::{spawn_role, Agent, Server};
 use harness::workload::{client, rt, wait_for_svid};
+use harness::x509pop::{self, selector_values};
 use herald::x509pop::fingerprint;
 use herald::x509pop::test_pki::{Machine, TestCa, TestPki};
 
@@ -20,14 +21,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A server of example.org trusting `root` for x509pop.
 fn server(dir: &Path, root: &TestCa) -> Server {
-    let bundle = dir.join("machine-roots.pem");
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(&bundle, root.pem()).unwrap();
-    let extra = format!(
-        "[node_attestors.x509pop]\nca_bundle_path = \"{}\"\n",
-        bundle.display()
-    );
-    Server::start(&dir.join("server"), &extra)
+    x509pop::server(dir, &[root], "", "")
 }
 
 /// Writes the machine's files into `dir` and the agent config using them.
@@ -37,35 +31,7 @@ fn agent_config(
     machine: &Machine,
     inter: &TestCa,
 ) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let cert = dir.join("machine.pem");
-    let key = dir.join("machine.key");
-    let leaf = herald::ca::pem::der_to_pem(&machine.leaf, "CERTIFICATE");
-    std::fs::write(&cert, leaf).unwrap();
-    std::fs::write(dir.join("intermediates.pem"), inter.pem()).unwrap();
-    std::fs::write(&key, &machine.key_pem).unwrap();
-    let extra = format!(
-        "[node_attestor.x509pop]\ncertificate_path = \"{}\"\nprivate_key_path = \"{}\"\nintermediates_path = \"{}\"\n",
-        cert.display(),
-        key.display(),
-        dir.join("intermediates.pem").display()
-    );
-    server.agent_toml(dir, None).extra(&extra).write()
-}
-
-fn selector_values(shown: &serde_json::Value) -> Vec<String> {
-    shown["selectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            format!(
-                "{}:{}",
-                s["type"].as_str().unwrap(),
-                s["value"].as_str().unwrap()
-            )
-        })
-        .collect()
+    x509pop::agent_config(server, dir, machine, inter, "")
 }
 
 #[test]
@@ -181,4 +147,62 @@ fn an_rsa_machine_key_attests() {
         selector_values(&shown).contains(&"x509pop:subject:cn:rsa-1".to_string()),
         "{shown}"
     );
+}
+
+/// Machine keys in the older forms OpenSSL and many PKIs still write: SEC1
+/// (`EC PRIVATE KEY`) and PKCS#1 (`RSA PRIVATE KEY`), as openssl makes
+/// them, attest like PKCS#8 ones.
+#[test]
+fn sec1_and_pkcs1_machine_keys_attest() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = TestCa::root("legacy key machines root").unwrap();
+    let inter = root
+        .intermediate("legacy key machines intermediate")
+        .unwrap();
+    let server = server(dir.path(), &root);
+    let forms: [(&str, &[&str], &str); 2] = [
+        (
+            "ec-1",
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "ec-1.key",
+            ],
+            "EC PRIVATE KEY",
+        ),
+        (
+            "rsa-2",
+            &["genrsa", "-traditional", "-out", "rsa-2.key", "2048"],
+            "RSA PRIVATE KEY",
+        ),
+    ];
+    let mut agents = Vec::new();
+    for (cn, args, label) in forms {
+        let (ok, out) = harness::openssl::openssl(dir.path(), args);
+        assert!(ok, "{out}");
+        let pem = std::fs::read_to_string(dir.path().join(format!("{cn}.key"))).unwrap();
+        assert!(pem.contains(&format!("-----BEGIN {label}-----")), "{pem}");
+        // The certificate is issued for the same key (rcgen needs PKCS#8);
+        // the agent reads the file in openssl's form.
+        let pkcs8 = herald::ca::key_pem::pkcs8_from_pem(&pem).unwrap();
+        let key = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
+        let mut machine = inter
+            .machine(cn, &format!("{cn}.example.net"), key)
+            .unwrap();
+        machine.key_pem = pem;
+        let config = agent_config(&server, &dir.path().join(cn), &machine, &inter);
+        agents.push(Agent::start(&config));
+        let shown = server.cli_json(&[
+            "agent",
+            "show",
+            "--spiffe-id",
+            &x509pop::default_agent_id(&machine),
+        ]);
+        let want = format!("x509pop:subject:cn:{cn}");
+        assert!(selector_values(&shown).contains(&want), "{shown}");
+    }
 }

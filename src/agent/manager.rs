@@ -14,12 +14,14 @@
 //! The pieces: `stored` (the compact form entries are kept in),
 //! `sync_update` (applying one Sync message), `issuance` (which SVIDs
 //! are due, and getting them signed), `renewal` (when things are due, and
-//! the agent's own SVID), `session` (the connection loop), `restore`
-//! (starting from the SVIDs saved before a restart).
+//! the agent's own SVID), `reattest` (an x509pop agent proving its machine
+//! key again, a k8s_psat agent presenting its current token), `session` (the connection loop), `restore` (starting from
+//! the SVIDs saved before a restart).
 
 #[cfg(test)]
 mod fixture;
 mod issuance;
+mod reattest;
 mod renewal;
 mod restore;
 mod session;
@@ -33,6 +35,7 @@ use std::sync::{Arc, RwLock};
 use tonic::transport::Channel;
 
 use self::issuance::Held;
+use self::reattest::MachineIdentity;
 use self::stored::StoredEntry;
 use super::cache::{Cache, CacheSnapshot, WorkloadIdentity};
 use super::metrics::AgentMetrics;
@@ -83,6 +86,8 @@ enum SessionError {
     AgentSvid(#[source] X509Error),
     #[error("saving the renewed agent SVID")]
     SaveCredential(#[source] CredentialStoreError),
+    #[error("re-attestation")]
+    Reattest(#[source] Box<crate::node::AttestError>),
 }
 
 /// The manager task's state.
@@ -116,6 +121,10 @@ pub struct Manager {
     federated: BTreeMap<TrustDomain, Arc<Bundle>>,
     /// Syncs, reconnects and the entry count, for the ops listener.
     metrics: AgentMetrics,
+    /// The machine identity an x509pop agent re-attests with.
+    machine: Option<MachineIdentity>,
+    /// The projected token a k8s_psat agent re-attests with.
+    psat: Option<crate::node::k8s_psat::PsatSource>,
 }
 
 // === impl Manager ===
@@ -156,6 +165,8 @@ impl Manager {
             acked: 0,
             federated: BTreeMap::new(),
             metrics: AgentMetrics::default(),
+            machine: None,
+            psat: None,
         }
     }
 

@@ -196,6 +196,11 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
         clock.clone(),
     )
     .with_metrics(metrics.clone());
+    match &config.attestation {
+        NodeAttestation::X509Pop(files) => manager = manager.with_x509pop(files.clone()),
+        NodeAttestation::K8sPsat(source) => manager = manager.with_k8s_psat(source.clone()),
+        _ => {}
+    }
     // Before the first connection: the Workload API serves what was saved
     // even if the server never answers.
     let svids_path = config.data_dir.join(persist::FILE_NAME);

@@ -8,6 +8,7 @@ pub mod bundle_check;
 pub mod csr;
 pub mod jwt;
 pub mod key_manager;
+pub mod key_pem;
 pub mod keys;
 pub mod pem;
 pub mod public_key;

@@ -4,8 +4,9 @@
 //! The data lives under `./.herald` (server/ and agent/), the node API
 //! listens on a free loopback port, the calling user's uid is registered as
 //! a workload, and the line to export `SPIFFE_ENDPOINT_SOCKET` is printed,
-//! with the URL of the metrics (one ops listener on a loopback port serves
-//! both roles; `/ready` answers 200 when both are ready).
+//! with the URLs of the metrics and of the web dashboard (one ops listener
+//! on a loopback port serves both roles; `/ready` answers 200 when both
+//! are ready).
 //! Running it again reuses everything: the CA, the agent's SVID, the entry.
 
 use crate::clock::now_unix;
@@ -192,6 +193,9 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         );
         println!("  then try: herald api fetch x509");
         println!("metrics: http://{}/metrics", ops.address);
+        if ops.dashboard {
+            println!("dashboard: http://{}/", ops.address);
+        }
         println!(
             "export SPIFFE_ENDPOINT_SOCKET=unix://{}",
             socket_path.display()

@@ -39,8 +39,14 @@ pub(super) struct EntryFields {
     #[arg(long, required_unless_present = "data")]
     spiffe_id: Option<String>,
     /// The agent (or node alias) under which the workload runs.
-    #[arg(long, required_unless_present = "data")]
+    #[arg(long, required_unless_present_any = ["data", "node"])]
     parent_id: Option<String>,
+    /// A node alias entry (SPIRE's `-node`): its parent is the server
+    /// (spiffe://<td>/herald/server), its selectors name agents by their
+    /// node attestation (x509pop:..., k8s_psat:...), and its SPIFFE ID can
+    /// parent workload entries for all of them.
+    #[arg(long, conflicts_with = "parent_id")]
+    node: bool,
     /// A selector `type:value` the workload must match; repeat for several.
     #[arg(
         long = "selector",
@@ -105,7 +111,7 @@ pub(super) struct EntryInput {
     fields: EntryFields,
     /// A JSON file {"entries": [...]} to send in one batch, instead of the
     /// flags (for update, whole entries with their ids).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["spiffe_id", "parent_id", "selectors", "entry_id"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["spiffe_id", "parent_id", "node", "selectors", "entry_id"])]
     data: Option<PathBuf>,
 }
 
@@ -276,10 +282,15 @@ fn entry_from_flags(id: Option<String>, f: &EntryFields) -> Result<admin::Entry,
         Some(v) => secs_i32(flag, v),
         None => Ok(0),
     };
+    let spiffe_id = f.spiffe_id.clone().unwrap_or_default();
+    let parent_id = match f.node {
+        true => alias_parent(&spiffe_id)?,
+        false => f.parent_id.clone().unwrap_or_default(),
+    };
     Ok(admin::Entry {
         id: id.unwrap_or_default(),
-        spiffe_id: f.spiffe_id.clone().unwrap_or_default(),
-        parent_id: f.parent_id.clone().unwrap_or_default(),
+        spiffe_id,
+        parent_id,
         selectors: parse_selectors(&f.selectors)?,
         x509_svid_ttl: ttl("x509-svid-ttl", &f.x509_svid_ttl)?,
         jwt_svid_ttl: ttl("jwt-svid-ttl", &f.jwt_svid_ttl)?,
@@ -291,6 +302,16 @@ fn entry_from_flags(id: Option<String>, f: &EntryFields) -> Result<admin::Entry,
         hint: f.hint.clone().unwrap_or_default(),
         ..Default::default()
     })
+}
+
+/// The parent of a node alias entry (`--node`): the server ID of the
+/// trust domain of `spiffe_id`.
+fn alias_parent(spiffe_id: &str) -> Result<String, CliError> {
+    let id = crate::spiffe::SpiffeId::parse(spiffe_id)
+        .map_err(|e| CliError::bad_input_in("--spiffe-id", &e))?;
+    let server = crate::registration::node_alias::server_id(id.trust_domain())
+        .map_err(|e| CliError::bad_input_in("--node", &e))?;
+    Ok(server.to_string())
 }
 
 /// `type:value` flags; the split is at the first colon (values such as

@@ -20,7 +20,8 @@ pub(super) struct RawOps {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpsConfig {
     /// `address`: IP:port (port 0 picks a free port). Not restricted to
-    /// loopback: bind it where Prometheus can reach it.
+    /// loopback: bind it where Prometheus can reach it. The server's web
+    /// dashboard is served only on a loopback address.
     pub address: SocketAddr,
 }
 

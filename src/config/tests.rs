@@ -238,7 +238,28 @@ fn x509pop_tables_are_checked() {
         "{base}[node_attestors.x509pop]\nca_bundle_path = \"/r.pem\"\n"
     ))
     .unwrap();
-    assert_eq!(c.x509pop.unwrap().ca_bundle_path, Path::new("/r.pem"));
+    assert_eq!(c.x509pop.unwrap().ca_bundle_paths, [Path::new("/r.pem")]);
+    let c = server(&format!(
+        "{base}[node_attestors.x509pop]\nca_bundle_paths = [\"/a.pem\", \"/b.pem\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.x509pop.unwrap().ca_bundle_paths,
+        [Path::new("/a.pem"), Path::new("/b.pem")]
+    );
+    for (bad, needle) in [
+        (
+            "ca_bundle_path = \"/r.pem\"\nca_bundle_paths = [\"/a.pem\"]\n",
+            "cannot be set together with ca_bundle_path",
+        ),
+        ("ca_bundle_paths = []\n", "must list at least one file"),
+        ("ca_bundle_paths = [\"\"]\n", "ca_bundle_paths"),
+    ] {
+        let err = server(&format!("{base}[node_attestors.x509pop]\n{bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{bad:?}: {err}");
+    }
     let bad = format!(
         "{base}[node_attestors.x509pop]\nca_bundle_path = \"/r.pem\"\nagent_path_template = \"/{{{{nope}}}}\"\n"
     );
@@ -251,10 +272,19 @@ fn x509pop_tables_are_checked() {
     let table =
         "[node_attestor.x509pop]\ncertificate_path = \"/c.pem\"\nprivate_key_path = \"/k.pem\"\n";
     let c = AgentConfig::parse(p, &format!("{agent}{table}")).unwrap();
+    let node_attestors::NodeAttestation::X509Pop(files) = c.attestation else {
+        panic!("not x509pop: {:?}", c.attestation);
+    };
+    assert_eq!(files.check_interval, std::time::Duration::from_secs(60));
+    let every_5s = format!("{agent}{table}certificate_check_interval = \"5s\"\n");
+    let c = AgentConfig::parse(p, &every_5s).unwrap();
     assert!(matches!(
         c.attestation,
-        node_attestors::NodeAttestation::X509Pop(_)
+        node_attestors::NodeAttestation::X509Pop(f) if f.check_interval.as_secs() == 5
     ));
+    let zero = format!("{agent}{table}certificate_check_interval = \"0s\"\n");
+    let err = AgentConfig::parse(p, &zero).unwrap_err().to_string();
+    assert!(err.contains("certificate_check_interval"), "{err}");
     let both = format!("{agent}join_token = \"t\"\n{table}");
     let err = AgentConfig::parse(p, &both).unwrap_err().to_string();
     assert!(err.contains("exactly one attestation method"), "{err}");

@@ -67,7 +67,8 @@ impl ServerConnector {
         roots: Roots,
         insecure: bool,
     ) -> Result<Self, NodeClientError> {
-        let server_id = SpiffeId::new(td, "/herald/server").map_err(NodeClientError::ServerId)?;
+        let server_id =
+            crate::registration::node_alias::server_id(td).map_err(NodeClientError::ServerId)?;
         Ok(ServerConnector {
             addr,
             server_id,

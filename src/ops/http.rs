@@ -1,18 +1,21 @@
-//! The three endpoints over hyper: `/metrics`, `/live`, `/ready`. Only GET
+//! The three endpoints over hyper: `/metrics`, `/live`, `/ready`, and the
+//! dashboard's paths when one is served ([`super::dashboard`]). Only GET
 //! (and HEAD, which hyper answers without the body); any other method gets
 //! 405, any other path 404. Each connection carries one request
-//! (`Connection: close`) within the listener's time limits.
+//! (`Connection: close`) within the listener's time limits; the
+//! dashboard's event stream alone outlives them, within its own.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::dashboard::Body;
 use super::Served;
 use crate::tls::https_server::{self, Limits, Transport};
 
@@ -41,18 +44,34 @@ pub(super) async fn run(listener: TcpListener, served: Arc<Served>, stop: watch:
     https_server::serve(listener, Transport::Plain, LIMITS, service, stop).await;
 }
 
-async fn answer(served: &Arc<Served>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(served: &Arc<Served>, req: &Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
-    if !matches!(path, "/metrics" | "/live" | "/ready") {
-        return respond(StatusCode::NOT_FOUND, TEXT, "not found\n".into());
+    let dashboard = served
+        .dashboard
+        .as_ref()
+        .filter(|_| super::dashboard::serves(path));
+    if dashboard.is_none() && !matches!(path, "/metrics" | "/live" | "/ready") {
+        return respond(StatusCode::NOT_FOUND, TEXT, "not found\n".into()).map(boxed);
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n".into());
         r.headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-        return r;
+        return r.map(boxed);
     }
     tracing::debug!(path, "ops request");
+    match dashboard {
+        Some(dashboard) => dashboard.answer(req).await,
+        None => probe(served, path).await.map(boxed),
+    }
+}
+
+fn boxed(body: Full<Bytes>) -> Body {
+    body.boxed_unsync()
+}
+
+/// `/live`, `/ready` or `/metrics`.
+async fn probe(served: &Arc<Served>, path: &str) -> Response<Full<Bytes>> {
     match path {
         "/live" => respond(StatusCode::OK, TEXT, "live\n".into()),
         "/ready" => {

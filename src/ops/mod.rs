@@ -14,7 +14,12 @@
 //! connection budget per peer). It is not restricted to loopback: operators
 //! bind it where their Prometheus can reach it. It serves nothing secret:
 //! no label carries a SPIFFE ID, an entry or an agent.
+//!
+//! A role may also bring a read-only web [`dashboard`] (the server does);
+//! it is served only when the listener is bound to loopback, and only to
+//! loopback peers.
 
+pub mod dashboard;
 mod grpc;
 mod http;
 mod scrape;
@@ -41,6 +46,10 @@ pub trait Role: Send + Sync + 'static {
     /// Why the role is not ready, or `None` when it is. May block briefly
     /// (a store read): it is called on the blocking pool.
     fn not_ready(&self) -> Option<String>;
+    /// What the role's web dashboard shows, if it has one.
+    fn dashboard(&self) -> Option<Arc<dyn dashboard::Source>> {
+        None
+    }
 }
 
 /// Why the listener could not start.
@@ -61,6 +70,7 @@ pub enum OpsError {
 pub(crate) struct Served {
     roles: Vec<Arc<dyn Role>>,
     registry: Registry,
+    dashboard: Option<dashboard::Dashboard>,
 }
 
 /// A running ops listener.
@@ -68,6 +78,8 @@ pub(crate) struct Served {
 pub struct OpsListener {
     /// Where it listens (port 0 resolved).
     pub address: SocketAddr,
+    /// Whether it serves a role's dashboard (at `/`).
+    pub dashboard: bool,
     task: JoinHandle<()>,
 }
 
@@ -91,11 +103,29 @@ pub async fn serve(
     for role in &roles {
         role.clone().register(&mut registry);
     }
-    let served = Arc::new(Served { roles, registry });
+    let source = roles.iter().find_map(|r| r.dashboard());
+    let dashboard = match source {
+        Some(source) if dashboard::access::listener_allows(bound) => {
+            tracing::info!(url = %format!("http://{bound}/"), "dashboard served to loopback peers");
+            Some(dashboard::Dashboard::new(source, stop.clone()))
+        }
+        Some(_) => {
+            tracing::info!(address = %bound, "no dashboard: the ops listener is not bound to loopback");
+            None
+        }
+        None => None,
+    };
+    let has_dashboard = dashboard.is_some();
+    let served = Arc::new(Served {
+        roles,
+        registry,
+        dashboard,
+    });
     let task = tokio::spawn(http::run(listener, served, stop));
     tracing::info!(address = %bound, "ops listener: /metrics /live /ready");
     Ok(OpsListener {
         address: bound,
+        dashboard: has_dashboard,
         task,
     })
 }

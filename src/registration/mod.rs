@@ -1,12 +1,14 @@
 //! Registration: which workloads get which SPIFFE IDs. The types both roles
 //! speak: the server stores and authorizes [`RegistrationEntry`]s, the agent
-//! matches their [`Selector`]s against what its attestors see.
+//! matches their [`Selector`]s against what its attestors see;
+//! [`node_alias`] names sets of agents by their node selectors.
 //!
 //! A selector cannot exist without passing its checks (its fields are
 //! private and deserialization runs the same checks), so every index key
 //! built from one is unambiguous.
 
 mod entry;
+pub mod node_alias;
 mod selector;
 
 pub use entry::RegistrationEntry;

@@ -16,6 +16,7 @@ mod bundles;
 mod caller;
 pub(crate) mod convert;
 mod entries;
+pub(crate) mod inventory;
 mod svids;
 
 use std::sync::Arc;

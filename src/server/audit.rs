@@ -34,6 +34,13 @@ use self::writer::AuditFile;
 pub use self::writer::AuditOpenError;
 use crate::errors::Chain;
 
+/// Writes every join token inside `value`'s strings (the token segment of
+/// an agent ID derived from one) as the audit log does: for what the
+/// dashboard shows.
+pub(crate) fn redact_join_tokens(value: &mut serde_json::Value) {
+    redact::Redactor::default().redact_value(value);
+}
+
 /// The server's audit log; a disabled one records nothing.
 #[derive(Debug, Clone, Default)]
 pub struct AuditLog(Option<Arc<AuditFile>>);

@@ -1,9 +1,13 @@
 //! Which registration entries an agent may receive and sign for.
 //!
-//! An agent is authorized for every entry whose parent is the agent itself,
-//! and, transitively, for entries whose parent is the SPIFFE ID of an entry it
-//! is already authorized for (SPIRE's node-alias and nesting model). Expired
-//! entries are left out. Nothing else: deny unless an entry allows.
+//! An agent is authorized for every entry whose parent is the agent itself
+//! or a node alias naming it (an alias entry, parented to the server, whose
+//! node selectors the agent's attestation all showed: see
+//! [`crate::registration::node_alias`]), and, transitively, for entries
+//! whose parent is the SPIFFE ID of an entry it is already authorized for
+//! (SPIRE's nesting model). The alias entries themselves are not sent: no
+//! workload is issued an alias ID. Expired entries are left out. Nothing
+//! else: deny unless an entry allows.
 //!
 //! Signing asks [`signable_entries`], which judges each requested entry by
 //! its current record, never by a set computed earlier: an agent's Sync
@@ -12,20 +16,65 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::registration::RegistrationEntry;
+use super::node_aliases::NodeAliases;
+use crate::registration::{RegistrationEntry, Selector};
 use crate::spiffe::SpiffeId;
 use crate::store::{entry_expired, DataStore, StoreError};
 
-/// The entries `agent` is authorized for at `now`, by entry ID.
+/// The entries `agent` is authorized for at `now`, by entry ID, with the
+/// node aliases as the store holds them now.
 pub fn authorized_entries(
     store: &dyn DataStore,
     agent: &SpiffeId,
     now: i64,
 ) -> Result<BTreeMap<String, RegistrationEntry>, StoreError> {
+    let aliases = aliases_of(store, agent, now)?;
+    authorized_under(store, agent, &aliases, now)
+}
+
+/// The node selectors `agent`'s attestation recorded (none if it has no
+/// record).
+pub fn agent_selectors(
+    store: &dyn DataStore,
+    agent: &SpiffeId,
+) -> Result<Vec<Selector>, StoreError> {
+    Ok(store
+        .get_agent(agent)?
+        .map(|a| a.selectors)
+        .unwrap_or_default())
+}
+
+/// The alias IDs naming `agent` at `now`, read from the store now. An
+/// agent without node selectors (a join token's) costs one lookup.
+pub fn aliases_of(
+    store: &dyn DataStore,
+    agent: &SpiffeId,
+    now: i64,
+) -> Result<Vec<SpiffeId>, StoreError> {
+    let selectors = agent_selectors(store, agent)?;
+    if selectors.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(NodeAliases::load(store, agent.trust_domain())?.matching(&selectors, now))
+}
+
+/// The entries authorized for `agent` when `aliases` are the alias IDs
+/// naming it: those under the agent or an alias, and, transitively, those
+/// under the SPIFFE ID of one of them.
+pub fn authorized_under(
+    store: &dyn DataStore,
+    agent: &SpiffeId,
+    aliases: &[SpiffeId],
+    now: i64,
+) -> Result<BTreeMap<String, RegistrationEntry>, StoreError> {
     let mut out = BTreeMap::new();
     let mut seen: HashSet<SpiffeId> = HashSet::new();
-    let mut frontier = vec![agent.clone()];
-    seen.insert(agent.clone());
+    let mut frontier = Vec::with_capacity(1 + aliases.len());
+    for root in std::iter::once(agent).chain(aliases) {
+        if seen.insert(root.clone()) {
+            frontier.push(root.clone());
+        }
+    }
     while let Some(parent) = frontier.pop() {
         for entry in store.entries_by_parent(&parent)? {
             if entry_expired(entry.expires_at, now) {
@@ -42,8 +91,10 @@ pub fn authorized_entries(
 
 /// Those of `ids` that `agent` may have an SVID signed for at `now`, by
 /// entry ID, as the store holds them now. An entry whose parent is the
-/// agent costs one lookup; a nested one is judged by a fresh
-/// [`authorized_entries`] walk, made at most once per call.
+/// agent costs one lookup; one whose parent is an alias naming the agent
+/// is judged by the aliases and the agent record, read at most once per
+/// call; a nested one by a fresh [`authorized_entries`] walk, made at most
+/// once per call.
 pub fn signable_entries(
     store: &dyn DataStore,
     agent: &SpiffeId,
@@ -52,6 +103,7 @@ pub fn signable_entries(
 ) -> Result<BTreeMap<String, RegistrationEntry>, StoreError> {
     let mut out = BTreeMap::new();
     let mut checked: HashSet<&str> = HashSet::new();
+    let mut aliases: Option<Vec<SpiffeId>> = None;
     let mut walked: Option<BTreeMap<String, RegistrationEntry>> = None;
     for id in ids {
         if !checked.insert(id.as_str()) {
@@ -67,9 +119,17 @@ pub fn signable_entries(
             out.insert(id.clone(), entry);
             continue;
         }
+        let naming = match &mut aliases {
+            Some(a) => a,
+            None => aliases.insert(aliases_of(store, agent, now)?),
+        };
+        if naming.contains(&entry.parent_id) {
+            out.insert(id.clone(), entry);
+            continue;
+        }
         let all = match &mut walked {
             Some(all) => all,
-            None => walked.insert(authorized_entries(store, agent, now)?),
+            None => walked.insert(authorized_under(store, agent, naming, now)?),
         };
         if let Some(entry) = all.remove(id) {
             out.insert(id.clone(), entry);
@@ -187,5 +247,120 @@ mod tests {
         // Unknown and repeated IDs are simply not signable.
         let odd = signable_entries(&store, &agent, &ids(&["nope", "nope"]), 2000).unwrap();
         assert!(odd.is_empty());
+    }
+
+    fn attested(store: &SledStore, agent: &str, selectors: &[&str]) {
+        store
+            .attest_agent(&crate::store::AttestedAgent {
+                spiffe_id: SpiffeId::parse(agent).unwrap(),
+                attestation_type: "x509pop".into(),
+                serial: "01".into(),
+                expires_at: 10_000,
+                banned: false,
+                selectors: selectors
+                    .iter()
+                    .map(|s| Selector::parse(s).unwrap())
+                    .collect(),
+                created_at: 0,
+                updated_at: 0,
+            })
+            .unwrap();
+    }
+
+    fn alias(id: &str, spiffe: &str, selectors: &[&str]) -> RegistrationEntry {
+        RegistrationEntry {
+            id: id.into(),
+            ..RegistrationEntry::new(
+                SpiffeId::parse(spiffe).unwrap(),
+                SpiffeId::parse("spiffe://example.org/herald/server").unwrap(),
+                selectors
+                    .iter()
+                    .map(|s| Selector::parse(s).unwrap())
+                    .collect(),
+            )
+        }
+    }
+
+    /// Agents get the entries under every alias whose selectors they all
+    /// show (and what nests under those), never the alias entry itself;
+    /// signing follows the aliases as they are now.
+    #[test]
+    fn entries_under_a_node_alias_reach_exactly_the_agents_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let (a, b, c) = (
+            "spiffe://example.org/herald/agent/x509pop/a",
+            "spiffe://example.org/herald/agent/x509pop/b",
+            "spiffe://example.org/herald/agent/join_token/c",
+        );
+        attested(
+            &store,
+            a,
+            &["x509pop:ca:fingerprint:f1", "x509pop:subject:cn:a"],
+        );
+        attested(
+            &store,
+            b,
+            &["x509pop:ca:fingerprint:f2", "x509pop:subject:cn:b"],
+        );
+        attested(&store, c, &[]);
+        let fleet = "spiffe://example.org/fleet";
+        store
+            .create_entry(alias("alias", fleet, &["x509pop:ca:fingerprint:f1"]))
+            .unwrap();
+        store
+            .create_entry(alias(
+                "alias-cn-b",
+                fleet,
+                &["x509pop:subject:cn:b", "x509pop:ca:fingerprint:f2"],
+            ))
+            .unwrap();
+        store
+            .create_entry(entry("web", "spiffe://example.org/web", fleet))
+            .unwrap();
+        store
+            .create_entry(entry(
+                "nested",
+                "spiffe://example.org/sub",
+                "spiffe://example.org/web",
+            ))
+            .unwrap();
+        let keys = |agent: &str| -> Vec<String> {
+            authorized_entries(&store, &SpiffeId::parse(agent).unwrap(), 1000)
+                .unwrap()
+                .into_keys()
+                .collect()
+        };
+        assert_eq!(keys(a), ["nested", "web"]);
+        assert_eq!(keys(b), ["nested", "web"]);
+        assert!(keys(c).is_empty(), "no selectors, no alias");
+        let signable = |agent: &str| -> Vec<String> {
+            signable_entries(
+                &store,
+                &SpiffeId::parse(agent).unwrap(),
+                &ids(&["web", "nested", "alias"]),
+                1000,
+            )
+            .unwrap()
+            .into_keys()
+            .collect()
+        };
+        assert_eq!(
+            signable(a),
+            ["nested", "web"],
+            "an alias entry is never signable"
+        );
+        assert!(signable(c).is_empty());
+
+        // The alias naming a is gone: a loses both, b keeps them.
+        store.delete_entries(&ids(&["alias"])).unwrap();
+        assert!(keys(a).is_empty());
+        assert!(signable(a).is_empty());
+        assert_eq!(keys(b), ["nested", "web"]);
+        // An expired alias names nobody.
+        let mut expiring = store.get_entry("alias-cn-b").unwrap().unwrap();
+        expiring.expires_at = Some(500);
+        store.update_entry(expiring).unwrap();
+        assert!(keys(b).is_empty());
     }
 }

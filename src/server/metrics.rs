@@ -233,6 +233,7 @@ pub struct ServerOps {
     state: Arc<ServerState>,
     refresher: RefresherHandle,
     stop: watch::Receiver<bool>,
+    dashboard: Arc<crate::server::dashboard::ServerDashboard>,
 }
 
 impl ServerOps {
@@ -242,10 +243,16 @@ impl ServerOps {
         refresher: RefresherHandle,
         stop: watch::Receiver<bool>,
     ) -> Arc<Self> {
+        let dashboard = crate::server::dashboard::ServerDashboard::new(
+            state.clone(),
+            refresher.clone(),
+            stop.clone(),
+        );
         Arc::new(ServerOps {
             state,
             refresher,
             stop,
+            dashboard,
         })
     }
 }
@@ -273,6 +280,10 @@ impl Role for ServerOps {
             return Some("no active X.509 authority (expired)".into());
         }
         None
+    }
+
+    fn dashboard(&self) -> Option<Arc<dyn crate::ops::dashboard::Source>> {
+        Some(self.dashboard.clone())
     }
 }
 

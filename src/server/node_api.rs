@@ -37,7 +37,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use super::authorities::Authorities;
-use super::authorized::authorized_entries;
+use super::authorized::{agent_selectors, authorized_under};
 use super::state::ServerState;
 use crate::clock::now_unix;
 use crate::errors::Chain;
@@ -151,13 +151,24 @@ impl NodeApi {
         Ok(agent)
     }
 
+    /// The entries `agent` is authorized for now, with the node aliases
+    /// as the server last loaded them (reloaded after every entry change)
+    /// and the agent's selectors as its record holds them now.
     async fn authorized(
         &self,
         agent: &SpiffeId,
     ) -> Result<BTreeMap<String, RegistrationEntry>, Status> {
+        let aliases = self.state.node_aliases().await.map_err(internal)?;
         let agent = agent.clone();
         self.state
-            .with_store(move |s| authorized_entries(s, &agent, now_unix()))
+            .with_store(move |s| {
+                let now = now_unix();
+                let naming = match aliases.is_empty() {
+                    true => Vec::new(),
+                    false => aliases.matching(&agent_selectors(s, &agent)?, now),
+                };
+                authorized_under(s, &agent, &naming, now)
+            })
             .await
             .map_err(internal)
     }

@@ -61,8 +61,8 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// `node_attestors.x509pop.ca_bundle_path` is unusable.
-    #[error("node_attestors.x509pop.ca_bundle_path {path}: {reason}")]
+    /// A file of `node_attestors.x509pop.ca_bundle_path(s)` is unusable.
+    #[error("node_attestors.x509pop CA bundle {path}: {reason}")]
     X509PopBundle {
         /// The file.
         path: PathBuf,

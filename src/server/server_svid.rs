@@ -16,7 +16,7 @@ use super::state::{ServerEvent, ServerState};
 use crate::ca::{KeyError, KeyPair, KeyType, SvidRequest, X509Error};
 use crate::clock::now_unix;
 use crate::errors::Chain;
-use crate::spiffe::{IdError, SpiffeId};
+use crate::spiffe::IdError;
 use crate::tls::{certified_key, provider};
 
 /// After a failed renewal, how long until the next attempt.
@@ -52,7 +52,7 @@ pub struct ServerSvid {
 /// Mints a server SVID from the active CA, with the agent SVID lifetime.
 pub fn mint(state: &ServerState) -> Result<ServerSvid, ServerSvidError> {
     let key = KeyPair::generate(KeyType::EcP256)?;
-    let id = SpiffeId::new(&state.trust_domain, "/herald/server")?;
+    let id = crate::registration::node_alias::server_id(&state.trust_domain)?;
     let spki = key.public_key_spki();
     let authorities = state.authorities();
     let cert = authorities.x509().sign_svid(

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{broadcast, Notify};
 
 use super::authorities::Authorities;
+use super::generation_cache::GenerationCache;
 use super::metrics::{rotation_events, ServerMetrics};
+use super::node_aliases::NodeAliases;
 use super::node_api::{FederatedCache, FederatedWire};
 use crate::ca::KeyManager;
 use crate::spiffe::{SpiffeId, TrustDomain};
@@ -74,6 +76,7 @@ pub struct ServerState {
     agents: Mutex<HashMap<SpiffeId, ConnectedAgent>>,
     acks: Notify,
     federated: FederatedCache,
+    aliases: GenerationCache<NodeAliases>,
 }
 
 /// A connected agent: how many Sync streams it has open, and the highest
@@ -137,6 +140,7 @@ impl ServerState {
             agents: Mutex::new(HashMap::new()),
             acks: Notify::new(),
             federated: FederatedCache::default(),
+            aliases: GenerationCache::default(),
         })
     }
 
@@ -230,8 +234,10 @@ impl ServerState {
 
     /// Announces a change; having no listener is fine.
     pub fn publish(&self, event: ServerEvent) {
-        if event == ServerEvent::BundleChanged {
-            self.federated.invalidate();
+        match &event {
+            ServerEvent::BundleChanged => self.federated.invalidate(),
+            ServerEvent::EntriesChanged => self.aliases.invalidate(),
+            ServerEvent::AgentRevoked(_) => {}
         }
         let _ = self.events.send(event);
     }
@@ -246,7 +252,17 @@ impl ServerState {
     /// The federated bundles as Sync sends them: one copy, decoded once
     /// per change, shared by every agent's stream.
     pub async fn federated_wire(&self) -> Result<Arc<FederatedWire>, StoreError> {
-        self.federated.get(self).await
+        self.federated.get(|| FederatedWire::load(self)).await
+    }
+
+    /// The node alias entries as Sync matches agents against them: one
+    /// index, loaded once per change of the entries, shared by every
+    /// agent's stream.
+    pub async fn node_aliases(&self) -> Result<Arc<NodeAliases>, StoreError> {
+        let td = self.trust_domain.clone();
+        self.aliases
+            .get(|| self.with_store(move |s| NodeAliases::load(s, &td)))
+            .await
     }
 
     /// Listens for changes.

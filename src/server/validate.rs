@@ -15,6 +15,7 @@ use std::fmt;
 pub use self::dns::{check_wildcard_overlap, validate_dns_name};
 
 use crate::proto::admin;
+use crate::registration::node_alias::{check_alias_entry, is_alias_entry};
 use crate::registration::{RegistrationEntry, Selector};
 use crate::spiffe::{SpiffeId, TrustDomain};
 
@@ -69,7 +70,9 @@ impl From<ValidationError> for tonic::Status {
     }
 }
 
-/// Checks an entry from the API and turns it into a store record
+/// Checks an entry from the API and turns it into a store record; an
+/// entry parented to the server is a node alias and passes the alias rules
+/// too ([`check_alias_entry`]). Returns the record
 /// (`created_at` and `revision` are left at 0 for the caller and the store
 /// to fill in). `known_bundles` are the trust domains the server holds a
 /// bundle for; `federates_with` may only name those.
@@ -132,7 +135,7 @@ pub fn validate_entry(
             ),
         ));
     }
-    Ok(RegistrationEntry {
+    let record = RegistrationEntry {
         id: entry.id.clone(),
         x509_svid_ttl,
         jwt_svid_ttl,
@@ -143,7 +146,12 @@ pub fn validate_entry(
         hint: entry.hint.clone(),
         expires_at: (entry.expires_at != 0).then_some(entry.expires_at),
         ..RegistrationEntry::new(spiffe_id, parent_id, selectors)
-    })
+    };
+    // Parented to the server: a node alias, which names agents.
+    if is_alias_entry(&record) {
+        check_alias_entry(&record).map_err(|r| ValidationError::new(r.field, r.reason))?;
+    }
+    Ok(record)
 }
 
 /// An administrator-chosen entry ID: printable ASCII without spaces, at

@@ -6,6 +6,7 @@
 
 use std::error::Error as StdError;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,38 @@ pub struct Limits {
     /// Live connections (counting TLS handshakes) from one IP address; a
     /// further one is closed at accept.
     pub max_connections_per_peer: usize,
+}
+
+/// What a request learns about its connection, in its extensions: the
+/// peer's address (for a service that checks who may see what), and a way
+/// out of the connection's overall timeout for a response that streams for
+/// long (server-sent events), which then brings bounds of its own.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    long_lived: Arc<AtomicBool>,
+}
+
+impl Connection {
+    /// A connection from `peer`, held to its timeout.
+    pub fn new(peer: SocketAddr) -> Self {
+        Connection {
+            peer,
+            long_lived: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Lifts `connection_timeout` from this connection: its response
+    /// streams for as long as the service bounds it.
+    pub fn outlive_timeout(&self) {
+        self.long_lived.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Connection::outlive_timeout`] was called.
+    pub fn is_long_lived(&self) -> bool {
+        self.long_lived.load(Ordering::Relaxed)
+    }
 }
 
 /// Serves `service` on one accepted connection (TLS or not) within
@@ -71,7 +104,8 @@ pub enum Transport {
 /// Accepts connections on `listener` until `stop` turns true; each gets a
 /// task that speaks `transport` and serves `service`, all within `limits`
 /// (a peer over its connection budget is closed at accept). Every
-/// connection runs in a span carrying its peer.
+/// connection runs in a span carrying its peer, and every request carries
+/// its [`Connection`].
 pub async fn serve<S, B>(
     listener: TcpListener,
     transport: Transport,
@@ -97,8 +131,10 @@ pub async fn serve<S, B>(
             tracing::warn!(%peer, max = per_peer.max(), "too many connections from this address; closing the new one");
             continue;
         };
-        let (limits, service, acceptor) = (limits.clone(), service.clone(), acceptor.clone());
+        let (limits, acceptor) = (limits.clone(), acceptor.clone());
         let timeout = limits.connection_timeout;
+        let info = Connection::new(peer);
+        let service = with_connection(service.clone(), info.clone());
         let connection = async move {
             let _slot = slot;
             match acceptor {
@@ -112,14 +148,60 @@ pub async fn serve<S, B>(
         };
         tokio::spawn(
             async move {
-                match tokio::time::timeout(timeout, connection).await {
-                    Ok(Ok(())) => tracing::debug!("connection served"),
-                    Ok(Err(e)) => tracing::debug!(error = %e, "connection failed"),
-                    Err(_) => tracing::debug!("connection timed out"),
+                match within_timeout(timeout, &info, connection).await {
+                    Some(Ok(())) => tracing::debug!("connection served"),
+                    Some(Err(e)) => tracing::debug!(error = %e, "connection failed"),
+                    None => tracing::debug!("connection timed out"),
                 }
             }
             .instrument(tracing::info_span!("connection", %peer)),
         );
+    }
+}
+
+/// A service with its connection's [`Connection`] in the extensions of
+/// every request.
+struct WithConnection<S> {
+    inner: S,
+    info: Connection,
+}
+
+fn with_connection<S>(inner: S, info: Connection) -> WithConnection<S> {
+    WithConnection { inner, info }
+}
+
+impl<S, B> Service<Request<B>> for WithConnection<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut req: Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.info.clone());
+        self.inner.call(req)
+    }
+}
+
+/// Runs `connection` until it ends (`Some`) or `timeout` passes (`None`),
+/// unless the connection was made long-lived by then.
+async fn within_timeout<T>(
+    timeout: Duration,
+    info: &Connection,
+    connection: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(connection, deadline);
+    loop {
+        tokio::select! {
+            done = &mut connection => return Some(done),
+            () = &mut deadline, if !info.is_long_lived() => {
+                if !info.is_long_lived() {
+                    return None;
+                }
+            }
+        }
     }
 }
 
@@ -218,6 +300,24 @@ mod tests {
         let (response, served) = exchange(request).await;
         assert!(!response.contains("hello"), "{response}");
         assert!(served.is_err());
+    }
+
+    #[tokio::test]
+    async fn only_a_long_lived_connection_outlives_its_timeout() {
+        let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
+        let timeout = Duration::from_millis(20);
+        let held = Connection::new(peer);
+        let never = std::future::pending::<()>();
+        assert!(within_timeout(timeout, &held, never).await.is_none());
+        let streaming = Connection::new(peer);
+        let lift = streaming.clone();
+        let connection = async move {
+            lift.outlive_timeout();
+            tokio::time::sleep(timeout * 10).await;
+        };
+        assert!(within_timeout(timeout, &streaming, connection)
+            .await
+            .is_some());
     }
 
     #[tokio::test]

@@ -4,7 +4,9 @@
 //! A workload gets an entry's SPIFFE ID when the entry's selectors are all
 //! among the workload's (SPIFFE.md, registration entries), on an agent the
 //! entry is authorized for: its parent, or an agent authorized for an entry
-//! whose SPIFFE ID is the parent (`server/authorized.rs`). So two entries
+//! whose SPIFFE ID is the parent, or an agent a node alias names (an entry
+//! parented to the server, whose node selectors the agent all shows;
+//! `server/authorized.rs`). So two entries
 //! that one agent can receive, with different SPIFFE IDs, where one's
 //! selectors are a subset of the other's, hand a workload matching the
 //! larger set both identities.
@@ -13,33 +15,74 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::{Finding, Inventory, Object, Severity};
 use crate::proto::admin;
+use crate::registration::node_alias::SERVER_PATH;
 
 /// The prefix of every agent ID the server grants, after the trust domain.
 const AGENT_PATH: &str = "/herald/agent/";
 
 /// Selector overlaps and parents, over the entries that have not expired.
+/// Node alias entries (parented to the server) are not given to workloads:
+/// they stand for the agents whose selectors they name.
 pub(super) fn check(inv: &Inventory) -> Vec<Finding> {
     let live: Vec<&admin::Entry> = inv
         .entries
         .iter()
         .filter(|e| e.expires_at == 0 || e.expires_at > inv.now)
         .collect();
-    let mut out = overlaps(&live);
-    out.extend(parents(inv, &live));
+    let server = format!("spiffe://{}{SERVER_PATH}", inv.trust_domain);
+    let (aliases, workloads): (Vec<&admin::Entry>, Vec<&admin::Entry>) =
+        live.iter().partition(|e| e.parent_id == server);
+    let named = alias_agents(inv, &aliases);
+    let mut out = overlaps(&workloads, &named);
+    out.extend(parents(inv, &workloads, &live));
+    out.extend(idle_aliases(&aliases, &named));
     out
 }
 
 /// An entry's selectors as `type:value` strings.
 fn selector_set(e: &admin::Entry) -> BTreeSet<String> {
-    e.selectors
+    selector_strings(&e.selectors)
+}
+
+fn selector_strings(selectors: &[admin::Selector]) -> BTreeSet<String> {
+    selectors
         .iter()
         .map(|s| format!("{}:{}", s.r#type, s.value))
         .collect()
 }
 
-/// The IDs at the top of each entry's parent chain: the agents (or IDs
-/// nothing stands for) from which the entry can be reached.
-fn roots(entries: &[&admin::Entry]) -> Vec<BTreeSet<String>> {
+/// For each alias ID, the agents (not banned) whose selectors include every
+/// selector of an alias entry granting it.
+fn alias_agents<'a>(
+    inv: &Inventory,
+    aliases: &[&'a admin::Entry],
+) -> HashMap<&'a str, BTreeSet<String>> {
+    let agents: Vec<(&str, BTreeSet<String>)> = inv
+        .agents
+        .iter()
+        .filter(|a| !a.banned)
+        .map(|a| (a.id.as_str(), selector_strings(&a.selectors)))
+        .collect();
+    let mut out: HashMap<&str, BTreeSet<String>> = HashMap::new();
+    for alias in aliases {
+        let wanted = selector_set(alias);
+        let members = out.entry(alias.spiffe_id.as_str()).or_default();
+        for (id, have) in &agents {
+            if !wanted.is_empty() && wanted.is_subset(have) {
+                members.insert(id.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The IDs at the top of each entry's parent chain: the agents (directly,
+/// or named by a node alias; an alias naming none stands for itself), or
+/// IDs nothing stands for, from which the entry can be reached.
+fn roots(
+    entries: &[&admin::Entry],
+    named: &HashMap<&str, BTreeSet<String>>,
+) -> Vec<BTreeSet<String>> {
     let mut parents_of: HashMap<&str, Vec<&str>> = HashMap::new();
     for e in entries {
         parents_of
@@ -57,11 +100,20 @@ fn roots(entries: &[&admin::Entry]) -> Vec<BTreeSet<String>> {
                 if !seen.insert(id) {
                     continue;
                 }
-                match parents_of.get(id) {
-                    Some(ps) => stack.extend(ps.iter().copied()),
-                    None => {
+                let alias = named.get(id);
+                match alias {
+                    Some(agents) if agents.is_empty() => {
                         found.insert(id.to_string());
                     }
+                    Some(agents) => found.extend(agents.iter().cloned()),
+                    None => {}
+                }
+                match parents_of.get(id) {
+                    Some(ps) => stack.extend(ps.iter().copied()),
+                    None if alias.is_none() => {
+                        found.insert(id.to_string());
+                    }
+                    None => {}
                 }
             }
             found
@@ -70,10 +122,10 @@ fn roots(entries: &[&admin::Entry]) -> Vec<BTreeSet<String>> {
 }
 
 /// Pairs of entries one agent can receive whose selector sets nest.
-fn overlaps(entries: &[&admin::Entry]) -> Vec<Finding> {
+fn overlaps(entries: &[&admin::Entry], named: &HashMap<&str, BTreeSet<String>>) -> Vec<Finding> {
     let sets: Vec<BTreeSet<String>> = entries.iter().map(|e| selector_set(e)).collect();
     let mut by_root: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, rs) in roots(entries).into_iter().enumerate() {
+    for (i, rs) in roots(entries, named).into_iter().enumerate() {
         for r in rs {
             by_root.entry(r).or_default().push(i);
         }
@@ -152,10 +204,11 @@ fn overlap(small: &admin::Entry, large: &admin::Entry, identical: bool) -> Findi
 }
 
 /// Entries whose parent is neither an attested agent nor another entry's
-/// SPIFFE ID: no agent receives them, so no workload gets their identity.
-fn parents(inv: &Inventory, entries: &[&admin::Entry]) -> Vec<Finding> {
+/// SPIFFE ID (an alias's included, from `live`): no agent receives them,
+/// so no workload gets their identity.
+fn parents(inv: &Inventory, entries: &[&admin::Entry], live: &[&admin::Entry]) -> Vec<Finding> {
     let agents: HashSet<&str> = inv.agents.iter().map(|a| a.id.as_str()).collect();
-    let granted: HashSet<&str> = entries.iter().map(|e| e.spiffe_id.as_str()).collect();
+    let granted: HashSet<&str> = live.iter().map(|e| e.spiffe_id.as_str()).collect();
     let agent_prefix = format!("spiffe://{}{AGENT_PATH}", inv.trust_domain);
     let mut out = Vec::new();
     for e in entries {
@@ -188,6 +241,29 @@ fn parents(inv: &Inventory, entries: &[&admin::Entry]) -> Vec<Finding> {
         out.push(finding);
     }
     out
+}
+
+/// Node alias entries that name no attested agent: the entries under
+/// them reach no workload until such an agent attests.
+fn idle_aliases(
+    aliases: &[&admin::Entry],
+    named: &HashMap<&str, BTreeSet<String>>,
+) -> Vec<Finding> {
+    aliases
+        .iter()
+        .filter(|a| named.get(a.spiffe_id.as_str()).is_none_or(BTreeSet::is_empty))
+        .map(|a| Finding {
+            severity: Severity::Info,
+            check: "node_alias",
+            object: Object::entry(a),
+            message: format!(
+                "this node alias names no attested agent: none shows all of {}; the entries under {} wait for one",
+                selector_set(a).into_iter().collect::<Vec<_>>().join(", "),
+                a.spiffe_id
+            ),
+            remedy: "nothing, if those nodes are still to come; otherwise compare with the selectors `herald agent show` lists".into(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -147,3 +147,86 @@ fn a_parent_cycle_ends() {
     // (each parent is the other's SPIFFE ID).
     assert!(f.is_empty(), "{f:?}");
 }
+
+const SERVER: &str = "spiffe://example.org/herald/server";
+
+/// Two x509pop agents, both from CA `f1`; db-1 also has CN db-1.
+fn fleet_inventory(entries: Vec<admin::Entry>) -> Inventory {
+    let mut inv = inventory();
+    let x509pop = |id: &str, cn: &str| {
+        let mut a = crate::vet::testdata::agent(id);
+        a.attestation_type = "x509pop".into();
+        a.selectors = [format!("subject:cn:{cn}"), "ca:fingerprint:f1".into()]
+            .into_iter()
+            .map(|value| admin::Selector {
+                r#type: "x509pop".into(),
+                value,
+            })
+            .collect();
+        a
+    };
+    inv.agents = vec![
+        x509pop("spiffe://example.org/herald/agent/x509pop/1", "db-1"),
+        x509pop("spiffe://example.org/herald/agent/x509pop/2", "db-2"),
+    ];
+    inv.entries = entries;
+    inv
+}
+
+/// A node alias entry is parented to the server, and a workload entry is
+/// parented to the alias: neither is "a parent nothing stands for".
+#[test]
+fn node_alias_entries_and_the_entries_under_them_have_parents() {
+    let inv = fleet_inventory(vec![
+        entry("alias", "/fleet", SERVER, &["x509pop:ca:fingerprint:f1"]),
+        entry("web", "/web", "spiffe://example.org/fleet", &["unix:uid:1"]),
+    ]);
+    let f = check(&inv);
+    assert!(f.is_empty(), "{f:?}");
+}
+
+/// Entries under two aliases naming the same agent can reach one workload;
+/// under aliases naming different agents they cannot.
+#[test]
+fn entries_under_aliases_overlap_only_on_agents_both_name() {
+    let shared = fleet_inventory(vec![
+        entry("all", "/fleet", SERVER, &["x509pop:ca:fingerprint:f1"]),
+        entry("one", "/db1", SERVER, &["x509pop:subject:cn:db-1"]),
+        entry("a", "/web", "spiffe://example.org/fleet", &["unix:uid:1"]),
+        entry("b", "/db", "spiffe://example.org/db1", &["unix:uid:1"]),
+    ]);
+    let f = check(&shared);
+    assert_eq!(
+        of(&f, "selector_overlap"),
+        [(Severity::Error, obj("a", "/web"))],
+        "{f:?}"
+    );
+    let apart = fleet_inventory(vec![
+        entry("one", "/db1", SERVER, &["x509pop:subject:cn:db-1"]),
+        entry("two", "/db2", SERVER, &["x509pop:subject:cn:db-2"]),
+        entry("a", "/web", "spiffe://example.org/db1", &["unix:uid:1"]),
+        entry("b", "/db", "spiffe://example.org/db2", &["unix:uid:1"]),
+    ]);
+    assert!(check(&apart).is_empty(), "{:?}", check(&apart));
+}
+
+/// An alias no agent matches is worth knowing (info), not an error.
+#[test]
+fn an_alias_naming_no_agent_is_info() {
+    let inv = fleet_inventory(vec![entry(
+        "alias",
+        "/fleet",
+        SERVER,
+        &["x509pop:ca:fingerprint:f1", "x509pop:subject:cn:db-9"],
+    )]);
+    let f = check(&inv);
+    assert_eq!(
+        of(&f, "node_alias"),
+        [(Severity::Info, obj("alias", "/fleet"))]
+    );
+    assert!(
+        f[0].message.contains("x509pop:subject:cn:db-9"),
+        "{}",
+        f[0].message
+    );
+}

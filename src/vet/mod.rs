@@ -55,6 +55,17 @@ pub struct Options {
     pub stale_agent_after: i64,
 }
 
+impl Default for Options {
+    /// The defaults of `herald check --socket` (`--expiry-horizon 7d`,
+    /// `--stale-agent-after 24h`), which the dashboard uses too.
+    fn default() -> Self {
+        Options {
+            expiry_horizon: 7 * 86_400,
+            stale_agent_after: 86_400,
+        }
+    }
+}
+
 /// How much a finding matters. Ordered: errors first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -28,7 +28,7 @@ pub enum VerifyError {
     #[error("x509pop: the certificate chain is empty")]
     NoChain,
     /// The chain does not verify to the configured roots.
-    #[error("x509pop: the machine certificate does not chain to the server's ca_bundle_path roots (or is expired, or not allowed for client auth)")]
+    #[error("x509pop: the machine certificate does not chain to the server's ca_bundle_path(s) roots (or is expired, or not allowed for client auth)")]
     Chain(#[source] webpki::Error),
     /// The challenge is bad or stale.
     #[error("x509pop")]

@@ -36,6 +36,7 @@ fn prove(chain: &str, key_pem: &str, challenge: Vec<u8>, csr: &[u8]) -> Proof_ {
         certificate_path: cert,
         private_key_path: key,
         intermediates_path: None,
+        check_interval: crate::node::x509pop::DEFAULT_CHECK_INTERVAL,
     };
     files.proof(challenge, csr).unwrap()
 }

@@ -135,6 +135,11 @@ impl KubeApi {
             .insert(token.to_string(), (vec![spec.audience.clone()], user));
     }
 
+    /// Forgets `token`: reviews of it fail as for a deleted pod's.
+    pub fn revoke(&self, token: &str) {
+        self.state.lock().unwrap().tokens.remove(token);
+    }
+
     /// A node, from `node.json` with this name, UID and labels.
     pub fn add_node(&self, name: &str, uid: &str, labels: &[(&str, &str)]) {
         let mut node = fixture("node.json");

@@ -22,6 +22,8 @@
 //! - [`ops`]: the ops listener over HTTP, and its metrics parsed.
 //! - [`procfs`]: a process's memory and CPU time, from /proc.
 //! - [`hostile`]: federation peers that misbehave, and the bundles they serve.
+//! - [`webdriver`]: headless Chromium through chromedriver, for the dashboard.
+//! - [`x509pop`]: x509pop servers and agents over a machine PKI made at test time.
 //!
 //! Each harness file imports the few `herald` types it needs at its top,
 //! so a module that moves in `src/` is a handful of `use` lines to follow.
@@ -46,4 +48,6 @@ pub mod process;
 pub mod procfs;
 pub mod sds;
 pub mod web;
+pub mod webdriver;
 pub mod workload;
+pub mod x509pop;

@@ -45,6 +45,21 @@ impl Proc {
         Proc { child, log, lines }
     }
 
+    /// `herald dev --data-dir d` in `dir`, its stdout (where it prints its
+    /// URLs and exports) sent to the stderr this harness reads.
+    pub fn herald_dev(dir: &std::path::Path) -> Proc {
+        let mut cmd = Command::new("sh");
+        cmd.current_dir(dir)
+            .args([
+                "-c",
+                "exec \"$0\" dev --data-dir d 1>&2",
+                env!("CARGO_BIN_EXE_herald"),
+            ])
+            .env_remove("HERALD_LOG")
+            .env_remove("HERALD_ADMIN_SOCKET");
+        Proc::spawn("dev", cmd)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -19,7 +19,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How a session ended without an error.
 enum SessionEnd {
     Shutdown,
-    /// The agent SVID was renewed: the next session presents it.
+    /// The agent SVID was renewed (or the agent re-attested): the next
+    /// session presents the new one.
     Reconnect,
 }
 
@@ -43,6 +44,10 @@ impl Manager {
                 }
                 Err(SessionError::Status(s)) if s.code() == tonic::Code::PermissionDenied => {
                     tracing::error!(agent = %self.cred.spiffe_id, error = %s.message(), "the server refused this agent");
+                    // Evicted: an x509pop agent proves itself again (a
+                    // banned one is refused); the backoff still applies.
+                    self.reattest_or_log("the server refused the agent SVID")
+                        .await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %Chain(&e), retry_in = ?backoff, "lost the server; serving cached SVIDs");
@@ -64,6 +69,10 @@ impl Manager {
         &mut self,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<SessionEnd, SessionError> {
+        if self.cred.not_after <= self.clock.now_unix() {
+            // Expired while the server was unreachable: no server takes it.
+            self.reattest("the agent SVID expired").await?;
+        }
         let mut client = self.connector.authenticated(&self.cred).await?;
         let mut stream = client.sync(node::SyncRequest {}).await?.into_inner();
         *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
@@ -74,6 +83,12 @@ impl Manager {
         self.pending_snapshot = None;
         self.pending_federated = None;
         tracing::info!(agent = %self.cred.spiffe_id, "connected to the server");
+        // An x509pop agent looks at its certificate file this often (the
+        // first look is at once: it may have been renewed meanwhile).
+        let machine_every = self.machine_check_interval();
+        let mut machine_check =
+            tokio::time::interval(machine_every.unwrap_or(Duration::from_secs(3600)));
+        machine_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = self.next_wake();
             let sleep =
@@ -82,10 +97,18 @@ impl Manager {
                 _ = crate::shutdown::stopped(shutdown) => return Ok(SessionEnd::Shutdown),
                 _ = tokio::time::sleep(sleep) => {
                     if self.agent_svid_due() {
-                        self.renew_agent(&mut client).await?;
+                        self.renew_or_reattest(&mut client).await?;
                         return Ok(SessionEnd::Reconnect);
                     }
                     self.reconcile(&mut client).await?;
+                }
+                _ = machine_check.tick(), if machine_every.is_some() => {
+                    // Tried again at the next look if it fails.
+                    if self.machine_cert_renewed()
+                        && self.reattest_or_log("the machine certificate was renewed").await
+                    {
+                        return Ok(SessionEnd::Reconnect);
+                    }
                 }
                 msg = stream.message() => match msg? {
                     Some(update) => {

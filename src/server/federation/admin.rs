@@ -64,6 +64,47 @@ fn add_services(
     ))
 }
 
+/// Every relationship (with how its refreshes go) and every federated
+/// bundle, as the two services list them: for the dashboard's in-process
+/// inventory (`admin_api::inventory`).
+pub(crate) async fn list_all(
+    state: &Arc<ServerState>,
+    refresher: &RefresherHandle,
+) -> Result<(Vec<admin::FederationRelationship>, Vec<admin::Bundle>), Status> {
+    use crate::proto::admin::federated_bundles_server::FederatedBundles as _;
+    use crate::proto::admin::federation_server::Federation as _;
+    use crate::server::admin_api::inventory::{all_pages, PAGE};
+    use tonic::Request;
+
+    let relationships_api = &relationships::FederationApi::new(state.clone(), refresher.clone());
+    let relationships = all_pages(|page_token| async move {
+        let req = admin::ListFederationRelationshipsRequest {
+            page_size: PAGE,
+            page_token,
+        };
+        let page = relationships_api
+            .list_federation_relationships(Request::new(req))
+            .await?
+            .into_inner();
+        Ok((page.federation_relationships, page.next_page_token))
+    })
+    .await?;
+    let bundles_api = &bundles::FederatedBundlesApi::new(state.clone(), refresher.clone());
+    let bundles = all_pages(|page_token| async move {
+        let req = admin::ListFederatedBundlesRequest {
+            page_size: PAGE,
+            page_token,
+        };
+        let page = bundles_api
+            .list_federated_bundles(Request::new(req))
+            .await?
+            .into_inner();
+        Ok((page.bundles, page.next_page_token))
+    })
+    .await?;
+    Ok((relationships, bundles))
+}
+
 /// A trust domain name from a request; the error names `field`.
 fn parse_trust_domain(field: &str, name: &str) -> Result<TrustDomain, Status> {
     if name.is_empty() {

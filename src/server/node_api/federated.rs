@@ -10,7 +10,6 @@
 //! ([`super::sync::SyncPart`]). Memory follows the bundles' size, not the
 //! number of agents times it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prost::bytes::{Bytes, BytesMut};
@@ -20,6 +19,7 @@ use prost::Message as _;
 use super::sync::{chunk, MAX_BUNDLE_BYTES};
 use crate::node::wire::bundle_into_wire;
 use crate::proto::node;
+use crate::server::generation_cache::GenerationCache;
 use crate::server::state::ServerState;
 use crate::store::StoreError;
 
@@ -61,7 +61,7 @@ impl FederatedWire {
     /// Reads the federated bundles from the store. A bundle too large for
     /// a message (only an administrator can store one) is left out and
     /// logged, rather than failing every agent's stream.
-    async fn load(state: &ServerState) -> Result<FederatedWire, StoreError> {
+    pub(crate) async fn load(state: &ServerState) -> Result<FederatedWire, StoreError> {
         let own = state.trust_domain.clone();
         let mut bundles = state.with_store(move |s| s.list_bundles()).await?;
         bundles.retain(|b| b.trust_domain != own);
@@ -111,42 +111,9 @@ impl FederatedWire {
     }
 }
 
-/// The current [`FederatedWire`], reloaded on first use after a change.
-/// Loading is single-flight: when every stream wakes on the same change,
-/// one reads the store and the others wait for its result.
-#[derive(Debug, Default)]
-pub struct FederatedCache {
-    /// Bumped by every change of a stored bundle.
-    generation: AtomicU64,
-    /// The last version loaded, and the generation it was loaded at.
-    current: tokio::sync::Mutex<Option<(u64, Arc<FederatedWire>)>>,
-}
-
-impl FederatedCache {
-    /// The stored bundles changed: the next reader reloads them.
-    pub fn invalidate(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// The federated bundles as of the last change.
-    pub(crate) async fn get(&self, state: &ServerState) -> Result<Arc<FederatedWire>, StoreError> {
-        let mut current = self.current.lock().await;
-        // Read before loading: a change during the load leaves the result
-        // marked stale, so the next reader loads again.
-        let generation = self.generation.load(Ordering::SeqCst);
-        if let Some((loaded_at, wire)) = current.as_ref() {
-            if *loaded_at == generation {
-                return Ok(wire.clone());
-            }
-        }
-        // The old version goes first, so two are never alive here at once
-        // (streams may still hold it until they have sent the new one).
-        *current = None;
-        let wire = Arc::new(FederatedWire::load(state).await?);
-        *current = Some((generation, wire.clone()));
-        Ok(wire)
-    }
-}
+/// The current [`FederatedWire`], reloaded on first use after a change
+/// of a stored bundle.
+pub type FederatedCache = GenerationCache<FederatedWire>;
 
 #[cfg(test)]
 mod tests {

@@ -105,7 +105,11 @@ impl NodeApi {
         tracing::debug!(entries = current.len(), "sync snapshot sent");
         loop {
             let mut stop = self.shutdown.clone();
-            let expiry = until_next_expiry(&current, now_unix());
+            // An alias entry's expiry changes what the agent may have too.
+            let now = now_unix();
+            let aliases = self.state.node_aliases().await.map_err(internal)?;
+            let expiry = until_next_expiry(&current, aliases.next_expiry(now), now);
+            drop(aliases);
             let first = tokio::select! {
                 ev = events.recv() => ev,
                 // An entry expired: recompute as if it had changed.
@@ -185,11 +189,17 @@ impl NodeApi {
     }
 }
 
-/// How long until the first of `entries` expires (`None`: none expires).
-fn until_next_expiry(entries: &BTreeMap<String, RegistrationEntry>, now: i64) -> Option<Duration> {
+/// How long until the first of `entries` expires, or `also` comes
+/// (`None`: neither).
+fn until_next_expiry(
+    entries: &BTreeMap<String, RegistrationEntry>,
+    also: Option<i64>,
+    now: i64,
+) -> Option<Duration> {
     entries
         .values()
         .filter_map(|e| e.expires_at.filter(|t| *t != 0))
+        .chain(also)
         .min()
         .map(|t| Duration::from_secs(u64::try_from(t - now).unwrap_or(0)))
 }

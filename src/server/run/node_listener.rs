@@ -162,15 +162,44 @@ fn k8s_psat_attestor(config: &ServerConfig) -> Result<Option<Arc<PsatAttestor>>,
     Ok(Some(Arc::new(attestor)))
 }
 
-/// The x509pop attestor of `[node_attestors.x509pop]`, its CA bundle read
-/// now so that a missing or empty file stops the server at start.
+/// The x509pop attestor of `[node_attestors.x509pop]`, its CA bundle
+/// files read now so that a missing or empty one stops the server at start.
 fn x509pop_verifier(config: &ServerConfig) -> Result<Option<Arc<X509PopVerifier>>, ServerError> {
     let Some(settings) = &config.x509pop else {
         return Ok(None);
     };
-    let path = &settings.ca_bundle_path;
+    let mut roots = Vec::new();
+    for path in &settings.ca_bundle_paths {
+        roots.extend(x509pop_roots(path)?);
+    }
+    // The challenge key comes from the system's random source; failing to
+    // make it is reported with the attestor's first file.
+    let challenges = ChallengeKey::generate().map_err(|e| ServerError::X509PopBundle {
+        path: settings
+            .ca_bundle_paths
+            .first()
+            .cloned()
+            .unwrap_or_default(),
+        reason: format!("making the challenge key: {e}"),
+    })?;
+    tracing::info!(
+        roots = roots.len(),
+        files = settings.ca_bundle_paths.len(),
+        "x509pop node attestation enabled"
+    );
+    Ok(Some(Arc::new(X509PopVerifier::new(
+        roots,
+        settings.agent_path_template.clone(),
+        config.trust_domain.clone(),
+        challenges,
+    ))))
+}
+
+/// The roots in one CA bundle file: at least one, each usable as a trust
+/// anchor.
+fn x509pop_roots(path: &std::path::Path) -> Result<Vec<Vec<u8>>, ServerError> {
     let bad = |reason: String| ServerError::X509PopBundle {
-        path: path.clone(),
+        path: path.to_path_buf(),
         reason,
     };
     let pem = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
@@ -185,12 +214,5 @@ fn x509pop_verifier(config: &ServerConfig) -> Result<Option<Arc<X509PopVerifier>
     if usable != roots.len() {
         return Err(bad("holds a certificate that does not parse".into()));
     }
-    let challenges = ChallengeKey::generate().map_err(|e| bad(e.to_string()))?;
-    tracing::info!(roots = roots.len(), "x509pop node attestation enabled");
-    Ok(Some(Arc::new(X509PopVerifier::new(
-        roots,
-        settings.agent_path_template.clone(),
-        config.trust_domain.clone(),
-        challenges,
-    ))))
+    Ok(roots)
 }

@@ -183,3 +183,37 @@ fn hint_expiry_and_id_rules() {
     e.id = "x".repeat(MAX_ENTRY_ID_LEN + 1);
     assert_field(e, "id", "at most 255");
 }
+
+/// An entry parented to the server is a node alias: node selectors only,
+/// and nothing that would shape an SVID; its own ID is a workload ID.
+#[test]
+fn node_alias_entries_take_node_selectors_only() {
+    let alias = || admin::Entry {
+        spiffe_id: "spiffe://example.org/fleet/db".into(),
+        parent_id: "spiffe://example.org/herald/server".into(),
+        selectors: vec![admin::Selector {
+            r#type: "x509pop".into(),
+            value: "subject:cn:db-1".into(),
+        }],
+        ..Default::default()
+    };
+    let r = validate_entry(&td(), &alias(), &[]).unwrap();
+    assert!(is_alias_entry(&r));
+    let mut unix = alias();
+    unix.selectors = good().selectors;
+    assert_field(
+        unix,
+        "selectors[0].type",
+        "\"unix\" is not a node selector type",
+    );
+    let mut admin_flag = alias();
+    admin_flag.admin = true;
+    assert_field(admin_flag, "admin", "no SVID is issued for an alias");
+    let mut reserved = alias();
+    reserved.spiffe_id = "spiffe://example.org/herald/server".into();
+    assert_field(reserved, "spiffe_id", "reserved path");
+    // Under an agent, node selector types are the operator's business.
+    let mut workload = good();
+    workload.selectors = alias().selectors;
+    assert!(validate_entry(&td(), &workload, &[]).is_ok());
+}
