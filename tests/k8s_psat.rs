@@ -13,8 +13,9 @@
 //!   token; a cluster before 1.32 (no node in the token) is named through
 //!   the pod's `spec.nodeName`.
 //! - JWKS (URL, RS256, issuer checked): the same ID shape, no labels.
-//! - A running agent re-attests when its SVID is due, with the token the
-//!   kubelet last rotated.
+//! - A node alias by `k8s_psat:cluster:prod` covers the agent; a running
+//!   agent re-attests when its SVID is due, with the token the kubelet
+//!   last rotated.
 //! - Refusals, each naming its reason: wrong audience, expired token,
 //!   unknown cluster, service account not allowed, TokenReview not
 //!   authenticated, a replaced pod, no node UID; and a banned node. An
@@ -441,6 +442,22 @@ fn a_running_agent_reattests_with_its_rotated_token() {
     let mut agent = Agent::start(&agent_config(&server, &agent_dir, "prod", &token));
     let agent_id = format!("spiffe://example.org/herald/agent/k8s_psat/prod/{NODE_1}");
     let first = server.cli_json(&["agent", "show", "--spiffe-id", &agent_id]);
+    // A node alias names every agent of the cluster; a workload entry
+    // under it reaches this one.
+    harness::x509pop::create_alias(
+        &server,
+        "spiffe://example.org/k8s/prod",
+        &["k8s_psat:cluster:prod"],
+    );
+    server.create_entry(
+        "spiffe://example.org/k8s/web",
+        "spiffe://example.org/k8s/prod",
+        &[],
+    );
+    rt.block_on(async {
+        let svid = wait_for_svid(&client(&agent.socket).await).await;
+        assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/k8s/web");
+    });
 
     // The kubelet rotates the token; only the new one is admitted now, so
     // a re-attestation proves the agent read it.
