@@ -100,18 +100,65 @@ fn add_pod_and_node(api: &KubeApi, spec: &TokenSpec, node: &str, node_uid: &str)
     );
 }
 
+/// Cluster `prod` reviewed by a test API server, the agent pod of node
+/// worker-1 with an admitted token, and a server attesting it. Fields drop
+/// in order: the server process before the files and the runtime.
+struct Prod {
+    server: Server,
+    api: KubeApi,
+    issuer: TestIssuer,
+    spec: TokenSpec,
+    token: String,
+    agent_dir: PathBuf,
+    rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+}
+
+impl Prod {
+    /// `top_level` keys go into server.toml before the tables.
+    fn start(top_level: &str) -> Prod {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let api = KubeApi::start(&rt, &dir.path().join("kube"));
+        let issuer = TestIssuer::es256("cluster-key-1").unwrap();
+        let spec = TokenSpec::agent("worker-1", NODE_1, now());
+        add_pod_and_node(&api, &spec, "worker-1", NODE_1);
+        let token = issuer.token(&spec).unwrap();
+        api.admit(&token, &spec);
+        let extra = format!("{top_level}{}", prod(&api));
+        let server = Server::start(&dir.path().join("server"), &extra);
+        Prod {
+            server,
+            agent_dir: dir.path().join("agent"),
+            api,
+            issuer,
+            spec,
+            token,
+            rt,
+            dir,
+        }
+    }
+
+    /// The worker-1 agent's configuration, its token file written.
+    fn agent_config(&self) -> PathBuf {
+        agent_config(&self.server, &self.agent_dir, "prod", &self.token)
+    }
+}
+
 #[test]
 fn token_review_attests_the_node_and_its_workloads() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
-    let api = KubeApi::start(&rt, &dir.path().join("kube"));
-    let issuer = TestIssuer::es256("cluster-key-1").unwrap();
-    let spec = TokenSpec::agent("worker-1", NODE_1, now());
-    add_pod_and_node(&api, &spec, "worker-1", NODE_1);
-    let token = issuer.token(&spec).unwrap();
-    api.admit(&token, &spec);
-    let server = Server::start(&dir.path().join("server"), &prod(&api));
-    let agent_dir = dir.path().join("agent");
+    // Bound in this order so that they drop in the reverse: the server
+    // process first, the temp dir last.
+    let Prod {
+        dir,
+        rt,
+        agent_dir,
+        token,
+        spec,
+        issuer,
+        api,
+        server,
+    } = Prod::start("");
     let config = agent_config(&server, &agent_dir, "prod", &token);
     let mut agent = Agent::start(&config);
 
@@ -428,18 +475,18 @@ fn refused_attestations_name_the_reason() {
 /// the cluster is asked again, the agent keeps its ID.
 #[test]
 fn a_running_agent_reattests_with_its_rotated_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
-    let api = KubeApi::start(&rt, &dir.path().join("kube"));
-    let issuer = TestIssuer::es256("cluster-key-1").unwrap();
-    let spec = TokenSpec::agent("worker-1", NODE_1, now());
-    add_pod_and_node(&api, &spec, "worker-1", NODE_1);
-    let token = issuer.token(&spec).unwrap();
-    api.admit(&token, &spec);
-    let extra = format!("agent_svid_ttl = \"30s\"\n{}", prod(&api));
-    let server = Server::start(&dir.path().join("server"), &extra);
-    let agent_dir = dir.path().join("agent");
-    let mut agent = Agent::start(&agent_config(&server, &agent_dir, "prod", &token));
+    let case = Prod::start("agent_svid_ttl = \"30s\"\n");
+    let mut agent = Agent::start(&case.agent_config());
+    let Prod {
+        server,
+        api,
+        issuer,
+        spec,
+        token,
+        agent_dir,
+        rt,
+        ..
+    } = &case;
     let agent_id = format!("spiffe://example.org/herald/agent/k8s_psat/prod/{NODE_1}");
     let first = server.cli_json(&["agent", "show", "--spiffe-id", &agent_id]);
     // A node alias names every agent of the cluster; a workload entry
