@@ -492,7 +492,7 @@ fn a_running_agent_reattests_with_its_rotated_token() {
     // A node alias names every agent of the cluster; a workload entry
     // under it reaches this one.
     harness::x509pop::create_alias(
-        &server,
+        server,
         "spiffe://example.org/k8s/prod",
         &["k8s_psat:cluster:prod"],
     );
@@ -514,7 +514,7 @@ fn a_running_agent_reattests_with_its_rotated_token() {
     };
     let fresh = issuer.token(&rotated).unwrap();
     api.admit(&fresh, &rotated);
-    api.revoke(&token);
+    api.revoke(token);
     std::fs::write(agent_dir.join("herald-agent"), &fresh).unwrap();
     let reviews = || {
         api.requests()
