@@ -4,13 +4,14 @@
 //!   fields are errors) against Kubernetes' own OpenAPI schemas, as
 //!   `kubernetes-validate` (PyPI) bundles them, for the oldest and newest
 //!   versions we target; the tool is required (`.ci/run` installs it);
-//! - the `server.toml` and `agent.toml` embedded in the ConfigMaps pass
-//!   Herald's own configuration checks;
-//! - the systemd units in `deploy/` pass `systemd-analyze verify` (with the
+//! - the `server.toml` and `agent.toml` embedded in the ConfigMaps, and
+//!   the HA files of `deploy/ha/`, pass Herald's own configuration checks;
+//! - the systemd units in `deploy/` and `deploy/ha/` pass `systemd-analyze verify` (with the
 //!   binary path pointed at the one cargo built), where systemd is installed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Once;
 
 use herald::config::{AgentConfig, ConfigFile as _, ServerConfig};
 
@@ -100,13 +101,7 @@ fn the_config_maps_hold_valid_herald_configurations() {
     let server = k8s.join("11-server-config.yaml");
     ServerConfig::parse(&server, &embedded(&server, "server.toml"))
         .unwrap_or_else(|e| panic!("{e}"));
-    // The HA variant reads its store URL from the environment (the
-    // herald-store Secret in the pod); the server resolves it as it parses.
-    // No other test reads this variable.
-    std::env::set_var(
-        "HERALD_STORE_URL",
-        "postgres://herald@herald-postgres.herald.svc/herald",
-    );
+    store_url_env();
     let ha = k8s.join("ha/11-server-config.yaml");
     let config =
         ServerConfig::parse(&ha, &embedded(&ha, "server.toml")).unwrap_or_else(|e| panic!("{e}"));
@@ -164,6 +159,60 @@ fn k8s_psat_is_configured_end_to_end() {
     );
 }
 
+/// The HA configurations read their store URL from the environment (the
+/// herald-store Secret in the pod, EnvironmentFile= under systemd); the
+/// server resolves it as it parses. Set once, before any test of this
+/// file parses; no other test reads this variable.
+fn store_url_env() {
+    static SET: Once = Once::new();
+    SET.call_once(|| {
+        std::env::set_var(
+            "HERALD_STORE_URL",
+            "postgres://herald@herald-postgres.herald.svc/herald",
+        )
+    });
+}
+
+#[test]
+fn the_ha_files_hold_valid_herald_configurations() {
+    store_url_env();
+    let ha = deploy().join("ha");
+    let mut data_dirs = Vec::new();
+    for n in 1..=3 {
+        let path = ha.join(format!("server-{n}.toml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config = ServerConfig::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(config.store, herald::config::StoreConfig::Postgres(_)),
+            "{}: {:?}",
+            path.display(),
+            config.store
+        );
+        assert_eq!(config.trust_domain.name(), "example.org");
+        data_dirs.push(config.data_dir);
+    }
+    data_dirs.dedup();
+    assert_eq!(data_dirs.len(), 3, "each server keeps its own keys");
+    let path = ha.join("agent.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let agent = AgentConfig::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+    let servers: Vec<String> = agent
+        .server_addresses
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            "herald-1.example.org:8081",
+            "herald-2.example.org:8081",
+            "herald-3.example.org:8081"
+        ]
+    );
+    let rebootstrap = agent.rebootstrap.expect("[rebootstrap] is on");
+    assert_eq!(rebootstrap.delay, std::time::Duration::from_secs(300));
+}
+
 #[test]
 fn systemd_units_verify() {
     if Command::new("systemd-analyze")
@@ -176,7 +225,10 @@ fn systemd_units_verify() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut units = Vec::new();
-    for entry in std::fs::read_dir(deploy()).unwrap() {
+    let all = std::fs::read_dir(deploy())
+        .unwrap()
+        .chain(std::fs::read_dir(deploy().join("ha")).unwrap());
+    for entry in all {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "service") {
             // `verify` checks that ExecStart's binary exists: point it at ours.
@@ -188,7 +240,7 @@ fn systemd_units_verify() {
             units.push(copy);
         }
     }
-    assert!(units.len() >= 3, "{units:?}");
+    assert!(units.len() >= 4, "{units:?}");
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .args(&units)

@@ -114,7 +114,7 @@ fn only_the_current_agent_svid_authenticates() {
             "{status:?}"
         );
         let mut client = agent.connector.authenticated(&copy).await.unwrap();
-        let sync = client.sync(node::SyncRequest {}).await;
+        let sync = client.sync(node::SyncRequest::default()).await;
         assert_eq!(sync.unwrap_err().code(), tonic::Code::PermissionDenied);
         // The current SVID goes on working.
         renew(&agent, &current)

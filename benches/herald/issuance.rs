@@ -156,7 +156,7 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
     let _sync = rts.bench.block_on(async {
         let mut client = agent.connector.authenticated(&agent.cred).await.unwrap();
         let mut stream = client
-            .sync(node::SyncRequest {})
+            .sync(node::SyncRequest::default())
             .await
             .expect("Sync")
             .into_inner();

@@ -6,7 +6,12 @@
 //! state to the [`Cache`].
 //!
 //! When the server is unreachable the cache keeps serving what it holds until
-//! each SVID expires, and the manager reconnects with exponential backoff.
+//! each SVID expires, and the manager reconnects with exponential backoff
+//! and full jitter, failing over to the next server of `server_address`.
+//! A reconnecting agent says what it holds, so that the server resumes its
+//! Sync with only what changed. With `[rebootstrap]`, an agent whose saved
+//! bundle no longer validates any server gets the roots again from the
+//! configured source (and attests again if its SVID is no longer valid).
 //!
 //! Every decision about what is due reads the injected [`SharedClock`], so
 //! it can be tested with a `FakeClock`; only the sleeping uses tokio timers.
@@ -15,8 +20,10 @@
 //! `sync_update` (applying one Sync message), `issuance` (which SVIDs
 //! are due, and getting them signed), `renewal` (when things are due, and
 //! the agent's own SVID), `reattest` (an x509pop agent proving its machine
-//! key again, a k8s_psat agent presenting its current token), `session` (the connection loop), `restore` (starting from
-//! the SVIDs saved before a restart).
+//! key again, a k8s_psat agent presenting its current token), `session`
+//! (the connection loop and failover), `resume` (resumed snapshots),
+//! `restore` (starting from the SVIDs saved before a restart), `trust`
+//! (re-bootstrapping and re-attesting).
 
 #[cfg(test)]
 mod fixture;
@@ -24,11 +31,14 @@ mod issuance;
 mod reattest;
 mod renewal;
 mod restore;
+mod resume;
 mod session;
 mod stored;
 mod sync_update;
+mod trust;
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
@@ -36,16 +46,19 @@ use tonic::transport::Channel;
 
 use self::issuance::Held;
 use self::reattest::MachineIdentity;
+use self::resume::PendingSnapshot;
 use self::stored::StoredEntry;
 use super::cache::{Cache, CacheSnapshot, WorkloadIdentity};
 use super::metrics::AgentMetrics;
+use super::rebootstrap::Rebootstrap;
 use crate::ca::x509::X509Error;
 use crate::ca::KeyError;
 use crate::clock::SharedClock;
+use crate::config::node_attestors::NodeAttestation;
 use crate::node::wire::WireError;
 use crate::node::{
-    AgentCredential, CredentialStore, CredentialStoreError, CsrBuildError, NodeClientError,
-    ServerConnector,
+    AgentCredential, AttestError, CredentialStore, CredentialStoreError, CsrBuildError,
+    NodeClientError, ServerConnector,
 };
 use crate::proto::node::node_client::NodeClient as Grpc;
 use crate::spiffe::{Bundle, TrustDomain};
@@ -84,10 +97,17 @@ enum SessionError {
     EmptyAgentSvid,
     #[error("the server sent an unreadable agent SVID")]
     AgentSvid(#[source] X509Error),
-    #[error("saving the renewed agent SVID")]
+    #[error("saving the agent SVID")]
     SaveCredential(#[source] CredentialStoreError),
-    #[error("re-attestation")]
-    Reattest(#[source] Box<crate::node::AttestError>),
+    #[error("attesting again failed")]
+    Reattest(#[source] Box<AttestError>),
+}
+
+impl SessionError {
+    /// A server answered with a certificate our roots cannot validate.
+    fn server_untrusted(&self) -> bool {
+        matches!(self, SessionError::Connect(e) if e.server_untrusted())
+    }
 }
 
 /// The manager task's state.
@@ -100,7 +120,10 @@ pub struct Manager {
     cred: AgentCredential,
     bundle: Bundle,
     entries: BTreeMap<String, StoredEntry>,
-    pending_snapshot: Option<BTreeMap<String, StoredEntry>>,
+    pending_snapshot: Option<PendingSnapshot>,
+    /// The server's digest of the federated set held (None: the set was
+    /// not received on a Sync, e.g. restored from disk).
+    federated_digest: Option<Vec<u8>>,
     /// A federated bundle set still arriving over several Sync messages.
     pending_federated: Option<Vec<crate::proto::node::Bundle>>,
     held: BTreeMap<String, Held>,
@@ -123,8 +146,15 @@ pub struct Manager {
     metrics: AgentMetrics,
     /// The machine identity an x509pop agent re-attests with.
     machine: Option<MachineIdentity>,
-    /// The projected token a k8s_psat agent re-attests with.
-    psat: Option<crate::node::k8s_psat::PsatSource>,
+    /// The server of the last session, to tell a failover.
+    last_server: Option<SocketAddr>,
+    /// The session in progress received its first Sync message.
+    established: bool,
+    /// `[rebootstrap]`, when configured.
+    rebootstrap: Option<Rebootstrap>,
+    /// How to attest again when the agent SVID is no longer valid (with
+    /// `[rebootstrap]`), and, for a k8s_psat agent, at every renewal.
+    attestation: NodeAttestation,
 }
 
 // === impl Manager ===
@@ -153,6 +183,7 @@ impl Manager {
             bundle,
             entries: BTreeMap::new(),
             pending_snapshot: None,
+            federated_digest: None,
             pending_federated: None,
             held: BTreeMap::new(),
             client,
@@ -166,8 +197,23 @@ impl Manager {
             federated: BTreeMap::new(),
             metrics: AgentMetrics::default(),
             machine: None,
-            psat: None,
+            last_server: None,
+            established: false,
+            rebootstrap: None,
+            attestation: NodeAttestation::None,
         }
+    }
+
+    /// Re-bootstraps trust as `rebootstrap` says, attesting again by
+    /// `attestation` when the agent SVID is no longer valid.
+    pub fn with_rebootstrap(
+        mut self,
+        rebootstrap: Option<Rebootstrap>,
+        attestation: NodeAttestation,
+    ) -> Self {
+        self.rebootstrap = rebootstrap;
+        self.attestation = attestation;
+        self
     }
 
     /// Counts syncs and reconnects into `metrics`.

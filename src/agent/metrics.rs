@@ -4,7 +4,8 @@
 //! read from the identity cache at scrape time (SVIDs held, the outage
 //! budget). [`AgentOps`] plugs both, and readiness, into the ops listener.
 //!
-//! Labels are fixed words (rpc, code): never a SPIFFE ID or an entry.
+//! Labels are fixed words (rpc, code), or the configured address of the
+//! server the agent is connected to: never a SPIFFE ID or an entry.
 
 use std::fmt;
 use std::sync::Arc;
@@ -46,7 +47,16 @@ pub struct AgentMetrics {
     reconnects: Counter,
     /// Entries the agent is authorized for, as of the last Sync applied.
     entries: Gauge,
+    /// 1 for the server the agent is connected to (no series while it is
+    /// connected to none).
+    server: Family<ServerLabels, Gauge>,
+    failovers: Counter,
+    sync_resumes: Counter,
+    rebootstraps: Counter,
 }
+
+/// The `address` label of `herald_agent_server_connected`.
+type ServerLabels = [(&'static str, String); 1];
 
 impl Default for AgentMetrics {
     fn default() -> Self {
@@ -57,6 +67,10 @@ impl Default for AgentMetrics {
             last_sync: Gauge::default(),
             reconnects: Counter::default(),
             entries: Gauge::default(),
+            server: Family::default(),
+            failovers: Counter::default(),
+            sync_resumes: Counter::default(),
+            rebootstraps: Counter::default(),
         }
     }
 }
@@ -97,6 +111,31 @@ impl AgentMetrics {
         self.reconnects.inc();
     }
 
+    /// The agent is now connected to `server` (None: to none).
+    pub fn set_server(&self, server: Option<std::net::SocketAddr>) {
+        self.server.clear();
+        if let Some(s) = server {
+            self.server
+                .get_or_create(&[("address", s.to_string())])
+                .set(1);
+        }
+    }
+
+    /// The agent connected to another server than in its last session.
+    pub fn failed_over(&self) {
+        self.failovers.inc();
+    }
+
+    /// A resumed Sync snapshot (only the changes) was applied.
+    pub fn sync_resumed(&self) {
+        self.sync_resumes.inc();
+    }
+
+    /// The agent re-bootstrapped its trust from `[rebootstrap]`'s source.
+    pub fn rebootstrapped(&self) {
+        self.rebootstraps.inc();
+    }
+
     fn register(&self, r: &mut Registry) {
         // prometheus-client appends `_total` to counters.
         r.register(
@@ -128,6 +167,26 @@ impl AgentMetrics {
             "herald_agent_entries",
             "Registration entries the agent is authorized for",
             self.entries.clone(),
+        );
+        r.register(
+            "herald_agent_server_connected",
+            "1 for the server address the agent is connected to (none while disconnected)",
+            self.server.clone(),
+        );
+        r.register(
+            "herald_agent_failovers",
+            "Connections to another server than the one of the previous session",
+            self.failovers.clone(),
+        );
+        r.register(
+            "herald_agent_sync_resumes",
+            "Sync streams resumed with only the changes since the agent's last sync",
+            self.sync_resumes.clone(),
+        );
+        r.register(
+            "herald_agent_rebootstraps",
+            "Times the agent replaced its trust bundle's roots from [rebootstrap]'s source",
+            self.rebootstraps.clone(),
         );
     }
 }

@@ -9,6 +9,7 @@ pub mod jwt_source;
 pub mod manager;
 pub mod metrics;
 pub mod persist;
+pub mod rebootstrap;
 pub mod run;
 pub mod sds;
 pub mod workload_api;

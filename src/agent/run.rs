@@ -16,14 +16,13 @@ use super::jwt_source::NodeJwtSource;
 use super::manager::Manager;
 use super::metrics::{AgentMetrics, AgentOps};
 use super::persist::{self, Persister};
+use super::rebootstrap::{attest_at_start, Rebootstrap};
 use super::workload_api::{WorkloadApi, WorkloadApiLimits, WorkloadApiOptions};
 use crate::ca::keys::pem_blocks;
 use crate::clock;
 use crate::config::node_attestors::NodeAttestation;
 use crate::config::{AgentConfig, Bootstrap};
-use crate::node::{
-    attest_with, AttestError, CredentialStore, Method, NodeClientError, ServerConnector,
-};
+use crate::node::{AttestError, CredentialStore, Method, NodeClientError, ServerConnector};
 use crate::ops::{OpsListener, Role};
 use crate::spiffe::SpiffeId;
 use crate::tls::Roots;
@@ -146,17 +145,20 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
             "insecure_bootstrap: the server is not authenticated for the first attestation"
         );
     }
-    let mut connector = ServerConnector::new(
-        config.server_address,
+    let mut connector = ServerConnector::with_targets(
+        config.server_addresses.clone(),
         &config.trust_domain,
         Roots::new(roots),
         insecure,
     )?;
 
+    let mut rebootstrap = config.rebootstrap.clone().map(Rebootstrap::new);
+    let metrics = AgentMetrics::default();
     let clock = clock::system();
     let saved = store
         .load_credential()?
         .filter(|c| c.not_after > clock.now_unix());
+    let held_sequence = saved_bundle.as_ref().map_or(0, |b| b.sequence);
     let (cred, bundle) = match (saved, saved_bundle) {
         (Some(cred), Some(bundle)) => {
             tracing::info!(agent = %cred.spiffe_id, "reusing the saved agent SVID");
@@ -169,7 +171,15 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
                 NodeAttestation::K8sPsat(source) => Method::K8sPsat(source),
                 NodeAttestation::None => return Err(AgentError::NoCredential),
             };
-            let (cred, bundle) = attest_with(&connector, method).await?;
+            let (cred, bundle) = attest_at_start(
+                &connector,
+                method,
+                rebootstrap.as_mut(),
+                &config.trust_domain,
+                held_sequence,
+                &metrics,
+            )
+            .await?;
             store.save_credential(&cred)?;
             store.save_bundle(&bundle)?;
             (cred, bundle)
@@ -184,7 +194,6 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     let mut tasks = Vec::new();
     let spiffe_id = cred.spiffe_id.clone();
     let jwt_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let metrics = AgentMetrics::default();
     let mut manager = Manager::new(
         connector,
         store,
@@ -195,11 +204,10 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
         jwt_epoch.clone(),
         clock.clone(),
     )
-    .with_metrics(metrics.clone());
-    match &config.attestation {
-        NodeAttestation::X509Pop(files) => manager = manager.with_x509pop(files.clone()),
-        NodeAttestation::K8sPsat(source) => manager = manager.with_k8s_psat(source.clone()),
-        _ => {}
+    .with_metrics(metrics.clone())
+    .with_rebootstrap(rebootstrap, config.attestation.clone());
+    if let NodeAttestation::X509Pop(files) = &config.attestation {
+        manager = manager.with_x509pop(files.clone());
     }
     // Before the first connection: the Workload API serves what was saved
     // even if the server never answers.

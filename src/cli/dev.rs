@@ -99,6 +99,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         limits: Default::default(),
         prune: Default::default(),
         jwt_issuer: None,
+        dashboard: None,
         // One listener serves both roles, below.
         ops: None,
         audit_log: None,
@@ -140,7 +141,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
         let socket_path = agent_dir.join("public/api.sock");
         let agent_config = AgentConfig {
             trust_domain: td.clone(),
-            server_address: server.node_addr,
+            server_addresses: vec![server.node_addr.into()],
             data_dir: agent_dir.clone(),
             socket_path: socket_path.clone(),
             bootstrap: Bootstrap::TrustBundle(bootstrap),
@@ -151,6 +152,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
             sds: Default::default(),
             k8s: None,
             ops: None,
+            rebootstrap: None,
         };
         let agent = crate::agent::run::start(&agent_config)
             .await

@@ -1,7 +1,6 @@
 //! `agent.toml`: one node's agent, how it first trusts its server, and where
 //! it serves the Workload API.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,19 +11,23 @@ use super::k8s::{k8s_settings, K8sSettings, RawWorkloadAttestors};
 use super::node_attestors::{agent_attestation, NodeAttestation, RawAgentAttestor};
 use super::ops::{ops_config, OpsConfig, RawOps};
 use super::sds::{sds_settings, RawSds, SdsSettings};
+use super::servers::{
+    rebootstrap_settings, server_targets, RawRebootstrap, RawServerAddress, RebootstrapSettings,
+};
 use super::{default_log_level, parse_toml, ConfigError, ConfigFile, LogFormat, Logging};
 use crate::agent::attestor::DEFAULT_SHA256_MAX_FILE_SIZE;
 use crate::agent::h2_authority::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_UID, DEFAULT_MAX_HEADER_LIST_SIZE,
 };
 use crate::agent::workload_api::{DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_MAX_CONCURRENT_STREAMS};
+use crate::node::ServerTarget;
 use crate::spiffe::TrustDomain;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAgent {
     trust_domain: String,
-    server_address: String,
+    server_address: RawServerAddress,
     data_dir: PathBuf,
     socket_path: Option<PathBuf>,
     trust_bundle_path: Option<PathBuf>,
@@ -50,6 +53,7 @@ struct RawAgent {
     #[serde(default)]
     workload_attestors: RawWorkloadAttestors,
     ops: Option<RawOps>,
+    rebootstrap: Option<RawRebootstrap>,
 }
 
 /// The largest clock skew ValidateJWTSVID may be told to tolerate.
@@ -192,8 +196,9 @@ pub enum Bootstrap {
 pub struct AgentConfig {
     /// The server's trust domain.
     pub trust_domain: TrustDomain,
-    /// The server's node API address.
-    pub server_address: SocketAddr,
+    /// `server_address`: the node API of every server of the trust
+    /// domain, tried in this order (DNS names resolved at each attempt).
+    pub server_addresses: Vec<ServerTarget>,
     /// Where the agent keeps its SVID, key and bundle.
     pub data_dir: PathBuf,
     /// The Workload API socket.
@@ -216,6 +221,9 @@ pub struct AgentConfig {
     pub k8s: Option<K8sSettings>,
     /// The operations listener (`[ops]`), off when absent.
     pub ops: Option<OpsConfig>,
+    /// `[rebootstrap]`: where to get the roots again when the saved
+    /// bundle validates no server any more; off when absent.
+    pub rebootstrap: Option<RebootstrapSettings>,
 }
 
 impl ConfigFile for AgentConfig {
@@ -252,7 +260,7 @@ impl ConfigFile for AgentConfig {
             .unwrap_or_else(|| crate::runtime_dir::default_workload_socket(&data_dir));
         Ok(AgentConfig {
             trust_domain: c.trust_domain("trust_domain", &raw.trust_domain)?,
-            server_address: c.address("server_address", &raw.server_address)?,
+            server_addresses: server_targets(&c, &raw.server_address)?,
             data_dir,
             socket_path,
             bootstrap,
@@ -263,6 +271,7 @@ impl ConfigFile for AgentConfig {
             sds: sds_settings(&c, raw.sds)?,
             k8s: k8s_settings(&c, raw.workload_attestors)?,
             ops: ops_config(&c, raw.ops)?,
+            rebootstrap: rebootstrap_settings(&c, raw.rebootstrap)?,
         })
     }
 }

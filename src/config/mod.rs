@@ -4,11 +4,14 @@
 //! - [`server`] reads `server.toml` (the CA, its upstream, listeners).
 //! - [`federation`] reads the `[federation]` table of `server.toml`, and
 //!   [`store`] its `[store]` table (sled or PostgreSQL).
-//! - [`agent`] reads `agent.toml`, the node agent's, [`sds`] its `[sds]`
+//! - [`agent`] reads `agent.toml`, the node agent's, [`servers`] its
+//!   `server_address` list and `[rebootstrap]` table, [`sds`] its `[sds]`
 //!   table (Envoy SDS names) and [`k8s`] its `[workload_attestors.k8s]`
 //!   table (the Kubernetes workload attestor).
 //! - [`ops`] reads the `[ops]` table both roles share (the operations
 //!   listener's address).
+//! - [`dashboard`] reads the `[dashboard]` table of `server.toml` (the
+//!   web dashboard's Unix socket).
 //! - [`helper`] reads `helper.toml`, what `herald helper` writes and reloads.
 //! - `check` is the one checker every role's validation goes through, so
 //!   every error names the file and the key the same way.
@@ -22,6 +25,7 @@ use serde::Deserialize;
 
 pub mod agent;
 mod check;
+pub mod dashboard;
 pub mod federation;
 pub mod helper;
 pub mod k8s;
@@ -31,6 +35,7 @@ pub mod node_attestors;
 pub mod ops;
 pub mod sds;
 pub mod server;
+pub mod servers;
 pub mod store;
 
 pub use agent::{AgentConfig, Bootstrap};

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::dashboard::{dashboard_config, DashboardConfig, RawDashboard};
 use super::federation::FederationConfig;
 use super::k8s_psat::{server_k8s_psat, PsatServerSettings};
 use super::limits::ListenerLimits;
@@ -64,6 +65,8 @@ struct RawServer {
     issuance_retention: String,
     jwt_issuer: Option<String>,
     ops: Option<RawOps>,
+    /// The `[dashboard]` table.
+    dashboard: Option<RawDashboard>,
     /// The `[audit]` table.
     audit: Option<RawAudit>,
     /// The `[store]` table, validated by `StoreConfig::from_toml`.
@@ -205,6 +208,8 @@ pub struct ServerConfig {
     pub jwt_issuer: Option<String>,
     /// The operations listener (`[ops]`), off when absent.
     pub ops: Option<OpsConfig>,
+    /// Where the web dashboard is also served (`[dashboard]`), if anywhere.
+    pub dashboard: Option<DashboardConfig>,
     /// The audit log's file (`[audit] path`), relative to the working
     /// directory like every path here; None: no audit log.
     pub audit_log: Option<PathBuf>,
@@ -329,6 +334,7 @@ impl ConfigFile for ServerConfig {
             x509pop,
             k8s_psat,
             ops: ops_config(&c, raw.ops)?,
+            dashboard: dashboard_config(&c, raw.dashboard)?,
             audit_log,
             store,
             jwt_issuer,

@@ -2,18 +2,26 @@
 //! `spiffe://<td>/herald/server` under the trust domain's roots), join-token
 //! attestation without a client certificate, and mTLS with the agent SVID
 //! for everything after.
+//!
+//! Several servers may serve one trust domain (`server_address` lists
+//! them, or names them by DNS): each connection round resolves every
+//! target and tries the candidates in turn, starting with the server of
+//! the last connection, or the one after it once the caller said that
+//! server failed ([`ServerConnector::fail_over`]).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint};
 
+use super::targets::{resolve_all, ServerTarget};
 use crate::ca::KeyPair;
+use crate::errors::Chain;
 use crate::proto::node::node_client::NodeClient as Grpc;
 use crate::spiffe::{SpiffeId, TrustDomain};
-use crate::tls::{certified_key, provider, Roots, ServerIdVerifier};
+use crate::tls::{certified_key, provider, PeerError, Roots, ServerIdVerifier};
 
 /// Why a node could not reach or use its server.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +41,56 @@ pub enum NodeClientError {
         /// the chain: print it with `errors::Chain`).
         source: tonic::transport::Error,
     },
+    /// No server address is configured.
+    #[error("no server address is configured")]
+    NoTargets,
+    /// None of the configured names resolved to an address.
+    #[error("no server address resolves: {targets}")]
+    Unresolved {
+        /// The addresses, as configured.
+        targets: String,
+        /// The resolver's answer for the first.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl NodeClientError {
+    /// Whether a server answered with a certificate that does not chain
+    /// to the roots we hold: what an agent sees when its trust bundle is
+    /// stale (the server's CA changed while it was away).
+    pub fn server_untrusted(&self) -> bool {
+        let NodeClientError::Connect { source, .. } = self else {
+            return false;
+        };
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(e) = cur {
+            let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+                e.downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            });
+            if let Some(tls) = tls {
+                return untrusted_certificate(tls);
+            }
+            cur = e.source();
+        }
+        false
+    }
+}
+
+/// A refusal of the server's certificate by the chain check (not by the
+/// ID rule: a server with another SPIFFE ID is a wrong address, not a
+/// stale bundle).
+fn untrusted_certificate(e: &rustls::Error) -> bool {
+    match e {
+        rustls::Error::InvalidCertificate(_) => true,
+        rustls::Error::Other(rustls::OtherError(inner)) => matches!(
+            inner.downcast_ref::<PeerError>(),
+            Some(PeerError::Chain(_) | PeerError::NoUsableRoot)
+        ),
+        _ => false,
+    }
 }
 
 /// The agent's current credential: an SVID chain (leaf first) and its key.
@@ -49,13 +107,24 @@ pub struct AgentCredential {
     pub not_after: i64,
 }
 
-/// Builds connections to one server.
+/// Builds connections to the servers of one trust domain. Clones share
+/// the position (which server was used last).
 #[derive(Debug, Clone)]
 pub struct ServerConnector {
-    addr: SocketAddr,
+    targets: Arc<[ServerTarget]>,
     server_id: SpiffeId,
     roots: Roots,
     insecure: bool,
+    position: Arc<Mutex<Position>>,
+}
+
+/// Where the next connection round starts.
+#[derive(Debug, Default)]
+struct Position {
+    /// The server of the last successful connection.
+    current: Option<SocketAddr>,
+    /// That server failed: start with the one after it.
+    move_on: bool,
 }
 
 impl ServerConnector {
@@ -67,14 +136,43 @@ impl ServerConnector {
         roots: Roots,
         insecure: bool,
     ) -> Result<Self, NodeClientError> {
+        Self::with_targets(vec![addr.into()], td, roots, insecure)
+    }
+
+    /// Connections to any of the servers of `td` at `targets`, in order.
+    pub fn with_targets(
+        targets: Vec<ServerTarget>,
+        td: &TrustDomain,
+        roots: Roots,
+        insecure: bool,
+    ) -> Result<Self, NodeClientError> {
+        if targets.is_empty() {
+            return Err(NodeClientError::NoTargets);
+        }
         let server_id =
             crate::registration::node_alias::server_id(td).map_err(NodeClientError::ServerId)?;
         Ok(ServerConnector {
-            addr,
+            targets: targets.into(),
             server_id,
             roots,
             insecure,
+            position: Arc::default(),
         })
+    }
+
+    /// The server of the last successful connection.
+    pub fn current(&self) -> Option<SocketAddr> {
+        self.position().current
+    }
+
+    /// The current server failed: the next round starts with the next one.
+    pub fn fail_over(&self) {
+        self.position().move_on = true;
+    }
+
+    fn position(&self) -> std::sync::MutexGuard<'_, Position> {
+        // A panic while holding it leaves a valid Position.
+        self.position.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The roots used to authenticate the server (updated on bundle changes).
@@ -128,13 +226,61 @@ impl ServerConnector {
         Ok(config)
     }
 
+    /// One connection round: every candidate in turn, from where the last
+    /// round left off. On failure, the error of a server we do not trust
+    /// if there was one (it calls for a re-bootstrap), else the last.
     async fn connect(
         &self,
         cred: Option<&AgentCredential>,
     ) -> Result<Grpc<Channel>, NodeClientError> {
-        let config = self.tls_config(cred)?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let addr = self.addr;
+        let config = Arc::new(self.tls_config(cred)?);
+        let (candidates, mut unresolved) = resolve_all(&self.targets).await;
+        if candidates.is_empty() {
+            let (_, source) = unresolved.remove(0);
+            let targets: Vec<String> = self.targets.iter().map(|t| t.to_string()).collect();
+            return Err(NodeClientError::Unresolved {
+                targets: targets.join(", "),
+                source,
+            });
+        }
+        let start = {
+            let p = self.position();
+            p.current
+                .and_then(|c| candidates.iter().position(|a| *a == c))
+                .map_or(0, |i| i + usize::from(p.move_on))
+        };
+        let mut failure: Option<NodeClientError> = None;
+        for k in 0..candidates.len() {
+            let addr = candidates[(start + k) % candidates.len()];
+            match self.connect_to(addr, config.clone()).await {
+                Ok(client) => {
+                    *self.position() = Position {
+                        current: Some(addr),
+                        move_on: false,
+                    };
+                    return Ok(client);
+                }
+                Err(e) => {
+                    if candidates.len() > 1 {
+                        tracing::debug!(server = %addr, error = %Chain(&e), "cannot connect to this server; trying the next");
+                    }
+                    if !failure.as_ref().is_some_and(|f| f.server_untrusted()) {
+                        failure = Some(e);
+                    }
+                }
+            }
+        }
+        // The loop ran at least once: candidates is not empty.
+        Err(failure.unwrap_or(NodeClientError::NoTargets))
+    }
+
+    /// One connection to the server at `addr`.
+    async fn connect_to(
+        &self,
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<Grpc<Channel>, NodeClientError> {
+        let connector = tokio_rustls::TlsConnector::from(config);
         let channel = Endpoint::from_static("http://herald-server")
             .connect_timeout(std::time::Duration::from_secs(10))
             .connect_with_connector(tower::service_fn(move |_| {
@@ -157,90 +303,5 @@ impl ServerConnector {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ca::x509::{SvidRequest, X509Authority};
-    use crate::ca::KeyType;
-
-    fn td() -> TrustDomain {
-        TrustDomain::new("example.org").unwrap()
-    }
-
-    fn connector(addr: SocketAddr) -> ServerConnector {
-        ServerConnector::new(addr, &td(), Roots::default(), false).unwrap()
-    }
-
-    fn credential() -> AgentCredential {
-        let now = crate::clock::now_unix();
-        let ca_key = Arc::new(KeyPair::generate(KeyType::EcP256).unwrap());
-        let ca = X509Authority::self_signed(&td(), ca_key, 3_600, now).unwrap();
-        let key = KeyPair::generate(KeyType::EcP256).unwrap();
-        let spiffe_id = SpiffeId::new(&td(), "/agent").unwrap();
-        let leaf = ca
-            .sign_svid(
-                &SvidRequest {
-                    spiffe_id: &spiffe_id,
-                    public_key_spki: &key.public_key_spki(),
-                    ttl_secs: 600,
-                    dns_names: &[],
-                },
-                now,
-            )
-            .unwrap();
-        AgentCredential {
-            spiffe_id,
-            chain: leaf.chain,
-            key: Arc::new(key),
-            not_after: leaf.not_after,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_closed_port_is_a_connect_error_naming_the_address() {
-        // Bind, note the port, close it: nothing listens there any more.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
-        let err = connector(addr).anonymous().await.unwrap_err();
-        match &err {
-            NodeClientError::Connect { addr: named, .. } => assert_eq!(*named, addr),
-            other => panic!("expected a Connect error, got {other:?}"),
-        }
-        assert!(err.to_string().contains(&addr.to_string()), "{err}");
-        assert!(
-            std::error::Error::source(&err).is_some(),
-            "the transport error is kept"
-        );
-        let err = connector(addr)
-            .authenticated(&credential())
-            .await
-            .unwrap_err();
-        assert!(matches!(err, NodeClientError::Connect { .. }), "{err:?}");
-    }
-
-    #[test]
-    fn only_the_authenticated_config_presents_the_credential() {
-        let c = connector("127.0.0.1:1".parse().unwrap());
-        let anonymous = c.tls_config(None).unwrap();
-        assert!(!anonymous.client_auth_cert_resolver.has_certs());
-        assert_eq!(anonymous.alpn_protocols, [b"h2".to_vec()]);
-
-        let cred = credential();
-        let authenticated = c.tls_config(Some(&cred)).unwrap();
-        assert!(authenticated.client_auth_cert_resolver.has_certs());
-        assert_eq!(authenticated.alpn_protocols, [b"h2".to_vec()]);
-        let schemes = [rustls::SignatureScheme::ECDSA_NISTP256_SHA256];
-        let presented = authenticated
-            .client_auth_cert_resolver
-            .resolve(&[], &schemes)
-            .expect("a client certificate is offered");
-        let chain: Vec<Vec<u8>> = presented.cert.iter().map(|c| c.to_vec()).collect();
-        assert_eq!(chain, cred.chain);
-    }
-
-    #[test]
-    fn the_server_id_is_the_trust_domain_s_herald_server() {
-        let c = connector("127.0.0.1:1".parse().unwrap());
-        assert_eq!(c.server_id.as_str(), "spiffe://example.org/herald/server");
-    }
-}
+#[path = "connector_tests.rs"]
+mod tests;

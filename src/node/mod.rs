@@ -9,6 +9,8 @@
 //! - [`k8s_psat`]: the projected service-account token a k8s_psat node presents.
 //! - [`csr`]: the CSRs a node sends (the server takes only the key).
 //! - [`credentials`]: the credential and bundle kept on disk across restarts.
+//! - [`targets`]: the server addresses, resolved at each connection round.
+//! - [`resume`]: what an agent holds, as it tells the server when its Sync resumes.
 //! - [`wire`]: conversions between Herald's types and node API messages,
 //!   used by both ends.
 //!
@@ -19,6 +21,8 @@ pub mod connector;
 pub mod credentials;
 pub mod csr;
 pub mod k8s_psat;
+pub mod resume;
+pub mod targets;
 pub mod wire;
 pub mod x509pop;
 
@@ -26,3 +30,4 @@ pub use attest::{attest, attest_with, AttestError, Method};
 pub use connector::{AgentCredential, NodeClientError, ServerConnector};
 pub use credentials::{CredentialStore, CredentialStoreError};
 pub use csr::{make_csr, CsrBuildError};
+pub use targets::ServerTarget;

@@ -26,8 +26,9 @@ pub(super) const METRICS_CONTENT_TYPE: &str =
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// Scrapers and probes send one small request and read a small answer.
-const LIMITS: Limits = Limits {
+/// Scrapers and probes send one small request and read a small answer
+/// (the dashboard's socket is held to the same).
+pub(super) const LIMITS: Limits = Limits {
     connection_timeout: Duration::from_secs(30),
     header_read_timeout: Duration::from_secs(5),
     max_request_head: 16 * 1024,
@@ -50,20 +51,30 @@ async fn answer(served: &Arc<Served>, req: &Request<Incoming>) -> Response<Body>
         .dashboard
         .as_ref()
         .filter(|_| super::dashboard::serves(path));
-    if dashboard.is_none() && !matches!(path, "/metrics" | "/live" | "/ready") {
-        return respond(StatusCode::NOT_FOUND, TEXT, "not found\n".into()).map(boxed);
-    }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n".into());
-        r.headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-        return r.map(boxed);
+    let known = dashboard.is_some() || matches!(path, "/metrics" | "/live" | "/ready");
+    if let Some(refused) = refusal(req, known) {
+        return refused;
     }
     tracing::debug!(path, "ops request");
     match dashboard {
         Some(dashboard) => dashboard.answer(req).await,
         None => probe(served, path).await.map(boxed),
     }
+}
+
+/// 404 for a path that is not `known`, 405 for a method other than GET
+/// and HEAD; `None` for a request to answer.
+pub(super) fn refusal<B>(req: &Request<B>, known: bool) -> Option<Response<Body>> {
+    if !known {
+        return Some(respond(StatusCode::NOT_FOUND, TEXT, "not found\n".into()).map(boxed));
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n".into());
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return Some(r.map(boxed));
+    }
+    None
 }
 
 fn boxed(body: Full<Bytes>) -> Body {

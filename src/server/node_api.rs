@@ -5,7 +5,8 @@
 //! already validated against our bundle; here we only read the SPIFFE ID
 //! from it and check that the agent is still attested and not banned.
 //! Entries and bundles are pushed on `Sync` (see `sync.rs`): a snapshot in
-//! chunks, then a message for each change.
+//! chunks (resumed, `resume.rs`, for an agent that says what it holds),
+//! then a message for each change.
 
 mod agent_svid;
 mod attest;
@@ -14,6 +15,7 @@ mod attest_x509pop;
 mod downstream;
 mod federated;
 mod reattestable;
+mod resume;
 mod svids;
 mod sync;
 mod sync_route;
@@ -274,7 +276,8 @@ impl Node for NodeApi {
     /// Served by [`SharedSync`] on the node listener; this is tonic's
     /// path to the same stream, its messages encoded by tonic.
     async fn sync(&self, req: Request<node::SyncRequest>) -> Rpc<Self::SyncStream> {
-        let rx = self.start_sync(&req).await?;
+        let request = req.get_ref().clone();
+        let rx = self.start_sync(&req, async { Ok(request) }).await?;
         let updates = ReceiverStream::new(rx).map(|part| part.map(sync::SyncPart::into_update));
         Ok(Response::new(Box::pin(updates)))
     }
@@ -304,14 +307,17 @@ fn token_prefix(req: &Request<AttestRequest>) -> String {
 }
 
 impl NodeApi {
-    /// Authenticates a Sync call and starts its stream.
+    /// Authenticates a Sync call, then reads its request (`request`: only
+    /// an authenticated agent gets its body read) and starts its stream.
     #[tracing::instrument(name = "node.sync", skip_all, fields(agent))]
     async fn start_sync<T>(
         &self,
         req: &Request<T>,
+        request: impl std::future::Future<Output = Result<node::SyncRequest, Status>>,
     ) -> Result<mpsc::Receiver<Result<sync::SyncPart, Status>>, Status> {
         let agent = self.authenticate(req).await?;
-        self.open_sync(agent.spiffe_id).await
+        let request = request.await?;
+        self.open_sync(agent.spiffe_id, request).await
     }
 
     /// Starts an agent's Sync stream: subscribes to changes, reads the
@@ -320,6 +326,7 @@ impl NodeApi {
     async fn open_sync(
         &self,
         agent: SpiffeId,
+        request: node::SyncRequest,
     ) -> Result<mpsc::Receiver<Result<sync::SyncPart, Status>>, Status> {
         // Subscribe before reading the snapshot, so no change falls between.
         let events = self.state.subscribe();
@@ -328,7 +335,7 @@ impl NodeApi {
         let api = self.clone();
         tokio::spawn(
             async move {
-                if let Err(status) = api.run_sync(agent, entries, events, &tx).await {
+                if let Err(status) = api.run_sync(agent, entries, events, &tx, request).await {
                     let _ = tx.send(Err(status)).await;
                 }
             }

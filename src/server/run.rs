@@ -19,10 +19,10 @@ mod node_listener;
 mod serve;
 mod streams;
 
-pub(crate) use self::connections::{ConnInfo, PeerCounter};
+pub(crate) use self::connections::{uid_slot, ConnInfo, PeerCounter};
 pub(crate) use self::node_listener::NodeConnectInfo;
 pub use self::node_listener::ANONYMOUS_MAX_MESSAGE;
-use super::admin_api::admin_routes;
+use super::admin_api::{admin_routes, AllowedCallers};
 use super::audit::AuditLog;
 use super::authorities::herald_upstream::HeraldUpstream;
 use super::authorities::upstream::UpstreamError;
@@ -97,6 +97,9 @@ pub enum ServerError {
     /// The ops listener could not start.
     #[error(transparent)]
     Ops(#[from] crate::ops::OpsError),
+    /// The dashboard's Unix socket (`[dashboard] socket`) could not open.
+    #[error(transparent)]
+    DashboardSocket(#[from] crate::ops::dashboard::SocketError),
     /// The bundle endpoint or the federation refresher could not start.
     #[error(transparent)]
     Federation(#[from] super::federation::FederationError),
@@ -331,6 +334,17 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         &audit,
         &shutdown_rx,
     )?);
+    // --- dashboard: a Unix socket for the admin uids, if configured ----------
+    if let (Some(dashboard), Some(source)) = (&config.dashboard, ops_role.dashboard()) {
+        let own_uid = rustix::process::geteuid().as_raw();
+        let allowed = AllowedCallers::new(own_uid, &config.admin_allowed_uids);
+        tasks.push(crate::ops::dashboard::serve_socket(
+            &dashboard.socket,
+            source,
+            Arc::new(move |uid| allowed.allows(uid)),
+            shutdown_rx.clone(),
+        )?);
+    }
     // --- ops: /metrics, /live, /ready, stopped last ----------------------------
     let (ops_stop, ops_stop_rx) = watch::channel(false);
     let ops = match config.ops {

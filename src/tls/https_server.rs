@@ -1,5 +1,6 @@
 //! HTTP/1.1 over TLS with hyper, bounded, for every Herald HTTP listener
-//! (the federation bundle endpoint; later the operations listener). The
+//! (the federation bundle endpoint, the operations listener, and the
+//! dashboard's Unix socket). The
 //! bounds live here so that no listener can forget one: a peer that sends
 //! too much, too slowly or nonsense gets its connection closed, not a task
 //! that lives forever.
@@ -20,6 +21,9 @@ use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use crate::server::run::PeerCounter;
+
+mod unix;
+pub use self::unix::serve_unix;
 
 /// How much time and memory one connection may take.
 #[derive(Debug, Clone)]
@@ -44,14 +48,32 @@ pub struct Limits {
 /// long (server-sent events), which then brings bounds of its own.
 #[derive(Debug, Clone)]
 pub struct Connection {
-    /// The peer's address.
-    pub peer: SocketAddr,
+    /// Who connected.
+    pub peer: Peer,
     long_lived: Arc<AtomicBool>,
 }
 
+/// Who is at the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP peer, by its address.
+    Tcp(SocketAddr),
+    /// A Unix socket peer, by the uid the kernel recorded at connect
+    /// (SO_PEERCRED).
+    Unix {
+        /// The peer's uid.
+        uid: u32,
+    },
+}
+
 impl Connection {
-    /// A connection from `peer`, held to its timeout.
+    /// A connection from the TCP `peer`, held to its timeout.
     pub fn new(peer: SocketAddr) -> Self {
+        Connection::of(Peer::Tcp(peer))
+    }
+
+    /// A connection from `peer`, held to its timeout.
+    pub fn of(peer: Peer) -> Self {
         Connection {
             peer,
             long_lived: Arc::new(AtomicBool::new(false)),
@@ -146,17 +168,29 @@ pub async fn serve<S, B>(
             }
             Ok::<_, ConnectionError>(())
         };
-        tokio::spawn(
-            async move {
-                match within_timeout(timeout, &info, connection).await {
-                    Some(Ok(())) => tracing::debug!("connection served"),
-                    Some(Err(e)) => tracing::debug!(error = %e, "connection failed"),
-                    None => tracing::debug!("connection timed out"),
-                }
-            }
-            .instrument(tracing::info_span!("connection", %peer)),
-        );
+        let span = tracing::info_span!("connection", %peer);
+        spawn_within(timeout, info, connection, span);
     }
+}
+
+/// Runs one connection in a task of its own, within `timeout` unless it
+/// becomes long-lived.
+fn spawn_within(
+    timeout: Duration,
+    info: Connection,
+    connection: impl std::future::Future<Output = Result<(), ConnectionError>> + Send + 'static,
+    span: tracing::Span,
+) {
+    tokio::spawn(
+        async move {
+            match within_timeout(timeout, &info, connection).await {
+                Some(Ok(())) => tracing::debug!("connection served"),
+                Some(Err(e)) => tracing::debug!(error = %e, "connection failed"),
+                None => tracing::debug!("connection timed out"),
+            }
+        }
+        .instrument(span),
+    );
 }
 
 /// A service with its connection's [`Connection`] in the extensions of

@@ -102,6 +102,8 @@ pub struct AgentToml {
     dir: PathBuf,
     trust_domain: String,
     server_address: String,
+    /// When set, `server_address` is written as this array instead.
+    server_addresses: Option<Vec<String>>,
     bootstrap_pem: String,
     join_token: Option<String>,
     log_level: String,
@@ -122,6 +124,7 @@ impl AgentToml {
             dir: dir.to_path_buf(),
             trust_domain: trust_domain.to_string(),
             server_address: server_address.to_string(),
+            server_addresses: None,
             bootstrap_pem: bootstrap_pem.to_string(),
             join_token: None,
             log_level: "info".to_string(),
@@ -131,6 +134,12 @@ impl AgentToml {
 
     pub fn join_token(mut self, token: Option<&str>) -> AgentToml {
         self.join_token = token.map(str::to_string);
+        self
+    }
+
+    /// Several servers: `server_address` as an array, tried in this order.
+    pub fn server_addresses(mut self, addrs: &[String]) -> AgentToml {
+        self.server_addresses = Some(addrs.to_vec());
         self
     }
 
@@ -160,11 +169,15 @@ impl AgentToml {
     }
 
     pub fn render(&self) -> String {
+        let servers = match &self.server_addresses {
+            Some(list) => format!("{list:?}"),
+            None => format!("\"{}\"", self.server_address),
+        };
         let mut text = format!(
-            "trust_domain = \"{}\"\nserver_address = \"{}\"\ndata_dir = \"{}\"\n\
+            "trust_domain = \"{}\"\nserver_address = {}\ndata_dir = \"{}\"\n\
              socket_path = \"{}\"\ntrust_bundle_path = \"{}\"\nlog_level = \"{}\"\n",
             self.trust_domain,
-            self.server_address,
+            servers,
             self.dir.join("data").display(),
             self.socket().display(),
             self.bootstrap_path().display(),

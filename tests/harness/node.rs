@@ -85,7 +85,7 @@ impl NodeAgent {
             .authenticated(&self.cred)
             .await
             .unwrap()
-            .sync(node::SyncRequest {})
+            .sync(node::SyncRequest::default())
             .await
             .expect("Sync")
             .into_inner()

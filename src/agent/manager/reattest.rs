@@ -26,8 +26,8 @@
 use tonic::transport::Channel;
 
 use super::{Manager, SessionError};
+use crate::config::node_attestors::NodeAttestation;
 use crate::errors::Chain;
-use crate::node::k8s_psat::PsatSource;
 use crate::node::x509pop::MachineFiles;
 use crate::node::{attest_with, Method};
 use crate::proto::node::node_client::NodeClient as Grpc;
@@ -56,12 +56,6 @@ impl Manager {
         self
     }
 
-    /// The same manager, re-attesting with k8s_psat from `source`.
-    pub fn with_k8s_psat(mut self, source: PsatSource) -> Self {
-        self.psat = Some(source);
-        self
-    }
-
     /// How often the certificate file is looked at, if this is an x509pop agent.
     pub(super) fn machine_check_interval(&self) -> Option<std::time::Duration> {
         self.machine.as_ref().map(|m| m.files.check_interval)
@@ -87,10 +81,11 @@ impl Manager {
     /// the new SVID (and maybe a new agent ID) is saved and becomes the
     /// agent's credential. `Ok(false)` for an agent that attests otherwise.
     pub(super) async fn reattest(&mut self, why: &str) -> Result<bool, SessionError> {
-        let (files, psat) = (
-            self.machine.as_ref().map(|m| m.files.clone()),
-            self.psat.clone(),
-        );
+        let files = self.machine.as_ref().map(|m| m.files.clone());
+        let psat = match &self.attestation {
+            NodeAttestation::K8sPsat(source) => Some(source.clone()),
+            _ => None,
+        };
         let (method, how) = match (&files, &psat) {
             (Some(files), _) => (Method::X509Pop(files), "x509pop"),
             (None, Some(source)) => (Method::K8sPsat(source), "k8s_psat"),
@@ -120,7 +115,7 @@ impl Manager {
 
     /// `x509pop` or `k8s_psat`, for logs.
     fn reattest_kind(&self) -> &'static str {
-        if self.psat.is_some() {
+        if matches!(self.attestation, NodeAttestation::K8sPsat(_)) {
             "k8s_psat"
         } else {
             "x509pop"

@@ -1,12 +1,10 @@
 //! When things are due: workload SVIDs at half their life minus a jitter
 //! (so SVIDs issued together do not renew together), the agent's own SVID
-//! at half its life, and the reconnect backoff's jitter. Also renewing the
-//! agent's own SVID, which ends the session so the next one presents it.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! at half its life. Also renewing the agent's own SVID, which ends the
+//! session so the next one presents it.
 
 use ring::rand::SecureRandom as _;
+use std::sync::Arc;
 use tonic::transport::Channel;
 
 use super::{Manager, SessionError};
@@ -88,15 +86,6 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// A random duration below `max` (zero when `max` is).
-pub(super) fn jitter(max: Duration) -> Duration {
-    let ms = max.as_millis() as u64;
-    if ms == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_millis(random_u64() % ms)
-}
-
 /// A random number of seconds below `max` (zero when `max` is not positive).
 fn jitter_secs(max: i64) -> i64 {
     if max <= 0 {
@@ -127,11 +116,7 @@ mod tests {
     }
 
     #[test]
-    fn jitter_stays_below_its_bound() {
-        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
-        for _ in 0..100 {
-            assert!(jitter(Duration::from_millis(125)) < Duration::from_millis(125));
-        }
+    fn jitter_secs_stays_below_its_bound() {
         assert_eq!(jitter_secs(0), 0);
         assert_eq!(jitter_secs(-5), 0);
     }

@@ -1,20 +1,25 @@
 //! The manager's connection loop: one session per connection to the
 //! server (Sync stream, reconciliation when something is due, bundle
-//! acknowledgements), reconnecting with exponential backoff while the
-//! cache keeps serving what it holds.
+//! acknowledgements), reconnecting while the cache keeps serving what it
+//! holds. A session that fails moves on to the next server of
+//! `server_address` (the connector tries them all in each round); rounds
+//! that fail are spaced by exponential backoff with full jitter, so agents
+//! that lost the same server do not all land on the next one at once.
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use super::renewal::jitter;
 use super::{Manager, SessionError};
+use crate::backoff::Backoff;
 use crate::errors::Chain;
 use crate::proto::node::{self, node_client::NodeClient as Grpc};
 
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A server address for the log ("-" when there is none).
+fn shown(server: Option<std::net::SocketAddr>) -> String {
+    server.map_or_else(|| "-".into(), |s| s.to_string())
+}
 
 /// How a session ended without an error.
 enum SessionEnd {
@@ -27,7 +32,7 @@ enum SessionEnd {
 impl Manager {
     /// Runs until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new();
         let mut first = true;
         loop {
             if *shutdown.borrow() {
@@ -36,32 +41,46 @@ impl Manager {
             if !std::mem::take(&mut first) {
                 self.metrics.reconnected();
             }
-            match self.session(&mut shutdown).await {
+            self.established = false;
+            let error = match self.session(&mut shutdown).await {
                 Ok(SessionEnd::Shutdown) => return,
                 Ok(SessionEnd::Reconnect) => {
-                    backoff = BACKOFF_MIN;
+                    backoff.reset();
                     continue;
                 }
-                Err(SessionError::Status(s)) if s.code() == tonic::Code::PermissionDenied => {
-                    tracing::error!(agent = %self.cred.spiffe_id, error = %s.message(), "the server refused this agent");
+                Err(e) => e,
+            };
+            // A server that synced us before failing is not a reason to
+            // wait long before the next; one that never did is.
+            if self.established {
+                backoff.reset();
+            }
+            let delay = backoff.jittered_delay();
+            match &error {
+                SessionError::Status(s) if s.code() == tonic::Code::PermissionDenied => {
+                    tracing::error!(agent = %self.cred.spiffe_id, server = %shown(self.last_server), error = %s.message(), "the server refused this agent");
                     // Evicted: an x509pop agent proves itself again (a
                     // banned one is refused); the backoff still applies.
                     self.reattest_or_log("the server refused the agent SVID")
                         .await;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %Chain(&e), retry_in = ?backoff, "lost the server; serving cached SVIDs");
+                e => {
+                    tracing::warn!(server = %shown(self.last_server), error = %Chain(e), retry_in = ?delay, "lost the server; serving cached SVIDs");
                 }
             }
+            self.connector.fail_over();
+            self.metrics.set_server(None);
             *self.client.write().unwrap_or_else(|p| p.into_inner()) = None;
             self.set_server_unreachable(true);
             self.prune_expired();
-            let sleep = backoff + jitter(backoff / 4);
+            if self.after_failure(&error).await {
+                // New roots: try them at once.
+                continue;
+            }
             tokio::select! {
                 _ = crate::shutdown::stopped(&mut shutdown) => return,
-                _ = tokio::time::sleep(sleep) => {}
+                _ = tokio::time::sleep(delay) => {}
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
@@ -69,12 +88,18 @@ impl Manager {
         &mut self,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<SessionEnd, SessionError> {
+        self.reattest_if_needed().await?;
         if self.cred.not_after <= self.clock.now_unix() {
             // Expired while the server was unreachable: no server takes it.
             self.reattest("the agent SVID expired").await?;
         }
         let mut client = self.connector.authenticated(&self.cred).await?;
-        let mut stream = client.sync(node::SyncRequest {}).await?.into_inner();
+        if let Some(r) = self.rebootstrap.as_mut() {
+            r.trusted();
+        }
+        self.note_server();
+        let request = self.sync_request();
+        let mut stream = client.sync(request).await?.into_inner();
         *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
         self.set_server_unreachable(false);
         // A new connection starts unacknowledged on the server's side, and
@@ -82,7 +107,6 @@ impl Manager {
         self.acked = 0;
         self.pending_snapshot = None;
         self.pending_federated = None;
-        tracing::info!(agent = %self.cred.spiffe_id, "connected to the server");
         // An x509pop agent looks at its certificate file this often (the
         // first look is at once: it may have been renewed meanwhile).
         let machine_every = self.machine_check_interval();
@@ -90,7 +114,14 @@ impl Manager {
             tokio::time::interval(machine_every.unwrap_or(Duration::from_secs(3600)));
         machine_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let wake = self.next_wake();
+            // Held SVIDs wait for the first message: renewing them before
+            // the server said which entries are still ours would sign
+            // nothing for deleted ones.
+            let wake = if self.established {
+                self.next_wake()
+            } else {
+                self.agent_renew_at()
+            };
             let sleep =
                 Duration::from_secs(u64::try_from(wake - self.clock.now_unix()).unwrap_or(0));
             tokio::select! {
@@ -112,6 +143,7 @@ impl Manager {
                 }
                 msg = stream.message() => match msg? {
                     Some(update) => {
+                        self.established = true;
                         let changed = self.apply(update)?;
                         // Counted once the entry set is whole (a snapshot
                         // may span several messages).
@@ -127,6 +159,21 @@ impl Manager {
             }
             self.ack(&mut client).await?;
         }
+    }
+
+    /// Logs the server just connected to, and a failover when it is not
+    /// the one of the last session.
+    fn note_server(&mut self) {
+        let server = self.connector.current();
+        if let (Some(prev), Some(now)) = (self.last_server, server) {
+            if prev != now {
+                tracing::warn!(agent = %self.cred.spiffe_id, server = %now, previous = %prev, "failed over to another server");
+                self.metrics.failed_over();
+            }
+        }
+        tracing::info!(agent = %self.cred.spiffe_id, server = %shown(server), "connected to the server");
+        self.last_server = server.or(self.last_server);
+        self.metrics.set_server(server);
     }
 
     /// Tells the server which bundle the agent now serves, once it is

@@ -1,11 +1,13 @@
 //! Applying one Sync message from the server: the trust bundle and its
 //! tainted authorities, the federated bundles, and the authorized entries
-//! (a snapshot, possibly spread over several messages, then diffs).
+//! (a snapshot, full or resumed, possibly spread over several messages,
+//! then diffs).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::resume::PendingSnapshot;
 use super::stored::StoredEntry;
 use super::{Manager, SessionError};
 use crate::errors::Chain;
@@ -55,18 +57,25 @@ impl Manager {
                 self.pending_federated = Some(set);
             } else {
                 changed |= self.apply_federated(set);
+                let digest = update.federated_digest;
+                self.federated_digest = (!digest.is_empty()).then_some(digest);
             }
         }
         if update.snapshot {
-            let pending = self.pending_snapshot.get_or_insert_with(BTreeMap::new);
+            let pending = self
+                .pending_snapshot
+                .get_or_insert_with(|| PendingSnapshot {
+                    resumed: update.resumed,
+                    ..Default::default()
+                });
             for e in update.upserted {
                 let (id, e) = StoredEntry::new(e)?;
-                pending.insert(id, e);
+                pending.upserted.insert(id, e);
             }
+            pending.removed.extend(update.removed);
             if update.complete {
-                self.entries = self.pending_snapshot.take().unwrap_or_default();
-                self.synced_once = true;
-                tracing::debug!(entries = self.entries.len(), "snapshot applied");
+                let pending = self.pending_snapshot.take().unwrap_or_default();
+                self.finish_snapshot(pending);
                 return Ok(true);
             }
             return Ok(changed);

@@ -4,11 +4,24 @@
 //! `Host` header must name a loopback host, so that a web page elsewhere
 //! cannot read it through a DNS name rebound to 127.0.0.1 in the browser
 //! of someone on the machine. To look from another machine, forward the
-//! port (`ssh -L 9464:127.0.0.1:9464 host`): nothing else opens it.
+//! port (`ssh -L 9464:127.0.0.1:9464 host`).
+//!
+//! The one other way in is explicit: `[dashboard] socket` in
+//! `server.toml`, a Unix socket on which every request's peer uid
+//! (SO_PEERCRED) must be an admin uid, by the admin socket's rule
+//! ([`Admins`]). No DNS name leads to a Unix socket, so the `Host` header
+//! is not checked there.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use http::HeaderValue;
+
+use crate::tls::https_server::Peer;
+
+/// Which uids may see the dashboard on its Unix socket (the role decides:
+/// the server's admin uids).
+pub(crate) type Admins = Arc<dyn Fn(u32) -> bool + Send + Sync>;
 
 /// Why a request was refused (said in the 403 and the log).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +35,31 @@ pub(crate) enum Refusal {
     /// The request names a host that is not this machine's loopback.
     #[error("the Host header must name a loopback address or localhost")]
     ForeignHost,
+    /// A Unix socket peer whose uid is not an admin's.
+    #[error("uid {0} may not see the dashboard; allowed are root, the server's uid and admin_allowed_uids in server.toml")]
+    NotAdmin(u32),
+    /// A Unix socket peer where the dashboard has no admins to check
+    /// against (never: the socket always has them).
+    #[error("the dashboard is not served on Unix sockets here")]
+    NoAdmins,
+}
+
+/// Checks one request from `peer`: a TCP peer by [`check`], a Unix socket
+/// peer by its uid.
+pub(crate) fn check_peer(
+    peer: Option<Peer>,
+    host: Option<&HeaderValue>,
+    admins: Option<&Admins>,
+) -> Result<(), Refusal> {
+    match peer {
+        None => Err(Refusal::NoPeer),
+        Some(Peer::Tcp(addr)) => check(Some(addr), host),
+        Some(Peer::Unix { uid }) => match admins {
+            Some(admins) if admins(uid) => Ok(()),
+            Some(_) => Err(Refusal::NotAdmin(uid)),
+            None => Err(Refusal::NoAdmins),
+        },
+    }
 }
 
 /// Whether a listener bound to `bound` may serve the dashboard.
@@ -144,6 +182,31 @@ mod tests {
             );
         }
         assert_eq!(check(p, None), Err(Refusal::ForeignHost));
+    }
+
+    #[test]
+    fn on_a_socket_only_admin_uids_pass_whatever_the_host() {
+        let admins: Admins = Arc::new(|uid| uid == 0 || uid == 1000);
+        let unix = |uid| Some(Peer::Unix { uid });
+        let far = host("evil.example:8080");
+        for uid in [0, 1000] {
+            assert_eq!(check_peer(unix(uid), far.as_ref(), Some(&admins)), Ok(()));
+            assert_eq!(check_peer(unix(uid), None, Some(&admins)), Ok(()));
+        }
+        assert_eq!(
+            check_peer(unix(65534), host("localhost:8080").as_ref(), Some(&admins)),
+            Err(Refusal::NotAdmin(65534))
+        );
+        // Without admins (the ops listener's dashboard) no socket peer passes.
+        assert_eq!(check_peer(unix(0), None, None), Err(Refusal::NoAdmins));
+        // TCP peers keep the loopback rules, admins or not.
+        let tcp = Some(Peer::Tcp("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(
+            check_peer(tcp, far.as_ref(), Some(&admins)),
+            Err(Refusal::ForeignHost)
+        );
+        assert_eq!(check_peer(tcp, host("localhost").as_ref(), None), Ok(()));
+        assert_eq!(check_peer(None, None, Some(&admins)), Err(Refusal::NoPeer));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 pub(crate) mod access;
 mod api;
 mod assets;
+mod socket;
 mod sse;
 
 use std::convert::Infallible;
@@ -32,6 +33,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch, Semaphore};
 
 pub use self::api::{EntryField, EntryQuery, View};
+pub use self::socket::{serve_socket, SocketError};
 use crate::tls::https_server::Connection;
 
 /// The body of every answer of the ops listener: whole, or streamed
@@ -77,6 +79,8 @@ pub(crate) struct Dashboard {
     streams: Arc<Semaphore>,
     /// The listener's stop signal, which ends the event streams.
     stop: watch::Receiver<bool>,
+    /// Who may look over a Unix socket; `None` on the ops listener.
+    admins: Option<access::Admins>,
 }
 
 /// Whether `path` is the dashboard's.
@@ -91,6 +95,19 @@ impl Dashboard {
             source,
             streams: Arc::new(Semaphore::new(sse::MAX_STREAMS)),
             stop,
+            admins: None,
+        }
+    }
+
+    /// Shows `source` on a Unix socket, to the uids `admins` allows.
+    pub(crate) fn for_admins(
+        source: Arc<dyn Source>,
+        stop: watch::Receiver<bool>,
+        admins: access::Admins,
+    ) -> Self {
+        Dashboard {
+            admins: Some(admins),
+            ..Dashboard::new(source, stop)
         }
     }
 
@@ -98,7 +115,7 @@ impl Dashboard {
     pub(crate) async fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
         let connection = req.extensions().get::<Connection>();
         let host = req.headers().get(header::HOST);
-        let checked = access::check(connection.map(|c| c.peer), host);
+        let checked = access::check_peer(connection.map(|c| c.peer), host, self.admins.as_ref());
         let connection = match (checked, connection) {
             (Ok(()), Some(connection)) => connection,
             (Err(refusal), _) => {

@@ -27,16 +27,26 @@ use crate::store::StoreError;
 /// domain (agents hand each workload only those its entries federate
 /// with), each at most [`MAX_BUNDLE_BYTES`]; encoded once, in groups that
 /// each fit one Sync message.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FederatedWire {
     /// Each group as the `federated_bundles` field of its message: key,
     /// length and encoded bundle, for each bundle of the group. Every
     /// stream sends these same bytes.
     groups: Vec<Bytes>,
+    /// SHA-256 of those bytes: an agent that holds this set says so when
+    /// its Sync resumes (`crate::node::resume`).
+    digest: Vec<u8>,
 }
 
 /// The field number of `SyncUpdate.federated_bundles` in node.proto.
 const FEDERATED_BUNDLES_FIELD: u32 = 6;
+
+impl Default for FederatedWire {
+    /// The empty set.
+    fn default() -> Self {
+        FederatedWire::new(Vec::new())
+    }
+}
 
 impl FederatedWire {
     /// The set of `bundles`, grouped into messages and encoded.
@@ -54,8 +64,14 @@ impl FederatedWire {
                 }
                 buf.freeze()
             })
-            .collect();
-        FederatedWire { groups }
+            .collect::<Vec<_>>();
+        let digest = crate::node::resume::bytes_digest(groups.iter().map(|g| &g[..]));
+        FederatedWire { groups, digest }
+    }
+
+    /// The digest of the set (`SyncUpdate.federated_digest`).
+    pub(super) fn digest(&self) -> &[u8] {
+        &self.digest
     }
 
     /// Reads the federated bundles from the store. A bundle too large for

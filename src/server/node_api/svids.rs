@@ -233,7 +233,7 @@ mod tests {
 
         // Opened and never read: once its channel is full the stream
         // stops taking in changes.
-        let _rx = api.open_sync(id(AGENT)).await.unwrap();
+        let _rx = api.open_sync(id(AGENT), Default::default()).await.unwrap();
         let mut n = 1;
         let stalled = loop {
             state.store.create_entry(entry(n, AGENT)).unwrap();

@@ -9,6 +9,9 @@
 //! federated bundles are each split by a byte budget, so many or large
 //! foreign bundles spread over several messages instead of growing one.
 //!
+//! An agent connecting again may say what it holds: its snapshot is then
+//! resumed (`resume.rs`), with only what changed.
+//!
 //! Federated bundles come from the server-wide [`FederatedWire`], decoded
 //! and encoded once and shared by every stream; a queued message refers to
 //! it, and [`super::sync_route`] sends its bytes as they are.
@@ -22,6 +25,7 @@ use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
 use super::federated::FederatedWire;
+use super::resume::snapshot;
 use super::{internal, own_bundle_wire, NodeApi};
 use crate::clock::now_unix;
 use crate::node::wire::entry_to_wire;
@@ -84,6 +88,7 @@ impl NodeApi {
         current: BTreeMap<String, RegistrationEntry>,
         mut events: broadcast::Receiver<ServerEvent>,
         tx: &Tx,
+        request: node::SyncRequest,
     ) -> Result<(), Status> {
         // Counted as connected (for activation gating) while this runs, and
         // its authorized set shared with the signing RPCs.
@@ -98,11 +103,11 @@ impl NodeApi {
                 &current,
                 own_bundle_wire(&authorities),
                 federated.clone(),
+                &request,
             )
             .await?;
             authorities.bundle().sequence
         };
-        tracing::debug!(entries = current.len(), "sync snapshot sent");
         loop {
             let mut stop = self.shutdown.clone();
             // An alias entry's expiry changes what the agent may have too.
@@ -211,20 +216,26 @@ async fn sleep_for(d: Option<Duration>) {
     }
 }
 
+/// Sends the snapshot: everything, or, when the agent said what it holds
+/// (`request`), only what differs from that.
 async fn send_snapshot(
     tx: &Tx,
     entries: &BTreeMap<String, RegistrationEntry>,
     bundle: node::Bundle,
     federated: Arc<FederatedWire>,
+    request: &node::SyncRequest,
 ) -> Result<(), Status> {
-    let whole = node::SyncUpdate {
-        snapshot: true,
-        complete: true,
-        upserted: entries.values().map(entry_to_wire).collect(),
-        bundle: Some(bundle),
-        ..Default::default()
-    };
-    for msg in split_update(whole, Some(federated)) {
+    let (whole, federated) = snapshot(entries, bundle, federated, request);
+    tracing::debug!(
+        entries = entries.len(),
+        resumed = whole.resumed,
+        upserted = whole.upserted.len(),
+        removed = whole.removed.len(),
+        bundle = whole.bundle.is_some(),
+        federated = federated.is_some(),
+        "sync snapshot sent"
+    );
+    for msg in split_update(whole, federated) {
         if tx.send(Ok(msg)).await.is_err() {
             return Err(Status::cancelled("agent went away"));
         }
@@ -235,7 +246,9 @@ async fn send_snapshot(
 /// Splits one update (a change, or a whole snapshot) and, when the
 /// federated set changed, that set into messages that each stay within
 /// the budgets above. The first message keeps the own bundle; a
-/// snapshot's messages all say `snapshot` and the last one `complete`; a
+/// snapshot's messages all say `snapshot` (and `resumed`, if it is) and
+/// the last one `complete`; the message that ends a federated set carries
+/// its digest; a
 /// federated set split over several messages marks all but its last with
 /// `federated_bundles_more`.
 pub(super) fn split_update(
@@ -250,6 +263,8 @@ pub(super) fn split_update(
     });
     let bundle_groups = federated.as_ref().map_or(0, |f| f.groups());
     let count = entries.len().max(removed.len()).max(bundle_groups).max(1);
+    // The message that ends the federated set carries its digest.
+    let digest_at = bundle_groups.saturating_sub(1);
     let (mut entries, mut removed) = (entries.into_iter(), removed.into_iter());
     (0..count)
         .map(|i| SyncPart {
@@ -263,6 +278,12 @@ pub(super) fn split_update(
                 // A cleared set is one message with no bundles.
                 federated_bundles_changed: federated.is_some() && (i == 0 || i < bundle_groups),
                 federated_bundles_more: i + 1 < bundle_groups,
+                resumed: update.resumed,
+                federated_digest: federated
+                    .as_ref()
+                    .filter(|_| i == digest_at)
+                    .map(|f| f.digest().to_vec())
+                    .unwrap_or_default(),
             },
             federated: federated
                 .as_ref()
@@ -370,8 +391,12 @@ mod tests {
         let sizes: Vec<_> = parts.iter().map(|p| p.federated_bundles.len()).collect();
         assert_eq!(sizes, [1, 1, 1]);
         assert!(parts.iter().all(|p| !p.snapshot && !p.complete));
+        // Only the message that ends the set carries its digest.
+        let digests: Vec<_> = parts.iter().map(|p| p.federated_digest.len()).collect();
+        assert_eq!(digests, [0, 0, 32]);
         let cleared = node::SyncUpdate {
             federated_bundles_changed: true,
+            federated_digest: FederatedWire::default().digest().to_vec(),
             ..Default::default()
         };
         assert_eq!(

@@ -10,6 +10,9 @@
 //! [`super::FederatedWire`] made once, appended without a copy. Protobuf
 //! allows it: a message is the concatenation of its fields, in any order.
 //!
+//! The request (what a resuming agent holds) is read here too, once the
+//! agent is authenticated.
+//!
 //! Every other call of the node service goes to tonic unchanged.
 
 use std::convert::Infallible;
@@ -19,6 +22,7 @@ use std::task::{ready, Context, Poll};
 use futures::future::BoxFuture;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::BodyExt as _;
 use hyper::body::{Body as HttpBody, Frame};
 use prost::bytes::{BufMut as _, Bytes, BytesMut};
 use prost::Message as _;
@@ -29,7 +33,7 @@ use tonic::Status;
 
 use super::sync::SyncPart;
 use super::NodeApi;
-use crate::proto::NODE_MAX_MESSAGE_SIZE;
+use crate::proto::{node, NODE_MAX_MESSAGE_SIZE};
 
 /// The node service `S` (tonic's), with Sync served here.
 #[derive(Clone)]
@@ -76,9 +80,9 @@ where
 /// Authenticates the agent and answers with its stream of messages, or
 /// with the refusal (a trailers-only response, as tonic sends).
 async fn serve_sync(api: NodeApi, req: Request<Body>) -> Response<Body> {
-    // SyncRequest has no fields: its body is not read.
-    let req = tonic::Request::from_http(req.map(|_| ()));
-    match api.start_sync(&req).await {
+    let (parts, body) = req.into_parts();
+    let req = tonic::Request::from_http(Request::from_parts(parts, ()));
+    match api.start_sync(&req, read_request(body)).await {
         Ok(rx) => {
             let body = SyncBody {
                 rx,
@@ -93,6 +97,36 @@ async fn serve_sync(api: NodeApi, req: Request<Body>) -> Response<Body> {
         }
         Err(status) => status.into_http(),
     }
+}
+
+/// The request: one uncompressed gRPC frame holding a `SyncRequest` (an
+/// empty body, as no client sends, counts as an empty request).
+async fn read_request(body: Body) -> Result<node::SyncRequest, Status> {
+    let bad = |why: String| Status::invalid_argument(format!("the Sync request {why}"));
+    let bytes = http_body_util::Limited::new(body, NODE_MAX_MESSAGE_SIZE + 5)
+        .collect()
+        .await
+        .map_err(|e| bad(format!("cannot be read: {e}")))?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Ok(node::SyncRequest::default());
+    }
+    let (head, message) = bytes
+        .split_at_checked(5)
+        .ok_or_else(|| bad("is a truncated gRPC frame".into()))?;
+    if head[0] != 0 {
+        return Err(Status::unimplemented(
+            "compressed Sync requests are not supported",
+        ));
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len != message.len() {
+        return Err(bad(format!(
+            "frame announces {len} bytes but holds {}",
+            message.len()
+        )));
+    }
+    node::SyncRequest::decode(message).map_err(|e| bad(format!("does not decode: {e}")))
 }
 
 /// The response body: each queued message as a gRPC frame, then the
@@ -210,5 +244,49 @@ mod tests {
         let len = u32::from_be_bytes(wire[1..5].try_into().unwrap()) as usize;
         assert_eq!(len, wire.len() - 5);
         assert_eq!(node::SyncUpdate::decode(&wire[5..]).unwrap(), expected);
+    }
+
+    fn body(bytes: Vec<u8>) -> Body {
+        Body::new(http_body_util::Full::new(Bytes::from(bytes)))
+    }
+
+    fn framed(msg: &node::SyncRequest, flag: u8) -> Vec<u8> {
+        let mut out = vec![flag];
+        out.extend_from_slice(&(msg.encoded_len() as u32).to_be_bytes());
+        out.extend_from_slice(&msg.encode_to_vec());
+        out
+    }
+
+    /// The request is read from its gRPC frame; a bad frame is refused
+    /// with a status saying why, never a panic.
+    #[tokio::test]
+    async fn the_request_is_read_from_its_frame() {
+        let msg = node::SyncRequest {
+            resume: true,
+            held_bundle_sequence: 3,
+            held_entries: vec![node::HeldEntry {
+                id: "e".into(),
+                revision: 2,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(read_request(body(framed(&msg, 0))).await.unwrap(), msg);
+        let empty = node::SyncRequest::default();
+        assert_eq!(read_request(body(framed(&empty, 0))).await.unwrap(), empty);
+        assert_eq!(read_request(body(Vec::new())).await.unwrap(), empty);
+
+        let compressed = read_request(body(framed(&msg, 1))).await.unwrap_err();
+        assert_eq!(compressed.code(), tonic::Code::Unimplemented);
+        let mut short = framed(&msg, 0);
+        short.pop();
+        let err = read_request(body(short)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("announces"), "{err:?}");
+        let err = read_request(body(vec![0, 0])).await.unwrap_err();
+        assert!(err.message().contains("truncated"), "{err:?}");
+        let mut garbage = vec![0, 0, 0, 0, 3];
+        garbage.extend_from_slice(&[0xff, 0xff, 0xff]);
+        let err = read_request(body(garbage)).await.unwrap_err();
+        assert!(err.message().contains("does not decode"), "{err:?}");
     }
 }

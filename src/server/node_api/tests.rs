@@ -179,7 +179,7 @@ async fn calls_without_a_client_certificate_are_unauthenticated() {
 
 type Rx = mpsc::Receiver<Result<super::sync::SyncPart, Status>>;
 
-async fn next(rx: &mut Rx) -> node::SyncUpdate {
+pub(super) async fn next(rx: &mut Rx) -> node::SyncUpdate {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("a sync message in time")
@@ -188,7 +188,7 @@ async fn next(rx: &mut Rx) -> node::SyncUpdate {
         .into_update()
 }
 
-fn ids(update: &node::SyncUpdate) -> Vec<String> {
+pub(super) fn ids(update: &node::SyncUpdate) -> Vec<String> {
     update.upserted.iter().map(|e| e.id.clone()).collect()
 }
 
@@ -208,7 +208,11 @@ async fn the_snapshot_holds_exactly_the_authorized_entries() {
     expired.expires_at = Some(now_unix() - 10);
     store.create_entry(expired).unwrap();
 
-    let mut rx = s.api.open_sync(id(AGENT)).await.unwrap();
+    let mut rx = s
+        .api
+        .open_sync(id(AGENT), Default::default())
+        .await
+        .unwrap();
     let snapshot = next(&mut rx).await;
     assert!(snapshot.snapshot && snapshot.complete);
     assert_eq!(ids(&snapshot), ["entry-00001", "entry-00002"]);
@@ -225,7 +229,11 @@ async fn created_and_deleted_entries_arrive_as_a_diff() {
     let s = server();
     let store = &s.state.store;
     store.create_entry(entry(1, AGENT)).unwrap();
-    let mut rx = s.api.open_sync(id(AGENT)).await.unwrap();
+    let mut rx = s
+        .api
+        .open_sync(id(AGENT), Default::default())
+        .await
+        .unwrap();
     assert_eq!(ids(&next(&mut rx).await), ["entry-00001"]);
 
     store.create_entry(entry(2, AGENT)).unwrap();
@@ -252,7 +260,11 @@ async fn created_and_deleted_entries_arrive_as_a_diff() {
 #[tokio::test]
 async fn revoking_the_agent_ends_its_stream() {
     let s = server();
-    let mut rx = s.api.open_sync(id(AGENT)).await.unwrap();
+    let mut rx = s
+        .api
+        .open_sync(id(AGENT), Default::default())
+        .await
+        .unwrap();
     next(&mut rx).await;
     s.state
         .publish(ServerEvent::AgentRevoked(id("spiffe://example.org/other")));
@@ -272,7 +284,11 @@ async fn a_large_snapshot_comes_in_chunks() {
     for result in s.state.store.create_entries(entries).unwrap() {
         result.unwrap();
     }
-    let mut rx = s.api.open_sync(id(AGENT)).await.unwrap();
+    let mut rx = s
+        .api
+        .open_sync(id(AGENT), Default::default())
+        .await
+        .unwrap();
     let chunks = [
         next(&mut rx).await,
         next(&mut rx).await,

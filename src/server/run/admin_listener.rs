@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tonic::service::Routes;
 use tonic::transport::server::UdsConnectInfo;
 
-use super::connections::{ConnLimits, GuardedIo, PeerCounter};
+use super::connections::{uid_slot, ConnLimits, GuardedIo, PeerCounter};
 use super::listeners;
 use super::serve::spawn_router;
 use super::streams::TrackStreamsLayer;
@@ -90,19 +90,7 @@ async fn accept(
                 continue;
             }
         };
-        let uid = match stream.peer_cred() {
-            Ok(cred) => cred.uid(),
-            Err(e) => {
-                tracing::warn!(error = %Chain(&e), "admin API: no peer credentials; closing");
-                continue;
-            }
-        };
-        let Some(slot) = per_uid.try_acquire(uid) else {
-            tracing::warn!(
-                uid,
-                max = per_uid.max(),
-                "admin API: too many connections from this uid; closing the new one"
-            );
+        let Some((uid, slot)) = uid_slot(&stream, &per_uid, "admin API") else {
             continue;
         };
         let io = GuardedIo::new(stream, Box::new(slot), limits, format!("uid {uid}"));

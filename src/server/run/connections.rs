@@ -66,6 +66,33 @@ impl<K: Hash + Eq + Clone> PeerCounter<K> {
     }
 }
 
+/// The uid of the peer of an accepted Unix socket `stream` (SO_PEERCRED)
+/// and its slot in `per_uid`; `None`, logged with `listener` named, when
+/// the kernel cannot tell or the uid holds its budget already (the
+/// connection is then closed by the caller dropping it).
+pub(crate) fn uid_slot(
+    stream: &tokio::net::UnixStream,
+    per_uid: &Arc<PeerCounter<u32>>,
+    listener: &str,
+) -> Option<(u32, PeerSlot<u32>)> {
+    let uid = match stream.peer_cred() {
+        Ok(cred) => cred.uid(),
+        Err(e) => {
+            tracing::warn!(error = %crate::errors::Chain(&e), "{listener}: no peer credentials; closing");
+            return None;
+        }
+    };
+    let Some(slot) = per_uid.try_acquire(uid) else {
+        tracing::warn!(
+            uid,
+            max = per_uid.max(),
+            "{listener}: too many connections from this uid; closing the new one"
+        );
+        return None;
+    };
+    Some((uid, slot))
+}
+
 impl<K: Hash + Eq> Drop for PeerSlot<K> {
     fn drop(&mut self) {
         let mut counts = self
