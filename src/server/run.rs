@@ -70,6 +70,9 @@ pub enum ServerError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `[node_attestors.k8s_psat]` is unusable (a CA or JWKS file).
+    #[error(transparent)]
+    K8sPsat(#[from] crate::server::k8s_psat::PsatSetupError),
     /// TLS setup failed.
     #[error("TLS setup failed")]
     Tls(#[from] ServerSvidError),

@@ -75,6 +75,7 @@ impl Server {
         let request = Request::new(node::AttestRequest {
             join_token: token.into(),
             x509pop: None,
+            k8s_psat: None,
             csr,
         });
         self.api.attest(request).await.map(|r| r.into_inner())
