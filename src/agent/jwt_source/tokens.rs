@@ -151,6 +151,7 @@ impl Tokens {
             .retain(|_, c| c.usable(now, epoch) || (c.hot(now) && c.expires_at > now));
     }
 
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.entries.len()
     }
