@@ -278,7 +278,8 @@ impl UnixAttestor {
 mod tests {
     use super::*;
 
-    fn self_ids() -> (u32, u32) {
+    /// This process's effective uid and gid, as SO_PEERCRED gives them.
+    pub(super) fn self_ids() -> (u32, u32) {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         let field = |name: &str| -> u32 {
             let line = status.lines().find_map(|l| l.strip_prefix(name)).unwrap();

@@ -3,19 +3,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use super::*;
-
-fn self_ids() -> (u32, u32) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let field = |name: &str| -> u32 {
-        let line = status.lines().find_map(|l| l.strip_prefix(name)).unwrap();
-        line.split_ascii_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    (field("Uid:"), field("Gid:"))
-}
+use crate::agent::attestor::tests::self_ids;
 
 fn sleeper() -> Child {
     Command::new("sleep").arg("30").spawn().unwrap()

@@ -76,6 +76,15 @@ async fn fetch(src: &NodeJwtSource, entry: &str, audience: &str) -> String {
     src.fetch_jwt_svid(entry, &aud(&[audience])).await.unwrap()
 }
 
+/// A source whose one token (e1, a) was asked for at T0 and is now at
+/// its refresh point.
+async fn one_token_due() -> Source {
+    let s = source();
+    fetch(&s.src, "e1", "a").await;
+    s.clock.advance(300);
+    s
+}
+
 #[tokio::test]
 async fn tokens_are_cached_per_entry_and_audience_and_hot_ones_refreshed_in_the_background() {
     let s = source();
@@ -101,9 +110,7 @@ async fn tokens_are_cached_per_entry_and_audience_and_hot_ones_refreshed_in_the_
 
 #[tokio::test]
 async fn an_entry_not_requested_for_a_lifetime_is_no_longer_refreshed() {
-    let s = source();
-    fetch(&s.src, "e1", "a").await;
-    s.clock.advance(300);
+    let s = one_token_due().await;
     assert_eq!(s.src.refresh_due().await, 1);
     // Minted again at T0 + 300, due at T0 + 600; last asked for at T0, a
     // lifetime (600 s) before: cold.
@@ -156,9 +163,7 @@ async fn while_the_server_cannot_mint_a_cached_token_serves_until_it_expires() {
 
 #[tokio::test]
 async fn the_refresher_task_re_mints_due_entries_and_stops_at_shutdown() {
-    let s = source();
-    fetch(&s.src, "e1", "a").await;
-    s.clock.advance(300);
+    let s = one_token_due().await;
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(s.src.clone().refresh_hot(stop_rx));
     let deadline = Instant::now() + Duration::from_secs(30);
