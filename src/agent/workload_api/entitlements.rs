@@ -94,3 +94,60 @@ impl EntitlementMemo {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::cache::tests::identity;
+    use crate::spiffe::TrustDomain;
+
+    fn sel(v: &str) -> Selector {
+        Selector::new("unix", v).unwrap()
+    }
+
+    fn snapshot(generation: u64, uids: &[&str]) -> CacheSnapshot {
+        let mut s = CacheSnapshot::empty(TrustDomain::new("example.org").unwrap());
+        s.identities = uids
+            .iter()
+            .map(|uid| identity(&uid.replace(':', "-"), vec![sel(uid)]))
+            .collect();
+        s.ready = true;
+        s.generation = generation;
+        s
+    }
+
+    #[test]
+    fn kept_per_snapshot_and_selector_set_and_only_when_granted() {
+        let memo = EntitlementMemo::default();
+        let one = snapshot(1, &["uid:1"]);
+        let a = memo.entitled(&one, &[sel("uid:1")]).unwrap();
+        let b = memo.entitled(&one, &[sel("uid:1")]).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "computed once per snapshot");
+        let err = memo.entitled(&one, &[sel("uid:2")]).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        assert_eq!(memo.lock().by_caller.len(), 1, "refusals are not kept");
+
+        // A new snapshot starts afresh: uid:2 now has an identity.
+        let two = snapshot(2, &["uid:1", "uid:2"]);
+        let c = memo.entitled(&two, &[sel("uid:1")]).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        let d = memo.entitled(&two, &[sel("uid:2")]).unwrap();
+        assert_eq!(d.ids[0].entry_id, "uid-2");
+        // An older snapshot (a stream behind) is answered, not kept.
+        let old = memo.entitled(&one, &[sel("uid:1")]).unwrap();
+        assert_eq!(old.ids.len(), 1);
+        assert_eq!(memo.lock().generation, 2);
+        assert_eq!(memo.lock().by_caller.len(), 2);
+    }
+
+    #[test]
+    fn at_most_capacity_selector_sets_are_kept() {
+        let memo = EntitlementMemo::default();
+        let snap = snapshot(1, &["uid:1"]);
+        for i in 0..CAPACITY + 10 {
+            let caller = [sel("uid:1"), sel(&format!("path:/bin/{i}"))];
+            assert_eq!(memo.entitled(&snap, &caller).unwrap().ids.len(), 1);
+        }
+        assert_eq!(memo.lock().by_caller.len(), CAPACITY);
+    }
+}
