@@ -235,9 +235,11 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     tasks.push(tokio::spawn(persister.run(shutdown_rx.clone())));
 
     let limits = &config.workload_api;
+    let jwt = Arc::new(NodeJwtSource::new(client, jwt_epoch, clock));
+    tasks.push(tokio::spawn(jwt.clone().refresh_hot(shutdown_rx.clone())));
     let api = WorkloadApi::new(
         cache.clone(),
-        Arc::new(NodeJwtSource::new(client, jwt_epoch, clock)),
+        jwt,
         Arc::new(
             WorkloadAttestor::new(
                 UnixAttestor::new().with_sha256_max_file_size(limits.sha256_max_file_size),
