@@ -98,6 +98,10 @@ async fn bound(
     column(&row, 0, "events")
 }
 
+/// How far below the highest id a starting reader looks for ids whose
+/// transactions may still commit.
+const START_WINDOW: i64 = 4096;
+
 impl PostgresStore {
     /// Where a new reader starts: after the highest id now, waiting for
     /// the lower ids this snapshot does not show (their transactions may
@@ -111,8 +115,13 @@ impl PostgresStore {
         let (tx, _) = snapshot_tx(&mut client, OP).await?;
         let row = tx
             .query_one(
-                "SELECT coalesce(min(id), 1), coalesce(max(id), 0) FROM events",
-                &[],
+                // Missing ids are looked for below the highest up to a
+                // window, not only above the lowest shown: on an empty or
+                // pruned table, writers still in flight hold ids below the
+                // first committed one. A writer whose id lies more than the
+                // window below the highest at start is the one case left.
+                "SELECT greatest(1, coalesce(max(id), 0) - $1), coalesce(max(id), 0) FROM events",
+                &[&START_WINDOW],
             )
             .await
             .map_err(StoreError::pg(OP))?;

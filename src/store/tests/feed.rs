@@ -79,6 +79,29 @@ fn an_event_whose_id_commits_late_is_not_skipped() {
     assert!(s.feed_read_once(&mut cursor).unwrap().is_empty());
 }
 
+/// A reader starting while a writer holds the lowest id of an empty
+/// table, another's higher id already committed, still hands it on.
+#[test]
+fn a_reader_starting_after_a_later_commit_still_hands_on_the_earlier_id() {
+    let Some(db) = temp_database() else { return };
+    let s = store(&db);
+    let rt = runtime();
+    let (t1, t2) = rt.block_on(async { (raw(&db).await, raw(&db).await) });
+    rt.block_on(async {
+        t1.batch_execute("BEGIN").await.unwrap();
+        event(&t1, "first").await;
+        t2.batch_execute("BEGIN").await.unwrap();
+        event(&t2, "second").await;
+        t2.batch_execute("COMMIT").await.unwrap();
+    });
+    // Starts with `second` committed and `first` in flight below it.
+    let mut cursor = s.feed_cursor_now().unwrap();
+    assert!(s.feed_read_once(&mut cursor).unwrap().is_empty());
+    rt.block_on(t1.batch_execute("COMMIT")).unwrap();
+    assert_eq!(subjects(&s.feed_read_once(&mut cursor).unwrap()), ["first"]);
+    assert!(cursor.gaps.is_empty(), "{cursor:?}");
+}
+
 #[test]
 fn a_gap_held_by_the_youngest_transaction_stays_open_until_it_ends() {
     let Some(db) = temp_database() else { return };
