@@ -101,3 +101,45 @@ pub fn workload_svids(data: &[u8]) {
         }
     }
 }
+
+/// A k8s_psat agent's projected token, as any peer of the node API may
+/// send it: it parses or is refused, and it never verifies against a
+/// cluster key set (the corpus has no valid signature, and mutations
+/// cannot make one).
+pub fn k8s_psat_token(data: &[u8]) {
+    use crate::k8s_psat::jwks::{KeySet, Rules};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(parsed) = crate::k8s_psat::parse_token(text) {
+        assert!(text.starts_with(parsed.signing_input));
+        assert!(!parsed.claims.identity.namespace.is_empty());
+        assert!(!parsed.claims.identity.service_account.is_empty());
+    }
+    let jwks = include_bytes!("../tests/fixtures/k8s/jwks.json");
+    if let Ok(keys) = KeySet::parse(jwks) {
+        let rules = Rules {
+            audience: crate::k8s_psat::DEFAULT_AUDIENCE,
+            issuer: None,
+            leeway: 30,
+        };
+        assert!(keys.verify(text, &rules, 0).is_err());
+    }
+}
+
+/// What a Kubernetes API server (or a host posing as one) answers the
+/// k8s_psat attestor: a TokenReview, a pod, a node, a JWKS. Each reader
+/// refuses or returns what it found; none panics.
+pub fn k8s_api_json(data: &[u8]) {
+    use crate::k8s_psat::{jwks::KeySet, objects, review};
+    if let Ok(id) = review::interpret(data, crate::k8s_psat::DEFAULT_AUDIENCE) {
+        assert!(!id.namespace.is_empty() && !id.service_account.contains(':'));
+    }
+    if let Ok(pod) = objects::parse_pod(data) {
+        assert!(!pod.uid.is_empty());
+    }
+    let _ = objects::parse_node(data);
+    if let Ok(keys) = KeySet::parse(data) {
+        assert!(!keys.is_empty() && keys.len() <= crate::k8s_psat::jwks::MAX_KEYS);
+    }
+}

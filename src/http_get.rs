@@ -1,8 +1,9 @@
-//! One HTTP `GET` over a stream the caller connected (TLS of ours, or
-//! plain TCP): hyper's HTTP/1.1 client, one request per connection, so
-//! that the caller's TLS configuration decides whom we talk to. Used for
-//! federation bundles (`server/federation/fetch.rs`) and the kubelet's pod
-//! list (`agent/attestor/k8s/kubelet.rs`). Everything a peer sends is
+//! One HTTP `GET` (or JSON `POST`) over a stream the caller connected (TLS
+//! of ours, or plain TCP): hyper's HTTP/1.1 client, one request per
+//! connection, so that the caller's TLS configuration decides whom we talk
+//! to. Used for federation bundles (`server/federation/fetch.rs`), the
+//! kubelet's pod list (`agent/attestor/k8s/kubelet.rs`) and the Kubernetes
+//! API of k8s_psat (`server/k8s_psat/api.rs`). Everything a peer sends is
 //! bounded in size; a peer that sends too much or nonsense gets an error,
 //! not a panic. The caller bounds the time.
 
@@ -10,8 +11,8 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::header::{ACCEPT, AUTHORIZATION, CONNECTION, HOST, LOCATION, USER_AGENT};
-use http_body_util::{BodyExt as _, Empty};
+use http::header::{ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, LOCATION, USER_AGENT};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -65,8 +66,39 @@ pub async fn get<S>(stream: S, req: GetRequest<'_>) -> Result<Response, HttpErro
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    send(stream, req, None).await
+}
+
+/// Sends `POST` with a JSON `body` on `stream` and reads the whole response.
+pub async fn post_json<S>(
+    stream: S,
+    req: GetRequest<'_>,
+    body: Vec<u8>,
+) -> Result<Response, HttpError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    send(stream, req, Some(body)).await
+}
+
+/// `GET` without a body, `POST` of JSON with one.
+async fn send<S>(
+    stream: S,
+    req: GetRequest<'_>,
+    body: Option<Vec<u8>>,
+) -> Result<Response, HttpError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let limit = req.max_body;
-    let mut request = http::Request::get(req.target)
+    let method = if body.is_some() {
+        http::Method::POST
+    } else {
+        http::Method::GET
+    };
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(req.target)
         .header(HOST, req.host)
         .header(ACCEPT, "application/json")
         .header(USER_AGENT, concat!("herald/", env!("CARGO_PKG_VERSION")))
@@ -74,8 +106,11 @@ where
     if let Some(token) = req.bearer {
         request = request.header(AUTHORIZATION, format!("Bearer {token}"));
     }
+    if body.is_some() {
+        request = request.header(CONTENT_TYPE, "application/json");
+    }
     let request = request
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .map_err(HttpError::Request)?;
     let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
         .max_buf_size(MAX_RESPONSE_HEAD)

@@ -59,6 +59,7 @@ pub mod fuzzing;
 pub mod heap;
 pub mod helper;
 pub mod http_get;
+pub mod k8s_psat;
 pub mod node;
 pub mod oidc;
 pub mod ops;

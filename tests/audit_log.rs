@@ -114,6 +114,7 @@ fn admin_calls_and_attestations_are_audited_without_secrets() {
         let request = node::AttestRequest {
             join_token: bogus.to_string(),
             x509pop: None,
+            k8s_psat: None,
             csr: make_csr(&key).unwrap(),
         };
         connector.anonymous().await.unwrap().attest(request).await

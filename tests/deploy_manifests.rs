@@ -112,6 +112,53 @@ fn the_config_maps_hold_valid_herald_configurations() {
     );
 }
 
+/// The agents attest by k8s_psat: the token the DaemonSet projects is the
+/// one agent.toml reads, with the audience and the cluster name the
+/// server expects, and the server may review it.
+#[test]
+fn k8s_psat_is_configured_end_to_end() {
+    use herald::config::node_attestors::NodeAttestation;
+    let k8s = deploy().join("kubernetes");
+    let agent = k8s.join("21-agent-config.yaml");
+    let config = AgentConfig::parse(&agent, &embedded(&agent, "agent.toml")).unwrap();
+    let NodeAttestation::K8sPsat(source) = config.attestation else {
+        panic!("the agents attest by k8s_psat: {:?}", config.attestation)
+    };
+    let server = k8s.join("11-server-config.yaml");
+    let config = ServerConfig::parse(&server, &embedded(&server, "server.toml")).unwrap();
+    let clusters = config
+        .k8s_psat
+        .expect("the server attests k8s_psat agents")
+        .clusters;
+    let cluster = &clusters[&source.cluster];
+    assert_eq!(cluster.audience, "herald-server");
+    assert!(cluster
+        .service_account_allow_list
+        .contains(&"herald:herald-agent".to_string()));
+    let daemonset = std::fs::read_to_string(k8s.join("22-agent-daemonset.yaml")).unwrap();
+    let (dir, file) = source
+        .token_path
+        .to_str()
+        .and_then(|p| p.rsplit_once('/'))
+        .unwrap();
+    for needle in [
+        format!("mountPath: {dir}\n"),
+        format!("path: {file}\n"),
+        "audience: herald-server\n".to_string(),
+        "serviceAccountName: herald-agent\n".into(),
+    ] {
+        assert!(
+            daemonset.contains(&needle),
+            "{needle:?} not in the DaemonSet"
+        );
+    }
+    let rbac = std::fs::read_to_string(k8s.join("10-server-rbac.yaml")).unwrap();
+    assert!(
+        rbac.contains("resources: [\"tokenreviews\"]\n    verbs: [\"create\"]"),
+        "{rbac}"
+    );
+}
+
 /// The HA configurations read their store URL from the environment (the
 /// herald-store Secret in the pod, EnvironmentFile= under systemd); the
 /// server resolves it as it parses. Set once, before any test of this

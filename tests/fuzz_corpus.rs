@@ -114,3 +114,13 @@ fn h2_authority_target() {
 fn workload_svids_target() {
     run_target("workload_svids", herald::fuzzing::workload_svids);
 }
+
+#[test]
+fn k8s_psat_token_target() {
+    run_target("k8s_psat_token", herald::fuzzing::k8s_psat_token);
+}
+
+#[test]
+fn k8s_api_json_target() {
+    run_target("k8s_api_json", herald::fuzzing::k8s_api_json);
+}

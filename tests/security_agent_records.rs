@@ -173,6 +173,7 @@ fn a_join_token_cannot_claim_a_reserved_or_live_identity() {
             .attest(node::AttestRequest {
                 join_token: second,
                 x509pop: None,
+                k8s_psat: None,
                 csr: make_csr(&key).unwrap(),
             })
             .await

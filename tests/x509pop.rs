@@ -117,19 +117,7 @@ fn a_machine_certificate_from_another_ca_is_refused() {
 #[test]
 fn an_rsa_machine_key_attests() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, out) = harness::openssl::openssl(
-        dir.path(),
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            "rsa.key",
-        ],
-    );
-    assert!(ok, "{out}");
+    harness::openssl::rsa_key(dir.path(), "rsa");
     let pem = std::fs::read_to_string(dir.path().join("rsa.key")).unwrap();
     let key = rcgen::KeyPair::from_pem(&pem).unwrap();
     let root = TestCa::root("rsa machines root").unwrap();

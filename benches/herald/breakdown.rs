@@ -182,6 +182,9 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
     let (uid, gid) = uid_gid();
     let pid = std::process::id() as i32;
     let attest = time(iters, |_| attestor.attest(pid, uid, gid).unwrap());
+    let remembered = time(iters, |_| {
+        attestor.attest_remembered(pid, uid, gid).unwrap()
+    });
     let caller = attestor.attest(pid, uid, gid).unwrap();
     let mut snap = CacheSnapshot::empty(td.clone());
     snap.identities = (0..scale.workloads)
@@ -268,6 +271,11 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
             "workload API: UnixAttestor::attest per call".into(),
             attest,
             "–".into(),
+        ),
+        (
+            "workload API: UnixAttestor::attest_remembered per call (a hit)".into(),
+            remembered,
+            format!("attest {}", fmt_dur(attest)),
         ),
         (
             format!("workload API: identities_for among {}", scale.workloads + 1),

@@ -9,8 +9,8 @@
 //! ```
 //!
 //! Items (names for `HERALD_BENCH_ONLY`): `issuance`, `workload`,
-//! `rotation`, `sync`, `propagation`, `store`, `sds`, `breakdown`,
-//! `crossserver` (two real servers on PostgreSQL). Servers and
+//! `rotation`, `sync`, `propagation`, `store`, `sds`, `breakdown`, `fleet`,
+//! `cfssl`, `crossserver` (two real servers on PostgreSQL). Servers and
 //! agents run in this process on their own tokio runtimes (threads named
 //! `server…`, `agent…`, `bench…`, so CPU time is split by role), on temp
 //! dirs under `target/tmp`, loopback TCP and Unix sockets. Where a role's
@@ -25,10 +25,13 @@ mod breakdown;
 mod child;
 mod cluster;
 mod crossserver;
+mod fleet;
+mod fleet_agent;
 #[path = "../../tests/harness/mod.rs"]
 mod harness;
 mod issuance;
 mod measure;
+mod peer_cfssl;
 mod propagation;
 mod report;
 mod rotation;
@@ -86,6 +89,12 @@ fn main() {
     }
     if selected("breakdown") {
         breakdown::run(&scale, &bound, &mut report);
+    }
+    if selected("fleet") {
+        fleet::run(&scale, &bound, &mut report);
+    }
+    if selected("cfssl") {
+        peer_cfssl::run(&scale, &mut report);
     }
     if selected("crossserver") {
         crossserver::run(&scale, &mut report);

@@ -103,6 +103,11 @@ pub fn process_cpu_secs(pid: u32) -> f64 {
     stat_cpu_secs(&std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat"))
 }
 
+/// CPU seconds used so far by the calling thread (10 ms resolution).
+pub fn thread_cpu_secs() -> f64 {
+    stat_cpu_secs(&std::fs::read_to_string("/proc/thread-self/stat").expect("read stat"))
+}
+
 /// CPU seconds used so far by this process.
 pub fn self_cpu_secs() -> f64 {
     process_cpu_secs(std::process::id())

@@ -16,6 +16,9 @@ pub struct Row {
     pub met: Option<bool>,
 }
 
+/// A row's parts after its item: (figure, value, baseline, ratio, target, met).
+pub type RowParts = (String, String, String, String, String, Option<bool>);
+
 /// All rows of a run.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -39,6 +42,22 @@ impl Report {
             row.figure, row.value, row.baseline, row.ratio, row.target
         );
         self.rows.push(row);
+    }
+
+    /// Records rows of one item given as (figure, value, baseline, ratio,
+    /// target, met).
+    pub fn add_all(&mut self, item: &'static str, rows: impl IntoIterator<Item = RowParts>) {
+        for (figure, value, baseline, ratio, target, met) in rows {
+            self.add(Row {
+                item,
+                figure,
+                value,
+                baseline,
+                ratio,
+                target,
+                met,
+            });
+        }
     }
 
     /// The Markdown table of every row, in item order.

@@ -43,16 +43,44 @@ pub struct Scale {
     pub breakdown_entries: usize,
     /// Breakdown: iterations per measured step.
     pub breakdown_iters: usize,
+    /// Item 8: simulated agents, each its own connection and Sync stream.
+    pub fleet_agents: usize,
+    /// Item 8: entries (and SVIDs) per agent.
+    pub fleet_entries: usize,
+    /// Item 8: entry changes timed, one agent each.
+    pub fleet_changes: usize,
+    /// Item 8: federated bundle changes timed, to every agent.
+    pub fleet_bundle_changes: usize,
+    /// Item 9: CSRs signed by each CA, one per request.
+    pub peer_requests: usize,
+    /// Item 9: requests in flight at once (one connection each).
+    pub peer_concurrency: usize,
 }
 
 impl Scale {
-    /// Reads `HERALD_BENCH_SCALE` (default `full`).
+    /// Reads `HERALD_BENCH_SCALE` (default `full`), and
+    /// `HERALD_BENCH_FLEET=agents,entries,changes,bundle_changes` (item 8's
+    /// sizes, to try it at other scales).
     pub fn from_env() -> Scale {
-        match std::env::var("HERALD_BENCH_SCALE").as_deref() {
+        let mut scale = match std::env::var("HERALD_BENCH_SCALE").as_deref() {
             Ok("smoke") => Scale::smoke(),
             Ok("full") | Err(_) => Scale::full(),
             Ok(other) => panic!("HERALD_BENCH_SCALE={other:?}: use `full` or `smoke`"),
+        };
+        if let Ok(fleet) = std::env::var("HERALD_BENCH_FLEET") {
+            let n: Vec<usize> = fleet
+                .split(',')
+                .map(|v| v.trim().parse().expect("HERALD_BENCH_FLEET: numbers"))
+                .collect();
+            let [agents, entries, changes, bundles] = n[..] else {
+                panic!("HERALD_BENCH_FLEET={fleet:?}: agents,entries,changes,bundle_changes");
+            };
+            scale.fleet_agents = agents;
+            scale.fleet_entries = entries;
+            scale.fleet_changes = changes;
+            scale.fleet_bundle_changes = bundles;
         }
+        scale
     }
 
     fn full() -> Scale {
@@ -75,6 +103,12 @@ impl Scale {
             store_batches: 100,
             breakdown_entries: 10_000,
             breakdown_iters: 2_000,
+            fleet_agents: 1_000,
+            fleet_entries: 100,
+            fleet_changes: 100,
+            fleet_bundle_changes: 20,
+            peer_requests: 20_000,
+            peer_concurrency: 16,
         }
     }
 
@@ -98,13 +132,19 @@ impl Scale {
             store_batches: 5,
             breakdown_entries: 100,
             breakdown_iters: 50,
+            fleet_agents: 20,
+            fleet_entries: 5,
+            fleet_changes: 5,
+            fleet_bundle_changes: 3,
+            peer_requests: 200,
+            peer_concurrency: 4,
         }
     }
 }
 
 /// The items named in `HERALD_BENCH_ONLY` (comma-separated), if set.
 pub fn only_from_env() -> Option<Vec<String>> {
-    const ITEMS: [&str; 9] = [
+    const ITEMS: [&str; 11] = [
         "issuance",
         "workload",
         "rotation",
@@ -114,6 +154,8 @@ pub fn only_from_env() -> Option<Vec<String>> {
         "sds",
         "breakdown",
         "crossserver",
+        "fleet",
+        "cfssl",
     ];
     let raw = std::env::var("HERALD_BENCH_ONLY").ok()?;
     let names: Vec<String> = raw

@@ -13,13 +13,19 @@
 //! `supplementary_gid:<n>`, `supplementary_group:<name>`, `path:<exe>`,
 //! `sha256:<hex of the executable>`.
 //!
+//! A caller that calls again may be answered from `memo`, which remembers
+//! an attestation only while it provably still describes the same process
+//! running the same executable (the reasoning is in that module).
+//!
 //! The pieces: `proc_files` reads `/proc`, `names` the user and group
-//! databases, `exe_hash` the executable's hash. [`k8s`] is the optional
+//! databases, `exe_hash` the executable's hash, `memo` the remembered
+//! attestations. [`k8s`] is the optional
 //! Kubernetes attestor, and [`WorkloadAttestor`] runs the attestors that
 //! are on for one caller.
 
 mod exe_hash;
 pub mod k8s;
+mod memo;
 mod names;
 mod proc_files;
 mod workload;
@@ -27,8 +33,9 @@ mod workload;
 use std::io;
 use std::path::PathBuf;
 
-use self::exe_hash::ExeHashes;
 pub use self::exe_hash::DEFAULT_SHA256_MAX_FILE_SIZE;
+use self::exe_hash::{ExeHashes, ExeVersion};
+use self::memo::AttestationMemo;
 use self::names::NameDatabases;
 use self::proc_files::{read_proc_file, read_start_time, status_effective_uid, status_groups};
 pub use self::workload::WorkloadAttestor;
@@ -111,6 +118,18 @@ pub struct UnixAttestor {
     hashes: ExeHashes,
     /// Parsed `passwd` and `group`.
     names: NameDatabases,
+    /// Attestations remembered per caller.
+    memo: AttestationMemo,
+}
+
+/// One attestation and what a remembered one is checked against.
+pub(super) struct Attested<T> {
+    selectors: Vec<Selector>,
+    extra: T,
+    /// The start time read before and after.
+    start_time: u64,
+    /// The executable the path and hash selectors came from, if readable.
+    exe: Option<ExeVersion>,
 }
 
 impl Default for UnixAttestor {
@@ -130,6 +149,7 @@ impl UnixAttestor {
             group: PathBuf::from("/etc/group"),
             hashes: ExeHashes::new(DEFAULT_SHA256_MAX_FILE_SIZE),
             names: NameDatabases::default(),
+            memo: AttestationMemo::default(),
         }
     }
 
@@ -160,6 +180,17 @@ impl UnixAttestor {
         gid: u32,
         inside: impl FnOnce(i32) -> Result<T, AttestError>,
     ) -> Result<(Vec<Selector>, T), AttestError> {
+        self.attest_checked(pid, uid, gid, inside)
+            .map(|a| (a.selectors, a.extra))
+    }
+
+    pub(super) fn attest_checked<T>(
+        &self,
+        pid: i32,
+        uid: u32,
+        gid: u32,
+        inside: impl FnOnce(i32) -> Result<T, AttestError>,
+    ) -> Result<Attested<T>, AttestError> {
         if pid <= 0 {
             return Err(AttestError::BadPid(pid));
         }
@@ -208,19 +239,21 @@ impl UnixAttestor {
                 push(format!("supplementary_group:{name}"));
             }
         }
-        match self.hashes.exe_selectors(&dir) {
-            Ok((path, hash)) => {
-                if let Some(path) = path {
+        let exe = match self.hashes.exe_selectors(&dir) {
+            Ok(facts) => {
+                if let Some(path) = facts.path {
                     push(format!("path:{path}"));
                 }
-                if let Some(hash) = hash {
+                if let Some(hash) = facts.sha256 {
                     push(format!("sha256:{hash}"));
                 }
+                Some(facts.version)
             }
             Err(e) => {
-                tracing::debug!(pid, error = %e, "executable unreadable; no path or sha256 selector")
+                tracing::debug!(pid, error = %e, "executable unreadable; no path or sha256 selector");
+                None
             }
-        }
+        };
 
         let extra = inside(pid)?;
 
@@ -232,7 +265,12 @@ impl UnixAttestor {
         if after != Some(before) {
             return Err(AttestError::PidReused { pid, before, after });
         }
-        Ok((selectors, extra))
+        Ok(Attested {
+            selectors,
+            extra,
+            start_time: before,
+            exe,
+        })
     }
 }
 
@@ -240,7 +278,8 @@ impl UnixAttestor {
 mod tests {
     use super::*;
 
-    fn self_ids() -> (u32, u32) {
+    /// This process's effective uid and gid, as SO_PEERCRED gives them.
+    pub(super) fn self_ids() -> (u32, u32) {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         let field = |name: &str| -> u32 {
             let line = status.lines().find_map(|l| l.strip_prefix(name)).unwrap();

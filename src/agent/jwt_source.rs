@@ -1,18 +1,24 @@
 //! JWT-SVIDs for the Workload API, minted by the server on demand and
-//! cached per (entry, audience) until half their life has passed, so a
-//! workload that asks on every request does not cost a server round trip
-//! each time. While the server cannot mint, a cached token is served until
-//! it expires; without one the answer is Unavailable at once. Whether a
-//! cached token is still served is decided by the injected clock and by
-//! the taint epoch the manager bumps.
+//! cached per (entry, audience list) (`tokens`), so a workload that asks on
+//! every request does not cost a server round trip each time; and re-minted
+//! in the background while they are hot, so that a workload asking at
+//! least once per token lifetime never waits on the server for a token it
+//! asked for before ([`NodeJwtSource::refresh_hot`]). While the server
+//! cannot mint, a cached token is served until it expires; without one the
+//! answer is Unavailable at once. Whether a cached token is still served is
+//! decided by the injected clock and by the taint epoch the manager bumps.
 
-use std::collections::HashMap;
+mod tokens;
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::StreamExt as _;
+use tokio::sync::{watch, Notify};
 use tonic::Status;
 
+use self::tokens::{Key, Lookup, Tokens};
 use super::cache::JwtSvidSource;
 use super::manager::SharedClient;
 use crate::clock::SharedClock;
@@ -21,6 +27,13 @@ use crate::proto::node;
 /// How long a mint may take: a server that stopped answering without
 /// closing the connection must not hold the workload until its deadline.
 const MINT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the refresher looks for due entries while any is hot (the
+/// clock counts whole seconds).
+const REFRESH_TICK: Duration = Duration::from_secs(1);
+
+/// Background mints in flight at once.
+const CONCURRENT_REFRESHES: usize = 8;
 
 /// Where tokens are minted: the server, through the manager's current
 /// connection. A seam so the caching can be tested without a server.
@@ -58,21 +71,16 @@ impl JwtMinter for SharedClient {
     }
 }
 
-struct Cached {
-    token: String,
-    refresh_at: i64,
-    expires_at: i64,
-    epoch: u64,
-}
-
 /// Fetches JWT-SVIDs through the agent's current server connection.
 pub struct NodeJwtSource {
     minter: Box<dyn JwtMinter>,
-    cache: Mutex<HashMap<(String, Vec<String>), Cached>>,
+    tokens: Mutex<Tokens>,
     /// Bumped by the manager when a JWT key is tainted: cached tokens from
     /// an older epoch are not served again.
     epoch: Arc<AtomicU64>,
     clock: SharedClock,
+    /// Wakes the refresher: a new entry, or a request past its refresh point.
+    wake: Notify,
 }
 
 impl NodeJwtSource {
@@ -85,9 +93,77 @@ impl NodeJwtSource {
     fn with_minter(minter: Box<dyn JwtMinter>, epoch: Arc<AtomicU64>, clock: SharedClock) -> Self {
         NodeJwtSource {
             minter,
-            cache: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(Tokens::default()),
             epoch,
             clock,
+            wake: Notify::new(),
+        }
+    }
+
+    fn now_and_epoch(&self) -> (i64, u64) {
+        (self.clock.now_unix(), self.epoch.load(Ordering::SeqCst))
+    }
+
+    fn tokens(&self) -> MutexGuard<'_, Tokens> {
+        // Entries are inserted and replaced whole: a panic elsewhere
+        // cannot leave one half-written.
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-mints hot entries at their half life until `shutdown`: every
+    /// [`REFRESH_TICK`] while any entry is hot, otherwise only once woken
+    /// by a request.
+    pub async fn refresh_hot(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            self.refresh_due().await;
+            let hot = {
+                let now = self.clock.now_unix();
+                self.tokens().any_hot(now)
+            };
+            let tick = async {
+                if hot {
+                    tokio::time::sleep(REFRESH_TICK).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = tick => {}
+                _ = self.wake.notified() => {}
+                _ = crate::shutdown::stopped(&mut shutdown) => return,
+            }
+        }
+    }
+
+    /// Re-mints every hot entry that is due now; how many were re-minted.
+    async fn refresh_due(&self) -> usize {
+        let (now, epoch) = self.now_and_epoch();
+        let due = {
+            let mut tokens = self.tokens();
+            tokens.prune(now, epoch);
+            tokens.due(now, epoch)
+        };
+        futures::stream::iter(due)
+            .map(|key| self.refresh(key))
+            .buffer_unordered(CONCURRENT_REFRESHES)
+            .filter(|ok| std::future::ready(*ok))
+            .count()
+            .await
+    }
+
+    async fn refresh(&self, key: Key) -> bool {
+        match self.minter.mint(&key.0, &key.1).await {
+            Ok(resp) => {
+                tracing::debug!(entry_id = %key.0, "JWT-SVID re-minted in the background");
+                let at = self.now_and_epoch();
+                self.tokens()
+                    .insert(key, resp.token, resp.expires_at, at, false);
+                true
+            }
+            Err(status) => {
+                tracing::debug!(entry_id = %key.0, message = status.message(), "background JWT-SVID refresh failed; retried next tick");
+                false
+            }
         }
     }
 }
@@ -96,24 +172,20 @@ impl NodeJwtSource {
 impl JwtSvidSource for NodeJwtSource {
     async fn fetch_jwt_svid(&self, entry_id: &str, audience: &[String]) -> Result<String, Status> {
         let key = (entry_id.to_string(), audience.to_vec());
-        let now = self.clock.now_unix();
-        let epoch = self.epoch.load(Ordering::SeqCst);
-        let usable = {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            cache
-                .get(&key)
-                .filter(|c| c.expires_at > now && c.epoch == epoch)
-                .map(|c| (c.token.clone(), c.refresh_at))
-        };
-        if let Some((token, refresh_at)) = &usable {
-            if *refresh_at > now {
-                return Ok(token.clone());
+        let (now, epoch) = self.now_and_epoch();
+        let fallback = match self.tokens().lookup(&key, now, epoch) {
+            Lookup::Serve { token, due } => {
+                if due {
+                    self.wake.notify_one();
+                }
+                return Ok(token);
             }
-        }
+            Lookup::Mint { fallback } => fallback,
+        };
         let resp = match self.minter.mint(entry_id, audience).await {
             Ok(resp) => resp,
             Err(status) => {
-                let Some((token, _)) = usable else {
+                let Some(token) = fallback else {
                     return Err(status);
                 };
                 tracing::debug!(
@@ -124,158 +196,13 @@ impl JwtSvidSource for NodeJwtSource {
                 return Ok(token);
             }
         };
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.retain(|_, c| c.expires_at > now && c.epoch == epoch);
-        cache.insert(
-            key,
-            Cached {
-                token: resp.token.clone(),
-                refresh_at: now + (resp.expires_at - now) / 2,
-                expires_at: resp.expires_at,
-                epoch,
-            },
-        );
+        self.tokens()
+            .insert(key, resp.token.clone(), resp.expires_at, (now, epoch), true);
+        // A new hot entry: the refresher starts ticking.
+        self.wake.notify_one();
         Ok(resp.token)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::RwLock;
-
-    use super::*;
-    use crate::clock::{Clock as _, FakeClock};
-
-    const T0: i64 = 1_800_000_000;
-
-    /// Answers like the server, numbering its tokens, with a 600 s life;
-    /// Unavailable while `down` is set.
-    struct CountingMinter {
-        calls: Arc<AtomicU64>,
-        clock: FakeClock,
-        down: Arc<std::sync::atomic::AtomicBool>,
-    }
-
-    #[tonic::async_trait]
-    impl JwtMinter for CountingMinter {
-        async fn mint(
-            &self,
-            entry_id: &str,
-            audience: &[String],
-        ) -> Result<node::NewJwtsvidResponse, Status> {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(Status::unavailable("down"));
-            }
-            let n = self.calls.fetch_add(1, Ordering::SeqCst);
-            let now = self.clock.now_unix();
-            Ok(node::NewJwtsvidResponse {
-                token: format!("{entry_id}/{}/{n}", audience.join(",")),
-                expires_at: now + 600,
-            })
-        }
-    }
-
-    struct Source {
-        src: NodeJwtSource,
-        clock: FakeClock,
-        calls: Arc<AtomicU64>,
-        epoch: Arc<AtomicU64>,
-        down: Arc<std::sync::atomic::AtomicBool>,
-    }
-
-    fn source() -> Source {
-        let clock = FakeClock::new(T0);
-        let calls = Arc::new(AtomicU64::new(0));
-        let epoch = Arc::new(AtomicU64::new(0));
-        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let minter = CountingMinter {
-            calls: calls.clone(),
-            clock: clock.clone(),
-            down: down.clone(),
-        };
-        let src =
-            NodeJwtSource::with_minter(Box::new(minter), epoch.clone(), Arc::new(clock.clone()));
-        Source {
-            src,
-            clock,
-            calls,
-            epoch,
-            down,
-        }
-    }
-
-    fn aud(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
-
-    async fn fetch(src: &NodeJwtSource, entry: &str, audience: &str) -> String {
-        src.fetch_jwt_svid(entry, &aud(&[audience])).await.unwrap()
-    }
-
-    #[tokio::test]
-    async fn tokens_are_cached_per_entry_and_audience_until_half_life() {
-        let Source {
-            src, clock, calls, ..
-        } = source();
-        let first = fetch(&src, "e1", "a").await;
-        assert_eq!(first, "e1/a/0");
-        clock.advance(299);
-        assert_eq!(fetch(&src, "e1", "a").await, first);
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-
-        // Another audience or another entry is another token.
-        assert_eq!(fetch(&src, "e1", "b").await, "e1/b/1");
-        assert_eq!(fetch(&src, "e2", "a").await, "e2/a/2");
-
-        // At half of its 600 s life the token is minted again.
-        clock.advance(1);
-        assert_eq!(fetch(&src, "e1", "a").await, "e1/a/3");
-        assert_eq!(calls.load(Ordering::SeqCst), 4);
-    }
-
-    #[tokio::test]
-    async fn an_epoch_bump_drops_cached_tokens() {
-        let Source {
-            src, calls, epoch, ..
-        } = source();
-        fetch(&src, "e1", "a").await;
-        fetch(&src, "e1", "a").await;
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        epoch.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(fetch(&src, "e1", "a").await, "e1/a/1");
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn while_the_server_cannot_mint_a_cached_token_serves_until_it_expires() {
-        let s = source();
-        let first = fetch(&s.src, "e1", "a").await;
-        s.down.store(true, Ordering::SeqCst);
-        s.clock.advance(300); // due for a refresh, which fails
-        assert_eq!(fetch(&s.src, "e1", "a").await, first);
-        s.clock.advance(299);
-        assert_eq!(fetch(&s.src, "e1", "a").await, first);
-        s.clock.advance(1); // expired
-        let err = s.src.fetch_jwt_svid("e1", &aud(&["a"])).await.unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unavailable);
-        // Nothing cached for another audience: Unavailable at once.
-        let err = s.src.fetch_jwt_svid("e1", &aud(&["b"])).await.unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unavailable);
-        s.down.store(false, Ordering::SeqCst);
-        assert_eq!(fetch(&s.src, "e1", "a").await, "e1/a/1");
-        assert_eq!(s.calls.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn without_a_connection_the_answer_is_unavailable() {
-        let client: SharedClient = Arc::new(RwLock::new(None));
-        let src = NodeJwtSource::new(
-            client,
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(FakeClock::new(T0)),
-        );
-        let err = src.fetch_jwt_svid("e1", &aud(&["a"])).await.unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unavailable);
-        assert!(err.message().contains("not connected"), "{}", err.message());
-    }
-}
+mod tests;

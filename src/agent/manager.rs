@@ -20,9 +20,10 @@
 //! `sync_update` (applying one Sync message), `issuance` (which SVIDs
 //! are due, and getting them signed), `renewal` (when things are due, and
 //! the agent's own SVID), `reattest` (an x509pop agent proving its machine
-//! key again), `session` (the connection loop and failover), `resume`
-//! (resumed snapshots), `restore` (starting from the SVIDs saved before a
-//! restart), `trust` (re-bootstrapping and re-attesting).
+//! key again, a k8s_psat agent presenting its current token), `session`
+//! (the connection loop and failover), `resume` (resumed snapshots),
+//! `restore` (starting from the SVIDs saved before a restart), `trust`
+//! (re-bootstrapping and re-attesting).
 
 #[cfg(test)]
 mod fixture;
@@ -151,8 +152,8 @@ pub struct Manager {
     established: bool,
     /// `[rebootstrap]`, when configured.
     rebootstrap: Option<Rebootstrap>,
-    /// How to attest again when the agent SVID is no longer valid (only
-    /// with `[rebootstrap]`).
+    /// How to attest again when the agent SVID is no longer valid (with
+    /// `[rebootstrap]`), and, for a k8s_psat agent, at every renewal.
     attestation: NodeAttestation,
 }
 

@@ -45,7 +45,7 @@ pub enum AgentError {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// No SVID and no join token.
-    #[error("the agent has no SVID in its data directory and no attestation method is configured: set join_token (generate one with `herald token generate`) or [node_attestor.x509pop]")]
+    #[error("the agent has no SVID in its data directory and no attestation method is configured: set join_token (generate one with `herald token generate`), [node_attestor.x509pop] or [node_attestor.k8s_psat]")]
     NoCredential,
     /// The server connection could not be set up.
     #[error("server connection")]
@@ -168,6 +168,7 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
             let method = match &config.attestation {
                 NodeAttestation::JoinToken(t) => Method::JoinToken(t),
                 NodeAttestation::X509Pop(files) => Method::X509Pop(files),
+                NodeAttestation::K8sPsat(source) => Method::K8sPsat(source),
                 NodeAttestation::None => return Err(AgentError::NoCredential),
             };
             let (cred, bundle) = attest_at_start(
@@ -234,9 +235,11 @@ pub async fn start(config: &AgentConfig) -> Result<AgentHandle, AgentError> {
     tasks.push(tokio::spawn(persister.run(shutdown_rx.clone())));
 
     let limits = &config.workload_api;
+    let jwt = Arc::new(NodeJwtSource::new(client, jwt_epoch, clock));
+    tasks.push(tokio::spawn(jwt.clone().refresh_hot(shutdown_rx.clone())));
     let api = WorkloadApi::new(
         cache.clone(),
-        Arc::new(NodeJwtSource::new(client, jwt_epoch, clock)),
+        jwt,
         Arc::new(
             WorkloadAttestor::new(
                 UnixAttestor::new().with_sha256_max_file_size(limits.sha256_max_file_size),

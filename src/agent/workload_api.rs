@@ -16,6 +16,7 @@
 //! synced yet, attestation failure, minting failure, shutdown).
 
 pub(crate) mod caller;
+mod entitlements;
 mod handler;
 pub(crate) mod ready;
 pub(crate) mod responses;
@@ -30,6 +31,7 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
 
+use self::entitlements::EntitlementMemo;
 use self::handler::Handler;
 use crate::agent::attestor::WorkloadAttestor;
 use crate::agent::cache::{Cache, JwtSvidSource};
@@ -93,6 +95,8 @@ pub struct WorkloadApi {
     jwt: Arc<dyn JwtSvidSource>,
     attestor: Arc<WorkloadAttestor>,
     options: WorkloadApiOptions,
+    /// What each caller gets from the current snapshot, once computed.
+    entitlements: Arc<EntitlementMemo>,
 }
 
 /// How a [`WorkloadApi`] behaves beyond what it serves; the default is what
@@ -138,6 +142,7 @@ impl WorkloadApi {
             jwt,
             attestor,
             options: WorkloadApiOptions::default(),
+            entitlements: Arc::default(),
         }
     }
 

@@ -320,7 +320,9 @@ pub fn verify_jwt_svid_with_leeway<'b>(
     Ok(parsed.claims)
 }
 
-fn verify_signature(
+/// Checks `sig` over `message` with the key `params` under `alg`; also
+/// used for Kubernetes service-account tokens (`k8s_psat::jwks`).
+pub(crate) fn verify_signature(
     alg: JwtAlgorithm,
     kid: &str,
     params: &JwkKeyParams,

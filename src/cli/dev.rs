@@ -77,6 +77,7 @@ pub(super) fn run(args: DevArgs, log_flag: Option<&str>) -> Result<(), CliError>
     let dir = absolute(&args.data_dir)?;
     let server_config = ServerConfig {
         x509pop: None,
+        k8s_psat: None,
         trust_domain: td.clone(),
         data_dir: dir.join("server"),
         bind_address: "127.0.0.1:0"

@@ -206,7 +206,7 @@ pub struct AgentConfig {
     /// How to trust the server before the first attestation.
     pub bootstrap: Bootstrap,
     /// How the agent attests when it has no usable SVID: `join_token`
-    /// (single use) or `[node_attestor.x509pop]`.
+    /// (single use), `[node_attestor.x509pop]` or `[node_attestor.k8s_psat]`.
     pub attestation: NodeAttestation,
     /// Clock skew ValidateJWTSVID tolerates on `nbf` and `iat`, seconds.
     pub jwt_svid_leeway: i64,

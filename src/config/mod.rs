@@ -29,6 +29,7 @@ pub mod dashboard;
 pub mod federation;
 pub mod helper;
 pub mod k8s;
+pub mod k8s_psat;
 pub mod limits;
 pub mod node_attestors;
 pub mod ops;

@@ -1,6 +1,7 @@
 //! Node attestor tables: `[node_attestors.x509pop]` in server.toml (which
 //! machine PKI the server trusts, and how agents are named) and
 //! `[node_attestor.x509pop]` in agent.toml (where the machine identity is).
+//! The k8s_psat tables are in [`super::k8s_psat`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::check::Checker;
+use super::k8s_psat::{agent_k8s_psat, RawAgentPsat, RawServerPsat};
 use super::ConfigError;
+use crate::node::k8s_psat::PsatSource;
 use crate::node::x509pop::{MachineFiles, DEFAULT_CHECK_INTERVAL};
 use crate::spiffe::TrustDomain;
 use crate::x509pop::PathTemplate;
@@ -18,6 +21,7 @@ use crate::x509pop::PathTemplate;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServerAttestors {
     x509pop: Option<RawServerX509Pop>,
+    pub(super) k8s_psat: Option<RawServerPsat>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +95,7 @@ pub(super) fn server_x509pop(
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAgentAttestor {
     x509pop: Option<RawAgentX509Pop>,
+    k8s_psat: Option<RawAgentPsat>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +114,8 @@ pub enum NodeAttestation {
     JoinToken(String),
     /// `[node_attestor.x509pop]`: the machine certificate and key.
     X509Pop(MachineFiles),
+    /// `[node_attestor.k8s_psat]`: the cluster and the projected token.
+    K8sPsat(PsatSource),
     /// Nothing configured: the agent runs only on a saved SVID.
     None,
 }
@@ -118,6 +125,15 @@ pub(super) fn agent_attestation(
     join_token: Option<String>,
     raw: RawAgentAttestor,
 ) -> Result<NodeAttestation, ConfigError> {
+    if let Some(psat) = raw.k8s_psat {
+        if join_token.is_some() || raw.x509pop.is_some() {
+            return Err(c.invalid(
+                "node_attestor.k8s_psat",
+                "cannot be set together with join_token or [node_attestor.x509pop]; configure exactly one attestation method",
+            ));
+        }
+        return agent_k8s_psat(c, psat).map(NodeAttestation::K8sPsat);
+    }
     match (join_token, raw.x509pop) {
         (Some(_), Some(_)) => Err(c.invalid(
             "join_token",

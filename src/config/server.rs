@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::dashboard::{dashboard_config, DashboardConfig, RawDashboard};
 use super::federation::FederationConfig;
+use super::k8s_psat::{server_k8s_psat, PsatServerSettings};
 use super::limits::ListenerLimits;
 use super::node_attestors::{server_x509pop, RawServerAttestors, X509PopServerSettings};
 use super::ops::{ops_config, OpsConfig, RawOps};
@@ -217,6 +218,8 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     /// The x509pop node attestor (`[node_attestors.x509pop]`), off when absent.
     pub x509pop: Option<X509PopServerSettings>,
+    /// The k8s_psat node attestor (`[node_attestors.k8s_psat]`), off when absent.
+    pub k8s_psat: Option<PsatServerSettings>,
 }
 
 impl ConfigFile for ServerConfig {
@@ -324,9 +327,12 @@ impl ConfigFile for ServerConfig {
             None => None,
         };
         let store = StoreConfig::from_toml(raw.store.as_ref(), path)?;
-        let x509pop = server_x509pop(&c, raw.node_attestors, &trust_domain)?;
+        let mut node_attestors = raw.node_attestors;
+        let k8s_psat = server_k8s_psat(&c, node_attestors.k8s_psat.take())?;
+        let x509pop = server_x509pop(&c, node_attestors, &trust_domain)?;
         Ok(ServerConfig {
             x509pop,
+            k8s_psat,
             ops: ops_config(&c, raw.ops)?,
             dashboard: dashboard_config(&c, raw.dashboard)?,
             audit_log,

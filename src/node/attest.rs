@@ -1,12 +1,13 @@
 //! Attestation: the first contact of a node with its server. The node
-//! generates its key, sends a CSR with a single-use join token or an
-//! x509pop proof over an anonymous TLS connection, and receives its SVID
-//! and the trust bundle.
+//! generates its key, sends a CSR with a single-use join token, an
+//! x509pop proof or a Kubernetes projected service-account token over an
+//! anonymous TLS connection, and receives its SVID and the trust bundle.
 
 use std::sync::Arc;
 
 use super::connector::{AgentCredential, NodeClientError, ServerConnector};
 use super::csr::{make_csr, CsrBuildError};
+use super::k8s_psat::{PsatError, PsatSource};
 use super::wire::{bundle_from_wire, WireCause, WireError};
 use super::x509pop::{MachineError, MachineFiles};
 use crate::ca::{KeyError, KeyPair, KeyType};
@@ -25,6 +26,9 @@ pub enum AttestError {
     /// The machine identity (x509pop) could not be used.
     #[error(transparent)]
     Machine(#[from] MachineError),
+    /// The projected service-account token (k8s_psat) could not be read.
+    #[error(transparent)]
+    Psat(#[from] PsatError),
     /// The server could not be reached.
     #[error(transparent)]
     Connect(#[from] NodeClientError),
@@ -59,6 +63,8 @@ pub enum Method<'a> {
     JoinToken(&'a str),
     /// Possession of a machine key certified by the server's x509pop CA.
     X509Pop(&'a MachineFiles),
+    /// A Kubernetes projected service-account token (k8s_psat).
+    K8sPsat(&'a PsatSource),
 }
 
 /// Attests to the server at `connector` with a join token; returns the node
@@ -83,6 +89,7 @@ pub async fn attest_with(
             join_token: token.to_string(),
             csr,
             x509pop: None,
+            k8s_psat: None,
         },
         Method::X509Pop(files) => {
             let challenge = client
@@ -95,8 +102,15 @@ pub async fn attest_with(
                 join_token: String::new(),
                 x509pop: Some(files.proof(challenge, &csr)?),
                 csr,
+                k8s_psat: None,
             }
         }
+        Method::K8sPsat(source) => node::AttestRequest {
+            join_token: String::new(),
+            csr,
+            x509pop: None,
+            k8s_psat: Some(source.read()?),
+        },
     };
     let resp = client
         .attest(request)
@@ -116,6 +130,7 @@ pub async fn attest_with(
     let how = match method {
         Method::JoinToken(_) => "a join token",
         Method::X509Pop(_) => "x509pop",
+        Method::K8sPsat(_) => "k8s_psat",
     };
     tracing::info!(agent = %spiffe_id, "attested with {how}");
     Ok((

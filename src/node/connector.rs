@@ -9,7 +9,7 @@
 //! the last connection, or the one after it once the caller said that
 //! server failed ([`ServerConnector::fail_over`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use hyper_util::rt::TokioIo;
@@ -116,6 +116,8 @@ pub struct ServerConnector {
     roots: Roots,
     insecure: bool,
     position: Arc<Mutex<Position>>,
+    /// The local address connections leave from (`None`: the system's choice).
+    local: Option<IpAddr>,
 }
 
 /// Where the next connection round starts.
@@ -157,7 +159,18 @@ impl ServerConnector {
             roots,
             insecure,
             position: Arc::default(),
+            local: None,
         })
+    }
+
+    /// The same connector, its connections leaving from `local` (any
+    /// port): a node with several addresses choosing the one the server
+    /// knows it by. The scale bench spreads a thousand simulated agents
+    /// over loopback addresses this way, as they would arrive from a
+    /// thousand hosts, each under the server's per-address limits.
+    pub fn bind_local(mut self, local: IpAddr) -> Self {
+        self.local = Some(local);
+        self
     }
 
     /// The server of the last successful connection.
@@ -281,12 +294,23 @@ impl ServerConnector {
         config: Arc<rustls::ClientConfig>,
     ) -> Result<Grpc<Channel>, NodeClientError> {
         let connector = tokio_rustls::TlsConnector::from(config);
+        let local = self.local;
         let channel = Endpoint::from_static("http://herald-server")
             .connect_timeout(std::time::Duration::from_secs(10))
             .connect_with_connector(tower::service_fn(move |_| {
                 let connector = connector.clone();
                 async move {
-                    let tcp = tokio::net::TcpStream::connect(addr).await?;
+                    let tcp = match local {
+                        None => tokio::net::TcpStream::connect(addr).await?,
+                        Some(ip) => {
+                            let socket = match ip {
+                                IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                                IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                            };
+                            socket.bind(SocketAddr::new(ip, 0))?;
+                            socket.connect(addr).await?
+                        }
+                    };
                     let _ = tcp.set_nodelay(true);
                     // The verifier checks the SPIFFE ID, not this name.
                     let name = ServerName::IpAddress(addr.ip().into());

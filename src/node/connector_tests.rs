@@ -138,3 +138,26 @@ fn the_server_id_is_the_trust_domain_s_herald_server() {
     let c = connector("127.0.0.1:1".parse().unwrap());
     assert_eq!(c.server_id.as_str(), "spiffe://example.org/herald/server");
 }
+
+/// Connections leave from the bound local address (the server sees that
+/// address as the peer), and from the system's choice otherwise.
+#[tokio::test]
+async fn a_bound_local_address_is_the_peer_the_server_sees() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept = tokio::spawn(async move {
+        let mut peers = Vec::new();
+        for _ in 0..2 {
+            // Dropped at once: the TLS handshake fails, the peer is known.
+            let (_tcp, peer) = listener.accept().await.unwrap();
+            peers.push(peer.ip());
+        }
+        peers
+    });
+    let local: IpAddr = "127.0.0.3".parse().unwrap();
+    assert!(connector(addr).bind_local(local).anonymous().await.is_err());
+    assert!(connector(addr).anonymous().await.is_err());
+    let peers = accept.await.unwrap();
+    assert_eq!(peers[0], local);
+    assert_eq!(peers[1], IpAddr::from([127, 0, 0, 1]));
+}

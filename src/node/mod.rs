@@ -6,6 +6,7 @@
 //!   domain's roots), anonymous for attestation, mTLS afterwards.
 //! - [`attest`](mod@attest): join-token attestation, returning the first credential.
 //! - [`x509pop`]: the machine identity an x509pop node proves it holds.
+//! - [`k8s_psat`]: the projected service-account token a k8s_psat node presents.
 //! - [`csr`]: the CSRs a node sends (the server takes only the key).
 //! - [`credentials`]: the credential and bundle kept on disk across restarts.
 //! - [`targets`]: the server addresses, resolved at each connection round.
@@ -19,6 +20,7 @@ pub mod attest;
 pub mod connector;
 pub mod credentials;
 pub mod csr;
+pub mod k8s_psat;
 pub mod resume;
 pub mod targets;
 pub mod wire;

@@ -55,6 +55,19 @@ impl Selector {
         Ok(selector)
     }
 
+    /// The selectors of `kind` an attestor vouches for, one per value,
+    /// sorted and without repeats; a value no selector can hold (empty, or
+    /// with a NUL) is left out rather than failing the whole set.
+    pub fn set_of(kind: &str, values: impl IntoIterator<Item = String>) -> Vec<Selector> {
+        let mut out: Vec<Selector> = values
+            .into_iter()
+            .filter_map(|v| Selector::new(kind, v).ok())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Parses the `kind:value` form used on the command line. The split is at
     /// the first colon because values such as `uid:1000` contain colons.
     pub fn parse(s: &str) -> Result<Self, RegistrationError> {

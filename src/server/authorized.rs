@@ -138,6 +138,82 @@ pub fn signable_entries(
     Ok(out)
 }
 
+/// What a batch of entry writes can change, for telling which agents'
+/// sets it touches without recomputing each one: the written entries'
+/// parents (for deletions, the parents they had) and their IDs.
+///
+/// An agent's set changes only if a written entry hangs under the agent
+/// or under the SPIFFE ID of an entry already in its set (a creation, or
+/// an entry moved in), or is itself in the set (an update, a deletion, an
+/// entry moved out or renamed): see [`EntryChanges::touches`]. With a
+/// thousand agents connected, one entry written wakes one Sync stream's
+/// recomputation instead of a thousand.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EntryChanges {
+    parents: HashSet<String>,
+    ids: HashSet<String>,
+    /// A node alias was written: it names agents by their selectors, so
+    /// any agent may be touched.
+    alias: bool,
+}
+
+/// What an agent's Sync stream keeps of each entry it sent: enough to
+/// diff the next recomputation (the revision), to tell which writes touch
+/// the agent (the SPIFFE ID) and to wake at the next expiry. A fifth of
+/// the whole entry, held for every entry of every connected agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentEntry {
+    /// The entry's revision when it was sent.
+    pub revision: u64,
+    /// Its SPIFFE ID (entries nested under it belong to the agent too).
+    pub spiffe_id: Box<str>,
+    /// When it stops applying, if ever.
+    pub expires_at: Option<i64>,
+}
+
+/// An agent's entries as its Sync stream last sent them, by entry ID.
+pub type SentEntries = BTreeMap<Box<str>, SentEntry>;
+
+/// The part of `entries` a Sync stream keeps.
+pub fn sent_form(entries: &BTreeMap<String, RegistrationEntry>) -> SentEntries {
+    entries
+        .iter()
+        .map(|(id, e)| {
+            let sent = SentEntry {
+                revision: e.revision,
+                spiffe_id: e.spiffe_id.as_str().into(),
+                expires_at: e.expires_at,
+            };
+            (id.as_str().into(), sent)
+        })
+        .collect()
+}
+
+impl EntryChanges {
+    /// Notes an entry as written (created, updated: its new record;
+    /// deleted: the record it had).
+    pub fn record(&mut self, entry: &RegistrationEntry) {
+        self.parents.insert(entry.parent_id.as_str().to_owned());
+        self.ids.insert(entry.id.clone());
+        self.alias |= crate::registration::node_alias::is_alias_entry(entry);
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Whether the writes may change the set of `agent`, whose set was
+    /// `current` (as [`authorized_entries`] computed it) before them.
+    pub fn touches(&self, agent: &SpiffeId, current: &SentEntries) -> bool {
+        self.alias
+            || self.parents.contains(agent.as_str())
+            || current
+                .iter()
+                .any(|(id, e)| self.ids.contains(&**id) || self.parents.contains(&*e.spiffe_id))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,5 +438,56 @@ mod tests {
         expiring.expires_at = Some(500);
         store.update_entry(expiring).unwrap();
         assert!(keys(b).is_empty());
+    }
+
+    /// Every kind of write that changes an agent's set touches it; writes
+    /// under other agents do not.
+    #[test]
+    fn entry_changes_touch_exactly_the_agents_whose_sets_can_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let a = SpiffeId::parse("spiffe://example.org/herald/agent/a").unwrap();
+        let b = SpiffeId::parse("spiffe://example.org/herald/agent/b").unwrap();
+        let alias = store
+            .create_entry(entry(
+                "alias",
+                "spiffe://example.org/node-alias",
+                a.as_str(),
+            ))
+            .unwrap();
+        let set_a = sent_form(&authorized_entries(&store, &a, 1000).unwrap());
+        let set_b = sent_form(&authorized_entries(&store, &b, 1000).unwrap());
+        let touched = |written: &[&RegistrationEntry]| {
+            let mut c = EntryChanges::default();
+            for e in written {
+                c.record(e);
+            }
+            (c.touches(&a, &set_a), c.touches(&b, &set_b))
+        };
+        // Created under agent a, and under a's alias (nested).
+        let direct = entry("d", "spiffe://example.org/d", a.as_str());
+        let nested = entry(
+            "n",
+            "spiffe://example.org/n",
+            "spiffe://example.org/node-alias",
+        );
+        assert_eq!(touched(&[&direct]), (true, false));
+        assert_eq!(touched(&[&nested]), (true, false));
+        // The alias itself updated, renamed or deleted (its own record).
+        let renamed = RegistrationEntry {
+            spiffe_id: SpiffeId::parse("spiffe://example.org/renamed").unwrap(),
+            ..alias.clone()
+        };
+        assert_eq!(touched(&[&renamed]), (true, false));
+        // Moved from a to b: its new record names b, its ID is in a's set.
+        let moved = RegistrationEntry {
+            parent_id: b.clone(),
+            ..alias.clone()
+        };
+        assert_eq!(touched(&[&moved]), (true, true));
+        // Elsewhere: nobody.
+        let other = entry("o", "spiffe://example.org/o", "spiffe://example.org/nobody");
+        assert_eq!(touched(&[&other]), (false, false));
+        assert!(EntryChanges::default().is_empty());
     }
 }

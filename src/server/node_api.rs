@@ -10,9 +10,11 @@
 
 mod agent_svid;
 mod attest;
+mod attest_k8s_psat;
 mod attest_x509pop;
 mod downstream;
 mod federated;
+mod reattestable;
 mod resume;
 mod svids;
 mod sync;
@@ -67,6 +69,8 @@ pub struct NodeApi {
     downstream: DownstreamPolicy,
     /// The x509pop node attestor, if configured.
     x509pop: Option<Arc<crate::x509pop::X509PopVerifier>>,
+    /// The k8s_psat node attestor, if configured.
+    k8s_psat: Option<Arc<crate::server::k8s_psat::PsatAttestor>>,
 }
 
 impl NodeApi {
@@ -77,12 +81,22 @@ impl NodeApi {
             shutdown,
             downstream: DownstreamPolicy::default(),
             x509pop: None,
+            k8s_psat: None,
         }
     }
 
     /// The same service, also attesting agents by x509pop with `verifier`.
     pub fn with_x509pop(mut self, verifier: Option<Arc<crate::x509pop::X509PopVerifier>>) -> Self {
         self.x509pop = verifier;
+        self
+    }
+
+    /// The same service, also attesting agents by k8s_psat with `attestor`.
+    pub fn with_k8s_psat(
+        mut self,
+        attestor: Option<Arc<crate::server::k8s_psat::PsatAttestor>>,
+    ) -> Self {
+        self.k8s_psat = attestor;
         self
     }
 
@@ -208,10 +222,20 @@ impl Node for NodeApi {
     #[tracing::instrument(name = "node.attest", skip_all, fields(token_prefix = %token_prefix(&req), agent))]
     async fn attest(&self, req: Request<AttestRequest>) -> Rpc<AttestResponse> {
         let mut req = req.into_inner();
+        let methods = [
+            !req.join_token.is_empty(),
+            req.x509pop.is_some(),
+            req.k8s_psat.is_some(),
+        ];
+        if methods.iter().filter(|m| **m).count() > 1 {
+            return Err(Status::invalid_argument(
+                "set exactly one of join_token, x509pop and k8s_psat",
+            ));
+        }
+        if let Some(psat) = req.k8s_psat.take() {
+            return self.attest_k8s_psat(req.csr, psat).await.map(Response::new);
+        }
         match req.x509pop.take() {
-            Some(_) if !req.join_token.is_empty() => Err(Status::invalid_argument(
-                "set join_token or x509pop, not both",
-            )),
             Some(proof) => self.attest_x509pop(req.csr, proof).await,
             None => self.attest_join_token(req).await,
         }

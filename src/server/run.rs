@@ -14,6 +14,7 @@ use tracing::Instrument as _;
 
 mod admin_listener;
 mod connections;
+mod fd_limit;
 mod listeners;
 mod node_listener;
 mod serve;
@@ -69,6 +70,9 @@ pub enum ServerError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `[node_attestors.k8s_psat]` is unusable (a CA or JWKS file).
+    #[error(transparent)]
+    K8sPsat(#[from] crate::server::k8s_psat::PsatSetupError),
     /// TLS setup failed.
     #[error("TLS setup failed")]
     Tls(#[from] ServerSvidError),
@@ -207,6 +211,13 @@ async fn open_store(
 
 /// Starts a server from `config` and returns once both APIs are listening.
 pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
+    if let Some((old, new)) = fd_limit::raise_open_file_limit() {
+        tracing::info!(
+            old,
+            new,
+            "raised the open-file limit to its hard limit (one descriptor per agent)"
+        );
+    }
     let audit = AuditLog::open(config.audit_log.as_deref())?;
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| data_dir_error(dir, e))?;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{broadcast, Notify};
 
 use super::authorities::Authorities;
+use super::authorized::EntryChanges;
 use super::generation_cache::GenerationCache;
 use super::metrics::{rotation_events, ServerMetrics};
 use super::node_aliases::NodeAliases;
@@ -17,12 +18,17 @@ use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::store::{DataStore, StoreError};
 
 /// Something changed that agents may need to hear about. Receivers
-/// recompute what they send from the store, so events carry no payload and
-/// a burst of them collapses into one recomputation.
+/// recompute what they send from the store, so events carry at most what
+/// tells a receiver whether to recompute, and a burst of them collapses
+/// into one recomputation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerEvent {
-    /// Registration entries were created, updated or deleted.
+    /// Registration entries were created, updated or deleted: every
+    /// agent's set may have changed.
     EntriesChanged,
+    /// These entries were written: only the agents whose sets they touch
+    /// need to recompute (see [`EntryChanges::touches`]).
+    EntriesWritten(Arc<EntryChanges>),
     /// The own or a federated bundle changed.
     BundleChanged,
     /// An agent was evicted or banned: its streams must close.
@@ -96,9 +102,8 @@ struct ConnectedAgent {
     authorized: Option<Arc<AuthorizedEntries>>,
 }
 
-/// An agent's authorized entries by entry ID.
-pub type AuthorizedEntries =
-    std::collections::BTreeMap<String, crate::registration::RegistrationEntry>;
+/// An agent's authorized entries by entry ID, as its Sync stream keeps them.
+pub type AuthorizedEntries = super::authorized::SentEntries;
 
 /// Keeps an agent counted as connected while its Sync stream lives.
 pub struct Connection {
@@ -281,7 +286,10 @@ impl ServerState {
     pub fn publish(&self, event: ServerEvent) {
         match &event {
             ServerEvent::BundleChanged => self.federated.invalidate(),
-            ServerEvent::EntriesChanged => self.aliases.invalidate(),
+            // Any entry write may add, change or drop an alias.
+            ServerEvent::EntriesChanged | ServerEvent::EntriesWritten(_) => {
+                self.aliases.invalidate()
+            }
             ServerEvent::AgentRevoked(_) => {}
         }
         let _ = self.events.send(event);

@@ -8,7 +8,7 @@
 pub mod bundle;
 pub mod endpoint_url;
 pub mod id;
-mod json;
+pub(crate) mod json;
 mod jwa;
 pub mod jwk;
 pub mod jwt;

@@ -26,6 +26,7 @@ mod bundles;
 mod codec;
 mod entries;
 mod entry_queries;
+mod group_commit;
 mod journal;
 
 use std::path::Path;
@@ -66,6 +67,8 @@ pub struct SledStore {
     /// (Values too large for a log segment go to sled's `blobs/` files,
     /// which this does not cover; Herald's records are far below that size.)
     log_file: std::fs::File,
+    /// Concurrent writers share their flushes.
+    group: group_commit::GroupCommit,
     entries: Tree,
     entries_by_parent: Tree,
     entries_by_selector: Tree,
@@ -128,6 +131,7 @@ impl SledStore {
             })?;
         Ok(SledStore {
             log_file,
+            group: group_commit::GroupCommit::default(),
             entries: open_tree(&db, ENTRIES)?,
             entries_by_parent: open_tree(&db, ENTRIES_BY_PARENT)?,
             entries_by_selector: open_tree(&db, ENTRIES_BY_SELECTOR)?,
@@ -143,15 +147,17 @@ impl SledStore {
         })
     }
 
-    /// Makes every write so far durable; the last step of every write path.
+    /// Makes every write so far durable; the last step of every write
+    /// path. Writers finishing together share one flush (group commit).
     fn flush(&self, op: &'static str) -> Result<(), StoreError> {
-        self.db.flush().map_err(StoreError::sled(op))?;
-        self.log_file.sync_data().map_err(|source| StoreError::Io {
-            op,
-            path: std::path::PathBuf::from("db"),
-            source,
-        })?;
-        Ok(())
+        self.group.commit(|| {
+            self.db.flush().map_err(StoreError::sled(op))?;
+            self.log_file.sync_data().map_err(|source| StoreError::Io {
+                op,
+                path: std::path::PathBuf::from("db"),
+                source,
+            })
+        })
     }
 }
 

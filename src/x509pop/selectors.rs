@@ -98,11 +98,5 @@ pub fn selectors(leaf: &LeafFacts, cas: &[Vec<u8>]) -> Vec<Selector> {
     );
     values.extend(leaf.sans.iter().map(|s| format!("san:{s}")));
     values.push(format!("serialnumber:{}", leaf.serial_number));
-    let mut out: Vec<Selector> = values
-        .into_iter()
-        .filter_map(|v| Selector::new(ATTESTATION_TYPE, v).ok())
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+    Selector::set_of(ATTESTATION_TYPE, values)
 }

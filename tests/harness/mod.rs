@@ -18,6 +18,7 @@
 //! - [`admin`]: the admin API of an in-process server, and its request helpers.
 //! - [`http`]: HTTP GETs through hyper, for servers that may chunk their answers (Prometheus).
 //! - [`web`]: a test Web PKI and raw HTTPS for the federation bundle endpoint.
+//! - [`kube_api`]: a Kubernetes API server (TokenReview, pods, nodes, JWKS) for k8s_psat.
 //! - [`openssl`]: OpenSSL as an independent verifier.
 //! - [`ops`]: the ops listener over HTTP, and its metrics parsed.
 //! - [`procfs`]: a process's memory and CPU time, from /proc.
@@ -39,6 +40,7 @@ pub mod dirs;
 pub mod ha;
 pub mod hostile;
 pub mod http;
+pub mod kube_api;
 pub mod node;
 pub mod openssl;
 pub mod ops;

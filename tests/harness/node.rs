@@ -47,6 +47,7 @@ impl NodeAgent {
             .attest(node::AttestRequest {
                 join_token: join_token.to_string(),
                 x509pop: None,
+                k8s_psat: None,
                 csr,
             })
             .await

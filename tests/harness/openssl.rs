@@ -34,3 +34,30 @@ pub fn verify_chain(dir: &Path, certs: &[Vec<u8>], roots: &str) -> (bool, String
         ],
     )
 }
+
+/// A new 2048-bit RSA key made by openssl in `dir`: its PKCS#8 PEM file
+/// `<name>.key` and the same key as PKCS#8 DER (`<name>.der`), returned.
+pub fn rsa_key(dir: &Path, name: &str) -> Vec<u8> {
+    let (pem, der) = (format!("{name}.key"), format!("{name}.der"));
+    let (ok, out) = openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            &pem,
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = openssl(
+        dir,
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", &pem, "-outform", "DER", "-out", &der,
+        ],
+    );
+    assert!(ok, "{out}");
+    std::fs::read(dir.join(der)).expect("read the DER key")
+}

@@ -11,9 +11,11 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustix::fd::AsFd;
+use rustix::fs::{AtFlags, Statx, StatxFlags};
 
 /// Default for `unix_sha256_max_file_size`: larger executables get no
 /// `unix:sha256` selector (hashing one costs a second of disk and CPU per
@@ -24,23 +26,68 @@ pub const DEFAULT_SHA256_MAX_FILE_SIZE: u64 = 64 * 1024 * 1024;
 const HASH_CACHE_LIMIT: usize = 4096;
 
 /// Identifies one version of an executable file: a file replaced or
-/// rewritten in place gets a new key, so its hash is recomputed.
+/// rewritten in place gets another, so its hash is recomputed (and a
+/// remembered attestation no longer answers, `super::memo`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct ExeKey {
-    dev: u64,
+pub(super) struct ExeVersion {
+    dev_major: u32,
+    dev_minor: u32,
     ino: u64,
     size: u64,
     mtime: i64,
-    mtime_nsec: i64,
+    mtime_nsec: u32,
+}
+
+/// What [`ExeVersion`] is made of.
+const VERSION_FIELDS: StatxFlags = StatxFlags::INO
+    .union(StatxFlags::SIZE)
+    .union(StatxFlags::MTIME);
+
+impl ExeVersion {
+    fn from_statx(s: &Statx) -> Self {
+        ExeVersion {
+            dev_major: s.stx_dev_major,
+            dev_minor: s.stx_dev_minor,
+            ino: s.stx_ino,
+            size: s.stx_size,
+            mtime: s.stx_mtime.tv_sec,
+            mtime_nsec: s.stx_mtime.tv_nsec,
+        }
+    }
+
+    /// The version of an open file (may ask a network filesystem's server).
+    pub(super) fn of_file(file: &File) -> io::Result<Self> {
+        let s = rustix::fs::statx(file, "", AtFlags::EMPTY_PATH, VERSION_FIELDS)?;
+        Ok(Self::from_statx(&s))
+    }
+
+    /// The version of the executable of the process whose `/proc/<pid>` is
+    /// `dir`, from the attributes the kernel holds (`AT_STATX_DONT_SYNC`):
+    /// never waits on a filesystem, so it may run on an async worker.
+    pub(super) fn of_process_cached(dir: impl AsFd) -> io::Result<Self> {
+        let s = rustix::fs::statx(dir, "exe", AtFlags::STATX_DONT_SYNC, VERSION_FIELDS)?;
+        Ok(Self::from_statx(&s))
+    }
+}
+
+/// A caller's executable as the selectors see it.
+#[derive(Debug)]
+pub(super) struct ExeFacts {
+    /// Its path, when valid UTF-8.
+    pub(super) path: Option<String>,
+    /// Its SHA-256 (lowercase hex), unless larger than the limit.
+    pub(super) sha256: Option<String>,
+    /// The version of the very file that was hashed.
+    pub(super) version: ExeVersion,
 }
 
 /// SHA-256 (lowercase hex) of executables already hashed, and the ones
 /// being hashed right now.
 #[derive(Debug)]
 pub(super) struct ExeHashes {
-    hashes: Mutex<HashMap<ExeKey, String>>,
+    hashes: Mutex<HashMap<ExeVersion, String>>,
     /// One lock per file version being hashed; whoever holds it hashes.
-    in_flight: Mutex<HashMap<ExeKey, Arc<Mutex<()>>>>,
+    in_flight: Mutex<HashMap<ExeVersion, Arc<Mutex<()>>>>,
     max_size: u64,
     /// Files actually read, to show that concurrent callers share one read.
     #[cfg(test)]
@@ -59,34 +106,37 @@ impl ExeHashes {
         }
     }
 
-    /// The executable's path (when it is valid UTF-8) and SHA-256 (unless
-    /// the file is larger than the limit), for the process whose `/proc`
-    /// directory is `dir`. The hash is read through `/proc/<pid>/exe`
-    /// itself, which reaches the file even inside another mount namespace.
-    pub(super) fn exe_selectors(&self, dir: &Path) -> io::Result<(Option<String>, Option<String>)> {
+    /// The executable's path (when it is valid UTF-8), SHA-256 (unless
+    /// the file is larger than the limit) and version, for the process
+    /// whose `/proc` directory is `dir`. The hash is read through
+    /// `/proc/<pid>/exe` itself, which reaches the file even inside another
+    /// mount namespace.
+    pub(super) fn exe_selectors(&self, dir: &Path) -> io::Result<ExeFacts> {
         let exe = dir.join("exe");
         let path = std::fs::read_link(&exe)?;
         let path = path.to_str().map(str::to_owned);
         let mut file = File::open(&exe)?;
-        let meta = file.metadata()?;
-        if meta.size() > self.max_size {
+        let version = ExeVersion::of_file(&file)?;
+        if version.size > self.max_size {
             tracing::warn!(
                 exe = path.as_deref().unwrap_or("(not UTF-8)"),
-                size = meta.size(),
+                size = version.size,
                 max = self.max_size,
                 "executable larger than unix_sha256_max_file_size: no sha256 selector"
             );
-            return Ok((path, None));
+            return Ok(ExeFacts {
+                path,
+                sha256: None,
+                version,
+            });
         }
-        let key = ExeKey {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        };
+        let key = version;
         if let Some(hash) = self.cached(&key) {
-            return Ok((path, Some(hash)));
+            return Ok(ExeFacts {
+                path,
+                sha256: Some(hash),
+                version,
+            });
         }
         let turn = self.in_flight().entry(key).or_default().clone();
         let hash = {
@@ -112,14 +162,18 @@ impl ExeHashes {
         {
             in_flight.remove(&key);
         }
-        Ok((path, Some(hash?)))
+        Ok(ExeFacts {
+            path,
+            sha256: Some(hash?),
+            version,
+        })
     }
 
-    fn cached(&self, key: &ExeKey) -> Option<String> {
+    fn cached(&self, key: &ExeVersion) -> Option<String> {
         self.lock().get(key).cloned()
     }
 
-    fn insert(&self, key: ExeKey, hash: String) {
+    fn insert(&self, key: ExeVersion, hash: String) {
         let mut cache = self.lock();
         if cache.len() >= HASH_CACHE_LIMIT {
             cache.clear();
@@ -127,13 +181,13 @@ impl ExeHashes {
         cache.insert(key, hash);
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<ExeKey, String>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ExeVersion, String>> {
         // A poisoned lock only means another attestation panicked while
         // inserting; the map itself is still a valid cache.
         self.hashes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn in_flight(&self) -> MutexGuard<'_, HashMap<ExeKey, Arc<Mutex<()>>>> {
+    fn in_flight(&self) -> MutexGuard<'_, HashMap<ExeVersion, Arc<Mutex<()>>>> {
         // As for `lock`: entries are inserted and removed whole.
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -175,11 +229,11 @@ mod tests {
     fn an_executable_above_the_limit_gets_no_hash() {
         let me = Path::new("/proc/self");
         let size = std::fs::metadata("/proc/self/exe").unwrap().len();
-        let (path, hash) = ExeHashes::new(size - 1).exe_selectors(me).unwrap();
-        assert!(path.is_some());
-        assert_eq!(hash, None);
-        let (_, hash) = ExeHashes::new(size).exe_selectors(me).unwrap();
-        assert_eq!(hash.map(|h| h.len()), Some(64));
+        let facts = ExeHashes::new(size - 1).exe_selectors(me).unwrap();
+        assert!(facts.path.is_some());
+        assert_eq!(facts.sha256, None);
+        let facts = ExeHashes::new(size).exe_selectors(me).unwrap();
+        assert_eq!(facts.sha256.map(|h| h.len()), Some(64));
     }
 
     #[test]
@@ -193,7 +247,7 @@ mod tests {
         let hashes = ExeHashes::new(u64::MAX);
         let results: Vec<_> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| hashes.exe_selectors(&proc_dir).unwrap().1))
+                .map(|_| s.spawn(|| hashes.exe_selectors(&proc_dir).unwrap().sha256))
                 .collect();
             workers.into_iter().map(|w| w.join().unwrap()).collect()
         });

@@ -1,8 +1,13 @@
 //! Reading a process's facts from `/proc/<pid>`: its start time (to catch
-//! pid reuse), its effective uid and its supplementary groups.
+//! pid reuse), its effective uid and its supplementary groups; and a
+//! descriptor of the directory itself, which names the process rather than
+//! its number (see `super::memo`).
 
-use std::io;
+use std::io::{self, Read as _};
 use std::path::Path;
+
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{Mode, OFlags};
 
 use super::AttestError;
 
@@ -27,6 +32,24 @@ pub(super) fn read_start_time(dir: &Path, pid: i32) -> Result<u64, AttestError> 
         path,
         reason: "no start time after the command name",
     })
+}
+
+/// Opens `dir`, a `/proc/<pid>` directory: the descriptor keeps naming
+/// that process (lookups through it fail once it is gone) even if the
+/// number is reused.
+pub(super) fn open_proc_dir(dir: &Path) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(dir, flags, Mode::empty())?)
+}
+
+/// The start time of the process whose `/proc/<pid>` directory `dir` was
+/// opened by [`open_proc_dir`]; `None` once that process is gone.
+pub(super) fn start_time_at(dir: impl AsFd) -> Option<u64> {
+    let fd =
+        rustix::fs::openat(dir, "stat", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let mut stat = String::new();
+    std::fs::File::from(fd).read_to_string(&mut stat).ok()?;
+    parse_start_time(&stat)
 }
 
 /// Field 22 (`starttime`) of `/proc/<pid>/stat`. The second field, the

@@ -5,6 +5,12 @@
 //! The cgroup file the k8s attestor needs is read inside the unix
 //! attestor's pid-reuse window, on the same blocking thread; the kubelet is
 //! asked afterwards, asynchronously, as that may take several retries.
+//!
+//! With the unix attestor alone, a caller that calls again is answered
+//! from its remembered attestation (`super::memo`) on the calling thread,
+//! without a trip to the blocking pool. With the k8s attestor on, every
+//! call is attested in full: a pod's selectors (labels, service account)
+//! can change while its processes run, and the memo cannot see that.
 
 use std::sync::Arc;
 
@@ -76,9 +82,15 @@ impl WorkloadAttestor {
         uid: u32,
         gid: u32,
     ) -> Result<Vec<Selector>, AttestError> {
+        if self.k8s.is_none() {
+            if let Some(selectors) = self.unix.recall(pid, uid, gid) {
+                return Ok(selectors);
+            }
+        }
         let this = self.clone();
-        let (mut selectors, located) = tokio::task::spawn_blocking(move || {
-            this.unix.attest_with(pid, uid, gid, |pid| this.locate(pid))
+        let (mut selectors, located) = tokio::task::spawn_blocking(move || match this.k8s {
+            None => Ok((this.unix.attest_and_remember(pid, uid, gid)?, None)),
+            Some(_) => this.unix.attest_with(pid, uid, gid, |pid| this.locate(pid)),
         })
         .await
         .map_err(AttestError::Task)??;

@@ -1,5 +1,5 @@
-//! x509pop re-attestation in a running agent (SPIRE's re-attestable node
-//! attestors): the proof of possession can be made again, so instead of
+//! x509pop and k8s_psat re-attestation in a running agent (SPIRE's
+//! re-attestable node attestors): the proof of possession can be made again, so instead of
 //! renewing its SVID with the SVID itself, an x509pop agent proves again
 //! that it holds its machine key, with the certificate as it is on disk
 //! now. So the server re-checks the machine certificate (expired, another
@@ -17,10 +17,16 @@
 //! certificate changes (the default fingerprint), the agent gets a new ID:
 //! entries parented to the old one no longer reach it, which node aliases
 //! (by CN or CA fingerprint) avoid.
+//!
+//! A k8s_psat agent does the same with its projected service-account token
+//! as the kubelet last rotated it: the server asks the cluster again at
+//! every renewal (a deleted pod, a service account removed from the allow
+//! list), and the agent ID (the node's UID) stays.
 
 use tonic::transport::Channel;
 
 use super::{Manager, SessionError};
+use crate::config::node_attestors::NodeAttestation;
 use crate::errors::Chain;
 use crate::node::x509pop::MachineFiles;
 use crate::node::{attest_with, Method};
@@ -71,16 +77,22 @@ impl Manager {
     }
 
     /// Attests again with the machine certificate and key as they are on
-    /// disk now; on success the new SVID (and maybe a new agent ID) is
-    /// saved and becomes the agent's credential. `Ok(false)` for an agent
-    /// that does not attest with x509pop.
+    /// disk now (x509pop) or the token as it is now (k8s_psat); on success
+    /// the new SVID (and maybe a new agent ID) is saved and becomes the
+    /// agent's credential. `Ok(false)` for an agent that attests otherwise.
     pub(super) async fn reattest(&mut self, why: &str) -> Result<bool, SessionError> {
-        let Some(m) = &self.machine else {
-            return Ok(false);
+        let files = self.machine.as_ref().map(|m| m.files.clone());
+        let psat = match &self.attestation {
+            NodeAttestation::K8sPsat(source) => Some(source.clone()),
+            _ => None,
         };
-        let files = m.files.clone();
-        let leaf = files.leaf_fingerprint().ok();
-        let (cred, _bundle) = attest_with(&self.connector, Method::X509Pop(&files))
+        let (method, how) = match (&files, &psat) {
+            (Some(files), _) => (Method::X509Pop(files), "x509pop"),
+            (None, Some(source)) => (Method::K8sPsat(source), "k8s_psat"),
+            (None, None) => return Ok(false),
+        };
+        let leaf = files.as_ref().and_then(|f| f.leaf_fingerprint().ok());
+        let (cred, _bundle) = attest_with(&self.connector, method)
             .await
             .map_err(|e| SessionError::Reattest(Box::new(e)))?;
         if cred.spiffe_id != self.cred.spiffe_id {
@@ -93,12 +105,21 @@ impl Manager {
         self.store
             .save_credential(&cred)
             .map_err(SessionError::SaveCredential)?;
-        tracing::info!(agent = %cred.spiffe_id, not_after = cred.not_after, "re-attested with x509pop ({why})");
+        tracing::info!(agent = %cred.spiffe_id, not_after = cred.not_after, "re-attested with {how} ({why})");
         self.cred = cred;
         if let Some(m) = &mut self.machine {
             m.proven = leaf;
         }
         Ok(true)
+    }
+
+    /// `x509pop` or `k8s_psat`, for logs.
+    fn reattest_kind(&self) -> &'static str {
+        if matches!(self.attestation, NodeAttestation::K8sPsat(_)) {
+            "k8s_psat"
+        } else {
+            "x509pop"
+        }
     }
 
     /// [`Manager::reattest`], a failure logged: whether the agent now
@@ -107,14 +128,16 @@ impl Manager {
         match self.reattest(why).await {
             Ok(done) => done,
             Err(e) => {
-                tracing::warn!(error = %Chain(&e), "x509pop re-attestation ({why}) failed");
+                let how = self.reattest_kind();
+                tracing::warn!(error = %Chain(&e), "{how} re-attestation ({why}) failed");
                 false
             }
         }
     }
 
-    /// The agent SVID is due: an x509pop agent re-attests, falling back to
-    /// renewal with its SVID if that fails; any other agent renews.
+    /// The agent SVID is due: an x509pop or k8s_psat agent re-attests,
+    /// falling back to renewal with its SVID if that fails; any other
+    /// agent renews.
     pub(super) async fn renew_or_reattest(
         &mut self,
         client: &mut Grpc<Channel>,
@@ -124,7 +147,8 @@ impl Manager {
             Ok(false) => {}
             Err(e) => tracing::warn!(
                 error = %Chain(&e),
-                "x509pop re-attestation failed; renewing the agent SVID with the SVID instead"
+                "{} re-attestation failed; renewing the agent SVID with the SVID instead",
+                self.reattest_kind()
             ),
         }
         self.renew_agent(client).await

@@ -71,9 +71,10 @@ impl Manager {
         let method = match &self.attestation {
             NodeAttestation::JoinToken(t) => Method::JoinToken(t),
             NodeAttestation::X509Pop(files) => Method::X509Pop(files),
+            NodeAttestation::K8sPsat(source) => Method::K8sPsat(source),
             NodeAttestation::None => return Err(SessionError::Reattest(Box::new(
                 AttestError::Refused(tonic::Status::failed_precondition(
-                    "no attestation method is configured (join_token or [node_attestor.x509pop])",
+                    "no attestation method is configured (join_token, [node_attestor.x509pop] or [node_attestor.k8s_psat])",
                 )),
             ))),
         };

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use super::caller::{self, Caller};
+use super::entitlements::Entitled;
 use super::stream::{self, ResponseStream};
 use super::{ready, responses, WorkloadApi};
 use crate::agent::cache::CacheSnapshot;
@@ -93,13 +94,14 @@ impl Handler {
     }
 
     /// The common body of the three streams: attest once, wait for the
-    /// cache, build the first response (errors are the call's status), then
-    /// follow the cache with the selectors fixed for the stream's life.
+    /// cache, build the first response from what the caller is entitled to
+    /// (errors are the call's status), then follow the cache with the
+    /// selectors fixed for the stream's life.
     async fn open_stream<T, R>(
         &self,
         request: &Request<T>,
         method: &'static str,
-        build: fn(&CacheSnapshot, &[Selector]) -> Result<R, Status>,
+        build: fn(&Entitled, &CacheSnapshot) -> Result<R, Status>,
     ) -> Result<Response<ResponseStream<R>>, Status>
     where
         R: Clone + PartialEq + Send + 'static,
@@ -109,14 +111,17 @@ impl Handler {
         async move {
             let selectors = self.attest(caller?).await?;
             let (rx, snap) = self.ready(Some(&selectors)).await?;
-            let first = build(&snap, &selectors).inspect_err(|s| {
+            let memo = self.api.entitlements.clone();
+            let respond =
+                move |snap: &CacheSnapshot| build(&*memo.entitled(snap, &selectors)?, snap);
+            let first = respond(&snap).inspect_err(|s| {
                 tracing::debug!(code = ?s.code(), message = s.message(), "refused");
             })?;
             Ok(Response::new(stream::watch_stream(
                 first,
                 rx,
                 self.stop.clone(),
-                move |snap: &CacheSnapshot| build(snap, &selectors),
+                respond,
                 stream_span,
             )))
         }
@@ -142,7 +147,12 @@ impl Handler {
             };
         let selectors = self.attest(caller).await?;
         let (_, snap) = self.ready(Some(&selectors)).await?;
-        let mut ids = responses::entitled(&snap, &selectors)?;
+        let mut ids = self
+            .api
+            .entitlements
+            .entitled(&snap, &selectors)?
+            .ids
+            .clone();
         if let Some(wanted) = &wanted {
             ids.retain(|id| &id.spiffe_id == wanted);
             if ids.is_empty() {
@@ -224,7 +234,7 @@ impl SpiffeWorkloadApi for Handler {
         &self,
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let build = responses::x509_svid_response;
+        let build = |e: &Entitled, snap: &CacheSnapshot| e.x509(snap);
         self.open_stream(&request, "FetchX509SVID", build).await
     }
 
@@ -232,7 +242,8 @@ impl SpiffeWorkloadApi for Handler {
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let build = responses::x509_bundles_response;
+        let build =
+            |e: &Entitled, snap: &CacheSnapshot| responses::x509_bundles_response_for(snap, &e.ids);
         self.open_stream(&request, "FetchX509Bundles", build).await
     }
 
@@ -248,7 +259,8 @@ impl SpiffeWorkloadApi for Handler {
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let build = responses::jwt_bundles_response;
+        let build =
+            |e: &Entitled, snap: &CacheSnapshot| responses::jwt_bundles_response_for(snap, &e.ids);
         self.open_stream(&request, "FetchJWTBundles", build).await
     }
 

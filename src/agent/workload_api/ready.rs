@@ -35,6 +35,11 @@ pub(crate) async fn wait(
     caller: Option<&[Selector]>,
 ) -> Result<(watch::Receiver<Arc<CacheSnapshot>>, Arc<CacheSnapshot>), Status> {
     let mut rx = cache.subscribe();
+    // The usual case, without arming a timer: the cache already answers.
+    let now = rx.borrow_and_update().clone();
+    if now.ready && settled(&now, caller) {
+        return Ok((rx, now));
+    }
     let waited = tokio::time::timeout(timeout, async {
         rx.wait_for(|s| settled(s, caller))
             .await

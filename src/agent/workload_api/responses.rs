@@ -70,12 +70,12 @@ pub(crate) fn federated<'s>(
 }
 
 /// FetchX509SVID: every entitled SVID with the own bundle, plus the
-/// federated bundles as concatenated DER.
-pub(super) fn x509_svid_response(
+/// federated bundles as concatenated DER, for a caller entitled to `ids`
+/// (see [`entitled`]).
+pub(super) fn x509_svid_response_for(
     snap: &CacheSnapshot,
-    selectors: &[Selector],
+    ids: &[Arc<WorkloadIdentity>],
 ) -> Result<X509svidResponse, Status> {
-    let ids = entitled(snap, selectors)?;
     let bundle = snap.bundle.x509_authorities_concat();
     if bundle.is_empty() {
         // Clients refuse an SVID with an empty bundle; a later sync fixes it.
@@ -97,7 +97,7 @@ pub(super) fn x509_svid_response(
     Ok(X509svidResponse {
         svids,
         crl: Vec::new(),
-        federated_bundles: federated_x509(snap, &ids),
+        federated_bundles: federated_x509(snap, ids),
     })
 }
 
@@ -109,12 +109,13 @@ fn federated_x509(snap: &CacheSnapshot, ids: &[Arc<WorkloadIdentity>]) -> HashMa
         .collect()
 }
 
-/// FetchX509Bundles: the own and the caller's federated bundles, DER.
-pub(super) fn x509_bundles_response(
+/// FetchX509Bundles: the own and the federated bundles of a caller
+/// entitled to `ids`, DER.
+pub(super) fn x509_bundles_response_for(
     snap: &CacheSnapshot,
-    selectors: &[Selector],
+    ids: &[Arc<WorkloadIdentity>],
 ) -> Result<X509BundlesResponse, Status> {
-    let mut bundles = federated_x509(snap, &entitled(snap, selectors)?);
+    let mut bundles = federated_x509(snap, ids);
     bundles.insert(
         snap.trust_domain.id_string(),
         snap.bundle.x509_authorities_concat(),
@@ -127,14 +128,14 @@ pub(super) fn x509_bundles_response(
 
 /// FetchJWTBundles: the own and the caller's federated bundles as JWKS
 /// documents holding JWT keys only. A federated bundle that cannot be
-/// encoded is left out (and logged); the own one must encode.
-pub(super) fn jwt_bundles_response(
+/// encoded is left out (and logged); the own one must encode. For a caller
+/// entitled to `ids`.
+pub(super) fn jwt_bundles_response_for(
     snap: &CacheSnapshot,
-    selectors: &[Selector],
+    ids: &[Arc<WorkloadIdentity>],
 ) -> Result<JwtBundlesResponse, Status> {
-    let ids = entitled(snap, selectors)?;
     let mut bundles = HashMap::new();
-    for (td, b) in federated(snap, &ids) {
+    for (td, b) in federated(snap, ids) {
         match b.jwt_jwks_json() {
             Ok(json) => {
                 bundles.insert(td.id_string(), json.into_bytes());
@@ -205,6 +206,27 @@ mod tests {
 
     use super::*;
     use crate::spiffe::SpiffeId;
+
+    fn x509_svid_response(
+        snap: &CacheSnapshot,
+        selectors: &[Selector],
+    ) -> Result<X509svidResponse, Status> {
+        x509_svid_response_for(snap, &entitled(snap, selectors)?)
+    }
+
+    fn x509_bundles_response(
+        snap: &CacheSnapshot,
+        selectors: &[Selector],
+    ) -> Result<X509BundlesResponse, Status> {
+        x509_bundles_response_for(snap, &entitled(snap, selectors)?)
+    }
+
+    fn jwt_bundles_response(
+        snap: &CacheSnapshot,
+        selectors: &[Selector],
+    ) -> Result<JwtBundlesResponse, Status> {
+        jwt_bundles_response_for(snap, &entitled(snap, selectors)?)
+    }
 
     fn td(name: &str) -> TrustDomain {
         TrustDomain::new(name).unwrap()

@@ -40,8 +40,12 @@ pub(crate) fn agent_to_proto(a: &AttestedAgent) -> admin::Agent {
         x509svid_expires_at: a.expires_at,
         selectors: a.selectors.iter().map(selector_to_proto).collect(),
         banned: a.banned,
-        // Join-token agents cannot re-attest: a token is single-use.
-        can_reattest: false,
+        // Join-token agents cannot re-attest (a token is single-use);
+        // x509pop and k8s_psat agents can, with a fresh proof or token.
+        can_reattest: matches!(
+            a.attestation_type.as_str(),
+            crate::x509pop::ATTESTATION_TYPE | crate::k8s_psat::ATTESTATION_TYPE
+        ),
         // What only the running server knows (AgentsApi fills it in).
         connected: false,
         acked_bundle_sequence: 0,

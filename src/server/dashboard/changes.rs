@@ -37,7 +37,7 @@ pub(super) async fn run(
             () = crate::shutdown::stopped(&mut stop) => return,
             event = events.recv() => {
                 let topic = match event {
-                    Ok(ServerEvent::EntriesChanged) => Topic::Entries,
+                    Ok(ServerEvent::EntriesChanged | ServerEvent::EntriesWritten(_)) => Topic::Entries,
                     Ok(ServerEvent::BundleChanged) => Topic::Bundle,
                     Ok(ServerEvent::AgentRevoked(_)) => Topic::Agents,
                     Err(broadcast::error::RecvError::Lagged(_)) => Topic::All,

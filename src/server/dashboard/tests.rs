@@ -87,7 +87,7 @@ async fn fixture() -> Fixture {
     let connection = state.agent_connected(&id(AGENT));
     state.agent_acked(&id(AGENT), state.authorities().bundle().sequence);
     let web_entry = state.store.get_entry(&web_id).unwrap().unwrap();
-    let sent = [(web_id, web_entry)].into_iter().collect();
+    let sent = crate::server::authorized::sent_form(&[(web_id, web_entry)].into_iter().collect());
     state.set_authorized(&id(AGENT), Arc::new(sent));
 
     let (stop, stop_rx) = watch::channel(false);

@@ -197,7 +197,7 @@ fn holders<'a>(state: &ServerState, inv: &'a Inventory) -> BTreeMap<String, Vec<
     for agent in inv.agents.iter().filter(|a| a.connected) {
         if let Some(entries) = authorized(state, &agent.id) {
             for id in entries.keys() {
-                out.entry(id.clone()).or_default().push(&agent.id);
+                out.entry(id.to_string()).or_default().push(&agent.id);
             }
         }
     }

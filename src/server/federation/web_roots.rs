@@ -80,7 +80,7 @@ impl WebRoots {
     }
 
     /// The roots, for a rustls verifier.
-    pub(super) fn store(&self) -> Arc<RootCertStore> {
+    pub(crate) fn store(&self) -> Arc<RootCertStore> {
         self.0.clone()
     }
 

@@ -48,9 +48,7 @@ impl NodeApi {
         });
         // Verify and sign on the blocking pool, one chunk per core: it is
         // pure CPU, and one agent's batch should use the whole machine.
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        let cores = cores();
         let total = params.len();
         let chunk_len = total.div_ceil(cores).max(1);
         let mut tasks = Vec::new();
@@ -185,6 +183,18 @@ impl Signer {
             Err(e) => fail(Status::internal(format!("signing failed: {e}"))),
         }
     }
+}
+
+/// The cores to spread a batch over, read once: `available_parallelism`
+/// reads the cgroup files on every call (about as long as signing a
+/// one-CSR batch).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
 }
 
 /// An entry's SVID lifetime: its own, or the server's default when 0.

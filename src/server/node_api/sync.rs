@@ -31,6 +31,7 @@ use crate::clock::now_unix;
 use crate::node::wire::entry_to_wire;
 use crate::proto::{node, NODE_MAX_MESSAGE_SIZE};
 use crate::registration::RegistrationEntry;
+use crate::server::authorized::{sent_form, SentEntries};
 use crate::server::state::ServerEvent;
 use crate::spiffe::SpiffeId;
 
@@ -93,8 +94,6 @@ impl NodeApi {
         // Counted as connected (for activation gating) while this runs, and
         // its authorized set shared with the signing RPCs.
         let _connection = self.state.agent_connected(&agent);
-        let mut current = Arc::new(current);
-        self.state.set_authorized(&agent, current.clone());
         let mut federated = self.state.federated_wire().await.map_err(internal)?;
         let mut bundle_seq = {
             let authorities = self.state.authorities();
@@ -108,12 +107,20 @@ impl NodeApi {
             .await?;
             authorities.bundle().sequence
         };
+        tracing::debug!(entries = current.len(), "sync snapshot sent");
+        // Only what the next diff needs is kept while the agent stays.
+        let mut current = Arc::new(sent_form(&current));
+        self.state.set_authorized(&agent, current.clone());
         loop {
             let mut stop = self.shutdown.clone();
             // An alias entry's expiry changes what the agent may have too.
             let now = now_unix();
             let aliases = self.state.node_aliases().await.map_err(internal)?;
             let expiry = until_next_expiry(&current, aliases.next_expiry(now), now);
+            // Entries under a node alias reach agents by their selectors,
+            // which `EntryChanges::touches` cannot see: with aliases, every
+            // write wakes this stream.
+            let has_aliases = !aliases.is_empty();
             drop(aliases);
             let first = tokio::select! {
                 ev = events.recv() => ev,
@@ -134,6 +141,10 @@ impl NodeApi {
             for ev in batch {
                 match ev {
                     Ok(ServerEvent::EntriesChanged) => entries_dirty = true,
+                    Ok(ServerEvent::EntriesWritten(changes)) => {
+                        entries_dirty =
+                            entries_dirty || has_aliases || changes.touches(&agent, &current);
+                    }
                     Ok(ServerEvent::BundleChanged) => bundle_dirty = true,
                     Ok(ServerEvent::AgentRevoked(id)) if id == agent => {
                         return Err(Status::permission_denied(format!(
@@ -153,16 +164,19 @@ impl NodeApi {
             if entries_dirty {
                 let next = self.authorized(&agent).await?;
                 for (id, e) in &next {
-                    if current.get(id).is_none_or(|old| old.revision != e.revision) {
+                    if current
+                        .get(id.as_str())
+                        .is_none_or(|old| old.revision != e.revision)
+                    {
                         update.upserted.push(entry_to_wire(e));
                     }
                 }
                 update.removed = current
                     .keys()
-                    .filter(|id| !next.contains_key(*id))
-                    .cloned()
+                    .filter(|id| !next.contains_key(&***id))
+                    .map(|id| id.to_string())
                     .collect();
-                current = Arc::new(next);
+                current = Arc::new(sent_form(&next));
                 self.state.set_authorized(&agent, current.clone());
             }
             if bundle_dirty {
@@ -196,11 +210,7 @@ impl NodeApi {
 
 /// How long until the first of `entries` expires, or `also` comes
 /// (`None`: neither).
-fn until_next_expiry(
-    entries: &BTreeMap<String, RegistrationEntry>,
-    also: Option<i64>,
-    now: i64,
-) -> Option<Duration> {
+fn until_next_expiry(entries: &SentEntries, also: Option<i64>, now: i64) -> Option<Duration> {
     entries
         .values()
         .filter_map(|e| e.expires_at.filter(|t| *t != 0))

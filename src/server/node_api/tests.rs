@@ -75,6 +75,7 @@ impl Server {
         let request = Request::new(node::AttestRequest {
             join_token: token.into(),
             x509pop: None,
+            k8s_psat: None,
             csr,
         });
         self.api.attest(request).await.map(|r| r.into_inner())
@@ -253,7 +254,10 @@ async fn created_and_deleted_entries_arrive_as_a_diff() {
     assert!(deleted.upserted.is_empty());
     assert_eq!(deleted.removed, ["entry-00001"]);
     let cached = s.state.authorized_for(&id(AGENT)).unwrap();
-    assert_eq!(cached.keys().collect::<Vec<_>>(), ["entry-00002"]);
+    assert_eq!(
+        cached.keys().map(|k| &**k).collect::<Vec<&str>>(),
+        ["entry-00002"]
+    );
 }
 
 #[tokio::test]

@@ -43,6 +43,7 @@ async fn attest(s: &Server, pki: &Pki) -> Result<node::AttestResponse, Status> {
         join_token: String::new(),
         csr,
         x509pop: Some(proof),
+        k8s_psat: None,
     };
     s.api
         .attest(Request::new(request))
@@ -120,6 +121,7 @@ async fn x509pop_is_refused_when_not_configured_or_mixed_with_a_token() {
         join_token: "tok".into(),
         csr: csr(),
         x509pop: Some(node::X509PopProof::default()),
+        k8s_psat: None,
     };
     let err = configured
         .api

@@ -26,6 +26,7 @@ use crate::config::ServerConfig;
 use crate::proto::node::node_server::NodeServer;
 use crate::request_id::RequestIdLayer;
 use crate::server::audit::{AuditLog, AuditScope};
+use crate::server::k8s_psat::PsatAttestor;
 use crate::server::node_api::{DownstreamPolicy, NodeApi, SharedSync};
 use crate::server::state::ServerState;
 use crate::x509pop::{ChallengeKey, X509PopVerifier};
@@ -102,7 +103,8 @@ pub(super) async fn serve(
             max_ttl: Some(config.downstream_ca_max_ttl),
             path_len: config.downstream_ca_path_len,
         })
-        .with_x509pop(x509pop_verifier(config)?);
+        .with_x509pop(x509pop_verifier(config)?)
+        .with_k8s_psat(k8s_psat_attestor(config)?);
     // Sync sends the shared federated bundles without a copy per agent.
     let authenticated = SharedSync::new(
         NodeServer::new(api.clone())
@@ -148,6 +150,16 @@ fn builder(limits: &ListenerLimits) -> tonic::transport::Server {
         .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
         .http2_max_header_list_size(MAX_HEADER_LIST)
+}
+
+/// The k8s_psat attestor of `[node_attestors.k8s_psat]`, its CA and JWKS
+/// files read now.
+fn k8s_psat_attestor(config: &ServerConfig) -> Result<Option<Arc<PsatAttestor>>, ServerError> {
+    let Some(settings) = &config.k8s_psat else {
+        return Ok(None);
+    };
+    let attestor = PsatAttestor::new(settings, config.trust_domain.clone())?;
+    Ok(Some(Arc::new(attestor)))
 }
 
 /// The x509pop attestor of `[node_attestors.x509pop]`, its CA bundle

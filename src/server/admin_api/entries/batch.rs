@@ -12,6 +12,7 @@ use super::{not_found, EntriesApi};
 use crate::clock::now_unix;
 use crate::proto::admin;
 use crate::registration::RegistrationEntry;
+use crate::server::authorized::EntryChanges;
 use crate::server::state::ServerEvent;
 use crate::server::validate::{validate_entry, ValidationError};
 use crate::store::StoreError;
@@ -109,13 +110,15 @@ impl EntriesApi {
             .map_err(store_status)?;
         let outcomes = in_request_order(checked, deleted, "ids")?;
         let mut count = 0usize;
+        let mut changes = EntryChanges::default();
         let results: Vec<_> = ids
             .into_iter()
             .zip(outcomes)
             .map(|(id, outcome)| {
                 let status = match outcome {
-                    Ok(Ok(_)) => {
+                    Ok(Ok(deleted)) => {
                         count += 1;
+                        changes.record(&deleted);
                         tracing::debug!(entry_id = %id, "deleted entry");
                         Status::ok("")
                     }
@@ -129,7 +132,7 @@ impl EntriesApi {
                 }
             })
             .collect();
-        self.finish_batch("delete", count, results.len());
+        self.finish_batch("delete", changes, count, results.len());
         Ok(admin::BatchDeleteEntryResponse { results })
     }
 
@@ -166,11 +169,13 @@ impl EntriesApi {
     /// The per-item results of a create or update batch, counted.
     fn entry_results(&self, op: &str, outcomes: Vec<Outcome>) -> Vec<admin::EntryResult> {
         let mut succeeded = 0usize;
+        let mut changes = EntryChanges::default();
         let results: Vec<_> = outcomes
             .into_iter()
             .map(|outcome| match outcome {
                 Ok(entry) => {
                     succeeded += 1;
+                    changes.record(&entry);
                     tracing::debug!(
                         entry_id = %entry.id,
                         spiffe_id = %entry.spiffe_id,
@@ -188,14 +193,15 @@ impl EntriesApi {
                 },
             })
             .collect();
-        self.finish_batch(op, succeeded, results.len());
+        self.finish_batch(op, changes, succeeded, results.len());
         results
     }
 
-    /// Tells agents when the batch changed anything, and logs its tally.
-    fn finish_batch(&self, op: &str, succeeded: usize, total: usize) {
-        if succeeded > 0 {
-            self.state.publish(ServerEvent::EntriesChanged);
+    /// Tells the agents whose sets the batch touched, and logs its tally.
+    fn finish_batch(&self, op: &str, changes: EntryChanges, succeeded: usize, total: usize) {
+        if !changes.is_empty() {
+            self.state
+                .publish(ServerEvent::EntriesWritten(std::sync::Arc::new(changes)));
         }
         tracing::info!(succeeded, failed = total - succeeded, "batch {op} entries");
     }
