@@ -91,8 +91,8 @@ async fn attest(s: &HaServer, roots: Vec<Vec<u8>>, token: &str) -> Result<String
     let key = KeyPair::generate(KeyType::EcP256).unwrap();
     let request = node::AttestRequest {
         join_token: token.to_string(),
-        x509pop: None,
         csr: make_csr(&key).unwrap(),
+        ..Default::default()
     };
     let resp = connector.anonymous().await.unwrap().attest(request).await?;
     Ok(resp.into_inner().spiffe_id)
