@@ -2,14 +2,18 @@
 //! database, each with its ops listener (readiness, metrics); SQL run
 //! straight on that database; and [`PgProxy`], a TCP proxy in front of
 //! PostgreSQL that a test cuts and restores to play an outage without
-//! touching the machine's PostgreSQL.
+//! touching the machine's PostgreSQL. Also what tests of several servers
+//! wait for: one bundle on every server, an update on a Sync stream.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
+use herald::proto::node;
 use herald::store::postgres::test_database::TempDatabase;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -196,5 +200,44 @@ impl PgProxy {
     /// The database is back.
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The X.509 roots a server publishes (its trust bundle), as DER.
+pub fn roots(s: &HaServer) -> Vec<Vec<u8>> {
+    let pem = s.server.bundle_pem();
+    rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
+        .map(|c: Result<rustls_pki_types::CertificateDer<'static>, _>| c.unwrap().to_vec())
+        .collect()
+}
+
+/// Waits until every server publishes one bundle with `n` X.509 roots.
+pub fn wait_one_bundle_of(servers: &[HaServer], n: usize) -> Vec<Vec<u8>> {
+    let mut last = Vec::new();
+    let agreed = eventually(Duration::from_secs(30), || {
+        let all: Vec<Vec<Vec<u8>>> = servers.iter().map(roots).collect();
+        let same = all
+            .windows(2)
+            .all(|w| w[0].iter().collect::<BTreeSet<_>>() == w[1].iter().collect::<BTreeSet<_>>());
+        last = all[0].clone();
+        same && last.len() == n
+    });
+    assert!(agreed, "the servers never agreed on a bundle of {n} roots");
+    last
+}
+
+/// Reads `sync` until an update satisfies `wanted`; panics naming `what`.
+pub async fn next_update(
+    sync: &mut tonic::Streaming<node::SyncUpdate>,
+    what: &str,
+    wanted: impl Fn(&node::SyncUpdate) -> bool,
+) -> node::SyncUpdate {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, sync.next()).await {
+            Ok(Some(Ok(u))) if wanted(&u) => return u,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("{what}: {other:?}"),
+        }
     }
 }
