@@ -8,8 +8,7 @@ mod harness;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use harness::ha::{eventually, next_update, start_ha, wait_feeds, wait_one_bundle_of};
-use harness::node::NodeAgent;
+use harness::ha::{eventually, next_update, start_ha_ready, synced_agent};
 use harness::postgres::temp_database;
 use harness::workload::rt;
 use herald::proto::node;
@@ -18,17 +17,10 @@ use herald::proto::node;
 fn rotations_bundles_and_bans_made_through_one_server_reach_agents_of_another() {
     let Some(db) = temp_database() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let servers = start_ha(tmp.path(), &db, 2);
-    wait_one_bundle_of(&servers, 2);
-    wait_feeds(&servers);
+    let servers = start_ha_ready(tmp.path(), &db, 2);
     let (a, b) = (&servers[0], &servers[1]);
     let rt = rt();
-    let (agent, mut sync) = rt.block_on(async {
-        let agent = NodeAgent::join(&a.server).await;
-        let sync = agent.sync().await;
-        (agent, sync)
-    });
-    rt.block_on(next_update(&mut sync, "snapshot", |u| u.complete));
+    let (agent, mut sync) = synced_agent(&rt, &a.server);
 
     // B prepares its next CA: A's agent gets the bundle with it.
     b.server.cli_ok(&["authority", "prepare", "--kind", "x509"]);
@@ -75,18 +67,11 @@ fn rotations_bundles_and_bans_made_through_one_server_reach_agents_of_another() 
 fn rotation_on_one_server_waits_for_agents_connected_to_another() {
     let Some(db) = temp_database() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let servers = start_ha(tmp.path(), &db, 2);
-    wait_one_bundle_of(&servers, 2);
-    wait_feeds(&servers);
+    let servers = start_ha_ready(tmp.path(), &db, 2);
     let (a, b) = (&servers[0], &servers[1]);
     let rt = rt();
     // An agent connected to B only, that acknowledges nothing yet.
-    let (agent, mut sync) = rt.block_on(async {
-        let agent = NodeAgent::join(&b.server).await;
-        let sync = agent.sync().await;
-        (agent, sync)
-    });
-    rt.block_on(next_update(&mut sync, "snapshot", |u| u.complete));
+    let (agent, mut sync) = synced_agent(&rt, &b.server);
     let me = agent.id.to_string();
     let lagging_on_a = || {
         let shown = a.server.cli_json(&["authority", "show"]);

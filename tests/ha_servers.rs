@@ -20,7 +20,7 @@ use futures::StreamExt as _;
 use harness::bin::{assert_success, my_uid, run_on_socket};
 use harness::cluster::Agent;
 use harness::ha::{
-    eventually, metric, pg_rows, start_ha, wait_feeds, wait_one_bundle_of, HaServer,
+    eventually, metric, pg_rows, start_ha, start_ha_ready, wait_one_bundle_of, HaServer,
 };
 use harness::node::NodeAgent;
 use harness::postgres::temp_database;
@@ -137,9 +137,7 @@ fn create(socket: &Path, path: &str, parent: &str) -> String {
 fn entries_created_concurrently_through_every_server_reach_every_server_once() {
     let Some(db) = temp_database() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let servers = start_ha(tmp.path(), &db, 3);
-    wait_one_bundle_of(&servers, 3);
-    wait_feeds(&servers);
+    let servers = start_ha_ready(tmp.path(), &db, 3);
     let rt = rt();
     // A node agent on server 0 follows its Sync stream.
     let (agent, mut sync) = rt.block_on(async {
@@ -206,9 +204,7 @@ fn entries_created_concurrently_through_every_server_reach_every_server_once() {
 fn an_entry_made_through_one_server_reaches_an_agent_of_another_pushed() {
     let Some(db) = temp_database() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let servers = start_ha(tmp.path(), &db, 2);
-    wait_one_bundle_of(&servers, 2);
-    wait_feeds(&servers);
+    let servers = start_ha_ready(tmp.path(), &db, 2);
     // A real agent on server A; entries are made through server B.
     let (token, agent_id) = servers[0].server.join_token();
     let agent = Agent::start(

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::cluster::Server;
 use super::config::ServerToml;
+use super::node::NodeAgent;
 use super::ops::{get, loopback, ops_table, scrape, value};
 use super::postgres::store_table_url;
 
@@ -47,6 +48,29 @@ pub fn start_ha(root: &Path, db: &TempDatabase, n: usize) -> Vec<HaServer> {
         .zip(ops)
         .map(|(server, ops)| HaServer { server, ops })
         .collect()
+}
+
+/// `n` servers on `db`, returned once all publish one bundle with each
+/// one's CA and each follows the change feed.
+pub fn start_ha_ready(root: &Path, db: &TempDatabase, n: usize) -> Vec<HaServer> {
+    let servers = start_ha(root, db, n);
+    wait_one_bundle_of(&servers, n);
+    wait_feeds(&servers);
+    servers
+}
+
+/// A node agent attested to `server`, its Sync stream open past the
+/// first snapshot.
+pub fn synced_agent(
+    rt: &tokio::runtime::Runtime,
+    server: &Server,
+) -> (NodeAgent, tonic::Streaming<node::SyncUpdate>) {
+    rt.block_on(async {
+        let agent = NodeAgent::join(server).await;
+        let mut sync = agent.sync().await;
+        next_update(&mut sync, "snapshot", |u| u.complete).await;
+        (agent, sync)
+    })
 }
 
 /// The value of counter or gauge `name` with `labels` (0 when absent).
