@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use harness::bin::{assert_success, my_uid, run_on_socket};
 use harness::cluster::Agent;
-use harness::ha::{eventually, metric, pg_rows, start_ha, wait_feeds, HaServer};
+use harness::ha::{
+    eventually, metric, pg_rows, start_ha, start_ha_ready, wait_one_bundle_of, HaServer,
+};
 use harness::node::NodeAgent;
 use harness::postgres::temp_database;
 use harness::workload::{client, rt};
@@ -28,29 +30,6 @@ use herald::node::{make_csr, ServerConnector};
 use herald::proto::node;
 use herald::spiffe::TrustDomain;
 use herald::tls::Roots;
-
-/// The X.509 roots a server publishes (its trust bundle), as DER.
-fn roots(s: &HaServer) -> Vec<Vec<u8>> {
-    let pem = s.server.bundle_pem();
-    rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
-        .map(|c: Result<rustls_pki_types::CertificateDer<'static>, _>| c.unwrap().to_vec())
-        .collect()
-}
-
-/// Waits until every server publishes one bundle with `n` X.509 roots.
-fn wait_one_bundle_of(servers: &[HaServer], n: usize) -> Vec<Vec<u8>> {
-    let mut last = Vec::new();
-    let agreed = eventually(Duration::from_secs(30), || {
-        let all: Vec<Vec<Vec<u8>>> = servers.iter().map(roots).collect();
-        let same = all
-            .windows(2)
-            .all(|w| w[0].iter().collect::<BTreeSet<_>>() == w[1].iter().collect::<BTreeSet<_>>());
-        last = all[0].clone();
-        same && last.len() == n
-    });
-    assert!(agreed, "the servers never agreed on a bundle of {n} roots");
-    last
-}
 
 #[test]
 fn servers_started_together_on_an_empty_database_share_one_schema_and_bundle() {
@@ -158,9 +137,7 @@ fn create(socket: &Path, path: &str, parent: &str) -> String {
 fn entries_created_concurrently_through_every_server_reach_every_server_once() {
     let Some(db) = temp_database() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let servers = start_ha(tmp.path(), &db, 3);
-    wait_one_bundle_of(&servers, 3);
-    wait_feeds(&servers);
+    let servers = start_ha_ready(tmp.path(), &db, 3);
     let rt = rt();
     // A node agent on server 0 follows its Sync stream.
     let (agent, mut sync) = rt.block_on(async {
@@ -227,9 +204,7 @@ fn entries_created_concurrently_through_every_server_reach_every_server_once() {
 fn an_entry_made_through_one_server_reaches_an_agent_of_another_pushed() {
     let Some(db) = temp_database() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let servers = start_ha(tmp.path(), &db, 2);
-    wait_one_bundle_of(&servers, 2);
-    wait_feeds(&servers);
+    let servers = start_ha_ready(tmp.path(), &db, 2);
     // A real agent on server A; entries are made through server B.
     let (token, agent_id) = servers[0].server.join_token();
     let agent = Agent::start(
@@ -290,138 +265,5 @@ fn an_entry_made_through_one_server_reaches_an_agent_of_another_pushed() {
         ms(max.0),
         ms(p50.1),
         ms(max.1)
-    );
-}
-
-/// Reads `sync` until an update satisfies `wanted`; panics naming `what`.
-async fn next_update(
-    sync: &mut tonic::Streaming<node::SyncUpdate>,
-    what: &str,
-    wanted: impl Fn(&node::SyncUpdate) -> bool,
-) -> node::SyncUpdate {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match tokio::time::timeout_at(deadline, sync.next()).await {
-            Ok(Some(Ok(u))) if wanted(&u) => return u,
-            Ok(Some(Ok(_))) => {}
-            other => panic!("{what}: {other:?}"),
-        }
-    }
-}
-
-#[test]
-fn rotations_bundles_and_bans_made_through_one_server_reach_agents_of_another() {
-    let Some(db) = temp_database() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let servers = start_ha(tmp.path(), &db, 2);
-    wait_one_bundle_of(&servers, 2);
-    wait_feeds(&servers);
-    let (a, b) = (&servers[0], &servers[1]);
-    let rt = rt();
-    let (agent, mut sync) = rt.block_on(async {
-        let agent = NodeAgent::join(&a.server).await;
-        let sync = agent.sync().await;
-        (agent, sync)
-    });
-    rt.block_on(next_update(&mut sync, "snapshot", |u| u.complete));
-
-    // B prepares its next CA: A's agent gets the bundle with it.
-    b.server.cli_ok(&["authority", "prepare", "--kind", "x509"]);
-    rt.block_on(next_update(&mut sync, "bundle with B's prepared CA", |u| {
-        u.bundle
-            .as_ref()
-            .is_some_and(|b| b.x509_authorities.len() == 3)
-    }));
-
-    // A federated bundle set through B.
-    b.server.set_foreign_bundle("peer.example", tmp.path());
-    rt.block_on(next_update(
-        &mut sync,
-        "federated bundle set through B",
-        |u| {
-            u.federated_bundles_changed
-                && u.federated_bundles
-                    .iter()
-                    .any(|f| f.trust_domain == "peer.example")
-        },
-    ));
-
-    // Banned through B: its stream on A closes.
-    b.server
-        .cli_ok(&["agent", "ban", "--spiffe-id", &agent.id.to_string()]);
-    let end = rt.block_on(async {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            match tokio::time::timeout_at(deadline, sync.next()).await {
-                Ok(Some(Ok(_))) => continue,
-                other => return other,
-            }
-        }
-    });
-    match end {
-        Ok(Some(Err(status))) => {
-            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}")
-        }
-        other => panic!("the banned agent's stream on A did not close: {other:?}"),
-    }
-}
-
-#[test]
-fn rotation_on_one_server_waits_for_agents_connected_to_another() {
-    let Some(db) = temp_database() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let servers = start_ha(tmp.path(), &db, 2);
-    wait_one_bundle_of(&servers, 2);
-    wait_feeds(&servers);
-    let (a, b) = (&servers[0], &servers[1]);
-    let rt = rt();
-    // An agent connected to B only, that acknowledges nothing yet.
-    let (agent, mut sync) = rt.block_on(async {
-        let agent = NodeAgent::join(&b.server).await;
-        let sync = agent.sync().await;
-        (agent, sync)
-    });
-    rt.block_on(next_update(&mut sync, "snapshot", |u| u.complete));
-    let me = agent.id.to_string();
-    let lagging_on_a = || {
-        let shown = a.server.cli_json(&["authority", "show"]);
-        let lagging: Vec<String> = shown["lagging_agents"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{shown}"))
-            .iter()
-            .map(|v| v.as_str().unwrap().to_owned())
-            .collect();
-        lagging
-    };
-    // A prepares a CA: until B's agent holds it, A names it as lagging.
-    let prepared = a
-        .server
-        .cli_json(&["authority", "prepare", "--kind", "x509"]);
-    let sequence = prepared["bundle_sequence"].as_u64().unwrap();
-    assert!(
-        eventually(Duration::from_secs(20), || lagging_on_a()
-            == vec![me.clone()]),
-        "A does not wait for B's agent: {:?}",
-        lagging_on_a()
-    );
-    // B pushes the new bundle; the agent acknowledges it to B.
-    let update = rt.block_on(next_update(&mut sync, "bundle with A's prepared CA", |u| {
-        u.bundle.as_ref().is_some_and(|b| b.sequence >= sequence)
-    }));
-    let held = update.bundle.unwrap().sequence;
-    rt.block_on(async {
-        agent
-            .connector
-            .authenticated(&agent.cred)
-            .await
-            .unwrap()
-            .ack_bundle(node::AckBundleRequest { sequence: held })
-            .await
-            .unwrap();
-    });
-    assert!(
-        eventually(Duration::from_secs(20), || lagging_on_a().is_empty()),
-        "A still waits for an agent that acknowledged through B: {:?}",
-        lagging_on_a()
     );
 }

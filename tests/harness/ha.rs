@@ -2,19 +2,24 @@
 //! database, each with its ops listener (readiness, metrics); SQL run
 //! straight on that database; and [`PgProxy`], a TCP proxy in front of
 //! PostgreSQL that a test cuts and restores to play an outage without
-//! touching the machine's PostgreSQL.
+//! touching the machine's PostgreSQL. Also what tests of several servers
+//! wait for: one bundle on every server, an update on a Sync stream.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
+use herald::proto::node;
 use herald::store::postgres::test_database::TempDatabase;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::cluster::Server;
 use super::config::ServerToml;
+use super::node::NodeAgent;
 use super::ops::{get, loopback, ops_table, scrape, value};
 use super::postgres::store_table_url;
 
@@ -43,6 +48,29 @@ pub fn start_ha(root: &Path, db: &TempDatabase, n: usize) -> Vec<HaServer> {
         .zip(ops)
         .map(|(server, ops)| HaServer { server, ops })
         .collect()
+}
+
+/// `n` servers on `db`, returned once all publish one bundle with each
+/// one's CA and each follows the change feed.
+pub fn start_ha_ready(root: &Path, db: &TempDatabase, n: usize) -> Vec<HaServer> {
+    let servers = start_ha(root, db, n);
+    wait_one_bundle_of(&servers, n);
+    wait_feeds(&servers);
+    servers
+}
+
+/// A node agent attested to `server`, its Sync stream open past the
+/// first snapshot.
+pub fn synced_agent(
+    rt: &tokio::runtime::Runtime,
+    server: &Server,
+) -> (NodeAgent, tonic::Streaming<node::SyncUpdate>) {
+    rt.block_on(async {
+        let agent = NodeAgent::join(server).await;
+        let mut sync = agent.sync().await;
+        next_update(&mut sync, "snapshot", |u| u.complete).await;
+        (agent, sync)
+    })
 }
 
 /// The value of counter or gauge `name` with `labels` (0 when absent).
@@ -196,5 +224,44 @@ impl PgProxy {
     /// The database is back.
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The X.509 roots a server publishes (its trust bundle), as DER.
+pub fn roots(s: &HaServer) -> Vec<Vec<u8>> {
+    let pem = s.server.bundle_pem();
+    rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
+        .map(|c: Result<rustls_pki_types::CertificateDer<'static>, _>| c.unwrap().to_vec())
+        .collect()
+}
+
+/// Waits until every server publishes one bundle with `n` X.509 roots.
+pub fn wait_one_bundle_of(servers: &[HaServer], n: usize) -> Vec<Vec<u8>> {
+    let mut last = Vec::new();
+    let agreed = eventually(Duration::from_secs(30), || {
+        let all: Vec<Vec<Vec<u8>>> = servers.iter().map(roots).collect();
+        let same = all
+            .windows(2)
+            .all(|w| w[0].iter().collect::<BTreeSet<_>>() == w[1].iter().collect::<BTreeSet<_>>());
+        last = all[0].clone();
+        same && last.len() == n
+    });
+    assert!(agreed, "the servers never agreed on a bundle of {n} roots");
+    last
+}
+
+/// Reads `sync` until an update satisfies `wanted`; panics naming `what`.
+pub async fn next_update(
+    sync: &mut tonic::Streaming<node::SyncUpdate>,
+    what: &str,
+    wanted: impl Fn(&node::SyncUpdate) -> bool,
+) -> node::SyncUpdate {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, sync.next()).await {
+            Ok(Some(Ok(u))) if wanted(&u) => return u,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("{what}: {other:?}"),
+        }
     }
 }

@@ -13,7 +13,7 @@
 //! asking for them again at every read, until each either appears or can
 //! no longer appear: PostgreSQL's transaction ids prove when every
 //! transaction that could have drawn it has finished (see [`cursor`]).
-//! Rows and bounds come from one REPEATABLE READ snapshot, so they agree.
+//! Rows and `xmin` come from one statement, hence one snapshot.
 //!
 //! Why not the alternatives: serializing every writer on an advisory lock
 //! (so that id order is commit order) would make all writes of all servers
@@ -146,40 +146,57 @@ impl PostgresStore {
     }
 
     /// One read from `cursor`: the changes to hand on, in id order, and
-    /// whether more are waiting (the read hit its limit).
+    /// whether more are waiting (the read hit its limit). One statement,
+    /// so the rows and the `xmin` come from one snapshot (PostgreSQL gives
+    /// each statement its own); the bound, when needed, is a transaction
+    /// id assigned by a later statement, hence after that snapshot.
     pub(crate) async fn feed_read(
         pool: &deadpool_postgres::Pool,
         cursor: &mut Cursor,
     ) -> Result<(Vec<Change>, bool), StoreError> {
         const OP: &str = "read the change feed";
-        let mut client = pool
+        let client = pool
             .get()
             .await
             .map_err(|source| StoreError::Pool { op: OP, source })?;
-        let (tx, xmin) = snapshot_tx(&mut client, OP).await?;
-        let gaps = cursor.gap_ids();
-        let rows = tx
-            .query(
-                "SELECT id, kind, subject FROM events
-                 WHERE id = ANY($1) OR id > $2 ORDER BY id LIMIT $3",
-                &[&gaps, &cursor.max_seen, &BATCH],
+        let read = client
+            .prepare_cached(
+                "WITH snap AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin)
+                 SELECT snap.xmin, e.id, e.kind, e.subject
+                 FROM snap LEFT JOIN LATERAL (
+                     SELECT id, kind, subject FROM events
+                     WHERE id = ANY($1) OR id > $2 ORDER BY id LIMIT $3
+                 ) AS e ON true
+                 ORDER BY e.id",
             )
             .await
             .map_err(StoreError::pg(OP))?;
-        let full = rows.len() as i64 == BATCH;
+        let gaps = cursor.gap_ids();
+        let rows = client
+            .query(&read, &[&gaps, &cursor.max_seen, &BATCH])
+            .await
+            .map_err(StoreError::pg(OP))?;
+        let mut xmin = 0;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
-            let kind: String = column(row, 1, "events")?;
-            events.push((
-                column(row, 0, "events")?,
-                Change::from_row(&kind, column(row, 2, "events")?),
-            ));
+            xmin = column(row, 0, "events")?;
+            let Some(id) = column::<Option<i64>>(row, 1, "events")? else {
+                continue;
+            };
+            let kind: String = column(row, 2, "events")?;
+            events.push((id, Change::from_row(&kind, column(row, 3, "events")?)));
         }
+        let full = events.len() as i64 == BATCH;
         let bound = match cursor.opens_gaps(&events) {
-            true => bound(&tx, OP).await?,
+            true => {
+                let row = client
+                    .query_one("SELECT pg_current_xact_id()::text::bigint", &[])
+                    .await
+                    .map_err(StoreError::pg(OP))?;
+                column(&row, 0, "events")?
+            }
             false => 0,
         };
-        tx.commit().await.map_err(StoreError::pg(OP))?;
         Ok((cursor.advance(events, xmin, bound, !full), full))
     }
 }
