@@ -7,7 +7,6 @@
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
@@ -15,13 +14,12 @@ use tokio::task::JoinHandle;
 use tonic::service::Routes;
 use tonic::transport::server::UdsConnectInfo;
 
-use super::connections::{uid_slot, ConnLimits, GuardedIo, PeerCounter};
+use super::connections::{next_unix_peer, ConnLimits, GuardedIo, PeerCounter};
 use super::listeners;
 use super::serve::spawn_router;
 use super::streams::TrackStreamsLayer;
 use super::ServerError;
 use crate::config::limits::ListenerLimits;
-use crate::errors::Chain;
 use crate::ops::GrpcMetricsLayer;
 use crate::request_id::RequestIdLayer;
 use crate::server::admin_api::{AllowedCallers, CallerCheckLayer};
@@ -77,22 +75,9 @@ async fn accept(
     conns: mpsc::Sender<GuardedIo<UnixStream>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            _ = crate::shutdown::stopped(&mut stop) => return,
-            a = listener.accept() => a,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %Chain(&e), "admin API: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some((uid, slot)) = uid_slot(&stream, &per_uid, "admin API") else {
-            continue;
-        };
+    while let Some((stream, uid, slot)) =
+        next_unix_peer(&listener, &per_uid, &mut stop, "admin API").await
+    {
         let io = GuardedIo::new(stream, Box::new(slot), limits, format!("uid {uid}"));
         if conns.send(io).await.is_err() {
             return;

@@ -66,31 +66,49 @@ impl<K: Hash + Eq + Clone> PeerCounter<K> {
     }
 }
 
-/// The uid of the peer of an accepted Unix socket `stream` (SO_PEERCRED)
-/// and its slot in `per_uid`; `None`, logged with `listener` named, when
-/// the kernel cannot tell or the uid holds its budget already (the
-/// connection is then closed by the caller dropping it).
-pub(crate) fn uid_slot(
-    stream: &tokio::net::UnixStream,
+/// The next connection accepted on the Unix socket `listener` whose peer
+/// uid (SO_PEERCRED) is within its budget in `per_uid`, with that uid and
+/// its slot; `None` once `stop` turns true. Connections whose peer the
+/// kernel cannot tell, or whose uid holds its budget already, are logged
+/// with `what` named and closed. Every Unix listener of the server accepts
+/// through this.
+pub(crate) async fn next_unix_peer(
+    listener: &tokio::net::UnixListener,
     per_uid: &Arc<PeerCounter<u32>>,
-    listener: &str,
-) -> Option<(u32, PeerSlot<u32>)> {
-    let uid = match stream.peer_cred() {
-        Ok(cred) => cred.uid(),
-        Err(e) => {
-            tracing::warn!(error = %crate::errors::Chain(&e), "{listener}: no peer credentials; closing");
-            return None;
-        }
-    };
-    let Some(slot) = per_uid.try_acquire(uid) else {
-        tracing::warn!(
-            uid,
-            max = per_uid.max(),
-            "{listener}: too many connections from this uid; closing the new one"
-        );
-        return None;
-    };
-    Some((uid, slot))
+    stop: &mut watch::Receiver<bool>,
+    what: &str,
+) -> Option<(tokio::net::UnixStream, u32, PeerSlot<u32>)> {
+    loop {
+        let accepted = tokio::select! {
+            _ = crate::shutdown::stopped(stop) => return None,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait instead of spinning.
+                tracing::warn!(error = %crate::errors::Chain(&e), "{what}: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let uid = match stream.peer_cred() {
+            Ok(cred) => cred.uid(),
+            Err(e) => {
+                tracing::warn!(error = %crate::errors::Chain(&e), "{what}: no peer credentials; closing");
+                continue;
+            }
+        };
+        let Some(slot) = per_uid.try_acquire(uid) else {
+            tracing::warn!(
+                uid,
+                max = per_uid.max(),
+                "{what}: too many connections from this uid; closing the new one"
+            );
+            continue;
+        };
+        return Some((stream, uid, slot));
+    }
 }
 
 impl<K: Hash + Eq> Drop for PeerSlot<K> {

@@ -2,7 +2,6 @@
 //! socket, whose peers are known by uid (SO_PEERCRED) rather than address.
 
 use std::error::Error as StdError;
-use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
@@ -13,7 +12,7 @@ use tokio::sync::watch;
 use super::{
     serve_connection, spawn_within, with_connection, Connection, ConnectionError, Limits, Peer,
 };
-use crate::server::run::{uid_slot, PeerCounter};
+use crate::server::run::{next_unix_peer, PeerCounter};
 
 /// Accepts connections on the Unix socket `listener` until `stop` turns
 /// true, and serves `service` on each in plain HTTP/1.1 within `limits`, as
@@ -35,22 +34,9 @@ pub async fn serve_unix<S, B>(
 {
     let mut stop = stop;
     let per_uid = PeerCounter::new(limits.max_connections_per_peer);
-    loop {
-        let accepted = tokio::select! {
-            _ = crate::shutdown::stopped(&mut stop) => return,
-            a = listener.accept() => a,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some((uid, slot)) = uid_slot(&stream, &per_uid, "dashboard socket") else {
-            continue;
-        };
+    while let Some((stream, uid, slot)) =
+        next_unix_peer(&listener, &per_uid, &mut stop, "dashboard socket").await
+    {
         let limits = limits.clone();
         let timeout = limits.connection_timeout;
         let info = Connection::of(Peer::Unix { uid });
