@@ -41,8 +41,13 @@ pub fn ha_toml(root: &Path, i: usize, url: &str) -> (ServerToml, SocketAddr) {
 
 /// `n` servers on `db`, started at the same moment.
 pub fn start_ha(root: &Path, db: &TempDatabase, n: usize) -> Vec<HaServer> {
+    start_ha_on(root, db.url_text(), n)
+}
+
+/// `n` servers on the database at `url`, started at the same moment.
+pub fn start_ha_on(root: &Path, url: &str, n: usize) -> Vec<HaServer> {
     let (tomls, ops): (Vec<ServerToml>, Vec<SocketAddr>) =
-        (0..n).map(|i| ha_toml(root, i, db.url_text())).unzip();
+        (0..n).map(|i| ha_toml(root, i, url)).unzip();
     Server::start_many(&tomls)
         .into_iter()
         .zip(ops)
@@ -53,7 +58,12 @@ pub fn start_ha(root: &Path, db: &TempDatabase, n: usize) -> Vec<HaServer> {
 /// `n` servers on `db`, returned once all publish one bundle with each
 /// one's CA and each follows the change feed.
 pub fn start_ha_ready(root: &Path, db: &TempDatabase, n: usize) -> Vec<HaServer> {
-    let servers = start_ha(root, db, n);
+    start_ha_ready_on(root, db.url_text(), n)
+}
+
+/// Like [`start_ha_ready`], on the database at `url`.
+pub fn start_ha_ready_on(root: &Path, url: &str, n: usize) -> Vec<HaServer> {
+    let servers = start_ha_on(root, url, n);
     wait_one_bundle_of(&servers, n);
     wait_feeds(&servers);
     servers

@@ -14,6 +14,8 @@
 //! - [`node`]: an agent-like node API client (join-token attestation, then mTLS).
 //! - [`postgres`]: a PostgreSQL database of the test's own, and the `[store]` table naming it.
 //! - [`ha`]: several servers on one PostgreSQL database, and a proxy to cut it off.
+//! - [`private_pg`]: a PostgreSQL cluster of the test's own, to stop and start.
+//! - [`svid_watch`]: a workload watching its X.509 context, noting any expired SVID it holds.
 //! - [`peer`]: in-process servers ("peers") and services on Unix sockets.
 //! - [`admin`]: the admin API of an in-process server, and its request helpers.
 //! - [`http`]: HTTP GETs through hyper, for servers that may chunk their answers (Prometheus).
@@ -46,9 +48,11 @@ pub mod openssl;
 pub mod ops;
 pub mod peer;
 pub mod postgres;
+pub mod private_pg;
 pub mod process;
 pub mod procfs;
 pub mod sds;
+pub mod svid_watch;
 pub mod web;
 pub mod webdriver;
 pub mod workload;
