@@ -28,9 +28,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use harness::bin::{my_uid, now, run_on_socket};
+use harness::bin::now;
 use harness::cluster::Agent;
-use harness::ha::{eventually, start_ha_ready, HaServer};
+use harness::ha::{entry_create_on, entry_ids, eventually, start_ha_ready};
 use harness::ops::{loopback, ops_table, scrape, value};
 use harness::postgres::temp_database;
 use harness::svid_watch::{Seen, SvidWatch};
@@ -44,37 +44,19 @@ const TTL: u64 = 10;
 /// Renewals the workload must see after the kill, all from a survivor.
 const RENEWALS_AFTER_KILL: usize = 3;
 
-fn entry_ids(s: &HaServer) -> BTreeSet<String> {
-    let listed = s.server.cli_json(&["entry", "list"]);
-    listed["entries"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{listed}"))
-        .iter()
-        .map(|e| e["spiffe_id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// Creates entries for this process under `agent_id` through the admin
 /// socket `socket` until `stop`; the IDs whose `entry create` succeeded.
 fn write_until(socket: std::path::PathBuf, agent_id: String, stop: Arc<AtomicBool>) -> Vec<String> {
-    let selector = format!("unix:uid:{}", my_uid());
     let mut acked = Vec::new();
     for n in 0.. {
         if stop.load(Ordering::SeqCst) {
             break;
         }
         let id = format!("spiffe://example.org/ha-kill/w{n}");
-        let args = [
-            "entry",
-            "create",
-            "--spiffe-id",
-            &id,
-            "--parent-id",
-            &agent_id,
-            "--selector",
-            &selector,
-        ];
-        if run_on_socket(&socket, &args).status.success() {
+        if entry_create_on(&socket, &id, &agent_id, &[])
+            .status
+            .success()
+        {
             acked.push(id);
         }
     }
@@ -168,7 +150,7 @@ fn sigkill_of_the_agents_server_mid_renewal_fails_over_without_expiry_or_lost_wr
     // Every entry X acknowledged survives it, and reaches the agent.
     let acked: BTreeSet<String> = acked.into_iter().collect();
     for (i, s) in servers.iter().enumerate().skip(1) {
-        let listed = entry_ids(s);
+        let listed = entry_ids(&s.server);
         let lost: Vec<&String> = acked.difference(&listed).collect();
         assert!(
             lost.is_empty(),

@@ -17,9 +17,11 @@ mod harness;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use harness::bin::{herald, my_uid, now};
-use harness::cluster::{Agent, Server};
-use harness::ha::{eventually, ready_status, start_ha_ready_on, HaServer};
+use harness::bin::{herald, now};
+use harness::cluster::Agent;
+use harness::ha::{
+    entry_create_on, entry_ids, eventually, ready_status, start_ha_ready_on, HaServer,
+};
 use harness::ops::get;
 use harness::private_pg::PrivatePg;
 use harness::svid_watch::SvidWatch;
@@ -31,16 +33,6 @@ const OUTAGE: Duration = Duration::from_secs(30);
 
 fn id(name: &str) -> String {
     format!("spiffe://example.org/pg-stop/{name}")
-}
-
-fn entry_ids(s: &Server) -> BTreeSet<String> {
-    let listed = s.cli_json(&["entry", "list"]);
-    listed["entries"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{listed}"))
-        .iter()
-        .map(|e| e["spiffe_id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// One `herald api fetch x509` (no retry): it must work first time; the
@@ -114,20 +106,14 @@ fn postgresql_stopped_for_30_s_agents_serve_cached_svids_and_servers_recover_alo
     }
     // A write neither server can commit is refused by both.
     let refused = id("refused");
-    let selector = format!("unix:uid:{}", my_uid());
     for s in [a, b] {
-        let (code, out, err) = s.cli(&[
-            "entry",
-            "create",
-            "--spiffe-id",
-            &refused,
-            "--parent-id",
-            &agent_id,
-            "--selector",
-            &selector,
-        ]);
-        assert_ne!(code, 0, "acknowledged without a database: {out}");
-        assert!(!err.is_empty());
+        let out = entry_create_on(&s.admin_socket, &refused, &agent_id, &[]);
+        assert!(
+            !out.status.success(),
+            "acknowledged without a database: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(!out.stderr.is_empty());
     }
     // The agent serves what it holds for the whole outage.
     let fetched = tmp.path().join("fetched");

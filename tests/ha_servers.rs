@@ -17,10 +17,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use harness::bin::{assert_success, my_uid, run_on_socket};
+use harness::bin::{assert_success, my_uid};
 use harness::cluster::Agent;
 use harness::ha::{
-    eventually, metric, pg_rows, start_ha, start_ha_ready, wait_one_bundle_of, HaServer,
+    entry_create_on, eventually, metric, pg_rows, start_ha, start_ha_ready, wait_one_bundle_of,
+    HaServer,
 };
 use harness::node::NodeAgent;
 use harness::postgres::temp_database;
@@ -112,20 +113,11 @@ fn two_servers_racing_on_one_join_token_admit_exactly_one_agent() {
 /// whose admin socket is `socket`; its ID.
 fn create(socket: &Path, path: &str, parent: &str) -> String {
     let id = format!("spiffe://example.org/{path}");
-    let selector = format!("unix:uid:{}", my_uid());
-    let args = [
-        "entry",
-        "create",
-        "--spiffe-id",
-        &id,
-        "--parent-id",
-        parent,
-        "--selector",
-        &selector,
-        "--output",
-        "json",
-    ];
-    let out = assert_success(&args, &run_on_socket(socket, &args));
+    let extra = ["--output", "json"];
+    let out = assert_success(
+        &["entry", "create", &id],
+        &entry_create_on(socket, &id, parent, &extra),
+    );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v["results"][0]["entry"]["id"]
         .as_str()

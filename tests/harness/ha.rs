@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use herald::proto::node;
 use herald::store::postgres::test_database::TempDatabase;
 use tokio::net::{TcpListener, TcpStream};
 
+use super::bin::{my_uid, run_on_socket};
 use super::cluster::Server;
 use super::config::ServerToml;
 use super::node::NodeAgent;
@@ -115,6 +117,37 @@ pub fn wait_feeds(servers: &[HaServer]) {
         });
         assert!(started, "server {i}: the change feed never started");
     }
+}
+
+/// `herald entry create` through the admin socket `socket` of an entry
+/// `id` for this process (`unix:uid:<my uid>`) under `parent`, `extra`
+/// flags appended; the command's output, success or not (a test of
+/// faults wants to see refusals).
+pub fn entry_create_on(socket: &Path, id: &str, parent: &str, extra: &[&str]) -> Output {
+    let selector = format!("unix:uid:{}", my_uid());
+    let mut args = vec![
+        "entry",
+        "create",
+        "--spiffe-id",
+        id,
+        "--parent-id",
+        parent,
+        "--selector",
+        &selector,
+    ];
+    args.extend_from_slice(extra);
+    run_on_socket(socket, &args)
+}
+
+/// The SPIFFE IDs of every entry `server` lists.
+pub fn entry_ids(server: &Server) -> BTreeSet<String> {
+    let listed = server.cli_json(&["entry", "list"]);
+    listed["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .map(|e| e["spiffe_id"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 /// `/ready`'s status code.
