@@ -171,8 +171,10 @@ fn sigkill_of_the_agents_server_mid_renewal_fails_over_without_expiry_or_lost_wr
     );
     let failovers = value(&scrape(agent_ops), "herald_agent_failovers_total", &[]);
     assert!(failovers.unwrap_or(0.0) >= 1.0, "{failovers:?}");
+    // What the agent was doing when X died, for whoever reads the output.
+    let lost = agent.proc.first_line("lost the server", WAIT).1;
     eprintln!(
-        "{} entries acknowledged by X before the kill; {} context updates; {} SVIDs of {WEB}",
+        "{} entries acknowledged by X before the kill; {} context updates; {} SVIDs of {WEB}\n{lost}",
         acked.len(),
         watch.update_count(),
         watch.svids_of(WEB).len()
