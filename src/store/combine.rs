@@ -121,7 +121,8 @@ mod tests {
         let writes = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..8)
             .map(|t| {
-                let (combiner, written, writes) = (combiner.clone(), written.clone(), writes.clone());
+                let (combiner, written, writes) =
+                    (combiner.clone(), written.clone(), writes.clone());
                 std::thread::spawn(move || {
                     for i in 0..200 {
                         let item = t * 1000 + i;
@@ -133,7 +134,10 @@ mod tests {
                                 Ok::<(), ()>(())
                             })
                             .unwrap();
-                        assert!(written.lock().unwrap().contains(&item), "{item} not written");
+                        assert!(
+                            written.lock().unwrap().contains(&item),
+                            "{item} not written"
+                        );
                     }
                 })
             })

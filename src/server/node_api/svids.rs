@@ -93,9 +93,11 @@ impl NodeApi {
         let metrics = self.state.metrics.clone();
         let default_ttl = self.state.settings.default_x509_svid_ttl;
         let agent = agent.clone();
+        let span = tracing::Span::current();
         let results = self
             .state
             .with_store(move |store| {
+                let _span = span.enter();
                 let signer = Signer {
                     authorized: signable_entries(store, &agent, &ids, now)?,
                     authorities,
