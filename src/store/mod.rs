@@ -15,6 +15,7 @@
 //! its index rows) is atomic.
 
 pub mod cluster;
+mod combine;
 mod common;
 mod error;
 pub mod migrate;

@@ -63,6 +63,9 @@ pub struct PostgresStore {
     /// How to open a connection of its own (the change feed's doorbell).
     pg_config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// Concurrent issuance appends share one statement and one commit
+    /// (a signing call each, so they arrive together under load).
+    issuance_log: super::combine::Combiner<IssuanceRecord>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -117,6 +120,7 @@ impl PostgresStore {
             target: settings.url.redacted(),
             pg_config,
             tls,
+            issuance_log: Default::default(),
         };
         store.run(migrations::migrate(&store.pool))?;
         tracing::info!(target = %store.target, pool_size = settings.pool_size, "PostgreSQL store ready");
@@ -312,7 +316,13 @@ impl DataStore for PostgresStore {
     }
 
     fn append_issuances(&self, records: &[IssuanceRecord]) -> Result<(), StoreError> {
-        self.run(self.append_issuances_impl(records))
+        // Checked before joining a group, so a bad record fails its own
+        // caller without failing the group it would have joined.
+        for r in records {
+            r.validate()?;
+        }
+        self.issuance_log
+            .append(records, |group| self.run(self.append_issuances_impl(group)))
     }
 
     fn get_issuance(&self, serial: &str) -> Result<Option<IssuanceRecord>, StoreError> {

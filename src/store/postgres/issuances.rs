@@ -12,6 +12,8 @@ use crate::store::{IssuanceRecord, StoreError};
 const TABLE: &str = "issuances";
 
 impl PostgresStore {
+    /// Writes `records` (several callers' at once, grouped by the store's
+    /// `Combiner`) in one statement: one commit.
     pub(super) async fn append_issuances_impl(
         &self,
         records: &[IssuanceRecord],
@@ -21,12 +23,10 @@ impl PostgresStore {
         if records.is_empty() {
             return Ok(());
         }
-        for r in records {
-            r.validate()?;
-        }
-        // One statement upserts the whole batch; it may not touch a row
-        // twice, so of a serial given twice the last record wins, as when
-        // appended one after the other.
+        // Validated by the caller (`append_issuances`). One statement
+        // upserts the whole batch; it may not touch a row twice, so of a
+        // serial given twice the last record wins, as when appended one
+        // after the other.
         let mut last: HashMap<&str, usize> = HashMap::new();
         for (i, r) in records.iter().enumerate() {
             last.insert(r.serial.as_str(), i);

@@ -6,6 +6,11 @@
 //! flush covers everyone who wrote before it. Nothing is acknowledged
 //! before a flush that covers it has succeeded: only the number of
 //! flushes changes (one per concurrent group instead of one per write).
+//!
+//! Only a write that can apply while a flush runs joins the next group:
+//! sled's batches and transactions take its global exclusive lock, which
+//! waits for a flush in progress (sled holds the shared side through the
+//! disk write), so the hot path (the issuance log) uses plain inserts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
