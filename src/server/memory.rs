@@ -6,16 +6,14 @@
 //! 1,000-agent server stayed at ~650–820 MiB once steady, ~130 MiB of it
 //! free but not returned; issue 15, item 3). Two things bound that:
 //!
-//! - [`crate::heap::tune_allocator`], once at start, before any thread: at most two
-//!   malloc arenas (glibc makes up to eight per core, one per busy thread of
-//!   the several hundred the blocking pool grows to in a burst, each
-//!   keeping its own free pages), and a fixed mmap threshold, so that
-//!   large buffers (sled's 512 KiB log buffers) are mapped and unmapped
-//!   instead of raising the threshold and fragmenting the heap.
+//! - [`crate::heap::tune_allocator`], once at start, before any thread:
+//!   at most two malloc arenas (glibc makes up to eight per core, one per
+//!   busy thread of the several hundred the blocking pool grows to in a
+//!   burst, each keeping its own free pages).
 //! - [`after_burst`] and [`run_trimmer`]: once the signing has gone quiet
-//!   for a moment, `malloc_trim` ([`crate::heap::release_free_memory`]) returns the free pages of every arena.
-//!   It runs once per burst, on the blocking pool, never per call.
-//!
+//!   for a moment, `malloc_trim` ([`crate::heap::release_free_memory`])
+//!   returns the free pages of every arena. It runs once per burst, on the
+//!   blocking pool, never per call.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -52,7 +50,10 @@ pub async fn run_trimmer(mut shutdown: watch::Receiver<bool>) {
             _ = crate::shutdown::stopped(&mut shutdown) => return,
         }
         // Wait out the rest of the burst.
-        while tokio::time::timeout(QUIET, bursts().notified()).await.is_ok() {}
+        while tokio::time::timeout(QUIET, bursts().notified())
+            .await
+            .is_ok()
+        {}
         let _ = tokio::task::spawn_blocking(trim).await;
         tokio::time::sleep(MIN_INTERVAL).await;
     }
