@@ -37,8 +37,8 @@
 //! each other, and `config` imports neither. `spiffe` depends on nothing of
 //! ours.
 
-// One audited exception, `heap::release_free_memory` (an FFI call into
-// glibc); everything else is safe Rust.
+// Two audited exceptions, `heap::release_free_memory` and
+// `heap::tune_allocator` (FFI calls into glibc); everything else is safe Rust.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(unreachable_pub)]

@@ -22,6 +22,8 @@ pub(super) enum ServerCmd {
 
 pub(super) fn run(cmd: ServerCmd, log_flag: Option<&str>) -> Result<(), CliError> {
     let ServerCmd::Run { config } = cmd;
+    // Before the runtime makes its threads (and their malloc arenas).
+    crate::heap::tune_allocator();
     let config = ServerConfig::load(&config).map_err(|e| CliError::bad_input(&e))?;
     init_role_logging(log_flag, &config.logging);
     let start = crate::server::run::start(&config);

@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod federation;
 pub mod generation_cache;
 pub mod k8s_psat;
+pub mod memory;
 pub mod metrics;
 pub mod node_aliases;
 pub mod node_api;

@@ -303,6 +303,10 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
         super::pruner::run(state.clone(), config.prune, shutdown_rx.clone())
             .instrument(tracing::info_span!("pruner")),
     ));
+    tasks.push(tokio::spawn(
+        super::memory::run_trimmer(shutdown_rx.clone())
+            .instrument(tracing::info_span!("memory_trimmer")),
+    ));
 
     // --- node API: TCP + TLS with the server's own SVID ---------------------
     let node_addr = node_listener::serve(config, &state, &audit, &shutdown_rx, &mut tasks).await?;

@@ -75,6 +75,9 @@ impl NodeApi {
         }
         // One durable write for the whole batch, before any SVID leaves.
         self.record_issuances(records).await?;
+        if total >= crate::server::memory::BURST_SVIDS {
+            crate::server::memory::after_burst();
+        }
         Ok(node::BatchNewX509svidResponse { results })
     }
 
