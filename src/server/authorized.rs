@@ -61,6 +61,11 @@ pub fn aliases_of(
 /// The entries authorized for `agent` when `aliases` are the alias IDs
 /// naming it: those under the agent or an alias, and, transitively, those
 /// under the SPIFFE ID of one of them.
+///
+/// Walked one nesting level at a time, each level one store call
+/// ([`DataStore::entries_by_parents`]): on PostgreSQL, asking for the
+/// children of each entry in turn cost a round trip per entry the agent
+/// holds, on every recomputation of its set.
 pub fn authorized_under(
     store: &dyn DataStore,
     agent: &SpiffeId,
@@ -69,22 +74,24 @@ pub fn authorized_under(
 ) -> Result<BTreeMap<String, RegistrationEntry>, StoreError> {
     let mut out = BTreeMap::new();
     let mut seen: HashSet<SpiffeId> = HashSet::new();
-    let mut frontier = Vec::with_capacity(1 + aliases.len());
+    let mut level = Vec::with_capacity(1 + aliases.len());
     for root in std::iter::once(agent).chain(aliases) {
         if seen.insert(root.clone()) {
-            frontier.push(root.clone());
+            level.push(root.clone());
         }
     }
-    while let Some(parent) = frontier.pop() {
-        for entry in store.entries_by_parent(&parent)? {
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        for entry in store.entries_by_parents(&level)? {
             if entry_expired(entry.expires_at, now) {
                 continue;
             }
             if seen.insert(entry.spiffe_id.clone()) {
-                frontier.push(entry.spiffe_id.clone());
+                next.push(entry.spiffe_id.clone());
             }
             out.insert(entry.id.clone(), entry);
         }
+        level = next;
     }
     Ok(out)
 }
@@ -218,7 +225,7 @@ impl EntryChanges {
 mod tests {
     use super::*;
     use crate::registration::Selector;
-    use crate::store::SledStore;
+    use crate::store::{SledStore, TimedStore};
 
     fn entry(id: &str, spiffe: &str, parent: &str) -> RegistrationEntry {
         RegistrationEntry {
@@ -267,6 +274,49 @@ mod tests {
         let got = authorized_entries(&store, &SpiffeId::parse(agent).unwrap(), 1000).unwrap();
         let ids: Vec<_> = got.keys().cloned().collect();
         assert_eq!(ids, vec!["1", "2", "5"]);
+    }
+
+    /// How many calls of `op` `latency` observed, as a scrape shows them.
+    fn calls(latency: &crate::store::StoreLatency, op: &str) -> u64 {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("store", "store calls", latency.clone());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let count = format!("store_count{{op=\"{op}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&count))
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
+    /// The set is walked one store call per nesting level, however many
+    /// entries a level holds: on PostgreSQL each call is a round trip, and
+    /// one per entry made every change cost a round trip per entry the
+    /// agent holds.
+    #[test]
+    fn the_walk_asks_the_store_once_per_nesting_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let latency = crate::server::metrics::ServerMetrics::default().store_latency();
+        let store = TimedStore::new(SledStore::open(dir.path()).unwrap(), latency.clone());
+        let agent = "spiffe://example.org/herald/agent/a";
+        for i in 0..50 {
+            let spiffe = format!("spiffe://example.org/w{i}");
+            store
+                .create_entry(entry(&i.to_string(), &spiffe, agent))
+                .unwrap();
+        }
+        store
+            .create_entry(entry(
+                "nested",
+                "spiffe://example.org/nested",
+                "spiffe://example.org/w7",
+            ))
+            .unwrap();
+        let got = authorized_entries(&store, &SpiffeId::parse(agent).unwrap(), 1000).unwrap();
+        assert_eq!(got.len(), 51);
+        let calls = |op| calls(&latency, op);
+        assert_eq!(calls("entries_by_parent"), 0, "one call per entry");
+        // The agent's level, its 50 entries' level, the nested entry's.
+        assert_eq!(calls("entries_by_parents"), 3);
     }
 
     fn ids(list: &[&str]) -> Vec<String> {

@@ -120,6 +120,24 @@ pub trait DataStore: Send + Sync {
     /// Every entry whose parent is `parent`, ordered by id (served by an index).
     fn entries_by_parent(&self, parent: &SpiffeId) -> Result<Vec<RegistrationEntry>, StoreError>;
 
+    /// Every entry whose parent is one of `parents`, in no promised order.
+    /// An agent's authorized set is walked one nesting level at a time
+    /// through this: a store a network round trip away (PostgreSQL) answers
+    /// a level in one query, where one query per entry made every change
+    /// cost a round trip per entry the agent holds. The default asks
+    /// [`DataStore::entries_by_parent`] once per parent, which costs an
+    /// embedded store (sled) nothing more.
+    fn entries_by_parents(
+        &self,
+        parents: &[SpiffeId],
+    ) -> Result<Vec<RegistrationEntry>, StoreError> {
+        let mut out = Vec::new();
+        for parent in parents {
+            out.extend(self.entries_by_parent(parent)?);
+        }
+        Ok(out)
+    }
+
     /// Every entry having `selector` among its selectors, ordered by id
     /// (served by an index).
     fn entries_by_selector(

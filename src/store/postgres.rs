@@ -210,6 +210,13 @@ impl DataStore for PostgresStore {
         self.run(self.entries_by_parent_impl(parent))
     }
 
+    fn entries_by_parents(
+        &self,
+        parents: &[SpiffeId],
+    ) -> Result<Vec<RegistrationEntry>, StoreError> {
+        self.run(self.entries_by_parents_impl(parents))
+    }
+
     fn entries_by_selector(
         &self,
         selector: &Selector,

@@ -64,6 +64,12 @@ impl<S: DataStore> DataStore for TimedStore<S> {
     fn entries_by_parent(&self, parent: &SpiffeId) -> Result<Vec<RegistrationEntry>, StoreError> {
         self.timed("entries_by_parent", |s| s.entries_by_parent(parent))
     }
+    fn entries_by_parents(
+        &self,
+        parents: &[SpiffeId],
+    ) -> Result<Vec<RegistrationEntry>, StoreError> {
+        self.timed("entries_by_parents", |s| s.entries_by_parents(parents))
+    }
     fn entries_by_selector(
         &self,
         selector: &Selector,

@@ -105,6 +105,26 @@ impl PostgresStore {
         decode_rows(&rows)
     }
 
+    /// One query for a whole nesting level (see
+    /// [`crate::store::DataStore::entries_by_parents`]), on the parent index.
+    pub(super) async fn entries_by_parents_impl(
+        &self,
+        parents: &[SpiffeId],
+    ) -> Result<Vec<RegistrationEntry>, StoreError> {
+        if parents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let parents: Vec<&str> = parents.iter().map(SpiffeId::as_str).collect();
+        let rows = self
+            .entry_query(
+                "list registration entries by parents",
+                "SELECT id, record FROM entries WHERE parent_id = ANY($1)",
+                &[&parents],
+            )
+            .await?;
+        decode_rows(&rows)
+    }
+
     pub(super) async fn entries_by_selector_impl(
         &self,
         selector: &Selector,

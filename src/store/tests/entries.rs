@@ -320,6 +320,28 @@ pub(super) fn pruning_removes_expired_entries_with_their_index_rows(store: Store
     assert_eq!(store.count_entries().unwrap(), 3);
 }
 
+/// One call lists the entries under any of several parents (one nesting
+/// level of an agent's set), each once, and nothing else.
+pub(super) fn entries_by_parents_lists_every_level_entry_once(store: Store) {
+    let a = add_entry(&*store, "/a1", "/agent-a", &["unix:uid:1"]);
+    let b = add_entry(&*store, "/b1", "/agent-b", &["unix:uid:2"]);
+    let b2 = add_entry(&*store, "/b2", "/agent-b", &["unix:uid:3"]);
+    add_entry(&*store, "/c1", "/agent-c", &["unix:uid:4"]);
+    let parents = [id("/agent-a"), id("/agent-b"), id("/nobody")];
+    let got: Vec<String> = store
+        .entries_by_parents(&parents)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let mut want = vec![a.id, b.id, b2.id];
+    let mut sorted = got.clone();
+    sorted.sort();
+    want.sort();
+    assert_eq!(sorted, want, "listed {got:?}");
+    assert!(store.entries_by_parents(&[]).unwrap().is_empty());
+}
+
 /// The IDs of the entries the parent index lists under `parent`.
 fn ids_by_parent(store: &Store, parent: &str) -> BTreeSet<String> {
     let under = store.entries_by_parent(&id(parent)).unwrap();
