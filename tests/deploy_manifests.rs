@@ -189,6 +189,11 @@ fn the_ha_files_hold_valid_herald_configurations() {
             config.store
         );
         assert_eq!(config.trust_domain.name(), "example.org");
+        assert!(
+            config.x509pop.is_some(),
+            "{}: agent.toml attests by x509pop, so the server needs [node_attestors.x509pop]",
+            path.display()
+        );
         data_dirs.push(config.data_dir);
     }
     data_dirs.dedup();
