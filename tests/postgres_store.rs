@@ -40,6 +40,9 @@ fn a_server_on_postgres_serves_svids_and_keeps_its_state_across_a_restart() {
     assert!(!server_dir.join("data/store").exists());
 
     let server = server.relaunch();
+    // The schema is already there: no PostgreSQL NOTICE in the log.
+    let log = server.proc.log_text();
+    assert!(!log.contains("already exists"), "{log}");
     let shown = server.cli_json(&["entry", "show", "--entry-id", &entry_id]);
     assert_eq!(shown["spiffe_id"], workload.as_str(), "{shown}");
     let agents = server.cli_json(&["agent", "list"]);

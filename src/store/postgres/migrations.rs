@@ -52,8 +52,12 @@ pub(super) async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(StoreError::pg(OP))?;
+    // `IF NOT EXISTS` on a migrated database makes PostgreSQL send a NOTICE,
+    // which tokio-postgres logs at INFO at every start: it reads like a
+    // fault to an operator, so this transaction asks for warnings only.
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (
+        "SET LOCAL client_min_messages = warning;
+         CREATE TABLE IF NOT EXISTS schema_version (
              version    integer PRIMARY KEY,
              name       text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now()
