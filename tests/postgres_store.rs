@@ -81,6 +81,22 @@ fn all_pages<T>(mut list: impl FnMut(&PageRequest) -> herald::store::Page<T>) ->
 }
 
 #[test]
+fn store_migrate_from_a_running_servers_data_dir_says_to_stop_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _server = Server::start_with(&ServerToml::new(&tmp.path().join("server")));
+    // The sled store is opened before the database is reached: none is needed.
+    let out = herald()
+        .args(["store", "migrate", "--from"])
+        .arg(tmp.path().join("server/data"))
+        .args(["--to", "host=127.0.0.1 port=1 dbname=unused"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stop the server first"), "{stderr}");
+}
+
+#[test]
 fn store_migrate_copies_every_record_of_a_real_servers_sled_store() {
     let Some(db) = temp_database() else { return };
     let tmp = tempfile::tempdir().unwrap();

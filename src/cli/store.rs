@@ -3,14 +3,14 @@
 //! Offline: the server must be stopped (sled's lock refuses a running
 //! server's directory anyway).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
 use super::CliError;
 use crate::store::migrate::{sled_to_postgres, MigrateError};
 use crate::store::postgres::{ConnectionString, PostgresSettings, PostgresStore, SslMode};
-use crate::store::SledStore;
+use crate::store::{SledStore, StoreError};
 
 /// `herald store ...`
 #[derive(Debug, Subcommand)]
@@ -33,6 +33,25 @@ pub(super) enum StoreCmd {
     },
 }
 
+/// sled 0.34 reports a store held by a running server as an I/O error of
+/// kind `Other` whose text is "could not acquire lock on ...: WouldBlock":
+/// say what it means instead.
+fn sled_open_failed(store_dir: &Path, e: &StoreError) -> CliError {
+    if let StoreError::Sled {
+        source: sled::Error::Io(io),
+        ..
+    } = e
+    {
+        if io.to_string().starts_with("could not acquire lock") {
+            return CliError::Failed(format!(
+                "--from: the sled store {} is locked by a running herald; stop the server first",
+                store_dir.display()
+            ));
+        }
+    }
+    CliError::failed_in(format_args!("sled store {}", store_dir.display()), e)
+}
+
 pub(super) fn run(cmd: StoreCmd) -> Result<(), CliError> {
     let StoreCmd::Migrate {
         from,
@@ -53,8 +72,7 @@ pub(super) fn run(cmd: StoreCmd) -> Result<(), CliError> {
             from.display()
         )));
     }
-    let source = SledStore::open(&store_dir)
-        .map_err(|e| CliError::failed_in(format_args!("sled store {}", store_dir.display()), &e))?;
+    let source = SledStore::open(&store_dir).map_err(|e| sled_open_failed(&store_dir, &e))?;
     let settings = PostgresSettings {
         sslmode,
         root_cert,
