@@ -294,4 +294,19 @@ mod tests {
         assert_eq!(ids, ["b"]);
         assert_eq!(held_ids(&f.manager), ["b"]);
     }
+
+    #[test]
+    fn a_lost_sync_stream_is_logged_as_one_short_reason() {
+        let cause = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify: https://docs.rs/rustls",
+        );
+        let mut status = tonic::Status::internal(format!("h2 protocol error: {cause}"));
+        status.set_source(std::sync::Arc::new(cause));
+        let e = super::SessionError::from(status);
+        assert_eq!(
+            crate::errors::chain(&e),
+            "connection lost: peer closed connection without sending TLS close_notify"
+        );
+    }
 }
