@@ -55,6 +55,7 @@ use crate::ca::x509::X509Error;
 use crate::ca::KeyError;
 use crate::clock::SharedClock;
 use crate::config::node_attestors::NodeAttestation;
+use crate::errors::StatusReason;
 use crate::node::wire::WireError;
 use crate::node::{
     AgentCredential, AttestError, CredentialStore, CredentialStoreError, CsrBuildError,
@@ -73,8 +74,11 @@ enum SessionError {
     Connect(#[from] NodeClientError),
     #[error(transparent)]
     Csr(#[from] CsrBuildError),
-    #[error("server")]
-    Status(#[from] tonic::Status),
+    /// A call or the sync stream failed: the server answered with an
+    /// error, or the connection broke. Not a `#[source]`: the status's own
+    /// `Display` repeats its message and sources (see `StatusReason`).
+    #[error("{}", StatusReason(.0))]
+    Status(tonic::Status),
     #[error("the server closed the sync stream")]
     StreamEnded,
     #[error("the server sent an invalid entry {id:?}")]
@@ -101,6 +105,12 @@ enum SessionError {
     SaveCredential(#[source] CredentialStoreError),
     #[error("attesting again failed")]
     Reattest(#[source] Box<AttestError>),
+}
+
+impl From<tonic::Status> for SessionError {
+    fn from(status: tonic::Status) -> Self {
+        SessionError::Status(status)
+    }
 }
 
 impl SessionError {
@@ -283,5 +293,20 @@ mod tests {
         let ids: Vec<_> = now.identities.iter().map(|i| i.entry_id.as_str()).collect();
         assert_eq!(ids, ["b"]);
         assert_eq!(held_ids(&f.manager), ["b"]);
+    }
+
+    #[test]
+    fn a_lost_sync_stream_is_logged_as_one_short_reason() {
+        let cause = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify: https://docs.rs/rustls",
+        );
+        let mut status = tonic::Status::internal(format!("h2 protocol error: {cause}"));
+        status.set_source(std::sync::Arc::new(cause));
+        let e = super::SessionError::from(status);
+        assert_eq!(
+            crate::errors::chain(&e),
+            "connection lost: peer closed connection without sending TLS close_notify"
+        );
     }
 }

@@ -51,7 +51,7 @@ pub enum AgentError {
     #[error("server connection")]
     Connector(#[from] NodeClientError),
     /// Attestation failed.
-    #[error("attestation failed")]
+    #[error("node attestation")]
     Attest(#[from] AttestError),
     /// The ops listener could not start.
     #[error(transparent)]

@@ -11,6 +11,7 @@ use super::k8s_psat::{PsatError, PsatSource};
 use super::wire::{bundle_from_wire, WireCause, WireError};
 use super::x509pop::{MachineError, MachineFiles};
 use crate::ca::{KeyError, KeyPair, KeyType};
+use crate::errors::{code_words, StatusReason};
 use crate::proto::node;
 use crate::spiffe::{Bundle, SpiffeId};
 
@@ -32,9 +33,10 @@ pub enum AttestError {
     /// The server could not be reached.
     #[error(transparent)]
     Connect(#[from] NodeClientError),
-    /// The server refused.
-    #[error("the server refused: {}: {}", code_name(.0.code()), .0.message())]
-    Refused(#[source] tonic::Status),
+    /// The server refused, or the connection broke during the call. Not a
+    /// `#[source]`: the status's own `Display` repeats its message.
+    #[error("{}", Refusal(.0))]
+    Refused(tonic::Status),
     /// A part of the server's answer is missing or does not parse.
     #[error("the server sent a bad {what}")]
     BadReply {
@@ -144,11 +146,31 @@ pub async fn attest_with(
     ))
 }
 
-fn code_name(code: tonic::Code) -> &'static str {
-    match code {
-        tonic::Code::PermissionDenied => "permission denied",
-        tonic::Code::InvalidArgument => "invalid argument",
-        tonic::Code::Unavailable => "server unavailable",
-        _ => "error",
+/// "refused (permission denied): <message>", or the broken connection.
+struct Refusal<'a>(&'a tonic::Status);
+
+impl std::fmt::Display for Refusal<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.0;
+        if crate::errors::connection_cause(status).is_some() {
+            return write!(f, "{}", StatusReason(status));
+        }
+        let code = code_words(status.code());
+        write!(f, "refused ({code}): {}", status.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AttestError;
+    use crate::errors::chain;
+
+    #[test]
+    fn a_refusal_names_its_code_and_message_once() {
+        let e = AttestError::Refused(tonic::Status::permission_denied("join token already used"));
+        assert_eq!(
+            chain(&e),
+            "refused (permission denied): join token already used"
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! thread at a time, the others waiting for its result instead of reading
 //! the file again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
@@ -24,6 +24,10 @@ pub const DEFAULT_SHA256_MAX_FILE_SIZE: u64 = 64 * 1024 * 1024;
 
 /// How many executable hashes the cache keeps before it starts over.
 const HASH_CACHE_LIMIT: usize = 4096;
+
+/// How many too-large executables are remembered as already reported
+/// before the set starts over (each is then reported once more).
+const TOO_LARGE_LIMIT: usize = 256;
 
 /// Identifies one version of an executable file: a file replaced or
 /// rewritten in place gets another, so its hash is recomputed (and a
@@ -88,6 +92,10 @@ pub(super) struct ExeHashes {
     hashes: Mutex<HashMap<ExeVersion, String>>,
     /// One lock per file version being hashed; whoever holds it hashes.
     in_flight: Mutex<HashMap<ExeVersion, Arc<Mutex<()>>>>,
+    /// Executables above the limit already reported at WARN: a workload
+    /// calling again (a large debug build does, every few seconds) is
+    /// reported at DEBUG, so the log says once why it has no sha256.
+    too_large: Mutex<HashSet<ExeVersion>>,
     max_size: u64,
     /// Files actually read, to show that concurrent callers share one read.
     #[cfg(test)]
@@ -100,6 +108,7 @@ impl ExeHashes {
         ExeHashes {
             hashes: Mutex::default(),
             in_flight: Mutex::default(),
+            too_large: Mutex::default(),
             max_size,
             #[cfg(test)]
             reads: Default::default(),
@@ -118,12 +127,14 @@ impl ExeHashes {
         let mut file = File::open(&exe)?;
         let version = ExeVersion::of_file(&file)?;
         if version.size > self.max_size {
-            tracing::warn!(
-                exe = path.as_deref().unwrap_or("(not UTF-8)"),
-                size = version.size,
-                max = self.max_size,
-                "executable larger than unix_sha256_max_file_size: no sha256 selector"
-            );
+            let exe = path.as_deref().unwrap_or("(not UTF-8)");
+            let (size, max) = (version.size, self.max_size);
+            let why = "executable larger than unix_sha256_max_file_size: no sha256 selector";
+            if self.first_report_of(version) {
+                tracing::warn!(exe, size, max, "{why} (reported once per executable)");
+            } else {
+                tracing::debug!(exe, size, max, "{why}");
+            }
             return Ok(ExeFacts {
                 path,
                 sha256: None,
@@ -167,6 +178,17 @@ impl ExeHashes {
             sha256: Some(hash?),
             version,
         })
+    }
+
+    /// Whether this too-large version is seen for the first time (since
+    /// the bounded set last started over).
+    fn first_report_of(&self, version: ExeVersion) -> bool {
+        // As for `lock`: a poisoned set is still a valid set.
+        let mut seen = self.too_large.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= TOO_LARGE_LIMIT && !seen.contains(&version) {
+            seen.clear();
+        }
+        seen.insert(version)
     }
 
     fn cached(&self, key: &ExeVersion) -> Option<String> {
@@ -234,6 +256,26 @@ mod tests {
         assert_eq!(facts.sha256, None);
         let facts = ExeHashes::new(size).exe_selectors(me).unwrap();
         assert_eq!(facts.sha256.map(|h| h.len()), Some(64));
+    }
+
+    #[test]
+    fn a_too_large_executable_is_reported_once_per_version() {
+        let (_dir, exe) = crate::testing::temp_path("bin");
+        std::fs::write(&exe, b"v1").unwrap();
+        let hashes = ExeHashes::new(0);
+        let v1 = ExeVersion::of_file(&File::open(&exe).unwrap()).unwrap();
+        assert!(hashes.first_report_of(v1));
+        assert!(
+            !hashes.first_report_of(v1),
+            "the same file again: not reported"
+        );
+        std::fs::write(&exe, b"v2 is longer").unwrap();
+        let v2 = ExeVersion::of_file(&File::open(&exe).unwrap()).unwrap();
+        assert!(hashes.first_report_of(v2), "a new version is reported");
+        let me = Path::new("/proc/self");
+        hashes.exe_selectors(me).unwrap();
+        hashes.exe_selectors(me).unwrap();
+        assert_eq!(hashes.too_large.lock().unwrap().len(), 3);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use super::upstream::{file_error, FileProblem, Upstream, UpstreamError, Upstream
 use crate::ca::x509::X509Error;
 use crate::ca::{KeyError, KeyPair, KeyType};
 use crate::clock::now_unix;
+use crate::errors::StatusReason;
 use crate::node::{
     attest, make_csr, AgentCredential, AttestError, CredentialStore, CredentialStoreError,
     CsrBuildError, NodeClientError, ServerConnector,
@@ -45,13 +46,12 @@ pub enum HeraldUpstreamError {
     /// A CSR could not be built.
     #[error(transparent)]
     Csr(#[from] CsrBuildError),
-    /// The upstream refused a call.
-    #[error("{call} refused: {:?}: {}", .status.code(), .status.message())]
+    /// The upstream refused a call, or the connection broke during it.
+    #[error("{call}: {}", StatusReason(.status))]
     Refused {
         /// The RPC.
         call: &'static str,
-        /// The status.
-        #[source]
+        /// The status (not a `#[source]`: its `Display` repeats its message).
         status: tonic::Status,
     },
     /// The upstream answered without something it must send.
