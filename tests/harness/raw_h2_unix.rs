@@ -92,12 +92,23 @@ pub fn grpc_request_block(method: &str) -> Vec<u8> {
 
 /// A connection that has sent the preface and an empty SETTINGS frame.
 pub fn connect(socket: &Path) -> UnixStream {
+    let (s, sent) = connect_unchecked(socket);
+    sent.expect("send the HTTP/2 preface and SETTINGS");
+    s
+}
+
+/// Like [`connect`], but the preface may fail to go out: a connection over
+/// a cap can be accepted and closed by the agent before this side writes,
+/// and then the write fails (EPIPE, ECONNRESET). The caller sees such a
+/// connection as refused when it reads nothing from it.
+pub fn connect_unchecked(socket: &Path) -> (UnixStream, std::io::Result<()>) {
     let mut s = UnixStream::connect(socket).expect("connect to the Workload API socket");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(PREFACE).unwrap();
-    s.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
-    s
+    let sent = s
+        .write_all(PREFACE)
+        .and_then(|()| s.write_all(&frame(SETTINGS, 0, 0, &[])));
+    (s, sent)
 }
 
 /// A frame as read: (type, flags, stream, payload).
