@@ -146,7 +146,8 @@ pub async fn attest_with(
     ))
 }
 
-/// "refused (permission denied): <message>", or the broken connection.
+/// "refused (permission denied): <message>", "server unavailable:
+/// <message>", or the broken connection.
 struct Refusal<'a>(&'a tonic::Status);
 
 impl std::fmt::Display for Refusal<'_> {
@@ -154,6 +155,11 @@ impl std::fmt::Display for Refusal<'_> {
         let status = self.0;
         if crate::errors::connection_cause(status).is_some() {
             return write!(f, "{}", StatusReason(status));
+        }
+        // Unavailable is no refusal: the server could not answer (its own
+        // upstream, e.g. the Kubernetes API, was down); the agent retries.
+        if status.code() == tonic::Code::Unavailable {
+            return write!(f, "server unavailable: {}", status.message());
         }
         let code = code_words(status.code());
         write!(f, "refused ({code}): {}", status.message())
@@ -172,5 +178,11 @@ mod tests {
             chain(&e),
             "refused (permission denied): join token already used"
         );
+    }
+
+    #[test]
+    fn an_unavailable_server_is_not_called_a_refusal() {
+        let e = AttestError::Refused(tonic::Status::unavailable("the cluster is down"));
+        assert_eq!(chain(&e), "server unavailable: the cluster is down");
     }
 }
