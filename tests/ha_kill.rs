@@ -29,8 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use harness::bin::now;
+use harness::cluster::entry_create_on;
 use harness::cluster::Agent;
-use harness::ha::{entry_create_on, entry_ids, eventually, start_ha_ready};
+use harness::ha::{entry_ids, eventually, start_ha_ready};
 use harness::ops::{loopback, ops_table, scrape, value};
 use harness::postgres::temp_database;
 use harness::svid_watch::{Seen, SvidWatch};

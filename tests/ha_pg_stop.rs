@@ -18,10 +18,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use harness::bin::{herald, now};
+use harness::cluster::entry_create_on;
 use harness::cluster::Agent;
-use harness::ha::{
-    entry_create_on, entry_ids, eventually, ready_status, start_ha_ready_on, HaServer,
-};
+use harness::ha::{entry_ids, eventually, ready_status, start_ha_ready_on, HaServer};
 use harness::ops::get;
 use harness::private_pg::PrivatePg;
 use harness::svid_watch::SvidWatch;

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use harness::bin::{assert_success, my_uid};
+use harness::cluster::entry_create_on;
 use harness::cluster::Agent;
 use harness::ha::{
-    entry_create_on, eventually, metric, pg_rows, start_ha, start_ha_ready, wait_one_bundle_of,
-    HaServer,
+    eventually, metric, pg_rows, start_ha, start_ha_ready, wait_one_bundle_of, HaServer,
 };
 use harness::node::NodeAgent;
 use harness::postgres::temp_database;

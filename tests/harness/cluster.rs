@@ -263,20 +263,13 @@ impl Server {
 
     /// Creates an entry for this very process (`unix:uid:<my uid>`) under
     /// `parent`, `extra` flags appended; its ID.
+    #[track_caller]
     pub fn create_entry(&self, id: &str, parent: &str, extra: &[&str]) -> String {
-        let uid = format!("unix:uid:{}", my_uid());
-        let mut args = vec![
-            "entry",
-            "create",
-            "--spiffe-id",
-            id,
-            "--parent-id",
-            parent,
-            "--selector",
-            &uid,
-        ];
-        args.extend_from_slice(extra);
-        let v = self.cli_json(&args);
+        let mut flags = extra.to_vec();
+        flags.extend(["--output", "json"]);
+        let out = entry_create_on(&self.admin_socket, id, parent, &flags);
+        let stdout = assert_success(&["entry", "create", "--spiffe-id", id], &out);
+        let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON output");
         v["results"][0]["entry"]["id"]
             .as_str()
             .unwrap_or_default()
@@ -304,4 +297,24 @@ impl Agent {
             socket: config.with_file_name("api.sock"),
         }
     }
+}
+
+/// `herald entry create` through the admin socket `socket` of an entry
+/// `id` for this process (`unix:uid:<my uid>`) under `parent`, `extra`
+/// flags appended; the command's output, success or not (a test of
+/// faults wants to see refusals).
+pub fn entry_create_on(socket: &Path, id: &str, parent: &str, extra: &[&str]) -> Output {
+    let selector = format!("unix:uid:{}", my_uid());
+    let mut args = vec![
+        "entry",
+        "create",
+        "--spiffe-id",
+        id,
+        "--parent-id",
+        parent,
+        "--selector",
+        &selector,
+    ];
+    args.extend_from_slice(extra);
+    run_on_socket(socket, &args)
 }

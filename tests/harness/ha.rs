@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +17,6 @@ use herald::proto::node;
 use herald::store::postgres::test_database::TempDatabase;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::bin::{my_uid, run_on_socket};
 use super::cluster::Server;
 use super::config::ServerToml;
 use super::node::NodeAgent;
@@ -117,26 +115,6 @@ pub fn wait_feeds(servers: &[HaServer]) {
         });
         assert!(started, "server {i}: the change feed never started");
     }
-}
-
-/// `herald entry create` through the admin socket `socket` of an entry
-/// `id` for this process (`unix:uid:<my uid>`) under `parent`, `extra`
-/// flags appended; the command's output, success or not (a test of
-/// faults wants to see refusals).
-pub fn entry_create_on(socket: &Path, id: &str, parent: &str, extra: &[&str]) -> Output {
-    let selector = format!("unix:uid:{}", my_uid());
-    let mut args = vec![
-        "entry",
-        "create",
-        "--spiffe-id",
-        id,
-        "--parent-id",
-        parent,
-        "--selector",
-        &selector,
-    ];
-    args.extend_from_slice(extra);
-    run_on_socket(socket, &args)
 }
 
 /// The SPIFFE IDs of every entry `server` lists.
