@@ -17,13 +17,16 @@
 //!   intermediates varies; SPIFFE.md 2.1).
 
 use rcgen::string::PrintableString;
+#[cfg(test)]
+use rcgen::ExtendedKeyUsagePurpose;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, KeyIdMethod,
+    KeyUsagePurpose, SanType, SerialNumber,
 };
 use ring::rand::SecureRandom as _;
 use time::OffsetDateTime;
 
+#[cfg(test)]
 use crate::ca::x509::SvidRequest;
 use crate::spiffe::TrustDomain;
 
@@ -44,6 +47,20 @@ pub enum TemplateError {
     /// The CSPRNG failed.
     #[error("the system random generator failed")]
     Rng,
+    /// A year a certificate's time fields cannot carry (before 0 or after 9999).
+    #[error("timestamp {unix} falls in year {year}, which a certificate cannot carry")]
+    YearOutOfRange {
+        /// The unix time given.
+        unix: i64,
+        /// Its year.
+        year: i32,
+    },
+    /// A name that must be an IA5String (ASCII) is not.
+    #[error("invalid certificate field {field}: not ASCII, so not an IA5String")]
+    NotAscii {
+        /// The field and the value refused, e.g. `dns name "é.example"`.
+        field: String,
+    },
     /// rcgen refused a value (for example a DNS name it cannot encode).
     #[error("invalid certificate field {field}: {source}")]
     Field {
@@ -56,6 +73,12 @@ pub enum TemplateError {
 
 /// A fresh random 128-bit serial and its lowercase hex form.
 pub fn random_serial() -> Result<(SerialNumber, String), TemplateError> {
+    let bytes = random_serial_bytes()?;
+    Ok((SerialNumber::from_slice(&bytes), serial_hex(&bytes)))
+}
+
+/// A fresh random, nonzero 128-bit serial.
+pub fn random_serial_bytes() -> Result<[u8; 16], TemplateError> {
     let mut bytes = [0u8; 16];
     loop {
         ring::rand::SystemRandom::new()
@@ -63,10 +86,9 @@ pub fn random_serial() -> Result<(SerialNumber, String), TemplateError> {
             .map_err(|_| TemplateError::Rng)?;
         // Zero is not a valid serial; the odds are 2^-128 but the loop is free.
         if bytes.iter().any(|b| *b != 0) {
-            break;
+            return Ok(bytes);
         }
     }
-    Ok((SerialNumber::from_slice(&bytes), serial_hex(&bytes)))
 }
 
 /// The canonical hex form of a serial: lowercase, no leading zero bytes.
@@ -152,12 +174,15 @@ pub fn ca_params(
     Ok((params, serial_hex))
 }
 
-/// Parameters for a workload (or agent, or server) X509-SVID.
+/// Parameters for a workload (or agent, or server) X509-SVID, as rcgen
+/// would write them: the reference that `x509/leaf_der.rs`, which signs
+/// every leaf, is held to byte for byte (`x509/leaf_der_tests.rs`).
 /// The names come from `req` (its ID from a registration entry or the
 /// admin; the first DNS name is also the subject CN); `rsa_key` adds
 /// keyEncipherment; `subject_key_bits` (the leaf key's subjectPublicKey)
 /// gives the SKI; `not_before` is backdated here and `not_after` is already
 /// capped at the issuer's NotAfter.
+#[cfg(test)]
 pub fn leaf_params(
     req: &SvidRequest<'_>,
     rsa_key: bool,

@@ -18,6 +18,9 @@ use crate::spiffe::{SpiffeId, TrustDomain};
 
 mod ca_cert;
 mod inspect;
+mod leaf_der;
+#[cfg(test)]
+mod leaf_der_tests;
 mod signers;
 mod svid;
 
@@ -106,6 +109,7 @@ pub struct X509Authority {
     upstream_chain: Vec<Vec<u8>>,
     facts: CertFacts,
     issuer: Issuer<'static, SharedKey>,
+    leaf: leaf_der::LeafTemplate,
 }
 
 impl std::fmt::Debug for X509Authority {
@@ -186,14 +190,18 @@ impl X509Authority {
         let cert = params
             .signed_by(public_key, &self.issuer)
             .map_err(|source| X509Error::Sign { what, source })?;
-        let cert_der = cert.der().to_vec();
+        Ok(self.signed(cert.der().to_vec(), serial, not_after))
+    }
+
+    /// A certificate this CA signed, in front of the chain above it.
+    fn signed(&self, cert_der: Vec<u8>, serial: String, not_after: i64) -> SignedCert {
         let mut chain = vec![cert_der.clone()];
         chain.extend(self.chain_above_leaf());
-        Ok(SignedCert {
+        SignedCert {
             cert_der,
             chain,
             serial,
             not_after,
-        })
+        }
     }
 }

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
+use der::Decode as _;
 use rcgen::{Issuer, PublicKeyData as _};
+
+use super::leaf_der::LeafTemplate;
 
 use super::{cert_facts, CertifiedKey, SharedKey, SignedCert, X509Authority, X509Error};
 use crate::ca::keys::KeyPair;
@@ -47,6 +50,13 @@ impl X509Authority {
         if facts.public_key_spki != key.public_key_spki() {
             return Err(X509Error::KeyMismatch);
         }
+        let parsed = x509_cert::Certificate::from_der(&cert_der).map_err(|source| {
+            X509Error::BadCertificate {
+                part: "DER encoding",
+                source,
+            }
+        })?;
+        let leaf = LeafTemplate::new(&parsed, key.clone())?;
         let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), SharedKey(key))
             .map_err(X509Error::BadIssuer)?;
         Ok(X509Authority {
@@ -55,6 +65,7 @@ impl X509Authority {
             upstream_chain,
             facts,
             issuer,
+            leaf,
         })
     }
 

@@ -31,11 +31,6 @@ impl CertifiedKey {
             bits: key.bits.to_vec(),
         })
     }
-
-    /// Whether the key is RSA (an RSA leaf also gets keyEncipherment).
-    pub(super) fn is_rsa(&self) -> bool {
-        self.alg == &rcgen::PKCS_RSA_SHA256
-    }
 }
 
 impl PublicKeyData for CertifiedKey {

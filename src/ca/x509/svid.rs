@@ -1,9 +1,9 @@
 //! Workload X509-SVIDs: the leaf certificates an authority signs for the
 //! SPIFFE IDs of registration entries.
 
-use rcgen::PublicKeyData as _;
-
-use super::{CertifiedKey, SignedCert, X509Authority, X509Error};
+use super::leaf_der::Leaf;
+use super::{SignedCert, X509Authority, X509Error};
+use crate::ca::public_key;
 use crate::ca::template;
 use crate::spiffe::SpiffeId;
 
@@ -33,14 +33,17 @@ impl X509Authority {
             return Err(X509Error::NotALeafId(req.spiffe_id.clone()));
         }
         let not_after = self.validity(req.ttl_secs, now)?;
-        let public_key = CertifiedKey::from_spki(req.public_key_spki)?;
-        let (params, serial) = template::leaf_params(
-            req,
-            public_key.is_rsa(),
-            public_key.der_bytes(),
-            now,
+        let key = public_key::read_spki(req.public_key_spki).map_err(X509Error::BadPublicKey)?;
+        let serial = template::random_serial_bytes()?;
+        let cert_der = self.leaf.sign(&Leaf {
+            serial: &serial,
+            not_before: now - template::BACKDATE_SECS,
             not_after,
-        )?;
-        self.issue("X509-SVID", params, &public_key, serial, not_after)
+            subject_cn: req.dns_names.first().map(String::as_str),
+            key: &key,
+            spiffe_id: req.spiffe_id.as_str(),
+            dns_names: req.dns_names,
+        })?;
+        Ok(self.signed(cert_der, template::serial_hex(&serial), not_after))
     }
 }
