@@ -15,7 +15,7 @@
 //! | `federation_relationships` | trust domain name | `FederationRelationship` |
 //! | `authorities` | record id | `AuthorityRecord` |
 //! | `issuances` | serial | `IssuanceRecord` |
-//! | `issuances_by_expiry` | `not_after` (order-preserving 8 bytes) + serial | empty |
+//! | `issuances_by_expiry` | `not_after` (order-preserving 8 bytes) + serial | the serials expiring then, written together, `\n`-separated (empty: the key's serial) |
 //!
 //! SPIFFE IDs, ids and selectors never contain NUL, so `\0` separates the
 //! parts of index keys unambiguously and a prefix scan on `parent\0` finds
