@@ -63,6 +63,7 @@ pub mod k8s_psat;
 pub mod node;
 pub mod oidc;
 pub mod ops;
+pub mod peer_budget;
 pub mod proto;
 pub mod registration;
 pub mod request_id;

@@ -20,7 +20,7 @@ mod node_listener;
 mod serve;
 mod streams;
 
-pub(crate) use self::connections::{next_unix_peer, ConnInfo, PeerCounter};
+pub(crate) use self::connections::ConnInfo;
 pub(crate) use self::node_listener::NodeConnectInfo;
 pub use self::node_listener::ANONYMOUS_MAX_MESSAGE;
 use super::admin_api::{admin_routes, AllowedCallers};

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
-use crate::server::run::PeerCounter;
+use crate::peer_budget::PeerCounter;
 
 mod unix;
 pub use self::unix::serve_unix;

@@ -14,13 +14,14 @@ use tokio::task::JoinHandle;
 use tonic::service::Routes;
 use tonic::transport::server::UdsConnectInfo;
 
-use super::connections::{next_unix_peer, ConnLimits, GuardedIo, PeerCounter};
+use super::connections::{ConnLimits, GuardedIo};
 use super::listeners;
 use super::serve::spawn_router;
 use super::streams::TrackStreamsLayer;
 use super::ServerError;
 use crate::config::limits::ListenerLimits;
 use crate::ops::GrpcMetricsLayer;
+use crate::peer_budget::{next_unix_peer, PeerCounter};
 use crate::request_id::RequestIdLayer;
 use crate::server::admin_api::{AllowedCallers, CallerCheckLayer};
 use crate::server::audit::{AuditLog, AuditScope};

@@ -1,15 +1,14 @@
 //! What every long-lived connection of the server is held to, whatever it
-//! speaks: a share of a per-peer connection budget ([`PeerCounter`], keyed
-//! by IP address or caller uid), and a watchdog that closes it once it has
+//! speaks: a share of a per-peer connection budget
+//! ([`crate::peer_budget::PeerCounter`], keyed by IP address or caller
+//! uid), and a watchdog that closes it once it has
 //! had no open stream for the idle timeout, or has outlived its lifetime
 //! ([`GuardedIo`]). Open streams are counted by [`super::streams`] through
 //! the [`ConnInfo`] every request carries.
 
-use std::collections::HashMap;
-use std::hash::Hash;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,115 +16,6 @@ use futures::FutureExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{oneshot, watch};
 use tonic::transport::server::Connected;
-
-// === impl PeerCounter ===
-
-/// Live connections per peer, each at most `max`.
-#[derive(Debug)]
-pub(crate) struct PeerCounter<K> {
-    max: usize,
-    counts: Mutex<HashMap<K, usize>>,
-}
-
-/// One connection's place in a [`PeerCounter`], given back on drop.
-#[derive(Debug)]
-pub(crate) struct PeerSlot<K: Hash + Eq> {
-    counter: Arc<PeerCounter<K>>,
-    key: K,
-}
-
-impl<K: Hash + Eq + Clone> PeerCounter<K> {
-    /// A counter allowing `max` live connections per key.
-    pub(crate) fn new(max: usize) -> Arc<Self> {
-        Arc::new(PeerCounter {
-            max,
-            counts: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// A slot for one more connection of `key`, or `None` when it already
-    /// holds `max`.
-    pub(crate) fn try_acquire(self: &Arc<Self>, key: K) -> Option<PeerSlot<K>> {
-        // A panic elsewhere while holding the lock cannot leave the map
-        // inconsistent (each update is one statement): keep using it.
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(key.clone()).or_insert(0);
-        if *n >= self.max {
-            return None;
-        }
-        *n += 1;
-        Some(PeerSlot {
-            counter: self.clone(),
-            key,
-        })
-    }
-
-    /// The limit per key (for log messages).
-    pub(crate) fn max(&self) -> usize {
-        self.max
-    }
-}
-
-/// The next connection accepted on the Unix socket `listener` whose peer
-/// uid (SO_PEERCRED) is within its budget in `per_uid`, with that uid and
-/// its slot; `None` once `stop` turns true. Connections whose peer the
-/// kernel cannot tell, or whose uid holds its budget already, are logged
-/// with `what` named and closed. Every Unix listener of the server accepts
-/// through this.
-pub(crate) async fn next_unix_peer(
-    listener: &tokio::net::UnixListener,
-    per_uid: &Arc<PeerCounter<u32>>,
-    stop: &mut watch::Receiver<bool>,
-    what: &str,
-) -> Option<(tokio::net::UnixStream, u32, PeerSlot<u32>)> {
-    loop {
-        let accepted = tokio::select! {
-            _ = crate::shutdown::stopped(stop) => return None,
-            a = listener.accept() => a,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors, say: wait instead of spinning.
-                tracing::warn!(error = %crate::errors::Chain(&e), "{what}: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let uid = match stream.peer_cred() {
-            Ok(cred) => cred.uid(),
-            Err(e) => {
-                tracing::warn!(error = %crate::errors::Chain(&e), "{what}: no peer credentials; closing");
-                continue;
-            }
-        };
-        let Some(slot) = per_uid.try_acquire(uid) else {
-            tracing::warn!(
-                uid,
-                max = per_uid.max(),
-                "{what}: too many connections from this uid; closing the new one"
-            );
-            continue;
-        };
-        return Some((stream, uid, slot));
-    }
-}
-
-impl<K: Hash + Eq> Drop for PeerSlot<K> {
-    fn drop(&mut self) {
-        let mut counts = self
-            .counter
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.remove(&self.key);
-            }
-        }
-    }
-}
 
 // === impl Activity ===
 
@@ -314,20 +204,6 @@ impl<I: Connected> Connected for GuardedIo<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_peer_gets_at_most_max_slots_and_gets_them_back() {
-        let c = PeerCounter::new(2);
-        let a = c.try_acquire(1u32).unwrap();
-        let _b = c.try_acquire(1u32).unwrap();
-        assert!(c.try_acquire(1u32).is_none());
-        assert!(
-            c.try_acquire(2u32).is_some(),
-            "other peers are not affected"
-        );
-        drop(a);
-        assert!(c.try_acquire(1u32).is_some());
-    }
 
     #[tokio::test]
     async fn an_idle_connection_is_closed_and_a_busy_one_is_not() {

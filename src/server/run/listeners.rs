@@ -9,9 +9,10 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 
-use super::connections::{ConnLimits, GuardedIo, PeerCounter};
+use super::connections::{ConnLimits, GuardedIo};
 use super::ServerError;
 use crate::errors::Chain;
+use crate::peer_budget::PeerCounter;
 use crate::server::server_svid::{self, RenewOn, Resolver};
 use crate::server::state::ServerState;
 use crate::tls::https_server::next_connection;

@@ -16,13 +16,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-use super::connections::{ConnLimits, PeerCounter};
+use super::connections::ConnLimits;
 use super::listeners::{self, NodeConns, NodePeerLimits, NodeTls};
 use super::serve::spawn_router;
 use super::streams::TrackStreamsLayer;
 use super::ServerError;
 use crate::config::limits::ListenerLimits;
 use crate::config::ServerConfig;
+use crate::peer_budget::PeerCounter;
 use crate::proto::node::node_server::NodeServer;
 use crate::request_id::RequestIdLayer;
 use crate::server::audit::{AuditLog, AuditScope};

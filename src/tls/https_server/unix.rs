@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::{
     serve_connection, spawn_within, with_connection, Connection, ConnectionError, Limits, Peer,
 };
-use crate::server::run::{next_unix_peer, PeerCounter};
+use crate::peer_budget::{next_unix_peer, PeerCounter};
 
 /// Accepts connections on the Unix socket `listener` until `stop` turns
 /// true, and serves `service` on each in plain HTTP/1.1 within `limits`, as
