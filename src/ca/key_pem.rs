@@ -135,25 +135,10 @@ fn private_key_info(alg: &ObjectIdentifier, params: Option<&[u8]>, key: &[u8]) -
 
 #[cfg(test)]
 mod tests {
-    use std::process::Command;
 
     use super::*;
     use crate::ca::pem::der_to_pem;
-
-    /// `openssl args...` in `dir`; stdout.
-    fn openssl(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
-        let out = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .expect("openssl must be installed to run these tests");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    }
+    use crate::testing::openssl;
 
     /// The key openssl wrote in `file` (SEC1 or PKCS#1) loads, and is the
     /// key whose public half openssl derives from the same file.

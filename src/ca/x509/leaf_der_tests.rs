@@ -3,7 +3,6 @@
 //! algorithm on either side, with and without DNS names, on both sides of
 //! the UTCTime/GeneralizedTime switch, and under an intermediate.
 
-use std::process::Command;
 use std::sync::Arc;
 
 use super::leaf_der::Leaf;
@@ -13,6 +12,7 @@ use crate::ca::keys::{KeyPair, KeyType};
 use crate::ca::public_key::read_spki;
 use crate::ca::{template, tlv};
 use crate::spiffe::{SpiffeId, TrustDomain};
+use crate::testing::openssl;
 
 const NOW: i64 = 1_800_000_000; // 2027
 const AFTER_2050: i64 = 2_600_000_000; // 2052
@@ -23,22 +23,15 @@ fn td() -> TrustDomain {
 
 /// An RSA key from openssl (ring cannot generate one), as PKCS#8 PEM.
 fn rsa_key() -> KeyPair {
-    let out = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ])
-        .output()
-        .expect("openssl must be installed to run these tests");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    KeyPair::from_pem(&String::from_utf8(out.stdout).unwrap()).unwrap()
+    let dir = std::env::temp_dir();
+    let args = [
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+    ];
+    KeyPair::from_pem(&String::from_utf8(openssl(&dir, &args)).unwrap()).unwrap()
 }
 
 fn key(kind: &str) -> KeyPair {
