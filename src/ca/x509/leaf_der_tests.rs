@@ -124,6 +124,49 @@ fn under_an_intermediate_the_issuer_and_aki_are_the_intermediates() {
     assert_eq!(hex::encode(ours), hex::encode(theirs));
 }
 
+/// The signature over the TBS verifies under the CA's key, for each CA
+/// algorithm, and the outer signatureAlgorithm repeats the TBS's.
+#[test]
+fn every_ca_algorithm_signs_a_leaf_that_verifies() {
+    use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
+    let leaf_key = key("p256");
+    let spki = leaf_key.public_key_spki();
+    let id = SpiffeId::parse("spiffe://example.org/web").unwrap();
+    let req = SvidRequest {
+        spiffe_id: &id,
+        public_key_spki: &spki,
+        ttl_secs: 60,
+        dns_names: &[],
+    };
+    for ca_kind in ["p256", "p384", "rsa"] {
+        let ca_key = Arc::new(key(ca_kind));
+        let alg: &dyn VerificationAlgorithm = match ca_kind {
+            "p256" => &signature::ECDSA_P256_SHA256_ASN1,
+            "p384" => &signature::ECDSA_P384_SHA384_ASN1,
+            _ => &signature::RSA_PKCS1_2048_8192_SHA256,
+        };
+        let ca = X509Authority::self_signed(&td(), ca_key.clone(), 86_400, NOW).unwrap();
+        let cert = ca.sign_svid(&req, NOW).unwrap().cert_der;
+        let (header, _) = tlv::header(&cert).unwrap();
+        let body = &cert[header..];
+        let tbs = tlv::element(body).unwrap();
+        let outer_alg = tlv::element(&body[tbs.len()..]).unwrap();
+        let bits = tlv::element(&body[tbs.len() + outer_alg.len()..]).unwrap();
+        let (bits_header, _) = tlv::header(bits).unwrap();
+        let sig = &bits[bits_header + 1..]; // after the unused-bits byte
+        let tbs_alg = {
+            let (h, _) = tlv::header(tbs).unwrap();
+            let version = tlv::element(&tbs[h..]).unwrap();
+            let serial = tlv::element(&tbs[h + version.len()..]).unwrap();
+            tlv::element(&tbs[h + version.len() + serial.len()..]).unwrap()
+        };
+        assert_eq!(outer_alg, tbs_alg, "{ca_kind}");
+        UnparsedPublicKey::new(alg, ca_key.public_key_raw())
+            .verify(tbs, sig)
+            .unwrap_or_else(|_| panic!("a leaf of the {ca_kind} CA does not verify"));
+    }
+}
+
 #[test]
 fn a_signed_leaf_reads_back_and_non_ascii_names_are_refused() {
     let ca = X509Authority::self_signed(&td(), Arc::new(key("p256")), 86_400, NOW).unwrap();
