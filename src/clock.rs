@@ -42,6 +42,28 @@ pub fn now_unix() -> i64 {
     SystemClock.now_unix()
 }
 
+/// `t` as RFC 3339 in UTC with milliseconds (`2026-12-04T16:35:50.123Z`):
+/// the form of every time Herald writes for people (audit records, logs).
+pub fn rfc3339_utc(t: std::time::SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// Unix seconds as [`rfc3339_utc`]; times before 1970 read as the epoch.
+pub fn unix_rfc3339(secs: i64) -> String {
+    let secs = u64::try_from(secs).unwrap_or(0);
+    rfc3339_utc(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 /// A clock that moves only when told to; for tests of time-driven logic.
 #[derive(Debug, Clone)]
 pub struct FakeClock(Arc<AtomicI64>);
@@ -72,6 +94,14 @@ impl Clock for FakeClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_for_people_are_rfc3339_utc() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_796_402_150_123);
+        assert_eq!(rfc3339_utc(t), "2026-12-04T16:35:50.123Z");
+        assert_eq!(unix_rfc3339(1_796_402_150), "2026-12-04T16:35:50.000Z");
+        assert_eq!(unix_rfc3339(-5), "1970-01-01T00:00:00.000Z");
+    }
 
     #[test]
     fn fake_clock_moves_only_when_told() {

@@ -275,7 +275,7 @@ pub async fn start(config: &ServerConfig) -> Result<ServerHandle, ServerError> {
     tracing::info!(
         trust_domain = %config.trust_domain,
         ca_serial = authorities.x509().serial(),
-        ca_not_after = authorities.x509().not_after(),
+        ca_not_after = %crate::clock::unix_rfc3339(authorities.x509().not_after()),
         "CA loaded"
     );
     let state = ServerState::new(

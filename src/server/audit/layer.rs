@@ -14,10 +14,11 @@ use tonic::body::Body;
 
 use super::fields::{code_name, Fields};
 use super::methods::{spec, Decode, MethodSpec};
-use super::record::{rfc3339_utc, AuditRecord, Caller};
+use super::record::{AuditRecord, Caller};
 use super::tee::{Copied, Message};
 use super::AuditLog;
 use crate::body_hook::Hooked;
+use crate::clock::rfc3339_utc;
 use crate::request_id::RequestId;
 
 /// The node API method that attests an agent.

@@ -76,30 +76,9 @@ impl Caller {
     }
 }
 
-/// `now` as RFC 3339 in UTC with milliseconds (`2026-12-04T16:35:50.123Z`).
-pub(super) fn rfc3339_utc(now: std::time::SystemTime) -> String {
-    let t = time::OffsetDateTime::from(now);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn time_is_rfc3339_utc() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_796_402_150_123);
-        assert_eq!(rfc3339_utc(t), "2026-12-04T16:35:50.123Z");
-    }
 
     #[test]
     fn an_empty_caller_and_no_message_serialize_to_nothing() {
