@@ -42,6 +42,21 @@ fn index_row_serials(key: &[u8], value: &[u8]) -> Vec<Vec<u8>> {
     }
 }
 
+/// An index row naming `serials` and whatever `old` (the row at `key`, if
+/// any) named already, each once.
+fn merged_row(key: &[u8], old: Option<&[u8]>, serials: &[&str]) -> Vec<u8> {
+    let Some(old) = old else {
+        return serials.join("\n").into_bytes();
+    };
+    let mut all = index_row_serials(key, old);
+    for serial in serials {
+        if !all.iter().any(|s| s == serial.as_bytes()) {
+            all.push(serial.as_bytes().to_vec());
+        }
+    }
+    all.join(&b'\n')
+}
+
 impl SledStore {
     pub(super) fn put_authority_impl(&self, record: &AuthorityRecord) -> Result<(), StoreError> {
         let _span = put_authority_span(record);
@@ -97,12 +112,12 @@ impl SledStore {
                 .push(&record.serial);
         }
         for (not_after, serials) in by_expiry {
-            // Keyed by the first serial: unique, as serials are.
+            // Keyed by the first serial. A row already there (that serial
+            // appended again with the same expiry) is merged with, not
+            // replaced: its other serials would lose their only index row.
+            let key = expiry_key(not_after, serials[0]);
             self.issuances_by_expiry
-                .insert(
-                    expiry_key(not_after, serials[0]),
-                    serials.join("\n").as_bytes(),
-                )
+                .fetch_and_update(&key, |old| Some(merged_row(&key, old, &serials)))
                 .map_err(StoreError::sled("append an issuance index row"))?;
         }
         for (record, bytes) in records.iter().zip(encoded) {
@@ -215,5 +230,20 @@ mod tests {
         assert_eq!(store.prune_issuances(201).unwrap(), 2);
         assert_eq!(store.count_issuances().unwrap(), 0);
         assert!(store.issuances_by_expiry.is_empty());
+    }
+
+    /// A serial appended again with the same expiry (a retry) shares its
+    /// index row with the first append's other serials; none is orphaned.
+    #[test]
+    fn appending_a_serial_again_keeps_its_row_mates_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .append_issuances(&[record("a0", 100), record("a1", 100)])
+            .unwrap();
+        store.append_issuances(&[record("a0", 100)]).unwrap();
+        assert_eq!(store.issuances_by_expiry.len(), 1);
+        assert_eq!(store.prune_issuances(101).unwrap(), 2);
+        assert_eq!(store.count_issuances().unwrap(), 0);
     }
 }
