@@ -97,8 +97,8 @@ pub fn authorized_under(
 }
 
 /// Those of `ids` that `agent` may have an SVID signed for at `now`, by
-/// entry ID, as the store holds them now. An entry whose parent is the
-/// agent costs one lookup; one whose parent is an alias naming the agent
+/// entry ID, as the store holds them now. The entries are read in one
+/// call; one whose parent is the agent needs nothing more; one whose parent is an alias naming the agent
 /// is judged by the aliases and the agent record, read at most once per
 /// call; a nested one by a fresh [`authorized_entries`] walk, made at most
 /// once per call.
@@ -109,21 +109,15 @@ pub fn signable_entries(
     now: i64,
 ) -> Result<BTreeMap<String, RegistrationEntry>, StoreError> {
     let mut out = BTreeMap::new();
-    let mut checked: HashSet<&str> = HashSet::new();
     let mut aliases: Option<Vec<SpiffeId>> = None;
     let mut walked: Option<BTreeMap<String, RegistrationEntry>> = None;
-    for id in ids {
-        if !checked.insert(id.as_str()) {
-            continue;
-        }
-        let Some(entry) = store.get_entry(id)? else {
-            continue;
-        };
+    // One read for the whole batch (one query on PostgreSQL), each id once.
+    for entry in store.get_entries(ids)? {
         if entry_expired(entry.expires_at, now) {
             continue;
         }
         if &entry.parent_id == agent {
-            out.insert(id.clone(), entry);
+            out.insert(entry.id.clone(), entry);
             continue;
         }
         let naming = match &mut aliases {
@@ -131,15 +125,15 @@ pub fn signable_entries(
             None => aliases.insert(aliases_of(store, agent, now)?),
         };
         if naming.contains(&entry.parent_id) {
-            out.insert(id.clone(), entry);
+            out.insert(entry.id.clone(), entry);
             continue;
         }
         let all = match &mut walked {
             Some(all) => all,
             None => walked.insert(authorized_under(store, agent, naming, now)?),
         };
-        if let Some(entry) = all.remove(id) {
-            out.insert(id.clone(), entry);
+        if let Some(entry) = all.remove(&entry.id) {
+            out.insert(entry.id.clone(), entry);
         }
     }
     Ok(out)

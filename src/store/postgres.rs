@@ -198,6 +198,10 @@ impl DataStore for PostgresStore {
         self.run(self.get_entry_impl(id))
     }
 
+    fn get_entries(&self, ids: &[String]) -> Result<Vec<RegistrationEntry>, StoreError> {
+        self.run(self.get_entries_impl(ids))
+    }
+
     fn list_entries(
         &self,
         filter: &EntryFilter,

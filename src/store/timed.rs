@@ -54,6 +54,9 @@ impl<S: DataStore> DataStore for TimedStore<S> {
     fn get_entry(&self, id: &str) -> Result<Option<RegistrationEntry>, StoreError> {
         self.timed("get_entry", |s| s.get_entry(id))
     }
+    fn get_entries(&self, ids: &[String]) -> Result<Vec<RegistrationEntry>, StoreError> {
+        self.timed("get_entries", |s| s.get_entries(ids))
+    }
     fn list_entries(
         &self,
         filter: &EntryFilter,

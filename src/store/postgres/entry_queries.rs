@@ -38,6 +38,25 @@ impl PostgresStore {
         Ok(decode_rows(&rows)?.pop())
     }
 
+    /// One query for a batch of ids (see
+    /// [`crate::store::DataStore::get_entries`]), on the primary key.
+    pub(super) async fn get_entries_impl(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<RegistrationEntry>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .entry_query(
+                "read registration entries",
+                "SELECT id, record FROM entries WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+        decode_rows(&rows)
+    }
+
     pub(super) async fn list_entries_impl(
         &self,
         filter: &EntryFilter,

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::{add_entry, entry, id, sel, Store};
+use crate::registration::RegistrationEntry;
 use crate::store::{EntryFilter, PageRequest, SelectorMatch, StoreError};
 
 pub(super) fn create_get_update_delete(store: Store) {
@@ -340,6 +341,26 @@ pub(super) fn entries_by_parents_lists_every_level_entry_once(store: Store) {
     want.sort();
     assert_eq!(sorted, want, "listed {got:?}");
     assert!(store.entries_by_parents(&[]).unwrap().is_empty());
+}
+
+/// One call reads the entries of several ids, each once however often it
+/// is named, and skips the ids that name no entry.
+pub(super) fn get_entries_reads_each_existing_entry_once(store: Store) {
+    let a = add_entry(&*store, "/a1", "/agent-a", &["unix:uid:1"]);
+    let b = add_entry(&*store, "/b1", "/agent-b", &["unix:uid:2"]);
+    add_entry(&*store, "/c1", "/agent-c", &["unix:uid:3"]);
+    let ids = [
+        a.id.clone(),
+        "missing".to_string(),
+        b.id.clone(),
+        a.id.clone(),
+    ];
+    let mut got: Vec<RegistrationEntry> = store.get_entries(&ids).unwrap();
+    got.sort_by(|x, y| x.id.cmp(&y.id));
+    let mut want = vec![a, b];
+    want.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(got, want);
+    assert!(store.get_entries(&[]).unwrap().is_empty());
 }
 
 /// The IDs of the entries the parent index lists under `parent`.

@@ -80,6 +80,7 @@ contract_tests!(
     entries::batch_of_100_000_entries,
     entries::pruning_removes_expired_entries_with_their_index_rows,
     entries::entries_by_parents_lists_every_level_entry_once,
+    entries::get_entries_reads_each_existing_entry_once,
     records::agents_crud_and_paging,
     records::join_token_is_single_use,
     records::expired_join_token_is_refused_and_removed,
