@@ -98,10 +98,10 @@ pub fn authorized_under(
 
 /// Those of `ids` that `agent` may have an SVID signed for at `now`, by
 /// entry ID, as the store holds them now. The entries are read in one
-/// call; one whose parent is the agent needs nothing more; one whose parent is an alias naming the agent
-/// is judged by the aliases and the agent record, read at most once per
-/// call; a nested one by a fresh [`authorized_entries`] walk, made at most
-/// once per call.
+/// call; one whose parent is the agent needs nothing more; one whose
+/// parent is an alias naming the agent is judged by the aliases and the
+/// agent record, read at most once per call; a nested one by a fresh
+/// [`authorized_entries`] walk, made at most once per call.
 pub fn signable_entries(
     store: &dyn DataStore,
     agent: &SpiffeId,

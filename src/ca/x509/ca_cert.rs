@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use der::Decode as _;
 use rcgen::{Issuer, PublicKeyData as _};
 
+use super::inspect::{facts_of, parse_cert};
 use super::leaf_der::LeafTemplate;
-
-use super::{cert_facts, CertifiedKey, SharedKey, SignedCert, X509Authority, X509Error};
+use super::{CertifiedKey, SharedKey, SignedCert, X509Authority, X509Error};
 use crate::ca::keys::KeyPair;
 use crate::ca::template;
 use crate::spiffe::TrustDomain;
@@ -43,20 +42,15 @@ impl X509Authority {
         upstream_chain: Vec<Vec<u8>>,
         key: Arc<KeyPair>,
     ) -> Result<Self, X509Error> {
-        let facts = cert_facts(&cert_der)?;
+        let parsed = parse_cert(&cert_der)?;
+        let facts = facts_of(&parsed)?;
         if !facts.is_ca {
             return Err(X509Error::NotACa);
         }
         if facts.public_key_spki != key.public_key_spki() {
             return Err(X509Error::KeyMismatch);
         }
-        let parsed = x509_cert::Certificate::from_der(&cert_der).map_err(|source| {
-            X509Error::BadCertificate {
-                part: "DER encoding",
-                source,
-            }
-        })?;
-        let leaf = LeafTemplate::new(&parsed, key.clone())?;
+        let leaf = LeafTemplate::new(&parsed, &facts, key.clone())?;
         let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), SharedKey(key))
             .map_err(X509Error::BadIssuer)?;
         Ok(X509Authority {

@@ -37,8 +37,20 @@ pub struct CertFacts {
 
 /// Reads validity, key, serial and CA flag out of a DER certificate.
 pub fn cert_facts(der_bytes: &[u8]) -> Result<CertFacts, X509Error> {
+    facts_of(&parse_cert(der_bytes)?)
+}
+
+/// Decodes a DER certificate.
+pub(super) fn parse_cert(der_bytes: &[u8]) -> Result<Certificate, X509Error> {
+    Certificate::from_der(der_bytes).map_err(|source| X509Error::BadCertificate {
+        part: "DER encoding",
+        source,
+    })
+}
+
+/// The facts of an already decoded certificate (see [`cert_facts`]).
+pub(super) fn facts_of(cert: &Certificate) -> Result<CertFacts, X509Error> {
     let bad = |part: &'static str| move |source| X509Error::BadCertificate { part, source };
-    let cert = Certificate::from_der(der_bytes).map_err(bad("DER encoding"))?;
     let tbs = &cert.tbs_certificate;
     let secs = |t: x509_cert::time::Time| t.to_unix_duration().as_secs() as i64;
     let is_ca = tbs

@@ -20,7 +20,7 @@ use der::Encode as _;
 use rcgen::SigningKey as _;
 use time::OffsetDateTime;
 
-use super::X509Error;
+use super::{CertFacts, X509Error};
 use crate::ca::keys::{KeyPair, KeyType};
 use crate::ca::public_key::{KeyAlgorithm, SpkiKey};
 use crate::ca::template::{self, TemplateError};
@@ -115,9 +115,13 @@ pub(super) struct Leaf<'a> {
 }
 
 impl LeafTemplate {
-    /// The template of the authority whose certificate is `ca` (already
-    /// parsed and checked against `key` by the caller).
-    pub(super) fn new(ca: &x509_cert::Certificate, key: Arc<KeyPair>) -> Result<Self, X509Error> {
+    /// The template of the authority whose certificate is `ca`, with its
+    /// `facts` (already checked against `key` by the caller).
+    pub(super) fn new(
+        ca: &x509_cert::Certificate,
+        facts: &CertFacts,
+        key: Arc<KeyPair>,
+    ) -> Result<Self, X509Error> {
         let tbs = &ca.tbs_certificate;
         let issuer_name = tbs
             .subject
@@ -128,16 +132,10 @@ impl LeafTemplate {
             })?;
         // The CA's own SKI where it has one (ours always do); else the same
         // method-1 identifier our CAs carry, over its key.
-        let key_id = match tbs.get::<x509_cert::ext::pkix::SubjectKeyIdentifier>() {
-            Ok(Some((_, ski))) => ski.0.as_bytes().to_vec(),
-            Ok(None) => {
+        let key_id = match &facts.subject_key_id {
+            Some(ski) => ski.clone(),
+            None => {
                 template::key_identifier(tbs.subject_public_key_info.subject_public_key.raw_bytes())
-            }
-            Err(source) => {
-                return Err(X509Error::BadCertificate {
-                    part: "subjectKeyIdentifier extension",
-                    source,
-                })
             }
         };
         let mut aki = Vec::with_capacity(key_id.len() + 4);

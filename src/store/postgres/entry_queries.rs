@@ -44,17 +44,9 @@ impl PostgresStore {
         &self,
         ids: &[String],
     ) -> Result<Vec<RegistrationEntry>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = self
-            .entry_query(
-                "read registration entries",
-                "SELECT id, record FROM entries WHERE id = ANY($1)",
-                &[&ids],
-            )
-            .await?;
-        decode_rows(&rows)
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.entries_where_any("read registration entries", "id", &ids)
+            .await
     }
 
     pub(super) async fn list_entries_impl(
@@ -130,17 +122,28 @@ impl PostgresStore {
         &self,
         parents: &[SpiffeId],
     ) -> Result<Vec<RegistrationEntry>, StoreError> {
-        if parents.is_empty() {
+        let parents: Vec<&str> = parents.iter().map(SpiffeId::as_str).collect();
+        self.entries_where_any(
+            "list registration entries by parents",
+            "parent_id",
+            &parents,
+        )
+        .await
+    }
+
+    /// The entries whose `column` (one of ours, never caller input) is one
+    /// of `values`, in one query; none asked, none read.
+    async fn entries_where_any(
+        &self,
+        op: &'static str,
+        column: &'static str,
+        values: &[&str],
+    ) -> Result<Vec<RegistrationEntry>, StoreError> {
+        if values.is_empty() {
             return Ok(Vec::new());
         }
-        let parents: Vec<&str> = parents.iter().map(SpiffeId::as_str).collect();
-        let rows = self
-            .entry_query(
-                "list registration entries by parents",
-                "SELECT id, record FROM entries WHERE parent_id = ANY($1)",
-                &[&parents],
-            )
-            .await?;
+        let sql = format!("SELECT id, record FROM entries WHERE {column} = ANY($1)");
+        let rows = self.entry_query(op, &sql, &[&values]).await?;
         decode_rows(&rows)
     }
 
