@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-pub use svid::{spiffe_id_of, verify_svid, NotAnSvid, PeerError};
+pub use svid::{spiffe_id_and_serial_of, spiffe_id_of, verify_svid, NotAnSvid, PeerError};
 pub use verifier::{
     ExpectedPeer, OptionalSvidClientVerifier, ServerIdVerifier, SvidVerifier, UnverifiedServer,
 };

@@ -53,10 +53,10 @@ use crate::proto::node::{
     NewJwtsvidResponse as JwtResponse, RenewAgentRequest, RenewAgentResponse,
 };
 use crate::registration::RegistrationEntry;
-use crate::server::run::NodeConnectInfo;
+use crate::server::run::{NodeConnectInfo, PeerSvid, PeerSvidError};
 use crate::server::Rpc;
 use crate::spiffe::SpiffeId;
-use crate::store::{AttestedAgent, IssuanceRecord, StoreError};
+use crate::store::{AttestedAgent, DataStore, IssuanceRecord, StoreError};
 
 /// The node API service.
 #[derive(Clone)]
@@ -109,48 +109,23 @@ impl NodeApi {
     /// The agent behind an mTLS call, if it is attested and not banned. Its
     /// ID goes into the current span's `agent` field.
     async fn authenticate<T>(&self, req: &Request<T>) -> Result<AttestedAgent, Status> {
-        let certs = req
-            .extensions()
-            .get::<NodeConnectInfo>()
-            .and_then(|i| i.inner.peer_certs())
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "this call needs the agent's X509-SVID as TLS client certificate",
-                )
-            })?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-        let id = crate::tls::spiffe_id_of(leaf)
-            .map_err(|e| Status::unauthenticated(Chain(&e).to_string()))?;
-        tracing::Span::current().record("agent", tracing::field::display(&id));
-        let presented = crate::ca::x509::cert_facts(leaf)
-            .map_err(|e| Status::unauthenticated(Chain(&e).to_string()))?
-            .serial;
-        self.attested(id, &presented).await
+        let peer = presented(req)?;
+        self.as_agent(peer, |_, agent| Ok(agent)).await
     }
 
-    /// The agent record of `id`, if it is attested, not banned, and
-    /// `presented` is the serial of its current SVID.
-    async fn attested(&self, id: SpiffeId, presented: &str) -> Result<AttestedAgent, Status> {
-        let agent = self.state.lookup(&id, |s, id| s.get_agent(id)).await;
-        let agent = agent.map_err(internal)?.ok_or_else(|| {
-            Status::permission_denied(format!(
-                "agent {id} is not attested (evicted?); attest again with a new join token"
-            ))
-        })?;
-        if agent.banned {
-            return Err(attest::banned(&id));
-        }
-        // Only the agent's current SVID authenticates it: a copied or
-        // superseded SVID (one renewal ago, or from before an eviction and
-        // re-attestation) chains to the CA but is refused here.
-        if presented != agent.serial {
-            return Err(Status::permission_denied(format!(
-                "agent {id}: this SVID (serial {presented}) is not the agent's current one"
-            )));
-        }
-        Ok(agent)
+    /// Checks that `peer` is an attested agent's current SVID, then runs
+    /// `then` with the agent's record: both in one trip to the blocking
+    /// pool, which on the one-CSR path is a thread wake-up saved per call.
+    async fn as_agent<T, F>(&self, peer: PeerSvid, then: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn DataStore, AttestedAgent) -> Result<T, Status> + Send + 'static,
+    {
+        let outcome = self
+            .state
+            .with_store(move |store| Ok(attested(store, &peer).and_then(|a| then(store, a))))
+            .await;
+        outcome.map_err(internal)?
     }
 
     /// The entries `agent` is authorized for now, with the node aliases
@@ -205,6 +180,45 @@ impl NodeApi {
             .await
             .map_err(internal)
     }
+}
+
+/// The SVID the caller presented as its TLS client certificate, read
+/// once per connection (no store read yet). Its ID goes into the current
+/// span's `agent` field.
+fn presented<T>(req: &Request<T>) -> Result<PeerSvid, Status> {
+    let info = req
+        .extensions()
+        .get::<NodeConnectInfo>()
+        .ok_or_else(|| Status::unauthenticated(PeerSvidError::NoCertificate.to_string()))?;
+    let peer = info
+        .client_svid()
+        .map_err(|e| Status::unauthenticated(e.to_string()))?;
+    tracing::Span::current().record("agent", tracing::field::display(&peer.id));
+    Ok(peer.clone())
+}
+
+/// The agent record behind `peer`, if the agent is attested, not banned,
+/// and `peer` is its current SVID.
+fn attested(store: &dyn DataStore, peer: &PeerSvid) -> Result<AttestedAgent, Status> {
+    let id = &peer.id;
+    let agent = store.get_agent(id).map_err(internal)?.ok_or_else(|| {
+        Status::permission_denied(format!(
+            "agent {id} is not attested (evicted?); attest again with a new join token"
+        ))
+    })?;
+    if agent.banned {
+        return Err(attest::banned(id));
+    }
+    // Only the agent's current SVID authenticates it: a copied or
+    // superseded SVID (one renewal ago, or from before an eviction and
+    // re-attestation) chains to the CA but is refused here.
+    if peer.serial != agent.serial {
+        return Err(Status::permission_denied(format!(
+            "agent {id}: this SVID (serial {}) is not the agent's current one",
+            peer.serial
+        )));
+    }
+    Ok(agent)
 }
 
 fn internal(e: StoreError) -> Status {
@@ -285,17 +299,17 @@ impl Node for NodeApi {
     #[tracing::instrument(name = "node.batch_new_x509_svid", skip_all, fields(
         agent, count = req.get_ref().params.len()))]
     async fn batch_new_x509svid(&self, req: Request<X509Batch>) -> Rpc<X509BatchResponse> {
-        let agent = self.authenticate(&req).await?;
+        let peer = presented(&req)?;
         let params = req.into_inner().params;
-        let signed = self.sign_x509_batch(&agent.spiffe_id, params).await;
+        let signed = self.sign_x509_batch(peer, params).await;
         signed.map(Response::new)
     }
 
     #[tracing::instrument(name = "node.new_jwt_svid", skip_all, fields(
         agent, entry = %req.get_ref().entry_id))]
     async fn new_jwtsvid(&self, req: Request<JwtRequest>) -> Rpc<JwtResponse> {
-        let agent = self.authenticate(&req).await?;
-        let jwt = self.sign_jwt(&agent.spiffe_id, req.into_inner()).await;
+        let peer = presented(&req)?;
+        let jwt = self.sign_jwt(peer, req.into_inner()).await;
         jwt.map(Response::new)
     }
 }

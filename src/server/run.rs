@@ -17,12 +17,14 @@ mod connections;
 mod fd_limit;
 mod listeners;
 mod node_listener;
+mod peer_svid;
 mod serve;
 mod streams;
 
 pub(crate) use self::connections::ConnInfo;
 pub(crate) use self::node_listener::NodeConnectInfo;
 pub use self::node_listener::ANONYMOUS_MAX_MESSAGE;
+pub(crate) use self::peer_svid::{PeerSvid, PeerSvidError};
 use super::admin_api::{admin_routes, AllowedCallers};
 use super::audit::AuditLog;
 use super::authorities::herald_upstream::HeraldUpstream;

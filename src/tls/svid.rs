@@ -57,9 +57,25 @@ pub enum NotAnSvid {
 
 /// The single SPIFFE ID in a certificate's URI SANs.
 pub fn spiffe_id_of(cert_der: &[u8]) -> Result<SpiffeId, PeerError> {
+    id_in(&decode(cert_der)?)
+}
+
+/// The single SPIFFE ID in a certificate's URI SANs and the certificate's
+/// serial number (its DER INTEGER content, sign byte included), from one
+/// decoding: what a server needs to tell whether the SVID a client
+/// presents is the one its records say is current.
+pub fn spiffe_id_and_serial_of(cert_der: &[u8]) -> Result<(SpiffeId, Vec<u8>), PeerError> {
+    let cert = decode(cert_der)?;
+    let id = id_in(&cert)?;
+    Ok((id, cert.tbs_certificate.serial_number.as_bytes().to_vec()))
+}
+
+fn decode(cert_der: &[u8]) -> Result<x509_cert::Certificate, PeerError> {
+    x509_cert::Certificate::from_der(cert_der).map_err(|e| PeerError::NotAnSvid(NotAnSvid::Der(e)))
+}
+
+fn id_in(cert: &x509_cert::Certificate) -> Result<SpiffeId, PeerError> {
     let not_an_svid = PeerError::NotAnSvid;
-    let cert =
-        x509_cert::Certificate::from_der(cert_der).map_err(|e| not_an_svid(NotAnSvid::Der(e)))?;
     let san = cert
         .tbs_certificate
         .get::<SubjectAltName>()

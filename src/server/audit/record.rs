@@ -60,12 +60,7 @@ impl Caller {
             };
         }
         if let Some(info) = extensions.get::<NodeConnectInfo>() {
-            let spiffe_id = info
-                .inner
-                .peer_certs()
-                .and_then(|certs| certs.first().cloned())
-                .and_then(|leaf| crate::tls::spiffe_id_of(&leaf).ok())
-                .map(|id| id.to_string());
+            let spiffe_id = info.client_svid().ok().map(|peer| peer.id.to_string());
             return Caller {
                 spiffe_id,
                 address: info.inner.get_ref().remote_addr(),

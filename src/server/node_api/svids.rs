@@ -17,6 +17,7 @@ use crate::registration::RegistrationEntry;
 use crate::server::authorities::Authorities;
 use crate::server::authorized::signable_entries;
 use crate::server::metrics::{ServerMetrics, SvidKind};
+use crate::server::run::PeerSvid;
 use crate::spiffe::SpiffeId;
 use crate::store::IssuanceRecord;
 
@@ -34,21 +35,29 @@ struct Signer {
 }
 
 impl NodeApi {
+    /// Signs a batch of CSRs for the agent that presented `peer`, once it
+    /// is authenticated.
     pub(super) async fn sign_x509_batch(
         &self,
-        agent: &SpiffeId,
+        peer: PeerSvid,
         params: Vec<node::NewX509svidParams>,
     ) -> Result<node::BatchNewX509svidResponse, Status> {
         let now = now_unix();
         let ids: Vec<String> = params.iter().map(|p| p.entry_id.clone()).collect();
         let chunk_len = params.len().div_ceil(cores()).max(MIN_CHUNK);
         if params.len() <= chunk_len {
-            return self.sign_x509_small(agent, ids, params, now).await;
+            return self.sign_x509_small(peer, ids, params, now).await;
         }
+        let agent = peer.id.clone();
+        let authorized = self
+            .as_agent(peer, move |store, a| {
+                signable_entries(store, &a.spiffe_id, &ids, now).map_err(internal)
+            })
+            .await?;
         let signer = Arc::new(Signer {
             authorities: self.state.authorities(),
             metrics: self.state.metrics.clone(),
-            authorized: self.signable(agent, ids, now).await?,
+            authorized,
             agent: agent.clone(),
             default_ttl: self.state.settings.default_x509_svid_ttl,
             now,
@@ -87,7 +96,7 @@ impl NodeApi {
     /// costing a thread wake-up, about a tenth of the signing itself.
     async fn sign_x509_small(
         &self,
-        agent: &SpiffeId,
+        peer: PeerSvid,
         ids: Vec<String>,
         params: Vec<node::NewX509svidParams>,
         now: i64,
@@ -95,35 +104,33 @@ impl NodeApi {
         let authorities = self.state.authorities();
         let metrics = self.state.metrics.clone();
         let default_ttl = self.state.settings.default_x509_svid_ttl;
-        let agent = agent.clone();
         let span = tracing::Span::current();
         let results = self
-            .state
-            .with_store(move |store| {
+            .as_agent(peer, move |store, agent| {
                 let _span = span.enter();
                 let signer = Signer {
-                    authorized: signable_entries(store, &agent, &ids, now)?,
+                    authorized: signable_entries(store, &agent.spiffe_id, &ids, now)
+                        .map_err(internal)?,
                     authorities,
                     metrics,
-                    agent,
+                    agent: agent.spiffe_id,
                     default_ttl,
                     now,
                 };
                 let (results, records) = signer.sign_all(&params);
                 // Durable before any SVID leaves (see `record_issuances`).
                 if !records.is_empty() {
-                    store.append_issuances(&records)?;
+                    store.append_issuances(&records).map_err(internal)?;
                 }
                 Ok(results)
             })
-            .await
-            .map_err(internal)?;
+            .await?;
         Ok(node::BatchNewX509svidResponse { results })
     }
 
     pub(super) async fn sign_jwt(
         &self,
-        agent: &SpiffeId,
+        peer: PeerSvid,
         req: node::NewJwtsvidRequest,
     ) -> Result<node::NewJwtsvidResponse, Status> {
         if req.audience.iter().all(|a| a.is_empty()) {
@@ -132,8 +139,11 @@ impl NodeApi {
             ));
         }
         let now = now_unix();
+        let ids = vec![req.entry_id.clone()];
         let authorized = self
-            .signable(agent, vec![req.entry_id.clone()], now)
+            .as_agent(peer, move |store, agent| {
+                signable_entries(store, &agent.spiffe_id, &ids, now).map_err(internal)
+            })
             .await?;
         let entry = authorized
             .get(&req.entry_id)
@@ -157,23 +167,6 @@ impl NodeApi {
             token,
             expires_at: (now + ttl).min(authorities.jwt().not_after()),
         })
-    }
-}
-
-impl NodeApi {
-    /// Which of `ids` `agent` may be signed for at `now`, read from the
-    /// store on the blocking pool.
-    async fn signable(
-        &self,
-        agent: &SpiffeId,
-        ids: Vec<String>,
-        now: i64,
-    ) -> Result<BTreeMap<String, RegistrationEntry>, Status> {
-        let agent = agent.clone();
-        self.state
-            .with_store(move |s| signable_entries(s, &agent, &ids, now))
-            .await
-            .map_err(internal)
     }
 }
 
@@ -299,6 +292,7 @@ mod tests {
     async fn a_stalled_sync_stream_does_not_keep_a_deleted_entry_signable() {
         let server = server();
         let (state, api) = (&server.state, &server.api);
+        let agent = server.attested_agent().await;
         state.store.create_entry(entry(0, AGENT)).unwrap();
 
         // Opened and never read: once its channel is full the stream
@@ -344,14 +338,14 @@ mod tests {
                 csr,
             },
         ];
-        let response = api.sign_x509_batch(&id(AGENT), params).await.unwrap();
+        let response = api.sign_x509_batch(agent.clone(), params).await.unwrap();
         let codes: Vec<_> = response.results.iter().map(|r| r.code).collect();
         assert_eq!(codes, [Code::PermissionDenied as i32, Code::Ok as i32]);
         let jwt = node::NewJwtsvidRequest {
             entry_id: "entry-00000".into(),
             audience: vec!["db".into()],
         };
-        let refused = api.sign_jwt(&id(AGENT), jwt).await.unwrap_err();
+        let refused = api.sign_jwt(agent, jwt).await.unwrap_err();
         assert_eq!(refused.code(), Code::PermissionDenied);
     }
 }

@@ -14,6 +14,7 @@ use crate::clock::now_unix;
 use crate::node::make_csr;
 use crate::proto::node::{self, node_server::Node as _};
 use crate::registration::{RegistrationEntry, Selector};
+use crate::server::run::PeerSvid;
 use crate::server::state::test_state;
 use crate::server::state::{ServerEvent, ServerState};
 use crate::spiffe::SpiffeId;
@@ -69,6 +70,18 @@ impl Server {
                 agent_id: agent_id.map(id),
             })
             .unwrap();
+    }
+
+    /// Attests [`AGENT`] and returns the SVID it now presents, as a TLS
+    /// connection of its would carry it.
+    pub(super) async fn attested_agent(&self) -> PeerSvid {
+        self.token("tok-agent", now_unix() + 600, Some(AGENT));
+        let response = self.attest("tok-agent", csr()).await.unwrap();
+        let facts = crate::ca::x509::cert_facts(&response.svid_chain[0]).unwrap();
+        PeerSvid {
+            id: id(AGENT),
+            serial: facts.serial,
+        }
     }
 
     async fn attest(&self, token: &str, csr: Vec<u8>) -> Result<node::AttestResponse, Status> {
@@ -165,7 +178,11 @@ async fn a_banned_agent_cannot_attest_again() {
     assert_eq!(refused.code(), Code::PermissionDenied);
     assert!(refused.message().contains("banned"), "{refused:?}");
     // The check happens before the agent's attestation is recorded.
-    let err = s.api.attested(id(AGENT), &agent.serial).await.unwrap_err();
+    let presented = PeerSvid {
+        id: id(AGENT),
+        serial: agent.serial,
+    };
+    let err = super::attested(s.state.store.as_ref(), &presented).unwrap_err();
     assert!(err.message().contains("banned"), "{err:?}");
 }
 
@@ -312,6 +329,7 @@ async fn a_large_snapshot_comes_in_chunks() {
 #[tokio::test]
 async fn the_signing_rpcs_sign_only_authorized_entries() {
     let s = server();
+    let agent = s.attested_agent().await;
     s.state.store.create_entry(entry(1, AGENT)).unwrap();
     let params = vec![
         node::NewX509svidParams {
@@ -327,7 +345,7 @@ async fn the_signing_rpcs_sign_only_authorized_entries() {
             csr: b"junk".to_vec(),
         },
     ];
-    let response = s.api.sign_x509_batch(&id(AGENT), params).await.unwrap();
+    let response = s.api.sign_x509_batch(agent.clone(), params).await.unwrap();
     let codes: Vec<_> = response.results.iter().map(|r| r.code).collect();
     assert_eq!(
         codes,
@@ -346,8 +364,65 @@ async fn the_signing_rpcs_sign_only_authorized_entries() {
         entry_id: "entry-99999".into(),
         audience: vec!["db".into()],
     };
-    let refused = s.api.sign_jwt(&id(AGENT), jwt).await.unwrap_err();
+    let refused = s.api.sign_jwt(agent, jwt).await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
+}
+
+/// The signing RPCs check the presented SVID against the agent's record
+/// in the same trip as the signing: an SVID that is not the agent's
+/// current one, or an agent with no record, gets nothing signed, on the
+/// one-CSR path, the split-batch path and the JWT path alike.
+#[tokio::test]
+async fn the_signing_rpcs_refuse_a_superseded_svid_and_an_unknown_agent() {
+    let s = server();
+    let current = s.attested_agent().await;
+    s.state.store.create_entry(entry(1, AGENT)).unwrap();
+    let superseded = PeerSvid {
+        serial: "0123".into(),
+        ..current.clone()
+    };
+    let unknown = PeerSvid {
+        id: id("spiffe://example.org/herald/agent/nobody"),
+        ..current.clone()
+    };
+    let params = |n: usize| {
+        (0..n)
+            .map(|_| node::NewX509svidParams {
+                entry_id: "entry-00001".into(),
+                csr: csr(),
+            })
+            .collect::<Vec<_>>()
+    };
+    for (peer, says) in [
+        (superseded, "not the agent's current one"),
+        (unknown, "not attested"),
+    ] {
+        for n in [1, 40] {
+            let err = s
+                .api
+                .sign_x509_batch(peer.clone(), params(n))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::PermissionDenied, "{n} CSRs: {err:?}");
+            assert!(err.message().contains(says), "{n} CSRs: {err:?}");
+        }
+        let jwt = node::NewJwtsvidRequest {
+            entry_id: "entry-00001".into(),
+            audience: vec!["db".into()],
+        };
+        let err = s.api.sign_jwt(peer, jwt).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        assert!(err.message().contains(says), "{err:?}");
+    }
+    // The current SVID is served on both paths.
+    for n in [1, 40] {
+        let signed = s
+            .api
+            .sign_x509_batch(current.clone(), params(n))
+            .await
+            .unwrap();
+        assert!(signed.results.iter().all(|r| r.code == 0), "{n} CSRs");
+    }
 }
 
 #[test]

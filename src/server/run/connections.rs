@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{oneshot, watch};
 use tonic::transport::server::Connected;
 
+use super::peer_svid::PeerSvidMemo;
+
 // === impl Activity ===
 
 /// How many streams a connection has open, watched by its watchdog.
@@ -47,6 +49,9 @@ pub(crate) struct ConnInfo<T> {
     /// The transport's connect info.
     pub(crate) inner: T,
     pub(crate) activity: Activity,
+    /// The client's X509-SVID, read by the first request that asks (node
+    /// connections only; see [`super::peer_svid`]).
+    pub(crate) peer_svid: PeerSvidMemo,
 }
 
 // === impl GuardedIo ===
@@ -68,6 +73,7 @@ pub(crate) struct GuardedIo<I> {
     activity: Activity,
     kill: Option<oneshot::Receiver<()>>,
     killed: bool,
+    peer_svid: PeerSvidMemo,
     _slots: Box<dyn std::any::Any + Send + Sync>,
 }
 
@@ -88,6 +94,7 @@ impl<I> GuardedIo<I> {
             activity: Activity(Arc::new(tx)),
             kill: Some(kill_rx),
             killed: false,
+            peer_svid: PeerSvidMemo::default(),
             _slots: slots,
         }
     }
@@ -197,6 +204,7 @@ impl<I: Connected> Connected for GuardedIo<I> {
         ConnInfo {
             inner: self.io.connect_info(),
             activity: self.activity.clone(),
+            peer_svid: self.peer_svid.clone(),
         }
     }
 }
