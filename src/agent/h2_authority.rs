@@ -13,8 +13,8 @@
 //! dynamic table, so the server's decoder state stays trivially in step).
 //! A client whose first request carries a valid authority (tonic, go-spiffe)
 //! is detected on that first header block and passed through untouched.
-//! Every other frame, and the whole server-to-client direction, is copied
-//! byte for byte.
+//! Every other frame is copied byte for byte; the server-to-client
+//! direction is not touched at all (the server writes to the socket).
 //!
 //! The shim is also the first code any local user reaches, before any
 //! check, so it bounds what one connection and one uid may cost: header
@@ -37,8 +37,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, DuplexStream, ReadBuf};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tonic::transport::server::{Connected, UdsConnectInfo};
 
@@ -51,20 +51,19 @@ use self::limits::{UidSlot, UidSlots};
 use self::rewrite::rewrite_client_frames;
 pub use self::rewrite::ShimError;
 
-/// How long the server's last bytes (a GOAWAY) may take to reach a client
-/// once the server is done with its connection; a client that stops
-/// reading cannot hold the socket longer.
-const DRAIN_GRACE: Duration = Duration::from_secs(5);
-
-/// A Workload API connection after the shim: the server side of an
-/// in-process pipe, carrying the peer credentials of the real socket.
+/// A Workload API connection after the shim: the server reads the
+/// client's frames as rewritten (the server side of an in-process pipe)
+/// and writes straight to the client's socket, which needs no rewriting;
+/// it carries the peer credentials of the real socket.
 pub struct ShimmedConn {
-    io: DuplexStream,
+    /// The rewritten client-to-server bytes.
+    input: DuplexStream,
+    /// The socket's write half: the server's frames go out uncopied.
+    output: OwnedWriteHalf,
     info: ConnInfo,
-    /// The client-to-server task, stopped when the server drops the connection.
+    /// The client-to-server task, stopped when the server drops the
+    /// connection (its read half goes with it, which closes the socket).
     reader: AbortHandle,
-    /// Tells the server-to-client task to finish within [`DRAIN_GRACE`].
-    closed: Option<oneshot::Sender<()>>,
     /// The uid's connection slot, held as long as the server holds the connection.
     _slot: Option<UidSlot>,
 }
@@ -72,9 +71,6 @@ pub struct ShimmedConn {
 impl Drop for ShimmedConn {
     fn drop(&mut self) {
         self.reader.abort();
-        if let Some(closed) = self.closed.take() {
-            let _ = closed.send(());
-        }
     }
 }
 
@@ -92,7 +88,7 @@ impl AsyncRead for ShimmedConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        Pin::new(&mut self.input).poll_read(cx, buf)
     }
 }
 
@@ -102,13 +98,23 @@ impl AsyncWrite for ShimmedConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        Pin::new(&mut self.output).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.output).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.output.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        Pin::new(&mut self.output).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        Pin::new(&mut self.output).poll_shutdown(cx)
     }
 }
 
@@ -188,9 +194,10 @@ fn shim_with(
     let (uid, pid) = uds
         .peer_cred
         .map_or((None, None), |c| (Some(c.uid()), c.pid()));
-    let (server_side, shim_side) = tokio::io::duplex(64 * 1024);
-    let (client_read, mut client_write) = stream.into_split();
-    let (mut pipe_read, mut pipe_write) = tokio::io::split(shim_side);
+    // Only the client-to-server direction is rewritten, so only it goes
+    // through a pipe; the server writes to the socket itself.
+    let (server_side, mut pipe_write) = tokio::io::duplex(64 * 1024);
+    let (client_read, client_write) = stream.into_split();
     let idle = activity.clone();
     let reader = tokio::spawn(async move {
         tokio::select! {
@@ -212,32 +219,15 @@ fn shim_with(
                 "workload connection closed: no request for workload_api_idle_timeout"
             ),
         }
-        // The server sees the end of its input and closes the connection
-        // (dropping one half of a split pipe would not tell it).
+        // The server sees the end of its input and closes the connection.
         let _ = pipe_write.shutdown().await;
     })
     .abort_handle();
-    let (closed, server_done) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let copy = async {
-            let _ = tokio::io::copy(&mut pipe_read, &mut client_write).await;
-            let _ = client_write.shutdown().await;
-        };
-        tokio::pin!(copy);
-        tokio::select! {
-            () = &mut copy => {}
-            _ = server_done => {
-                // The server is done: what it still wrote gets a little
-                // time to reach the client, then the socket goes.
-                let _ = tokio::time::timeout(DRAIN_GRACE, copy).await;
-            }
-        }
-    });
     ShimmedConn {
-        io: server_side,
+        input: server_side,
+        output: client_write,
         info: ConnInfo { uds, activity },
         reader,
-        closed: Some(closed),
         _slot: slot,
     }
 }
