@@ -133,18 +133,20 @@ impl NodeApi {
         peer: PeerSvid,
         req: node::NewJwtsvidRequest,
     ) -> Result<node::NewJwtsvidResponse, Status> {
-        if req.audience.iter().all(|a| a.is_empty()) {
-            return Err(Status::invalid_argument(
-                "audience: must name at least one audience",
-            ));
-        }
         let now = now_unix();
         let ids = vec![req.entry_id.clone()];
+        // The caller is authenticated before anything of its request is
+        // judged, as on every other signing path.
         let authorized = self
             .as_agent(peer, move |store, agent| {
                 signable_entries(store, &agent.spiffe_id, &ids, now).map_err(internal)
             })
             .await?;
+        if req.audience.iter().all(|a| a.is_empty()) {
+            return Err(Status::invalid_argument(
+                "audience: must name at least one audience",
+            ));
+        }
         let entry = authorized
             .get(&req.entry_id)
             .ok_or_else(|| not_authorized(&req.entry_id))?;

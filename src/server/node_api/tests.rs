@@ -385,6 +385,7 @@ async fn the_signing_rpcs_refuse_a_superseded_svid_and_an_unknown_agent() {
         id: id("spiffe://example.org/herald/agent/nobody"),
         ..current.clone()
     };
+    let unknown_again = unknown.clone();
     let params = |n: usize| {
         (0..n)
             .map(|_| node::NewX509svidParams {
@@ -414,6 +415,16 @@ async fn the_signing_rpcs_refuse_a_superseded_svid_and_an_unknown_agent() {
         assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
         assert!(err.message().contains(says), "{err:?}");
     }
+    // The caller is judged before its request: an empty audience is the
+    // current agent's error to see, not a stranger's.
+    let empty = || node::NewJwtsvidRequest {
+        entry_id: "entry-00001".into(),
+        audience: vec![String::new()],
+    };
+    let err = s.api.sign_jwt(unknown_again, empty()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = s.api.sign_jwt(current.clone(), empty()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     // The current SVID is served on both paths.
     for n in [1, 40] {
         let signed = s
