@@ -385,7 +385,6 @@ async fn the_signing_rpcs_refuse_a_superseded_svid_and_an_unknown_agent() {
         id: id("spiffe://example.org/herald/agent/nobody"),
         ..current.clone()
     };
-    let unknown_again = unknown.clone();
     let params = |n: usize| {
         (0..n)
             .map(|_| node::NewX509svidParams {
@@ -396,7 +395,7 @@ async fn the_signing_rpcs_refuse_a_superseded_svid_and_an_unknown_agent() {
     };
     for (peer, says) in [
         (superseded, "not the agent's current one"),
-        (unknown, "not attested"),
+        (unknown.clone(), "not attested"),
     ] {
         for n in [1, 40] {
             let err = s
@@ -421,7 +420,7 @@ async fn the_signing_rpcs_refuse_a_superseded_svid_and_an_unknown_agent() {
         entry_id: "entry-00001".into(),
         audience: vec![String::new()],
     };
-    let err = s.api.sign_jwt(unknown_again, empty()).await.unwrap_err();
+    let err = s.api.sign_jwt(unknown, empty()).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     let err = s.api.sign_jwt(current.clone(), empty()).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
