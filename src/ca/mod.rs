@@ -12,6 +12,7 @@ pub mod key_pem;
 pub mod keys;
 pub mod pem;
 pub mod public_key;
+pub mod serial;
 pub mod template;
 mod tlv;
 pub mod x509;

@@ -2,8 +2,10 @@
 //! written down once, for the CA certificates and for workload leaves.
 //!
 //! Choices, and why:
-//! - Serials are 128 random bits from the system CSPRNG, as SPIRE does: they
-//!   double as unique keys in the issuance log.
+//! - Serials are random from the system CSPRNG, as SPIRE does: 128 bits for
+//!   CA certificates; for workload leaves 124 bits per block of 16 and the
+//!   index in the block (see [`super::serial`]), so that the issuance log
+//!   can store a batch's records in groups.
 //! - NotBefore is backdated [`BACKDATE_SECS`] so a peer whose clock is a little
 //!   behind does not reject a fresh SVID.
 //! - Leaves carry KU digitalSignature only for EC keys (keyEncipherment is an

@@ -14,7 +14,8 @@
 //! | `bundles` | trust domain name | SPIFFE bundle JSON plus JWT key expiries |
 //! | `federation_relationships` | trust domain name | `FederationRelationship` |
 //! | `authorities` | record id | `AuthorityRecord` |
-//! | `issuances` | serial | `IssuanceRecord` |
+//! | `issuance_groups` | serial but its last hex digit (see `issuance_log`) | the group's `IssuanceRecord`s, a JSON array |
+//! | `issuances` | serial | `IssuanceRecord`: the log before groups, emptied into `issuance_groups` on open |
 //! | `issuances_by_expiry` | `not_after` (order-preserving 8 bytes) + serial | the serials expiring then, written together, `\n`-separated (empty: the key's serial) |
 //!
 //! SPIFFE IDs, ids and selectors never contain NUL, so `\0` separates the
@@ -27,6 +28,7 @@ mod codec;
 mod entries;
 mod entry_queries;
 mod group_commit;
+mod issuance_log;
 mod journal;
 
 use std::path::Path;
@@ -53,6 +55,7 @@ const BUNDLES: &str = "bundles";
 const FEDERATION: &str = "federation_relationships";
 const AUTHORITIES: &str = "authorities";
 const ISSUANCES: &str = "issuances";
+const ISSUANCE_GROUPS: &str = "issuance_groups";
 const ISSUANCES_BY_EXPIRY: &str = "issuances_by_expiry";
 
 /// The embedded datastore. Cheap to share behind an `Arc`; sled handles
@@ -79,6 +82,7 @@ pub struct SledStore {
     federation: Tree,
     authorities: Tree,
     issuances: Tree,
+    issuance_groups: Tree,
     issuances_by_expiry: Tree,
 }
 
@@ -129,7 +133,7 @@ impl SledStore {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(SledStore {
+        let store = SledStore {
             log_file,
             group: group_commit::GroupCommit::default(),
             entries: open_tree(&db, ENTRIES)?,
@@ -142,9 +146,12 @@ impl SledStore {
             federation: open_tree(&db, FEDERATION)?,
             authorities: open_tree(&db, AUTHORITIES)?,
             issuances: open_tree(&db, ISSUANCES)?,
+            issuance_groups: open_tree(&db, ISSUANCE_GROUPS)?,
             issuances_by_expiry: open_tree(&db, ISSUANCES_BY_EXPIRY)?,
             db,
-        })
+        };
+        store.upgrade_issuance_log()?;
+        Ok(store)
     }
 
     /// Makes every write so far durable; the last step of every write
@@ -388,12 +395,11 @@ impl DataStore for SledStore {
     }
 
     fn get_issuance(&self, serial: &str) -> Result<Option<IssuanceRecord>, StoreError> {
-        let serial = serial.to_ascii_lowercase();
-        get_json(&self.issuances, ISSUANCES, serial.as_bytes())
+        self.get_issuance_impl(&serial.to_ascii_lowercase())
     }
 
     fn count_issuances(&self) -> Result<u64, StoreError> {
-        Ok(self.issuances.len() as u64)
+        self.count_issuances_impl()
     }
 
     fn prune_issuances(&self, before: i64) -> Result<usize, StoreError> {

@@ -4,6 +4,7 @@
 use super::leaf_der::Leaf;
 use super::{SignedCert, X509Authority, X509Error};
 use crate::ca::public_key;
+use crate::ca::serial::SerialBlock;
 use crate::ca::template;
 use crate::spiffe::SpiffeId;
 
@@ -21,8 +22,21 @@ pub struct SvidRequest<'a> {
 }
 
 impl X509Authority {
-    /// Signs an X509-SVID for `req.spiffe_id` over `req.public_key_spki`.
+    /// Signs an X509-SVID for `req.spiffe_id` over `req.public_key_spki`,
+    /// with a serial of its own block.
     pub fn sign_svid(&self, req: &SvidRequest<'_>, now: i64) -> Result<SignedCert, X509Error> {
+        self.sign_svid_in(req, now, &mut SerialBlock::new())
+    }
+
+    /// Signs an X509-SVID with the next serial of `serials`: the SVIDs of
+    /// one batch share blocks, so the issuance log stores them in groups
+    /// (see [`crate::ca::serial`]).
+    pub fn sign_svid_in(
+        &self,
+        req: &SvidRequest<'_>,
+        now: i64,
+        serials: &mut SerialBlock,
+    ) -> Result<SignedCert, X509Error> {
         if req.spiffe_id.trust_domain() != &self.trust_domain {
             return Err(X509Error::WrongTrustDomain {
                 id: req.spiffe_id.clone(),
@@ -34,7 +48,7 @@ impl X509Authority {
         }
         let not_after = self.validity(req.ttl_secs, now)?;
         let key = public_key::read_spki(req.public_key_spki).map_err(X509Error::BadPublicKey)?;
-        let serial = template::random_serial_bytes()?;
+        let serial = serials.next_serial()?;
         let cert_der = self.leaf.sign(&Leaf {
             serial: &serial,
             not_before: now - template::BACKDATE_SECS,
