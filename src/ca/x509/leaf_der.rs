@@ -251,19 +251,29 @@ fn write_time(unix: i64, out: &mut Vec<u8>) -> Result<(), TemplateError> {
     if !(0..=9999).contains(&year) {
         return Err(TemplateError::YearOutOfRange { unix, year });
     }
-    let rest = format!(
-        "{:02}{:02}{:02}{:02}{:02}Z",
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    if (1950..2050).contains(&year) {
-        tlv::write(UTC_TIME, format!("{:02}{rest}", year % 100).as_bytes(), out);
-    } else {
-        tlv::write(GENERALIZED_TIME, format!("{year:04}{rest}").as_bytes(), out);
+    // Digits written by hand: two `format!`s were a percent of the CPU
+    // per SVID, two validity times per leaf.
+    let utc = (1950..2050).contains(&year);
+    let year = year.unsigned_abs(); // 0..=9999, checked above
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    let mut two_digits = |v: u32| {
+        text[len] = b'0' + (v / 10 % 10) as u8;
+        text[len + 1] = b'0' + (v % 10) as u8;
+        len += 2;
+    };
+    if !utc {
+        two_digits(year / 100);
     }
+    two_digits(year % 100);
+    two_digits(u32::from(u8::from(t.month())));
+    two_digits(u32::from(t.day()));
+    two_digits(u32::from(t.hour()));
+    two_digits(u32::from(t.minute()));
+    two_digits(u32::from(t.second()));
+    text[len] = b'Z';
+    let tag = if utc { UTC_TIME } else { GENERALIZED_TIME };
+    tlv::write(tag, &text[..=len], out);
     Ok(())
 }
 
@@ -316,5 +326,41 @@ fn ia5(value: &str, field: &str) -> Result<(), TemplateError> {
         Err(TemplateError::NotAscii {
             field: format!("{field} {value:?}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+
+    fn text(unix: i64) -> (u8, String) {
+        let mut out = Vec::new();
+        write_time(unix, &mut out).unwrap();
+        (out[0], String::from_utf8(out[2..].to_vec()).unwrap())
+    }
+
+    /// Each side of the 1950 and 2050 switches, and the last second a
+    /// certificate can carry.
+    #[test]
+    fn times_are_utc_from_1950_through_2049_and_generalized_otherwise() {
+        assert_eq!(
+            text(-631_152_001),
+            (GENERALIZED_TIME, "19491231235959Z".into())
+        );
+        assert_eq!(text(-631_152_000), (UTC_TIME, "500101000000Z".into()));
+        assert_eq!(text(1_800_000_000), (UTC_TIME, "270115080000Z".into()));
+        assert_eq!(text(2_524_607_999), (UTC_TIME, "491231235959Z".into()));
+        assert_eq!(
+            text(2_524_608_000),
+            (GENERALIZED_TIME, "20500101000000Z".into())
+        );
+        assert_eq!(
+            text(253_402_300_799),
+            (GENERALIZED_TIME, "99991231235959Z".into())
+        );
+        assert!(matches!(
+            write_time(253_402_300_800, &mut Vec::new()),
+            Err(TemplateError::BadTime { .. } | TemplateError::YearOutOfRange { .. })
+        ));
     }
 }
