@@ -149,9 +149,18 @@ impl SledStore {
             // appended again with the same expiry) is merged with, not
             // replaced: its other serials would lose their only index row.
             let key = expiry_key(not_after, serials[0]);
-            self.issuances_by_expiry
-                .fetch_and_update(&key, |old| Some(merged_row(&key, old, &serials)))
-                .map_err(StoreError::sled("append an issuance index row"))?;
+            const OP: &str = "append an issuance index row";
+            // A fresh serial's row is new: one tree operation, no read.
+            let fresh = serials.join("\n").into_bytes();
+            let created = self
+                .issuances_by_expiry
+                .compare_and_swap(&key, None::<&[u8]>, Some(fresh))
+                .map_err(StoreError::sled(OP))?;
+            if created.is_err() {
+                self.issuances_by_expiry
+                    .fetch_and_update(&key, |old| Some(merged_row(&key, old, &serials)))
+                    .map_err(StoreError::sled(OP))?;
+            }
         }
         for (key, records) in by_group {
             self.put_in_group(key, &records)?;
@@ -159,14 +168,14 @@ impl SledStore {
         self.flush("flush issuance records")
     }
 
-    /// Merges `records` into group `key`, again if another writer changed
-    /// the group in between (only a retry of the same serials can).
+    /// Merges `records` into group `key`: a compare-and-swap from the group
+    /// as last read (at first, from no group), read again and merged again
+    /// whenever it was not that (a group already there, or another writer
+    /// in between, which only a retry of the same serials can be).
     fn put_in_group(&self, key: &str, records: &[&IssuanceRecord]) -> Result<(), StoreError> {
+        // Fresh serials make a new group: try that first, without a read.
+        let mut old: Option<sled::IVec> = None;
         loop {
-            let old = self
-                .issuance_groups
-                .get(key)
-                .map_err(StoreError::sled("read an issuance group"))?;
             let group = match &old {
                 Some(bytes) => decode_group(key.as_bytes(), bytes)?,
                 None => Vec::new(),
@@ -177,8 +186,9 @@ impl SledStore {
                 .issuance_groups
                 .compare_and_swap(key, old, Some(new))
                 .map_err(StoreError::sled("write an issuance group"))?;
-            if swapped.is_ok() {
-                return Ok(());
+            match swapped {
+                Ok(()) => return Ok(()),
+                Err(conflict) => old = conflict.current,
             }
         }
     }
