@@ -14,8 +14,9 @@
 //! collisions) and so that two certificates never share one. A block is
 //! drawn after the batch's requests arrived, so nothing in it is known to
 //! their sender beforehand; 124 bits keep two blocks from colliding (the
-//! CA/Browser Forum asks 64); and within a block the index keeps serials
-//! apart.
+//! leaf profile of `shared/spec/SPIFFE.md` asks at least 64 random bits,
+//! SPIRE draws 128 per certificate); and within a block the index keeps
+//! serials apart.
 
 use ring::rand::{SecureRandom as _, SystemRandom};
 
