@@ -110,6 +110,20 @@ fn appending_a_serial_again_keeps_its_row_mates_indexed() {
     assert_eq!(store.count_issuances().unwrap(), 0);
 }
 
+/// A one-digit serial's group key is empty; it is stored and found all
+/// the same.
+#[test]
+fn a_one_digit_serial_has_a_group_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    store
+        .append_issuances(&[record("a", 100), record("b", 100)])
+        .unwrap();
+    assert_eq!(store.get_issuance("a").unwrap(), Some(record("a", 100)));
+    assert_eq!(store.get_issuance("b").unwrap(), Some(record("b", 100)));
+    assert_eq!(store.prune_issuances(101).unwrap(), 2);
+}
+
 /// Opening a store written before groups moves its records into groups
 /// (and out of the old tree); one that does not decode stays where it was
 /// and is reported as corrupt when read, not dropped.
