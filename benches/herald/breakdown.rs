@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use herald::agent::attestor::UnixAttestor;
 use herald::agent::cache::{CacheSnapshot, WorkloadIdentity};
+use herald::ca::serial::SerialBlock;
+use herald::ca::template::serial_hex;
 use herald::ca::{verify_csr, KeyPair, KeyType, SvidRequest, X509Authority};
 use herald::clock::now_unix;
 use herald::node::make_csr;
@@ -148,12 +150,14 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
     let authorized = time(iters.min(200), |_| {
         authorized_entries(&store, &agent, now_unix()).unwrap()
     });
-    // Fresh serials every call (an existing serial would be replaced).
+    // Fresh serials every call (an existing serial would be replaced),
+    // drawn in blocks as the CA draws a batch's.
     let batches: Vec<Vec<IssuanceRecord>> = (0..APPENDS)
         .map(|b| {
+            let mut serials = SerialBlock::new();
             (0..500)
                 .map(|i| IssuanceRecord {
-                    serial: format!("{:x}", uuid::Uuid::new_v4().as_u128() | 1 << 120),
+                    serial: serial_hex(&serials.next_serial().unwrap()),
                     spiffe_id: id.clone(),
                     agent_id: Some(agent.clone()),
                     entry_id: Some(format!("entry-{b}-{i}")),

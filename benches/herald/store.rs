@@ -1,13 +1,16 @@
 //! Item 6: the store. Durable issuance-log writes per second on the real
 //! sled store (every `append_issuances` returns after sled's flush, i.e.
 //! an fsync), one record per call, one record per call from 8 threads at
-//! once, and 500 records per call (what the node API does per batch). The
+//! once, and 500 records per call (what the node API does per batch, with
+//! serials drawn in blocks as the CA draws them). The
 //! baseline is the disk itself: 200-byte writes each followed by
 //! `fdatasync`, in the same directory.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+use herald::ca::serial::SerialBlock;
+use herald::ca::template::serial_hex;
 use herald::spiffe::SpiffeId;
 use herald::store::{DataStore, IssuanceRecord};
 
@@ -20,10 +23,12 @@ use crate::scale::Scale;
 const BATCH: usize = 500;
 const THREADS: usize = 8;
 
-fn record(i: usize, agent: &SpiffeId, workload: &SpiffeId) -> IssuanceRecord {
+/// A record whose serial is the next of `serials`, as the CA draws them (a
+/// batch's serials in blocks of 16, which the log stores as one group).
+fn record(serials: &mut SerialBlock, agent: &SpiffeId, workload: &SpiffeId) -> IssuanceRecord {
     let now = herald::clock::now_unix();
     IssuanceRecord {
-        serial: format!("{:032x}", uuid::Uuid::new_v4().as_u128() ^ i as u128),
+        serial: serial_hex(&serials.next_serial().unwrap()),
         spiffe_id: workload.clone(),
         agent_id: Some(agent.clone()),
         entry_id: Some(uuid::Uuid::new_v4().to_string()),
@@ -35,8 +40,8 @@ fn record(i: usize, agent: &SpiffeId, workload: &SpiffeId) -> IssuanceRecord {
 /// Single-record appends: latencies.
 fn single(store: &dyn DataStore, n: usize, agent: &SpiffeId, wl: &SpiffeId) -> Vec<Duration> {
     (0..n)
-        .map(|i| {
-            let r = record(i, agent, wl);
+        .map(|_| {
+            let r = record(&mut SerialBlock::new(), agent, wl);
             let t = Instant::now();
             store.append_issuances(&[r]).unwrap();
             t.elapsed()
@@ -156,9 +161,10 @@ pub fn run(scale: &Scale, report: &mut Report) {
     let concurrent_rate = concurrent as f64 / start.elapsed().as_secs_f64();
 
     let batches: Vec<Vec<IssuanceRecord>> = (0..scale.store_batches)
-        .map(|b| {
+        .map(|_| {
+            let mut serials = SerialBlock::new();
             (0..BATCH)
-                .map(|i| record(b * BATCH + i, &agent, &wl))
+                .map(|_| record(&mut serials, &agent, &wl))
                 .collect()
         })
         .collect();
