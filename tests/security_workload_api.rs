@@ -249,3 +249,34 @@ fn connections_per_uid_are_capped_and_idle_ones_closed() {
     // The slots are free again: a well-behaved client gets through.
     well_behaved_client_works(&agent.socket);
 }
+
+/// A client whose `:authority` is valid is passed through untouched once
+/// its first header block is judged (the shim stops decoding its frames).
+/// Such a connection still answers later requests, and is still closed
+/// once idle: the idle limit does not depend on the shim's decoding.
+#[test]
+fn a_passed_through_connection_serves_later_requests_and_is_closed_once_idle() {
+    const END_STREAM: u8 = 0x1;
+    let (_server, agent, _dir) = start("workload_api_idle_timeout = \"3s\"\n");
+    let mut s = connect(&agent.socket);
+    let block = grpc_request_block("FetchJWTSVID");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Requests without a message: each is answered with an error status,
+    // on its own stream (1 judged by the shim, 3 and 5 passed through).
+    for stream in [1, 3, 5] {
+        s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, stream, &block))
+            .unwrap();
+        let answered = std::iter::from_fn(|| read_frame(&mut s))
+            .any(|(kind, _, on, _)| kind == HEADERS && on == stream);
+        assert!(answered, "no answer on stream {stream}");
+    }
+    let start = Instant::now();
+    assert!(
+        closed_by_peer(&mut s, Duration::from_secs(30)),
+        "an idle passed-through connection stayed open"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "closed before it was idle"
+    );
+}
