@@ -72,19 +72,29 @@ fn decode_group(key: &[u8], bytes: &[u8]) -> Result<Vec<IssuanceRecord>, StoreEr
     decode(ISSUANCE_GROUPS, key, bytes)
 }
 
-/// `group` with `records` put in, each replacing the record of its serial
-/// if there is one.
+fn encode_group(key: &str, group: &[IssuanceRecord]) -> Result<Vec<u8>, StoreError> {
+    encode("issuance group", key, &group)
+}
+
+/// The stored form of group `key` (now `stored`, if it exists) with
+/// `records` put in, each replacing the record of its serial if there is
+/// one.
 fn merged_group<'a>(
-    mut group: Vec<IssuanceRecord>,
+    key: &str,
+    stored: Option<&[u8]>,
     records: impl IntoIterator<Item = &'a IssuanceRecord>,
-) -> Vec<IssuanceRecord> {
+) -> Result<Vec<u8>, StoreError> {
+    let mut group = match stored {
+        Some(bytes) => decode_group(key.as_bytes(), bytes)?,
+        None => Vec::new(),
+    };
     for record in records {
         match group.iter_mut().find(|r| r.serial == record.serial) {
             Some(slot) => *slot = record.clone(),
             None => group.push(record.clone()),
         }
     }
-    group
+    encode_group(key, &group)
 }
 
 /// Puts `records` (all of group `key`) into their group inside a
@@ -94,15 +104,9 @@ fn merge_in_tx<'a>(
     key: &str,
     records: impl IntoIterator<Item = &'a IssuanceRecord>,
 ) -> Result<(), sled::transaction::ConflictableTransactionError<StoreError>> {
-    let group = match groups.get(key)? {
-        Some(bytes) => decode_group(key.as_bytes(), &bytes).map_err(abort)?,
-        None => Vec::new(),
-    };
-    let merged = merged_group(group, records);
-    groups.insert(
-        key.as_bytes(),
-        encode("issuance group", key, &merged).map_err(abort)?,
-    )?;
+    let stored = groups.get(key)?;
+    let merged = merged_group(key, stored.as_deref(), records).map_err(abort)?;
+    groups.insert(key.as_bytes(), merged)?;
     Ok(())
 }
 
@@ -144,12 +148,12 @@ impl SledStore {
                 .or_default()
                 .push(record);
         }
+        const OP: &str = "append an issuance index row";
         for (not_after, serials) in by_expiry {
             // Keyed by the first serial. A row already there (that serial
             // appended again with the same expiry) is merged with, not
             // replaced: its other serials would lose their only index row.
             let key = expiry_key(not_after, serials[0]);
-            const OP: &str = "append an issuance index row";
             // A fresh serial's row is new: one tree operation, no read.
             let fresh = serials.join("\n").into_bytes();
             let created = self
@@ -176,12 +180,7 @@ impl SledStore {
         // Fresh serials make a new group: try that first, without a read.
         let mut old: Option<sled::IVec> = None;
         loop {
-            let group = match &old {
-                Some(bytes) => decode_group(key.as_bytes(), bytes)?,
-                None => Vec::new(),
-            };
-            let merged = merged_group(group, records.iter().copied());
-            let new = encode("issuance group", key, &merged)?;
+            let new = merged_group(key, old.as_deref(), records.iter().copied())?;
             let swapped = self
                 .issuance_groups
                 .compare_and_swap(key, old, Some(new))
@@ -296,7 +295,7 @@ impl SledStore {
                         if group.is_empty() {
                             groups.remove(key.as_bytes())?;
                         } else if group.len() != had {
-                            let bytes = encode("issuance group", key, &group).map_err(abort)?;
+                            let bytes = encode_group(key, &group).map_err(abort)?;
                             groups.insert(key.as_bytes(), bytes)?;
                         }
                     }
