@@ -78,13 +78,32 @@ pub fn fmt_kib(kib: u64) -> String {
 
 /// Clock ticks per second of /proc times (USER_HZ; 100 on Linux).
 fn ticks_per_sec() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// CPU seconds used so far by one thread, from its `/proc/.../task/<tid>`
+/// directory: the scheduler's nanosecond count (`schedstat`) where the
+/// kernel keeps one, else `stat`'s clock ticks (10 ms), too coarse for a
+/// per-call figure.
+fn task_cpu_secs(task: &std::path::Path) -> Option<f64> {
+    let ns = std::fs::read_to_string(task.join("schedstat"))
         .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+    match ns {
+        Some(ns) => Some(ns as f64 / 1e9),
+        None => std::fs::read_to_string(task.join("stat"))
+            .ok()
+            .map(|s| stat_cpu_secs(&s)),
+    }
 }
 
 /// utime + stime, in seconds, from a `stat` file's text.
@@ -159,7 +178,7 @@ impl RoleCpu {
             let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
                 continue;
             };
-            let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            let Some(cpu) = task_cpu_secs(&path) else {
                 continue;
             };
             let role = if comm.starts_with("agent") {
@@ -169,7 +188,7 @@ impl RoleCpu {
             } else {
                 "server"
             };
-            *by_role.entry(role).or_default() += stat_cpu_secs(&stat);
+            *by_role.entry(role).or_default() += cpu;
         }
         let agent = by_role.get("agent").copied().unwrap_or(0.0);
         let bench = by_role.get("bench").copied().unwrap_or(0.0);
@@ -178,6 +197,13 @@ impl RoleCpu {
             agent,
             bench,
         }
+    }
+
+    /// Adds `other` to `self`, role by role.
+    pub fn add(&mut self, other: &RoleCpu) {
+        self.server += other.server;
+        self.agent += other.agent;
+        self.bench += other.bench;
     }
 
     /// The CPU used between `earlier` and `self`.

@@ -38,7 +38,7 @@ use crate::cluster::{self, Runtimes, Server};
 use crate::harness::bin::my_uid;
 use crate::harness::dirs::temp_dir;
 pub use crate::harness::workload::with_header;
-use crate::measure::{fmt_dur, percentiles, Percentiles};
+use crate::measure::{fmt_dur, percentiles, Percentiles, RoleCpu};
 use crate::report::{heading, ratio, Report, Row};
 use crate::scale::Scale;
 
@@ -246,6 +246,20 @@ fn samples(
     })
 }
 
+/// What one socket's calls cost: their latencies, and the CPU each role's
+/// threads spent while they ran.
+struct Measured {
+    latency: Percentiles,
+    cpu: RoleCpu,
+}
+
+impl Measured {
+    /// The agent runtime's CPU per call (the floors run on it too).
+    fn agent_per_call(&self) -> Duration {
+        Duration::from_secs_f64(self.cpu.agent / self.latency.count.max(1) as f64)
+    }
+}
+
 /// The real service, the floor and the floor behind the agent's
 /// `:authority` shim, measured in turn in `ROUNDS` rounds so that all meet
 /// the same machine (this one is shared).
@@ -255,15 +269,22 @@ fn compare<const N: usize>(
     rpc: Rpc,
     concurrency: usize,
     calls: usize,
-) -> [Percentiles; N] {
+) -> [Measured; N] {
     let per_round = calls.div_ceil(ROUNDS);
     let mut all: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
+    let mut cpu = [RoleCpu::default(); N];
     for _ in 0..ROUNDS {
-        for (socket, out) in sockets.iter().zip(all.iter_mut()) {
+        for ((socket, out), cpu) in sockets.iter().zip(all.iter_mut()).zip(cpu.iter_mut()) {
+            let before = RoleCpu::now();
             out.extend(samples(rts, socket, rpc, concurrency, per_round));
+            cpu.add(&RoleCpu::now().since(&before));
         }
     }
-    all.map(|s| percentiles(&s))
+    let mut cpu = cpu.into_iter();
+    all.map(|s| Measured {
+        latency: percentiles(&s),
+        cpu: cpu.next().unwrap_or_default(),
+    })
 }
 
 // === the floor ===
@@ -422,6 +443,16 @@ pub fn run(scale: &Scale, c: &WorkloadCluster, report: &mut Report) {
                 counted_path.as_path(),
             ];
             let [real, floor, shim, counted] = compare(&c.rts, sockets, rpc, conc, calls);
+            let agent_cpu = (real.agent_per_call(), floor.agent_per_call());
+            println!(
+                "  {} c={conc}: agent runtime CPU per call: {} real, {} echo, {} echo behind the shim, {} echo behind the metrics layer",
+                rpc.name(),
+                fmt_dur(agent_cpu.0),
+                fmt_dur(agent_cpu.1),
+                fmt_dur(shim.agent_per_call()),
+                fmt_dur(counted.agent_per_call()),
+            );
+            let [real, floor, shim, counted] = [real, floor, shim, counted].map(|m| m.latency);
             if (rpc, conc) == (Rpc::Jwt, 1) {
                 warm_jwt = real.p50;
             }
@@ -457,6 +488,18 @@ pub fn run(scale: &Scale, c: &WorkloadCluster, report: &mut Report) {
                     met: None,
                 });
             }
+            // At c=32 on few cores the p50 is mostly queueing behind other
+            // calls, so it moves with the CPU each call costs: this says
+            // how much of it is the agent's.
+            report.add(Row {
+                item: "2 workload API",
+                figure: format!("  agent runtime CPU per call, c={conc}"),
+                value: fmt_dur(agent_cpu.0),
+                baseline: format!("tonic echo over UDS {}", fmt_dur(agent_cpu.1)),
+                ratio: ratio(agent_cpu.0.as_secs_f64(), agent_cpu.1.as_secs_f64()),
+                target: "–".into(),
+                met: None,
+            });
         }
     }
     // Last: these audiences stay hot in the agent's JWT cache for a

@@ -4,14 +4,22 @@
 //! [`ConnInfo`] carries an [`Activity`]; the [`TrackRequests`] layer marks a
 //! request in flight from its arrival until its response body ends or is
 //! dropped.
+//!
+//! The count is kept lazily: a request only updates two atomics, and the
+//! connection's idle timer re-reads them when it fires instead of being
+//! woken by every request. A busy connection used to cost its reader task
+//! two wake-ups and a timer re-arm per request; now its timer fires once
+//! per timeout. The timeout is still exact: a connection closes when no
+//! request has been in flight for the whole timeout, never earlier, and
+//! no later than the timer's own granularity once that holds.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use http_body_util::BodyExt as _;
-use tokio::sync::watch;
 use tonic::body::Body;
 use tonic::transport::server::UdsConnectInfo;
 
@@ -25,16 +33,21 @@ pub struct ConnInfo {
     pub activity: Arc<Activity>,
 }
 
-/// Requests in flight on one connection.
+/// Requests in flight on one connection, and when that count last changed.
 #[derive(Debug)]
 pub struct Activity {
-    in_flight: watch::Sender<usize>,
+    in_flight: AtomicUsize,
+    /// Nanoseconds from `origin` to the last change of `in_flight`.
+    last_change: AtomicU64,
+    origin: Instant,
 }
 
 impl Default for Activity {
     fn default() -> Self {
         Activity {
-            in_flight: watch::Sender::new(0),
+            in_flight: AtomicUsize::new(0),
+            last_change: AtomicU64::new(0),
+            origin: Instant::now(),
         }
     }
 }
@@ -42,25 +55,46 @@ impl Default for Activity {
 impl Activity {
     /// Marks a request in flight until the guard drops.
     pub fn begin(self: &Arc<Self>) -> ActivityGuard {
-        self.in_flight.send_modify(|n| *n += 1);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.touch();
         ActivityGuard {
             activity: self.clone(),
         }
     }
 
+    /// Records that the count changed now.
+    fn touch(&self) {
+        // u64 nanoseconds last 584 years: a connection does not.
+        let since = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_change.fetch_max(since, Ordering::SeqCst);
+    }
+
+    /// When the count last changed.
+    fn last_change(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.last_change.load(Ordering::SeqCst))
+    }
+
     /// Resolves once no request has been in flight for `timeout`.
     pub(super) async fn idle_for(&self, timeout: Duration) {
-        let mut rx = self.in_flight.subscribe();
         loop {
-            let busy = *rx.borrow_and_update() > 0;
-            if busy {
-                // The sender lives in `self`, so `changed` cannot fail here.
-                let _ = rx.changed().await;
-                continue;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(timeout) => return,
-                _ = rx.changed() => {}
+            let wake = if self.in_flight.load(Ordering::SeqCst) > 0 {
+                // Busy: whatever ends it, idleness starts no earlier than
+                // now, so the earliest the connection can be idle long
+                // enough is a whole timeout away.
+                Instant::now().checked_add(timeout)
+            } else {
+                // A guard records the time before it decrements the
+                // count, so having read zero, this is when it last fell.
+                let idle_until = self.last_change().checked_add(timeout);
+                if idle_until.is_some_and(|t| Instant::now() >= t) {
+                    return;
+                }
+                idle_until
+            };
+            match wake {
+                Some(wake) => tokio::time::sleep_until(wake.into()).await,
+                // A timeout past what the clock can represent never ends.
+                None => std::future::pending().await,
             }
         }
     }
@@ -74,9 +108,8 @@ pub struct ActivityGuard {
 
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
-        self.activity
-            .in_flight
-            .send_modify(|n| *n = n.saturating_sub(1));
+        self.activity.touch();
+        self.activity.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -151,9 +184,36 @@ mod tests {
         assert!(tokio::time::timeout(Duration::from_millis(500), &mut idle)
             .await
             .is_err());
+        let ended = Instant::now();
         drop(guard);
         tokio::time::timeout(Duration::from_secs(10), &mut idle)
             .await
             .expect("idle once the request is done");
+        assert!(
+            ended.elapsed() >= Duration::from_millis(50),
+            "closed before a whole timeout without a request"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_shorter_than_the_timeout_keep_the_connection_open() {
+        let activity = Arc::new(Activity::default());
+        let timeout = Duration::from_millis(200);
+        let idle = activity.idle_for(timeout);
+        tokio::pin!(idle);
+        // A short request every 50 ms for 1 s: never 200 ms without one,
+        // although none is in flight when the timer looks.
+        for _ in 0..20 {
+            tokio::select! {
+                () = &mut idle => panic!("closed while requests kept arriving"),
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            drop(activity.begin());
+        }
+        let last = Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), &mut idle)
+            .await
+            .expect("idle once the requests stop");
+        assert!(last.elapsed() >= timeout, "closed before a whole timeout");
     }
 }
