@@ -208,26 +208,32 @@ async fn call(client: &mut WorkloadClient, rpc: Rpc) {
 }
 
 /// `concurrency` clients, one connection each, `calls` timed calls each,
-/// all starting together after a warm-up.
+/// all starting together after a warm-up; and the CPU each role spent in
+/// the timed part (from the barrier until the last client is done, so
+/// neither the connections nor the warm-up are counted).
 fn samples(
     rts: &Runtimes,
     socket: &Path,
     rpc: Rpc,
     concurrency: usize,
     calls: usize,
-) -> Vec<Duration> {
+) -> (Vec<Duration>, RoleCpu) {
     rts.bench.block_on(async {
         let barrier = Arc::new(tokio::sync::Barrier::new(concurrency));
+        let started = Arc::new(std::sync::OnceLock::new());
         let tasks: Vec<_> = (0..concurrency)
             .map(|_| {
                 let socket = socket.to_path_buf();
                 let barrier = barrier.clone();
+                let started = started.clone();
                 tokio::spawn(async move {
                     let mut client = workload_client(&socket).await;
                     for _ in 0..WARMUP {
                         call(&mut client, rpc).await;
                     }
-                    barrier.wait().await;
+                    if barrier.wait().await.is_leader() {
+                        started.get_or_init(RoleCpu::now);
+                    }
                     let mut samples = Vec::with_capacity(calls);
                     for _ in 0..calls {
                         let t = Instant::now();
@@ -242,7 +248,8 @@ fn samples(
         for t in tasks {
             all.extend(t.await.unwrap());
         }
-        all
+        let cpu = RoleCpu::now().since(started.get().expect("the barrier's leader read the CPU"));
+        (all, cpu)
     })
 }
 
@@ -275,9 +282,9 @@ fn compare<const N: usize>(
     let mut cpu = [RoleCpu::default(); N];
     for _ in 0..ROUNDS {
         for ((socket, out), cpu) in sockets.iter().zip(all.iter_mut()).zip(cpu.iter_mut()) {
-            let before = RoleCpu::now();
-            out.extend(samples(rts, socket, rpc, concurrency, per_round));
-            cpu.add(&RoleCpu::now().since(&before));
+            let (latencies, used) = samples(rts, socket, rpc, concurrency, per_round);
+            out.extend(latencies);
+            cpu.add(&used);
         }
     }
     let mut cpu = cpu.into_iter();
