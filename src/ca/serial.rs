@@ -18,9 +18,7 @@
 //! SPIRE draws 128 per certificate); and within a block the index keeps
 //! serials apart.
 
-use ring::rand::{SecureRandom as _, SystemRandom};
-
-use super::template::TemplateError;
+use super::template::{random_serial_bytes, TemplateError};
 
 /// Certificates per block: the values of the low 4 bits.
 pub const BLOCK_LEN: usize = 16;
@@ -58,10 +56,8 @@ impl SerialBlock {
 /// Fresh random bytes for a block: the low 4 bits zero (the index goes
 /// there) and the rest not all zero, so no serial of the block is zero.
 fn draw_block() -> Result<[u8; 16], TemplateError> {
-    let rng = SystemRandom::new();
     loop {
-        let mut bytes = [0u8; 16];
-        rng.fill(&mut bytes).map_err(|_| TemplateError::Rng)?;
+        let mut bytes = random_serial_bytes()?;
         bytes[15] &= 0xf0;
         if bytes.iter().any(|b| *b != 0) {
             return Ok(bytes);
