@@ -157,7 +157,7 @@ pub fn run(scale: &Scale, bound: &CryptoBound, report: &mut Report) {
             let mut serials = SerialBlock::new();
             (0..500)
                 .map(|i| IssuanceRecord {
-                    serial: serial_hex(&serials.next_serial().unwrap()),
+                    serial: serial_hex(&serials.next_serial(now_unix()).unwrap()),
                     spiffe_id: id.clone(),
                     agent_id: Some(agent.clone()),
                     entry_id: Some(format!("entry-{b}-{i}")),

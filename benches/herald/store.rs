@@ -28,7 +28,7 @@ const THREADS: usize = 8;
 fn record(serials: &mut SerialBlock, agent: &SpiffeId, workload: &SpiffeId) -> IssuanceRecord {
     let now = herald::clock::now_unix();
     IssuanceRecord {
-        serial: serial_hex(&serials.next_serial().unwrap()),
+        serial: serial_hex(&serials.next_serial(now).unwrap()),
         spiffe_id: workload.clone(),
         agent_id: Some(agent.clone()),
         entry_id: Some(uuid::Uuid::new_v4().to_string()),

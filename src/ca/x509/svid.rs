@@ -48,7 +48,7 @@ impl X509Authority {
         }
         let not_after = self.validity(req.ttl_secs, now)?;
         let key = public_key::read_spki(req.public_key_spki).map_err(X509Error::BadPublicKey)?;
-        let serial = serials.next_serial()?;
+        let serial = serials.next_serial(now)?;
         let cert_der = self.leaf.sign(&Leaf {
             serial: &serial,
             not_before: now - template::BACKDATE_SECS,

@@ -9,7 +9,9 @@
 //! 16 records (~4 KB), which keeps sled's leaves (16 values) far below the
 //! size sled moves to its separate blob files, which our fdatasync does not
 //! cover. Any serial has a group key, so records of serials drawn otherwise
-//! (older certificates, other paths) are stored the same way.
+//! (older certificates, other paths) are stored the same way. Serials start
+//! with the second their block was drawn in, so new groups go to the end of
+//! the tree, next to each other, instead of each to a random leaf.
 //!
 //! The expiry index has one row per expiry second of an append, naming its
 //! serials, so that pruning reads only the expired rows.

@@ -36,8 +36,9 @@ fn a_batch_of_block_serials_is_stored_in_one_group_per_block() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
     let mut block = SerialBlock::new();
+    let now = crate::clock::now_unix();
     let batch: Vec<_> = (0..40)
-        .map(|_| record(&serial_hex(&block.next_serial().unwrap()), 100))
+        .map(|_| record(&serial_hex(&block.next_serial(now).unwrap()), 100))
         .collect();
     store.append_issuances(&batch).unwrap();
     assert_eq!(store.issuance_groups.len(), 3);
