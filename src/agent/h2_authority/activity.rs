@@ -198,10 +198,12 @@ mod tests {
     #[tokio::test]
     async fn requests_shorter_than_the_timeout_keep_the_connection_open() {
         let activity = Arc::new(Activity::default());
-        let timeout = Duration::from_millis(200);
+        // Ten times the gap between requests, so that only a stall of the
+        // test's own thread longer than 450 ms could close it early.
+        let timeout = Duration::from_millis(500);
         let idle = activity.idle_for(timeout);
         tokio::pin!(idle);
-        // A short request every 50 ms for 1 s: never 200 ms without one,
+        // A short request every 50 ms for 1 s: never 500 ms without one,
         // although none is in flight when the timer looks.
         for _ in 0..20 {
             tokio::select! {
